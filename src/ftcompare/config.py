@@ -1,0 +1,259 @@
+"""Study configuration: schema validation, defaults, and per-run resolution.
+
+The config file is the user's manual (config/config.yaml). This module turns it into
+typed, fully resolved settings: `validate_config` rejects anything the schema does not
+allow with a message naming the key and what is allowed, and `resolve_run` merges the
+`training` defaults with one strategy's overrides into the `RunSpec` a fine-tune job uses.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+METHODS = ("full", "lora", "qlora", "ia3")
+
+# Defaults for optional keys. config/config.yaml spells every one of them out with the
+# reason for its value; these exist so that a small override file stays small.
+DEFAULTS: dict[str, Any] = {
+    "data": {
+        "name": "stanfordnlp/imdb",
+        "train": None,
+        "test": None,
+        "text_column": "text",
+        "label_column": "label",
+        "train_size": None,
+        "test_size": None,
+        "validation_fraction": 0.1,
+        "split_seed": 42,
+    },
+    "training": {
+        "max_length": 512,
+        "learning_rate": 2.0e-5,
+        "epochs": 3,
+        "batch_size": 32,
+        "weight_decay": 0.01,
+        "warmup_ratio": 0.06,
+        "max_grad_norm": 1.0,
+        "lr_reference_batch_size": 32,
+        "eval_batch_size": 256,
+        "precision": "auto",
+        "group_by_length": True,
+        "pad_to_multiple_of": 8,
+        "compile": False,
+        "log_every_steps": 20,
+        "checkpoint_every_minutes": 10.0,
+        "checkpoint_every_steps": None,
+    },
+}
+
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "value"]},
+    "ia3": {
+        "target_modules": ["key", "value", "output.dense"],
+        "feedforward_modules": ["output.dense"],
+    },
+    "quantization": {"quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"},
+}
+
+# Which method blocks each method reads; any other block given is an error.
+METHOD_BLOCKS: dict[str, tuple[str, ...]] = {
+    "full": (),
+    "lora": ("lora",),
+    "qlora": ("lora", "quantization"),
+    "ia3": ("ia3",),
+}
+TRAINING_OVERRIDES = (
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "weight_decay",
+    "warmup_ratio",
+    "max_grad_norm",
+)
+
+
+class ConfigError(ValueError):
+    """A config value the workflow cannot use; the message names it and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """Everything one fine-tune job needs to know, resolved from the config."""
+
+    strategy: str
+    method: str
+    seed: int
+    model_name_or_path: str
+    max_length: int
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    weight_decay: float
+    warmup_ratio: float
+    max_grad_norm: float | None
+    lr_reference_batch_size: int
+    eval_batch_size: int
+    precision: str
+    group_by_length: bool
+    pad_to_multiple_of: int
+    compile: bool
+    log_every_steps: int
+    checkpoint_every_minutes: float | None
+    checkpoint_every_steps: int | None
+    lora: dict[str, Any] | None = None
+    ia3: dict[str, Any] | None = None
+    quantization: dict[str, Any] | None = None
+
+    @property
+    def effective_learning_rate(self) -> float:
+        """`learning_rate` is set for `lr_reference_batch_size`; other batch sizes scale it
+        by the square root of the ratio, the scaling rule that holds for Adam
+        (Malladi et al., 2022), so a bigger batch for speed keeps the same dynamics."""
+        return self.learning_rate * (self.batch_size / self.lr_reference_batch_size) ** 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown run settings {unknown}; allowed: {sorted(known)}")
+        return cls(**values)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    with path.open(encoding="utf-8") as handle:
+        loaded = yaml.safe_load(handle)
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(loaded).__name__}")
+    return loaded
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _key_path(error)
+    value = error.instance
+    validator = error.validator
+    if validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
+        return f"unknown key(s) {extra} under {where}; allowed keys: {allowed}"
+    if validator == "enum":
+        return f"{where} = {value!r} is not allowed; choose one of {error.validator_value}"
+    if validator == "type":
+        hint = ""
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", value.strip()):
+            # PyYAML reads 2e-5 (no dot) as a string: the most common way to get here.
+            hint = " (YAML reads numbers like 2e-5 as text: write 2.0e-5)"
+        return f"{where} = {value!r} must be of type {error.validator_value}{hint}"
+    if "propertyNames" in error.relative_schema_path:  # reported as its inner `pattern`
+        return f"strategy name {value!r} is not allowed: use letters, digits, '_' and '-'"
+    if validator == "required":
+        return f"{where} is missing required key(s): {error.message}"
+    return f"{where} = {value!r}: {error.message}"
+
+
+def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    with Path(schema_path).open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def validate_config(config: Mapping[str, Any], *, schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Validate `config` and return a deep copy with defaults filled in.
+
+    Raises ConfigError listing every problem, each naming the key and what is allowed.
+    """
+    schema = load_schema(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(_describe(e) for e in errors))
+
+    resolved = copy.deepcopy(dict(config))
+    for section, defaults in DEFAULTS.items():
+        resolved[section] = {**defaults, **(resolved.get(section) or {})}
+    resolved["strategies"] = {
+        name: _resolve_strategy_entry(name, entry) for name, entry in config["strategies"].items()
+    }
+    _check_data_paths(resolved["data"])
+    return resolved
+
+
+def _resolve_strategy_entry(name: str, entry: Mapping[str, Any] | None) -> dict[str, Any]:
+    entry = dict(entry or {})
+    method = entry.get("method", name if name in METHODS else None)
+    if method is None:
+        raise ConfigError(
+            f"unknown strategy {name!r}: name a method with `strategies.{name}.method`, "
+            f"one of {list(METHODS)} (or use one of those as the strategy name)"
+        )
+    entry["method"] = method
+    for block in ("lora", "ia3", "quantization"):
+        if block in entry and block not in METHOD_BLOCKS[method]:
+            raise ConfigError(
+                f"strategies.{name}.{block} does not apply to method {method!r}; "
+                f"it reads: {list(METHOD_BLOCKS[method]) or 'no method block'}"
+            )
+    for block in METHOD_BLOCKS[method]:
+        entry[block] = {**METHOD_DEFAULTS[block], **(entry.get(block) or {})}
+    return entry
+
+
+def _check_data_paths(data: Mapping[str, Any]) -> None:
+    source = data["source"]
+    if source == "hub":
+        return
+    if not data.get("train"):
+        raise ConfigError(f"data.source = {source!r} needs data.train (a path); got {data.get('train')!r}")
+    if source != "aclimdb" and not data.get("test"):
+        raise ConfigError(f"data.source = {source!r} needs data.test (a path); got {data.get('test')!r}")
+
+
+def resolve_run(config: Mapping[str, Any], *, strategy: str, seed: int) -> RunSpec:
+    """The settings of one (strategy, seed) run from a validated config."""
+    strategies = config["strategies"]
+    if strategy not in strategies:
+        raise ConfigError(f"unknown strategy {strategy!r}; configured: {list(strategies)}")
+    entry = strategies[strategy]
+    training = config["training"]
+    overrides = {key: entry.get(key, training[key]) for key in TRAINING_OVERRIDES}
+    return RunSpec(
+        strategy=strategy,
+        method=entry["method"],
+        seed=int(seed),
+        model_name_or_path=config["model"]["name_or_path"],
+        max_length=training["max_length"],
+        lr_reference_batch_size=training["lr_reference_batch_size"],
+        eval_batch_size=training["eval_batch_size"],
+        precision=training["precision"],
+        group_by_length=training["group_by_length"],
+        pad_to_multiple_of=training["pad_to_multiple_of"],
+        compile=training["compile"],
+        log_every_steps=training["log_every_steps"],
+        checkpoint_every_minutes=training["checkpoint_every_minutes"],
+        checkpoint_every_steps=training["checkpoint_every_steps"],
+        lora=entry.get("lora"),
+        ia3=entry.get("ia3"),
+        quantization=entry.get("quantization"),
+        **overrides,
+    )
