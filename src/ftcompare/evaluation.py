@@ -1,0 +1,115 @@
+"""Evaluate a fine-tuned run on the test split: metrics with uncertainty, and predictions."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from ftcompare.batching import load_tokenized
+from ftcompare.config import RunSpec
+from ftcompare.models import load_trained, resolve_precision
+from ftcompare.training import predict_logits, select_device
+
+log = logging.getLogger(__name__)
+
+Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson_interval(successes: int, trials: int, *, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion: honest near 0 and 1, unlike the
+    normal approximation, and what a test-set accuracy's uncertainty is."""
+    if trials <= 0:
+        raise ValueError(f"trials must be positive, got {trials}")
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be within 0..{trials}, got {successes}")
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def classification_metrics(*, labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[str, Any]:
+    correct = int((labels == predictions).sum())
+    low, high = wilson_interval(correct, len(labels))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predictions, labels=list(range(num_labels)), average="macro", zero_division=0
+    )
+    return {
+        "accuracy": correct / len(labels),
+        "accuracy_ci_low": low,
+        "accuracy_ci_high": high,
+        "f1": float(f1),
+        "precision": float(precision),
+        "recall": float(recall),
+        "n_test": int(len(labels)),
+        "labels": list(range(num_labels)),
+        "confusion_matrix": confusion_matrix(labels, predictions, labels=list(range(num_labels))).tolist(),
+    }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+@dataclasses.dataclass(kw_only=True)
+class EvalResult:
+    status: str
+    reason: str | None = None
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    predictions: pd.DataFrame | None = None
+    device: torch.device | None = None
+
+
+def predictions_frame(*, labels: np.ndarray, logits: np.ndarray) -> pd.DataFrame:
+    probabilities = softmax(logits)
+    frame = pd.DataFrame(
+        {"row": np.arange(len(labels)), "label": labels, "prediction": logits.argmax(axis=1)}
+    )
+    for k in range(probabilities.shape[1]):
+        frame[f"prob_{k}"] = probabilities[:, k]
+    return frame
+
+
+def evaluate(*, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: torch.device | None = None) -> EvalResult:
+    """Test-set metrics of the model saved in `model_dir` (rebuilt the way it was trained)."""
+    device = device or select_device()
+    try:
+        precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
+        data = load_tokenized(tokenized_dir)
+        test = data.splits["test"]
+        model = load_trained(
+            spec=spec, model_dir=model_dir, num_labels=data.num_labels, device=device, precision=precision
+        )
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        logits = predict_logits(
+            model, test, batch_size=spec.eval_batch_size, pad_token_id=data.pad_token_id,
+            pad_to_multiple_of=spec.pad_to_multiple_of, device=device, precision=precision,
+        )  # fmt: skip  (predict_logits copies to the host at the end, so the clock is honest)
+        eval_time = time.perf_counter() - started
+    except Exception as exc:  # failure isolation, as in training
+        log.exception("evaluation of %s/seed%d failed", spec.strategy, spec.seed)
+        return EvalResult(status="failed", reason=f"{type(exc).__name__}: {exc}"[:2000], device=device)
+    metrics = classification_metrics(
+        labels=test.labels, predictions=logits.argmax(axis=1), num_labels=data.num_labels
+    )
+    metrics["eval_time_s"] = eval_time
+    metrics["eval_tokens_per_s"] = float(test.lengths.sum()) / eval_time
+    log.info("test accuracy %.4f [%.4f, %.4f] macro-F1 %.4f in %.1f s",
+             metrics["accuracy"], metrics["accuracy_ci_low"], metrics["accuracy_ci_high"],
+             metrics["f1"], eval_time)  # fmt: skip
+    return EvalResult(
+        status="ok", metrics=metrics, predictions=predictions_frame(labels=test.labels, logits=logits), device=device
+    )

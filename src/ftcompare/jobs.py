@@ -1,0 +1,136 @@
+"""One function per workflow stage: what each Snakemake rule script calls.
+
+Each takes plain paths and the validated config, does its stage, and writes its outputs.
+Fine-tune and evaluate always write a record (status ok, skipped or failed) so that the
+report can show every run; only preemption (SIGTERM) and bad input exit non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ftcompare.config import RunSpec
+from ftcompare.provenance import now, provenance, read_json, write_json
+
+log = logging.getLogger("ftcompare")
+
+
+def setup_logging(log_path: str | Path | None) -> None:
+    """Send this package's log and warnings to the rule's log file (and stderr)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="a", encoding="utf-8"))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
+    )
+    logging.captureWarnings(True)
+
+
+def prepare_data(*, data_config: Mapping[str, Any], out_paths: Mapping[str, Path], summary_path: Path) -> None:
+    from ftcompare.data import prepare, write_prepared
+
+    prepared = prepare(data_config)
+    write_prepared(prepared, out_paths=out_paths, summary_path=summary_path)
+    log.info("prepared data: %s", prepared.summary())
+
+
+def tokenize(*, split_paths: Mapping[str, Path], model_name_or_path: str, max_length: int, out_dir: Path) -> None:
+    from ftcompare.tokenization import tokenize_splits
+
+    tokenize_splits(
+        split_paths=split_paths, model_name_or_path=model_name_or_path, max_length=max_length, out_dir=out_dir
+    )
+
+
+def finetune(
+    *,
+    spec: RunSpec,
+    tokenized_dir: Path,
+    model_dir: Path,
+    record_path: Path,
+    checkpoint_dir: Path,
+    retry_marker: str,
+) -> dict[str, Any]:
+    """Train one run and write its record; the record carries `retry_marker` (see common.smk)."""
+    from ftcompare.training import finetune as train_run
+
+    started = now()
+    strategy, seed = spec.strategy, spec.seed
+    Path(model_dir).mkdir(parents=True, exist_ok=True)  # declared output, even if the run fails
+    result = train_run(spec=spec, tokenized_dir=tokenized_dir, model_out_dir=model_dir, checkpoint_dir=checkpoint_dir)
+    record = {
+        "kind": "train",
+        "strategy": strategy,
+        "method": spec.method,
+        "seed": seed,
+        "status": result.status,
+        "reason": result.reason,
+        "config": spec.to_dict(),
+        "metrics": result.metrics,
+        "loss_curve": result.loss_curve,
+        "val_curve": result.val_curve,
+        "provenance": provenance(device=result.device, started_at=started),
+        "retry_marker": retry_marker,
+    }
+    write_json(record_path, record)
+    log.info("%s/seed%d: %s%s", strategy, seed, result.status, f" ({result.reason})" if result.reason else "")
+    return record
+
+
+def evaluate(
+    *, train_record_path: Path, tokenized_dir: Path, model_dir: Path, record_path: Path, predictions_path: Path
+) -> dict[str, Any]:
+    """Evaluate a trained run on the test split; a run that did not train passes its status on."""
+    import pandas as pd
+
+    from ftcompare.evaluation import evaluate as evaluate_run
+
+    started = now()
+    train_record = read_json(train_record_path)
+    spec = RunSpec.from_dict(train_record["config"])
+    if train_record["status"] == "ok":
+        result = evaluate_run(spec=spec, tokenized_dir=tokenized_dir, model_dir=model_dir)
+        status, reason, metrics, device = result.status, result.reason, result.metrics, result.device
+        predictions = result.predictions
+    else:
+        status, reason, metrics, device = train_record["status"], train_record["reason"], {}, None
+        predictions = None
+    if predictions is None:
+        predictions = pd.DataFrame({"row": [], "label": [], "prediction": []}, dtype="int64")
+    Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
+    predictions.to_parquet(predictions_path, index=False)
+    record = {
+        "kind": "eval",
+        "strategy": train_record["strategy"],
+        "seed": train_record["seed"],
+        "status": status,
+        "reason": reason,
+        "metrics": metrics,
+        "provenance": provenance(device=device, started_at=started),
+    }
+    write_json(record_path, record)
+    return record
+
+
+def report(
+    *,
+    train_records: Sequence[Path],
+    eval_records: Sequence[Path],
+    summary_path: Path,
+    report_path: Path,
+    figures_dir: Path,
+) -> None:
+    from ftcompare import report as reporting
+
+    runs = reporting.load_runs(train_paths=train_records, eval_paths=eval_records)
+    table = reporting.summary_table(runs=runs)
+    reporting.write_summary_csv(runs=runs, path=summary_path)
+    figures = reporting.plot_figures(table=table, runs=runs, out_dir=figures_dir)
+    reporting.write_report(
+        table=table, runs=runs, figures=figures, report_path=report_path, reference=reporting.DEFAULT_REFERENCE
+    )

@@ -1,0 +1,253 @@
+"""Model sources and the fine-tuning strategies (full, LoRA, QLoRA, IA3).
+
+A strategy is data (config `strategies.<name>`); `build_model` turns one into a module
+ready to train. Precision policy, decided once here:
+- full fine-tuning keeps fp32 master weights and trains under bf16 autocast on GPUs
+  that support it (bf16 weights would lose small updates);
+- adapter strategies hold the frozen base in bf16 on such GPUs (half the memory and
+  bandwidth, and it is never updated), and their trainable weights in fp32;
+- QLoRA holds the base in 4-bit NF4 (bitsandbytes) and keeps the classification head
+  out of quantisation: a quantised head cannot be trained;
+- on CPU everything is fp32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ftcompare.config import RunSpec
+
+# Model types whose position ids start after the padding index (RoBERTa's scheme), so
+# they accept `max_position_embeddings - pad_token_id - 1` tokens.
+OFFSET_POSITION_MODEL_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer", "xlm-roberta-xl"}
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+class ModelSourceError(ValueError):
+    """A model id or folder that cannot be loaded; the message says why."""
+
+
+PACKAGE_PREFIX = "package:"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A hub id or folder as given, or for `package:NAME` the model folder that the
+    installed Python package NAME ships (`NAME.get_model_path()`): offline machines get
+    real pretrained weights from a package registry that way."""
+    if not name_or_path.startswith(PACKAGE_PREFIX):
+        return name_or_path
+    import importlib
+
+    module_name = name_or_path[len(PACKAGE_PREFIX) :]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelSourceError(
+            f"model.name_or_path = {name_or_path!r}: package {module_name!r} is not installed ({exc})"
+        ) from exc
+    if not hasattr(module, "get_model_path"):
+        raise ModelSourceError(f"model.name_or_path = {name_or_path!r}: {module_name} has no get_model_path()")
+    return str(module.get_model_path())
+
+
+class StrategyUnavailable(RuntimeError):
+    """The strategy cannot run on this machine (e.g. no bitsandbytes backend); not a bug."""
+
+
+def check_model_source(name_or_path: str) -> None:
+    """Fail early on a local model folder that cannot load. Hub ids are left to the Hub."""
+    name_or_path = resolve_model_path(name_or_path)
+    path = Path(name_or_path).expanduser()
+    looks_local = path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if not looks_local:
+        return
+    if not path.is_dir():
+        raise ModelSourceError(f"model.name_or_path = {name_or_path!r} is not a folder")
+    if not (path / "config.json").is_file():
+        raise ModelSourceError(f"model folder {name_or_path!r} has no config.json")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise ModelSourceError(
+            f"model folder {name_or_path!r} has no weights; expected one of {list(WEIGHT_FILES)}"
+        )
+
+
+def max_sequence_length(name_or_path: str) -> int:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_model_path(name_or_path))
+    positions = int(config.max_position_embeddings)
+    if config.model_type in OFFSET_POSITION_MODEL_TYPES:
+        return positions - int(config.pad_token_id) - 1
+    return positions
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    # from_pretrained(dir), never vocab_file=/merges_file=: transformers 5 ignores those.
+    return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Precision:
+    """How one run computes: autocast dtype and the dtype of the frozen base weights."""
+
+    autocast_dtype: torch.dtype | None  # None: plain fp32
+    base_dtype: torch.dtype
+
+    @property
+    def name(self) -> str:
+        return "bf16" if self.autocast_dtype == torch.bfloat16 else "fp32"
+
+
+def resolve_precision(*, requested: str, method: str, device: torch.device) -> Precision:
+    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if requested == "bf16" and not bf16_ok:
+        raise ValueError(f"training.precision = 'bf16' but {device} does not support bf16; use 'auto' or 'fp32'")
+    use_bf16 = requested == "bf16" or (requested == "auto" and bf16_ok)
+    if not use_bf16:
+        return Precision(autocast_dtype=None, base_dtype=torch.float32)
+    base = torch.float32 if method == "full" else torch.bfloat16
+    return Precision(autocast_dtype=torch.bfloat16, base_dtype=base)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; 4-bit weights count at their logical size."""
+    trainable = total = 0
+    for param in model.parameters():
+        quant_state = getattr(param, "quant_state", None)
+        numel = math.prod(quant_state.shape) if quant_state is not None else param.numel()
+        total += numel
+        if param.requires_grad:
+            trainable += numel
+    return trainable, total
+
+
+def _quantization_config(settings: dict[str, Any], *, device: torch.device):
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken native library
+        raise StrategyUnavailable(f"bitsandbytes cannot be imported here: {exc}") from exc
+    from transformers import BitsAndBytesConfig
+
+    # bf16 compute needs a GPU; bitsandbytes' CPU backend computes in fp32.
+    compute = getattr(torch, settings["compute_dtype"]) if device.type == "cuda" else torch.float32
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=settings["quant_type"],
+        bnb_4bit_use_double_quant=settings["double_quant"],
+        bnb_4bit_compute_dtype=compute,
+        llm_int8_skip_modules=["classifier"],  # the head must stay trainable
+    )
+
+
+def _peft_config(spec: RunSpec):
+    from peft import IA3Config, LoraConfig, TaskType
+
+    if spec.method in ("lora", "qlora"):
+        lora = spec.lora or {}
+        return LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=lora["r"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=lora["dropout"],
+            target_modules=list(lora["target_modules"]),
+        )
+    ia3 = spec.ia3 or {}
+    return IA3Config(
+        task_type=TaskType.SEQ_CLS,
+        target_modules=list(ia3["target_modules"]),
+        feedforward_modules=list(ia3["feedforward_modules"]),
+    )
+
+
+def load_base_model(
+    *, spec: RunSpec, num_labels: int, device: torch.device, precision: Precision, source: str | None = None
+) -> torch.nn.Module:
+    """The pretrained encoder with a fresh classification head, on `device`."""
+    from transformers import AutoModelForSequenceClassification
+
+    kwargs: dict[str, Any] = {
+        "num_labels": num_labels,
+        "dtype": precision.base_dtype,
+        "attn_implementation": "sdpa",
+    }
+    if spec.method == "qlora":
+        kwargs["quantization_config"] = _quantization_config(spec.quantization or {}, device=device)
+        kwargs["device_map"] = {"": device}  # bitsandbytes quantises while loading onto the device
+    source = source or resolve_model_path(spec.model_name_or_path)
+    model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
+    if spec.method != "qlora":
+        model.to(device)
+    return model
+
+
+def build_model(*, spec: RunSpec, num_labels: int, device: torch.device, precision: Precision) -> torch.nn.Module:
+    """The model of one strategy, ready to train: only the strategy's parameters require grad."""
+    if spec.method not in ("full", "lora", "qlora", "ia3"):
+        raise ValueError(f"unknown method {spec.method!r}; allowed: full, lora, qlora, ia3")
+    model = load_base_model(spec=spec, num_labels=num_labels, device=device, precision=precision)
+    if spec.method == "full":
+        return model
+    from peft import get_peft_model
+
+    # No prepare_model_for_kbit_training for QLoRA: it upcasts every non-quantised
+    # weight to fp32 and turns on gradient checkpointing, both slower for an encoder
+    # this size; the fp32 cast of the trainable weights below is the part that matters.
+    model = get_peft_model(model, _peft_config(spec))
+    _trainable_to_fp32(model)
+    if spec.method == "qlora" and device.type == "cpu":
+        _keep_cpu_4bit_layout_trainable(model)
+    return model
+
+
+def _keep_cpu_4bit_layout_trainable(model: torch.nn.Module) -> None:
+    # bitsandbytes' CPU backend repacks a 4-bit weight for fast inference the first time
+    # its layer runs in eval mode (validation), and the repacked layout then fails the
+    # next training step ("a view of a leaf Variable ... in-place operation").
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def _trainable_to_fp32(model: torch.nn.Module) -> None:
+    # Adam updates on bf16 weights round away small steps; the head copy PEFT makes
+    # (modules_to_save) inherits the base dtype, so cast every trainable tensor.
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
+def save_trained(model: torch.nn.Module, *, out_dir: Path) -> float:
+    """Save the trained weights (full model or adapter + head); returns their size in MB."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    return sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 1e6
+
+
+def load_trained(
+    *, spec: RunSpec, model_dir: Path, num_labels: int, device: torch.device, precision: Precision
+) -> torch.nn.Module:
+    """The fine-tuned model saved by `save_trained`, rebuilt the way it was trained."""
+    if spec.method == "full":
+        model = load_base_model(
+            spec=spec, num_labels=num_labels, device=device, precision=precision, source=str(model_dir)
+        )
+    else:
+        from peft import PeftModel
+
+        base = load_base_model(spec=spec, num_labels=num_labels, device=device, precision=precision)
+        model = PeftModel.from_pretrained(base, str(model_dir))
+    model.eval()
+    return model

@@ -1,0 +1,98 @@
+"""What ran where: package versions, hardware and code version for each run record."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "datasets",
+    "bitsandbytes",
+    "accelerate",
+    "tokenizers",
+    "scikit-learn",
+    "pandas",
+    "numpy",
+    "snakemake",
+)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit(repo: Path | None = None) -> str | None:
+    repo = repo or Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def hardware(device: Any | None = None) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "device_type": "cpu",
+        "device": platform.processor() or platform.machine() or "cpu",
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "hostname": socket.gethostname(),
+    }
+    if device is not None and getattr(device, "type", "cpu") == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(
+            device_type="cuda",
+            device=props.name,
+            gpu_memory_gb=round(props.total_memory / 1e9, 1),
+            bf16_supported=torch.cuda.is_bf16_supported(),
+        )
+    return info
+
+
+def provenance(*, device: Any | None, started_at: str) -> dict[str, Any]:
+    return {
+        **hardware(device),
+        "packages": package_versions(),
+        "git_commit": git_commit(),
+        "started_at": started_at,
+        "finished_at": now(),
+    }
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write atomically: a half-written record must never look like a finished run."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
