@@ -1,0 +1,23 @@
+# Fine-tuning strategy comparison on text classification (RoBERTa on IMDB by default).
+# Stages: prepare_data -> tokenize (once) -> finetune (per strategy x seed, gpu=1)
+#         -> evaluate -> report (summary.csv, figures, report.md).
+# Run:    snakemake --cores 1 --resources gpu=1
+# Config: config/config.yaml (documents every key); config/quick.yaml for a CPU check.
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/tokenize.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        summary="results/summary.csv",
+        report="results/report.md",
+        figures=FIGURES,

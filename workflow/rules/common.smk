@@ -1,0 +1,67 @@
+# Config validation and input functions shared by the rules.
+import sys
+from pathlib import Path
+
+# The workflow's library lives in src/; make it importable without an install too
+# (e.g. inside --use-conda environments).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from ftcompare.config import resolve_run, validate_config
+from ftcompare.workflow_support import retry_marker
+
+# Every key checked against workflow/schemas/config.schema.yaml, defaults filled in.
+# An unknown key, a wrong type or an unknown strategy stops here, before any job runs.
+VALIDATED = validate_config(config)
+STRATEGIES = list(VALIDATED["strategies"])
+SEEDS = VALIDATED["seeds"]
+
+SPLITS = ["train", "validation", "test"]
+FIGURES = expand(
+    "results/figures/{name}.png",
+    name=[
+        "accuracy",
+        "train_time",
+        "trainable_params",
+        "peak_memory",
+        "pareto",
+        "loss_curves",
+    ],
+)
+
+
+wildcard_constraints:
+    strategy="|".join(STRATEGIES),
+    seed=r"\d+",
+
+
+def data_settings(wildcards):
+    """The data section: its change reruns the data stage and everything after it."""
+    return VALIDATED["data"]
+
+
+def run_settings(wildcards):
+    """One run's resolved settings: a change to them reruns that run alone."""
+    return resolve_run(
+        VALIDATED, strategy=wildcards.strategy, seed=int(wildcards.seed)
+    ).to_dict()
+
+
+def finetune_retry_marker(wildcards):
+    """Makes a plain rerun retry a skipped or failed run (see ftcompare.workflow_support)."""
+    return retry_marker(run_record_path(wildcards, "train.json"))
+
+
+def run_record_path(wildcards, name):
+    return f"results/runs/{wildcards.strategy}/seed{wildcards.seed}/{name}"
+
+
+def all_train_records(wildcards):
+    return expand(
+        "results/runs/{strategy}/seed{seed}/train.json", strategy=STRATEGIES, seed=SEEDS
+    )
+
+
+def all_eval_records(wildcards):
+    return expand(
+        "results/runs/{strategy}/seed{seed}/eval.json", strategy=STRATEGIES, seed=SEEDS
+    )
