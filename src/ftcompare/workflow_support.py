@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from ftcompare.config import ConfigError
+from ftcompare.sources import (
+    OFFSET_POSITION_MODEL_TYPES,
+    ModelSourceError,
+    check_model_source,
+    resolve_model_path,
+)
 
 FIRST_ATTEMPT = "first"
 
@@ -25,7 +36,78 @@ def retry_marker(record_path: str | Path) -> str:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return "retry-unreadable-record"
+    if not isinstance(record, dict):  # valid JSON but not a record (e.g. a truncated write of [])
+        return "retry-unreadable-record"
     if record.get("status") == "ok":
         return str(record.get("retry_marker", FIRST_ATTEMPT))
     finished = (record.get("provenance") or {}).get("finished_at", "unknown")
     return f"retry-after-{record.get('status')}-{finished}"
+
+
+def preflight(config: Mapping[str, Any]) -> None:
+    """Cheap checks of the configured sources while Snakemake builds the job graph.
+
+    Bad input must fail before any job starts: a job that starts deletes its old
+    outputs first. Only what can be read in milliseconds is checked here (paths, column
+    names, a local model's config.json); the stage jobs check the rest.
+    """
+    _check_data_source(config["data"])
+    _check_local_model(config["model"]["name_or_path"], max_length=config["training"]["max_length"])
+
+
+def _check_data_source(data: Mapping[str, Any]) -> None:
+    source = data["source"]
+    if source == "hub":
+        return
+    if source == "aclimdb":
+        root = Path(data["train"]).expanduser()
+        for split in ("train", "test"):
+            if not (root / split).is_dir():
+                raise ConfigError(f"data.train = {data['train']!r}: no {split}/ folder (an unpacked aclImdb root)")
+        return
+    for split in ("train", "test"):
+        path = Path(data[split]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"data.{split} = {data[split]!r} does not exist")
+        columns = _columns(path, source=source, key=f"data.{split}")
+        missing = [c for c in (data["text_column"], data["label_column"]) if c not in columns]
+        if missing:
+            raise ConfigError(
+                f"data.{split} = {data[split]!r} has no column(s) {missing}; it has {columns} "
+                "(set data.text_column / data.label_column)"
+            )
+
+
+def _columns(path: Path, *, source: str, key: str) -> list[str]:
+    if source == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise ConfigError(f"{key} = {str(path)!r} is not a readable Parquet file: {exc}") from exc
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            return next(csv.reader(handle), [])
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{key} = {str(path)!r} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+
+
+def _check_local_model(name_or_path: str, *, max_length: int) -> None:
+    try:
+        check_model_source(name_or_path)
+        folder = Path(resolve_model_path(name_or_path)).expanduser()
+    except ModelSourceError as exc:
+        raise ConfigError(str(exc)) from exc
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        return  # a hub id: the tokenize job checks it once downloaded
+    model_config = json.loads(config_file.read_text())
+    limit = int(model_config.get("max_position_embeddings", max_length))
+    if model_config.get("model_type") in OFFSET_POSITION_MODEL_TYPES:
+        limit -= int(model_config.get("pad_token_id", 1)) + 1
+    if max_length > limit:
+        raise ConfigError(
+            f"training.max_length = {max_length} exceeds what {name_or_path!r} allows ({limit} tokens, "
+            f"from its position embeddings); set training.max_length <= {limit}"
+        )

@@ -7,11 +7,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from ftcompare.config import resolve_run, validate_config
-from ftcompare.workflow_support import retry_marker
+from ftcompare.workflow_support import preflight, retry_marker
 
 # Every key checked against workflow/schemas/config.schema.yaml, defaults filled in.
 # An unknown key, a wrong type or an unknown strategy stops here, before any job runs.
 VALIDATED = validate_config(config)
+# Paths, column names and a local model's limits, in milliseconds: bad input stops
+# here rather than in a job, whose start would delete its previous outputs.
+preflight(VALIDATED)
 STRATEGIES = list(VALIDATED["strategies"])
 SEEDS = VALIDATED["seeds"]
 

