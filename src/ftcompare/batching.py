@@ -42,17 +42,32 @@ class TokenizedData:
 
 
 def load_tokenized(directory: Path) -> TokenizedData:
-    import datasets
+    """Read the cache written by `datasets.save_to_disk` with pyarrow alone.
 
-    dataset_dict = datasets.load_from_disk(str(directory))
-    meta = json.loads((Path(directory) / "tokenization.json").read_text())
+    The files are Arrow IPC streams listed in each split's state.json; reading them
+    directly keeps `datasets` (a slow import, and absent on some GPU images) out of the
+    training and evaluation jobs.
+    """
+    import pyarrow as pa
+
+    directory = Path(directory)
+    meta = json.loads((directory / "tokenization.json").read_text())
+    split_names = json.loads((directory / "dataset_dict.json").read_text())["splits"]
     splits = {}
-    for name, dataset in dataset_dict.items():
-        columns = dataset.with_format("numpy")
+    for name in split_names:
+        state = json.loads((directory / name / "state.json").read_text())
+        tables = []
+        for data_file in state["_data_files"]:
+            with pa.memory_map(str(directory / name / data_file["filename"])) as source:
+                tables.append(pa.ipc.open_stream(source).read_all())
+        table = pa.concat_tables(tables)
+        ids = table.column("input_ids").combine_chunks()
+        flat = ids.values.to_numpy(zero_copy_only=False)
+        offsets = ids.offsets.to_numpy()
         splits[name] = TokenizedSplit(
-            input_ids=[np.asarray(ids, dtype=np.int64) for ids in dataset["input_ids"]],
-            labels=np.asarray(columns["label"], dtype=np.int64),
-            lengths=np.asarray(columns["length"], dtype=np.int64),
+            input_ids=[flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)],
+            labels=table.column("label").to_numpy().astype(np.int64),
+            lengths=table.column("length").to_numpy().astype(np.int64),
         )
     return TokenizedData(
         splits=splits,

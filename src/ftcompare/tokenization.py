@@ -50,7 +50,9 @@ def tokenize_splits(
     for split in SPLITS:
         frame = pd.read_parquet(split_paths[split])
         dataset = datasets.Dataset.from_pandas(frame, preserve_index=False)
-        splits[split] = dataset.map(encode, batched=True, remove_columns=["text"], desc=f"tokenize {split}")
+        encoded = dataset.map(encode, batched=True, remove_columns=["text"], desc=f"tokenize {split}")
+        # int32 ids: half the cache of the default int64, and every vocabulary fits.
+        splits[split] = encoded.cast_column("input_ids", datasets.Sequence(datasets.Value("int32")))
     dataset_dict = datasets.DatasetDict(splits)
     dataset_dict.save_to_disk(str(out_dir))
     stats = {
