@@ -21,64 +21,15 @@ from typing import Any
 import torch
 
 from ftcompare.config import RunSpec
-
-# Model types whose position ids start after the padding index (RoBERTa's scheme), so
-# they accept `max_position_embeddings - pad_token_id - 1` tokens.
-OFFSET_POSITION_MODEL_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer", "xlm-roberta-xl"}
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
+from ftcompare.sources import (  # noqa: F401  (re-exported: the model-source API)
+    OFFSET_POSITION_MODEL_TYPES,
+    ModelSourceError,
+    check_model_source,
+    resolve_model_path,
 )
-
-
-class ModelSourceError(ValueError):
-    """A model id or folder that cannot be loaded; the message says why."""
-
-
-PACKAGE_PREFIX = "package:"
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """A hub id or folder as given, or for `package:NAME` the model folder that the
-    installed Python package NAME ships (`NAME.get_model_path()`): offline machines get
-    real pretrained weights from a package registry that way."""
-    if not name_or_path.startswith(PACKAGE_PREFIX):
-        return name_or_path
-    import importlib
-
-    module_name = name_or_path[len(PACKAGE_PREFIX) :]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelSourceError(
-            f"model.name_or_path = {name_or_path!r}: package {module_name!r} is not installed ({exc})"
-        ) from exc
-    if not hasattr(module, "get_model_path"):
-        raise ModelSourceError(f"model.name_or_path = {name_or_path!r}: {module_name} has no get_model_path()")
-    return str(module.get_model_path())
-
 
 class StrategyUnavailable(RuntimeError):
     """The strategy cannot run on this machine (e.g. no bitsandbytes backend); not a bug."""
-
-
-def check_model_source(name_or_path: str) -> None:
-    """Fail early on a local model folder that cannot load. Hub ids are left to the Hub."""
-    name_or_path = resolve_model_path(name_or_path)
-    path = Path(name_or_path).expanduser()
-    looks_local = path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-    if not looks_local:
-        return
-    if not path.is_dir():
-        raise ModelSourceError(f"model.name_or_path = {name_or_path!r} is not a folder")
-    if not (path / "config.json").is_file():
-        raise ModelSourceError(f"model folder {name_or_path!r} has no config.json")
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise ModelSourceError(
-            f"model folder {name_or_path!r} has no weights; expected one of {list(WEIGHT_FILES)}"
-        )
 
 
 def max_sequence_length(name_or_path: str) -> int:
@@ -189,6 +140,8 @@ def load_base_model(
     model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
     if spec.method != "qlora":
         model.to(device)
+    elif device.type == "cpu":
+        _no_cpu_4bit_repacking(model)
     return model
 
 
@@ -206,15 +159,14 @@ def build_model(*, spec: RunSpec, num_labels: int, device: torch.device, precisi
     # this size; the fp32 cast of the trainable weights below is the part that matters.
     model = get_peft_model(model, _peft_config(spec))
     _trainable_to_fp32(model)
-    if spec.method == "qlora" and device.type == "cpu":
-        _keep_cpu_4bit_layout_trainable(model)
     return model
 
 
-def _keep_cpu_4bit_layout_trainable(model: torch.nn.Module) -> None:
+def _no_cpu_4bit_repacking(model: torch.nn.Module) -> None:
     # bitsandbytes' CPU backend repacks a 4-bit weight for fast inference the first time
-    # its layer runs in eval mode (validation), and the repacked layout then fails the
-    # next training step ("a view of a leaf Variable ... in-place operation").
+    # its layer runs in eval mode; the repacked layout then fails the next training step
+    # ("a view of a leaf Variable ... in-place operation") and fails outright on small
+    # layers ("shape '[32, 0]' is invalid"). Keep the plain layout.
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
