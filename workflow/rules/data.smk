@@ -8,11 +8,11 @@ rule prepare_data:
             caption="../report/data.rst",
             category="Data",
         ),
-    params:
-        data=data_settings,
     log:
         "results/logs/prepare_data.log",
     conda:
         "../envs/data.yaml"
+    params:
+        data=data_settings,
     script:
         "../scripts/prepare_data.py"

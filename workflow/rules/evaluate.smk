@@ -6,16 +6,16 @@ rule evaluate:
     output:
         record="results/runs/{strategy}/seed{seed}/eval.json",
         predictions="results/runs/{strategy}/seed{seed}/predictions.parquet",
-    resources:
-        gpu=1,
-    # All the cores Snakemake may give (it caps threads at --cores): torch's CPU
-    # kernels and the tokenizer use them; on a GPU they feed the data.
-    threads: 8
     log:
         "results/logs/evaluate/{strategy}_seed{seed}.log",
     benchmark:
         "results/benchmarks/evaluate/{strategy}_seed{seed}.tsv"
     conda:
         "../envs/train.yaml"
+    # All the cores Snakemake may give (it caps threads at --cores): torch's CPU
+    # kernels and the tokenizer use them; on a GPU they feed the data.
+    threads: 8
+    resources:
+        gpu=1,
     script:
         "../scripts/evaluate.py"

@@ -4,22 +4,22 @@ rule finetune:
     output:
         record="results/runs/{strategy}/seed{seed}/train.json",
         model=directory("results/runs/{strategy}/seed{seed}/model"),
-    params:
-        run=run_settings,
-        retry_marker=finetune_retry_marker,
-        # Outside the outputs: Snakemake deletes a failed job's outputs, and a
-        # preempted job must find its checkpoints when it is rerun.
-        checkpoints="results/checkpoints/{strategy}/seed{seed}",
-    resources:
-        gpu=1,
-    # All the cores Snakemake may give (it caps threads at --cores): torch's CPU
-    # kernels and the tokenizer use them; on a GPU they feed the data.
-    threads: 8
     log:
         "results/logs/finetune/{strategy}_seed{seed}.log",
     benchmark:
         "results/benchmarks/finetune/{strategy}_seed{seed}.tsv"
     conda:
         "../envs/train.yaml"
+    # All the cores Snakemake may give (it caps threads at --cores): torch's CPU
+    # kernels and the tokenizer use them; on a GPU they feed the data.
+    threads: 8
+    resources:
+        gpu=1,
+    params:
+        run=run_settings,
+        retry_marker=finetune_retry_marker,
+        # Outside the outputs: Snakemake deletes a failed job's outputs, and a
+        # preempted job must find its checkpoints when it is rerun.
+        checkpoints="results/checkpoints/{strategy}/seed{seed}",
     script:
         "../scripts/finetune.py"

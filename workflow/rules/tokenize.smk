@@ -5,17 +5,17 @@ rule tokenize:
         test="results/data/test.parquet",
     output:
         dataset=directory("results/tokenized"),
-    params:
-        model=VALIDATED["model"]["name_or_path"],
-        max_length=VALIDATED["training"]["max_length"],
-    # All the cores Snakemake may give (it caps threads at --cores): torch's CPU
-    # kernels and the tokenizer use them; on a GPU they feed the data.
-    threads: 8
     log:
         "results/logs/tokenize.log",
     benchmark:
         "results/benchmarks/tokenize.tsv"
     conda:
         "../envs/train.yaml"
+    # All the cores Snakemake may give (it caps threads at --cores): torch's CPU
+    # kernels and the tokenizer use them; on a GPU they feed the data.
+    threads: 8
+    params:
+        model=VALIDATED["model"]["name_or_path"],
+        max_length=VALIDATED["training"]["max_length"],
     script:
         "../scripts/tokenize.py"
