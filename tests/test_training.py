@@ -216,7 +216,7 @@ PREEMPTIBLE_JOB = textwrap.dedent(
     try:
         jobs.finetune(spec=spec, tokenized_dir=sys.argv[3], model_dir=sys.argv[4] + "/model",
                       record_path=sys.argv[4] + "/train.json", checkpoint_dir=sys.argv[4] + "/ckpt",
-                      retry_marker="first")
+                      attempt_path=sys.argv[4] + "/attempt.json", retry_marker="first")
     except Preempted:
         sys.exit(143)
     """

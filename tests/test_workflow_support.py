@@ -1,4 +1,7 @@
-"""Tests for ftcompare.workflow_support.retry_marker: the rerun trigger of failed runs."""
+"""Tests for ftcompare.workflow_support.retry_marker: the rerun trigger of failed runs.
+
+The file it reads is the attempt file a fine-tune job writes beside its outputs.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def test_a_directory_is_not_a_record(tmp_path: Path) -> None:
 def test_ok_record_returns_its_stored_marker(tmp_path: Path, stored: str) -> None:
     path = write_record(
         tmp_path / "record.json",
-        {"status": "ok", "retry_marker": stored, "provenance": {"finished_at": "2025-02-02T10:00:00"}},
+        {"status": "ok", "retry_marker": stored, "finished_at": "2025-02-02T10:00:00"},
     )
     assert retry_marker(path) == stored
 
@@ -50,8 +53,7 @@ def test_failed_or_skipped_record_triggers_a_retry(tmp_path: Path, status: str) 
     def marker(finished_at: str, stored: str = FIRST_ATTEMPT) -> str:
         path = write_record(
             tmp_path / f"{status}.json",
-            {"status": status, "retry_marker": stored, "reason": "CUDA out of memory",
-             "provenance": {"finished_at": finished_at}},
+            {"status": status, "retry_marker": stored, "finished_at": finished_at},
         )
         return retry_marker(path)
 
@@ -67,14 +69,14 @@ def test_failed_or_skipped_record_triggers_a_retry(tmp_path: Path, status: str) 
 
 
 def test_failed_and_skipped_markers_differ(tmp_path: Path) -> None:
-    finished = {"finished_at": "2025-03-01T12:00:00"}
-    failed = retry_marker(write_record(tmp_path / "a.json", {"status": "failed", "provenance": finished}))
-    skipped = retry_marker(write_record(tmp_path / "b.json", {"status": "skipped", "provenance": finished}))
+    finished = "2025-03-01T12:00:00"
+    failed = retry_marker(write_record(tmp_path / "a.json", {"status": "failed", "finished_at": finished}))
+    skipped = retry_marker(write_record(tmp_path / "b.json", {"status": "skipped", "finished_at": finished}))
     assert failed != skipped
 
 
-def test_failed_record_without_provenance(tmp_path: Path) -> None:
-    path = write_record(tmp_path / "record.json", {"status": "failed", "provenance": None})
+def test_failed_record_without_finish_time(tmp_path: Path) -> None:
+    path = write_record(tmp_path / "record.json", {"status": "failed"})
     marker = retry_marker(path)
     assert marker not in (FIRST_ATTEMPT, "")
     assert "failed" in marker

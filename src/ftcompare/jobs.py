@@ -54,9 +54,11 @@ def finetune(
     model_dir: Path,
     record_path: Path,
     checkpoint_dir: Path,
+    attempt_path: Path,
     retry_marker: str,
 ) -> dict[str, Any]:
-    """Train one run and write its record; the record carries `retry_marker` (see common.smk)."""
+    """Train one run and write its record, and the attempt file that
+    `ftcompare.workflow_support.retry_marker` reads to decide whether to retry it."""
     from ftcompare.training import finetune as train_run
 
     started = now()
@@ -78,6 +80,10 @@ def finetune(
         "retry_marker": retry_marker,
     }
     write_json(record_path, record)
+    write_json(
+        attempt_path,
+        {"status": result.status, "retry_marker": retry_marker, "finished_at": record["provenance"]["finished_at"]},
+    )
     log.info("%s/seed%d: %s%s", strategy, seed, result.status, f" ({result.reason})" if result.reason else "")
     return record
 

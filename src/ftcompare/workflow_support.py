@@ -19,29 +19,29 @@ from ftcompare.sources import (
 FIRST_ATTEMPT = "first"
 
 
-def retry_marker(record_path: str | Path) -> str:
+def retry_marker(attempt_path: str | Path) -> str:
     """A `finetune` param that makes a plain rerun retry a skipped or failed run.
 
     Fine-tune jobs succeed even when their run fails (the record says why), so that one
-    out-of-memory does not stop the study. Snakemake's `params` rerun trigger then does
-    the retrying: a run's param value is recorded when its job runs, and the job copies
-    the value into its record. For an `ok` record this function returns that copy, so
-    nothing changes and nothing reruns; for a skipped or failed record it returns a value
-    naming that attempt, which differs from the recorded one, so the run is retried.
+    out-of-memory does not stop the study. Snakemake's `params` rerun trigger does the
+    retrying. Each job writes an attempt file beside (not among) its outputs, so
+    Snakemake never deletes it, holding the run's status and the marker the job ran
+    with. For an `ok` attempt this returns that same marker: the recorded param is
+    unchanged and nothing reruns. For a skipped or failed attempt it returns a value
+    naming that attempt, which differs from the recorded one: the run is retried.
     """
-    path = Path(record_path)
+    path = Path(attempt_path)
     if not path.is_file():
         return FIRST_ATTEMPT
     try:
-        record = json.loads(path.read_text())
+        attempt = json.loads(path.read_text())
     except (OSError, ValueError):
-        return "retry-unreadable-record"
-    if not isinstance(record, dict):  # valid JSON but not a record (e.g. a truncated write of [])
-        return "retry-unreadable-record"
-    if record.get("status") == "ok":
-        return str(record.get("retry_marker", FIRST_ATTEMPT))
-    finished = (record.get("provenance") or {}).get("finished_at", "unknown")
-    return f"retry-after-{record.get('status')}-{finished}"
+        return "retry-unreadable-attempt"
+    if not isinstance(attempt, dict):
+        return "retry-unreadable-attempt"
+    if attempt.get("status") == "ok":
+        return str(attempt.get("retry_marker", FIRST_ATTEMPT))
+    return f"retry-after-{attempt.get('status')}-{attempt.get('finished_at', 'unknown')}"
 
 
 def preflight(config: Mapping[str, Any]) -> None:

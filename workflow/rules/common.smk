@@ -51,11 +51,9 @@ def run_settings(wildcards):
 
 def finetune_retry_marker(wildcards):
     """Makes a plain rerun retry a skipped or failed run (see ftcompare.workflow_support)."""
-    return retry_marker(run_record_path(wildcards, "train.json"))
-
-
-def run_record_path(wildcards, name):
-    return f"results/runs/{wildcards.strategy}/seed{wildcards.seed}/{name}"
+    return retry_marker(
+        f"results/runs/{wildcards.strategy}/seed{wildcards.seed}/attempt.json"
+    )
 
 
 def all_train_records(wildcards):

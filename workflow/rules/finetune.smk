@@ -21,5 +21,7 @@ rule finetune:
         # Outside the outputs: Snakemake deletes a failed job's outputs, and a
         # preempted job must find its checkpoints when it is rerun.
         checkpoints="results/checkpoints/{strategy}/seed{seed}",
+        # Not an output either, so that it survives the job's own rerun.
+        attempt="results/runs/{strategy}/seed{seed}/attempt.json",
     script:
         "../scripts/finetune.py"

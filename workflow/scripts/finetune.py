@@ -14,6 +14,7 @@ try:
         model_dir=snakemake.output.model,
         record_path=snakemake.output.record,
         checkpoint_dir=snakemake.params.checkpoints,
+        attempt_path=snakemake.params.attempt,
         retry_marker=snakemake.params.retry_marker,
     )
 except Preempted as stop:
