@@ -1,0 +1,188 @@
+"""End-to-end Snakemake runs in a temporary folder, and what a config edit reruns.
+
+One real run of the whole study (tiny random RoBERTa, all four strategies plus a
+deliberately broken one, on the 1k IMDB copy) is shared by the tests of this module;
+the rerun tests ask Snakemake for its plan (dry runs) after each edit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+
+def snakemake(workdir: Path, *configs: Path, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable, "-m", "snakemake", *args, "--snakefile", str(REPO_ROOT / "Snakefile"),
+        "--directory", str(workdir), "--cores", "2", "--resources", "gpu=1",
+        "--workflow-profile", "none",
+        "--configfile", str(REPO_ROOT / "config" / "config.yaml"), *map(str, configs),
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+
+
+def planned_jobs(workdir: Path, *configs: Path) -> dict[str, int]:
+    """Snakemake's plan for the given config: {rule: job count}; {} when nothing is to be done."""
+    result = snakemake(workdir, *configs, args=("--dry-run",))
+    assert result.returncode == 0, result.stderr + result.stdout
+    output = result.stdout + result.stderr
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M)}
+
+
+def overlay(workdir: Path, name: str, settings: dict) -> Path:
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, imdb_dir, tiny_roberta):
+    workdir = tmp_path_factory.mktemp("study")
+    base = overlay(
+        workdir,
+        "study",
+        {
+            "data": {
+                "source": "parquet",
+                "train": str(imdb_dir / "train-1k.parquet"),
+                "test": str(imdb_dir / "test-1k.parquet"),
+                "train_size": 300,
+                "test_size": 200,
+                "validation_fraction": 0.2,
+            },
+            "model": {"name_or_path": str(tiny_roberta)},
+            "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
+            "seeds": [0],
+            # Added to the four strategies of config.yaml; its target module does not
+            # exist, so PEFT fails: the study must finish and report it.
+            "strategies": {"broken": {"method": "lora", "lora": {"target_modules": ["no_such_module"]}}},
+        },
+    )
+    result = snakemake(workdir, base)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir, base
+
+
+def test_study_produces_summary_figures_and_report(study):
+    workdir, _ = study
+    summary = pd.read_csv(workdir / "results" / "summary.csv")
+    assert list(summary["strategy"]) == ["full", "lora", "qlora", "ia3", "broken"]
+    statuses = dict(zip(summary["strategy"], summary["status"]))
+    assert statuses == {"full": "ok", "lora": "ok", "qlora": "ok", "ia3": "ok", "broken": "failed"}
+    assert "No modules were targeted" in summary.set_index("strategy").loc["broken", "reason"]
+    ok = summary[summary["status"] == "ok"]
+    assert ok["accuracy"].between(0, 1).all() and (ok["accuracy_ci_low"] < ok["accuracy_ci_high"]).all()
+    assert (ok["trainable_params"] < ok["total_params"]).sum() == 3  # every strategy but full
+
+    for name in ("accuracy", "train_time", "trainable_params", "peak_memory", "pareto", "loss_curves"):
+        assert (workdir / "results" / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (workdir / "results" / "report.md").read_text()
+    assert "](figures/accuracy.png)" in report and "NoMatchingPeftModuleError" in report
+
+    run = workdir / "results" / "runs" / "lora" / "seed0"
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    assert len(predictions) == 200
+    assert predictions[["prob_0", "prob_1"]].sum(axis=1).round(5).eq(1).all()
+    record = json.loads((run / "train.json").read_text())
+    assert record["config"]["learning_rate"] == 5.0e-4
+    assert record["provenance"]["packages"]["transformers"]
+    assert "git_commit" in record["provenance"] and record["provenance"]["device_type"] == "cpu"
+    assert (run / "model" / "adapter_model.safetensors").is_file()
+    assert not (workdir / "results" / "checkpoints" / "lora").exists()
+    assert (workdir / "results" / "logs" / "finetune" / "lora_seed0.log").stat().st_size > 0
+    assert (workdir / "results" / "benchmarks" / "finetune" / "lora_seed0.tsv").is_file()
+
+
+def test_rerun_retries_only_the_failed_run(study):
+    workdir, base = study
+    assert planned_jobs(workdir, base) == {"finetune": 1, "evaluate": 1, "report": 1, "all": 1}
+    result = snakemake(workdir, base, args=("--dry-run",))
+    assert "results/runs/broken/seed0/train.json" in result.stdout
+
+
+def test_fixing_the_failed_run_runs_it_alone_then_nothing_is_left(study):
+    workdir, base = study
+    fixed = overlay(workdir, "fixed", {"strategies": {"broken": {"lora": {"target_modules": ["query"]}}}})
+    assert planned_jobs(workdir, base, fixed) == {"finetune": 1, "evaluate": 1, "report": 1, "all": 1}
+    result = snakemake(workdir, base, fixed)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = pd.read_csv(workdir / "results" / "summary.csv")
+    assert set(summary["status"]) == {"ok"}
+    assert planned_jobs(workdir, base, fixed) == {}  # a second run does nothing
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        # One strategy's learning rate: that strategy's run, its evaluation, the report.
+        ({"strategies": {"lora": {"learning_rate": 1.0e-3}}}, {"finetune": 1, "evaluate": 1}),
+        # The maximum length: re-tokenize, then every run.
+        ({"training": {"max_length": 48}}, {"tokenize": 1, "finetune": 5, "evaluate": 5}),
+        # A new seed: only the new runs.
+        ({"seeds": [0, 1]}, {"finetune": 5, "evaluate": 5}),
+        # A new strategy: only its run.
+        ({"strategies": {"lora_r4": {"method": "lora", "lora": {"r": 4}}}}, {"finetune": 1, "evaluate": 1}),
+        # The data: everything.
+        ({"data": {"split_seed": 7}}, {"prepare_data": 1, "tokenize": 1, "finetune": 5, "evaluate": 5}),
+    ],
+    ids=["learning-rate", "max-length", "new-seed", "new-strategy", "data"],
+)
+def test_config_edit_reruns_exactly_what_it_touches(study, edit, expected):
+    workdir, base = study
+    fixed = overlay(workdir, "fixed", {"strategies": {"broken": {"lora": {"target_modules": ["query"]}}}})
+    if planned_jobs(workdir, base, fixed):
+        pytest.skip("needs the fixed study of the test before")
+    edited = overlay(workdir, "edit", edit)
+    assert planned_jobs(workdir, base, fixed, edited) == {**expected, "report": 1, "all": 1}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"strategies": {"adalora": {}}}, "unknown strategy 'adalora'"),
+        ({"training": {"learning_rate": "2e-5"}}, "write 2.0e-5"),
+        ({"training": {"epochs": -1}}, "training.epochs = -1"),
+        ({"training": {"max_length": 512}}, "training.max_length = 512 exceeds"),
+        ({"data": {"train": "/no/such/train.parquet"}}, "data.train = '/no/such/train.parquet' does not exist"),
+        ({"model": {"name_or_path": "/no/such/model/dir"}}, "is not a folder"),
+    ],
+    ids=["unknown-strategy", "string-lr", "negative-epochs", "max-length", "missing-data", "missing-model"],
+)
+def test_bad_config_fails_fast_and_deletes_nothing(study, edit, message):
+    workdir, base = study
+    before = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*") if p.is_file()}
+    result = snakemake(workdir, base, overlay(workdir, "bad", edit))
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    after = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_minilm_full_finetuning_learns(tmp_path, imdb_dir, minilm_path):
+    """The real pretrained encoder, the quick recipe, the whole 1k test set: clearly above chance."""
+    data = {"train": str(imdb_dir / "train-1k.parquet"), "test": str(imdb_dir / "test-1k.parquet"), "test_size": None}
+    settings = overlay(tmp_path, "minilm", {"data": data})
+    result = snakemake(
+        tmp_path, REPO_ROOT / "config" / "quick.yaml", REPO_ROOT / "config" / "shared-imdb.yaml", settings,
+        args=("results/runs/full/seed0/eval.json",),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-5000:]
+    record = json.loads((tmp_path / "results" / "runs" / "full" / "seed0" / "eval.json").read_text())
+    metrics = record["metrics"]
+    assert metrics["n_test"] == 1000
+    assert metrics["accuracy_ci_low"] > 0.65, metrics  # chance is 0.5
