@@ -56,7 +56,7 @@ def train_record(strategy: str, seed: int, *, status: str = "ok", reason: str | 
         }
     return {
         "kind": "train", "strategy": strategy, "method": strategy, "seed": seed, "status": status,
-        "reason": reason, "config": {"lr": 2e-4}, "metrics": metrics,
+        "reason": reason, "config": {"lr": 2e-4, "model_name_or_path": "/models/roberta-tiny"}, "metrics": metrics,
         "loss_curve": [{"step": 10, "epoch": 0.5, "loss": 0.6, "lr": 1e-4},
                        {"step": 20, "epoch": 1.0, "loss": 0.3, "lr": 5e-5}] if status == "ok" else [],
         "val_curve": [{"step": 20, "epoch": 1.0, "accuracy": 0.9, "loss": 0.3}] if status == "ok" else [],
@@ -337,3 +337,8 @@ def test_write_report_when_all_failed(all_failed, tmp_path: Path) -> None:
     assert md.count("**failed**") == 2
     assert "no successful run of ours" in md
     assert "![accuracy](figures/accuracy.png)" in md
+
+
+def test_markdown_names_the_model(mixed, tmp_path: Path) -> None:
+    # A local folder is named by its last component, not its full path.
+    assert "strategies of `roberta-tiny` for text classification" in render(mixed, tmp_path)

@@ -101,3 +101,83 @@ def test_json_that_is_not_an_object_triggers_a_retry(tmp_path: Path, record: Any
     marker = retry_marker(write_record(tmp_path / "record.json", record))
     assert marker != FIRST_ATTEMPT
     assert "unreadable" in marker
+
+
+# --- preflight: bad sources stop Snakemake before any job starts -----------------------
+
+from ftcompare.config import ConfigError  # noqa: E402
+from ftcompare.workflow_support import preflight  # noqa: E402
+
+
+def study(tmp_path: Path, *, source: str = "parquet", train: Path | None = None, test: Path | None = None,
+          model: str = "roberta-base", max_length: int = 512) -> dict[str, Any]:  # fmt: skip
+    return {
+        "data": {"source": source, "train": str(train) if train else None, "test": str(test) if test else None,
+                 "text_column": "text", "label_column": "label"},  # fmt: skip
+        "model": {"name_or_path": model},
+        "training": {"max_length": max_length},
+    }
+
+
+def parquet(path: Path, **columns: list) -> Path:
+    import pandas as pd
+
+    pd.DataFrame(columns).to_parquet(path)
+    return path
+
+
+def model_folder(path: Path, *, weights: bool = True, **config: Any) -> Path:
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config))
+    if weights:
+        (path / "model.safetensors").write_bytes(b"weights")
+    return path
+
+
+def test_preflight_accepts_good_local_sources(tmp_path: Path) -> None:
+    data = parquet(tmp_path / "d.parquet", text=["a"], label=[0])
+    model = model_folder(tmp_path / "m", model_type="roberta", max_position_embeddings=514, pad_token_id=1)
+    preflight(study(tmp_path, train=data, test=data, model=str(model), max_length=512))
+
+
+def test_preflight_leaves_hub_sources_to_the_jobs(tmp_path: Path) -> None:
+    preflight(study(tmp_path, source="hub"))
+
+
+def test_preflight_names_missing_columns(tmp_path: Path) -> None:
+    good = parquet(tmp_path / "good.parquet", text=["a"], label=[0])
+    bad = parquet(tmp_path / "bad.parquet", review=["a"], label=[0])
+    with pytest.raises(ConfigError, match=r"data.test = .*bad.parquet' has no column\(s\) \['text'\]; it has \['review', 'label'\]"):
+        preflight(study(tmp_path, train=good, test=bad))
+
+
+def test_preflight_rejects_non_utf8_csv(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes("t\xe9xt,label\ncaf\xe9,0\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not valid UTF-8"):
+        preflight(study(tmp_path, source="csv", train=bad, test=bad))
+
+
+def test_preflight_rejects_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="data.train = '.*nope.parquet' does not exist"):
+        preflight(study(tmp_path, train=tmp_path / "nope.parquet", test=tmp_path / "nope.parquet"))
+
+
+def test_preflight_rejects_a_model_folder_without_weights(tmp_path: Path) -> None:
+    data = parquet(tmp_path / "d.parquet", text=["a"], label=[0])
+    model = model_folder(tmp_path / "m", weights=False, model_type="bert", max_position_embeddings=512)
+    with pytest.raises(ConfigError, match="has no weights; expected one of"):
+        preflight(study(tmp_path, train=data, test=data, model=str(model)))
+
+
+def test_preflight_rejects_max_length_above_the_position_limit(tmp_path: Path) -> None:
+    data = parquet(tmp_path / "d.parquet", text=["a"], label=[0])
+    model = model_folder(tmp_path / "m", model_type="roberta", max_position_embeddings=514, pad_token_id=1)
+    with pytest.raises(ConfigError, match=r"training.max_length = 513 exceeds .* \(512 tokens"):
+        preflight(study(tmp_path, train=data, test=data, model=str(model), max_length=513))
+
+
+def test_preflight_rejects_an_incomplete_aclimdb_folder(tmp_path: Path) -> None:
+    (tmp_path / "aclImdb" / "train").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="no test/ folder"):
+        preflight(study(tmp_path, source="aclimdb", train=tmp_path / "aclImdb"))

@@ -517,7 +517,16 @@ def _describe_test_size(ok: pd.DataFrame) -> tuple[float, str]:
     return low, f"{low:,.0f}" if low == high else f"{low:,.0f}–{high:,.0f}"
 
 
-def _intro(table: pd.DataFrame, agg: pd.DataFrame) -> str:
+def _model_name(runs: Sequence[RunRecord]) -> str:
+    """The fine-tuned model as configured; a local folder by its name alone."""
+    names = {str((r.train.get("config") or {}).get("model_name_or_path", "")) for r in runs} - {""}
+    if not names:
+        return "an unnamed model"
+    shown = [n if n.count("/") <= 1 and not n.startswith((".", "/")) else Path(n).name for n in sorted(names)]
+    return ", ".join(f"`{n}`" for n in shown)
+
+
+def _intro(table: pd.DataFrame, agg: pd.DataFrame, runs: Sequence[RunRecord]) -> str:
     ok = table[table["status"] == "ok"]
     strategies = ", ".join(
         f"`{s}`" if s == m else f"`{s}` ({m})" for s, m in zip(agg["strategy"], agg["method"])
@@ -526,8 +535,8 @@ def _intro(table: pd.DataFrame, agg: pd.DataFrame) -> str:
     _, test_size = _describe_test_size(ok)
     devices = ", ".join(_distinct(ok["device"])) or "no device (no successful run)"
     return (
-        f"This report compares {len(agg)} fine-tuning strategies of RoBERTa for binary sentiment "
-        f"classification on IMDB: {strategies}, with seeds {seeds}; "
+        f"This report compares {len(agg)} fine-tuning strategies of {_model_name(runs)} for text "
+        f"classification: {strategies}, with seeds {seeds}; "
         f"{len(ok)} of {len(table)} runs succeeded. Test metrics come from {test_size} held-out test "
         f"reviews, and runs executed on {devices}. Accuracy is the mean ± standard deviation over "
         f"successful seeds; its 95% CI is that of the mean over seeds (Student t) when there are at "
@@ -669,8 +678,8 @@ def render_markdown(
     """The Markdown report; figure links are relative to ``report_path``'s folder."""
     agg = aggregate_by_strategy(table=table)
     sections = [
-        "# Fine-tuning strategies for RoBERTa on IMDB",
-        _intro(table, agg),
+        "# Fine-tuning strategies compared",
+        _intro(table, agg, runs),
         "## Results",
         _results_table(agg),
         "## Figures",
