@@ -1,0 +1,772 @@
+"""Throughput of the workflow's training recipe against the notebook recipe it replaces.
+
+Run:  python bench/throughput.py [--quick] [--imdb PATH] [--strategies full lora qlora ia3]
+      [--batch-size N] [--compile] [--train-steps N] [--eval-batches N] [--json PATH]
+
+What is measured, in one process on the current device (CUDA if available, else CPU),
+for each strategy (full, lora, qlora, ia3):
+
+- the *reference* recipe, the notebook we must beat: fp32 everywhere (no autocast,
+  fp32 base), every review padded to max_length (512), batch 16, plain AdamW
+  (foreach=False, fused=False) at lr 2e-5, no clipping, no scheduler; evaluation in
+  batches of 8 padded to 512 under no_grad. Its QLoRA is bitsandbytes 4-bit with fp32
+  compute plus peft's `prepare_model_for_kbit_training` (which upcasts and turns on
+  gradient checkpointing), as the notebook did.
+- the *workflow* recipe: what `ftcompare.training._train` does with config/config.yaml
+  (validated by `validate_config`, resolved by `resolve_run`): `resolve_precision`
+  (bf16 autocast on CUDA, bf16 frozen base for adapters), length-grouped batches from
+  `epoch_batches` padded by `collate` to a multiple of 8, the configured batch size,
+  `_optimizer` (fused AdamW on CUDA) with `_scheduler` and gradient clipping, and
+  evaluation through `predict_logits` (length-sorted `eval_batch_size` batches under
+  inference_mode). The step loop below mirrors `_train`'s inner loop line for line;
+  `_train` itself needs a tokenized dataset on disk and writes checkpoints.
+
+The model is roberta-base's exact shape with RANDOM weights (no download): a
+`RobertaConfig` saved to a temporary folder and loaded through the library's
+`build_model`, so the workflow's real construction path (dtype, sdpa, PEFT wrapping,
+4-bit loading) is what runs. Speed does not depend on weight or token values, so token
+ids are random; only the lengths matter. Lengths come from:
+
+- `--imdb PATH` (Parquet with a `text` column): no RoBERTa tokenizer is available
+  offline, so a byte-level BPE (vocab 8000) is trained on 3,000 reviews and every review
+  is tokenized with it (+2 for <s> </s>). The median and the share over 512 are printed
+  to compare with roberta-base's tokenizer on IMDB train (median ~226, ~14% over 512);
+  a smaller vocabulary cuts text into somewhat more tokens.
+- otherwise a log-normal fit to roberta's IMDB lengths: median 226 tokens and
+  sigma = ln(512/226) / z with z = Phi^-1(0.86), so that ~14% exceed 512; seeded.
+
+Timing: each distinct batch shape is run once before the clock starts (the workflow's
+padded widths vary, and first calls pay for kernel selection, allocator growth and,
+with --compile, compilation), the device is synchronised before every clock read, and
+the timed training batches are a systematic sample over the epoch's batches sorted by
+width (so short and long batches appear in proportion) timed in epoch order. Eval
+batches are sampled the same way from the length-sorted eval order. The full study is
+then projected as measured seconds per review x reviews: 25,000 train reviews x epochs
+(3) and 25,000 test reviews per strategy. Peak memory is read per recipe
+(`max_memory_allocated/reserved` after a reset on CUDA; sampled RSS growth on CPU).
+
+MFU (full fine-tuning only) = useful FLOPs / time / peak, with useful FLOPs per review of
+l real tokens = 6 * N * l + 12 * L * d * l^2 (N = non-embedding parameters, L layers,
+width d: dense fwd+bwd plus attention scores and mixing fwd+bwd; padding not counted).
+Peak is a measured 8192^3 bf16 matmul on CUDA, a 2048^3 fp32 matmul on CPU.
+
+`--quick` (a CPU smoke run, < 3 minutes on 2 cores): a small RoBERTa (hidden 256,
+4 layers, vocab 8192), max_length 128 (lengths scaled by 128/512 so the share of padding stays
+realistic), 2,000 simulated reviews, few steps, one CPU thread (steadier on a shared
+machine than several). QLoRA on a CPU (bitsandbytes' CPU
+backend, slow) always gets 1 timed step and 1 eval batch per recipe. Its projection is still for the full-size study but of the
+small model: a check that everything runs, not a number to quote.
+
+The last two lines of stdout are always `study_projected_s: <s>` (workflow recipe, train
++ eval summed over the strategies run) and `study_speedup_vs_reference: <ratio>`.
+Progress goes to stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import gc
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the Hub: the model is local and random
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
+STRATEGIES = ("full", "lora", "qlora", "ia3")
+STUDY_TRAIN_REVIEWS = 25_000
+STUDY_TEST_REVIEWS = 25_000
+# roberta-base's tokenizer on IMDB train, for comparison and the log-normal fit.
+ROBERTA_MEDIAN_TOKENS = 226
+ROBERTA_FRACTION_OVER_512 = 0.14
+REFERENCE = {"batch_size": 16, "eval_batch_size": 8, "learning_rate": 2.0e-5}
+T0 = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    print(f"[{time.perf_counter() - T0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _allow_missing_jsonschema() -> bool:
+    """ftcompare.config imports jsonschema at module level, and the GPU image lacks it.
+    The bench only needs the defaults-filling half of validate_config, so stand in a
+    validator that finds no errors (the config is checked wherever the workflow runs)."""
+    if importlib.util.find_spec("jsonschema") is not None:
+        return False
+    stub = types.ModuleType("jsonschema")
+
+    class _NoChecks:
+        def __init__(self, schema: Any) -> None:
+            self.schema = schema
+
+        def iter_errors(self, instance: Any) -> list[Any]:
+            return []
+
+    stub.Draft202012Validator = _NoChecks  # type: ignore[attr-defined]
+    stub.ValidationError = Exception  # type: ignore[attr-defined]
+    sys.modules["jsonschema"] = stub
+    return True
+
+
+JSONSCHEMA_STUBBED = _allow_missing_jsonschema()
+if importlib.util.find_spec("ftcompare") is None:  # not installed (e.g. a bare GPU image): use the checkout
+    sys.path.insert(0, str(REPO_ROOT / "src"))
+
+from ftcompare import models  # noqa: E402
+from ftcompare.batching import TokenizedSplit, collate, epoch_batches, eval_batches  # noqa: E402
+from ftcompare.config import RunSpec, load_yaml, resolve_run, validate_config  # noqa: E402
+from ftcompare.models import Precision, StrategyUnavailable, build_model, count_parameters, resolve_precision  # noqa: E402
+from ftcompare.training import _optimizer, _scheduler, autocast, predict_logits  # noqa: E402
+
+FP32 = Precision(autocast_dtype=None, base_dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Lengths:
+    """Token lengths (with <s> and </s>, clipped to max_length) of the train and test reviews."""
+
+    train: np.ndarray
+    test: np.ndarray
+    source: str
+    median_unclipped: float
+    fraction_over_512: float
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Peak:
+    device_name: str
+    tflops: float
+    what: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Memory:
+    allocated_gb: float | None
+    reserved_gb: float | None
+    rss_delta_gb: float | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecipeResult:
+    strategy: str
+    recipe: str  # "reference" | "workflow"
+    precision: str
+    batch_size: int
+    eval_batch_size: int
+    padding: str
+    optimizer: str
+    compiled: bool
+    trainable_params: int
+    total_params: int
+    warmup_s: float
+    train_steps: int
+    train_reviews: int
+    train_real_tokens: int
+    train_padded_tokens: int
+    train_s: float
+    eval_batches: int
+    eval_reviews: int
+    eval_real_tokens: int
+    eval_s: float
+    tokens_per_s: float  # real (non-pad) training tokens per second
+    eval_tokens_per_s: float
+    projected_train_s: float
+    projected_eval_s: float
+    memory: Memory
+    mfu: float | None
+
+    @property
+    def projected_s(self) -> float:
+        return self.projected_train_s + self.projected_eval_s
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StrategyResult:
+    strategy: str
+    reference: RecipeResult | None
+    workflow: RecipeResult | None
+    skipped: str | None = None
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def lognormal_lengths(*, count: int, seed: int) -> np.ndarray:
+    """Unclipped review lengths from a log-normal fitted to roberta's IMDB tokens."""
+    z = statistics.NormalDist().inv_cdf(1.0 - ROBERTA_FRACTION_OVER_512)  # ~1.080
+    sigma = math.log(512 / ROBERTA_MEDIAN_TOKENS) / z  # ~0.757
+    rng = np.random.default_rng([seed, 2024])
+    return np.maximum(np.rint(rng.lognormal(math.log(ROBERTA_MEDIAN_TOKENS), sigma, count)), 4).astype(np.int64)
+
+
+def bpe_lengths(*, parquet: Path, seed: int, train_reviews: int = 3000, vocab_size: int = 8000) -> np.ndarray:
+    """Unclipped token counts of every review in `parquet`, by a byte-level BPE trained on a sample."""
+    import pyarrow.parquet as pq
+    from tokenizers import ByteLevelBPETokenizer
+
+    texts = pq.read_table(parquet, columns=["text"]).column("text").to_pylist()
+    rng = np.random.default_rng(seed)
+    sample = [texts[i] for i in rng.permutation(len(texts))[:train_reviews]]  # files are sorted by label
+    tokenizer = ByteLevelBPETokenizer()  # GPT-2/RoBERTa's scheme: bytes, no prefix space
+    tokenizer.train_from_iterator(
+        sample, vocab_size=vocab_size, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        show_progress=False,
+    )  # fmt: skip
+    return np.asarray([len(e.ids) + 2 for e in tokenizer.encode_batch(texts)], dtype=np.int64)
+
+
+def study_lengths(*, imdb: Path | None, count: int, max_length: int, scale: float, seed: int) -> Lengths:
+    if imdb is not None:
+        progress(f"training a byte-level BPE on {imdb} and tokenizing every review")
+        raw = bpe_lengths(parquet=imdb, seed=seed)
+        source = f"{imdb} (byte-level BPE, vocab 8000)"
+        rng = np.random.default_rng(seed + 1)
+        train = raw[rng.permutation(len(raw))[:count]]
+        test = raw[rng.permutation(len(raw))[:count]]  # IMDB test lengths follow train's closely
+    else:
+        raw = lognormal_lengths(count=2 * count, seed=seed)
+        source = f"log-normal fit (median {ROBERTA_MEDIAN_TOKENS}, {ROBERTA_FRACTION_OVER_512:.0%} over 512)"
+        train, test = raw[:count], raw[count:]
+    median = float(np.median(raw))
+    over = float((raw > 512).mean())
+
+    def fit(values: np.ndarray) -> np.ndarray:
+        # --quick shrinks lengths with max_length so the share of padding stays realistic.
+        return np.clip(np.rint(values * scale), 4, max_length).astype(np.int64)
+
+    return Lengths(train=fit(train), test=fit(test), source=source, median_unclipped=median, fraction_over_512=over)
+
+
+def random_split(*, lengths: np.ndarray, vocab_size: int, seed: int) -> TokenizedSplit:
+    """A TokenizedSplit of random token ids with the given lengths (<s> ... </s>, no pad id)."""
+    rng = np.random.default_rng(seed)
+    flat = rng.integers(3, vocab_size, size=int(lengths.sum()), dtype=np.int64)
+    ids = np.split(flat, np.cumsum(lengths)[:-1])
+    for row in ids:
+        row[0], row[-1] = 0, 2
+    return TokenizedSplit(input_ids=ids, labels=rng.integers(0, 2, len(lengths)), lengths=lengths)
+
+
+def subset(split: TokenizedSplit, indices: np.ndarray) -> TokenizedSplit:
+    return TokenizedSplit(
+        input_ids=[split.input_ids[i] for i in indices], labels=split.labels[indices], lengths=split.lengths[indices]
+    )
+
+
+def systematic_sample(*, widths: np.ndarray, count: int) -> np.ndarray:
+    """Positions of `count` batches spread evenly over the width-sorted batches, in original order."""
+    count = min(count, len(widths))
+    order = np.argsort(widths, kind="stable")
+    picks = order[((np.arange(count) + 0.5) * len(order) / count).astype(int)]
+    return np.sort(picks)
+
+
+def padded_width(length: int, multiple: int) -> int:
+    return -(-int(length) // multiple) * multiple
+
+
+def write_random_model(*, directory: Path, quick: bool) -> Any:
+    """roberta-base's exact shape (or a small one for --quick), random weights, saved for from_pretrained."""
+    import transformers
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    shape: dict[str, Any] = {"max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5}
+    if quick:
+        # A small vocabulary too: 50k x 256 embeddings would be most of a 4-layer model.
+        shape.update(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+                     vocab_size=8192)  # fmt: skip
+    # RobertaConfig()'s defaults are roberta-base's except the three above (512 positions
+    # would allow only 510 tokens with RoBERTa's position offset).
+    config = RobertaConfig(**shape, num_labels=2)
+    torch.manual_seed(0)
+    transformers.utils.logging.disable_progress_bar()  # a "Loading weights" bar per recipe is noise
+    RobertaForSequenceClassification(config).save_pretrained(str(directory))
+    return config
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+class PeakMemory:
+    """Peak device memory (CUDA) or sampled RSS growth (CPU) over a `with` block."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.result = Memory(allocated_gb=None, reserved_gb=None, rss_delta_gb=None)
+        self._stop = threading.Event()
+        self._peak_rss = 0
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return 0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self._peak_rss = max(self._peak_rss, self._rss())
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # so `reserved` is this recipe's, not the last one's
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._start_rss = self._peak_rss = self._rss()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        rss = (max(self._peak_rss, self._rss()) - self._start_rss) / 1e9 if self._start_rss else None
+        if self.device.type == "cuda":
+            self.result = Memory(
+                allocated_gb=torch.cuda.max_memory_allocated(self.device) / 1e9,
+                reserved_gb=torch.cuda.max_memory_reserved(self.device) / 1e9,
+                rss_delta_gb=rss,
+            )
+        else:
+            self.result = Memory(allocated_gb=None, reserved_gb=None, rss_delta_gb=rss)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_peak(*, device: torch.device) -> Peak:
+    """The device's dense matmul rate: bf16 8192^3 on CUDA, fp32 2048^3 on CPU (TFLOP/s)."""
+    if device.type == "cuda":
+        n, dtype, repeats, name = 8192, torch.bfloat16, 10, torch.cuda.get_device_name(device)
+    else:
+        n, dtype, repeats, name = 2048, torch.float32, 3, f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} thread(s))"
+    a = torch.randn(n, n, device=device, dtype=dtype)  # random, not zeros: zeros run faster
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    seconds = (time.perf_counter() - start) / repeats
+    return Peak(device_name=name, tflops=2 * n**3 / seconds / 1e12, what=f"{n}^3 {str(dtype).removeprefix('torch.')} matmul")
+
+
+def train_steps(
+    *,
+    forward: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    trainable: list[torch.nn.Parameter],
+    split: TokenizedSplit,
+    batches: list[np.ndarray],
+    pad_to_multiple_of: int,
+    max_grad_norm: float | None,
+    device: torch.device,
+    precision: Precision,
+) -> None:
+    """The body of `ftcompare.training._train`'s step loop (minus logging and checkpoints)."""
+    loss_sum = torch.zeros((), device=device)
+    for indices in batches:
+        batch = collate(split, indices, pad_token_id=1, pad_to_multiple_of=pad_to_multiple_of)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast(device, precision):
+            loss = forward(**batch).loss
+        loss.backward()
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum += loss.detach()  # summed on the device, as the workflow does: no sync per step
+    sync(device)
+
+
+@torch.no_grad()
+def reference_eval(
+    *, model: torch.nn.Module, split: TokenizedSplit, batches: list[np.ndarray], max_length: int, device: torch.device
+) -> None:
+    """The notebook's evaluation: fixed-width batches, fp32, logits copied back per batch."""
+    model.eval()
+    for indices in batches:
+        batch = collate(split, indices, pad_token_id=1, pad_to_multiple_of=max_length)
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        logits.float().cpu()
+    model.train()
+
+
+def build_reference(*, spec: RunSpec, device: torch.device) -> torch.nn.Module:
+    """The notebook's model: fp32 base; for QLoRA 4-bit with fp32 compute + prepare_model_for_kbit_training."""
+    if spec.method != "qlora":
+        return build_model(spec=spec, num_labels=2, device=device, precision=FP32)
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    fp32_compute = dataclasses.replace(spec, quantization={**(spec.quantization or {}), "compute_dtype": "float32"})
+    model = models.load_base_model(spec=fp32_compute, num_labels=2, device=device, precision=FP32)
+    model = prepare_model_for_kbit_training(model)  # upcasts non-4-bit weights, gradient checkpointing on
+    model = get_peft_model(model, models._peft_config(spec))
+    if device.type == "cpu":
+        # bitsandbytes' CPU backend repacks 4-bit weights on the first eval-mode call, and
+        # the repacked layout breaks the next training step; the library avoids it the same way.
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+    return model
+
+
+def non_embedding_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+
+
+def useful_flops(*, lengths: np.ndarray, params: int, layers: int, hidden: int) -> float:
+    ell = lengths.astype(np.float64)
+    return float((6.0 * params * ell + 12.0 * layers * hidden * ell**2).sum())
+
+
+def run_recipe(
+    *,
+    recipe: str,
+    spec: RunSpec,
+    device: torch.device,
+    train: TokenizedSplit,
+    test: TokenizedSplit,
+    steps: int,
+    eval_count: int,
+    model_config: Any,
+    peak: Peak,
+) -> RecipeResult:
+    """Build the model of one (strategy, recipe), warm every batch shape up, time training and eval."""
+    workflow = recipe == "workflow"
+    if workflow:
+        precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
+        batch_size, eval_batch_size, multiple = spec.batch_size, spec.eval_batch_size, spec.pad_to_multiple_of
+    else:
+        precision = FP32
+        batch_size, eval_batch_size, multiple = REFERENCE["batch_size"], REFERENCE["eval_batch_size"], spec.max_length
+
+    # Training batches: the workflow's epoch order (grouped by length); the reference's
+    # are random and all one shape. Both are sampled so lengths appear in proportion.
+    epoch = epoch_batches(
+        train.lengths, batch_size=batch_size, seed=spec.seed, epoch=0,
+        group_by_length=spec.group_by_length if workflow else False,
+    )  # fmt: skip
+    widths = np.array([padded_width(train.lengths[b].max(), multiple) for b in epoch])
+    timed = [epoch[i] for i in systematic_sample(widths=widths, count=steps)]
+    warm = {padded_width(train.lengths[b].max(), multiple): b for b in timed}  # one batch per distinct width
+    warm_batches = list(warm.values()) if workflow else timed[:1]  # the reference has one shape
+
+    sorted_eval = eval_batches(test.lengths, batch_size=eval_batch_size)
+    eval_widths = np.array([padded_width(test.lengths[b].max(), multiple) for b in sorted_eval])
+    eval_timed = [sorted_eval[i] for i in systematic_sample(widths=eval_widths, count=eval_count)]
+    eval_split = subset(test, np.concatenate(eval_timed))
+
+    with PeakMemory(device) as memory:
+        model = build_reference(spec=spec, device=device) if not workflow else build_model(
+            spec=spec, num_labels=2, device=device, precision=precision
+        )
+        trainable_count, total_count = count_parameters(model)
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        params = [p for _, p in trainable]
+        if workflow:
+            optimizer = _optimizer(trainable, spec, device)
+            scheduler = _scheduler(optimizer, total_steps=math.ceil(STUDY_TRAIN_REVIEWS / batch_size) * spec.epochs,
+                                   warmup_ratio=spec.warmup_ratio)  # fmt: skip
+            forward = torch.compile(model, dynamic=True) if spec.compile else model
+            clip = spec.max_grad_norm
+        else:
+            optimizer = torch.optim.AdamW(params, lr=REFERENCE["learning_rate"], foreach=False, fused=False)
+            scheduler, forward, clip = None, model, None
+        model.train()
+        common = dict(forward=forward, optimizer=optimizer, scheduler=scheduler, trainable=params, split=train,
+                      pad_to_multiple_of=multiple, max_grad_norm=clip, device=device, precision=precision)  # fmt: skip
+
+        progress(f"{spec.strategy}/{recipe}: warm-up over {len(warm_batches)} batch shape(s)")
+        started = time.perf_counter()
+        train_steps(batches=warm_batches, **common)
+        if workflow:
+            predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=1, pad_to_multiple_of=multiple,
+                           device=device, precision=precision)  # fmt: skip
+        else:
+            reference_eval(model=model, split=test, batches=eval_timed[:1], max_length=multiple, device=device)
+        warmup_s = time.perf_counter() - started
+
+        progress(f"{spec.strategy}/{recipe}: timing {len(timed)} training steps (batch {batch_size})")
+        sync(device)
+        started = time.perf_counter()
+        train_steps(batches=timed, **common)
+        train_s = time.perf_counter() - started
+
+        progress(f"{spec.strategy}/{recipe}: timing {len(eval_timed)} eval batches (batch {eval_batch_size})")
+        sync(device)
+        started = time.perf_counter()
+        if workflow:
+            predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=1, pad_to_multiple_of=multiple,
+                           device=device, precision=precision)  # fmt: skip
+        else:
+            reference_eval(model=model, split=test, batches=eval_timed, max_length=multiple, device=device)
+        sync(device)
+        eval_s = time.perf_counter() - started
+        mfu_params = non_embedding_params(model) if spec.method == "full" else 0
+        del model, forward, optimizer, scheduler, trainable, params, common
+
+    timed_idx = np.concatenate(timed)
+    real = int(train.lengths[timed_idx].sum())
+    padded = int(sum(len(b) * padded_width(train.lengths[b].max(), multiple) for b in timed))
+    eval_reviews = len(eval_split)
+    mfu = None
+    if mfu_params:
+        flops = useful_flops(lengths=train.lengths[timed_idx], params=mfu_params,
+                             layers=model_config.num_hidden_layers, hidden=model_config.hidden_size)  # fmt: skip
+        mfu = flops / train_s / (peak.tflops * 1e12)
+    return RecipeResult(
+        strategy=spec.strategy,
+        recipe=recipe,
+        precision=precision.name + (f" base {str(precision.base_dtype).removeprefix('torch.')}" if workflow else ""),
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        padding=f"multiple of {multiple}, length-grouped" if workflow else f"all to {multiple}",
+        optimizer=("AdamW fused" if device.type == "cuda" else "AdamW") if workflow else "AdamW foreach=False",
+        compiled=bool(workflow and spec.compile),
+        trainable_params=trainable_count,
+        total_params=total_count,
+        warmup_s=warmup_s,
+        train_steps=len(timed),
+        train_reviews=len(timed_idx),
+        train_real_tokens=real,
+        train_padded_tokens=padded,
+        train_s=train_s,
+        eval_batches=len(eval_timed),
+        eval_reviews=eval_reviews,
+        eval_real_tokens=int(eval_split.lengths.sum()),
+        eval_s=eval_s,
+        tokens_per_s=real / train_s,
+        eval_tokens_per_s=int(eval_split.lengths.sum()) / eval_s,
+        projected_train_s=train_s / len(timed_idx) * STUDY_TRAIN_REVIEWS * spec.epochs,
+        projected_eval_s=eval_s / eval_reviews * STUDY_TEST_REVIEWS,
+        memory=memory.result,
+        mfu=mfu,
+    )
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    try:
+        import bitsandbytes
+
+        bnb = bitsandbytes.__version__
+    except Exception as exc:  # noqa: BLE001 (ImportError, or a broken native library)
+        bnb = f"unavailable ({type(exc).__name__})"
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "bitsandbytes": bnb,
+    }
+
+
+def _gb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def format_table(results: list[StrategyResult], *, device: torch.device) -> str:
+    header = (
+        f"{'strategy':<8} {'recipe':<9} {'precision':<16} {'batch':>5} {'tokens/s':>10} {'train s':>10} "
+        f"{'eval s':>9} {'peak GB alloc/res' if device.type == 'cuda' else 'peak RSS +GB':>17} {'MFU':>6} {'speed-up':>8} "
+        f"{'warm-up s':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for item in results:
+        if item.skipped:
+            lines.append(f"{item.strategy:<8} skipped: {item.skipped}")
+            continue
+        for result in (item.reference, item.workflow):
+            mem = result.memory
+            memory = f"{_gb(mem.allocated_gb)}/{_gb(mem.reserved_gb)}" if device.type == "cuda" else _gb(mem.rss_delta_gb)
+            speedup = item.reference.projected_s / result.projected_s
+            mfu = "" if result.mfu is None else f"{100 * result.mfu:.1f}%"
+            lines.append(
+                f"{item.strategy:<8} {result.recipe:<9} {result.precision:<16} {result.batch_size:>5} "
+                f"{result.tokens_per_s:>10,.0f} {result.projected_train_s:>10,.0f} {result.projected_eval_s:>9,.0f} "
+                f"{memory:>17} {mfu:>6} {speedup:>7.2f}x {result.warmup_s:>9.1f}"
+            )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small model, max_length 128, few steps: a CPU smoke run")
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument("--imdb", type=Path, help="Parquet with a `text` column: real lengths via a byte-level BPE")
+    parser.add_argument("--config", type=Path, default=CONFIG_PATH, help="workflow config (default config/config.yaml)")
+    parser.add_argument("--batch-size", type=int, help="workflow training batch size (default: the config's)")
+    parser.add_argument("--eval-batch-size", type=int, help="workflow eval batch size (default: the config's)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the workflow model (dynamic=True)")
+    parser.add_argument("--train-steps", type=int, help="timed workflow training steps (default 60; quick 6)")
+    parser.add_argument("--ref-steps", type=int, help="timed reference training steps (default 20; quick 3)")
+    parser.add_argument("--eval-batches", type=int, help="timed workflow eval batches (default 8; quick 2)")
+    parser.add_argument("--ref-eval-batches", type=int, help="timed reference eval batches (default 16; quick 2)")
+    parser.add_argument("--reviews", type=int, help="simulated reviews per split (default 25,000; quick 2,000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="write every number here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quick = args.quick
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if quick and device.type == "cpu":
+        # One intra-op thread: on a small shared CPU, OpenMP threads wait for each other
+        # whenever one is descheduled, and a 2-core box measured 3x slower and erratic.
+        torch.set_num_threads(1)
+    if JSONSCHEMA_STUBBED:
+        progress("jsonschema is not installed: the config is read without schema validation")
+
+    config = validate_config(load_yaml(args.config))
+    missing = [s for s in args.strategies if s not in config["strategies"]]
+    if missing:
+        raise SystemExit(f"strategies {missing} are not in {args.config}")
+    max_length = 128 if quick else int(config["training"]["max_length"])
+    reviews = args.reviews or (2_000 if quick else STUDY_TRAIN_REVIEWS)
+    steps = args.train_steps or (6 if quick else 60)
+    ref_steps = args.ref_steps or (3 if quick else 20)
+    eval_count = args.eval_batches or (2 if quick else 8)
+    ref_eval_count = args.ref_eval_batches or (2 if quick else 16)
+
+    lengths = study_lengths(imdb=args.imdb, count=reviews, max_length=max_length, scale=max_length / 512 if quick else 1.0,
+                            seed=args.seed)  # fmt: skip
+    progress(
+        f"lengths: {lengths.source}: median {lengths.median_unclipped:.0f} tokens, "
+        f"{lengths.fraction_over_512:.1%} over 512 (roberta-base on IMDB: ~{ROBERTA_MEDIAN_TOKENS}, "
+        f"~{ROBERTA_FRACTION_OVER_512:.0%}); clipped to {max_length}, mean {lengths.train.mean():.0f}"
+    )
+    peak = measure_peak(device=device)
+    progress(f"peak: {peak.device_name}: {peak.tflops:.1f} TFLOP/s ({peak.what})")
+
+    skipped: dict[str, str] = {}
+    if "qlora" in args.strategies:
+        try:
+            import bitsandbytes  # noqa: F401
+        except Exception as exc:  # noqa: BLE001
+            skipped["qlora"] = f"bitsandbytes cannot be imported ({type(exc).__name__}: {exc})"
+
+    results: list[StrategyResult] = []
+    with tempfile.TemporaryDirectory(prefix="ftbench-") as tmp:
+        progress(f"writing a random {'small' if quick else 'roberta-base'} model to {tmp}")
+        model_config = write_random_model(directory=Path(tmp), quick=quick)
+        train = random_split(lengths=lengths.train, vocab_size=model_config.vocab_size, seed=args.seed)
+        test = random_split(lengths=lengths.test, vocab_size=model_config.vocab_size, seed=args.seed + 1)
+        for strategy in args.strategies:
+            if strategy in skipped:
+                results.append(StrategyResult(strategy=strategy, reference=None, workflow=None, skipped=skipped[strategy]))
+                progress(f"{strategy}: skipped: {skipped[strategy]}")
+                continue
+            spec = resolve_run(config, strategy=strategy, seed=args.seed)
+            overrides: dict[str, Any] = {"model_name_or_path": tmp, "max_length": max_length, "compile": args.compile}
+            if args.batch_size:
+                overrides["batch_size"] = args.batch_size
+            if args.eval_batch_size:
+                overrides["eval_batch_size"] = args.eval_batch_size
+            spec = dataclasses.replace(spec, **overrides)
+            # bitsandbytes' CPU backend is very slow: QLoRA on a CPU gets a token number of steps.
+            slow = spec.method == "qlora" and device.type == "cpu"
+            try:
+                outcome = {}
+                for recipe in ("reference", "workflow"):
+                    n_steps = (ref_steps if recipe == "reference" else steps)
+                    n_eval = (ref_eval_count if recipe == "reference" else eval_count)
+                    outcome[recipe] = run_recipe(
+                        recipe=recipe, spec=spec, device=device, train=train, test=test,
+                        steps=1 if slow else n_steps, eval_count=1 if slow else n_eval,
+                        model_config=model_config, peak=peak,
+                    )  # fmt: skip
+                results.append(StrategyResult(strategy=strategy, **outcome))
+            except StrategyUnavailable as exc:
+                results.append(StrategyResult(strategy=strategy, reference=None, workflow=None, skipped=str(exc)))
+            except torch.OutOfMemoryError as exc:  # one strategy's OOM must not hide the others' numbers
+                results.append(StrategyResult(strategy=strategy, reference=None, workflow=None,
+                                              skipped=f"out of memory: {str(exc)[:200]}"))  # fmt: skip
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    done = [r for r in results if not r.skipped]
+    workflow_s = sum(r.workflow.projected_s for r in done)
+    reference_s = sum(r.reference.projected_s for r in done)
+    info = versions()
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+    print(f"Projected study: {STUDY_TRAIN_REVIEWS:,} train reviews x {config['training']['epochs']} epochs + "
+          f"{STUDY_TEST_REVIEWS:,} test reviews per strategy; lengths: {lengths.source}"
+          + (" (QUICK: small model, max_length 128: not a number to quote)" if quick else ""))  # fmt: skip
+    print(format_table(results, device=device))
+    print("reference: fp32, pad to max_length, batch 16, AdamW foreach=False lr 2e-5, eval batch 8;"
+          " workflow: config/config.yaml via resolve_run + build_model; train s and eval s: projected for the study;"
+          " speed-up = reference (train+eval) / recipe; warm-up s: one pass over every batch shape (compile time too);"
+          f" MFU (full) = (6 N_nonemb l + 12 L d l^2) per review / time / {peak.tflops:.3g} TFLOP/s ({peak.what})")  # fmt: skip
+    if skipped or len(done) < len(results):
+        print("left out of the totals: " + "; ".join(f"{r.strategy} ({r.skipped})" for r in results if r.skipped))
+    print(f"device: {peak.device_name}; " + ", ".join(f"{k} {v}" for k, v in info.items()) + f"; {stamp}")
+
+    speedup = reference_s / workflow_s if workflow_s > 0 else float("nan")
+    if args.json:
+        payload = {
+            "device": peak.device_name,
+            "peak_tflops": peak.tflops,
+            "peak_what": peak.what,
+            "versions": info,
+            "date": stamp,
+            "quick": quick,
+            "jsonschema_stubbed": JSONSCHEMA_STUBBED,
+            "lengths": {"source": lengths.source, "median_unclipped": lengths.median_unclipped,
+                        "fraction_over_512": lengths.fraction_over_512, "max_length": max_length},  # fmt: skip
+            "strategies": {
+                r.strategy: {"skipped": r.skipped} if r.skipped else {
+                    "reference": dataclasses.asdict(r.reference) | {"projected_s": r.reference.projected_s},
+                    "workflow": dataclasses.asdict(r.workflow) | {"projected_s": r.workflow.projected_s},
+                    "speedup": r.reference.projected_s / r.workflow.projected_s,
+                }
+                for r in results
+            },
+            "study_projected_s": workflow_s,
+            "reference_study_projected_s": reference_s,
+            "study_speedup_vs_reference": speedup,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"study_projected_s: {workflow_s:.1f}")
+    print(f"study_speedup_vs_reference: {speedup:.3f}")
+    return 0 if done else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
