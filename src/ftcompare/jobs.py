@@ -1,6 +1,7 @@
 """One function per workflow stage: what each Snakemake rule script calls.
 
-Each takes plain paths and the validated config, does its stage, and writes its outputs.
+Each takes plain paths and settings (a config section or a resolved RunSpec), does its
+stage, and writes its outputs.
 Fine-tune and evaluate always write a record (status ok, skipped or failed) so that the
 report can show every run; only preemption (SIGTERM) and bad input exit non-zero.
 """

@@ -52,12 +52,23 @@ def git_commit(repo: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def cpu_name() -> str:
+    # platform.processor() is empty on most Linux systems; /proc/cpuinfo names the chip.
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def hardware(device: Any | None = None) -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {
         "device_type": "cpu",
-        "device": platform.processor() or platform.machine() or "cpu",
+        "device": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
