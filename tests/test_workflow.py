@@ -115,15 +115,23 @@ def test_rerun_retries_only_the_failed_run(study):
     assert "results/runs/broken/seed0/train.json" in result.stdout
 
 
-def test_fixing_the_failed_run_runs_it_alone_then_nothing_is_left(study):
+@pytest.fixture(scope="module")
+def fixed_study(study):
+    """The study after fixing the broken strategy's config: (workdir, configs, plan before the fix)."""
     workdir, base = study
     fixed = overlay(workdir, "fixed", {"strategies": {"broken": {"lora": {"target_modules": ["query"]}}}})
-    assert planned_jobs(workdir, base, fixed) == {"finetune": 1, "evaluate": 1, "report": 1, "all": 1}
+    plan = planned_jobs(workdir, base, fixed)
     result = snakemake(workdir, base, fixed)
     assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, (base, fixed), plan
+
+
+def test_fixing_the_failed_run_runs_it_alone_then_nothing_is_left(fixed_study):
+    workdir, configs, plan_before_fix = fixed_study
+    assert plan_before_fix == {"finetune": 1, "evaluate": 1, "report": 1, "all": 1}
     summary = pd.read_csv(workdir / "results" / "summary.csv")
     assert set(summary["status"]) == {"ok"}
-    assert planned_jobs(workdir, base, fixed) == {}  # a second run does nothing
+    assert planned_jobs(workdir, *configs) == {}  # a second run does nothing
 
 
 @pytest.mark.parametrize(
@@ -142,13 +150,10 @@ def test_fixing_the_failed_run_runs_it_alone_then_nothing_is_left(study):
     ],
     ids=["learning-rate", "max-length", "new-seed", "new-strategy", "data"],
 )
-def test_config_edit_reruns_exactly_what_it_touches(study, edit, expected):
-    workdir, base = study
-    fixed = overlay(workdir, "fixed", {"strategies": {"broken": {"lora": {"target_modules": ["query"]}}}})
-    if planned_jobs(workdir, base, fixed):
-        pytest.skip("needs the fixed study of the test before")
+def test_config_edit_reruns_exactly_what_it_touches(fixed_study, edit, expected):
+    workdir, configs, _ = fixed_study
     edited = overlay(workdir, "edit", edit)
-    assert planned_jobs(workdir, base, fixed, edited) == {**expected, "report": 1, "all": 1}
+    assert planned_jobs(workdir, *configs, edited) == {**expected, "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize(
@@ -186,3 +191,18 @@ def test_minilm_full_finetuning_learns(tmp_path, imdb_dir, minilm_path):
     metrics = record["metrics"]
     assert metrics["n_test"] == 1000
     assert metrics["accuracy_ci_low"] > 0.65, metrics  # chance is 0.5
+
+
+def test_slurm_profile_dry_run(fixed_study):
+    """The cluster profile plans the same jobs (no sbatch needed for a dry run)."""
+    workdir, configs, _ = fixed_study
+    edited = overlay(workdir, "slurm-edit", {"seeds": [0, 1]})
+    command = [
+        sys.executable, "-m", "snakemake", "--dry-run", "--snakefile", str(REPO_ROOT / "Snakefile"),
+        "--directory", str(workdir), "--profile", str(REPO_ROOT / "profiles" / "slurm"),
+        "--workflow-profile", "none", "--configfile", str(REPO_ROOT / "config" / "config.yaml"),
+        *map(str, configs), str(edited),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^finetune\s+5\s*$", result.stdout, flags=re.M), result.stdout[-2000:]
