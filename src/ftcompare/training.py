@@ -239,6 +239,7 @@ def _train(
     model = build_model(spec=spec, num_labels=data.num_labels, device=device, precision=precision)
     trainable_count, total_count = count_parameters(model)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable_tensors = [p for _, p in trainable]
     log.info(
         "%s/seed%d on %s (%s): %s trainable of %s parameters, lr %.3g (batch %d)",
         spec.strategy, spec.seed, device, precision.name, f"{trainable_count:,}", f"{total_count:,}",
@@ -301,7 +302,7 @@ def _train(
                 loss = forward(**batch).loss
             loss.backward()
             if spec.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_([p for _, p in trainable], spec.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(trainable_tensors, spec.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
