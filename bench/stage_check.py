@@ -9,7 +9,9 @@ lack `datasets` (needed to tokenize) while a CPU box has it:
     # where the workflow is installed (CPU is fine): tokenizer + tokenized IMDB subset
     python bench/stage_check.py prepare --train ../shared/data/imdb/train.parquet \
         --test ../shared/data/imdb/test.parquet --out .gpu/bundle
-    # on the GPU machine (needs torch, transformers, peft, bitsandbytes, pyarrow)
+    # on the GPU machine (needs torch, transformers, peft, bitsandbytes, pyarrow,
+    # scikit-learn, pandas, matplotlib, pyyaml and jsonschema: carry the wheels of
+    # whichever the image lacks; this project's GPU image lacked bitsandbytes and jsonschema)
     python bench/stage_check.py run --bundle .gpu/bundle --out results-gpu
 
 The tokenizer is a byte-level BPE trained on IMDB with roberta-base's vocabulary size
