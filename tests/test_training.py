@@ -179,12 +179,19 @@ def test_only_corrupt_checkpoints_means_start_from_scratch(tmp_path):
     assert ckpt.load_latest_checkpoint(tmp_path) is None
 
 
-def test_disk_full_while_checkpointing_keeps_previous_and_continues(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize(
+    "error",
+    [OSError(errno.ENOSPC, "No space left on device"),
+     # what torch.save itself raises when a write fails part-way
+     RuntimeError("[enforce fail at inline_container.cc] unexpected pos; No space left on device")],
+    ids=["oserror", "torch-runtimeerror"],
+)  # fmt: skip
+def test_disk_full_while_checkpointing_keeps_previous_and_continues(tmp_path, monkeypatch, caplog, error):
     ckpt.save_checkpoint({"step": 1}, directory=tmp_path, step=1)
 
     def disk_full(obj, handle):
         handle.write(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise error
 
     monkeypatch.setattr(torch, "save", disk_full)
     with caplog.at_level(logging.WARNING):
@@ -251,3 +258,15 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tiny_roberta, tiny_tok
     process.send_signal(signal.SIGTERM)  # no need to finish 30 epochs: resuming is the point
     assert process.wait(timeout=60) == 143
     assert "resumed from step" in log_path.read_text()
+
+
+def test_checkpoint_that_does_not_fit_the_model_is_not_resumed(tiny_roberta, tiny_tokenized, tmp_path, caplog):
+    spec = make_spec(tiny_roberta, "lora")
+    ckpt.save_checkpoint(
+        {"spec": spec.to_dict(), "precision": "fp32", "trainable": {"no.such.parameter": torch.zeros(2)}},
+        directory=tmp_path / "y" / "ckpt", step=3,
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        result = run(spec, tiny_tokenized, tmp_path, "y")
+    assert result.status == "ok" and result.metrics["resumed_from_steps"] == []
+    assert "does not fit this run" in caplog.text

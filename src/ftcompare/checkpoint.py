@@ -55,7 +55,7 @@ def save_checkpoint(state: dict[str, Any], *, directory: Path, step: int) -> Pat
             os.fsync(handle.fileno())
         os.replace(tmp, final)
         _atomic_write_bytes(final.with_suffix(".sha256"), _digest(final).encode())
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as RuntimeError
         tmp.unlink(missing_ok=True)
         last = latest_paths(directory)
         log.warning(

@@ -80,7 +80,8 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # The current device's only: a requeued job may land on a node with fewer GPUs.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -89,7 +90,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 @contextmanager
@@ -267,13 +268,15 @@ def _train(
         "resumed_from_steps": [],
     }
     resumed = _resume(
-        checkpoint_dir, spec=spec, trainable=trainable, optimizer=optimizer, scheduler=scheduler, state=state
-    )
+        checkpoint_dir, spec=spec, precision=precision, trainable=trainable, optimizer=optimizer,
+        scheduler=scheduler, state=state,
+    )  # fmt: skip
 
     def save_checkpoint() -> None:
         started = time.perf_counter()
         payload = {
             "spec": spec.to_dict(),
+            "precision": precision.name,
             "state": state,
             "trainable": {n: p.detach().cpu() for n, p in trainable},
             "optimizer": optimizer.state_dict(),
@@ -327,7 +330,9 @@ def _train(
                 spec.checkpoint_every_minutes is not None
                 and time.monotonic() - last_checkpoint > 60 * spec.checkpoint_every_minutes
             )
-            if stop.is_set() or due_by_steps or due_by_time:
+            # The epoch's last batch is checkpointed after validation, below.
+            ends_epoch = state["batch_in_epoch"] == len(batches)
+            if stop.is_set() or ((due_by_steps or due_by_time) and not ends_epoch):
                 state["train_time_s"] += _elapsed(segment_start, device)
                 state["loss_sum"] += loss_sum.item()
                 loss_sum.zero_()
@@ -400,6 +405,7 @@ def _resume(
     directory: Path,
     *,
     spec: RunSpec,
+    precision: Precision,
     trainable: list[tuple[str, torch.nn.Parameter]],
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
@@ -413,6 +419,16 @@ def _resume(
     if saved["spec"] != spec.to_dict():
         changed = sorted(k for k in saved["spec"] if saved["spec"][k] != spec.to_dict().get(k))
         log.warning("checkpoint %s was made with other settings (%s): starting from scratch", path, changed)
+        ckpt.remove_checkpoints(directory)
+        return False
+    # Checked before anything is restored, so that a mismatch leaves a clean start.
+    shapes = {name: tuple(param.shape) for name, param in trainable}
+    saved_shapes = {name: tuple(tensor.shape) for name, tensor in saved.get("trainable", {}).items()}
+    if saved.get("precision") != precision.name or saved_shapes != shapes:
+        log.warning(
+            "checkpoint %s does not fit this run (precision %s vs %s, or other parameters): starting from scratch",
+            path, saved.get("precision"), precision.name,
+        )  # fmt: skip
         ckpt.remove_checkpoints(directory)
         return False
     with torch.no_grad():
