@@ -206,3 +206,17 @@ def test_slurm_profile_dry_run(fixed_study):
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"^finetune\s+5\s*$", result.stdout, flags=re.M), result.stdout[-2000:]
+
+
+def test_failed_evaluation_is_retried_alone(fixed_study):
+    """What a failed evaluation (e.g. out of memory) leaves behind makes the next plain run retry it."""
+    workdir, configs, _ = fixed_study
+    attempt = workdir / "results" / "runs" / "lora" / "seed0" / "eval-attempt.json"
+    ok_attempt = attempt.read_text()
+    assert json.loads(ok_attempt)["status"] == "ok"
+    attempt.write_text(json.dumps({**json.loads(ok_attempt), "status": "failed"}))
+    try:
+        assert planned_jobs(workdir, *configs) == {"evaluate": 1, "report": 1, "all": 1}
+    finally:
+        attempt.write_text(ok_attempt)
+    assert planned_jobs(workdir, *configs) == {}

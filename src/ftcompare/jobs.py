@@ -81,18 +81,27 @@ def finetune(
         "retry_marker": retry_marker,
     }
     write_json(record_path, record)
-    write_json(
-        attempt_path,
-        {"status": result.status, "retry_marker": retry_marker, "finished_at": record["provenance"]["finished_at"]},
+    _write_attempt(
+        attempt_path, status=result.status, retry_marker=retry_marker, finished_at=record["provenance"]["finished_at"]
     )
     log.info("%s/seed%d: %s%s", strategy, seed, result.status, f" ({result.reason})" if result.reason else "")
     return record
 
 
 def evaluate(
-    *, train_record_path: Path, tokenized_dir: Path, model_dir: Path, record_path: Path, predictions_path: Path
+    *,
+    train_record_path: Path,
+    tokenized_dir: Path,
+    model_dir: Path,
+    record_path: Path,
+    predictions_path: Path,
+    attempt_path: Path | None = None,
+    retry_marker: str = "first",
 ) -> dict[str, Any]:
-    """Evaluate a trained run on the test split; a run that did not train passes its status on."""
+    """Evaluate a trained run on the test split; a run that did not train passes its status on.
+
+    Like `finetune`, writes an attempt file (if `attempt_path` is given) so that a plain
+    rerun retries a failed evaluation."""
     import pandas as pd
 
     from ftcompare.evaluation import evaluate as evaluate_run
@@ -121,7 +130,14 @@ def evaluate(
         "provenance": provenance(device=device, started_at=started),
     }
     write_json(record_path, record)
+    if attempt_path is not None:
+        _write_attempt(attempt_path, status=status, retry_marker=retry_marker, finished_at=record["provenance"]["finished_at"])
     return record
+
+
+def _write_attempt(path: Path, *, status: str, retry_marker: str, finished_at: str) -> None:
+    """What `ftcompare.workflow_support.retry_marker` reads: beside the outputs, never deleted."""
+    write_json(path, {"status": status, "retry_marker": retry_marker, "finished_at": finished_at})
 
 
 def report(

@@ -56,6 +56,13 @@ def finetune_retry_marker(wildcards):
     )
 
 
+def evaluate_retry_marker(wildcards):
+    """The same for a failed evaluation (e.g. out of memory at eval_batch_size)."""
+    return retry_marker(
+        f"results/runs/{wildcards.strategy}/seed{wildcards.seed}/eval-attempt.json"
+    )
+
+
 def all_train_records(wildcards):
     return expand(
         "results/runs/{strategy}/seed{seed}/train.json", strategy=STRATEGIES, seed=SEEDS

@@ -17,5 +17,9 @@ rule evaluate:
     threads: 8
     resources:
         gpu=1,
+    params:
+        # As in finetune: a failed evaluation is retried by a plain rerun.
+        retry_marker=evaluate_retry_marker,
+        attempt="results/runs/{strategy}/seed{seed}/eval-attempt.json",
     script:
         "../scripts/evaluate.py"

@@ -9,4 +9,6 @@ jobs.evaluate(
     model_dir=snakemake.input.model,
     record_path=snakemake.output.record,
     predictions_path=snakemake.output.predictions,
+    attempt_path=snakemake.params.attempt,
+    retry_marker=snakemake.params.retry_marker,
 )
