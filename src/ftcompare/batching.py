@@ -41,7 +41,7 @@ class TokenizedData:
     max_length: int
 
 
-def load_tokenized(directory: Path) -> TokenizedData:
+def load_tokenized(directory: Path, *, splits: tuple[str, ...] | None = None) -> TokenizedData:
     """Read the cache written by `datasets.save_to_disk` with pyarrow alone.
 
     The files are Arrow IPC streams listed in each split's state.json; reading them
@@ -53,8 +53,8 @@ def load_tokenized(directory: Path) -> TokenizedData:
     directory = Path(directory)
     meta = json.loads((directory / "tokenization.json").read_text())
     split_names = json.loads((directory / "dataset_dict.json").read_text())["splits"]
-    splits = {}
-    for name in split_names:
+    loaded = {}
+    for name in split_names if splits is None else splits:
         state = json.loads((directory / name / "state.json").read_text())
         tables = []
         for data_file in state["_data_files"]:
@@ -64,13 +64,13 @@ def load_tokenized(directory: Path) -> TokenizedData:
         ids = table.column("input_ids").combine_chunks()
         flat = ids.values.to_numpy(zero_copy_only=False)
         offsets = ids.offsets.to_numpy()
-        splits[name] = TokenizedSplit(
+        loaded[name] = TokenizedSplit(
             input_ids=[flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)],
             labels=table.column("label").to_numpy().astype(np.int64),
             lengths=table.column("length").to_numpy().astype(np.int64),
         )
     return TokenizedData(
-        splits=splits,
+        splits=loaded,
         num_labels=int(meta["num_labels"]),
         pad_token_id=int(meta["pad_token_id"]),
         max_length=int(meta["max_length"]),

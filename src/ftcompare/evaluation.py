@@ -86,7 +86,7 @@ def evaluate(*, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: tor
     device = device or select_device()
     try:
         precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
-        data = load_tokenized(tokenized_dir)
+        data = load_tokenized(tokenized_dir, splits=("test",))
         test = data.splits["test"]
         model = load_trained(
             spec=spec, model_dir=model_dir, num_labels=data.num_labels, device=device, precision=precision

@@ -231,7 +231,7 @@ def _train(
     stop: threading.Event,
 ) -> TrainResult:
     precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
-    data = load_tokenized(tokenized_dir)
+    data = load_tokenized(tokenized_dir, splits=("train", "validation"))  # never the test split
     train, validation = data.splits["train"], data.splits["validation"]
     seed_everything(spec.seed)
     if device.type == "cuda":
