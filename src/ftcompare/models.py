@@ -155,8 +155,8 @@ def build_model(*, spec: RunSpec, num_labels: int, device: torch.device, precisi
     from peft import get_peft_model
 
     # No prepare_model_for_kbit_training for QLoRA: it upcasts every non-quantised
-    # weight to fp32 and turns on gradient checkpointing, both slower for an encoder
-    # this size; the fp32 cast of the trainable weights below is the part that matters.
+    # weight to fp32 and turns on gradient checkpointing (a second forward pass), costs an
+    # encoder this size does not need; the fp32 cast of the trainable weights below is the part that matters.
     model = get_peft_model(model, _peft_config(spec))
     _trainable_to_fp32(model)
     return model
