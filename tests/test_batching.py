@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from ftcompare.batching import GROUP_WINDOW_BATCHES, TokenizedSplit, collate, epoch_batches, eval_batches
+from ftcompare.batching import (
+    GROUP_WINDOW_BATCHES,
+    TokenizedSplit,
+    collate,
+    epoch_batches,
+    eval_batches,
+    padded_width,
+)
 
 PAD = 1
 
@@ -113,6 +120,57 @@ def test_batch_larger_than_data() -> None:
     batches = epoch_batches(lengths, batch_size=32, seed=0, epoch=0, group_by_length=True)
     assert len(batches) == 1
     np.testing.assert_array_equal(batches[0], [1, 0, 2])  # longest first
+
+
+# --- token budget -------------------------------------------------------------------------
+
+
+def padded_tokens(batch: np.ndarray, lengths: np.ndarray, multiple: int) -> int:
+    return len(batch) * padded_width(lengths[batch].max(), multiple)
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_token_budget_bounds_every_batch(lengths: np.ndarray, group_by_length: bool) -> None:
+    batches = epoch_batches(
+        lengths, batch_size=64, seed=0, epoch=0, group_by_length=group_by_length, max_tokens=4096,
+        pad_to_multiple_of=8,
+    )  # fmt: skip
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(len(lengths)))
+    assert all(len(b) <= 64 for b in batches)
+    assert all(padded_tokens(b, lengths, 8) <= 4096 for b in batches)
+    # Same (seed, epoch), same batches: a resumed run replays them.
+    again = epoch_batches(
+        lengths, batch_size=64, seed=0, epoch=0, group_by_length=group_by_length, max_tokens=4096,
+        pad_to_multiple_of=8,
+    )  # fmt: skip
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+def test_token_budget_grows_short_batches_and_shrinks_long_ones(lengths: np.ndarray) -> None:
+    batches = epoch_batches(
+        lengths, batch_size=64, seed=0, epoch=0, group_by_length=True, max_tokens=4096, pad_to_multiple_of=8
+    )
+    widths = np.array([padded_width(lengths[b].max(), 8) for b in batches])
+    sizes = np.array([len(b) for b in batches])
+    assert sizes[widths <= 64].min() >= 50  # short reviews: (nearly) full batches of 64
+    assert sizes[widths == 512].max() == 8  # the longest: 4096 / 512
+    # Grouped batches are cut close to the budget (only a window's last batch is not).
+    full = sum(padded_tokens(b, lengths, 8) > 0.75 * 4096 or len(b) == 64 for b in batches)
+    assert full >= len(batches) - -(-len(lengths) // (64 * GROUP_WINDOW_BATCHES)) - 2
+
+
+def test_no_token_budget_keeps_fixed_batches(lengths: np.ndarray) -> None:
+    fixed = epoch_batches(lengths, batch_size=32, seed=5, epoch=2, group_by_length=True)
+    generous = epoch_batches(
+        lengths, batch_size=32, seed=5, epoch=2, group_by_length=True, max_tokens=32 * 512, pad_to_multiple_of=8
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(fixed, generous, strict=True))
+
+
+def test_review_wider_than_the_budget_is_an_error() -> None:
+    with pytest.raises(ValueError, match="exceeds max_tokens = 64"):
+        epoch_batches(np.array([10, 70, 3]), batch_size=4, seed=0, epoch=0, group_by_length=True, max_tokens=64,
+                      pad_to_multiple_of=8)  # fmt: skip
 
 
 # --- eval_batches -------------------------------------------------------------------------

@@ -5,6 +5,10 @@ spends most of the compute on padding. Grouping reviews of similar length into a
 and padding to the longest one (rounded up to a multiple of 8, which tensor cores like)
 removes most of it. Batch order stays random, seeded by (seed, epoch), so a resumed run
 sees exactly the batches the interrupted one would have.
+
+A token budget (`max_tokens`, padded tokens per batch) bounds memory by what a batch
+really holds, not by its review count: batches of short reviews grow up to `batch_size`
+reviews while batches of long ones shrink, so the peak is set by the budget alone.
 """
 
 from __future__ import annotations
@@ -77,20 +81,59 @@ def load_tokenized(directory: Path, *, splits: tuple[str, ...] | None = None) ->
     )
 
 
+def padded_width(longest: int, pad_to_multiple_of: int) -> int:
+    return -(-int(longest) // pad_to_multiple_of) * pad_to_multiple_of
+
+
 def epoch_batches(
-    lengths: np.ndarray, *, batch_size: int, seed: int, epoch: int, group_by_length: bool
+    lengths: np.ndarray,
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    group_by_length: bool,
+    max_tokens: int | None = None,
+    pad_to_multiple_of: int = 1,
 ) -> list[np.ndarray]:
-    """Index arrays of one epoch's batches, in training order; deterministic in (seed, epoch)."""
+    """Index arrays of one epoch's batches, in training order; deterministic in (seed, epoch).
+
+    A batch holds at most `batch_size` reviews and, if `max_tokens` is set, at most that
+    many tokens once padded (reviews x longest length rounded up to `pad_to_multiple_of`).
+    """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
-    if group_by_length:
-        window = batch_size * GROUP_WINDOW_BATCHES
-        chunks = [order[i : i + window] for i in range(0, len(order), window)]
-        # Longest first within each window (stable sort keeps the random tie order).
-        order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in chunks])
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if group_by_length:
-        rng.shuffle(batches)  # the list order, not the batches' contents
+    if not group_by_length:
+        return _cut(order, lengths, batch_size=batch_size, max_tokens=max_tokens, multiple=pad_to_multiple_of)
+    window = batch_size * GROUP_WINDOW_BATCHES
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        # Longest first within each window (stable sort keeps the random tie order); cut
+        # per window so that no batch mixes one window's shortest with the next's longest.
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += _cut(chunk, lengths, batch_size=batch_size, max_tokens=max_tokens, multiple=pad_to_multiple_of)
+    rng.shuffle(batches)  # the list order, not the batches' contents
+    return batches
+
+
+def _cut(
+    order: np.ndarray, lengths: np.ndarray, *, batch_size: int, max_tokens: int | None, multiple: int
+) -> list[np.ndarray]:
+    """Split `order` into consecutive batches within the review and padded-token limits."""
+    if max_tokens is None:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    widths = -(-lengths[order] // multiple) * multiple
+    if len(widths) and widths.max() > max_tokens:
+        raise ValueError(f"a review of {int(widths.max())} padded tokens exceeds max_tokens = {max_tokens}")
+    batches, start, widest = [], 0, 0
+    for i, width in enumerate(widths.tolist()):
+        grown = max(widest, width)
+        if i - start + 1 > batch_size or (i - start + 1) * grown > max_tokens:
+            batches.append(order[start:i])
+            start, grown = i, width
+        widest = grown
+    if start < len(order):
+        batches.append(order[start:])
     return batches
 
 
@@ -104,8 +147,7 @@ def collate(
     split: TokenizedSplit, indices: np.ndarray, *, pad_token_id: int, pad_to_multiple_of: int
 ) -> dict[str, torch.Tensor]:
     """Pad one batch to its longest member, rounded up to `pad_to_multiple_of`."""
-    longest = int(split.lengths[indices].max())
-    width = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    width = padded_width(split.lengths[indices].max(), pad_to_multiple_of)
     input_ids = np.full((len(indices), width), pad_token_id, dtype=np.int64)
     attention_mask = np.zeros((len(indices), width), dtype=np.int64)
     for row, index in enumerate(indices):
