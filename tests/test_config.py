@@ -249,27 +249,27 @@ def test_every_problem_is_listed(base_config: dict[str, Any]) -> None:
 
 
 def test_resolve_run_merges_training_defaults_and_strategy_overrides(base_config: dict[str, Any]) -> None:
-    base_config["strategies"]["lora"]["batch_size"] = 64
+    base_config["strategies"]["lora"]["batch_size"] = 128
     base_config["strategies"]["lora"]["lora"] = {"r": 4}
     config = validate_config(base_config)
 
     full = resolve_run(config, strategy="full", seed=1)
     assert (full.strategy, full.method, full.seed) == ("full", "full", 1)
     assert full.learning_rate == 2.0e-5
-    assert full.batch_size == 32
+    assert full.batch_size == 64
     assert full.epochs == 3
     assert full.model_name_or_path == "roberta-base"
     assert full.lora is None and full.ia3 is None and full.quantization is None
 
     lora = resolve_run(config, strategy="lora", seed=2)
     assert lora.learning_rate == 5.0e-4
-    assert lora.batch_size == 64
+    assert lora.batch_size == 128
     assert lora.weight_decay == 0.01  # the training default
     assert lora.lora == {"r": 4, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "value"]}
 
     qlora = resolve_run(config, strategy="qlora", seed=0)
     assert qlora.method == "qlora"
-    assert qlora.learning_rate == 5.0e-4 and qlora.batch_size == 32
+    assert qlora.learning_rate == 5.0e-4 and qlora.batch_size == 64
     assert qlora.quantization == METHOD_DEFAULTS["quantization"]
 
     ia3 = resolve_run(config, strategy="ia3", seed=0)
@@ -282,7 +282,7 @@ def test_resolve_run_with_quick_overlay(quick_config: dict[str, Any]) -> None:
     spec = resolve_run(validate_config(quick_config), strategy="ia3", seed=0)
     assert spec.learning_rate == 1.0e-2
     assert (spec.batch_size, spec.epochs, spec.max_length) == (16, 1, 128)
-    assert spec.effective_learning_rate == pytest.approx(1.0e-2 * math.sqrt(16 / 32))
+    assert spec.effective_learning_rate() == pytest.approx(1.0e-2 * math.sqrt(16 / 32))
 
 
 def test_strategy_can_turn_off_gradient_clipping(base_config: dict[str, Any]) -> None:
@@ -294,12 +294,44 @@ def test_strategy_can_turn_off_gradient_clipping(base_config: dict[str, Any]) ->
 def test_effective_learning_rate_uses_sqrt_scaling(base_config: dict[str, Any]) -> None:
     config = validate_config(base_config)
     spec = resolve_run(config, strategy="full", seed=0)
-    assert spec.effective_learning_rate == pytest.approx(2.0e-5)
-    bigger = RunSpec.from_dict({**spec.to_dict(), "batch_size": 64})
-    assert bigger.lr_reference_batch_size == 32
-    assert bigger.effective_learning_rate == pytest.approx(2.0e-5 * math.sqrt(2), rel=1e-12)
-    smaller = RunSpec.from_dict({**spec.to_dict(), "batch_size": 8})
-    assert smaller.effective_learning_rate == pytest.approx(1.0e-5, rel=1e-12)
+    fixed32 = RunSpec.from_dict({**spec.to_dict(), "batch_size": 32, "max_tokens_per_batch": None})
+    assert fixed32.lr_reference_batch_size == 32
+    assert fixed32.effective_learning_rate() == pytest.approx(2.0e-5)
+    bigger = RunSpec.from_dict({**fixed32.to_dict(), "batch_size": 64})
+    assert bigger.effective_learning_rate() == pytest.approx(2.0e-5 * math.sqrt(2), rel=1e-12)
+    smaller = RunSpec.from_dict({**fixed32.to_dict(), "batch_size": 8})
+    assert smaller.effective_learning_rate() == pytest.approx(1.0e-5, rel=1e-12)
+    # With a token budget, batches vary: the rate follows the mean reviews per step.
+    assert spec.effective_learning_rate(reviews_per_step=30.0) == pytest.approx(2.0e-5 * math.sqrt(30 / 32))
+
+
+def test_token_budget_defaults_and_overrides(base_config: dict[str, Any]) -> None:
+    base_config["strategies"]["lora"]["max_tokens_per_batch"] = 16384
+    base_config["strategies"]["ia3"]["max_tokens_per_batch"] = None
+    config = validate_config(base_config)
+    assert resolve_run(config, strategy="full", seed=0).max_tokens_per_batch == 8192
+    assert resolve_run(config, strategy="lora", seed=0).max_tokens_per_batch == 16384
+    assert resolve_run(config, strategy="ia3", seed=0).max_tokens_per_batch is None
+
+
+@pytest.mark.parametrize(
+    ("where", "budget", "expected"),
+    [
+        ("training", 500, "training.max_tokens_per_batch = 500 cannot hold one review"),
+        ("qlora", 256, "strategies.qlora.max_tokens_per_batch = 256 cannot hold one review"),
+        ("training", 4, "training.max_tokens_per_batch = 4: 4 is less than the minimum of 8"),
+        ("training", "8k", "training.max_tokens_per_batch = '8k' must be of type"),
+    ],
+)
+def test_token_budget_too_small_or_wrong_type(
+    base_config: dict[str, Any], where: str, budget: Any, expected: str
+) -> None:
+    section = base_config["training"] if where == "training" else base_config["strategies"][where]
+    section["max_tokens_per_batch"] = budget
+    message = error_of(base_config)
+    assert expected in message
+    if isinstance(budget, int) and budget >= 8:
+        assert "max_length = 512" in message and "use at least 512" in message
 
 
 def test_run_spec_round_trips_and_rejects_unknown_keys(base_config: dict[str, Any]) -> None:

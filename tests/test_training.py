@@ -19,7 +19,8 @@ import torch
 from ftcompare import checkpoint as ckpt
 from ftcompare.config import load_yaml, resolve_run, validate_config
 from ftcompare.models import build_model, count_parameters, resolve_precision
-from ftcompare.training import finetune
+from ftcompare.batching import epoch_batches, load_tokenized
+from ftcompare.training import _peak_memory, finetune
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -98,7 +99,9 @@ def test_training_records_metrics_and_is_deterministic(tiny_roberta, tiny_tokeni
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch, caplog):
-    spec = make_spec(tiny_roberta, "full", epochs=2, checkpoint_every_steps=7)
+    # A token budget that binds (8 reviews of 64 tokens): the resumed run must rebuild
+    # the same variable-size batches.
+    spec = make_spec(tiny_roberta, "full", epochs=2, checkpoint_every_steps=7, max_tokens_per_batch=512)
     uninterrupted = run(spec, tiny_tokenized, tmp_path, "whole")
 
     # Simulate a SIGKILL right after the third checkpoint (step 21, mid-epoch 1).
@@ -126,6 +129,42 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenize
     assert [p["loss"] for p in resumed.loss_curve] == pytest.approx(
         [p["loss"] for p in uninterrupted.loss_curve], rel=1e-5
     )
+    assert resumed.metrics["optimizer_steps"] == uninterrupted.metrics["optimizer_steps"]
+
+
+def test_token_budget_sets_steps_and_learning_rate(tiny_roberta, tiny_tokenized, tmp_path):
+    spec = make_spec(tiny_roberta, "lora", epochs=2, batch_size=16, max_tokens_per_batch=256)
+    lengths = load_tokenized(tiny_tokenized, splits=("train",)).splits["train"].lengths
+    plan = [
+        epoch_batches(lengths, batch_size=16, seed=0, epoch=epoch, group_by_length=True, max_tokens=256,
+                      pad_to_multiple_of=8)  # fmt: skip
+        for epoch in range(2)
+    ]
+    steps = sum(len(batches) for batches in plan)
+    assert steps > 2 * 25  # the budget binds: more, smaller steps than fixed batches of 16
+
+    result = run(spec, tiny_tokenized, tmp_path, "budget")
+    assert result.status == "ok", result.reason
+    metrics = result.metrics
+    assert metrics["optimizer_steps"] == steps
+    assert metrics["mean_reviews_per_step"] == pytest.approx(2 * len(lengths) / steps)
+    # The rate follows the mean batch, not the cap of 16 reviews.
+    assert metrics["effective_learning_rate"] == pytest.approx(
+        spec.learning_rate * (metrics["mean_reviews_per_step"] / spec.lr_reference_batch_size) ** 0.5
+    )
+    assert result.loss_curve[-1]["epoch"] == pytest.approx(2.0)
+
+    fixed = run(make_spec(tiny_roberta, "lora", epochs=2, max_tokens_per_batch=None), tiny_tokenized, tmp_path, "fixed")
+    assert fixed.metrics["optimizer_steps"] == 2 * 25
+    assert fixed.metrics["effective_learning_rate"] == pytest.approx(spec.learning_rate * (16 / 32) ** 0.5)
+
+
+def test_peak_memory_keeps_the_earlier_processes_peak():
+    earlier = {"peak_gpu_mem_allocated_gb": None, "peak_gpu_mem_reserved_gb": None, "peak_rss_gb": 1e6}
+    assert _peak_memory(CPU, earlier=earlier)["peak_rss_gb"] == 1e6
+    now = _peak_memory(CPU)["peak_rss_gb"]
+    assert 0 < now < 1e6
+    assert _peak_memory(CPU, earlier={**earlier, "peak_rss_gb": 1e-9})["peak_rss_gb"] >= now
 
 
 def test_checkpoint_from_other_settings_is_not_resumed(tiny_roberta, tiny_tokenized, tmp_path, caplog):

@@ -41,7 +41,8 @@ DEFAULTS: dict[str, Any] = {
         "max_length": 512,
         "learning_rate": 2.0e-5,
         "epochs": 3,
-        "batch_size": 32,
+        "batch_size": 64,
+        "max_tokens_per_batch": 8192,
         "weight_decay": 0.01,
         "warmup_ratio": 0.06,
         "max_grad_norm": 1.0,
@@ -80,6 +81,7 @@ TRAINING_OVERRIDES = (
     "weight_decay",
     "warmup_ratio",
     "max_grad_norm",
+    "max_tokens_per_batch",
 )
 
 
@@ -102,6 +104,7 @@ class RunSpec:
     weight_decay: float
     warmup_ratio: float
     max_grad_norm: float | None
+    max_tokens_per_batch: int | None
     lr_reference_batch_size: int
     eval_batch_size: int
     precision: str
@@ -115,12 +118,14 @@ class RunSpec:
     ia3: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
 
-    @property
-    def effective_learning_rate(self) -> float:
-        """`learning_rate` is set for `lr_reference_batch_size`; other batch sizes scale it
-        by the square root of the ratio, the scaling rule that holds for Adam
-        (Malladi et al., 2022), so a bigger batch for speed keeps the same dynamics."""
-        return self.learning_rate * (self.batch_size / self.lr_reference_batch_size) ** 0.5
+    def effective_learning_rate(self, *, reviews_per_step: float | None = None) -> float:
+        """`learning_rate` is set for `lr_reference_batch_size` reviews per step; other
+        batch sizes scale it by the square root of the ratio, the scaling rule that holds
+        for Adam (Malladi et al., 2022), so a bigger batch for speed keeps the same
+        dynamics. With a token budget the batches vary in size: pass their mean
+        (`reviews_per_step`); otherwise the batch is `batch_size`."""
+        reviews = self.batch_size if reviews_per_step is None else reviews_per_step
+        return self.learning_rate * (reviews / self.lr_reference_batch_size) ** 0.5
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -196,7 +201,25 @@ def validate_config(config: Mapping[str, Any], *, schema_path: str | Path = SCHE
         name: _resolve_strategy_entry(name, entry) for name, entry in config["strategies"].items()
     }
     _check_data_paths(resolved["data"])
+    _check_token_budgets(resolved)
     return resolved
+
+
+def _check_token_budgets(config: Mapping[str, Any]) -> None:
+    """Every token budget must hold one review of `max_length` tokens, padded."""
+    training = config["training"]
+    multiple = training["pad_to_multiple_of"]
+    widest = -(-training["max_length"] // multiple) * multiple
+    budgets = {"training.max_tokens_per_batch": training["max_tokens_per_batch"]}
+    for name, entry in config["strategies"].items():
+        if "max_tokens_per_batch" in entry:
+            budgets[f"strategies.{name}.max_tokens_per_batch"] = entry["max_tokens_per_batch"]
+    for key, budget in budgets.items():
+        if budget is not None and budget < widest:
+            raise ConfigError(
+                f"{key} = {budget} cannot hold one review of training.max_length = {training['max_length']} "
+                f"tokens ({widest} padded to a multiple of {multiple}): use at least {widest}, or null for no budget"
+            )
 
 
 def _resolve_strategy_entry(name: str, entry: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import random
 import resource
 import signal
@@ -150,14 +149,16 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-log_probs[np.arange(len(labels)), labels].mean())
 
 
-def _optimizer(trainable: list[tuple[str, torch.nn.Parameter]], spec: RunSpec, device: torch.device):
+def _optimizer(
+    trainable: list[tuple[str, torch.nn.Parameter]], spec: RunSpec, device: torch.device, *, learning_rate: float
+):
     # No weight decay on biases and LayerNorm weights (the 1-d tensors), as in BERT/RoBERTa.
     decay = [p for _, p in trainable if p.ndim >= 2]
     no_decay = [p for _, p in trainable if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(
         [g for g in groups if g["params"]],
-        lr=spec.effective_learning_rate,
+        lr=learning_rate,
         fused=device.type == "cuda",  # one kernel for the whole update instead of several per tensor
     )
 
@@ -173,16 +174,23 @@ def _scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_rat
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _peak_memory(device: torch.device) -> dict[str, float | None]:
+def _peak_memory(device: torch.device, *, earlier: dict[str, float | None] | None = None) -> dict[str, float | None]:
+    """This process's peaks so far, and the larger of them and `earlier` (the peaks of the
+    processes a resumed run ran in before, kept in its checkpoints)."""
     # ru_maxrss is in KiB on Linux: the process's peak resident memory.
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-    if device.type != "cuda":
-        return {"peak_gpu_mem_allocated_gb": None, "peak_gpu_mem_reserved_gb": None, "peak_rss_gb": rss_gb}
-    return {
-        "peak_gpu_mem_allocated_gb": torch.cuda.max_memory_allocated(device) / 1e9,
-        "peak_gpu_mem_reserved_gb": torch.cuda.max_memory_reserved(device) / 1e9,
+    peaks: dict[str, float | None] = {
+        "peak_gpu_mem_allocated_gb": None,
+        "peak_gpu_mem_reserved_gb": None,
         "peak_rss_gb": rss_gb,
     }
+    if device.type == "cuda":
+        peaks["peak_gpu_mem_allocated_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+        peaks["peak_gpu_mem_reserved_gb"] = torch.cuda.max_memory_reserved(device) / 1e9
+    for key, value in (earlier or {}).items():
+        if value is not None and key in peaks:
+            peaks[key] = value if peaks[key] is None else max(peaks[key], value)
+    return peaks
 
 
 def finetune(
@@ -237,20 +245,35 @@ def _train(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
+    # Every epoch's batches up front: the schedule needs the step count, which a token
+    # budget makes depend on the lengths; (seed, epoch) fixes them, so a resume agrees.
+    plan = [
+        epoch_batches(
+            train.lengths, batch_size=spec.batch_size, seed=spec.seed, epoch=epoch,
+            group_by_length=spec.group_by_length, max_tokens=spec.max_tokens_per_batch,
+            pad_to_multiple_of=spec.pad_to_multiple_of,
+        )  # fmt: skip
+        for epoch in range(spec.epochs)
+    ]
+    total_steps = sum(len(batches) for batches in plan)
+    reviews_per_step = len(train) * spec.epochs / total_steps
+    learning_rate = spec.effective_learning_rate(
+        reviews_per_step=None if spec.max_tokens_per_batch is None else reviews_per_step
+    )
+
     model = build_model(spec=spec, num_labels=data.num_labels, device=device, precision=precision)
     trainable_count, total_count = count_parameters(model)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     trainable_tensors = [p for _, p in trainable]
     log.info(
-        "%s/seed%d on %s (%s): %s trainable of %s parameters, lr %.3g (batch %d)",
+        "%s/seed%d on %s (%s): %s trainable of %s parameters, lr %.3g (%.1f reviews per step, at most %d%s)",
         spec.strategy, spec.seed, device, precision.name, f"{trainable_count:,}", f"{total_count:,}",
-        spec.effective_learning_rate, spec.batch_size,
+        learning_rate, reviews_per_step, spec.batch_size,
+        "" if spec.max_tokens_per_batch is None else f" and {spec.max_tokens_per_batch} padded tokens",
     )  # fmt: skip
     forward = torch.compile(model, dynamic=True) if spec.compile else model
 
-    steps_per_epoch = math.ceil(len(train) / spec.batch_size)
-    total_steps = steps_per_epoch * spec.epochs
-    optimizer = _optimizer(trainable, spec, device)
+    optimizer = _optimizer(trainable, spec, device, learning_rate=learning_rate)
     scheduler = _scheduler(optimizer, total_steps=total_steps, warmup_ratio=spec.warmup_ratio)
 
     state: dict[str, Any] = {
@@ -266,6 +289,7 @@ def _train(
         "val_curve": [],
         "best": None,  # {"epoch", "val_accuracy", "weights"}
         "resumed_from_steps": [],
+        "peak_memory": None,  # the earlier processes' peaks, when resumed
     }
     resumed = _resume(
         checkpoint_dir, spec=spec, precision=precision, trainable=trainable, optimizer=optimizer,
@@ -274,6 +298,7 @@ def _train(
 
     def save_checkpoint() -> None:
         started = time.perf_counter()
+        state["peak_memory"] = _peak_memory(device, earlier=state["peak_memory"])
         payload = {
             "spec": spec.to_dict(),
             "precision": precision.name,
@@ -291,10 +316,7 @@ def _train(
     last_checkpoint = time.monotonic()
     while state["epoch"] < spec.epochs:
         epoch = state["epoch"]
-        batches = epoch_batches(
-            train.lengths, batch_size=spec.batch_size, seed=spec.seed, epoch=epoch,
-            group_by_length=spec.group_by_length,
-        )  # fmt: skip
+        batches = plan[epoch]
         segment_start = time.perf_counter()
         for indices in batches[state["batch_in_epoch"] :]:
             batch = collate(
@@ -318,10 +340,11 @@ def _train(
             step = state["global_step"]
             if step % spec.log_every_steps == 0 or state["batch_in_epoch"] == len(batches):
                 mean = (state["loss_sum"] + loss_sum.item()) / state["loss_count"]
+                epochs_done = epoch + state["batch_in_epoch"] / len(batches)
                 state["loss_curve"].append(
-                    {"step": step, "epoch": step / steps_per_epoch, "loss": mean, "lr": scheduler.get_last_lr()[0]}
+                    {"step": step, "epoch": epochs_done, "loss": mean, "lr": scheduler.get_last_lr()[0]}
                 )
-                log.info("step %d/%d epoch %.2f loss %.4f", step, total_steps, step / steps_per_epoch, mean)
+                log.info("step %d/%d epoch %.2f loss %.4f", step, total_steps, epochs_done, mean)
                 loss_sum.zero_()
                 state["loss_sum"], state["loss_count"] = 0.0, 0
 
@@ -379,14 +402,15 @@ def _train(
         "optimizer_steps": state["global_step"],
         "best_epoch": best["epoch"],
         "best_val_accuracy": best["val_accuracy"],
-        "effective_learning_rate": spec.effective_learning_rate,
+        "effective_learning_rate": learning_rate,
+        "mean_reviews_per_step": reviews_per_step,
         "precision": precision.name,
         "trainable_params": trainable_count,
         "total_params": total_count,
         "trainable_pct": 100.0 * trainable_count / total_count,
         "adapter_size_mb": adapter_size_mb,
         "resumed_from_steps": state["resumed_from_steps"],
-        **_peak_memory(device),
+        **_peak_memory(device, earlier=state["peak_memory"]),
     }
     if resumed:
         metrics["resumed"] = True
