@@ -1,7 +1,7 @@
 """Throughput of the workflow's training recipe against the notebook recipe it replaces.
 
 Run:  python bench/throughput.py [--quick] [--imdb PATH] [--strategies full lora qlora ia3]
-      [--batch-size N] [--compile] [--train-steps N] [--eval-batches N] [--json PATH]
+      [--batch-size N] [--max-tokens N|none] [--compile] [--train-steps N] [--eval-batches N] [--json PATH]
 
 What is measured, in one process on the current device (CUDA if available, else CPU),
 for each strategy (full, lora, qlora, ia3):
@@ -35,6 +35,13 @@ ids are random; only the lengths matter. Lengths come from:
 - otherwise a log-normal fit to roberta's IMDB lengths: median 226 tokens and
   sigma = ln(512/226) / z with z = Phi^-1(0.86), so that ~14% exceed 512; seeded.
 
+Batches: the workflow recipe batches as `_train` does, with the config's batch size and
+token budget (`max_tokens_per_batch`; `--max-tokens` overrides it, `none` turns it off),
+and its learning rate scaled by the mean reviews per step. The CUDA allocator runs with
+expandable segments, as in the workflow's jobs, unless PYTORCH_CUDA_ALLOC_CONF (or
+PYTORCH_ALLOC_CONF) is set: `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False` measures
+the default allocator.
+
 Timing: each distinct batch shape is run once before the clock starts (the workflow's
 padded widths vary, and first calls pay for kernel selection, allocator growth and,
 with --compile, compilation), the device is synchronised before every clock read, and
@@ -51,8 +58,8 @@ width d: dense fwd+bwd plus attention scores and mixing fwd+bwd; padding not cou
 Peak is a measured 8192^3 bf16 matmul on CUDA, a 2048^3 fp32 matmul on CPU.
 
 `--quick` (a CPU smoke run, < 3 minutes on 2 cores): a small RoBERTa (hidden 256,
-4 layers, vocab 8192), max_length 128 (lengths scaled by 128/512 so the share of padding stays
-realistic), 2,000 simulated reviews, few steps, one CPU thread (steadier on a shared
+4 layers, vocab 8192), max_length 128 (lengths and the token budget scaled by 128/512 so
+the share of padding and how often the budget binds stay realistic), 2,000 simulated reviews, few steps, one CPU thread (steadier on a shared
 machine than several). QLoRA on a CPU (bitsandbytes' CPU
 backend, slow) always gets 1 timed step and 1 eval batch per recipe. Its projection is still for the full-size study but of the
 small model: a check that everything runs, not a number to quote.
@@ -83,11 +90,17 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the Hub: the model is local and random
-
-import numpy as np
-import torch
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("ftcompare") is None:  # not installed (e.g. a bare GPU image): use the checkout
+    sys.path.insert(0, str(REPO_ROOT / "src"))
+
+from ftcompare.allocator import allocator_setting, prefer_expandable_segments  # noqa: E402 (torch-free)
+
+prefer_expandable_segments()  # as the workflow's jobs do; must precede CUDA's first allocation
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
 CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
 STRATEGIES = ("full", "lora", "qlora", "ia3")
 STUDY_TRAIN_REVIEWS = 25_000
@@ -125,11 +138,9 @@ def _allow_missing_jsonschema() -> bool:
 
 
 JSONSCHEMA_STUBBED = _allow_missing_jsonschema()
-if importlib.util.find_spec("ftcompare") is None:  # not installed (e.g. a bare GPU image): use the checkout
-    sys.path.insert(0, str(REPO_ROOT / "src"))
 
 from ftcompare import models  # noqa: E402
-from ftcompare.batching import TokenizedSplit, collate, epoch_batches, eval_batches  # noqa: E402
+from ftcompare.batching import TokenizedSplit, collate, epoch_batches, eval_batches, padded_width  # noqa: E402
 from ftcompare.config import RunSpec, load_yaml, resolve_run, validate_config  # noqa: E402
 from ftcompare.models import Precision, StrategyUnavailable, build_model, count_parameters, resolve_precision  # noqa: E402
 from ftcompare.training import _optimizer, _scheduler, autocast, predict_logits  # noqa: E402
@@ -171,6 +182,8 @@ class RecipeResult:
     recipe: str  # "reference" | "workflow"
     precision: str
     batch_size: int
+    max_tokens: int | None  # padded tokens per training batch, None = no budget
+    reviews_per_step: float  # mean over the epoch's batches
     eval_batch_size: int
     padding: str
     optimizer: str
@@ -278,10 +291,6 @@ def systematic_sample(*, widths: np.ndarray, count: int) -> np.ndarray:
     order = np.argsort(widths, kind="stable")
     picks = order[((np.arange(count) + 0.5) * len(order) / count).astype(int)]
     return np.sort(picks)
-
-
-def padded_width(length: int, multiple: int) -> int:
-    return -(-int(length) // multiple) * multiple
 
 
 def write_random_model(*, directory: Path, quick: bool) -> Any:
@@ -469,13 +478,17 @@ def run_recipe(
 
     # Training batches: the workflow's epoch order (grouped by length); the reference's
     # are random and all one shape. Both are sampled so lengths appear in proportion.
+    max_tokens = spec.max_tokens_per_batch if workflow else None
     epoch = epoch_batches(
         train.lengths, batch_size=batch_size, seed=spec.seed, epoch=0,
-        group_by_length=spec.group_by_length if workflow else False,
+        group_by_length=spec.group_by_length if workflow else False, max_tokens=max_tokens,
+        pad_to_multiple_of=multiple,
     )  # fmt: skip
+    reviews_per_step = len(train) / len(epoch)
     widths = np.array([padded_width(train.lengths[b].max(), multiple) for b in epoch])
     timed = [epoch[i] for i in systematic_sample(widths=widths, count=steps)]
-    warm = {padded_width(train.lengths[b].max(), multiple): b for b in timed}  # one batch per distinct width
+    # One batch per distinct shape (a token budget varies the review count as well).
+    warm = {(len(b), padded_width(train.lengths[b].max(), multiple)): b for b in timed}
     warm_batches = list(warm.values()) if workflow else timed[:1]  # the reference has one shape
 
     sorted_eval = eval_batches(test.lengths, batch_size=eval_batch_size)
@@ -491,8 +504,9 @@ def run_recipe(
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         params = [p for _, p in trainable]
         if workflow:
-            optimizer = _optimizer(trainable, spec, device)
-            scheduler = _scheduler(optimizer, total_steps=math.ceil(STUDY_TRAIN_REVIEWS / batch_size) * spec.epochs,
+            learning_rate = spec.effective_learning_rate(reviews_per_step=reviews_per_step if max_tokens else None)
+            optimizer = _optimizer(trainable, spec, device, learning_rate=learning_rate)
+            scheduler = _scheduler(optimizer, total_steps=math.ceil(STUDY_TRAIN_REVIEWS / reviews_per_step) * spec.epochs,
                                    warmup_ratio=spec.warmup_ratio)  # fmt: skip
             forward = torch.compile(model, dynamic=True) if spec.compile else model
             clip = spec.max_grad_norm
@@ -546,6 +560,8 @@ def run_recipe(
         recipe=recipe,
         precision=precision.name + (f" base {str(precision.base_dtype).removeprefix('torch.')}" if workflow else ""),
         batch_size=batch_size,
+        max_tokens=max_tokens,
+        reviews_per_step=reviews_per_step,
         eval_batch_size=eval_batch_size,
         padding=f"multiple of {multiple}, length-grouped" if workflow else f"all to {multiple}",
         optimizer=("AdamW fused" if device.type == "cuda" else "AdamW") if workflow else "AdamW foreach=False",
@@ -590,6 +606,7 @@ def versions() -> dict[str, str]:
         "transformers": transformers.__version__,
         "peft": peft.__version__,
         "bitsandbytes": bnb,
+        "cuda_allocator": allocator_setting() or "default",
     }
 
 
@@ -599,7 +616,7 @@ def _gb(value: float | None) -> str:
 
 def format_table(results: list[StrategyResult], *, device: torch.device) -> str:
     header = (
-        f"{'strategy':<8} {'recipe':<9} {'precision':<16} {'batch':>5} {'tokens/s':>10} {'train s':>10} "
+        f"{'strategy':<8} {'recipe':<9} {'precision':<16} {'batch':>5} {'budget':>6} {'tokens/s':>10} {'train s':>10} "
         f"{'eval s':>9} {'peak GB alloc/res' if device.type == 'cuda' else 'peak RSS +GB':>17} {'MFU':>6} {'speed-up':>8} "
         f"{'warm-up s':>9}"
     )
@@ -614,11 +631,27 @@ def format_table(results: list[StrategyResult], *, device: torch.device) -> str:
             speedup = item.reference.projected_s / result.projected_s
             mfu = "" if result.mfu is None else f"{100 * result.mfu:.1f}%"
             lines.append(
-                f"{item.strategy:<8} {result.recipe:<9} {result.precision:<16} {result.batch_size:>5} "
+                f"{item.strategy:<8} {result.recipe:<9} {result.precision:<16} {result.reviews_per_step:>5.1f} "
+                f"{result.max_tokens or '-':>6} "
                 f"{result.tokens_per_s:>10,.0f} {result.projected_train_s:>10,.0f} {result.projected_eval_s:>9,.0f} "
                 f"{memory:>17} {mfu:>6} {speedup:>7.2f}x {result.warmup_s:>9.1f}"
             )
     return "\n".join(lines)
+
+
+NOT_GIVEN = object()
+
+
+def _budget(text: str) -> int | None:
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-tokens {text!r}: give a whole number of tokens or 'none'") from None
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"--max-tokens {value}: must be at least 8 (or 'none')")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -628,6 +661,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--imdb", type=Path, help="Parquet with a `text` column: real lengths via a byte-level BPE")
     parser.add_argument("--config", type=Path, default=CONFIG_PATH, help="workflow config (default config/config.yaml)")
     parser.add_argument("--batch-size", type=int, help="workflow training batch size (default: the config's)")
+    parser.add_argument("--max-tokens", type=_budget, metavar="N|none", default=NOT_GIVEN,
+                        help="workflow padded tokens per training batch (default: the config's max_tokens_per_batch)")
     parser.add_argument("--eval-batch-size", type=int, help="workflow eval batch size (default: the config's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the workflow model (dynamic=True)")
     parser.add_argument("--train-steps", type=int, help="timed workflow training steps (default 60; quick 6)")
@@ -694,6 +729,11 @@ def main(argv: list[str] | None = None) -> int:
             overrides: dict[str, Any] = {"model_name_or_path": tmp, "max_length": max_length, "compile": args.compile}
             if args.batch_size:
                 overrides["batch_size"] = args.batch_size
+            if args.max_tokens is not NOT_GIVEN:
+                overrides["max_tokens_per_batch"] = args.max_tokens
+            elif quick and spec.max_tokens_per_batch:
+                # Scaled with the lengths, so the budget binds as often as at full size.
+                overrides["max_tokens_per_batch"] = max(round(spec.max_tokens_per_batch * max_length / 512), max_length)
             if args.eval_batch_size:
                 overrides["eval_batch_size"] = args.eval_batch_size
             spec = dataclasses.replace(spec, **overrides)

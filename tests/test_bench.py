@@ -16,6 +16,8 @@ BENCH = REPO_ROOT / "bench" / "throughput.py"
 def test_quick_bench_prints_study_lines_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    for name in ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF"):
+        env.pop(name, None)
     proc = subprocess.run(
         [
             sys.executable, str(BENCH), "--quick", "--strategies", "full", "lora",
@@ -40,6 +42,11 @@ def test_quick_bench_prints_study_lines_and_writes_json(tmp_path: Path) -> None:
             assert numbers["recipe"] == recipe
             assert numbers["tokens_per_s"] > 0 and numbers["projected_train_s"] > 0 and numbers["projected_eval_s"] > 0
         assert entry["reference"]["batch_size"] == 16 and entry["reference"]["optimizer"] == "AdamW foreach=False"
+        assert entry["reference"]["max_tokens"] is None and entry["reference"]["reviews_per_step"] == 16
+        # The config's budget (8192 at 512 tokens), scaled with --quick's 128-token lengths.
+        assert entry["workflow"]["max_tokens"] == 2048
+        assert 16 <= entry["workflow"]["reviews_per_step"] < entry["workflow"]["batch_size"] == 64
+    assert payload["versions"]["cuda_allocator"] == "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
     assert payload["study_projected_s"] == sum(payload["strategies"][s]["workflow"]["projected_s"] for s in ("full", "lora"))
     assert abs(payload["study_projected_s"] - float(first.group(1))) < 0.1
 

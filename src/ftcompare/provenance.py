@@ -12,6 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from ftcompare.allocator import allocator_setting
+
 PACKAGES = (
     "torch",
     "transformers",
@@ -82,6 +84,7 @@ def hardware(device: Any | None = None) -> dict[str, Any]:
             device=props.name,
             gpu_memory_gb=round(props.total_memory / 1e9, 1),
             bf16_supported=torch.cuda.is_bf16_supported(),
+            cuda_allocator=allocator_setting(),
         )
     return info
 

@@ -1,4 +1,5 @@
-"""Make the workflow's library (src/ftcompare) importable from a rule script.
+"""Make the workflow's library (src/ftcompare) importable from a rule script, and set
+the process up before torch is imported.
 
 Snakemake puts this folder on sys.path; the library is two levels up, in src/.
 """
@@ -7,3 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+from ftcompare.allocator import prefer_expandable_segments  # noqa: E402
+
+prefer_expandable_segments()
