@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
         "epochs": 3,
         "batch_size": 64,
         "max_tokens_per_batch": 8192,
+        "gradient_checkpointing": False,
         "weight_decay": 0.01,
         "warmup_ratio": 0.06,
         "max_grad_norm": 1.0,
@@ -82,6 +83,7 @@ TRAINING_OVERRIDES = (
     "warmup_ratio",
     "max_grad_norm",
     "max_tokens_per_batch",
+    "gradient_checkpointing",
 )
 
 
@@ -105,6 +107,7 @@ class RunSpec:
     warmup_ratio: float
     max_grad_norm: float | None
     max_tokens_per_batch: int | None
+    gradient_checkpointing: bool
     lr_reference_batch_size: int
     eval_batch_size: int
     precision: str

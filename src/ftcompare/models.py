@@ -150,16 +150,30 @@ def build_model(*, spec: RunSpec, num_labels: int, device: torch.device, precisi
     if spec.method not in ("full", "lora", "qlora", "ia3"):
         raise ValueError(f"unknown method {spec.method!r}; allowed: full, lora, qlora, ia3")
     model = load_base_model(spec=spec, num_labels=num_labels, device=device, precision=precision)
+    if spec.gradient_checkpointing:
+        _recompute_activations(model)
     if spec.method == "full":
         return model
     from peft import get_peft_model
 
     # No prepare_model_for_kbit_training for QLoRA: it upcasts every non-quantised
-    # weight to fp32 and turns on gradient checkpointing (a second forward pass), costs an
-    # encoder this size does not need; the fp32 cast of the trainable weights below is the part that matters.
+    # weight to fp32, a cost an encoder this size does not need (the fp32 cast of the
+    # trainable weights below is the part that matters), and turns on gradient
+    # checkpointing, which is the config's choice here (`gradient_checkpointing`).
     model = get_peft_model(model, _peft_config(spec))
     _trainable_to_fp32(model)
     return model
+
+
+def _recompute_activations(model: torch.nn.Module) -> None:
+    """Gradient checkpointing: keep each layer's input, recompute its activations in the
+    backward pass. One more forward per step for a fraction of the activation memory."""
+    # Non-reentrant: works when no input requires grad (a frozen base) and replays dropout.
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.24 has this name, 5.17 only the older one
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # transformers 5.17 (this project's GPU image)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _no_cpu_4bit_repacking(model: torch.nn.Module) -> None:
