@@ -188,6 +188,7 @@ class RecipeResult:
     padding: str
     optimizer: str
     compiled: bool
+    gradient_checkpointing: bool
     trainable_params: int
     total_params: int
     warmup_s: float
@@ -491,7 +492,8 @@ def run_recipe(
     warm = {(len(b), padded_width(train.lengths[b].max(), multiple)): b for b in timed}
     warm_batches = list(warm.values()) if workflow else timed[:1]  # the reference has one shape
 
-    sorted_eval = eval_batches(test.lengths, batch_size=eval_batch_size)
+    sorted_eval = eval_batches(test.lengths, batch_size=eval_batch_size, max_tokens=max_tokens,
+                               pad_to_multiple_of=multiple)  # fmt: skip
     eval_widths = np.array([padded_width(test.lengths[b].max(), multiple) for b in sorted_eval])
     eval_timed = [sorted_eval[i] for i in systematic_sample(widths=eval_widths, count=eval_count)]
     eval_split = subset(test, np.concatenate(eval_timed))
@@ -522,7 +524,7 @@ def run_recipe(
         train_steps(batches=warm_batches, **common)
         if workflow:
             predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=1, pad_to_multiple_of=multiple,
-                           device=device, precision=precision)  # fmt: skip
+                           device=device, precision=precision, max_tokens=max_tokens)  # fmt: skip
         else:
             reference_eval(model=model, split=test, batches=eval_timed[:1], max_length=multiple, device=device)
         warmup_s = time.perf_counter() - started
@@ -538,7 +540,7 @@ def run_recipe(
         started = time.perf_counter()
         if workflow:
             predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=1, pad_to_multiple_of=multiple,
-                           device=device, precision=precision)  # fmt: skip
+                           device=device, precision=precision, max_tokens=max_tokens)  # fmt: skip
         else:
             reference_eval(model=model, split=test, batches=eval_timed, max_length=multiple, device=device)
         sync(device)
@@ -566,6 +568,8 @@ def run_recipe(
         padding=f"multiple of {multiple}, length-grouped" if workflow else f"all to {multiple}",
         optimizer=("AdamW fused" if device.type == "cuda" else "AdamW") if workflow else "AdamW foreach=False",
         compiled=bool(workflow and spec.compile),
+        # The reference's QLoRA gets it from prepare_model_for_kbit_training.
+        gradient_checkpointing=spec.gradient_checkpointing if workflow else spec.method == "qlora",
         trainable_params=trainable_count,
         total_params=total_count,
         warmup_s=warmup_s,
@@ -773,6 +777,12 @@ def main(argv: list[str] | None = None) -> int:
           " workflow: config/config.yaml via resolve_run + build_model; train s and eval s: projected for the study;"
           " speed-up = reference (train+eval) / recipe; warm-up s: one pass over every batch shape (compile time too);"
           f" MFU (full) = (6 N_nonemb l + 12 L d l^2) per review / time / {peak.tflops:.3g} TFLOP/s ({peak.what})")  # fmt: skip
+    recompute = [f"{r.strategy} ({'both' if r.reference.gradient_checkpointing else 'workflow'})" for r in done
+                 if r.workflow.gradient_checkpointing]  # fmt: skip
+    recompute += [f"{r.strategy} (reference)" for r in done
+                  if r.reference.gradient_checkpointing and not r.workflow.gradient_checkpointing]  # fmt: skip
+    if recompute:
+        print("gradient checkpointing (activations recomputed in backward): " + ", ".join(recompute))
     if skipped or len(done) < len(results):
         print("left out of the totals: " + "; ".join(f"{r.strategy} ({r.skipped})" for r in results if r.skipped))
     print(f"device: {peak.device_name}; " + ", ".join(f"{k} {v}" for k, v in info.items()) + f"; {stamp}")

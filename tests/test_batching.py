@@ -187,6 +187,16 @@ def test_eval_batches_sorted_by_length_descending() -> None:
     np.testing.assert_array_equal(flat, [1, 3, 5, 7, 8, 2, 9, 4, 0, 6])
 
 
+def test_eval_batches_respect_the_token_budget(lengths: np.ndarray) -> None:
+    batches = eval_batches(lengths, batch_size=256, max_tokens=4096, pad_to_multiple_of=8)
+    flat = np.concatenate(batches)
+    np.testing.assert_array_equal(np.sort(flat), np.arange(len(lengths)))
+    assert np.all(np.diff(lengths[flat]) <= 0)  # still one length-sorted pass
+    assert all(len(b) <= 256 and padded_tokens(b, lengths, 8) <= 4096 for b in batches)
+    assert len(batches[0]) == 8  # the longest first: 8 x 512
+    assert max(len(b) for b in batches) > 64  # short reviews, many to a batch
+
+
 # --- collate ------------------------------------------------------------------------------
 
 

@@ -137,10 +137,13 @@ def _cut(
     return batches
 
 
-def eval_batches(lengths: np.ndarray, *, batch_size: int) -> list[np.ndarray]:
-    """Batches for inference: sorted by length so padding is minimal; order restored by index."""
+def eval_batches(
+    lengths: np.ndarray, *, batch_size: int, max_tokens: int | None = None, pad_to_multiple_of: int = 1
+) -> list[np.ndarray]:
+    """Batches for inference: sorted by length so padding is minimal; order restored by index.
+    Limits as in `epoch_batches`: at most `batch_size` reviews and `max_tokens` padded tokens."""
     order = np.argsort(-lengths, kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return _cut(order, lengths, batch_size=batch_size, max_tokens=max_tokens, multiple=pad_to_multiple_of)
 
 
 def collate(

@@ -122,12 +122,19 @@ def predict_logits(
     pad_to_multiple_of: int,
     device: torch.device,
     precision: Precision,
+    max_tokens: int | None = None,
 ) -> np.ndarray:
-    """Logits for every row of `split`, in the split's order (batches sorted by length)."""
+    """Logits for every row of `split`, in the split's order (batches sorted by length).
+
+    `max_tokens` caps each batch's padded tokens as in training: validation runs inside
+    the training process, and an inference batch of 256 x 512 tokens would otherwise set
+    the peak memory of a run whose training batches are far smaller (QLoRA's)."""
     was_training = model.training
     model.eval()
     pieces: list[tuple[np.ndarray, torch.Tensor]] = []
-    for indices in eval_batches(split.lengths, batch_size=batch_size):
+    batches = eval_batches(split.lengths, batch_size=batch_size, max_tokens=max_tokens,
+                           pad_to_multiple_of=pad_to_multiple_of)  # fmt: skip
+    for indices in batches:
         batch = collate(split, indices, pad_token_id=pad_token_id, pad_to_multiple_of=pad_to_multiple_of)
         with autocast(device, precision):
             logits = model(
@@ -370,6 +377,7 @@ def _train(
         logits = predict_logits(
             model, validation, batch_size=spec.eval_batch_size, pad_token_id=data.pad_token_id,
             pad_to_multiple_of=spec.pad_to_multiple_of, device=device, precision=precision,
+            max_tokens=spec.max_tokens_per_batch,
         )  # fmt: skip
         accuracy = float((logits.argmax(axis=1) == validation.labels).mean())
         val_loss = softmax_cross_entropy(logits, validation.labels)
