@@ -342,3 +342,24 @@ def test_write_report_when_all_failed(all_failed, tmp_path: Path) -> None:
 def test_markdown_names_the_model(mixed, tmp_path: Path) -> None:
     # A local folder is named by its last component, not its full path.
     assert "strategies of `roberta-tiny` for text classification" in render(mixed, tmp_path)
+
+
+def test_markdown_training_settings(tmp_path: Path) -> None:
+    def settings(strategy: str, *, recompute: bool, budget: int | None, lr: float, per_step: float) -> dict[str, Any]:
+        record = train_record(strategy, 0)
+        record["config"] |= {"max_tokens_per_batch": budget, "gradient_checkpointing": recompute,
+                             "batch_size": 64, "epochs": 3}  # fmt: skip
+        record["metrics"] |= {"precision": "bf16", "effective_learning_rate": lr, "mean_reviews_per_step": per_step}
+        return record
+
+    pairs = [
+        (settings("full", recompute=False, budget=8192, lr=1.94e-5, per_step=30.04), eval_record("full", 0)),
+        (settings("qlora", recompute=True, budget=None, lr=5e-4, per_step=64.0), eval_record("qlora", 0)),
+        (train_record("ia3", 0, status="failed", reason=OOM, metrics={}), eval_record("ia3", 0, status="skipped")),
+    ]
+    runs = load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(tmp_path / "runs", pairs))))
+    md = render(runs, tmp_path)
+    section = md[md.index("## Training settings"):md.index("## Figures")]
+    assert "| full | bf16 | 1.94e-05 | 30.0 (at most 64) | 8192 | no | 3 |" in section
+    assert "| qlora | bf16 | 0.0005 | 64.0 (at most 64) | none | yes | 3 |" in section
+    assert "| ia3 | — | — | — | — | — | — |" in section  # a failed run without settings

@@ -568,6 +568,34 @@ def _results_table(agg: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _settings_table(runs: Sequence[RunRecord]) -> str:
+    """How each strategy trained (first successful seed): what its time and memory depend on."""
+    header = ["Strategy", "Precision", "Learning rate (applied)", "Reviews per step (mean)", "Token budget",
+              "Recomputes activations", "Epochs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    shown: set[str] = set()
+    for run in sorted(runs, key=lambda r: not r.ok):  # an ok run describes its strategy best
+        if run.strategy in shown:
+            continue
+        shown.add(run.strategy)
+        config, metrics = run.train.get("config") or {}, run.train.get("metrics") or {}
+        lr = metrics.get("effective_learning_rate")
+        per_step = metrics.get("mean_reviews_per_step")
+        budget = config.get("max_tokens_per_batch")
+        recompute = config.get("gradient_checkpointing")
+        cells = [
+            run.strategy,
+            metrics.get("precision") or config.get("precision") or _MISSING,
+            _MISSING if lr is None else f"{lr:.3g}",
+            _MISSING if per_step is None else f"{per_step:.1f} (at most {config.get('batch_size', '?')})",
+            "none" if budget is None and "max_tokens_per_batch" in config else (budget or _MISSING),
+            _MISSING if recompute is None else ("yes" if recompute else "no"),
+            config.get("epochs", _MISSING),
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def _figure_links(figures: Mapping[str, Path], report_path: Path) -> str:
     # Links relative to the report's folder keep working when results/ is moved or archived.
     base = os.path.abspath(Path(report_path).parent)
@@ -682,6 +710,8 @@ def render_markdown(
         _intro(table, agg, runs),
         "## Results",
         _results_table(agg),
+        "## Training settings",
+        _settings_table(runs),
         "## Figures",
         _figure_links(figures, report_path),
         "## Skipped or failed runs",
