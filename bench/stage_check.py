@@ -28,6 +28,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
+from ftcompare.allocator import prefer_expandable_segments  # noqa: E402 (torch-free)
+
+prefer_expandable_segments()  # as the workflow's rule scripts do, before torch is imported
+
 ROBERTA_BASE_VOCAB = 50265
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 

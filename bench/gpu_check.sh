@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# A GPU session's checks in one call, most important first, each under its own time
+# limit so one slow step cannot eat the rest. Everything lands in $OUT, which the
+# device tool brings back. Run from the repository root:
+#
+#   bash bench/gpu_check.sh    # device tool: carry [".whl", ".gpu"], timeout_s 600
+#
+# The limits below add up to 570 s, inside one 600 s call.
+#
+# Carried, git-ignored: .whl/ holds the wheels the GPU image lacks (bitsandbytes,
+# jsonschema, jsonschema-specifications, referencing, rpds-py, attrs: `pip download
+# --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_24_x86_64
+# --platform manylinux_2_17_x86_64`: rpds-py is only built for the older tag);
+# .gpu/train-5k.parquet (IMDB reviews for the bench's lengths) and .gpu/bundle/ (from
+# `python bench/stage_check.py prepare`). Env overrides for a CPU dry run of the script
+# itself: BENCH_ARGS (extra bench arguments), STAGE_BUNDLE, STAGE_ARGS.
+set -u
+OUT=${OUT:-gpu-check-out}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" > /dev/null; then
+    pip install --quiet --no-deps --no-index --target .pydeps .whl/*.whl > "$OUT/pip.log" 2>&1
+fi
+export PYTHONPATH="$PWD/.pydeps:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+(nvidia-smi || true) > "$OUT/nvidia-smi.txt" 2>&1
+python -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__)" \
+    > "$OUT/versions.txt" 2>&1
+
+step() {  # name, time limit (s), command...
+    local name=$1 limit=$2 start
+    shift 2
+    start=$(date +%s)
+    timeout "$limit" "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"
+    echo "$name rc=$? $(($(date +%s) - start)) s" | tee -a "$OUT/steps.txt"
+    tail -n 2 "$OUT/$name.out"
+}
+
+# 1. The defaults (token budget 8192, expandable segments, QLoRA recomputing
+#    activations) against the reference recipe: the table and two lines.
+step bench-defaults 240 python bench/throughput.py --imdb .gpu/train-5k.parquet \
+    --json "$OUT/bench-defaults.json" ${BENCH_ARGS:-}
+# 2. The stages themselves on CUDA: finetune + evaluate + report for every strategy.
+step stage-check 180 python bench/stage_check.py run --bundle "${STAGE_BUNDLE:-.gpu/bundle}" \
+    --out "$OUT/stage-check" ${STAGE_ARGS:-}
+# 3. Where the budget's speed/memory trade-off lies: twice the tokens per batch.
+step bench-16k 150 python bench/throughput.py --imdb .gpu/train-5k.parquet --strategies full lora ia3 \
+    --max-tokens 16384 --json "$OUT/bench-16k.json" ${BENCH_ARGS:-}
