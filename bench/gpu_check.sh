@@ -17,9 +17,11 @@
 set -u
 OUT=${OUT:-gpu-check-out}
 mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" > /dev/null; then
-    pip install --quiet --no-deps --no-index --target .pydeps .whl/*.whl > "$OUT/pip.log" 2>&1
-fi
+for wheel in .whl/*.whl; do  # one at a time: a wheel for another Python must not block the rest
+    [ -e "$wheel" ] || continue
+    pip install --quiet --no-deps --no-index --target .pydeps "$wheel" >> "$OUT/pip.log" 2>&1 \
+        || echo "not installed: $wheel" >> "$OUT/pip.log"
+done
 export PYTHONPATH="$PWD/.pydeps:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 (nvidia-smi || true) > "$OUT/nvidia-smi.txt" 2>&1
