@@ -305,6 +305,13 @@ def test_effective_learning_rate_uses_sqrt_scaling(base_config: dict[str, Any]) 
     assert spec.effective_learning_rate(reviews_per_step=30.0) == pytest.approx(2.0e-5 * math.sqrt(30 / 32))
 
 
+def test_run_records_from_before_the_budget_still_load(base_config: dict[str, Any]) -> None:
+    spec = resolve_run(validate_config(base_config), strategy="qlora", seed=0)
+    older = {k: v for k, v in spec.to_dict().items() if k not in ("max_tokens_per_batch", "gradient_checkpointing")}
+    loaded = RunSpec.from_dict(older)
+    assert loaded.max_tokens_per_batch is None and loaded.gradient_checkpointing is False  # the old behaviour
+
+
 def test_token_budget_defaults_and_overrides(base_config: dict[str, Any]) -> None:
     base_config["strategies"]["lora"]["max_tokens_per_batch"] = 16384
     base_config["strategies"]["ia3"]["max_tokens_per_batch"] = None

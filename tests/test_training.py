@@ -11,15 +11,17 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
 from ftcompare import checkpoint as ckpt
-from ftcompare.config import load_yaml, resolve_run, validate_config
-from ftcompare.models import build_model, count_parameters, resolve_precision
+from ftcompare import training
 from ftcompare.batching import epoch_batches, load_tokenized
+from ftcompare.config import load_yaml, resolve_run, validate_config
+from ftcompare.models import _recompute_activations, build_model, count_parameters, resolve_precision
 from ftcompare.training import _peak_memory, finetune
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -168,9 +170,15 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenize
         run(spec, tiny_tokenized, tmp_path, "killed")
     monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
     assert saves == [7, 14, 21]
+    saved_peak = ckpt.load_latest_checkpoint(tmp_path / "killed" / "ckpt")[0]["state"]["peak_memory"]["peak_rss_gb"]
+    assert saved_peak > 0.01
 
+    # The rerun is a new process whose own peak is tiny: the record must keep the earlier one.
+    fresh_process = types.SimpleNamespace(ru_maxrss=1)  # KiB
+    monkeypatch.setattr(training.resource, "getrusage", lambda who: fresh_process)
     with caplog.at_level(logging.WARNING, logger="ftcompare.training"):
         resumed = run(spec, tiny_tokenized, tmp_path, "killed")
+    assert resumed.metrics["peak_rss_gb"] == saved_peak
     assert "resumed from step 21" in caplog.text
     assert resumed.metrics["resumed_from_steps"] == [21]
     assert resumed.val_curve == pytest.approx(uninterrupted.val_curve, rel=1e-5)
@@ -212,7 +220,19 @@ def test_peak_memory_keeps_the_earlier_processes_peak():
     assert _peak_memory(CPU, earlier=earlier)["peak_rss_gb"] == 1e6
     now = _peak_memory(CPU)["peak_rss_gb"]
     assert 0 < now < 1e6
-    assert _peak_memory(CPU, earlier={**earlier, "peak_rss_gb": 1e-9})["peak_rss_gb"] >= now
+    assert _peak_memory(CPU, earlier=None)["peak_gpu_mem_allocated_gb"] is None
+
+
+def test_gradient_checkpointing_on_transformers_5_17():
+    # 5.17 (the GPU image's) has only the older method; 5.24 (here) has both names.
+    calls = []
+
+    class Older:
+        def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+            calls.append(gradient_checkpointing_kwargs)
+
+    _recompute_activations(Older())
+    assert calls == [{"use_reentrant": False}]
 
 
 def test_checkpoint_from_other_settings_is_not_resumed(tiny_roberta, tiny_tokenized, tmp_path, caplog):

@@ -106,8 +106,10 @@ class RunSpec:
     weight_decay: float
     warmup_ratio: float
     max_grad_norm: float | None
-    max_tokens_per_batch: int | None
-    gradient_checkpointing: bool
+    # Defaults = the behaviour before these settings existed, so that train.json
+    # records written then still load.
+    max_tokens_per_batch: int | None = None
+    gradient_checkpointing: bool = False
     lr_reference_batch_size: int
     eval_batch_size: int
     precision: str

@@ -126,9 +126,10 @@ def predict_logits(
 ) -> np.ndarray:
     """Logits for every row of `split`, in the split's order (batches sorted by length).
 
-    `max_tokens` caps each batch's padded tokens as in training: validation runs inside
-    the training process, and an inference batch of 256 x 512 tokens would otherwise set
-    the peak memory of a run whose training batches are far smaller (QLoRA's)."""
+    `max_tokens` caps each batch's padded tokens as in training. Validation passes the
+    run's budget: it runs inside the training process, and an inference batch of
+    256 x 512 tokens would otherwise set the peak memory of a run whose training batches
+    are far smaller (QLoRA's). The evaluate job, a process of its own, does not."""
     was_training = model.training
     model.eval()
     pieces: list[tuple[np.ndarray, torch.Tensor]] = []
@@ -449,7 +450,8 @@ def _resume(
         return False
     saved, path = found
     if saved["spec"] != spec.to_dict():
-        changed = sorted(k for k in saved["spec"] if saved["spec"][k] != spec.to_dict().get(k))
+        current = spec.to_dict()
+        changed = sorted(k for k in {*saved["spec"], *current} if saved["spec"].get(k) != current.get(k))
         log.warning("checkpoint %s was made with other settings (%s): starting from scratch", path, changed)
         ckpt.remove_checkpoints(directory)
         return False
