@@ -8,7 +8,8 @@ sees exactly the batches the interrupted one would have.
 
 A token budget (`max_tokens`, padded tokens per batch) bounds memory by what a batch
 really holds, not by its review count: batches of short reviews grow up to `batch_size`
-reviews while batches of long ones shrink, so the peak is set by the budget alone.
+reviews while batches of long ones shrink, so the budget, not the review count, sets
+the peak of training (and of the validation inside it).
 """
 
 from __future__ import annotations

@@ -97,7 +97,6 @@ def evaluate(*, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: tor
         logits = predict_logits(
             model, test, batch_size=spec.eval_batch_size, pad_token_id=data.pad_token_id,
             pad_to_multiple_of=spec.pad_to_multiple_of, device=device, precision=precision,
-            max_tokens=spec.max_tokens_per_batch,
         )  # fmt: skip  (predict_logits copies to the host at the end, so the clock is honest)
         eval_time = time.perf_counter() - started
     except Exception as exc:  # failure isolation, as in training
