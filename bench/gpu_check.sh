@@ -5,7 +5,8 @@
 #
 #   bash bench/gpu_check.sh    # device tool: carry [".whl", ".gpu"], timeout_s 600
 #
-# The limits below add up to 570 s, inside one 600 s call.
+# The steps' limits add up to 570 s; set-up time comes out of the last one, so the whole
+# script ends within GPU_CHECK_SECONDS (585 s), inside one 600 s call.
 #
 # Carried, git-ignored: .whl/ holds the wheels the GPU image lacks (bitsandbytes,
 # jsonschema, jsonschema-specifications, referencing, rpds-py, attrs: `pip download
@@ -17,9 +18,10 @@
 set -u
 OUT=${OUT:-gpu-check-out}
 mkdir -p "$OUT"
+DEADLINE=$(($(date +%s) + ${GPU_CHECK_SECONDS:-585}))  # the call's 600 s, less a margin
 for wheel in .whl/*.whl; do  # one at a time: a wheel for another Python must not block the rest
     [ -e "$wheel" ] || continue
-    pip install --quiet --no-deps --no-index --target .pydeps "$wheel" >> "$OUT/pip.log" 2>&1 \
+    python -m pip install --quiet --no-deps --no-index --target .pydeps "$wheel" >> "$OUT/pip.log" 2>&1 \
         || echo "not installed: $wheel" >> "$OUT/pip.log"
 done
 export PYTHONPATH="$PWD/.pydeps:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -28,10 +30,13 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 python -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__)" \
     > "$OUT/versions.txt" 2>&1
 
-step() {  # name, time limit (s), command...
-    local name=$1 limit=$2 start
+step() {  # name, time limit (s), command...; never past the call's deadline
+    local name=$1 limit=$2 start left
     shift 2
     start=$(date +%s)
+    left=$((DEADLINE - start))
+    if [ "$left" -lt 30 ]; then echo "$name not run: ${left} s left" | tee -a "$OUT/steps.txt"; return; fi
+    [ "$limit" -gt "$left" ] && limit=$left
     timeout "$limit" "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"
     echo "$name rc=$? $(($(date +%s) - start)) s" | tee -a "$OUT/steps.txt"
     tail -n 2 "$OUT/$name.out"

@@ -620,7 +620,7 @@ def _gb(value: float | None) -> str:
 
 def format_table(results: list[StrategyResult], *, device: torch.device) -> str:
     header = (
-        f"{'strategy':<8} {'recipe':<9} {'precision':<16} {'batch':>5} {'budget':>6} {'tokens/s':>10} {'train s':>10} "
+        f"{'strategy':<8} {'recipe':<9} {'precision':<16} {'rev/step':>8} {'budget':>6} {'tokens/s':>10} {'train s':>10} "
         f"{'eval s':>9} {'peak GB alloc/res' if device.type == 'cuda' else 'peak RSS +GB':>17} {'MFU':>6} {'speed-up':>8} "
         f"{'warm-up s':>9}"
     )
@@ -635,7 +635,7 @@ def format_table(results: list[StrategyResult], *, device: torch.device) -> str:
             speedup = item.reference.projected_s / result.projected_s
             mfu = "" if result.mfu is None else f"{100 * result.mfu:.1f}%"
             lines.append(
-                f"{item.strategy:<8} {result.recipe:<9} {result.precision:<16} {result.reviews_per_step:>5.1f} "
+                f"{item.strategy:<8} {result.recipe:<9} {result.precision:<16} {result.reviews_per_step:>8.1f} "
                 f"{result.max_tokens or '-':>6} "
                 f"{result.tokens_per_s:>10,.0f} {result.projected_train_s:>10,.0f} {result.projected_eval_s:>9,.0f} "
                 f"{memory:>17} {mfu:>6} {speedup:>7.2f}x {result.warmup_s:>9.1f}"
@@ -734,6 +734,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.batch_size:
                 overrides["batch_size"] = args.batch_size
             if args.max_tokens is not NOT_GIVEN:
+                widest = padded_width(max_length, spec.pad_to_multiple_of)
+                if args.max_tokens is not None and args.max_tokens < widest:
+                    raise SystemExit(f"--max-tokens {args.max_tokens} cannot hold one review of {max_length} tokens "
+                                     f"({widest} padded): use at least {widest}, or 'none'")  # fmt: skip
                 overrides["max_tokens_per_batch"] = args.max_tokens
             elif quick and spec.max_tokens_per_batch:
                 # Scaled with the lengths, so the budget binds as often as at full size.
