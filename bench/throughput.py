@@ -492,8 +492,8 @@ def run_recipe(
     warm = {(len(b), padded_width(train.lengths[b].max(), multiple)): b for b in timed}
     warm_batches = list(warm.values()) if workflow else timed[:1]  # the reference has one shape
 
-    sorted_eval = eval_batches(test.lengths, batch_size=eval_batch_size, max_tokens=max_tokens,
-                               pad_to_multiple_of=multiple)  # fmt: skip
+    # Test-set evaluation as the evaluate job does it: eval_batch_size reviews, no token budget.
+    sorted_eval = eval_batches(test.lengths, batch_size=eval_batch_size)
     eval_widths = np.array([padded_width(test.lengths[b].max(), multiple) for b in sorted_eval])
     eval_timed = [sorted_eval[i] for i in systematic_sample(widths=eval_widths, count=eval_count)]
     eval_split = subset(test, np.concatenate(eval_timed))
@@ -524,7 +524,7 @@ def run_recipe(
         train_steps(batches=warm_batches, **common)
         if workflow:
             predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=1, pad_to_multiple_of=multiple,
-                           device=device, precision=precision, max_tokens=max_tokens)  # fmt: skip
+                           device=device, precision=precision)  # fmt: skip
         else:
             reference_eval(model=model, split=test, batches=eval_timed[:1], max_length=multiple, device=device)
         warmup_s = time.perf_counter() - started
@@ -540,7 +540,7 @@ def run_recipe(
         started = time.perf_counter()
         if workflow:
             predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=1, pad_to_multiple_of=multiple,
-                           device=device, precision=precision, max_tokens=max_tokens)  # fmt: skip
+                           device=device, precision=precision)  # fmt: skip
         else:
             reference_eval(model=model, split=test, batches=eval_timed, max_length=multiple, device=device)
         sync(device)
