@@ -21,12 +21,7 @@ from typing import Any
 import torch
 
 from ftcompare.config import RunSpec
-from ftcompare.sources import (  # noqa: F401  (re-exported: the model-source API)
-    OFFSET_POSITION_MODEL_TYPES,
-    ModelSourceError,
-    check_model_source,
-    resolve_model_path,
-)
+from ftcompare.sources import position_limit, resolve_model_path
 
 class StrategyUnavailable(RuntimeError):
     """The strategy cannot run on this machine (e.g. no bitsandbytes backend); not a bug."""
@@ -35,11 +30,7 @@ class StrategyUnavailable(RuntimeError):
 def max_sequence_length(name_or_path: str) -> int:
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(resolve_model_path(name_or_path))
-    positions = int(config.max_position_embeddings)
-    if config.model_type in OFFSET_POSITION_MODEL_TYPES:
-        return positions - int(config.pad_token_id) - 1
-    return positions
+    return position_limit(AutoConfig.from_pretrained(resolve_model_path(name_or_path)).to_dict())
 
 
 def load_tokenizer(name_or_path: str):

@@ -6,7 +6,9 @@ builds the job graph without paying for those imports.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 # Model types whose position ids start after the padding index (RoBERTa's scheme), so
 # they accept `max_position_embeddings - pad_token_id - 1` tokens.
@@ -17,6 +19,14 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+
+
+def position_limit(model_config: Mapping[str, Any]) -> int:
+    """The longest input a model's position embeddings allow, from its config.json."""
+    positions = int(model_config["max_position_embeddings"])
+    if model_config.get("model_type") in OFFSET_POSITION_MODEL_TYPES:
+        return positions - int(model_config.get("pad_token_id", 1)) - 1
+    return positions
 
 
 class ModelSourceError(ValueError):

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from ftcompare.data import SPLITS
-from ftcompare.models import check_model_source, load_tokenizer, max_sequence_length
+from ftcompare.models import load_tokenizer, max_sequence_length
+from ftcompare.sources import check_model_source
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ftcompare.config import ConfigError
-from ftcompare.sources import (
-    OFFSET_POSITION_MODEL_TYPES,
-    ModelSourceError,
-    check_model_source,
-    resolve_model_path,
-)
+from ftcompare.sources import ModelSourceError, check_model_source, position_limit, resolve_model_path
 
 FIRST_ATTEMPT = "first"
 
@@ -103,9 +98,9 @@ def _check_local_model(name_or_path: str, *, max_length: int) -> None:
     if not config_file.is_file():
         return  # a hub id: the tokenize job checks it once downloaded
     model_config = json.loads(config_file.read_text())
-    limit = int(model_config.get("max_position_embeddings", max_length))
-    if model_config.get("model_type") in OFFSET_POSITION_MODEL_TYPES:
-        limit -= int(model_config.get("pad_token_id", 1)) + 1
+    if "max_position_embeddings" not in model_config:
+        return  # no position limit stated: the tokenize job checks it
+    limit = position_limit(model_config)
     if max_length > limit:
         raise ConfigError(
             f"training.max_length = {max_length} exceeds what {name_or_path!r} allows ({limit} tokens, "
