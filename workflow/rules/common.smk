@@ -49,18 +49,20 @@ def run_settings(wildcards):
     ).to_dict()
 
 
+# Attempt files: beside a job's outputs, not among them, so that Snakemake never
+# deletes them; each job writes one and its retry marker reads it back.
+FINETUNE_ATTEMPT = "results/runs/{strategy}/seed{seed}/attempt.json"
+EVALUATE_ATTEMPT = "results/runs/{strategy}/seed{seed}/eval-attempt.json"
+
+
 def finetune_retry_marker(wildcards):
     """Makes a plain rerun retry a skipped or failed run (see ftcompare.workflow_support)."""
-    return retry_marker(
-        f"results/runs/{wildcards.strategy}/seed{wildcards.seed}/attempt.json"
-    )
+    return retry_marker(FINETUNE_ATTEMPT.format(**wildcards))
 
 
 def evaluate_retry_marker(wildcards):
     """The same for a failed evaluation (e.g. out of memory at eval_batch_size)."""
-    return retry_marker(
-        f"results/runs/{wildcards.strategy}/seed{wildcards.seed}/eval-attempt.json"
-    )
+    return retry_marker(EVALUATE_ATTEMPT.format(**wildcards))
 
 
 def all_train_records(wildcards):

@@ -20,6 +20,6 @@ rule evaluate:
     params:
         # As in finetune: a failed evaluation is retried by a plain rerun.
         retry_marker=evaluate_retry_marker,
-        attempt="results/runs/{strategy}/seed{seed}/eval-attempt.json",
+        attempt=EVALUATE_ATTEMPT,
     script:
         "../scripts/evaluate.py"

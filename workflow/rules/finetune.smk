@@ -22,6 +22,6 @@ rule finetune:
         # preempted job must find its checkpoints when it is rerun.
         checkpoints="results/checkpoints/{strategy}/seed{seed}",
         # Not an output either, so that it survives the job's own rerun.
-        attempt="results/runs/{strategy}/seed{seed}/attempt.json",
+        attempt=FINETUNE_ATTEMPT,
     script:
         "../scripts/finetune.py"
