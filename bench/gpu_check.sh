@@ -27,8 +27,7 @@ done
 export PYTHONPATH="$PWD/.pydeps:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 (nvidia-smi || true) > "$OUT/nvidia-smi.txt" 2>&1
-python -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__)" \
-    > "$OUT/versions.txt" 2>&1
+# Versions: every bench JSON and run record below carries them.
 
 step() {  # name, time limit (s), command...; never past the call's deadline
     local name=$1 limit=$2 start left

@@ -78,8 +78,10 @@ def _random_roberta(folder: Path, *, tokenizer_dir: Path, tiny: bool = False) ->
 
     folder.mkdir(parents=True, exist_ok=True)
     # roberta-base's exact shape: RobertaConfig()'s defaults (12 layers, width 768) plus
-    # its 514 positions (the default 512 would allow only 510 tokens) and one token type.
-    shape = {"vocab_size": ROBERTA_BASE_VOCAB, "max_position_embeddings": 514, "type_vocab_size": 1, "num_labels": 2}
+    # its 514 positions (the default 512 would allow only 510 tokens), one token type and
+    # its LayerNorm epsilon, as bench/throughput.py's write_random_model builds it.
+    shape = {"vocab_size": ROBERTA_BASE_VOCAB, "max_position_embeddings": 514, "type_vocab_size": 1,
+             "layer_norm_eps": 1e-5, "num_labels": 2}  # fmt: skip
     if tiny:
         shape.update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     config = RobertaConfig(**shape)

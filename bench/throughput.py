@@ -109,6 +109,7 @@ STUDY_TEST_REVIEWS = 25_000
 ROBERTA_MEDIAN_TOKENS = 226
 ROBERTA_FRACTION_OVER_512 = 0.14
 REFERENCE = {"batch_size": 16, "eval_batch_size": 8, "learning_rate": 2.0e-5}
+PAD_TOKEN_ID = 1  # RobertaConfig's; random_split never draws it as a token
 T0 = time.perf_counter()
 
 
@@ -143,7 +144,8 @@ from ftcompare import models  # noqa: E402
 from ftcompare.batching import TokenizedSplit, collate, epoch_batches, eval_batches, padded_width  # noqa: E402
 from ftcompare.config import RunSpec, load_yaml, resolve_run, validate_config  # noqa: E402
 from ftcompare.models import Precision, StrategyUnavailable, build_model, count_parameters, resolve_precision  # noqa: E402
-from ftcompare.training import _optimizer, _scheduler, autocast, predict_logits  # noqa: E402
+from ftcompare.provenance import package_versions  # noqa: E402
+from ftcompare.training import _optimizer, _peak_memory, _scheduler, autocast, predict_logits, select_device  # noqa: E402
 
 FP32 = Precision(autocast_dtype=None, base_dtype=torch.float32)
 
@@ -350,14 +352,10 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         rss = (max(self._peak_rss, self._rss()) - self._start_rss) / 1e9 if self._start_rss else None
-        if self.device.type == "cuda":
-            self.result = Memory(
-                allocated_gb=torch.cuda.max_memory_allocated(self.device) / 1e9,
-                reserved_gb=torch.cuda.max_memory_reserved(self.device) / 1e9,
-                rss_delta_gb=rss,
-            )
-        else:
-            self.result = Memory(allocated_gb=None, reserved_gb=None, rss_delta_gb=rss)
+        gpu = _peak_memory(self.device)  # as a run records it (None on CPU)
+        self.result = Memory(
+            allocated_gb=gpu["peak_gpu_mem_allocated_gb"], reserved_gb=gpu["peak_gpu_mem_reserved_gb"], rss_delta_gb=rss
+        )
 
 
 def sync(device: torch.device) -> None:
@@ -400,7 +398,7 @@ def train_steps(
     """The body of `ftcompare.training._train`'s step loop (minus logging and checkpoints)."""
     loss_sum = torch.zeros((), device=device)
     for indices in batches:
-        batch = collate(split, indices, pad_token_id=1, pad_to_multiple_of=pad_to_multiple_of)
+        batch = collate(split, indices, pad_token_id=PAD_TOKEN_ID, pad_to_multiple_of=pad_to_multiple_of)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device, precision):
             loss = forward(**batch).loss
@@ -422,7 +420,7 @@ def reference_eval(
     """The notebook's evaluation: fixed-width batches, fp32, logits copied back per batch."""
     model.eval()
     for indices in batches:
-        batch = collate(split, indices, pad_token_id=1, pad_to_multiple_of=max_length)
+        batch = collate(split, indices, pad_token_id=PAD_TOKEN_ID, pad_to_multiple_of=max_length)
         logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
         logits.float().cpu()
     model.train()
@@ -437,14 +435,8 @@ def build_reference(*, spec: RunSpec, device: torch.device) -> torch.nn.Module:
     fp32_compute = dataclasses.replace(spec, quantization={**(spec.quantization or {}), "compute_dtype": "float32"})
     model = models.load_base_model(spec=fp32_compute, num_labels=2, device=device, precision=FP32)
     model = prepare_model_for_kbit_training(model)  # upcasts non-4-bit weights, gradient checkpointing on
-    model = get_peft_model(model, models._peft_config(spec))
-    if device.type == "cpu":
-        # bitsandbytes' CPU backend repacks 4-bit weights on the first eval-mode call, and
-        # the repacked layout breaks the next training step; the library avoids it the same way.
-        for module in model.modules():
-            if hasattr(module, "support_avx512bf16_for_cpu"):
-                module.support_avx512bf16_for_cpu = False
-    return model
+    # (load_base_model already keeps bitsandbytes' CPU layout trainable.)
+    return get_peft_model(model, models._peft_config(spec))
 
 
 def non_embedding_params(model: torch.nn.Module) -> int:
@@ -487,9 +479,10 @@ def run_recipe(
     )  # fmt: skip
     reviews_per_step = len(train) / len(epoch)
     widths = np.array([padded_width(train.lengths[b].max(), multiple) for b in epoch])
-    timed = [epoch[i] for i in systematic_sample(widths=widths, count=steps)]
+    picks = systematic_sample(widths=widths, count=steps)
+    timed = [epoch[i] for i in picks]
     # One batch per distinct shape (a token budget varies the review count as well).
-    warm = {(len(b), padded_width(train.lengths[b].max(), multiple)): b for b in timed}
+    warm = {(len(epoch[i]), int(widths[i])): epoch[i] for i in picks}
     warm_batches = list(warm.values()) if workflow else timed[:1]  # the reference has one shape
 
     # Test-set evaluation as the evaluate job does it: eval_batch_size reviews, no token budget.
@@ -520,37 +513,36 @@ def run_recipe(
                       pad_to_multiple_of=multiple, max_grad_norm=clip, device=device, precision=precision)  # fmt: skip
 
         progress(f"{spec.strategy}/{recipe}: warm-up over {len(warm_batches)} batch shape(s)")
+        sync(device)
         started = time.perf_counter()
         train_steps(batches=warm_batches, **common)
         if workflow:
-            predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=1, pad_to_multiple_of=multiple,
+            predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=PAD_TOKEN_ID, pad_to_multiple_of=multiple,
                            device=device, precision=precision)  # fmt: skip
         else:
             reference_eval(model=model, split=test, batches=eval_timed[:1], max_length=multiple, device=device)
         warmup_s = time.perf_counter() - started
 
         progress(f"{spec.strategy}/{recipe}: timing {len(timed)} training steps (batch {batch_size})")
-        sync(device)
+        sync(device)  # the warm-up's evaluation may still be running
         started = time.perf_counter()
         train_steps(batches=timed, **common)
         train_s = time.perf_counter() - started
 
         progress(f"{spec.strategy}/{recipe}: timing {len(eval_timed)} eval batches (batch {eval_batch_size})")
-        sync(device)
         started = time.perf_counter()
         if workflow:
-            predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=1, pad_to_multiple_of=multiple,
+            predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=PAD_TOKEN_ID, pad_to_multiple_of=multiple,
                            device=device, precision=precision)  # fmt: skip
         else:
             reference_eval(model=model, split=test, batches=eval_timed, max_length=multiple, device=device)
         sync(device)
         eval_s = time.perf_counter() - started
         mfu_params = non_embedding_params(model) if spec.method == "full" else 0
-        del model, forward, optimizer, scheduler, trainable, params, common
 
     timed_idx = np.concatenate(timed)
     real = int(train.lengths[timed_idx].sum())
-    padded = int(sum(len(b) * padded_width(train.lengths[b].max(), multiple) for b in timed))
+    padded = int(sum(len(epoch[i]) * widths[i] for i in picks))
     eval_reviews = len(eval_split)
     mfu = None
     if mfu_params:
@@ -594,22 +586,11 @@ def run_recipe(
 # ----------------------------------------------------------------------------- output
 
 
-def versions() -> dict[str, str]:
-    import peft
-    import transformers
-
-    try:
-        import bitsandbytes
-
-        bnb = bitsandbytes.__version__
-    except Exception as exc:  # noqa: BLE001 (ImportError, or a broken native library)
-        bnb = f"unavailable ({type(exc).__name__})"
+def versions() -> dict[str, str | None]:
+    installed = package_versions()  # what the workflow's run records carry too
     return {
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "bitsandbytes": bnb,
+        **{name: installed[name] for name in ("torch", "transformers", "peft", "bitsandbytes")},
         "cuda_allocator": allocator_setting() or "default",
     }
 
@@ -653,8 +634,6 @@ def _budget(text: str) -> int | None:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--max-tokens {text!r}: give a whole number of tokens or 'none'") from None
-    if value < 8:
-        raise argparse.ArgumentTypeError(f"--max-tokens {value}: must be at least 8 (or 'none')")
     return value
 
 
@@ -673,7 +652,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ref-steps", type=int, help="timed reference training steps (default 20; quick 3)")
     parser.add_argument("--eval-batches", type=int, help="timed workflow eval batches (default 8; quick 2)")
     parser.add_argument("--ref-eval-batches", type=int, help="timed reference eval batches (default 16; quick 2)")
-    parser.add_argument("--reviews", type=int, help="simulated reviews per split (default 25,000; quick 2,000)")
+    parser.add_argument("--reviews", type=int, help="reviews per split (default 25,000, at most the rows of --imdb; quick 2,000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write every number here")
     return parser.parse_args(argv)
@@ -682,7 +661,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quick = args.quick
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    device = select_device()
     if quick and device.type == "cpu":
         # One intra-op thread: on a small shared CPU, OpenMP threads wait for each other
         # whenever one is descheduled, and a 2-core box measured 3x slower and erratic.
@@ -711,13 +690,6 @@ def main(argv: list[str] | None = None) -> int:
     peak = measure_peak(device=device)
     progress(f"peak: {peak.device_name}: {peak.tflops:.1f} TFLOP/s ({peak.what})")
 
-    skipped: dict[str, str] = {}
-    if "qlora" in args.strategies:
-        try:
-            import bitsandbytes  # noqa: F401
-        except Exception as exc:  # noqa: BLE001
-            skipped["qlora"] = f"bitsandbytes cannot be imported ({type(exc).__name__}: {exc})"
-
     results: list[StrategyResult] = []
     with tempfile.TemporaryDirectory(prefix="ftbench-") as tmp:
         progress(f"writing a random {'small' if quick else 'roberta-base'} model to {tmp}")
@@ -725,10 +697,6 @@ def main(argv: list[str] | None = None) -> int:
         train = random_split(lengths=lengths.train, vocab_size=model_config.vocab_size, seed=args.seed)
         test = random_split(lengths=lengths.test, vocab_size=model_config.vocab_size, seed=args.seed + 1)
         for strategy in args.strategies:
-            if strategy in skipped:
-                results.append(StrategyResult(strategy=strategy, reference=None, workflow=None, skipped=skipped[strategy]))
-                progress(f"{strategy}: skipped: {skipped[strategy]}")
-                continue
             spec = resolve_run(config, strategy=strategy, seed=args.seed)
             overrides: dict[str, Any] = {"model_name_or_path": tmp, "max_length": max_length, "compile": args.compile}
             if args.batch_size:
@@ -758,14 +726,12 @@ def main(argv: list[str] | None = None) -> int:
                         model_config=model_config, peak=peak,
                     )  # fmt: skip
                 results.append(StrategyResult(strategy=strategy, **outcome))
-            except StrategyUnavailable as exc:
+            except StrategyUnavailable as exc:  # e.g. QLoRA without bitsandbytes
                 results.append(StrategyResult(strategy=strategy, reference=None, workflow=None, skipped=str(exc)))
+                progress(f"{strategy}: skipped: {exc}")
             except torch.OutOfMemoryError as exc:  # one strategy's OOM must not hide the others' numbers
                 results.append(StrategyResult(strategy=strategy, reference=None, workflow=None,
                                               skipped=f"out of memory: {str(exc)[:200]}"))  # fmt: skip
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
 
     done = [r for r in results if not r.skipped]
     workflow_s = sum(r.workflow.projected_s for r in done)
@@ -787,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
                   if r.reference.gradient_checkpointing and not r.workflow.gradient_checkpointing]  # fmt: skip
     if recompute:
         print("gradient checkpointing (activations recomputed in backward): " + ", ".join(recompute))
-    if skipped or len(done) < len(results):
+    if len(done) < len(results):
         print("left out of the totals: " + "; ".join(f"{r.strategy} ({r.skipped})" for r in results if r.skipped))
     print(f"device: {peak.device_name}; " + ", ".join(f"{k} {v}" for k, v in info.items()) + f"; {stamp}")
 
