@@ -1,7 +1,9 @@
 """Throughput of the workflow's training recipe against the notebook recipe it replaces.
 
 Run:  python bench/throughput.py [--quick] [--imdb PATH] [--strategies full lora qlora ia3]
-      [--batch-size N] [--max-tokens N|none] [--compile] [--train-steps N] [--eval-batches N] [--json PATH]
+      [--config PATH] [--batch-size N] [--eval-batch-size N] [--max-tokens N|none] [--compile]
+      [--train-steps N] [--eval-batches N] [--ref-steps N] [--ref-eval-batches N] [--reviews N]
+      [--seed N] [--json PATH]
 
 What is measured, in one process on the current device (CUDA if available, else CPU),
 for each strategy (full, lora, qlora, ia3):
