@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -44,3 +45,11 @@ def test_rule_scripts_set_it_before_torch_is_imported() -> None:
         [sys.executable, "-c", probe], cwd=SCRIPTS, env=env, capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == ["expandable_segments:True", "False"]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in SCRIPTS.glob("*.py") if p.name != "_bootstrap.py"))
+def test_every_rule_script_imports_bootstrap_first(script: str) -> None:
+    # Any import before it could load torch before the allocator is configured.
+    tree = ast.parse((SCRIPTS / script).read_text())
+    first = next(node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom))
+    assert isinstance(first, ast.Import) and first.names[0].name == "_bootstrap", script

@@ -79,6 +79,7 @@ def test_full_config_validates_and_keeps_values(base_config: dict[str, Any]) -> 
 
 
 def test_quick_and_shared_overlays_validate_and_fill_defaults(quick_config: dict[str, Any]) -> None:
+    quick_config["strategies"]["lora"]["lora"]["r"] = 4  # not the default: it must be kept, not refilled
     resolved = validate_config(quick_config)
     data = resolved["data"]
     assert data["source"] == "parquet"
@@ -95,7 +96,8 @@ def test_quick_and_shared_overlays_validate_and_fill_defaults(quick_config: dict
     lrs = {name: s["learning_rate"] for name, s in resolved["strategies"].items()}
     assert lrs == {"full": 1.0e-4, "lora": 2.0e-3, "qlora": 2.0e-3, "ia3": 1.0e-2}
     # The overlay's strategy entries only set learning_rate; the method blocks survive.
-    assert resolved["strategies"]["lora"]["lora"]["r"] == 8
+    assert resolved["strategies"]["lora"]["lora"]["r"] == 4
+    assert resolved["strategies"]["lora"]["lora"]["alpha"] == 16
 
 
 def test_minimal_config_gets_every_default() -> None:

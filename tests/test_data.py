@@ -18,13 +18,6 @@ TRAIN_1K = SHARED_IMDB / "train-1k.parquet"
 TEST_1K = SHARED_IMDB / "test-1k.parquet"
 
 
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-
-
 def data_config(**overrides: Any) -> dict[str, Any]:
     """A `data` section with defaults filled, as validate_config returns it."""
     return {**DEFAULTS["data"], **overrides}

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ftcompare import checkpoint as ckpt
-from ftcompare import training
+from ftcompare import models, training
 from ftcompare.batching import epoch_batches, load_tokenized
 from ftcompare.config import load_yaml, resolve_run, validate_config
 from ftcompare.models import (
@@ -126,10 +126,15 @@ def test_gradient_checkpointing_saves_activations_not_results(tiny_roberta, stra
     assert checkpointed_bytes < plain_bytes / 3, (plain_bytes, checkpointed_bytes)
 
 
-def test_gradient_checkpointing_trains_to_the_same_numbers(tiny_roberta, tiny_tokenized, tmp_path):
+def test_gradient_checkpointing_trains_to_the_same_numbers(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
     # Dropout is on: the recomputed forward must replay the same masks.
+    turned_on = []
+    real = models._recompute_activations
+    monkeypatch.setattr(models, "_recompute_activations", lambda model: (turned_on.append(1), real(model)))
     plain = run(make_spec(tiny_roberta, "lora"), tiny_tokenized, tmp_path, "plain")
+    assert turned_on == []
     checkpointed = run(make_spec(tiny_roberta, "lora", gradient_checkpointing=True), tiny_tokenized, tmp_path, "gc")
+    assert turned_on == [1]  # the run really recomputed
     assert plain.status == checkpointed.status == "ok", (plain.reason, checkpointed.reason)
     assert [p["loss"] for p in checkpointed.loss_curve] == pytest.approx([p["loss"] for p in plain.loss_curve], rel=1e-5)
     assert checkpointed.val_curve == pytest.approx(plain.val_curve, rel=1e-5)
@@ -165,6 +170,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenize
     # the same variable-size batches.
     spec = make_spec(tiny_roberta, "full", epochs=2, checkpoint_every_steps=7, max_tokens_per_batch=512)
     uninterrupted = run(spec, tiny_tokenized, tmp_path, "whole")
+    assert uninterrupted.metrics["mean_reviews_per_step"] < spec.batch_size  # the budget binds
 
     # Simulate a SIGKILL right after the third checkpoint (step 21, mid-epoch 1).
     real_save = ckpt.save_checkpoint
@@ -233,6 +239,11 @@ def test_peak_memory_keeps_the_earlier_processes_peak():
     now = _peak_memory(CPU)["peak_rss_gb"]
     assert 0 < now < 1e6
     assert _peak_memory(CPU, earlier=None)["peak_gpu_mem_allocated_gb"] is None
+    # An earlier process's GPU peak is kept where this one has none; missing ones stay missing.
+    gpu_before = {"peak_gpu_mem_allocated_gb": 3.0, "peak_gpu_mem_reserved_gb": None, "peak_rss_gb": None}
+    merged = _peak_memory(CPU, earlier=gpu_before)
+    assert merged["peak_gpu_mem_allocated_gb"] == 3.0 and merged["peak_gpu_mem_reserved_gb"] is None
+    assert merged["peak_rss_gb"] is not None and merged["peak_rss_gb"] > 0  # this process's own
 
 
 def test_gradient_checkpointing_on_transformers_5_17():

@@ -194,7 +194,7 @@ def test_minilm_full_finetuning_learns(tmp_path, imdb_dir, minilm_path):
 
 
 def test_slurm_profile_dry_run(fixed_study):
-    """The cluster profile plans the same jobs (no sbatch needed for a dry run)."""
+    """The cluster profile parses and plans the edited study's new runs (a dry run needs no sbatch)."""
     workdir, configs, _ = fixed_study
     edited = overlay(workdir, "slurm-edit", {"seeds": [0, 1]})
     command = [
@@ -203,7 +203,9 @@ def test_slurm_profile_dry_run(fixed_study):
         "--workflow-profile", "none", "--configfile", str(REPO_ROOT / "config" / "config.yaml"),
         *map(str, configs), str(edited),
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"^finetune\s+5\s*$", result.stdout, flags=re.M), result.stdout[-2000:]
 

@@ -109,7 +109,7 @@ from ftcompare.config import ConfigError  # noqa: E402
 from ftcompare.workflow_support import preflight  # noqa: E402
 
 
-def study(tmp_path: Path, *, source: str = "parquet", train: Path | None = None, test: Path | None = None,
+def study(*, source: str = "parquet", train: Path | None = None, test: Path | None = None,
           model: str = "roberta-base", max_length: int = 512) -> dict[str, Any]:  # fmt: skip
     return {
         "data": {"source": source, "train": str(train) if train else None, "test": str(test) if test else None,
@@ -137,47 +137,47 @@ def model_folder(path: Path, *, weights: bool = True, **config: Any) -> Path:
 def test_preflight_accepts_good_local_sources(tmp_path: Path) -> None:
     data = parquet(tmp_path / "d.parquet", text=["a"], label=[0])
     model = model_folder(tmp_path / "m", model_type="roberta", max_position_embeddings=514, pad_token_id=1)
-    preflight(study(tmp_path, train=data, test=data, model=str(model), max_length=512))
+    preflight(study(train=data, test=data, model=str(model), max_length=512))
 
 
 def test_preflight_leaves_hub_sources_to_the_jobs(tmp_path: Path) -> None:
-    preflight(study(tmp_path, source="hub"))
+    preflight(study(source="hub"))
 
 
 def test_preflight_names_missing_columns(tmp_path: Path) -> None:
     good = parquet(tmp_path / "good.parquet", text=["a"], label=[0])
     bad = parquet(tmp_path / "bad.parquet", review=["a"], label=[0])
     with pytest.raises(ConfigError, match=r"data.test = .*bad.parquet' has no column\(s\) \['text'\]; it has \['review', 'label'\]"):
-        preflight(study(tmp_path, train=good, test=bad))
+        preflight(study(train=good, test=bad))
 
 
 def test_preflight_rejects_non_utf8_csv(tmp_path: Path) -> None:
     bad = tmp_path / "latin1.csv"
     bad.write_bytes("t\xe9xt,label\ncaf\xe9,0\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="is not valid UTF-8"):
-        preflight(study(tmp_path, source="csv", train=bad, test=bad))
+        preflight(study(source="csv", train=bad, test=bad))
 
 
 def test_preflight_rejects_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.train = '.*nope.parquet' does not exist"):
-        preflight(study(tmp_path, train=tmp_path / "nope.parquet", test=tmp_path / "nope.parquet"))
+        preflight(study(train=tmp_path / "nope.parquet", test=tmp_path / "nope.parquet"))
 
 
 def test_preflight_rejects_a_model_folder_without_weights(tmp_path: Path) -> None:
     data = parquet(tmp_path / "d.parquet", text=["a"], label=[0])
     model = model_folder(tmp_path / "m", weights=False, model_type="bert", max_position_embeddings=512)
     with pytest.raises(ConfigError, match="has no weights; expected one of"):
-        preflight(study(tmp_path, train=data, test=data, model=str(model)))
+        preflight(study(train=data, test=data, model=str(model)))
 
 
 def test_preflight_rejects_max_length_above_the_position_limit(tmp_path: Path) -> None:
     data = parquet(tmp_path / "d.parquet", text=["a"], label=[0])
     model = model_folder(tmp_path / "m", model_type="roberta", max_position_embeddings=514, pad_token_id=1)
     with pytest.raises(ConfigError, match=r"training.max_length = 513 exceeds .* \(512 tokens"):
-        preflight(study(tmp_path, train=data, test=data, model=str(model), max_length=513))
+        preflight(study(train=data, test=data, model=str(model), max_length=513))
 
 
 def test_preflight_rejects_an_incomplete_aclimdb_folder(tmp_path: Path) -> None:
     (tmp_path / "aclImdb" / "train").mkdir(parents=True)
     with pytest.raises(ConfigError, match="no test/ folder"):
-        preflight(study(tmp_path, source="aclimdb", train=tmp_path / "aclImdb"))
+        preflight(study(source="aclimdb", train=tmp_path / "aclImdb"))
