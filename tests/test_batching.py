@@ -8,7 +8,10 @@ import torch
 
 from ftcompare.batching import (
     GROUP_WINDOW_BATCHES,
+    IGNORED_LABEL,
     TokenizedSplit,
+    TrainBatching,
+    bucket_rows,
     collate,
     epoch_batches,
     eval_batches,
@@ -171,6 +174,79 @@ def test_review_wider_than_the_budget_is_an_error() -> None:
     with pytest.raises(ValueError, match="exceeds max_tokens = 64"):
         epoch_batches(np.array([10, 70, 3]), batch_size=4, seed=0, epoch=0, group_by_length=True, max_tokens=64,
                       pad_to_multiple_of=8)  # fmt: skip
+
+
+# --- buckets -------------------------------------------------------------------------------
+
+
+def bucketed(lengths: np.ndarray, *, seed: int = 0, epoch: int = 0, max_tokens: int | None = 4096) -> list[np.ndarray]:
+    return epoch_batches(lengths, batch_size=64, seed=seed, epoch=epoch, group_by_length=True, max_tokens=max_tokens,
+                         pad_to_multiple_of=8, bucket_width=32)  # fmt: skip
+
+
+def test_buckets_give_each_width_one_review_count(lengths: np.ndarray) -> None:
+    batches = bucketed(lengths)
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(len(lengths)))
+    widths = np.array([padded_width(lengths[b].max(), 32) for b in batches])
+    assert set(widths.tolist()) <= set(range(32, 513, 32))
+    for width in set(widths.tolist()):
+        sizes = sorted(len(b) for b, w in zip(batches, widths) if w == width)
+        rows = bucket_rows(width, batch_size=64, max_tokens=4096)
+        assert rows == min(64, 4096 // width)
+        assert sizes[1:] == [rows] * (len(sizes) - 1) and 1 <= sizes[0] <= rows  # only one short batch per width
+        # A batch holds only reviews of its bucket: none would fit a narrower one.
+        for b, w in zip(batches, widths):
+            if w == width:
+                assert lengths[b].min() > width - 32
+    assert all(padded_tokens(b, lengths, 32) <= 4096 for b in batches)
+
+
+def test_buckets_are_shuffled_and_deterministic(lengths: np.ndarray) -> None:
+    first, again, other = bucketed(lengths, epoch=1), bucketed(lengths, epoch=1), bucketed(lengths, epoch=2)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert {frozenset(b.tolist()) for b in first} != {frozenset(b.tolist()) for b in other}
+    maxima = np.array([lengths[b].max() for b in first])
+    assert not np.all(np.diff(maxima) <= 0) and not np.all(np.diff(maxima) >= 0)
+
+
+def test_buckets_without_a_budget_hold_batch_size_reviews(lengths: np.ndarray) -> None:
+    batches = bucketed(lengths, max_tokens=None)
+    assert max(len(b) for b in batches) == 64
+    assert sum(len(b) < 64 for b in batches) <= 512 // 32  # one short batch per width at most
+
+
+def test_bucketed_collate_tops_batches_up_to_one_shape() -> None:
+    split = make_split([30, 40, 50, 200], labels=[1, 0, 1, 1])
+    batching = TrainBatching(batch_size=64, max_tokens=256, group_by_length=True, pad_to_multiple_of=8, bucket_width=32)
+    batch = batching.collate(split, np.array([1, 2]), pad_token_id=PAD)  # width 64: 256 // 64 = 4 rows
+    assert batch["input_ids"].shape == (4, 64) and batching.rows(split.lengths, np.array([1, 2])) == 4
+    assert batch["labels"].tolist() == [0, 1, IGNORED_LABEL, IGNORED_LABEL]
+    # Filler rows attend to one pad token (a row attending to nothing would make attention NaN).
+    assert batch["attention_mask"][2:].sum(dim=1).tolist() == [1, 1]
+    assert batch["input_ids"][2:].eq(PAD).all()
+    assert batch["attention_mask"][:2].sum(dim=1).tolist() == [40, 50]
+    assert batching.collate(split, np.array([3]), pad_token_id=PAD)["input_ids"].shape == (1, 224)
+    with pytest.raises(ValueError, match="rows = 1 cannot hold a batch of 2 reviews"):
+        collate(split, np.array([0, 1]), pad_token_id=PAD, pad_to_multiple_of=8, rows=1)
+
+
+def test_filler_rows_change_neither_loss_nor_gradients(tiny_roberta) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_roberta), attn_implementation="sdpa").eval()
+    split = make_split([20, 25, 31], labels=[1, 0, 1])
+    split = TokenizedSplit(input_ids=[ids % 900 + 5 for ids in split.input_ids], labels=split.labels, lengths=split.lengths)
+    outcomes = []
+    for rows in (None, 8):
+        model.zero_grad()
+        batch = collate(split, np.arange(3), pad_token_id=PAD, pad_to_multiple_of=32, rows=rows)
+        loss = model(**batch).loss
+        loss.backward()
+        outcomes.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (plain_loss, plain_grads), (filled_loss, filled_grads) = outcomes
+    assert filled_loss == pytest.approx(plain_loss, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain_grads, filled_grads, strict=True))
 
 
 # --- eval_batches -------------------------------------------------------------------------

@@ -343,6 +343,31 @@ def test_token_budget_too_small_or_wrong_type(
         assert "max_length = 512" in message and "use at least 512" in message
 
 
+@pytest.mark.parametrize(
+    ("training", "expected"),
+    [
+        ({"cuda_graphs": True, "bucket_width": None}, "training.cuda_graphs = true needs training.bucket_width"),
+        ({"bucket_width": 32, "group_by_length": False}, "training.bucket_width = 32 groups reviews by length"),
+        ({"cuda_graphs": True, "bucket_width": 32, "compile": True}, "cuda_graphs and training.compile cannot both"),
+        ({"bucket_width": 4}, "training.bucket_width = 4: 4 is less than the minimum of 8"),
+        # Buckets round the widest review up to a bucket: 500 tokens in buckets of 96 is 576 wide.
+        ({"max_length": 500, "bucket_width": 96, "max_tokens_per_batch": 512},
+         "cannot hold one review of training.max_length = 500 tokens (576 padded to a multiple of 96)"),
+    ],
+)
+def test_batch_shape_settings_that_cannot_work(base_config: dict[str, Any], training: dict, expected: str) -> None:
+    base_config["training"].update(training)
+    assert expected in error_of(base_config)
+
+
+def test_bucket_settings_reach_the_run(base_config: dict[str, Any]) -> None:
+    spec = resolve_run(validate_config(base_config), strategy="lora", seed=0)
+    assert (spec.bucket_width, spec.cuda_graphs) == (32, True)  # the defaults
+    base_config["training"].update(bucket_width=None, cuda_graphs=False)
+    spec = resolve_run(validate_config(base_config), strategy="lora", seed=0)
+    assert spec.bucket_width is None and spec.cuda_graphs is False
+
+
 def test_run_spec_round_trips_and_rejects_unknown_keys(base_config: dict[str, Any]) -> None:
     spec = resolve_run(validate_config(base_config), strategy="qlora", seed=2)
     assert RunSpec.from_dict(spec.to_dict()) == spec

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ftcompare import checkpoint as ckpt
-from ftcompare import models, training
+from ftcompare import models, steps, training
 from ftcompare.batching import epoch_batches, load_tokenized
 from ftcompare.config import load_yaml, resolve_run, validate_config
 from ftcompare.models import (
@@ -28,7 +28,8 @@ from ftcompare.models import (
     max_sequence_length,
     resolve_precision,
 )
-from ftcompare.training import _peak_memory, finetune
+from ftcompare.steps import peak_memory
+from ftcompare.training import finetune
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -137,7 +138,14 @@ def test_gradient_checkpointing_trains_to_the_same_numbers(tiny_roberta, tiny_to
     assert turned_on == [1]  # the run really recomputed
     assert plain.status == checkpointed.status == "ok", (plain.reason, checkpointed.reason)
     assert [p["loss"] for p in checkpointed.loss_curve] == pytest.approx([p["loss"] for p in plain.loss_curve], rel=1e-5)
-    assert checkpointed.val_curve == pytest.approx(plain.val_curve, rel=1e-5)
+    assert_curves_close(checkpointed.val_curve, plain.val_curve)
+
+
+def assert_curves_close(actual: list[dict], expected: list[dict], rel: float = 1e-5) -> None:
+    """Curve points (flat dicts of numbers) equal to `rel`; pytest.approx takes no nested data."""
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected):
+        assert got == pytest.approx(want, rel=rel)
 
 
 def run(spec, tokenized, tmp_path: Path, name: str):
@@ -193,13 +201,13 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenize
 
     # The rerun is a new process whose own peak is tiny: the record must keep the earlier one.
     fresh_process = types.SimpleNamespace(ru_maxrss=1)  # KiB
-    monkeypatch.setattr(training.resource, "getrusage", lambda who: fresh_process)
+    monkeypatch.setattr(steps.resource, "getrusage", lambda who: fresh_process)
     with caplog.at_level(logging.WARNING, logger="ftcompare.training"):
         resumed = run(spec, tiny_tokenized, tmp_path, "killed")
     assert resumed.metrics["peak_rss_gb"] == saved_peak
     assert "resumed from step 21" in caplog.text
     assert resumed.metrics["resumed_from_steps"] == [21]
-    assert resumed.val_curve == pytest.approx(uninterrupted.val_curve, rel=1e-5)
+    assert_curves_close(resumed.val_curve, uninterrupted.val_curve)
     assert [p["loss"] for p in resumed.loss_curve] == pytest.approx(
         [p["loss"] for p in uninterrupted.loss_curve], rel=1e-5
     )
@@ -214,14 +222,14 @@ def test_token_budget_sets_steps_and_learning_rate(tiny_roberta, tiny_tokenized,
                       pad_to_multiple_of=8)  # fmt: skip
         for epoch in range(2)
     ]
-    steps = sum(len(batches) for batches in plan)
-    assert steps > 2 * 25  # the budget binds: more, smaller steps than fixed batches of 16
+    n_steps = sum(len(batches) for batches in plan)
+    assert n_steps > 2 * 25  # the budget binds: more, smaller steps than fixed batches of 16
 
     result = run(spec, tiny_tokenized, tmp_path, "budget")
     assert result.status == "ok", result.reason
     metrics = result.metrics
-    assert metrics["optimizer_steps"] == steps
-    assert metrics["mean_reviews_per_step"] == pytest.approx(2 * len(lengths) / steps)
+    assert metrics["optimizer_steps"] == n_steps
+    assert metrics["mean_reviews_per_step"] == pytest.approx(2 * len(lengths) / n_steps)
     # The rate follows the mean batch, not the cap of 16 reviews.
     assert metrics["effective_learning_rate"] == pytest.approx(
         spec.learning_rate * (metrics["mean_reviews_per_step"] / spec.lr_reference_batch_size) ** 0.5
@@ -235,13 +243,13 @@ def test_token_budget_sets_steps_and_learning_rate(tiny_roberta, tiny_tokenized,
 
 def test_peak_memory_keeps_the_earlier_processes_peak():
     earlier = {"peak_gpu_mem_allocated_gb": None, "peak_gpu_mem_reserved_gb": None, "peak_rss_gb": 1e6}
-    assert _peak_memory(CPU, earlier=earlier)["peak_rss_gb"] == 1e6
-    now = _peak_memory(CPU)["peak_rss_gb"]
+    assert peak_memory(CPU, earlier=earlier)["peak_rss_gb"] == 1e6
+    now = peak_memory(CPU)["peak_rss_gb"]
     assert 0 < now < 1e6
-    assert _peak_memory(CPU, earlier=None)["peak_gpu_mem_allocated_gb"] is None
+    assert peak_memory(CPU, earlier=None)["peak_gpu_mem_allocated_gb"] is None
     # An earlier process's GPU peak is kept where this one has none; missing ones stay missing.
     gpu_before = {"peak_gpu_mem_allocated_gb": 3.0, "peak_gpu_mem_reserved_gb": None, "peak_rss_gb": None}
-    merged = _peak_memory(CPU, earlier=gpu_before)
+    merged = peak_memory(CPU, earlier=gpu_before)
     assert merged["peak_gpu_mem_allocated_gb"] == 3.0 and merged["peak_gpu_mem_reserved_gb"] is None
     assert merged["peak_rss_gb"] is not None and merged["peak_rss_gb"] > 0  # this process's own
 

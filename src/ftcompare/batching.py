@@ -10,6 +10,12 @@ A token budget (`max_tokens`, padded tokens per batch) bounds memory by what a b
 really holds, not by its review count: batches of short reviews grow up to `batch_size`
 reviews while batches of long ones shrink, so the budget, not the review count, sets
 the peak of training (and of the validation inside it).
+
+Buckets (`bucket_width`) go one step further for CUDA graphs: widths are multiples of
+`bucket_width` and every batch of one width holds the same number of reviews (the
+budget's share for that width; the last batch of each width is topped up with filler
+rows that the loss ignores), so an epoch has at most max_length / bucket_width batch
+shapes, each of which can be recorded once and replayed.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,6 +93,11 @@ def padded_width(longest: int, pad_to_multiple_of: int) -> int:
     return -(-int(longest) // pad_to_multiple_of) * pad_to_multiple_of
 
 
+def bucket_rows(width: int, *, batch_size: int, max_tokens: int | None) -> int:
+    """Reviews in every batch of padded width `width` when batching by buckets."""
+    return batch_size if max_tokens is None else max(1, min(batch_size, max_tokens // width))
+
+
 def epoch_batches(
     lengths: np.ndarray,
     *,
@@ -95,14 +107,19 @@ def epoch_batches(
     group_by_length: bool,
     max_tokens: int | None = None,
     pad_to_multiple_of: int = 1,
+    bucket_width: int | None = None,
 ) -> list[np.ndarray]:
     """Index arrays of one epoch's batches, in training order; deterministic in (seed, epoch).
 
     A batch holds at most `batch_size` reviews and, if `max_tokens` is set, at most that
     many tokens once padded (reviews x longest length rounded up to `pad_to_multiple_of`).
+    With `bucket_width` (which groups by length by itself), see `_bucket_batches`.
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
+    if bucket_width is not None:
+        return _bucket_batches(order, lengths, rng=rng, batch_size=batch_size, max_tokens=max_tokens,
+                               bucket_width=bucket_width)  # fmt: skip
     if not group_by_length:
         return _cut(order, lengths, batch_size=batch_size, max_tokens=max_tokens, multiple=pad_to_multiple_of)
     window = batch_size * GROUP_WINDOW_BATCHES
@@ -113,6 +130,30 @@ def epoch_batches(
         # per window so that no batch mixes one window's shortest with the next's longest.
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
         batches += _cut(chunk, lengths, batch_size=batch_size, max_tokens=max_tokens, multiple=pad_to_multiple_of)
+    rng.shuffle(batches)  # the list order, not the batches' contents
+    return batches
+
+
+def _bucket_batches(
+    order: np.ndarray,
+    lengths: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    batch_size: int,
+    max_tokens: int | None,
+    bucket_width: int,
+) -> list[np.ndarray]:
+    """Reviews of one padded width (a multiple of `bucket_width`) in random order, cut into
+    batches of `bucket_rows(width)`; then all batches shuffled. Only the last batch of each
+    width is short."""
+    widths = -(-lengths[order] // bucket_width) * bucket_width
+    if max_tokens is not None and len(widths) and widths.max() > max_tokens:
+        raise ValueError(f"a review of {int(widths.max())} padded tokens exceeds max_tokens = {max_tokens}")
+    batches = []
+    for width in np.unique(widths).tolist():
+        members = order[widths == width]  # keeps the epoch's random order
+        rows = bucket_rows(width, batch_size=batch_size, max_tokens=max_tokens)
+        batches += [members[i : i + rows] for i in range(0, len(members), rows)]
     rng.shuffle(batches)  # the list order, not the batches' contents
     return batches
 
@@ -147,13 +188,25 @@ def eval_batches(
     return _cut(order, lengths, batch_size=batch_size, max_tokens=max_tokens, multiple=pad_to_multiple_of)
 
 
+IGNORED_LABEL = -100  # what the models' cross-entropy skips: filler rows add nothing to loss or gradient
+
+
 def collate(
-    split: TokenizedSplit, indices: np.ndarray, *, pad_token_id: int, pad_to_multiple_of: int
+    split: TokenizedSplit, indices: np.ndarray, *, pad_token_id: int, pad_to_multiple_of: int, rows: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """Pad one batch to its longest member, rounded up to `pad_to_multiple_of`."""
+    """Pad one batch to its longest member, rounded up to `pad_to_multiple_of`.
+
+    `rows` tops the batch up to that many rows with filler: one attended pad token (a row
+    with nothing attended would make attention NaN) and the ignored label."""
     width = padded_width(split.lengths[indices].max(), pad_to_multiple_of)
-    input_ids = np.full((len(indices), width), pad_token_id, dtype=np.int64)
-    attention_mask = np.zeros((len(indices), width), dtype=np.int64)
+    rows = len(indices) if rows is None else rows
+    if rows < len(indices):
+        raise ValueError(f"rows = {rows} cannot hold a batch of {len(indices)} reviews")
+    input_ids = np.full((rows, width), pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((rows, width), dtype=np.int64)
+    attention_mask[len(indices) :, 0] = 1
+    labels = np.full(rows, IGNORED_LABEL, dtype=np.int64)
+    labels[: len(indices)] = split.labels[indices]
     for row, index in enumerate(indices):
         ids = split.input_ids[index]
         input_ids[row, : len(ids)] = ids
@@ -161,5 +214,45 @@ def collate(
     return {
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": torch.from_numpy(attention_mask),
-        "labels": torch.from_numpy(split.labels[indices]),
+        "labels": torch.from_numpy(labels),
     }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainBatching:
+    """How one run cuts and pads its training batches: the settings of `epoch_batches` and
+    `collate` in one place, for the training loop and the bench alike."""
+
+    batch_size: int
+    max_tokens: int | None
+    group_by_length: bool
+    pad_to_multiple_of: int
+    bucket_width: int | None = None
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> TrainBatching:  # a config.RunSpec
+        return cls(batch_size=spec.batch_size, max_tokens=spec.max_tokens_per_batch,
+                   group_by_length=spec.group_by_length, pad_to_multiple_of=spec.pad_to_multiple_of,
+                   bucket_width=spec.bucket_width)  # fmt: skip
+
+    @property
+    def multiple(self) -> int:
+        return self.bucket_width or self.pad_to_multiple_of
+
+    def epoch(self, lengths: np.ndarray, *, seed: int, epoch: int) -> list[np.ndarray]:
+        return epoch_batches(lengths, batch_size=self.batch_size, seed=seed, epoch=epoch,
+                             group_by_length=self.group_by_length, max_tokens=self.max_tokens,
+                             pad_to_multiple_of=self.pad_to_multiple_of, bucket_width=self.bucket_width)  # fmt: skip
+
+    def width(self, lengths: np.ndarray, indices: np.ndarray) -> int:
+        return padded_width(lengths[indices].max(), self.multiple)
+
+    def rows(self, lengths: np.ndarray, indices: np.ndarray) -> int:
+        """Rows of the collated batch: its reviews, or with buckets its width's fixed count."""
+        if self.bucket_width is None:
+            return len(indices)
+        return bucket_rows(self.width(lengths, indices), batch_size=self.batch_size, max_tokens=self.max_tokens)
+
+    def collate(self, split: TokenizedSplit, indices: np.ndarray, *, pad_token_id: int) -> dict[str, torch.Tensor]:
+        return collate(split, indices, pad_token_id=pad_token_id, pad_to_multiple_of=self.multiple,
+                       rows=self.rows(split.lengths, indices))  # fmt: skip

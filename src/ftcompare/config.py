@@ -49,9 +49,12 @@ DEFAULTS: dict[str, Any] = {
         "max_grad_norm": 1.0,
         "lr_reference_batch_size": 32,
         "eval_batch_size": 256,
+        "eval_max_tokens_per_batch": 16384,
         "precision": "auto",
         "group_by_length": True,
         "pad_to_multiple_of": 8,
+        "bucket_width": 32,
+        "cuda_graphs": True,
         "compile": False,
         "log_every_steps": 20,
         "checkpoint_every_minutes": 10.0,
@@ -110,6 +113,9 @@ class RunSpec:
     # records written then still load.
     max_tokens_per_batch: int | None = None
     gradient_checkpointing: bool = False
+    bucket_width: int | None = None
+    cuda_graphs: bool = False
+    eval_max_tokens_per_batch: int | None = None
     lr_reference_batch_size: int
     eval_batch_size: int
     precision: str
@@ -206,16 +212,39 @@ def validate_config(config: Mapping[str, Any], *, schema_path: str | Path = SCHE
         name: _resolve_strategy_entry(name, entry) for name, entry in config["strategies"].items()
     }
     _check_data_paths(resolved["data"])
+    _check_batch_shapes(resolved["training"])
     _check_token_budgets(resolved)
     return resolved
+
+
+def _check_batch_shapes(training: Mapping[str, Any]) -> None:
+    if training["bucket_width"] is not None and not training["group_by_length"]:
+        raise ConfigError(
+            f"training.bucket_width = {training['bucket_width']} groups reviews by length, but "
+            "training.group_by_length = false: set bucket_width to null, or group_by_length to true"
+        )
+    if training["cuda_graphs"] and training["bucket_width"] is None:
+        raise ConfigError(
+            "training.cuda_graphs = true needs training.bucket_width (e.g. 32): without buckets every batch "
+            "width is its own shape, and each shape is one more graph to record"
+        )
+    if training["cuda_graphs"] and training["compile"]:
+        raise ConfigError("training.cuda_graphs and training.compile cannot both be true: choose one")
 
 
 def _check_token_budgets(config: Mapping[str, Any]) -> None:
     """Every token budget must hold one review of `max_length` tokens, padded."""
     training = config["training"]
-    multiple = training["pad_to_multiple_of"]
+    multiple = training["bucket_width"] or training["pad_to_multiple_of"]
     widest = -(-training["max_length"] // multiple) * multiple
     budgets = {"training.max_tokens_per_batch": training["max_tokens_per_batch"]}
+    eval_budget = training["eval_max_tokens_per_batch"]
+    eval_widest = -(-training["max_length"] // training["pad_to_multiple_of"]) * training["pad_to_multiple_of"]
+    if eval_budget is not None and eval_budget < eval_widest:
+        raise ConfigError(
+            f"training.eval_max_tokens_per_batch = {eval_budget} cannot hold one review of training.max_length = "
+            f"{training['max_length']} tokens ({eval_widest} padded): use at least {eval_widest}, or null for no budget"
+        )
     for name, entry in config["strategies"].items():
         if "max_tokens_per_batch" in entry:
             budgets[f"strategies.{name}.max_tokens_per_batch"] = entry["max_tokens_per_batch"]
@@ -273,9 +302,12 @@ def resolve_run(config: Mapping[str, Any], *, strategy: str, seed: int) -> RunSp
         max_length=training["max_length"],
         lr_reference_batch_size=training["lr_reference_batch_size"],
         eval_batch_size=training["eval_batch_size"],
+        eval_max_tokens_per_batch=training["eval_max_tokens_per_batch"],
         precision=training["precision"],
         group_by_length=training["group_by_length"],
         pad_to_multiple_of=training["pad_to_multiple_of"],
+        bucket_width=training["bucket_width"],
+        cuda_graphs=training["cuda_graphs"],
         compile=training["compile"],
         log_every_steps=training["log_every_steps"],
         checkpoint_every_minutes=training["checkpoint_every_minutes"],

@@ -16,8 +16,9 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from ftcompare.batching import load_tokenized
 from ftcompare.config import RunSpec
+from ftcompare.inference import predict_logits
 from ftcompare.models import load_trained, resolve_precision
-from ftcompare.training import predict_logits, select_device
+from ftcompare.steps import select_device
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ def evaluate(*, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: tor
             torch.cuda.synchronize(device)
         started = time.perf_counter()
         logits = predict_logits(
-            model, test, batch_size=spec.eval_batch_size, pad_token_id=data.pad_token_id,
+            model, test, batch_size=spec.eval_batch_size, max_tokens=spec.eval_max_tokens_per_batch,
+            pad_token_id=data.pad_token_id,
             pad_to_multiple_of=spec.pad_to_multiple_of, device=device, precision=precision,
         )  # fmt: skip  (predict_logits copies to the host at the end, so the clock is honest)
         eval_time = time.perf_counter() - started

@@ -28,16 +28,11 @@ import numpy as np
 import torch
 
 from ftcompare import checkpoint as ckpt
-from ftcompare.batching import TokenizedSplit, collate, epoch_batches, eval_batches, load_tokenized
+from ftcompare.batching import TrainBatching, load_tokenized
 from ftcompare.config import RunSpec
-from ftcompare.models import (
-    Precision,
-    StrategyUnavailable,
-    build_model,
-    count_parameters,
-    resolve_precision,
-    save_trained,
-)
+from ftcompare.inference import predict_logits, softmax_cross_entropy
+from ftcompare.models import Precision, StrategyUnavailable, build_model, count_parameters, resolve_precision, save_trained
+from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current_lr, peak_memory, select_device
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +55,6 @@ class TrainResult:
     loss_curve: list[dict[str, float]] = dataclasses.field(default_factory=list)
     val_curve: list[dict[str, float]] = dataclasses.field(default_factory=list)
     device: torch.device | None = None
-
-
-def select_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -104,101 +95,6 @@ def sigterm_requests_stop() -> Iterator[threading.Event]:
         yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def autocast(device: torch.device, precision: Precision):
-    if precision.autocast_dtype is None:
-        return torch.autocast(device_type=device.type, enabled=False)
-    return torch.autocast(device_type=device.type, dtype=precision.autocast_dtype)
-
-
-@torch.inference_mode()
-def predict_logits(
-    model: torch.nn.Module,
-    split: TokenizedSplit,
-    *,
-    batch_size: int,
-    pad_token_id: int,
-    pad_to_multiple_of: int,
-    device: torch.device,
-    precision: Precision,
-    max_tokens: int | None = None,
-) -> np.ndarray:
-    """Logits for every row of `split`, in the split's order (batches sorted by length).
-
-    `max_tokens` caps each batch's padded tokens as in training. Validation passes the
-    run's budget: it runs inside the training process, and an inference batch of
-    256 x 512 tokens would otherwise set the peak memory of a run whose training batches
-    are far smaller (QLoRA's). The evaluate job, a process of its own, does not."""
-    was_training = model.training
-    model.eval()
-    pieces: list[tuple[np.ndarray, torch.Tensor]] = []
-    batches = eval_batches(split.lengths, batch_size=batch_size, max_tokens=max_tokens,
-                           pad_to_multiple_of=pad_to_multiple_of)  # fmt: skip
-    for indices in batches:
-        batch = collate(split, indices, pad_token_id=pad_token_id, pad_to_multiple_of=pad_to_multiple_of)
-        with autocast(device, precision):
-            logits = model(
-                input_ids=batch["input_ids"].to(device, non_blocking=True),
-                attention_mask=batch["attention_mask"].to(device, non_blocking=True),
-            ).logits
-        pieces.append((indices, logits.float()))  # stays on the device: one copy at the end
-    model.train(was_training)
-    num_labels = pieces[0][1].shape[-1]
-    out = np.empty((len(split), num_labels), dtype=np.float32)
-    for indices, logits in pieces:
-        out[indices] = logits.cpu().numpy()
-    return out
-
-
-def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-log_probs[np.arange(len(labels)), labels].mean())
-
-
-def _optimizer(
-    trainable: list[tuple[str, torch.nn.Parameter]], spec: RunSpec, device: torch.device, *, learning_rate: float
-):
-    # No weight decay on biases and LayerNorm weights (the 1-d tensors), as in BERT/RoBERTa.
-    decay = [p for _, p in trainable if p.ndim >= 2]
-    no_decay = [p for _, p in trainable if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(
-        [g for g in groups if g["params"]],
-        lr=learning_rate,
-        fused=device.type == "cuda",  # one kernel for the whole update instead of several per tensor
-    )
-
-
-def _scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_ratio: float):
-    warmup = max(1, int(warmup_ratio * total_steps)) if warmup_ratio > 0 else 0
-
-    def factor(step: int) -> float:  # linear warm-up, then linear decay to zero
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _peak_memory(device: torch.device, *, earlier: dict[str, float | None] | None = None) -> dict[str, float | None]:
-    """This process's peaks so far, and the larger of them and `earlier` (the peaks of the
-    processes a resumed run ran in before, kept in its checkpoints)."""
-    # ru_maxrss is in KiB on Linux: the process's peak resident memory.
-    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-    peaks: dict[str, float | None] = {
-        "peak_gpu_mem_allocated_gb": None,
-        "peak_gpu_mem_reserved_gb": None,
-        "peak_rss_gb": rss_gb,
-    }
-    if device.type == "cuda":
-        peaks["peak_gpu_mem_allocated_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-        peaks["peak_gpu_mem_reserved_gb"] = torch.cuda.max_memory_reserved(device) / 1e9
-    for key, value in (earlier or {}).items():
-        if value is not None and key in peaks:
-            peaks[key] = value if peaks[key] is None else max(peaks[key], value)
-    return peaks
 
 
 def finetune(
@@ -255,14 +151,8 @@ def _train(
 
     # Every epoch's batches up front: the schedule needs the step count, which a token
     # budget makes depend on the lengths; (seed, epoch) fixes them, so a resume agrees.
-    plan = [
-        epoch_batches(
-            train.lengths, batch_size=spec.batch_size, seed=spec.seed, epoch=epoch,
-            group_by_length=spec.group_by_length, max_tokens=spec.max_tokens_per_batch,
-            pad_to_multiple_of=spec.pad_to_multiple_of,
-        )  # fmt: skip
-        for epoch in range(spec.epochs)
-    ]
+    batching = TrainBatching.from_spec(spec)
+    plan = [batching.epoch(train.lengths, seed=spec.seed, epoch=epoch) for epoch in range(spec.epochs)]
     total_steps = sum(len(batches) for batches in plan)
     reviews_per_step = len(train) * spec.epochs / total_steps
     learning_rate = spec.effective_learning_rate(
@@ -272,7 +162,6 @@ def _train(
     model = build_model(spec=spec, num_labels=data.num_labels, device=device, precision=precision)
     trainable_count, total_count = count_parameters(model)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    trainable_tensors = [p for _, p in trainable]
     log.info(
         "%s/seed%d on %s (%s): %s trainable of %s parameters, lr %.3g (%.1f reviews per step, at most %d%s)",
         spec.strategy, spec.seed, device, precision.name, f"{trainable_count:,}", f"{total_count:,}",
@@ -281,8 +170,10 @@ def _train(
     )  # fmt: skip
     forward = torch.compile(model, dynamic=True) if spec.compile else model
 
-    optimizer = _optimizer(trainable, spec, device, learning_rate=learning_rate)
-    scheduler = _scheduler(optimizer, total_steps=total_steps, warmup_ratio=spec.warmup_ratio)
+    graphs = spec.cuda_graphs and device.type == "cuda"
+    optimizer = build_optimizer(trainable, weight_decay=spec.weight_decay, learning_rate=learning_rate, device=device,
+                                capturable=graphs)  # fmt: skip
+    scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup_ratio=spec.warmup_ratio)
 
     state: dict[str, Any] = {
         "epoch": 0,
@@ -306,7 +197,7 @@ def _train(
 
     def save_checkpoint() -> None:
         started = time.perf_counter()
-        state["peak_memory"] = _peak_memory(device, earlier=state["peak_memory"])
+        state["peak_memory"] = peak_memory(device, earlier=state["peak_memory"])
         payload = {
             "spec": spec.to_dict(),
             "precision": precision.name,
@@ -320,6 +211,19 @@ def _train(
         state["checkpoint_time_s"] += time.perf_counter() - started
 
     model.train()
+    step_once = TrainStep(
+        model=forward, optimizer=optimizer, scheduler=scheduler, trainable=[p for _, p in trainable],
+        max_grad_norm=spec.max_grad_norm, device=device, precision=precision, cuda_graphs=graphs,
+    )  # fmt: skip
+    if graphs:
+        # Every batch shape the remaining epochs use, recorded before the first step; the
+        # time it takes counts as training time.
+        started = time.perf_counter()
+        shapes: dict[tuple[int, int], Any] = {}
+        for indices in (i for batches in plan[state["epoch"] :] for i in batches):
+            shapes.setdefault((batching.rows(train.lengths, indices), batching.width(train.lengths, indices)), indices)
+        step_once.prepare([batching.collate(train, i, pad_token_id=data.pad_token_id) for i in shapes.values()])
+        state["train_time_s"] += _elapsed(started, device)
     loss_sum = torch.zeros((), device=device)
     last_checkpoint = time.monotonic()
     while state["epoch"] < spec.epochs:
@@ -327,20 +231,8 @@ def _train(
         batches = plan[epoch]
         segment_start = time.perf_counter()
         for indices in batches[state["batch_in_epoch"] :]:
-            batch = collate(
-                train, indices, pad_token_id=data.pad_token_id, pad_to_multiple_of=spec.pad_to_multiple_of
-            )
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with autocast(device, precision):
-                loss = forward(**batch).loss
-            loss.backward()
-            if spec.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(trainable_tensors, spec.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            loss_sum += loss.detach()  # summed on the device: no host sync per step
+            loss_sum += step_once(batching.collate(train, indices, pad_token_id=data.pad_token_id))
+            # summed on the device: no host sync per step
             state["loss_count"] += 1
             state["batch_in_epoch"] += 1
             state["global_step"] += 1
@@ -350,7 +242,7 @@ def _train(
                 mean = (state["loss_sum"] + loss_sum.item()) / state["loss_count"]
                 epochs_done = epoch + state["batch_in_epoch"] / len(batches)
                 state["loss_curve"].append(
-                    {"step": step, "epoch": epochs_done, "loss": mean, "lr": scheduler.get_last_lr()[0]}
+                    {"step": step, "epoch": epochs_done, "loss": mean, "lr": current_lr(scheduler)}
                 )
                 log.info("step %d/%d epoch %.2f loss %.4f", step, total_steps, epochs_done, mean)
                 loss_sum.zero_()
@@ -395,6 +287,7 @@ def _train(
             save_checkpoint()  # every epoch boundary, whatever the time-based setting
             last_checkpoint = time.monotonic()
 
+    step_once.release()
     best = state["best"]
     with torch.no_grad():
         for name, param in trainable:
@@ -419,7 +312,8 @@ def _train(
         "trainable_pct": 100.0 * trainable_count / total_count,
         "adapter_size_mb": adapter_size_mb,
         "resumed_from_steps": state["resumed_from_steps"],
-        **_peak_memory(device, earlier=state["peak_memory"]),
+        "cuda_graphs": step_once.describe(),
+        **peak_memory(device, earlier=state["peak_memory"]),
     }
     if resumed:
         metrics["resumed"] = True

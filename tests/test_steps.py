@@ -1,0 +1,121 @@
+"""The training step: eager, and the CUDA-graph path's bookkeeping checked on the CPU.
+
+CUDA graphs themselves need a GPU (bench/gpu_check.sh runs them there). What the CPU can
+check is everything around the recording: gradients and Adam's state in fixed places,
+the rate as a tensor the scheduler fills, Adam's state created without moving a weight,
+the warm-up's random draws given back, and a failed recording falling back to eager
+steps. A stand-in recorder that replays by calling the step body does that here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from ftcompare.batching import TrainBatching, load_tokenized
+from ftcompare.models import build_model, resolve_precision
+from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current_lr
+from test_training import make_spec
+
+CPU = torch.device("cpu")
+
+
+class CallingRecorder:
+    """Stands in for CUDA graph recording on the CPU: warms up by calling, replays by calling."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.recorded = fail, 0
+
+    def warm(self, fn):
+        fn()
+
+    def release_cache(self):
+        pass
+
+    def capture(self, fn):
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        self.recorded += 1
+        return type("Replay", (), {"replay": staticmethod(fn)})()
+
+
+def train(spec, tokenized, *, steps: int, recorder=None):
+    """`steps` steps of bucketed batches; returns (losses, trainable weights, lr after)."""
+    precision = resolve_precision(requested="auto", method=spec.method, device=CPU)
+    data = load_tokenized(tokenized, splits=("train",))
+    split = data.splits["train"]
+    batching = TrainBatching.from_spec(spec)
+    batches = batching.epoch(split.lengths, seed=0, epoch=0)[:steps]
+    torch.manual_seed(0)
+    model = build_model(spec=spec, num_labels=2, device=CPU, precision=precision)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = build_optimizer(trainable, weight_decay=spec.weight_decay, learning_rate=1e-3, device=CPU,
+                                capturable=recorder is not None)  # fmt: skip
+    scheduler = build_scheduler(optimizer, total_steps=2 * steps, warmup_ratio=0.25)
+    step = TrainStep(model=model, optimizer=optimizer, scheduler=scheduler, trainable=[p for _, p in trainable],
+                     max_grad_norm=spec.max_grad_norm, device=CPU, precision=precision,
+                     cuda_graphs=recorder is not None, recorder=recorder)  # fmt: skip
+    model.train()
+    torch.manual_seed(1)  # dropout draws from here on
+    losses = [float(step(batching.collate(split, b, pad_token_id=data.pad_token_id))) for b in batches]
+    return losses, {n: p.detach().clone() for n, p in trainable}, current_lr(scheduler), step
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_replayed_steps_equal_eager_steps(tiny_roberta, tiny_tokenized, strategy):
+    spec = dataclasses.replace(make_spec(tiny_roberta, strategy, max_tokens_per_batch=512), bucket_width=16)
+    eager_losses, eager_weights, eager_lr, _ = train(spec, tiny_tokenized, steps=8)
+    recorder = CallingRecorder()
+    graph_losses, graph_weights, graph_lr, step = train(spec, tiny_tokenized, steps=8, recorder=recorder)
+    # Dropout is on: equal losses mean the warm-up's draws were given back and every
+    # replay drew what the eager step drew.
+    assert graph_losses == pytest.approx(eager_losses, rel=1e-5)
+    for name, weight in eager_weights.items():
+        torch.testing.assert_close(graph_weights[name], weight, rtol=1e-5, atol=1e-6, msg=name)
+    assert graph_lr == pytest.approx(eager_lr)
+    shapes = 4  # widths 16..64 in buckets of 16 at max_length 64
+    assert 1 <= recorder.recorded == step.graph_shapes <= shapes
+    assert step.describe() == {"requested": True, "used": True, "shapes": recorder.recorded, "fallback_reason": None}
+    assert not any(torch.equal(graph_weights[n], w) for n, w in train(spec, tiny_tokenized, steps=0)[1].items()
+                   if n.endswith("weight") and "classifier" in n)  # fmt: skip  (the steps did train)
+
+
+def test_adam_state_is_made_without_moving_a_weight(tiny_roberta, tiny_tokenized):
+    spec = dataclasses.replace(make_spec(tiny_roberta, "full", max_tokens_per_batch=512), bucket_width=16)
+    _, before, _, _ = train(spec, tiny_tokenized, steps=0)
+    _, after, _, step = train(spec, tiny_tokenized, steps=0, recorder=CallingRecorder())
+    step._prepare_graphs()
+    assert all(torch.equal(after[n], w) for n, w in before.items())
+    states = list(step.optimizer.state.values())
+    assert states and all(float(s["step"]) == 0 and not s["exp_avg"].any() for s in states)
+    assert all(isinstance(g["lr"], torch.Tensor) for g in step.optimizer.param_groups)
+
+
+def test_failed_recording_falls_back_to_eager_steps(tiny_roberta, tiny_tokenized):
+    spec = dataclasses.replace(make_spec(tiny_roberta, "lora", max_tokens_per_batch=512), bucket_width=16)
+    eager_losses, eager_weights, _, _ = train(spec, tiny_tokenized, steps=4)
+    losses, weights, _, step = train(spec, tiny_tokenized, steps=4, recorder=CallingRecorder(fail=True))
+    described = step.describe()
+    assert described["requested"] and not described["used"] and described["shapes"] == 0
+    assert "not permitted when stream is capturing" in described["fallback_reason"]
+    # The failed attempt's warm-up left no gradient behind and drew nothing that counts.
+    assert losses == pytest.approx(eager_losses, rel=1e-5)
+    for name, weight in eager_weights.items():
+        torch.testing.assert_close(weights[name], weight, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_graphs_are_not_used_on_a_cpu_without_a_recorder(tiny_roberta, tiny_tokenized):
+    spec = dataclasses.replace(make_spec(tiny_roberta, "lora", max_tokens_per_batch=512), bucket_width=16)
+    precision = resolve_precision(requested="auto", method="lora", device=CPU)
+    model = build_model(spec=spec, num_labels=2, device=CPU, precision=precision)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = build_optimizer(trainable, weight_decay=0.0, learning_rate=1e-3, device=CPU)
+    step = TrainStep(model=model, optimizer=optimizer, scheduler=None, trainable=[p for _, p in trainable],
+                     max_grad_norm=None, device=CPU, precision=precision, cuda_graphs=True)  # fmt: skip
+    data = load_tokenized(tiny_tokenized, splits=("train",))
+    batching = TrainBatching.from_spec(spec)
+    loss = step(batching.collate(data.splits["train"], np.arange(4), pad_token_id=data.pad_token_id))
+    assert torch.isfinite(loss) and step.describe()["used"] is False and step.describe()["fallback_reason"] is None
