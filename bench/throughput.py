@@ -16,12 +16,11 @@ for each strategy (full, lora, qlora, ia3):
   gradient checkpointing), as the notebook did.
 - the *workflow* recipe: what `ftcompare.training._train` does with config/config.yaml
   (validated by `validate_config`, resolved by `resolve_run`): `resolve_precision`
-  (bf16 autocast on CUDA, bf16 frozen base for adapters), length-grouped batches from
-  `epoch_batches` padded by `collate` to a multiple of 8, the configured batch size,
-  `_optimizer` (fused AdamW on CUDA) with `_scheduler` and gradient clipping, and
-  evaluation through `predict_logits` (length-sorted `eval_batch_size` batches under
-  inference_mode). The step loop below mirrors `_train`'s inner loop line for line;
-  `_train` itself needs a tokenized dataset on disk and writes checkpoints.
+  (bf16 autocast on CUDA, bf16 frozen base for adapters), batches cut and padded by
+  `TrainBatching` (token budget, buckets), `build_optimizer` (fused AdamW on CUDA) with
+  `build_scheduler`, and the training loop's own step, `ftcompare.steps.TrainStep`
+  (eager, or CUDA graphs recorded per batch shape); evaluation through `predict_logits`
+  within the evaluate job's limits. `--variant` measures other settings beside it.
 
 The model is roberta-base's exact shape with RANDOM weights (no download): a
 `RobertaConfig` saved to a temporary folder and loaded through the library's
@@ -143,11 +142,12 @@ def _allow_missing_jsonschema() -> bool:
 JSONSCHEMA_STUBBED = _allow_missing_jsonschema()
 
 from ftcompare import models  # noqa: E402
-from ftcompare.batching import TokenizedSplit, collate, epoch_batches, eval_batches, padded_width  # noqa: E402
-from ftcompare.config import RunSpec, load_yaml, resolve_run, validate_config  # noqa: E402
+from ftcompare.batching import TokenizedSplit, TrainBatching, collate, eval_batches, padded_width  # noqa: E402
+from ftcompare.config import ConfigError, RunSpec, load_yaml, resolve_run, validate_config  # noqa: E402
+from ftcompare.inference import predict_logits  # noqa: E402
 from ftcompare.models import Precision, StrategyUnavailable, build_model, count_parameters, resolve_precision  # noqa: E402
 from ftcompare.provenance import package_versions  # noqa: E402
-from ftcompare.training import _optimizer, _peak_memory, _scheduler, autocast, predict_logits, select_device  # noqa: E402
+from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, peak_memory, select_device  # noqa: E402
 
 FP32 = Precision(autocast_dtype=None, base_dtype=torch.float32)
 
@@ -178,6 +178,15 @@ class Memory:
     allocated_gb: float | None
     reserved_gb: float | None
     rss_delta_gb: float | None
+    # Allocated and reserved before the block (after a collection and emptying the cache):
+    # what an earlier recipe in this process left behind. The table shows peak - baseline.
+    baseline_gb: float | None = None
+    reserved_baseline_gb: float | None = None
+
+    def own(self) -> tuple[float | None, float | None]:
+        if self.allocated_gb is None:
+            return None, None
+        return self.allocated_gb - (self.baseline_gb or 0.0), self.reserved_gb - (self.reserved_baseline_gb or 0.0)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -192,6 +201,9 @@ class RecipeResult:
     padding: str
     optimizer: str
     compiled: bool
+    cuda_graphs: bool  # steps replayed as CUDA graphs (False also when recording failed)
+    graph_fallback: str | None  # why recording failed, if it did
+    setup_s: float  # one-time cost per run beyond the steps (recording graphs, compiling)
     gradient_checkpointing: bool
     trainable_params: int
     total_params: int
@@ -209,20 +221,26 @@ class RecipeResult:
     eval_tokens_per_s: float
     projected_train_s: float
     projected_eval_s: float
-    memory: Memory
+    memory: Memory  # training: build, warm-up (graph recording) and the timed steps
+    eval_memory: Memory  # evaluation, after training's tensors are gone (as in the evaluate job)
     mfu: float | None
 
     @property
     def projected_s(self) -> float:
-        return self.projected_train_s + self.projected_eval_s
+        return self.projected_train_s + self.projected_eval_s + self.setup_s
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StrategyResult:
     strategy: str
     reference: RecipeResult | None
-    workflow: RecipeResult | None
+    variants: dict[str, RecipeResult] = dataclasses.field(default_factory=dict)  # in --variant order
     skipped: str | None = None
+
+    @property
+    def workflow(self) -> RecipeResult | None:
+        """The first variant: the config's own settings unless --variant says otherwise."""
+        return next(iter(self.variants.values()), None)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -254,9 +272,12 @@ def bpe_lengths(*, parquet: Path, seed: int, train_reviews: int = 3000, vocab_si
 
 def study_lengths(*, imdb: Path | None, count: int, max_length: int, scale: float, seed: int) -> Lengths:
     if imdb is not None:
-        progress(f"training a byte-level BPE on {imdb} and tokenizing every review")
-        raw = bpe_lengths(parquet=imdb, seed=seed)
-        source = f"{imdb} (byte-level BPE, vocab 8000)"
+        if imdb.suffix == ".npy":  # lengths saved by --save-lengths where the text was
+            raw = np.load(imdb).astype(np.int64)
+        else:
+            progress(f"training a byte-level BPE on {imdb} and tokenizing every review")
+            raw = bpe_lengths(parquet=imdb, seed=seed)
+        source = f"{imdb.name} (byte-level BPE, vocab 8000)"
         rng = np.random.default_rng(seed + 1)
         train = raw[rng.permutation(len(raw))[:count]]
         test = raw[rng.permutation(len(raw))[:count]]  # IMDB test lengths follow train's closely
@@ -342,9 +363,12 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         gc.collect()
+        self._baseline = self._reserved_baseline = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()  # so `reserved` is this recipe's, not the last one's
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._baseline = torch.cuda.memory_allocated(self.device) / 1e9
+            self._reserved_baseline = torch.cuda.memory_reserved(self.device) / 1e9
         self._start_rss = self._peak_rss = self._rss()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -354,9 +378,10 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         rss = (max(self._peak_rss, self._rss()) - self._start_rss) / 1e9 if self._start_rss else None
-        gpu = _peak_memory(self.device)  # as a run records it (None on CPU)
+        gpu = peak_memory(self.device)  # as a run records it (None on CPU)
         self.result = Memory(
-            allocated_gb=gpu["peak_gpu_mem_allocated_gb"], reserved_gb=gpu["peak_gpu_mem_reserved_gb"], rss_delta_gb=rss
+            allocated_gb=gpu["peak_gpu_mem_allocated_gb"], reserved_gb=gpu["peak_gpu_mem_reserved_gb"], rss_delta_gb=rss,
+            baseline_gb=self._baseline, reserved_baseline_gb=self._reserved_baseline,
         )
 
 
@@ -384,34 +409,12 @@ def measure_peak(*, device: torch.device) -> Peak:
     return Peak(device_name=name, tflops=2 * n**3 / seconds / 1e12, what=f"{n}^3 {str(dtype).removeprefix('torch.')} matmul")
 
 
-def train_steps(
-    *,
-    forward: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    trainable: list[torch.nn.Parameter],
-    split: TokenizedSplit,
-    batches: list[np.ndarray],
-    pad_to_multiple_of: int,
-    max_grad_norm: float | None,
-    device: torch.device,
-    precision: Precision,
-) -> None:
-    """The body of `ftcompare.training._train`'s step loop (minus logging and checkpoints)."""
+def train_steps(*, step: TrainStep, batching: TrainBatching, split: TokenizedSplit, batches: list[np.ndarray],
+                device: torch.device) -> None:
+    """The training loop's own step (`ftcompare.steps.TrainStep`) over `batches`."""
     loss_sum = torch.zeros((), device=device)
     for indices in batches:
-        batch = collate(split, indices, pad_token_id=PAD_TOKEN_ID, pad_to_multiple_of=pad_to_multiple_of)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast(device, precision):
-            loss = forward(**batch).loss
-        loss.backward()
-        if max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum += loss.detach()  # summed on the device, as the workflow does: no sync per step
+        loss_sum += step(batching.collate(split, indices, pad_token_id=PAD_TOKEN_ID))  # no sync per step, as in training
     sync(device)
 
 
@@ -462,33 +465,36 @@ def run_recipe(
     model_config: Any,
     peak: Peak,
 ) -> RecipeResult:
-    """Build the model of one (strategy, recipe), warm every batch shape up, time training and eval."""
-    workflow = recipe == "workflow"
+    """Build the model of one (strategy, recipe), warm every batch shape up, time training and eval.
+    `recipe` is "reference" or the name of a workflow variant (`spec` carries its settings)."""
+    workflow = recipe != "reference"
     if workflow:
         precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
-        batch_size, eval_batch_size, multiple = spec.batch_size, spec.eval_batch_size, spec.pad_to_multiple_of
+        batching = TrainBatching.from_spec(spec)
+        eval_batch_size, multiple = spec.eval_batch_size, spec.pad_to_multiple_of
     else:
         precision = FP32
-        batch_size, eval_batch_size, multiple = REFERENCE["batch_size"], REFERENCE["eval_batch_size"], spec.max_length
+        batching = TrainBatching(batch_size=REFERENCE["batch_size"], max_tokens=None, group_by_length=False,
+                                 pad_to_multiple_of=spec.max_length)  # fmt: skip
+        eval_batch_size, multiple = REFERENCE["eval_batch_size"], spec.max_length
+    graphs = workflow and spec.cuda_graphs and device.type == "cuda"
 
     # Training batches: the workflow's epoch order (grouped by length); the reference's
     # are random and all one shape. Both are sampled so lengths appear in proportion.
-    max_tokens = spec.max_tokens_per_batch if workflow else None
-    epoch = epoch_batches(
-        train.lengths, batch_size=batch_size, seed=spec.seed, epoch=0,
-        group_by_length=spec.group_by_length if workflow else False, max_tokens=max_tokens,
-        pad_to_multiple_of=multiple,
-    )  # fmt: skip
+    epoch = batching.epoch(train.lengths, seed=spec.seed, epoch=0)
     reviews_per_step = len(train) / len(epoch)
-    widths = np.array([padded_width(train.lengths[b].max(), multiple) for b in epoch])
+    widths = np.array([batching.width(train.lengths, b) for b in epoch])
+    rows = np.array([batching.rows(train.lengths, b) for b in epoch])
     picks = systematic_sample(widths=widths, count=steps)
     timed = [epoch[i] for i in picks]
-    # One batch per distinct shape (a token budget varies the review count as well).
-    warm = {(len(epoch[i]), int(widths[i])): epoch[i] for i in picks}
+    # One batch per distinct shape (a token budget varies the review count as well); with
+    # CUDA graphs every shape of the epoch, since each is recorded once per run.
+    warm = {(int(rows[i]), int(widths[i])): epoch[i] for i in (range(len(epoch)) if graphs else picks)}
     warm_batches = list(warm.values()) if workflow else timed[:1]  # the reference has one shape
 
-    # Test-set evaluation as the evaluate job does it: eval_batch_size reviews, no token budget.
-    sorted_eval = eval_batches(test.lengths, batch_size=eval_batch_size)
+    # Test-set evaluation as the evaluate job does it: eval_batch_size reviews within its token budget.
+    eval_budget = spec.eval_max_tokens_per_batch if workflow else None
+    sorted_eval = eval_batches(test.lengths, batch_size=eval_batch_size, max_tokens=eval_budget, pad_to_multiple_of=multiple)
     eval_widths = np.array([padded_width(test.lengths[b].max(), multiple) for b in sorted_eval])
     eval_timed = [sorted_eval[i] for i in systematic_sample(widths=eval_widths, count=eval_count)]
     eval_split = subset(test, np.concatenate(eval_timed))
@@ -501,67 +507,95 @@ def run_recipe(
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         params = [p for _, p in trainable]
         if workflow:
-            learning_rate = spec.effective_learning_rate(reviews_per_step=reviews_per_step if max_tokens else None)
-            optimizer = _optimizer(trainable, spec, device, learning_rate=learning_rate)
-            scheduler = _scheduler(optimizer, total_steps=math.ceil(STUDY_TRAIN_REVIEWS / reviews_per_step) * spec.epochs,
-                                   warmup_ratio=spec.warmup_ratio)  # fmt: skip
+            learning_rate = spec.effective_learning_rate(reviews_per_step=reviews_per_step if batching.max_tokens else None)
+            optimizer = build_optimizer(trainable, weight_decay=spec.weight_decay, learning_rate=learning_rate,
+                                        device=device, capturable=graphs)  # fmt: skip
+            scheduler = build_scheduler(optimizer, total_steps=math.ceil(STUDY_TRAIN_REVIEWS / reviews_per_step) * spec.epochs,
+                                        warmup_ratio=spec.warmup_ratio)  # fmt: skip
             forward = torch.compile(model, dynamic=True) if spec.compile else model
             clip = spec.max_grad_norm
         else:
             optimizer = torch.optim.AdamW(params, lr=REFERENCE["learning_rate"], foreach=False, fused=False)
             scheduler, forward, clip = None, model, None
         model.train()
-        common = dict(forward=forward, optimizer=optimizer, scheduler=scheduler, trainable=params, split=train,
-                      pad_to_multiple_of=multiple, max_grad_norm=clip, device=device, precision=precision)  # fmt: skip
+        step = TrainStep(model=forward, optimizer=optimizer, scheduler=scheduler, trainable=params, max_grad_norm=clip,
+                         device=device, precision=precision, cuda_graphs=graphs)  # fmt: skip
+        common = dict(step=step, batching=batching, split=train, device=device)
 
         progress(f"{spec.strategy}/{recipe}: warm-up over {len(warm_batches)} batch shape(s)")
         sync(device)
         started = time.perf_counter()
+        # As the training loop does: every shape recorded first (CUDA graphs only), then run.
+        step.prepare([batching.collate(train, b, pad_token_id=PAD_TOKEN_ID) for b in warm_batches])
         train_steps(batches=warm_batches, **common)
-        if workflow:
-            predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=PAD_TOKEN_ID, pad_to_multiple_of=multiple,
-                           device=device, precision=precision)  # fmt: skip
-        else:
-            reference_eval(model=model, split=test, batches=eval_timed[:1], max_length=multiple, device=device)
-        warmup_s = time.perf_counter() - started
+        warmup_train_s = time.perf_counter() - started
 
-        progress(f"{spec.strategy}/{recipe}: timing {len(timed)} training steps (batch {batch_size})")
-        sync(device)  # the warm-up's evaluation may still be running
+        progress(f"{spec.strategy}/{recipe}: timing {len(timed)} training steps (up to {batching.batch_size} reviews)")
         started = time.perf_counter()
         train_steps(batches=timed, **common)
         train_s = time.perf_counter() - started
+        mfu_params = non_embedding_params(model) if spec.method == "full" else 0
+        graphs_used, graph_fallback = step.use_graphs, step.graph_failure
+        step.release()
+        del step, common, optimizer, scheduler, forward
+
+    # The evaluate job is a process of its own: the model and inference, nothing of training.
+    with PeakMemory(device) as eval_memory:
+        started = time.perf_counter()
+        if workflow:
+            predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=PAD_TOKEN_ID, pad_to_multiple_of=multiple,
+                           device=device, precision=precision, max_tokens=eval_budget)  # fmt: skip
+        else:
+            reference_eval(model=model, split=test, batches=eval_timed[:1], max_length=multiple, device=device)
+        sync(device)
+        warmup_s = warmup_train_s + time.perf_counter() - started
 
         progress(f"{spec.strategy}/{recipe}: timing {len(eval_timed)} eval batches (batch {eval_batch_size})")
         started = time.perf_counter()
         if workflow:
             predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=PAD_TOKEN_ID, pad_to_multiple_of=multiple,
-                           device=device, precision=precision)  # fmt: skip
+                           device=device, precision=precision, max_tokens=eval_budget)  # fmt: skip
         else:
             reference_eval(model=model, split=test, batches=eval_timed, max_length=multiple, device=device)
         sync(device)
         eval_s = time.perf_counter() - started
-        mfu_params = non_embedding_params(model) if spec.method == "full" else 0
+    # The evaluate job holds the model too, which the baseline above already counted.
+    model_gb = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()) if t.is_cuda) / 1e9
+    eval_result = eval_memory.result
+    if eval_result.baseline_gb is not None:
+        eval_result = dataclasses.replace(eval_result, baseline_gb=eval_result.baseline_gb - model_gb,
+                                          reserved_baseline_gb=eval_result.reserved_baseline_gb - model_gb)  # fmt: skip
+    del model
 
     timed_idx = np.concatenate(timed)
     real = int(train.lengths[timed_idx].sum())
-    padded = int(sum(len(epoch[i]) * widths[i] for i in picks))
+    padded = int(sum(rows[i] * widths[i] for i in picks))
     eval_reviews = len(eval_split)
+    # What recording graphs (or compiling) costs once per run, beyond the steps' own time.
+    setup_s = max(0.0, warmup_train_s - len(warm_batches) * train_s / len(timed)) if (graphs or spec.compile) and workflow else 0.0
     mfu = None
     if mfu_params:
         flops = useful_flops(lengths=train.lengths[timed_idx], params=mfu_params,
                              layers=model_config.num_hidden_layers, hidden=model_config.hidden_size)  # fmt: skip
         mfu = flops / train_s / (peak.tflops * 1e12)
+    padding = f"all to {multiple}"
+    if workflow:
+        padding = (f"buckets of {batching.bucket_width}" if batching.bucket_width else
+                   f"multiple of {multiple}, length-grouped")  # fmt: skip
     return RecipeResult(
         strategy=spec.strategy,
         recipe=recipe,
         precision=precision.name + (f" base {str(precision.base_dtype).removeprefix('torch.')}" if workflow else ""),
-        batch_size=batch_size,
-        max_tokens=max_tokens,
+        batch_size=batching.batch_size,
+        max_tokens=batching.max_tokens,
         reviews_per_step=reviews_per_step,
         eval_batch_size=eval_batch_size,
-        padding=f"multiple of {multiple}, length-grouped" if workflow else f"all to {multiple}",
+        padding=padding,
         optimizer=("AdamW fused" if device.type == "cuda" else "AdamW") if workflow else "AdamW foreach=False",
         compiled=bool(workflow and spec.compile),
+        cuda_graphs=graphs_used,
+        graph_fallback=graph_fallback,
+        setup_s=setup_s,
         # The reference's QLoRA gets it from prepare_model_for_kbit_training.
         gradient_checkpointing=spec.gradient_checkpointing if workflow else spec.method == "qlora",
         trainable_params=trainable_count,
@@ -581,6 +615,7 @@ def run_recipe(
         projected_train_s=train_s / len(timed_idx) * STUDY_TRAIN_REVIEWS * spec.epochs,
         projected_eval_s=eval_s / eval_reviews * STUDY_TEST_REVIEWS,
         memory=memory.result,
+        eval_memory=eval_result,
         mfu=mfu,
     )
 
@@ -603,27 +638,38 @@ def _gb(value: float | None) -> str:
 
 def format_table(results: list[StrategyResult], *, device: torch.device) -> str:
     header = (
-        f"{'strategy':<8} {'recipe':<9} {'precision':<16} {'rev/step':>8} {'budget':>6} {'tokens/s':>10} {'train s':>10} "
-        f"{'eval s':>9} {'peak GB alloc/res' if device.type == 'cuda' else 'peak RSS +GB':>17} {'MFU':>6} {'speed-up':>8} "
-        f"{'warm-up s':>9}"
+        f"{'strategy':<8} {'recipe':<12} {'precision':<16} {'rev/step':>8} {'budget':>6} {'graphs':>6} {'tokens/s':>10} "
+        f"{'train s':>9} {'eval s':>7} {'setup s':>7} "
+        f"{'train GB alloc/res' if device.type == 'cuda' else 'train RSS +GB':>18} "
+        f"{'eval GB alloc/res' if device.type == 'cuda' else 'eval RSS +GB':>17} {'MFU':>6} {'speed-up':>8}"
+        + ("\n(peak GB over what this process held before the recipe began)" if device.type == "cuda" else "")
     )
     lines = [header, "-" * len(header)]
     for item in results:
         if item.skipped:
             lines.append(f"{item.strategy:<8} skipped: {item.skipped}")
             continue
-        for result in (item.reference, item.workflow):
-            mem = result.memory
-            memory = f"{_gb(mem.allocated_gb)}/{_gb(mem.reserved_gb)}" if device.type == "cuda" else _gb(mem.rss_delta_gb)
+        for result in (item.reference, *item.variants.values()):
+            memory, eval_memory = (
+                "/".join(_gb(v) for v in m.own()) if device.type == "cuda" else _gb(m.rss_delta_gb)
+                for m in (result.memory, result.eval_memory)
+            )
             speedup = item.reference.projected_s / result.projected_s
             mfu = "" if result.mfu is None else f"{100 * result.mfu:.1f}%"
+            graphs = "yes" if result.cuda_graphs else ("FAIL" if result.graph_fallback else "-")
             lines.append(
-                f"{item.strategy:<8} {result.recipe:<9} {result.precision:<16} {result.reviews_per_step:>8.1f} "
-                f"{result.max_tokens or '-':>6} "
-                f"{result.tokens_per_s:>10,.0f} {result.projected_train_s:>10,.0f} {result.projected_eval_s:>9,.0f} "
-                f"{memory:>17} {mfu:>6} {speedup:>7.2f}x {result.warmup_s:>9.1f}"
+                f"{item.strategy:<8} {result.recipe:<12} {result.precision:<16} {result.reviews_per_step:>8.1f} "
+                f"{result.max_tokens or '-':>6} {graphs:>6} "
+                f"{result.tokens_per_s:>10,.0f} {result.projected_train_s:>9,.0f} {result.projected_eval_s:>7,.0f} "
+                f"{result.setup_s:>7.1f} {memory:>18} {eval_memory:>17} {mfu:>6} {speedup:>7.2f}x"
             )
     return "\n".join(lines)
+
+
+def study_totals(results: list[StrategyResult], variant: str) -> tuple[float, float]:
+    """(projected study seconds of `variant`, reference seconds) over the strategies that ran."""
+    done = [r for r in results if not r.skipped]
+    return sum(r.variants[variant].projected_s for r in done), sum(r.reference.projected_s for r in done)
 
 
 NOT_GIVEN = object()
@@ -639,17 +685,52 @@ def _budget(text: str) -> int | None:
     return value
 
 
+# Workflow settings a --variant may change, and how each is read from text.
+VARIANT_KEYS: dict[str, Any] = {
+    "cuda_graphs": lambda text: {"true": True, "false": False}[text.lower()],
+    "bucket_width": _budget,
+    "max_tokens_per_batch": _budget,
+    "eval_max_tokens_per_batch": _budget,
+    "batch_size": int,
+    "compile": lambda text: {"true": True, "false": False}[text.lower()],
+    "gradient_checkpointing": lambda text: {"true": True, "false": False}[text.lower()],
+}
+
+
+def _variant(text: str) -> tuple[str, dict[str, Any]]:
+    """NAME or NAME:key=value,key=value (keys: VARIANT_KEYS)."""
+    name, _, settings = text.partition(":")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, settings.split(",")):
+        key, _, value = item.partition("=")
+        if key not in VARIANT_KEYS:
+            raise argparse.ArgumentTypeError(f"--variant {text!r}: unknown key {key!r}; allowed: {sorted(VARIANT_KEYS)}")
+        try:
+            overrides[key] = VARIANT_KEYS[key](value)
+        except (KeyError, ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError(f"--variant {text!r}: {key}={value!r} is not a valid value") from None
+    if not name or name == "reference":
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: give it a name other than 'reference'")
+    return name, overrides
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small model, max_length 128, few steps: a CPU smoke run")
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
-    parser.add_argument("--imdb", type=Path, help="Parquet with a `text` column: real lengths via a byte-level BPE")
+    parser.add_argument("--imdb", type=Path, help="Parquet with a `text` column: real lengths via a byte-level BPE "
+                        "(or the .npy that --save-lengths wrote from one)")
+    parser.add_argument("--save-lengths", type=Path, metavar="FILE.npy",
+                        help="only tokenize --imdb and save its lengths here (to carry 20 kB instead of the text)")
     parser.add_argument("--config", type=Path, default=CONFIG_PATH, help="workflow config (default config/config.yaml)")
     parser.add_argument("--batch-size", type=int, help="workflow training batch size (default: the config's)")
     parser.add_argument("--max-tokens", type=_budget, metavar="N|none", default=NOT_GIVEN,
                         help="workflow padded tokens per training batch (default: the config's max_tokens_per_batch)")
     parser.add_argument("--eval-batch-size", type=int, help="workflow eval batch size (default: the config's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the workflow model (dynamic=True)")
+    parser.add_argument("--variant", type=_variant, action="append", metavar="NAME[:key=value,...]",
+                        help="a workflow variant to measure beside the reference (repeatable; the first one's totals "
+                             f"are the last two lines); keys: {', '.join(VARIANT_KEYS)}. Default: the config as it is")
     parser.add_argument("--train-steps", type=int, help="timed workflow training steps (default 60; quick 6)")
     parser.add_argument("--ref-steps", type=int, help="timed reference training steps (default 20; quick 3)")
     parser.add_argument("--eval-batches", type=int, help="timed workflow eval batches (default 8; quick 2)")
@@ -662,6 +743,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.save_lengths:
+        if args.imdb is None or args.imdb.suffix == ".npy":
+            raise SystemExit("--save-lengths needs --imdb pointing at a Parquet file of reviews")
+        np.save(args.save_lengths, bpe_lengths(parquet=args.imdb, seed=args.seed).astype(np.int32))
+        return 0
     quick = args.quick
     device = select_device()
     if quick and device.type == "cpu":
@@ -692,6 +778,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = measure_peak(device=device)
     progress(f"peak: {peak.device_name}: {peak.tflops:.1f} TFLOP/s ({peak.what})")
 
+    variants = args.variant or [("workflow", {})]
     results: list[StrategyResult] = []
     with tempfile.TemporaryDirectory(prefix="ftbench-") as tmp:
         progress(f"writing a random {'small' if quick else 'roberta-base'} model to {tmp}")
@@ -718,26 +805,24 @@ def main(argv: list[str] | None = None) -> int:
             # bitsandbytes' CPU backend is very slow: QLoRA on a CPU gets a token number of steps.
             slow = spec.method == "qlora" and device.type == "cpu"
             try:
-                outcome = {}
-                for recipe in ("reference", "workflow"):
-                    n_steps = (ref_steps if recipe == "reference" else steps)
-                    n_eval = (ref_eval_count if recipe == "reference" else eval_count)
-                    outcome[recipe] = run_recipe(
-                        recipe=recipe, spec=spec, device=device, train=train, test=test,
-                        steps=1 if slow else n_steps, eval_count=1 if slow else n_eval,
+                reference = run_recipe(recipe="reference", spec=spec, device=device, train=train, test=test,
+                                       steps=1 if slow else ref_steps, eval_count=1 if slow else ref_eval_count,
+                                       model_config=model_config, peak=peak)  # fmt: skip
+                measured = {}
+                for name, settings in variants:
+                    measured[name] = run_recipe(
+                        recipe=name, spec=variant_spec(spec, settings, config=config), device=device, train=train,
+                        test=test, steps=1 if slow else steps, eval_count=1 if slow else eval_count,
                         model_config=model_config, peak=peak,
                     )  # fmt: skip
-                results.append(StrategyResult(strategy=strategy, **outcome))
+                results.append(StrategyResult(strategy=strategy, reference=reference, variants=measured))
             except StrategyUnavailable as exc:  # e.g. QLoRA without bitsandbytes
-                results.append(StrategyResult(strategy=strategy, reference=None, workflow=None, skipped=str(exc)))
+                results.append(StrategyResult(strategy=strategy, reference=None, skipped=str(exc)))
                 progress(f"{strategy}: skipped: {exc}")
             except torch.OutOfMemoryError as exc:  # one strategy's OOM must not hide the others' numbers
-                results.append(StrategyResult(strategy=strategy, reference=None, workflow=None,
-                                              skipped=f"out of memory: {str(exc)[:200]}"))  # fmt: skip
+                results.append(StrategyResult(strategy=strategy, reference=None, skipped=f"out of memory: {str(exc)[:200]}"))
 
     done = [r for r in results if not r.skipped]
-    workflow_s = sum(r.workflow.projected_s for r in done)
-    reference_s = sum(r.reference.projected_s for r in done)
     info = versions()
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -746,19 +831,28 @@ def main(argv: list[str] | None = None) -> int:
           + (" (QUICK: small model, max_length 128: not a number to quote)" if quick else ""))  # fmt: skip
     print(format_table(results, device=device))
     print("reference: fp32, pad to max_length, batch 16, AdamW foreach=False lr 2e-5, eval batch 8;"
-          " workflow: config/config.yaml via resolve_run + build_model; train s and eval s: projected for the study;"
-          " speed-up = reference (train+eval) / recipe; warm-up s: one pass over every batch shape (compile time too);"
+          f" variants: {args.config} via resolve_run + build_model, with: "
+          + "; ".join(f"{name} {settings or '(as configured)'}" for name, settings in variants)
+          + "; train s and eval s: projected for the study; setup s: one-time cost per run (graph recording,"
+          " compiling); speed-up = reference (train+eval) / recipe (train+eval+setup);"
           f" MFU (full) = (6 N_nonemb l + 12 L d l^2) per review / time / {peak.tflops:.3g} TFLOP/s ({peak.what})")  # fmt: skip
-    recompute = [f"{r.strategy} ({'both' if r.reference.gradient_checkpointing else 'workflow'})" for r in done
-                 if r.workflow.gradient_checkpointing]  # fmt: skip
-    recompute += [f"{r.strategy} (reference)" for r in done
-                  if r.reference.gradient_checkpointing and not r.workflow.gradient_checkpointing]  # fmt: skip
+    recompute = sorted({f"{r.strategy} ({name})" for r in done for name, v in r.variants.items() if v.gradient_checkpointing}
+                       | {f"{r.strategy} (reference)" for r in done if r.reference.gradient_checkpointing})  # fmt: skip
     if recompute:
         print("gradient checkpointing (activations recomputed in backward): " + ", ".join(recompute))
+    fallbacks = [f"{r.strategy}/{name}: {v.graph_fallback}" for r in done for name, v in r.variants.items() if v.graph_fallback]
+    if fallbacks:
+        print("CUDA graph recording failed, ran eagerly: " + "; ".join(fallbacks))
     if len(done) < len(results):
         print("left out of the totals: " + "; ".join(f"{r.strategy} ({r.skipped})" for r in results if r.skipped))
     print(f"device: {peak.device_name}; " + ", ".join(f"{k} {v}" for k, v in info.items()) + f"; {stamp}")
 
+    totals = {name: study_totals(results, name) for name, _ in variants}
+    if len(variants) > 1:
+        print(f"{'variant':<14} {'study s':>8} {'speed-up':>8}")
+        for name, (study_s, reference_s) in totals.items():
+            print(f"{name:<14} {study_s:>8.1f} {reference_s / study_s if study_s else float('nan'):>7.2f}x")
+    workflow_s, reference_s = totals[variants[0][0]]
     speedup = reference_s / workflow_s if workflow_s > 0 else float("nan")
     if args.json:
         payload = {
@@ -771,10 +865,14 @@ def main(argv: list[str] | None = None) -> int:
             "jsonschema_stubbed": JSONSCHEMA_STUBBED,
             "lengths": {"source": lengths.source, "median_unclipped": lengths.median_unclipped,
                         "fraction_over_512": lengths.fraction_over_512, "max_length": max_length},  # fmt: skip
+            "variants": {name: {"settings": settings, "study_projected_s": totals[name][0],
+                                "study_speedup_vs_reference": totals[name][1] / totals[name][0] if totals[name][0] else None}
+                         for name, settings in variants},  # fmt: skip
             "strategies": {
                 r.strategy: {"skipped": r.skipped} if r.skipped else {
                     "reference": dataclasses.asdict(r.reference) | {"projected_s": r.reference.projected_s},
                     "workflow": dataclasses.asdict(r.workflow) | {"projected_s": r.workflow.projected_s},
+                    "variants": {name: dataclasses.asdict(v) | {"projected_s": v.projected_s} for name, v in r.variants.items()},
                     "speedup": r.reference.projected_s / r.workflow.projected_s,
                 }
                 for r in results
@@ -788,6 +886,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"study_projected_s: {workflow_s:.1f}")
     print(f"study_speedup_vs_reference: {speedup:.3f}")
     return 0 if done else 1
+
+
+def variant_spec(spec: RunSpec, settings: dict[str, Any], *, config: dict[str, Any]) -> RunSpec:
+    """`spec` with a variant's settings, checked by the config's own rules (shapes, budgets)."""
+    training = {**config["training"], **{k: v for k, v in settings.items() if k in config["training"]}}
+    training.update({k: getattr(spec, k) for k in ("max_length", "pad_to_multiple_of", "group_by_length")})
+    try:
+        validate_config({**config, "training": training, "strategies": {spec.strategy: {"method": spec.method}}})
+    except ConfigError as exc:
+        raise SystemExit(f"variant {settings}: {exc}") from None
+    return dataclasses.replace(spec, **settings)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,167 @@
+"""Do replayed CUDA-graph steps compute what eager steps compute? One line per strategy.
+
+    python bench/graph_check.py [--steps 12] [--strategies full lora qlora ia3] [--quick]
+
+Two copies of one model (roberta-base's shape, random weights, dropout off so that both
+draw nothing random) train on the same bucketed batches: one with `TrainStep`'s eager
+path, one recording each batch shape as a CUDA graph and replaying it. Printed per
+strategy: whether graphs were used (or why recording failed), the largest loss and
+weight differences between the two, and the median time per step of each (the graph's
+is close to the GPU's own time, so eager minus graph is the per-step overhead).
+bf16 differences come from kernel choice alone (e.g. attention with or without a mask).
+Without CUDA both copies train eagerly: a check that the script runs, nothing more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import throughput as tp  # noqa: E402  (sets up the allocator and the import path)
+
+import torch  # noqa: E402
+
+from ftcompare.batching import TrainBatching  # noqa: E402
+from ftcompare.config import load_yaml, resolve_run, validate_config  # noqa: E402
+from ftcompare.models import StrategyUnavailable, build_model, resolve_precision  # noqa: E402
+from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, select_device  # noqa: E402
+
+
+def write_model(directory: Path, *, quick: bool) -> None:
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    shape = {"max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5, "num_labels": 2,
+             "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0}  # fmt: skip
+    if quick:
+        shape.update(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, vocab_size=1000)
+    torch.manual_seed(0)
+    RobertaForSequenceClassification(RobertaConfig(**shape)).save_pretrained(str(directory))
+
+
+def train_copy(spec, *, device, split, batches, batching, graphs: bool) -> tuple[list[float], dict, list[float], dict]:
+    precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
+    torch.manual_seed(0)
+    model = build_model(spec=spec, num_labels=2, device=device, precision=precision)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = build_optimizer(trainable, weight_decay=spec.weight_decay, learning_rate=spec.learning_rate,
+                                device=device, capturable=graphs and device.type == "cuda")  # fmt: skip
+    scheduler = build_scheduler(optimizer, total_steps=len(batches), warmup_ratio=0.1)
+    step = TrainStep(model=model, optimizer=optimizer, scheduler=scheduler, trainable=[p for _, p in trainable],
+                     max_grad_norm=spec.max_grad_norm, device=device, precision=precision, cuda_graphs=graphs)  # fmt: skip
+    model.train()
+    losses, times = [], []
+    for indices in batches:
+        batch = batching.collate(split, indices, pad_token_id=tp.PAD_TOKEN_ID)
+        tp.sync(device)
+        started = time.perf_counter()
+        loss = step(batch)
+        tp.sync(device)
+        times.append(time.perf_counter() - started)
+        losses.append(float(loss))
+    # Each shape's first step records (graphs) or warms up (eager): time the others.
+    seen, steady = set(), []
+    for indices, seconds in zip(batches, times):
+        shape = (batching.rows(split.lengths, indices), batching.width(split.lengths, indices))
+        if shape in seen:
+            steady.append(seconds)
+        seen.add(shape)
+    weights = {n: p.detach().float().cpu() for n, p in trainable}
+    profile = kernel_profile(step, batches[-3:], batching=batching, split=split, device=device) if PROFILE else ""
+    described = step.describe()
+    step.release()
+    return losses, weights, steady, described, profile
+
+
+def kernel_profile(step, batches, *, batching, split, device) -> str:
+    """GPU time per step summed over kernels, kernels per step, and the costliest kernels."""
+    if device.type != "cuda":
+        return ""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for indices in batches:
+            step(batching.collate(split, indices, pad_token_id=tp.PAD_TOKEN_ID))
+        tp.sync(device)
+    rows = []
+    for event in prof.key_averages():
+        busy = getattr(event, "self_device_time_total", None)
+        busy = getattr(event, "self_cuda_time_total", 0) if busy is None else busy
+        if busy > 0:
+            rows.append((busy, event.count, event.key))
+    per_step = sum(r[0] for r in rows) / len(batches) / 1000
+    count = sum(r[1] for r in rows) / len(batches)
+    top = "; ".join(f"{b / len(batches) / 1000:.2f} ms x{c // len(batches)} {k[:60]}" for b, c, k in sorted(rows)[::-1][:6])
+    return f"GPU busy {per_step:.1f} ms/step over {count:.0f} kernels; top: {top}"
+
+
+PROFILE = False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--strategies", nargs="+", default=["full", "lora", "qlora", "ia3"])
+    parser.add_argument("--bucket-width", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help="a small model (CPU smoke run)")
+    parser.add_argument("--profile", action="store_true", help="also print each copy's kernel time per step (CUDA)")
+    args = parser.parse_args()
+    global PROFILE
+    PROFILE = args.profile
+    device = select_device()
+    max_length = 128 if args.quick else 512
+    lengths = tp.lognormal_lengths(count=4000, seed=0)
+    lengths = tp.np.clip(lengths * max_length // 512, 4, max_length)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="graphcheck-") as tmp:
+        write_model(Path(tmp), quick=args.quick)
+        config = validate_config(load_yaml(tp.CONFIG_PATH))
+        vocab = 1000 if args.quick else 50265
+        split = tp.random_split(lengths=lengths, vocab_size=vocab, seed=0)
+        for strategy in args.strategies:
+            spec = resolve_run(config, strategy=strategy, seed=0)
+            lora = {**spec.lora, "dropout": 0.0} if spec.lora else None
+            spec = dataclasses.replace(spec, model_name_or_path=tmp, max_length=max_length, lora=lora,
+                                       bucket_width=args.bucket_width, cuda_graphs=True,
+                                       max_tokens_per_batch=8192 * max_length // 512)  # fmt: skip
+            batching = TrainBatching.from_spec(spec)
+            # Repeat a few batches so that most steps replay a shape recorded earlier.
+            epoch = batching.epoch(split.lengths, seed=0, epoch=0)
+            batches = [epoch[i % 4] for i in range(args.steps)]
+            try:
+                eager = train_copy(spec, device=device, split=split, batches=batches, batching=batching, graphs=False)
+                graph = train_copy(spec, device=device, split=split, batches=batches, batching=batching, graphs=True)
+            except StrategyUnavailable as exc:
+                rows.append((strategy, f"skipped: {exc}"))
+                continue
+            loss_diff = max(abs(a - b) for a, b in zip(eager[0], graph[0]))
+            # Adam moves weights whose gradient is near zero by about the rate, whatever the
+            # gradient's sign: such tensors differ by up to 100% between any two runs that
+            # round differently. The norm over all weights is the meaningful number.
+            worst = max(float((graph[1][n] - w).norm() / w.norm().clamp_min(1e-12)) for n, w in eager[1].items())
+            difference = sum(float((graph[1][n] - w).square().sum()) for n, w in eager[1].items())
+            weight_diff = (difference / sum(float(w.square().sum()) for w in eager[1].values())) ** 0.5
+            described = graph[3]
+            used = "yes" if described["used"] else f"NO ({described['fallback_reason']})"
+            eager_ms = 1000 * statistics.median(eager[2]) if eager[2] else float("nan")
+            graph_ms = 1000 * statistics.median(graph[2]) if graph[2] else float("nan")
+            rows.append((strategy, f"graphs {used}; shapes {described['shapes']}; max |loss diff| {loss_diff:.2e} "
+                                   f"(loss {eager[0][-1]:.4f}); relative weight diff {weight_diff:.2e} (all weights), "
+                                   f"{worst:.2e} (worst tensor); median step eager {eager_ms:.1f} ms, graph {graph_ms:.1f} ms"))  # fmt: skip
+            for name, copy in (("eager", eager), ("graph", graph)):
+                if copy[4]:
+                    rows.append(("", f"{name}: {copy[4]}"))
+    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}; "
+          f"{args.steps} steps, buckets of {args.bucket_width}")  # fmt: skip
+    for strategy, text in rows:
+        print(f"{strategy:<6} {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
