@@ -28,7 +28,7 @@ import throughput as tp  # noqa: E402  (sets up the allocator and the import pat
 import torch  # noqa: E402
 
 from ftcompare.batching import TrainBatching  # noqa: E402
-from ftcompare.config import load_yaml, resolve_run, validate_config  # noqa: E402
+from ftcompare.config import load_config, resolve_run, validate_config  # noqa: E402
 from ftcompare.models import StrategyUnavailable, build_model, resolve_precision  # noqa: E402
 from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, select_device  # noqa: E402
 
@@ -120,7 +120,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="graphcheck-") as tmp:
         write_model(Path(tmp), quick=args.quick)
-        config = validate_config(load_yaml(tp.CONFIG_PATH))
+        config = validate_config(load_config())
         vocab = 1000 if args.quick else 50265
         split = tp.random_split(lengths=lengths, vocab_size=vocab, seed=0)
         for strategy in args.strategies:

@@ -135,12 +135,12 @@ def run(*, bundle: Path, out: Path, strategies: list[str], epochs: int, seeds: l
     """Fine-tune, evaluate and report every (strategy, seed) through the workflow's own
     job functions; returns one summary row per run."""
     from ftcompare import jobs
-    from ftcompare.config import load_yaml, resolve_run, validate_config
+    from ftcompare.config import load_config, resolve_run, validate_config
     from ftcompare.provenance import read_json
 
     jobs.setup_logging(out / "stage_check.log")
     model_dir = model or _random_roberta(out / "roberta-base-random", tokenizer_dir=bundle / "tokenizer")
-    config = load_yaml(REPO_ROOT / "config" / "config.yaml")
+    config = load_config()
     config["model"]["name_or_path"] = str(model_dir)
     config["training"]["epochs"] = epochs
     config["seeds"] = seeds

@@ -1,73 +1,11 @@
-"""Throughput of the workflow's training recipe against the notebook recipe it replaces.
+"""Throughput and memory of the workflow's training recipe against the notebook recipe it replaces.
 
-Run:  python bench/throughput.py [--quick] [--imdb PATH] [--strategies full lora qlora ia3]
-      [--config PATH] [--batch-size N] [--eval-batch-size N] [--max-tokens N|none] [--compile]
-      [--train-steps N] [--eval-batches N] [--ref-steps N] [--ref-eval-batches N] [--reviews N]
-      [--seed N] [--json PATH]
+    python bench/throughput.py --imdb ../shared/data/imdb/train.parquet   # on a GPU
+    python bench/throughput.py --quick                                   # a CPU smoke run
 
-What is measured, in one process on the current device (CUDA if available, else CPU),
-for each strategy (full, lora, qlora, ia3):
-
-- the *reference* recipe, the notebook we must beat: fp32 everywhere (no autocast,
-  fp32 base), every review padded to max_length (512), batch 16, plain AdamW
-  (foreach=False, fused=False) at lr 2e-5, no clipping, no scheduler; evaluation in
-  batches of 8 padded to 512 under no_grad. Its QLoRA is bitsandbytes 4-bit with fp32
-  compute plus peft's `prepare_model_for_kbit_training` (which upcasts and turns on
-  gradient checkpointing), as the notebook did.
-- the *workflow* recipe: what `ftcompare.training._train` does with config/config.yaml
-  (validated by `validate_config`, resolved by `resolve_run`): `resolve_precision`
-  (bf16 autocast on CUDA, bf16 frozen base for adapters), batches cut and padded by
-  `TrainBatching` (token budget, buckets), `build_optimizer` (fused AdamW on CUDA) with
-  `build_scheduler`, and the training loop's own step, `ftcompare.steps.TrainStep`
-  (eager, or CUDA graphs recorded per batch shape); evaluation through `predict_logits`
-  within the evaluate job's limits. `--variant` measures other settings beside it.
-
-The model is roberta-base's exact shape with RANDOM weights (no download): a
-`RobertaConfig` saved to a temporary folder and loaded through the library's
-`build_model`, so the workflow's real construction path (dtype, sdpa, PEFT wrapping,
-4-bit loading) is what runs. Speed does not depend on weight or token values, so token
-ids are random; only the lengths matter. Lengths come from:
-
-- `--imdb PATH` (Parquet with a `text` column): no RoBERTa tokenizer is available
-  offline, so a byte-level BPE (vocab 8000) is trained on 3,000 reviews and every review
-  is tokenized with it (+2 for <s> </s>). The median and the share over 512 are printed
-  to compare with roberta-base's tokenizer on IMDB train (median ~226, ~14% over 512);
-  a smaller vocabulary cuts text into somewhat more tokens.
-- otherwise a log-normal fit to roberta's IMDB lengths: median 226 tokens and
-  sigma = ln(512/226) / z with z = Phi^-1(0.86), so that ~14% exceed 512; seeded.
-
-Batches: the workflow recipe batches as `_train` does, with the config's batch size and
-token budget (`max_tokens_per_batch`; `--max-tokens` overrides it, `none` turns it off),
-and its learning rate scaled by the mean reviews per step. The CUDA allocator runs with
-expandable segments, as in the workflow's jobs, unless PYTORCH_CUDA_ALLOC_CONF (or
-PYTORCH_ALLOC_CONF) is set: `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False` measures
-the default allocator.
-
-Timing: each distinct batch shape is run once before the clock starts (the workflow's
-padded widths vary, and first calls pay for kernel selection, allocator growth and,
-with --compile, compilation), the device is synchronised before every clock read, and
-the timed training batches are a systematic sample over the epoch's batches sorted by
-width (so short and long batches appear in proportion) timed in epoch order. Eval
-batches are sampled the same way from the length-sorted eval order. The full study is
-then projected as measured seconds per review x reviews: 25,000 train reviews x epochs
-(3) and 25,000 test reviews per strategy. Peak memory is read per recipe
-(`max_memory_allocated/reserved` after a reset on CUDA; sampled RSS growth on CPU).
-
-MFU (full fine-tuning only) = useful FLOPs / time / peak, with useful FLOPs per review of
-l real tokens = 6 * N * l + 12 * L * d * l^2 (N = non-embedding parameters, L layers,
-width d: dense fwd+bwd plus attention scores and mixing fwd+bwd; padding not counted).
-Peak is a measured 8192^3 bf16 matmul on CUDA, a 2048^3 fp32 matmul on CPU.
-
-`--quick` (a CPU smoke run, < 3 minutes on 2 cores): a small RoBERTa (hidden 256,
-4 layers, vocab 8192), max_length 128 (lengths and the token budget scaled by 128/512 so
-the share of padding and how often the budget binds stay realistic), 2,000 simulated reviews, few steps, one CPU thread (steadier on a shared
-machine than several). QLoRA on a CPU (bitsandbytes' CPU
-backend, slow) always gets 1 timed step and 1 eval batch per recipe. Its projection is still for the full-size study but of the
-small model: a check that everything runs, not a number to quote.
-
-The last two lines of stdout are always `study_projected_s: <s>` (workflow recipe, train
-+ eval summed over the strategies run) and `study_speedup_vs_reference: <ratio>`.
-Progress goes to stderr, results to stdout.
+What it measures and how (the reference recipe, the variants, timing, the projection,
+MFU, memory) is written up in BENCHMARKS.md, "How the bench measures". The last two
+lines of stdout are `study_projected_s: <s>` and `study_speedup_vs_reference: <ratio>`.
 """
 
 from __future__ import annotations
@@ -86,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -102,14 +39,12 @@ prefer_expandable_segments()  # as the workflow's jobs do; must precede CUDA's f
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
 STRATEGIES = ("full", "lora", "qlora", "ia3")
 STUDY_TRAIN_REVIEWS = 25_000
 STUDY_TEST_REVIEWS = 25_000
 # roberta-base's tokenizer on IMDB train, for comparison and the log-normal fit.
 ROBERTA_MEDIAN_TOKENS = 226
 ROBERTA_FRACTION_OVER_512 = 0.14
-REFERENCE = {"batch_size": 16, "eval_batch_size": 8, "learning_rate": 2.0e-5}
 PAD_TOKEN_ID = 1  # RobertaConfig's; random_split never draws it as a token
 T0 = time.perf_counter()
 
@@ -118,32 +53,10 @@ def progress(message: str) -> None:
     print(f"[{time.perf_counter() - T0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def _allow_missing_jsonschema() -> bool:
-    """ftcompare.config imports jsonschema at module level, and the GPU image lacks it.
-    The bench only needs the defaults-filling half of validate_config, so stand in a
-    validator that finds no errors (the config is checked wherever the workflow runs)."""
-    if importlib.util.find_spec("jsonschema") is not None:
-        return False
-    stub = types.ModuleType("jsonschema")
-
-    class _NoChecks:
-        def __init__(self, schema: Any) -> None:
-            self.schema = schema
-
-        def iter_errors(self, instance: Any) -> list[Any]:
-            return []
-
-    stub.Draft202012Validator = _NoChecks  # type: ignore[attr-defined]
-    stub.ValidationError = Exception  # type: ignore[attr-defined]
-    sys.modules["jsonschema"] = stub
-    return True
-
-
-JSONSCHEMA_STUBBED = _allow_missing_jsonschema()
 
 from ftcompare import models  # noqa: E402
 from ftcompare.batching import TokenizedSplit, TrainBatching, collate, eval_batches, padded_width  # noqa: E402
-from ftcompare.config import ConfigError, RunSpec, load_yaml, resolve_run, validate_config  # noqa: E402
+from ftcompare.config import REFERENCE_RECIPE, ConfigError, RunSpec, load_config, resolve_run, validate_config  # noqa: E402
 from ftcompare.inference import predict_logits  # noqa: E402
 from ftcompare.models import Precision, StrategyUnavailable, build_model, count_parameters, resolve_precision  # noqa: E402
 from ftcompare.provenance import package_versions  # noqa: E402
@@ -457,6 +370,7 @@ def run_recipe(
     *,
     recipe: str,
     spec: RunSpec,
+    reference: RunSpec,
     device: torch.device,
     train: TokenizedSplit,
     test: TokenizedSplit,
@@ -466,7 +380,8 @@ def run_recipe(
     peak: Peak,
 ) -> RecipeResult:
     """Build the model of one (strategy, recipe), warm every batch shape up, time training and eval.
-    `recipe` is "reference" or the name of a workflow variant (`spec` carries its settings)."""
+    `recipe` is "reference" (the notebook's settings in `reference`, from
+    config/reference-recipe.yaml) or the name of a workflow variant (its settings in `spec`)."""
     workflow = recipe != "reference"
     if workflow:
         precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
@@ -474,9 +389,8 @@ def run_recipe(
         eval_batch_size, multiple = spec.eval_batch_size, spec.pad_to_multiple_of
     else:
         precision = FP32
-        batching = TrainBatching(batch_size=REFERENCE["batch_size"], max_tokens=None, group_by_length=False,
-                                 pad_to_multiple_of=spec.max_length)  # fmt: skip
-        eval_batch_size, multiple = REFERENCE["eval_batch_size"], spec.max_length
+        batching = TrainBatching.from_spec(reference)
+        eval_batch_size, multiple = reference.eval_batch_size, reference.pad_to_multiple_of
     graphs = workflow and spec.cuda_graphs and device.type == "cuda"
 
     # Training batches: the workflow's epoch order (grouped by length); the reference's
@@ -515,7 +429,8 @@ def run_recipe(
             forward = torch.compile(model, dynamic=True) if spec.compile else model
             clip = spec.max_grad_norm
         else:
-            optimizer = torch.optim.AdamW(params, lr=REFERENCE["learning_rate"], foreach=False, fused=False)
+            # The notebook's optimizer: plain AdamW, one tensor at a time, no schedule, no clipping.
+            optimizer = torch.optim.AdamW(params, lr=reference.effective_learning_rate(), foreach=False, fused=False)
             scheduler, forward, clip = None, model, None
         model.train()
         step = TrainStep(model=forward, optimizer=optimizer, scheduler=scheduler, trainable=params, max_grad_norm=clip,
@@ -722,7 +637,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(or the .npy that --save-lengths wrote from one)")
     parser.add_argument("--save-lengths", type=Path, metavar="FILE.npy",
                         help="only tokenize --imdb and save its lengths here (to carry 20 kB instead of the text)")
-    parser.add_argument("--config", type=Path, default=CONFIG_PATH, help="workflow config (default config/config.yaml)")
+    parser.add_argument("--config", type=Path, action="append", default=[], metavar="OVERLAY",
+                        help="a config file layered over config/config.yaml, as --configfile is (repeatable)")
     parser.add_argument("--batch-size", type=int, help="workflow training batch size (default: the config's)")
     parser.add_argument("--max-tokens", type=_budget, metavar="N|none", default=NOT_GIVEN,
                         help="workflow padded tokens per training batch (default: the config's max_tokens_per_batch)")
@@ -754,13 +670,13 @@ def main(argv: list[str] | None = None) -> int:
         # One intra-op thread: on a small shared CPU, OpenMP threads wait for each other
         # whenever one is descheduled, and a 2-core box measured 3x slower and erratic.
         torch.set_num_threads(1)
-    if JSONSCHEMA_STUBBED:
-        progress("jsonschema is not installed: the config is read without schema validation")
 
-    config = validate_config(load_yaml(args.config))
+    config = validate_config(load_config(*args.config))
+    # The notebook's settings: the same overlay a user layers to rerun its recipe.
+    reference_config = validate_config(load_config(*args.config, REFERENCE_RECIPE))
     missing = [s for s in args.strategies if s not in config["strategies"]]
     if missing:
-        raise SystemExit(f"strategies {missing} are not in {args.config}")
+        raise SystemExit(f"strategies {missing} are not in the config")
     max_length = 128 if quick else int(config["training"]["max_length"])
     reviews = args.reviews or (2_000 if quick else STUDY_TRAIN_REVIEWS)
     steps = args.train_steps or (6 if quick else 60)
@@ -805,13 +721,17 @@ def main(argv: list[str] | None = None) -> int:
             # bitsandbytes' CPU backend is very slow: QLoRA on a CPU gets a token number of steps.
             slow = spec.method == "qlora" and device.type == "cpu"
             try:
-                reference = run_recipe(recipe="reference", spec=spec, device=device, train=train, test=test,
+                # Padded to max_length, whatever it is here (--quick uses 128).
+                ref_spec = dataclasses.replace(resolve_run(reference_config, strategy=strategy, seed=args.seed),
+                                               max_length=max_length, pad_to_multiple_of=max_length)  # fmt: skip
+                reference = run_recipe(recipe="reference", spec=spec, reference=ref_spec, device=device, train=train, test=test,
                                        steps=1 if slow else ref_steps, eval_count=1 if slow else ref_eval_count,
                                        model_config=model_config, peak=peak)  # fmt: skip
                 measured = {}
                 for name, settings in variants:
                     measured[name] = run_recipe(
-                        recipe=name, spec=variant_spec(spec, settings, config=config), device=device, train=train,
+                        recipe=name, spec=variant_spec(spec, settings, config=config), reference=ref_spec,
+                        device=device, train=train,
                         test=test, steps=1 if slow else steps, eval_count=1 if slow else eval_count,
                         model_config=model_config, peak=peak,
                     )  # fmt: skip
@@ -830,8 +750,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{STUDY_TEST_REVIEWS:,} test reviews per strategy; lengths: {lengths.source}"
           + (" (QUICK: small model, max_length 128: not a number to quote)" if quick else ""))  # fmt: skip
     print(format_table(results, device=device))
-    print("reference: fp32, pad to max_length, batch 16, AdamW foreach=False lr 2e-5, eval batch 8;"
-          f" variants: {args.config} via resolve_run + build_model, with: "
+    ref_training = reference_config["training"]
+    rates = sorted({f"{reference_config['strategies'][r.strategy].get('learning_rate', ref_training['learning_rate']):g}"
+                    for r in done})  # fmt: skip
+    print(f"reference ({REFERENCE_RECIPE.name}): fp32, pad to max_length, batch {ref_training['batch_size']}, "
+          f"AdamW foreach=False lr {'/'.join(rates)}, eval batch {ref_training['eval_batch_size']};"
+          f" variants: config/config.yaml{''.join(f' + {c}' for c in args.config)} via resolve_run + build_model, with: "
           + "; ".join(f"{name} {settings or '(as configured)'}" for name, settings in variants)
           + "; train s and eval s: projected for the study; setup s: one-time cost per run (graph recording,"
           " compiling); speed-up = reference (train+eval) / recipe (train+eval+setup);"
@@ -862,7 +786,6 @@ def main(argv: list[str] | None = None) -> int:
             "versions": info,
             "date": stamp,
             "quick": quick,
-            "jsonschema_stubbed": JSONSCHEMA_STUBBED,
             "lengths": {"source": lengths.source, "median_unclipped": lengths.median_unclipped,
                         "fraction_over_512": lengths.fraction_over_512, "max_length": max_length},  # fmt: skip
             "variants": {name: {"settings": settings, "study_projected_s": totals[name][0],

@@ -14,6 +14,7 @@ from ftcompare.config import (
     METHOD_DEFAULTS,
     ConfigError,
     RunSpec,
+    load_config,
     load_yaml,
     resolve_run,
     validate_config,
@@ -23,27 +24,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "config"
 
 
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Snakemake-style --configfile layering: mappings merge recursively, anything else
-    (lists included) replaces."""
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 @pytest.fixture
 def base_config() -> dict[str, Any]:
     return load_yaml(CONFIG_DIR / "config.yaml")
 
 
 @pytest.fixture
-def quick_config(base_config: dict[str, Any]) -> dict[str, Any]:
-    merged = deep_merge(base_config, load_yaml(CONFIG_DIR / "quick.yaml"))
-    return deep_merge(merged, load_yaml(CONFIG_DIR / "shared-imdb.yaml"))
+def quick_config() -> dict[str, Any]:
+    return load_config(CONFIG_DIR / "quick.yaml", CONFIG_DIR / "shared-imdb.yaml")
 
 
 def error_of(config: dict[str, Any]) -> str:
@@ -55,10 +43,13 @@ def error_of(config: dict[str, Any]) -> str:
 # --- the shipped configs ----------------------------------------------------------------
 
 
-def test_deep_merge_helper_replaces_lists_and_merges_mappings() -> None:
-    merged = deep_merge({"a": {"x": 1, "y": [1, 2]}, "b": 1}, {"a": {"y": [3]}, "c": 2})
-    assert merged == {"a": {"x": 1, "y": [3]}, "b": 1, "c": 2}
-
+def test_load_config_layers_like_snakemake(tmp_path: Path) -> None:
+    base, overlay = tmp_path / "base.yaml", tmp_path / "overlay.yaml"
+    base.write_text("a: {x: 1, y: [1, 2]}\nb: 1\n")
+    overlay.write_text("a: {y: [3]}\nc: 2\n")
+    # Mappings merge key by key; lists and scalars are replaced.
+    assert load_config(overlay, base=base) == {"a": {"x": 1, "y": [3]}, "b": 1, "c": 2}
+    assert load_config() == load_yaml(CONFIG_DIR / "config.yaml")
 
 def test_full_config_validates_and_keeps_values(base_config: dict[str, Any]) -> None:
     resolved = validate_config(base_config)

@@ -150,6 +150,30 @@ class RunSpec:
         return cls(**values)
 
 
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+REFERENCE_RECIPE = REPO_ROOT / "config" / "reference-recipe.yaml"
+
+
+def load_config(*overlays: str | Path, base: str | Path = DEFAULT_CONFIG) -> dict[str, Any]:
+    """`base` with each overlay layered on top, as Snakemake layers `--configfile`s over
+    the Snakefile's `configfile:`: mappings merge key by key, anything else (lists
+    included) is replaced."""
+    merged = load_yaml(base)
+    for overlay in overlays:
+        merged = _layer(merged, load_yaml(overlay))
+    return merged
+
+
+def _layer(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _layer(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
