@@ -340,6 +340,20 @@ def test_disk_full_while_checkpointing_keeps_previous_and_continues(tmp_path, mo
     assert ckpt.load_latest_checkpoint(tmp_path)[0] == {"step": 1}
 
 
+def test_disk_full_is_named_when_torch_only_says_unexpected_pos(tmp_path, monkeypatch, caplog):
+    # What torch.save raised on a full disk in the field: no errno, no "space" anywhere.
+    def disk_full(obj, handle):
+        handle.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 48640 vs 48534")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=30_000))
+    with caplog.at_level(logging.WARNING):
+        assert ckpt.save_checkpoint({"w": torch.zeros(100_000)}, directory=tmp_path, step=2) is None
+    assert f"NOT written (disk full: 30 kB free in {tmp_path}, the checkpoint needs about 400 kB; free some space" in caplog.text
+    assert "unexpected pos 48640 vs 48534" in caplog.text  # the original error stays visible
+
+
 def test_only_the_last_two_checkpoints_are_kept(tmp_path):
     for step in range(1, 5):
         ckpt.save_checkpoint({"step": step}, directory=tmp_path, step=step)
@@ -407,4 +421,81 @@ def test_checkpoint_that_does_not_fit_the_model_is_not_resumed(tiny_roberta, tin
     with caplog.at_level(logging.WARNING):
         result = run(spec, tiny_tokenized, tmp_path, "y")
     assert result.status == "ok" and result.metrics["resumed_from_steps"] == []
-    assert "does not fit this run" in caplog.text
+    assert "is corrupt (not a training checkpoint: it lacks ['state', 'optimizer', 'scheduler', 'rng'])" in caplog.text
+
+
+def test_checkpoint_that_does_not_fit_is_moved_aside_and_an_older_one_resumed(tiny_roberta, tiny_tokenized, tmp_path,
+                                                                              caplog):  # fmt: skip
+    spec = make_spec(tiny_roberta, "full", checkpoint_every_steps=4, epochs=1)
+    directory = tmp_path / "z" / "ckpt"
+    real_save = ckpt.save_checkpoint
+    saved = []
+
+    def save_then_stop(state, *, directory, step):
+        path = real_save(state, directory=directory, step=step)
+        saved.append(path)
+        if len(saved) == 1:
+            raise SystemExit("killed")
+        return path
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(ckpt, "save_checkpoint", save_then_stop), pytest.raises(SystemExit):
+        run(spec, tiny_tokenized, tmp_path, "z")
+    good = torch.load(saved[0], weights_only=True)
+    wrong = {**good, "trainable": {name: torch.zeros(3) for name in good["trainable"]}}
+    ckpt.save_checkpoint(wrong, directory=directory, step=8)  # newer, same settings, wrong shapes
+    with caplog.at_level(logging.WARNING):
+        result = run(spec, tiny_tokenized, tmp_path, "z")
+    assert result.status == "ok" and result.metrics["resumed_from_steps"] == [4]
+    assert "step-000000008.pt is corrupt (its parameters do not fit this model" in caplog.text
+
+
+def test_a_planted_checkpoint_never_runs_its_code(tiny_roberta, tiny_tokenized, tmp_path, caplog):
+    """A pickle whose __reduce__ calls os.system, with a matching checksum, in the run's checkpoint folder."""
+    spec = make_spec(tiny_roberta, "full")
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    directory = tmp_path / "p" / "ckpt"
+
+    def plant() -> Path:
+        path = ckpt.save_checkpoint({"spec": spec.to_dict(), "precision": "fp32", "payload": Payload()},
+                                    directory=directory, step=99)  # fmt: skip
+        assert path.with_suffix(".sha256").read_text() == ckpt._digest(path)  # the checksum matches
+        return path
+
+    planted = plant()
+    with caplog.at_level(logging.WARNING):
+        assert ckpt.load_latest_checkpoint(directory) is None
+    assert "step-000000099.pt is corrupt (not loadable as plain data: UnpicklingError" in caplog.text
+    assert not planted.exists() and (directory / "step-000000099.pt.corrupt").is_file()  # set aside for good
+    assert ckpt.load_latest_checkpoint(directory) is None
+    assert not marker.exists(), "the planted checkpoint's payload ran"
+
+    plant()  # and through a real run, which then trains from scratch
+    result = run(spec, tiny_tokenized, tmp_path, "p")
+    assert result.status == "ok" and result.metrics["resumed_from_steps"] == []
+    assert not marker.exists(), "the planted checkpoint's payload ran"
+
+
+def test_temporary_files_do_not_follow_a_planted_symlink(tmp_path):
+    from ftcompare.provenance import write_json
+
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    # The fixed temporary names the writers used to use.
+    (directory / "step-000000001.pt.tmp").symlink_to(victim)
+    (directory / "step-000000001.sha256.tmp").symlink_to(victim)
+    (tmp_path / "train.json.tmp").symlink_to(victim)
+    path = ckpt.save_checkpoint({"step": 1}, directory=directory, step=1)
+    write_json(tmp_path / "train.json", {"status": "ok"})
+    assert victim.read_text() == "untouched"
+    assert ckpt.load_latest_checkpoint(directory)[0] == {"step": 1} and path.is_file()
+    assert not path.is_symlink() and not (tmp_path / "train.json").is_symlink()
+

@@ -64,9 +64,13 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
+    """Every generator's state as tensors, numbers, tuples and dicts: what a checkpoint
+    may hold to load with weights_only=True (numpy's key array becomes a list)."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"] = {**numpy_state["state"], "key": numpy_state["state"]["key"].tolist()}
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": numpy_state,
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -77,7 +81,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    key = np.asarray(numpy_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state({**numpy_state, "state": {**numpy_state["state"], "key": key}})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -328,6 +334,9 @@ def _elapsed(start: float, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+CHECKPOINT_KEYS = ("spec", "precision", "state", "trainable", "optimizer", "scheduler", "rng")
+
+
 def _resume(
     directory: Path,
     *,
@@ -338,8 +347,28 @@ def _resume(
     scheduler: Any,
     state: dict[str, Any],
 ) -> bool:
-    """Restore the newest good checkpoint into the objects given; False if there is none."""
-    found = ckpt.load_latest_checkpoint(directory)
+    """Restore the newest good checkpoint into the objects given; False if there is none.
+
+    A checkpoint that loads but is not one of this run's (not a mapping of the expected
+    parts, parameters of other names or shapes) is moved aside and the next older one
+    tried; one made with other settings or precision means the run starts from scratch."""
+    shapes = {name: tuple(param.shape) for name, param in trainable}
+
+    def problem(saved: Any) -> str | None:
+        if not isinstance(saved, dict) or not isinstance(saved.get("spec"), dict):
+            return "not a training checkpoint: no settings ('spec') in it"
+        if saved["spec"] != spec.to_dict() or saved.get("precision") != precision.name:
+            return None  # a checkpoint of other settings: handled below
+        if missing := [key for key in CHECKPOINT_KEYS if key not in saved]:
+            return f"not a training checkpoint: it lacks {missing}"
+        weights = saved["trainable"]
+        if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+            return "not a training checkpoint: 'trainable' is not a mapping of tensors"
+        if {name: tuple(tensor.shape) for name, tensor in weights.items()} != shapes:
+            return "its parameters do not fit this model (other names or shapes)"
+        return None
+
+    found = ckpt.load_latest_checkpoint(directory, check=problem)
     if found is None:
         return False
     saved, path = found
@@ -349,24 +378,24 @@ def _resume(
         log.warning("checkpoint %s was made with other settings (%s): starting from scratch", path, changed)
         ckpt.remove_checkpoints(directory)
         return False
-    # Checked before anything is restored, so that a mismatch leaves a clean start.
-    shapes = {name: tuple(param.shape) for name, param in trainable}
-    saved_shapes = {name: tuple(tensor.shape) for name, tensor in saved.get("trainable", {}).items()}
-    if saved.get("precision") != precision.name or saved_shapes != shapes:
-        log.warning(
-            "checkpoint %s does not fit this run (precision %s vs %s, or other parameters): starting from scratch",
-            path, saved.get("precision"), precision.name,
-        )  # fmt: skip
+    if saved.get("precision") != precision.name:
+        log.warning("checkpoint %s was made at precision %s, this run trains at %s: starting from scratch",
+                    path, saved.get("precision"), precision.name)  # fmt: skip
         ckpt.remove_checkpoints(directory)
         return False
-    with torch.no_grad():
-        for name, param in trainable:
-            param.copy_(saved["trainable"][name])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    state.update(saved["state"])
-    state["resumed_from_steps"] = [*state["resumed_from_steps"], state["global_step"]]
-    set_rng_state(saved["rng"])
+    try:
+        with torch.no_grad():
+            for name, param in trainable:
+                param.copy_(saved["trainable"][name])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state.update(saved["state"])
+        state["resumed_from_steps"] = [*state["resumed_from_steps"], state["global_step"]]
+        set_rng_state(saved["rng"])
+    except Exception as exc:  # malformed parts; the objects are half restored, so this run cannot go on
+        ckpt.quarantine(path, f"cannot be restored: {type(exc).__name__}: {exc}"[:500])
+        raise RuntimeError(f"checkpoint {path} could not be restored ({exc}); it was moved aside, and a rerun "
+                           "resumes from the previous one or starts from scratch") from exc  # fmt: skip
     log.warning("resumed from step %d (epoch %d, batch %d) using %s",
                 state["global_step"], state["epoch"], state["batch_in_epoch"], path.name)  # fmt: skip
     return True
