@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -499,3 +501,104 @@ def test_temporary_files_do_not_follow_a_planted_symlink(tmp_path):
     assert ckpt.load_latest_checkpoint(directory)[0] == {"step": 1} and path.is_file()
     assert not path.is_symlink() and not (tmp_path / "train.json").is_symlink()
 
+
+# --- divergence -------------------------------------------------------------------------
+
+
+def poison_step(monkeypatch, *, at_call: int, value: float = math.nan, weights: bool = False) -> list[int]:
+    """From call `at_call` on, the training step returns `value` as its loss (or, with
+    `weights`, leaves one weight non-finite and returns its real loss). Returns the calls
+    made, so that a test can see where training stopped."""
+    real_call = steps.TrainStep.__call__
+    calls: list[int] = []
+
+    def step(self, batch):
+        calls.append(len(calls) + 1)
+        loss = real_call(self, batch)
+        if len(calls) >= at_call:
+            if weights:
+                with torch.no_grad():
+                    self.trainable[0].view(-1)[0] = value
+            else:
+                loss = torch.full_like(loss, value)
+        return loss
+
+    monkeypatch.setattr(steps.TrainStep, "__call__", step)
+    return calls
+
+
+@pytest.mark.parametrize(("value", "word"), [(math.nan, "NaN"), (math.inf, "infinite")], ids=["nan", "inf"])
+def test_non_finite_loss_fails_the_run_within_log_every_steps(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch,
+                                                              value, word):  # fmt: skip
+    calls = poison_step(monkeypatch, at_call=7, value=value)
+    result = run(make_spec(tiny_roberta, "full", log_every_steps=5), tiny_tokenized, tmp_path, "nan")
+    assert result.status == "failed"
+    assert result.reason.startswith(f"diverged: training loss became {word} between steps 6 and 10 of 25 ")
+    assert "learning_rate 2e-05" in result.reason and "max_grad_norm 1)" in result.reason
+    assert len(calls) == 10  # stopped at the first log point after the bad step, not at the epoch's end
+    last = result.loss_curve[-1]
+    assert (last["step"], last["epoch"], last["loss"]) == (10, 0.4, None) and result.val_curve == []
+    assert not (tmp_path / "nan" / "model" / "model.safetensors").exists()
+
+
+def test_diverged_run_record_is_strict_json_with_status_failed(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    import json
+
+    from ftcompare import jobs
+
+    poison_step(monkeypatch, at_call=3)
+    spec = make_spec(tiny_roberta, "full", log_every_steps=5)
+    record_path = tmp_path / "run" / "train.json"
+    jobs.finetune(spec=spec, tokenized_dir=tiny_tokenized, model_dir=tmp_path / "run" / "model", record_path=record_path,
+                  checkpoint_dir=tmp_path / "run" / "ckpt", attempt_path=tmp_path / "run" / "attempt.json",
+                  retry_marker="first")  # fmt: skip
+
+    def no_constants(name):
+        raise AssertionError(f"{record_path} holds {name}, which is not JSON")
+
+    record = json.loads(record_path.read_text(), parse_constant=no_constants)
+    assert record["status"] == "failed" and "training loss became NaN" in record["reason"]
+    assert record["loss_curve"][-1]["loss"] is None
+
+
+def test_checkpoints_never_hold_diverged_weights(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    # The weights break in step 3 while its loss is still finite: the checkpoint due after it must not be written.
+    poison_step(monkeypatch, at_call=3, weights=True)
+    spec = make_spec(tiny_roberta, "full", log_every_steps=5, checkpoint_every_steps=3)
+    result = run(spec, tiny_tokenized, tmp_path, "w")
+    assert result.status == "failed"
+    assert result.reason.startswith("diverged: weights became non-finite by step 3 (1 tensors, e.g. ")
+    assert ckpt.latest_paths(tmp_path / "w" / "ckpt") == []
+
+
+def constant_logits(monkeypatch, row: list[float]) -> None:
+    def predict(model, split, **kwargs):
+        return np.tile(np.asarray(row, dtype=np.float32), (len(split), 1))
+
+    monkeypatch.setattr(training, "predict_logits", predict)
+
+
+def test_one_class_for_every_validation_review_is_flagged(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    constant_logits(monkeypatch, [-3.0, 3.0])
+    result = run(make_spec(tiny_roberta, "lora"), tiny_tokenized, tmp_path, "flat")
+    assert result.status == "ok"
+    assert result.metrics["degenerate_validation"] == "all 100 validation predictions are class 1"
+    assert result.val_curve[0]["predicted_classes"] == 1
+
+
+def test_non_finite_validation_logits_fail_the_run(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    constant_logits(monkeypatch, [math.nan, 0.0])
+    result = run(make_spec(tiny_roberta, "lora"), tiny_tokenized, tmp_path, "nanval")
+    assert result.status == "failed"
+    assert result.reason.startswith("diverged: validation logits are not finite after epoch 1 (step 25)")
+
+
+def test_evaluation_of_non_finite_logits_fails(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    from ftcompare import evaluation
+
+    spec = make_spec(tiny_roberta, "lora")
+    assert run(spec, tiny_tokenized, tmp_path, "ev").status == "ok"
+    monkeypatch.setattr(evaluation, "predict_logits", lambda model, split, **kw: np.full((len(split), 2), np.nan))
+    result = evaluation.evaluate(spec=spec, tokenized_dir=tiny_tokenized, model_dir=tmp_path / "ev" / "model", device=CPU)
+    assert result.status == "failed"
+    assert result.reason == "diverged: the model's logits are not finite for 200 of 200 test reviews"

@@ -7,12 +7,21 @@ device and read every `log_every_steps`), and a resumed run continues with the s
 model, optimizer, scheduler, RNG and data order as if it had never stopped.
 
 The best epoch is chosen on the validation split; the test split is not touched here.
+
+Divergence is a failure, never a result: a non-finite training loss stops the run
+(status `failed`, the reason naming the steps and the learning rate), as do non-finite
+weights before a checkpoint or non-finite validation logits. Whatever selects among runs
+(the report, a future tuning search) can rely on that: a diverged run or trial has status
+`failed` and no metrics to be chosen by. A run that trains but whose best epoch predicts
+one class for every validation review is kept `ok` and flagged (`degenerate_validation`
+in its metrics): the report shows the flag beside its accuracy.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import resource
 import signal
@@ -37,6 +46,15 @@ from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current
 log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "failed", "skipped")
+
+
+class Diverged(RuntimeError):
+    """The loss, the weights or the validation logits stopped being finite numbers; the
+    curves recorded until then travel with it into the failed run's record."""
+
+    def __init__(self, message: str, *, loss_curve: list | None = None, val_curve: list | None = None) -> None:
+        super().__init__(message)
+        self.loss_curve, self.val_curve = list(loss_curve or []), list(val_curve or [])
 
 
 class Preempted(BaseException):
@@ -132,6 +150,10 @@ def finetune(
     except StrategyUnavailable as exc:
         log.warning("strategy %s skipped: %s", spec.strategy, exc)
         return TrainResult(status="skipped", reason=str(exc), device=device)
+    except Diverged as exc:
+        log.error("run %s/seed%d failed: %s", spec.strategy, spec.seed, exc)
+        return TrainResult(status="failed", reason=f"diverged: {exc}", loss_curve=exc.loss_curve,
+                           val_curve=exc.val_curve, device=device)  # fmt: skip
     except Exception as exc:  # failure isolation: record it, let the other runs finish
         log.error("run %s/seed%d failed:\n%s", spec.strategy, spec.seed, traceback.format_exc())
         if device.type == "cuda":
@@ -201,14 +223,44 @@ def _train(
         scheduler=scheduler, state=state,
     )  # fmt: skip
 
+    settings = (f"learning_rate {spec.learning_rate:g}, {learning_rate:.3g} as applied; max_grad_norm "
+                f"{'null' if spec.max_grad_norm is None else f'{spec.max_grad_norm:g}'}): lower "
+                f"strategies.{spec.strategy}.learning_rate")  # fmt: skip
+
+    def diverged(what: str) -> Diverged:
+        return Diverged(f"{what} ({settings}", loss_curve=state["loss_curve"], val_curve=state["val_curve"])
+
+    # The loss is summed on the device and read only at log points and checkpoints (each
+    # read is a host sync): cross-entropy is never negative, so the sum is non-finite
+    # exactly when some step's loss was, and one check per read covers every step.
+    checked_through = state["global_step"]
+
+    def check_loss(window_sum: float) -> None:
+        nonlocal checked_through
+        step = state["global_step"]
+        if not math.isfinite(window_sum):
+            kind = "NaN" if math.isnan(window_sum) else "infinite"
+            where = f"at step {step}" if step == checked_through + 1 else f"between steps {checked_through + 1} and {step}"
+            epochs_done = state["epoch"] + state["batch_in_epoch"] / len(plan[state["epoch"]])
+            state["loss_curve"].append({"step": step, "epoch": epochs_done, "loss": None, "lr": current_lr(scheduler)})
+            raise diverged(f"training loss became {kind} {where} of {total_steps}")
+        checked_through = step
+
     def save_checkpoint() -> None:
         started = time.perf_counter()
         state["peak_memory"] = peak_memory(device, earlier=state["peak_memory"])
+        weights = {n: p.detach().cpu() for n, p in trainable}
+        # A finite loss does not prove finite weights: the step that read it may have
+        # broken them. A checkpoint resumed from must never hold a diverged run.
+        broken = [n for n, tensor in weights.items() if not bool(torch.isfinite(tensor).all())]
+        if broken:
+            raise diverged(f"weights became non-finite by step {state['global_step']} ({len(broken)} tensors, "
+                           f"e.g. {broken[0]})")  # fmt: skip
         payload = {
             "spec": spec.to_dict(),
             "precision": precision.name,
             "state": state,
-            "trainable": {n: p.detach().cpu() for n, p in trainable},
+            "trainable": weights,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": rng_state(),
@@ -245,7 +297,9 @@ def _train(
             state["train_tokens"] += int(train.lengths[indices].sum())
             step = state["global_step"]
             if step % spec.log_every_steps == 0 or state["batch_in_epoch"] == len(batches):
-                mean = (state["loss_sum"] + loss_sum.item()) / state["loss_count"]
+                window_sum = loss_sum.item()
+                check_loss(window_sum)
+                mean = (state["loss_sum"] + window_sum) / state["loss_count"]
                 epochs_done = epoch + state["batch_in_epoch"] / len(batches)
                 state["loss_curve"].append(
                     {"step": step, "epoch": epochs_done, "loss": mean, "lr": current_lr(scheduler)}
@@ -263,7 +317,9 @@ def _train(
             ends_epoch = state["batch_in_epoch"] == len(batches)
             if stop.is_set() or ((due_by_steps or due_by_time) and not ends_epoch):
                 state["train_time_s"] += _elapsed(segment_start, device)
-                state["loss_sum"] += loss_sum.item()
+                window_sum = loss_sum.item()
+                check_loss(window_sum)
+                state["loss_sum"] += window_sum
                 loss_sum.zero_()
                 save_checkpoint()
                 last_checkpoint = time.monotonic()
@@ -278,15 +334,24 @@ def _train(
             pad_to_multiple_of=spec.pad_to_multiple_of, device=device, precision=precision,
             max_tokens=spec.max_tokens_per_batch,
         )  # fmt: skip
-        accuracy = float((logits.argmax(axis=1) == validation.labels).mean())
+        if not np.isfinite(logits).all():
+            raise diverged(f"validation logits are not finite after epoch {epoch + 1} (step {state['global_step']})")
+        predicted = logits.argmax(axis=1)
+        accuracy = float((predicted == validation.labels).mean())
         val_loss = softmax_cross_entropy(logits, validation.labels)
+        classes = np.unique(predicted)
         state["val_curve"].append(
-            {"step": state["global_step"], "epoch": epoch + 1, "accuracy": accuracy, "loss": val_loss}
-        )
-        log.info("epoch %d: validation accuracy %.4f loss %.4f", epoch + 1, accuracy, val_loss)
+            {"step": state["global_step"], "epoch": epoch + 1, "accuracy": accuracy, "loss": val_loss,
+             "predicted_classes": len(classes)}
+        )  # fmt: skip
+        # One class for every review: what a model whose updates blew up (the loss in the
+        # hundreds) or collapsed predicts; its accuracy is that class's share, not skill.
+        degenerate = f"all {len(predicted)} validation predictions are class {classes[0]}" if len(classes) == 1 else None
+        log.log(logging.WARNING if degenerate else logging.INFO, "epoch %d: validation accuracy %.4f loss %.4f%s",
+                epoch + 1, accuracy, val_loss, f" ({degenerate})" if degenerate else "")  # fmt: skip
         if state["best"] is None or accuracy > state["best"]["val_accuracy"]:
             weights = {n: p.detach().to("cpu", copy=True) for n, p in trainable}
-            state["best"] = {"epoch": epoch + 1, "val_accuracy": accuracy, "weights": weights}
+            state["best"] = {"epoch": epoch + 1, "val_accuracy": accuracy, "weights": weights, "degenerate": degenerate}
         state["epoch"] += 1
         state["batch_in_epoch"] = 0
         if state["epoch"] < spec.epochs:
@@ -310,6 +375,8 @@ def _train(
         "optimizer_steps": state["global_step"],
         "best_epoch": best["epoch"],
         "best_val_accuracy": best["val_accuracy"],
+        # Set when the chosen epoch predicted one class for every validation review.
+        "degenerate_validation": best.get("degenerate"),
         "effective_learning_rate": learning_rate,
         "mean_reviews_per_step": reviews_per_step,
         "precision": precision.name,
