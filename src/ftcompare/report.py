@@ -658,6 +658,11 @@ def _environment(runs: Sequence[RunRecord]) -> str:
         f"- Python: {field('python', 'unknown')}",
         f"- Git commit: {field('git_commit', 'unknown (not a git checkout)')}",
     ]
+    # The cache folders are named by a hash of their settings; tokenization.json in each
+    # says which data folder, model and max_length it holds.
+    tokenized = _distinct([run.train.get("tokenized_dir") for run in chosen])
+    if tokenized:
+        lines.append(f"- Tokenized data: {', '.join(f'`{path}`' for path in tokenized)}")
     packages: dict[str, list[str]] = {}
     for provenance in provenances:
         for name, version in (provenance.get("packages") or {}).items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +14,16 @@ from ftcompare.data import DataError
 from ftcompare.sources import ModelSourceError, check_model_source, position_limit, resolve_model_path
 
 FIRST_ATTEMPT = "first"
+
+
+def cache_key(settings: Mapping[str, Any]) -> str:
+    """A short folder name for the outputs of `settings` (12 hex digits of the SHA-256 of
+    their canonical JSON). Stage outputs live under the key of exactly the settings that
+    produce them, as DVC does: another config writes elsewhere, so an edit that fails (or
+    is abandoned) leaves the finished outputs untouched, and the restored config finds
+    its own outputs, with their Snakemake records, where it left them."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def retry_marker(attempt_path: str | Path) -> str:
