@@ -602,3 +602,14 @@ def test_evaluation_of_non_finite_logits_fails(tiny_roberta, tiny_tokenized, tmp
     result = evaluation.evaluate(spec=spec, tokenized_dir=tiny_tokenized, model_dir=tmp_path / "ev" / "model", device=CPU)
     assert result.status == "failed"
     assert result.reason == "diverged: the model's logits are not finite for 200 of 200 test reviews"
+
+
+def test_a_target_module_typo_fails_the_run_before_it_trains(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    # Where preflight cannot look (a hub model), the job checks the same before training.
+    calls = poison_step(monkeypatch, at_call=10**9)
+    spec = dataclasses.replace(make_spec(tiny_roberta, "lora"), lora={"r": 8, "alpha": 16, "dropout": 0.1,
+                                                                      "target_modules": ["query", "vlaue"]})  # fmt: skip
+    result = run(spec, tiny_tokenized, tmp_path, "typo")
+    assert result.status == "failed" and calls == []
+    assert "strategies.lora.lora.target_modules: 'vlaue' matches no module of" in result.reason
+    assert "did you mean 'value'?" in result.reason

@@ -68,9 +68,9 @@ def study(tmp_path_factory, imdb_dir, tiny_roberta):
             "model": {"name_or_path": str(tiny_roberta)},
             "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
             "seeds": [0],
-            # Added to the four strategies of config.yaml; its target module does not
-            # exist, so PEFT fails: the study must finish and report it.
-            "strategies": {"broken": {"method": "lora", "lora": {"target_modules": ["no_such_module"]}}},
+            # Added to the four strategies of config.yaml; at this rate without clipping
+            # its loss becomes NaN: the study must finish and report it as failed.
+            "strategies": {"broken": {"method": "full", "learning_rate": 1000.0, "max_grad_norm": None}},
         },
     )
     result = snakemake(workdir, base)
@@ -84,7 +84,7 @@ def test_study_produces_summary_figures_and_report(study):
     assert list(summary["strategy"]) == ["full", "lora", "qlora", "ia3", "broken"]
     statuses = dict(zip(summary["strategy"], summary["status"]))
     assert statuses == {"full": "ok", "lora": "ok", "qlora": "ok", "ia3": "ok", "broken": "failed"}
-    assert "No modules were targeted" in summary.set_index("strategy").loc["broken", "reason"]
+    assert "diverged: training loss became" in summary.set_index("strategy").loc["broken", "reason"]
     ok = summary[summary["status"] == "ok"]
     assert ok["accuracy"].between(0, 1).all() and (ok["accuracy_ci_low"] < ok["accuracy_ci_high"]).all()
     assert (ok["trainable_params"] < ok["total_params"]).sum() == 3  # every strategy but full
@@ -92,7 +92,8 @@ def test_study_produces_summary_figures_and_report(study):
     for name in ("accuracy", "train_time", "trainable_params", "peak_memory", "pareto", "loss_curves"):
         assert (workdir / "results" / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (workdir / "results" / "report.md").read_text()
-    assert "](figures/accuracy.png)" in report and "NoMatchingPeftModuleError" in report
+    assert "](figures/accuracy.png)" in report
+    assert re.search(r"`broken` seed 0: \*\*failed\*\*: diverged: training loss became (NaN|infinite)", report)
 
     run = workdir / "results" / "runs" / "lora" / "seed0"
     predictions = pd.read_parquet(run / "predictions.parquet")
@@ -119,7 +120,7 @@ def test_rerun_retries_only_the_failed_run(study):
 def fixed_study(study):
     """The study after fixing the broken strategy's config: (workdir, configs, plan before the fix)."""
     workdir, base = study
-    fixed = overlay(workdir, "fixed", {"strategies": {"broken": {"lora": {"target_modules": ["query"]}}}})
+    fixed = overlay(workdir, "fixed", {"strategies": {"broken": {"learning_rate": 2.0e-5, "max_grad_norm": 1.0}}})
     plan = planned_jobs(workdir, base, fixed)
     result = snakemake(workdir, base, fixed)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -165,8 +166,11 @@ def test_config_edit_reruns_exactly_what_it_touches(fixed_study, edit, expected)
         ({"training": {"max_length": 512}}, "training.max_length = 512 exceeds"),
         ({"data": {"train": "/no/such/train.parquet"}}, "data.train = '/no/such/train.parquet' does not exist"),
         ({"model": {"name_or_path": "/no/such/model/dir"}}, "is not a folder"),
+        ({"strategies": {"lora": {"lora": {"target_modules": ["query", "vlaue"]}}}},
+         "strategies.lora.lora.target_modules: 'vlaue' matches no module of"),
     ],
-    ids=["unknown-strategy", "string-lr", "negative-epochs", "max-length", "missing-data", "missing-model"],
+    ids=["unknown-strategy", "string-lr", "negative-epochs", "max-length", "missing-data", "missing-model",
+         "target-module-typo"],
 )
 def test_bad_config_fails_fast_and_deletes_nothing(study, edit, message):
     workdir, base = study

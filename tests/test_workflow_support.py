@@ -276,3 +276,34 @@ def test_preflight_is_cheap_on_the_full_imdb_copy(imdb_dir: Path) -> None:
     preflight(sized(imdb_dir / "train.parquet", imdb_dir / "test.parquet", train_size=25_000, test_size=25_000))
     assert time.perf_counter() - started < 2.0  # 25,000 + 25,000 reviews; measured ~0.1 s
 
+
+# --- target_modules / feedforward_modules name modules that exist -------------------------
+
+
+def with_strategies(tmp_path: Path, model: Path, strategies: dict[str, Any]) -> dict[str, Any]:
+    data = labelled(tmp_path / "d.parquet", [0, 1])
+    config = study(train=data, test=data, model=str(model), max_length=64)
+    config["strategies"] = strategies
+    return config
+
+
+def test_preflight_names_a_target_module_typo_and_its_close_match(tmp_path: Path, tiny_roberta: Path) -> None:
+    config = with_strategies(tmp_path, tiny_roberta, {"lora": {"lora": {"target_modules": ["query", "vlaue"]}}})
+    with pytest.raises(ConfigError, match=r"strategies.lora.lora.target_modules: 'vlaue' matches no module of "
+                                          r"'.*' \(did you mean 'value'\?\)\. Its innermost modules are named "
+                                          r".*\.\.\.query, .*\.\.\.value"):  # fmt: skip
+        preflight(config)
+
+
+def test_preflight_names_a_feedforward_module_typo(tmp_path: Path, tiny_roberta: Path) -> None:
+    ia3 = {"target_modules": ["key", "value", "output.dense"], "feedforward_modules": ["output.dens"]}
+    config = with_strategies(tmp_path, tiny_roberta, {"ia3": {"ia3": ia3}})
+    with pytest.raises(ConfigError, match=r"strategies.ia3.ia3.feedforward_modules: 'output.dens' matches no module"
+                                          r" of '.*' \(did you mean 'output.dense'"):  # fmt: skip
+        preflight(config)
+
+
+def test_preflight_accepts_modules_the_weights_file_does_not_hold(tmp_path: Path, tiny_roberta: Path) -> None:
+    # RoBERTa's classification head (classifier.out_proj) is created at load time: the
+    # safetensors header cannot confirm it, the model's structure does.
+    preflight(with_strategies(tmp_path, tiny_roberta, {"lora": {"lora": {"target_modules": ["query", "out_proj"]}}}))

@@ -11,7 +11,16 @@ from typing import Any
 
 from ftcompare.config import ConfigError
 from ftcompare.data import DataError
-from ftcompare.sources import ModelSourceError, check_model_source, position_limit, resolve_model_path
+from ftcompare.sources import (
+    ModelSourceError,
+    check_model_source,
+    check_module_lists,
+    matches_module,
+    module_lists,
+    position_limit,
+    resolve_model_path,
+    weight_module_names,
+)
 
 FIRST_ATTEMPT = "first"
 
@@ -65,7 +74,8 @@ def preflight(config: Mapping[str, Any]) -> None:
         _check_data_source(config["data"])
     except DataError as exc:
         raise ConfigError(str(exc)) from exc
-    _check_local_model(config["model"]["name_or_path"], max_length=config["training"]["max_length"])
+    _check_local_model(config["model"]["name_or_path"], max_length=config["training"]["max_length"],
+                       strategies=config.get("strategies") or {})  # fmt: skip
 
 
 def _check_data_source(data: Mapping[str, Any]) -> None:
@@ -171,7 +181,7 @@ def _columns(path: Path, *, source: str, key: str) -> list[str]:
         return next(csv.reader(handle), [])
 
 
-def _check_local_model(name_or_path: str, *, max_length: int) -> None:
+def _check_local_model(name_or_path: str, *, max_length: int, strategies: Mapping[str, Any]) -> None:
     try:
         check_model_source(name_or_path)
         folder = Path(resolve_model_path(name_or_path)).expanduser()
@@ -179,13 +189,32 @@ def _check_local_model(name_or_path: str, *, max_length: int) -> None:
         raise ConfigError(str(exc)) from exc
     config_file = folder / "config.json"
     if not config_file.is_file():
-        return  # a hub id: the tokenize job checks it once downloaded
+        return  # a hub id: the tokenize and fine-tune jobs check it once downloaded
     model_config = json.loads(config_file.read_text())
-    if "max_position_embeddings" not in model_config:
-        return  # no position limit stated: the tokenize job checks it
-    limit = position_limit(model_config)
-    if max_length > limit:
-        raise ConfigError(
-            f"training.max_length = {max_length} exceeds what {name_or_path!r} allows ({limit} tokens, "
-            f"from its position embeddings); set training.max_length <= {limit}"
-        )
+    if "max_position_embeddings" in model_config:  # else no limit stated: the tokenize job checks it
+        limit = position_limit(model_config)
+        if max_length > limit:
+            raise ConfigError(
+                f"training.max_length = {max_length} exceeds what {name_or_path!r} allows ({limit} tokens, "
+                f"from its position embeddings); set training.max_length <= {limit}"
+            )
+    _check_module_lists(strategies, folder=folder, model=name_or_path)
+
+
+def _check_module_lists(strategies: Mapping[str, Any], *, folder: Path, model: str) -> None:
+    """Every target_modules / feedforward_modules entry must name a module of the model.
+    The safetensors header answers without torch for the usual case; only when it does not
+    (an entry it cannot confirm, such as the classification head, which is created at
+    load time, or no safetensors file) is the model's structure built, on the meta device."""
+    lists = list(module_lists(strategies))
+    if not lists:
+        return
+    names = weight_module_names(folder)
+    if names is not None and all(matches_module(entry, names) for _, entries in lists for entry in entries):
+        return
+    from ftcompare.models import module_names  # imports torch and transformers: a few seconds
+
+    try:
+        check_module_lists(strategies, module_names(str(folder)), model=model)
+    except ModelSourceError as exc:
+        raise ConfigError(str(exc)) from exc
