@@ -166,11 +166,13 @@ def test_config_edit_reruns_exactly_what_it_touches(fixed_study, edit, expected)
         ({"training": {"max_length": 512}}, "training.max_length = 512 exceeds"),
         ({"data": {"train": "/no/such/train.parquet"}}, "data.train = '/no/such/train.parquet' does not exist"),
         ({"model": {"name_or_path": "/no/such/model/dir"}}, "is not a folder"),
+        # The model's limit, not the token budget (8192) that such a length also breaks.
+        ({"training": {"max_length": 100000}}, "training.max_length = 100000 exceeds what"),
         ({"strategies": {"lora": {"lora": {"target_modules": ["query", "vlaue"]}}}},
          "strategies.lora.lora.target_modules: 'vlaue' matches no module of"),
     ],
     ids=["unknown-strategy", "string-lr", "negative-epochs", "max-length", "missing-data", "missing-model",
-         "target-module-typo"],
+         "max-length-beyond-model", "target-module-typo"],
 )
 def test_bad_config_fails_fast_and_deletes_nothing(study, edit, message):
     workdir, base = study

@@ -11,11 +11,10 @@ from ftcompare.data import settings_used
 from ftcompare.workflow_support import cache_key, preflight, retry_marker
 
 # Every key checked against workflow/schemas/config.schema.yaml, defaults filled in.
-# An unknown key, a wrong type or an unknown strategy stops here, before any job runs.
-VALIDATED = validate_config(config)
-# Paths, columns, encodings, labels, classes, row counts and a local model's limits:
-# bad input stops here rather than in a job, which would cost its start-up.
-preflight(VALIDATED)
+# An unknown key, a wrong type or an unknown strategy stops here, before any job runs;
+# so does bad input (preflight: paths, columns, encodings, labels, classes, row counts,
+# a local model's limits and module names), which in a job would cost its start-up.
+VALIDATED = validate_config(config, preflight=preflight)
 STRATEGIES = list(VALIDATED["strategies"])
 SEEDS = VALIDATED["seeds"]
 
