@@ -307,3 +307,18 @@ def test_preflight_accepts_modules_the_weights_file_does_not_hold(tmp_path: Path
     # RoBERTa's classification head (classifier.out_proj) is created at load time: the
     # safetensors header cannot confirm it, the model's structure does.
     preflight(with_strategies(tmp_path, tiny_roberta, {"lora": {"lora": {"target_modules": ["query", "out_proj"]}}}))
+
+
+def test_cache_keys_follow_exactly_the_settings_a_source_reads() -> None:
+    from ftcompare.config import DEFAULTS
+    from ftcompare.data import settings_used
+    from ftcompare.workflow_support import cache_key
+
+    def key(**data: Any) -> str:
+        return cache_key(settings_used({**DEFAULTS["data"], "source": "parquet", "train": "a.parquet",
+                                        "test": "b.parquet", **data}))  # fmt: skip
+
+    assert key() == key() and len(key()) == 12
+    assert key(name="some/other-dataset") == key()  # Parquet files do not read data.name
+    for change in ({"train": "c.parquet"}, {"train_size": 500}, {"split_seed": 7}, {"label_column": "y"}):
+        assert key(**change) != key(), change

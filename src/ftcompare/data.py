@@ -125,8 +125,11 @@ def check_utf8(path: Path, *, where: str | None = None) -> None:
 CSV_ENCODING = "utf-8-sig"
 
 
-def read_csv(path: Path, *, where: str | None = None, usecols: list[str] | None = None) -> pd.DataFrame:
-    check_utf8(path, where=where)
+def read_csv(
+    path: Path, *, where: str | None = None, usecols: list[str] | None = None, encoding_checked: bool = False
+) -> pd.DataFrame:
+    if not encoding_checked:
+        check_utf8(path, where=where)
     try:
         return pd.read_csv(path, encoding=CSV_ENCODING, keep_default_na=False, usecols=usecols)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:

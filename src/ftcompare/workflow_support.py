@@ -135,7 +135,7 @@ def _file_labels(path: Path, *, data: Mapping[str, Any], split: str) -> Any:
         )
     if data["source"] == "csv":
         # Empty CSV cells are read as '' (dropped later as empty texts), never as null.
-        labels = read_csv(path, where=where, usecols=[label_column])[label_column]
+        labels = read_csv(path, where=where, usecols=[label_column], encoding_checked=True)[label_column]
         return label_values(labels, where=where, column=label_column)
     try:
         labels = pd.read_parquet(path, columns=[label_column])[label_column]
