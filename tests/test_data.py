@@ -207,7 +207,7 @@ def test_parquet_missing_column_lists_columns_found(tmp_path: Path, drop: str) -
     data = write_parquet_pair(tmp_path, train, synthetic(5))
     message = data_error(data)
     assert f"no column(s) ['{drop}']" in message
-    assert "train split" in message
+    assert f"data.train = '{tmp_path / 'train.parquet'}'" in message
     assert "'other'" in message  # the columns that are there
 
 
@@ -222,13 +222,13 @@ def test_labels_not_integers(tmp_path: Path, labels: list[Any], shown: str) -> N
     message = data_error(data)
     assert "labels must be integers" in message
     assert shown in message
-    assert "train split" in message
+    assert f"data.train = '{tmp_path / 'train.parquet'}'" in message  # names the file
 
 
 def test_split_missing_a_class(tmp_path: Path) -> None:
     data = write_parquet_pair(tmp_path, synthetic(10, num_labels=3), synthetic(10, num_labels=2))
     message = data_error(data)
-    assert "test split is missing class(es) [2]" in message
+    assert f"data.test = '{tmp_path / 'test.parquet'}' is missing class(es) [2]" in message
     assert "0..2" in message
 
 
@@ -292,3 +292,69 @@ def test_empty_csv_cells_are_dropped_not_nan(tmp_path: Path) -> None:
     prepared = prepare(data)
     assert prepared.dropped_empty == {"train": 2, "test": 0}
     assert len(prepared.splits["train"]) + len(prepared.splits["validation"]) == 20
+
+
+# --- messages that name the file, the value and the fix ------------------------------------
+
+
+def csv_pair(tmp_path: Path, train_bytes: bytes) -> dict[str, Any]:
+    (tmp_path / "train.csv").write_bytes(train_bytes)
+    synthetic(5).to_csv(tmp_path / "test.csv", index=False)
+    return data_config(source="csv", train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"))
+
+
+def test_a_byte_order_mark_is_read_transparently(tmp_path: Path) -> None:
+    # Excel's "CSV UTF-8" starts the file with EF BB BF.
+    text = synthetic(10).to_csv(index=False)
+    prepared = prepare(csv_pair(tmp_path, b"\xef\xbb\xbf" + text.encode("utf-8")))
+    assert prepared.summary()["rows"]["train"] + prepared.summary()["rows"]["validation"] == 20
+
+
+def test_non_utf8_error_gives_the_byte_offset_in_the_file_and_the_line(tmp_path: Path) -> None:
+    # Past pandas' first read buffer, whose own offset counts from the buffer's start.
+    lines = [b"text,label"] + [f"review number {i},{i % 2}".encode() for i in range(20_000)]
+    lines[15_001] = b"caf\xe9 au lait,0"
+    content = b"\n".join(lines) + b"\n"
+    message = data_error(csv_pair(tmp_path, content))
+    offset = content.index(b"\xe9")
+    assert f"data.train = '{tmp_path / 'train.csv'}' is not valid UTF-8: byte 0xe9 at offset {offset} (line 15002)" in message
+    assert "iconv -f latin1 -t utf-8" in message
+
+
+def test_nullable_labels_with_missing_values_are_named(tmp_path: Path) -> None:
+    train = synthetic(10)
+    train["label"] = pd.array([0, 1] * 9 + [None, 1], dtype="Int64")
+    message = data_error(write_parquet_pair(tmp_path, train, synthetic(5)))
+    assert message == (f"data.train = '{tmp_path / 'train.parquet'}': label column 'label' has 1 missing value(s), "
+                       "the first in row 18; give every row a label 0..K-1 or drop those rows")  # fmt: skip
+
+
+def test_boolean_labels_are_refused(tmp_path: Path) -> None:
+    train = synthetic(10)
+    train["label"] = train["label"].astype(bool)
+    message = data_error(write_parquet_pair(tmp_path, train, synthetic(5)))
+    assert f"data.train = '{tmp_path / 'train.parquet'}': label column 'label' holds booleans" in message
+    assert "write False as 0 and True as 1" in message
+
+
+def test_labels_one_and_two_are_told_to_start_at_zero(tmp_path: Path) -> None:
+    train, test = synthetic(10), synthetic(5)
+    train["label"] += 1
+    test["label"] += 1
+    message = data_error(write_parquet_pair(tmp_path, train, test))
+    assert "the labels are [1, 2], but they must be 0..K-1" in message and "renumber them: {1: 0, 2: 1}" in message
+
+
+def test_string_labels_get_a_mapping_to_numbers(tmp_path: Path) -> None:
+    train = synthetic(10)
+    train["label"] = train["label"].map({0: "neg", 1: "pos"})
+    message = data_error(write_parquet_pair(tmp_path, train, synthetic(5)))
+    assert "map the class names to numbers, e.g. {'neg': 0, 'pos': 1}" in message
+
+
+def test_null_texts_are_named(tmp_path: Path) -> None:
+    train = synthetic(10)
+    train.loc[4, "text"] = None
+    message = data_error(write_parquet_pair(tmp_path, train, synthetic(5)))
+    assert f"data.train = '{tmp_path / 'train.parquet'}': text column 'text' has 1 missing (null) value(s), " \
+           "the first in row 4" in message

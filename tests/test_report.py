@@ -363,3 +363,26 @@ def test_markdown_training_settings(tmp_path: Path) -> None:
     assert "| full | bf16 | 1.94e-05 | 30.0 (at most 64) | 8192 | no | 3 |" in section
     assert "| qlora | bf16 | 0.0005 | 64.0 (at most 64) | none | yes | 3 |" in section
     assert "| ia3 | — | — | — | — | — | — |" in section  # a failed run without settings
+
+
+def test_degenerate_run_is_flagged_in_the_summary_and_beside_its_accuracy(tmp_path: Path) -> None:
+    flat = train_record("full", 1)
+    flat["metrics"]["degenerate_validation"] = "all 40 validation predictions are class 1"
+    pairs = [(train_record("full", 0), eval_record("full", 0, accuracy=0.9)),
+             (flat, eval_record("full", 1, accuracy=0.5)),
+             (train_record("lora", 0), eval_record("lora", 0, accuracy=0.8))]  # fmt: skip
+    runs = load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(tmp_path / "runs", pairs))))
+    write_summary_csv(runs=runs, path=tmp_path / "summary.csv")
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index(["strategy", "seed"])
+    assert summary.loc[("full", 1), "degenerate_validation"] == "all 40 validation predictions are class 1"
+    assert summary["degenerate_validation"].isna().sum() == 2
+    md = render(runs, tmp_path)
+    assert "70.00 ± 28.28% ⚠ degenerate predictions (seed 1) |" in table_row(md, "full")
+    assert "⚠" not in table_row(md, "lora")
+    flagged = md[md.index("## Runs with degenerate predictions"):md.index("## Hardware")]
+    assert "`full` seed 1: all 40 validation predictions are class 1 at its best epoch; its test accuracy (50.00%)" in flagged
+
+
+def test_no_degenerate_runs_says_none(mixed, tmp_path: Path) -> None:
+    md = render(mixed, tmp_path)
+    assert md[md.index("## Runs with degenerate predictions"):md.index("## Hardware")].strip().endswith("None.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -340,6 +342,20 @@ def test_disk_full_while_checkpointing_keeps_previous_and_continues(tmp_path, mo
     assert ckpt.load_latest_checkpoint(tmp_path)[0] == {"step": 1}
 
 
+def test_disk_full_is_named_when_torch_only_says_unexpected_pos(tmp_path, monkeypatch, caplog):
+    # What torch.save raised on a full disk in the field: no errno, no "space" anywhere.
+    def disk_full(obj, handle):
+        handle.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 48640 vs 48534")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=30_000))
+    with caplog.at_level(logging.WARNING):
+        assert ckpt.save_checkpoint({"w": torch.zeros(100_000)}, directory=tmp_path, step=2) is None
+    assert f"NOT written (disk full: 30 kB free in {tmp_path}, the checkpoint needs about 400 kB; free some space" in caplog.text
+    assert "unexpected pos 48640 vs 48534" in caplog.text  # the original error stays visible
+
+
 def test_only_the_last_two_checkpoints_are_kept(tmp_path):
     for step in range(1, 5):
         ckpt.save_checkpoint({"step": step}, directory=tmp_path, step=step)
@@ -407,4 +423,193 @@ def test_checkpoint_that_does_not_fit_the_model_is_not_resumed(tiny_roberta, tin
     with caplog.at_level(logging.WARNING):
         result = run(spec, tiny_tokenized, tmp_path, "y")
     assert result.status == "ok" and result.metrics["resumed_from_steps"] == []
-    assert "does not fit this run" in caplog.text
+    assert "is corrupt (not a training checkpoint: it lacks ['state', 'optimizer', 'scheduler', 'rng'])" in caplog.text
+
+
+def test_checkpoint_that_does_not_fit_is_moved_aside_and_an_older_one_resumed(tiny_roberta, tiny_tokenized, tmp_path,
+                                                                              caplog):  # fmt: skip
+    spec = make_spec(tiny_roberta, "full", checkpoint_every_steps=4, epochs=1)
+    directory = tmp_path / "z" / "ckpt"
+    real_save = ckpt.save_checkpoint
+    saved = []
+
+    def save_then_stop(state, *, directory, step):
+        path = real_save(state, directory=directory, step=step)
+        saved.append(path)
+        if len(saved) == 1:
+            raise SystemExit("killed")
+        return path
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(ckpt, "save_checkpoint", save_then_stop), pytest.raises(SystemExit):
+        run(spec, tiny_tokenized, tmp_path, "z")
+    good = torch.load(saved[0], weights_only=True)
+    wrong = {**good, "trainable": {name: torch.zeros(3) for name in good["trainable"]}}
+    ckpt.save_checkpoint(wrong, directory=directory, step=8)  # newer, same settings, wrong shapes
+    with caplog.at_level(logging.WARNING):
+        result = run(spec, tiny_tokenized, tmp_path, "z")
+    assert result.status == "ok" and result.metrics["resumed_from_steps"] == [4]
+    assert "step-000000008.pt is corrupt (its parameters do not fit this model" in caplog.text
+
+
+def test_a_planted_checkpoint_never_runs_its_code(tiny_roberta, tiny_tokenized, tmp_path, caplog):
+    """A pickle whose __reduce__ calls os.system, with a matching checksum, in the run's checkpoint folder."""
+    spec = make_spec(tiny_roberta, "full")
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    directory = tmp_path / "p" / "ckpt"
+
+    def plant() -> Path:
+        path = ckpt.save_checkpoint({"spec": spec.to_dict(), "precision": "fp32", "payload": Payload()},
+                                    directory=directory, step=99)  # fmt: skip
+        assert path.with_suffix(".sha256").read_text() == ckpt._digest(path)  # the checksum matches
+        return path
+
+    planted = plant()
+    with caplog.at_level(logging.WARNING):
+        assert ckpt.load_latest_checkpoint(directory) is None
+    assert "step-000000099.pt is corrupt (not loadable as plain data: UnpicklingError" in caplog.text
+    assert not planted.exists() and (directory / "step-000000099.pt.corrupt").is_file()  # set aside for good
+    assert ckpt.load_latest_checkpoint(directory) is None
+    assert not marker.exists(), "the planted checkpoint's payload ran"
+
+    plant()  # and through a real run, which then trains from scratch
+    result = run(spec, tiny_tokenized, tmp_path, "p")
+    assert result.status == "ok" and result.metrics["resumed_from_steps"] == []
+    assert not marker.exists(), "the planted checkpoint's payload ran"
+
+
+def test_temporary_files_do_not_follow_a_planted_symlink(tmp_path):
+    from ftcompare.provenance import write_json
+
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    # The fixed temporary names the writers used to use.
+    (directory / "step-000000001.pt.tmp").symlink_to(victim)
+    (directory / "step-000000001.sha256.tmp").symlink_to(victim)
+    (tmp_path / "train.json.tmp").symlink_to(victim)
+    path = ckpt.save_checkpoint({"step": 1}, directory=directory, step=1)
+    write_json(tmp_path / "train.json", {"status": "ok"})
+    assert victim.read_text() == "untouched"
+    assert ckpt.load_latest_checkpoint(directory)[0] == {"step": 1} and path.is_file()
+    assert not path.is_symlink() and not (tmp_path / "train.json").is_symlink()
+
+
+# --- divergence -------------------------------------------------------------------------
+
+
+def poison_step(monkeypatch, *, at_call: int, value: float = math.nan, weights: bool = False) -> list[int]:
+    """From call `at_call` on, the training step returns `value` as its loss (or, with
+    `weights`, leaves one weight non-finite and returns its real loss). Returns the calls
+    made, so that a test can see where training stopped."""
+    real_call = steps.TrainStep.__call__
+    calls: list[int] = []
+
+    def step(self, batch):
+        calls.append(len(calls) + 1)
+        loss = real_call(self, batch)
+        if len(calls) >= at_call:
+            if weights:
+                with torch.no_grad():
+                    self.trainable[0].view(-1)[0] = value
+            else:
+                loss = torch.full_like(loss, value)
+        return loss
+
+    monkeypatch.setattr(steps.TrainStep, "__call__", step)
+    return calls
+
+
+@pytest.mark.parametrize(("value", "word"), [(math.nan, "NaN"), (math.inf, "infinite")], ids=["nan", "inf"])
+def test_non_finite_loss_fails_the_run_within_log_every_steps(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch,
+                                                              value, word):  # fmt: skip
+    calls = poison_step(monkeypatch, at_call=7, value=value)
+    result = run(make_spec(tiny_roberta, "full", log_every_steps=5), tiny_tokenized, tmp_path, "nan")
+    assert result.status == "failed"
+    assert result.reason.startswith(f"diverged: training loss became {word} between steps 6 and 10 of 25 ")
+    assert "learning_rate 2e-05" in result.reason and "max_grad_norm 1)" in result.reason
+    assert len(calls) == 10  # stopped at the first log point after the bad step, not at the epoch's end
+    last = result.loss_curve[-1]
+    assert (last["step"], last["epoch"], last["loss"]) == (10, 0.4, None) and result.val_curve == []
+    assert not (tmp_path / "nan" / "model" / "model.safetensors").exists()
+
+
+def test_diverged_run_record_is_strict_json_with_status_failed(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    import json
+
+    from ftcompare import jobs
+
+    poison_step(monkeypatch, at_call=3)
+    spec = make_spec(tiny_roberta, "full", log_every_steps=5)
+    record_path = tmp_path / "run" / "train.json"
+    jobs.finetune(spec=spec, tokenized_dir=tiny_tokenized, model_dir=tmp_path / "run" / "model", record_path=record_path,
+                  checkpoint_dir=tmp_path / "run" / "ckpt", attempt_path=tmp_path / "run" / "attempt.json",
+                  retry_marker="first")  # fmt: skip
+
+    def no_constants(name):
+        raise AssertionError(f"{record_path} holds {name}, which is not JSON")
+
+    record = json.loads(record_path.read_text(), parse_constant=no_constants)
+    assert record["status"] == "failed" and "training loss became NaN" in record["reason"]
+    assert record["loss_curve"][-1]["loss"] is None
+
+
+def test_checkpoints_never_hold_diverged_weights(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    # The weights break in step 3 while its loss is still finite: the checkpoint due after it must not be written.
+    poison_step(monkeypatch, at_call=3, weights=True)
+    spec = make_spec(tiny_roberta, "full", log_every_steps=5, checkpoint_every_steps=3)
+    result = run(spec, tiny_tokenized, tmp_path, "w")
+    assert result.status == "failed"
+    assert result.reason.startswith("diverged: weights became non-finite by step 3 (1 tensors, e.g. ")
+    assert ckpt.latest_paths(tmp_path / "w" / "ckpt") == []
+
+
+def constant_logits(monkeypatch, row: list[float]) -> None:
+    def predict(model, split, **kwargs):
+        return np.tile(np.asarray(row, dtype=np.float32), (len(split), 1))
+
+    monkeypatch.setattr(training, "predict_logits", predict)
+
+
+def test_one_class_for_every_validation_review_is_flagged(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    constant_logits(monkeypatch, [-3.0, 3.0])
+    result = run(make_spec(tiny_roberta, "lora"), tiny_tokenized, tmp_path, "flat")
+    assert result.status == "ok"
+    assert result.metrics["degenerate_validation"] == "all 100 validation predictions are class 1"
+    assert result.val_curve[0]["predicted_classes"] == 1
+
+
+def test_non_finite_validation_logits_fail_the_run(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    constant_logits(monkeypatch, [math.nan, 0.0])
+    result = run(make_spec(tiny_roberta, "lora"), tiny_tokenized, tmp_path, "nanval")
+    assert result.status == "failed"
+    assert result.reason.startswith("diverged: validation logits are not finite after epoch 1 (step 25)")
+
+
+def test_evaluation_of_non_finite_logits_fails(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    from ftcompare import evaluation
+
+    spec = make_spec(tiny_roberta, "lora")
+    assert run(spec, tiny_tokenized, tmp_path, "ev").status == "ok"
+    monkeypatch.setattr(evaluation, "predict_logits", lambda model, split, **kw: np.full((len(split), 2), np.nan))
+    result = evaluation.evaluate(spec=spec, tokenized_dir=tiny_tokenized, model_dir=tmp_path / "ev" / "model", device=CPU)
+    assert result.status == "failed"
+    assert result.reason == "diverged: the model's logits are not finite for 200 of 200 test reviews"
+
+
+def test_a_target_module_typo_fails_the_run_before_it_trains(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    # Where preflight cannot look (a hub model), the job checks the same before training.
+    calls = poison_step(monkeypatch, at_call=10**9)
+    spec = dataclasses.replace(make_spec(tiny_roberta, "lora"), lora={"r": 8, "alpha": 16, "dropout": 0.1,
+                                                                      "target_modules": ["query", "vlaue"]})  # fmt: skip
+    result = run(spec, tiny_tokenized, tmp_path, "typo")
+    assert result.status == "failed" and calls == []
+    assert "strategies.lora.lora.target_modules: 'vlaue' matches no module of" in result.reason
+    assert "did you mean 'value'?" in result.reason

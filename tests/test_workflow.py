@@ -68,9 +68,9 @@ def study(tmp_path_factory, imdb_dir, tiny_roberta):
             "model": {"name_or_path": str(tiny_roberta)},
             "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
             "seeds": [0],
-            # Added to the four strategies of config.yaml; its target module does not
-            # exist, so PEFT fails: the study must finish and report it.
-            "strategies": {"broken": {"method": "lora", "lora": {"target_modules": ["no_such_module"]}}},
+            # Added to the four strategies of config.yaml; at this rate without clipping
+            # its loss becomes NaN: the study must finish and report it as failed.
+            "strategies": {"broken": {"method": "full", "learning_rate": 1000.0, "max_grad_norm": None}},
         },
     )
     result = snakemake(workdir, base)
@@ -84,7 +84,7 @@ def test_study_produces_summary_figures_and_report(study):
     assert list(summary["strategy"]) == ["full", "lora", "qlora", "ia3", "broken"]
     statuses = dict(zip(summary["strategy"], summary["status"]))
     assert statuses == {"full": "ok", "lora": "ok", "qlora": "ok", "ia3": "ok", "broken": "failed"}
-    assert "No modules were targeted" in summary.set_index("strategy").loc["broken", "reason"]
+    assert "diverged: training loss became" in summary.set_index("strategy").loc["broken", "reason"]
     ok = summary[summary["status"] == "ok"]
     assert ok["accuracy"].between(0, 1).all() and (ok["accuracy_ci_low"] < ok["accuracy_ci_high"]).all()
     assert (ok["trainable_params"] < ok["total_params"]).sum() == 3  # every strategy but full
@@ -92,7 +92,8 @@ def test_study_produces_summary_figures_and_report(study):
     for name in ("accuracy", "train_time", "trainable_params", "peak_memory", "pareto", "loss_curves"):
         assert (workdir / "results" / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (workdir / "results" / "report.md").read_text()
-    assert "](figures/accuracy.png)" in report and "NoMatchingPeftModuleError" in report
+    assert "](figures/accuracy.png)" in report
+    assert re.search(r"`broken` seed 0: \*\*failed\*\*: diverged: training loss became (NaN|infinite)", report)
 
     run = workdir / "results" / "runs" / "lora" / "seed0"
     predictions = pd.read_parquet(run / "predictions.parquet")
@@ -119,7 +120,7 @@ def test_rerun_retries_only_the_failed_run(study):
 def fixed_study(study):
     """The study after fixing the broken strategy's config: (workdir, configs, plan before the fix)."""
     workdir, base = study
-    fixed = overlay(workdir, "fixed", {"strategies": {"broken": {"lora": {"target_modules": ["query"]}}}})
+    fixed = overlay(workdir, "fixed", {"strategies": {"broken": {"learning_rate": 2.0e-5, "max_grad_norm": 1.0}}})
     plan = planned_jobs(workdir, base, fixed)
     result = snakemake(workdir, base, fixed)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -165,8 +166,13 @@ def test_config_edit_reruns_exactly_what_it_touches(fixed_study, edit, expected)
         ({"training": {"max_length": 512}}, "training.max_length = 512 exceeds"),
         ({"data": {"train": "/no/such/train.parquet"}}, "data.train = '/no/such/train.parquet' does not exist"),
         ({"model": {"name_or_path": "/no/such/model/dir"}}, "is not a folder"),
+        # The model's limit, not the token budget (8192) that such a length also breaks.
+        ({"training": {"max_length": 100000}}, "training.max_length = 100000 exceeds what"),
+        ({"strategies": {"lora": {"lora": {"target_modules": ["query", "vlaue"]}}}},
+         "strategies.lora.lora.target_modules: 'vlaue' matches no module of"),
     ],
-    ids=["unknown-strategy", "string-lr", "negative-epochs", "max-length", "missing-data", "missing-model"],
+    ids=["unknown-strategy", "string-lr", "negative-epochs", "max-length", "missing-data", "missing-model",
+         "max-length-beyond-model", "target-module-typo"],
 )
 def test_bad_config_fails_fast_and_deletes_nothing(study, edit, message):
     workdir, base = study
@@ -222,3 +228,79 @@ def test_failed_evaluation_is_retried_alone(fixed_study):
     finally:
         attempt.write_text(ok_attempt)
     assert planned_jobs(workdir, *configs) == {}
+
+
+# --- a failed edit costs nothing -----------------------------------------------------------
+
+
+def bad_data(folder: Path, imdb_dir: Path, case: str) -> dict:
+    """An overlay pointing data.train (or data.test) at a broken copy of the 1k files."""
+    train = pd.read_parquet(imdb_dir / "train-1k.parquet")
+    path = folder / f"{case}.parquet"
+    split = "train"
+    if case == "string-labels":
+        train["label"] = train["label"].map({0: "neg", 1: "pos"})
+    elif case == "labels-1-2":  # both files numbered from 1
+        train["label"] += 1
+        test = pd.read_parquet(imdb_dir / "test-1k.parquet").assign(label=lambda frame: frame["label"] + 1)
+        test.to_parquet(folder / "test-1-2.parquet", index=False)
+        train.to_parquet(path, index=False)
+        return {"data": {"train": str(path), "test": str(folder / "test-1-2.parquet")}}
+    elif case == "split-missing-a-class":
+        split, train = "test", pd.read_parquet(imdb_dir / "test-1k.parquet").query("label == 0")
+    elif case == "null-texts":
+        train.loc[17, "text"] = None
+    elif case == "non-utf8-csv":
+        path = folder / f"{case}.csv"
+        lines = train.to_csv(index=False).encode("utf-8").split(b"\n")
+        lines[500] = lines[500].replace(b"e", b"\xe9", 1)  # Latin-1, far below the header
+        path.write_bytes(b"\n".join(lines))
+        test = folder / "test-1k.csv"
+        pd.read_parquet(imdb_dir / "test-1k.parquet").to_csv(test, index=False)
+        return {"data": {"source": "csv", "train": str(path), "test": str(test)}}
+    elif case == "train-size-too-large":
+        return {"data": {"train_size": 5000}}
+    elif case == "parquet-corrupt-mid-file":
+        import pyarrow.parquet as pq
+
+        train.to_parquet(path, index=False)
+        meta = pq.ParquetFile(path).metadata.row_group(0)
+        texts = next(meta.column(i) for i in range(meta.num_columns) if meta.column(i).path_in_schema == "text")
+        start = texts.dictionary_page_offset or texts.data_page_offset  # the texts sit in the dictionary page
+        middle = start + texts.total_compressed_size // 2
+        content = bytearray(path.read_bytes())
+        content[middle : middle + 4096] = bytes(4096)  # the text pages: metadata, labels and statistics intact
+        path.write_bytes(bytes(content))
+        return {"data": {"train": str(path)}}
+    train.to_parquet(path, index=False)
+    return {"data": {split: str(path)}}
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("string-labels", "map the class names to numbers, e.g. {'neg': 0, 'pos': 1}"),
+        ("labels-1-2", "renumber them: {1: 0, 2: 1}"),
+        ("split-missing-a-class", "is missing class(es) [1]"),
+        ("null-texts", "text column 'text' has 1 missing (null) value(s), the first in row 17"),
+        ("non-utf8-csv", "is not valid UTF-8: byte 0xe9 at offset"),
+        ("train-size-too-large", "data.train_size = 5000 is larger than the 1000 rows of data.train"),
+        # Caught only by the prepare_data job: its outputs go elsewhere, so they cost nothing either.
+        ("parquet-corrupt-mid-file", "Error in rule prepare_data"),
+        ("model-hub-id-offline", "Error in rule tokenize"),
+    ],
+)
+def test_a_failed_edit_leaves_finished_work_alone(fixed_study, imdb_dir, case, message):
+    workdir, configs, _ = fixed_study
+    assert planned_jobs(workdir, *configs) == {}
+    if case == "model-hub-id-offline":
+        edit = {"model": {"name_or_path": "no-such-org/no-such-model"}}  # HF_HUB_OFFLINE=1: the download fails
+    else:
+        edit = bad_data(workdir, imdb_dir, case)
+    before = {p: p.stat().st_mtime_ns for p in (workdir / "results" / "runs").rglob("*") if p.is_file()}
+    result = snakemake(workdir, *configs, overlay(workdir, "bad-edit", edit))
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr, (result.stdout + result.stderr)[-3000:]
+    # The config is restored: nothing to do, nothing touched.
+    assert planned_jobs(workdir, *configs) == {}
+    assert {p: p.stat().st_mtime_ns for p in (workdir / "results" / "runs").rglob("*") if p.is_file()} == before

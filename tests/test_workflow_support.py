@@ -135,7 +135,7 @@ def model_folder(path: Path, *, weights: bool = True, **config: Any) -> Path:
 
 
 def test_preflight_accepts_good_local_sources(tmp_path: Path) -> None:
-    data = parquet(tmp_path / "d.parquet", text=["a"], label=[0])
+    data = parquet(tmp_path / "d.parquet", text=["a", "b"], label=[0, 1])
     model = model_folder(tmp_path / "m", model_type="roberta", max_position_embeddings=514, pad_token_id=1)
     preflight(study(train=data, test=data, model=str(model), max_length=512))
 
@@ -145,7 +145,7 @@ def test_preflight_leaves_hub_sources_to_the_jobs(tmp_path: Path) -> None:
 
 
 def test_preflight_names_missing_columns(tmp_path: Path) -> None:
-    good = parquet(tmp_path / "good.parquet", text=["a"], label=[0])
+    good = parquet(tmp_path / "good.parquet", text=["a", "b"], label=[0, 1])
     bad = parquet(tmp_path / "bad.parquet", review=["a"], label=[0])
     with pytest.raises(ConfigError, match=r"data.test = .*bad.parquet' has no column\(s\) \['text'\]; it has \['review', 'label'\]"):
         preflight(study(train=good, test=bad))
@@ -164,14 +164,14 @@ def test_preflight_rejects_a_missing_file(tmp_path: Path) -> None:
 
 
 def test_preflight_rejects_a_model_folder_without_weights(tmp_path: Path) -> None:
-    data = parquet(tmp_path / "d.parquet", text=["a"], label=[0])
+    data = parquet(tmp_path / "d.parquet", text=["a", "b"], label=[0, 1])
     model = model_folder(tmp_path / "m", weights=False, model_type="bert", max_position_embeddings=512)
     with pytest.raises(ConfigError, match="has no weights; expected one of"):
         preflight(study(train=data, test=data, model=str(model)))
 
 
 def test_preflight_rejects_max_length_above_the_position_limit(tmp_path: Path) -> None:
-    data = parquet(tmp_path / "d.parquet", text=["a"], label=[0])
+    data = parquet(tmp_path / "d.parquet", text=["a", "b"], label=[0, 1])
     model = model_folder(tmp_path / "m", model_type="roberta", max_position_embeddings=514, pad_token_id=1)
     with pytest.raises(ConfigError, match=r"training.max_length = 513 exceeds .* \(512 tokens"):
         preflight(study(train=data, test=data, model=str(model), max_length=513))
@@ -181,3 +181,144 @@ def test_preflight_rejects_an_incomplete_aclimdb_folder(tmp_path: Path) -> None:
     (tmp_path / "aclImdb" / "train").mkdir(parents=True)
     with pytest.raises(ConfigError, match="no test/ folder"):
         preflight(study(source="aclimdb", train=tmp_path / "aclImdb"))
+
+
+# --- preflight reads labels, classes, row counts and encodings before any job -----------
+
+
+def labelled(path: Path, labels: list, texts: list | None = None) -> Path:
+    return parquet(path, text=texts or [f"review {i}" for i in range(len(labels))], label=labels)
+
+
+def sized(data_train: Path, data_test: Path, *, source: str = "parquet", **sizes: Any) -> dict[str, Any]:
+    config = study(source=source, train=data_train, test=data_test)
+    config["data"].update(sizes)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("train", "test", "message"),
+    [
+        (["neg", "pos"] * 3, [0, 1], r"data.train = '.*train.parquet': row 0 has label 'neg' .* "
+                                     r"map the class names to numbers, e.g. \{'neg': 0, 'pos': 1\}"),
+        ([1, 2] * 3, [1, 2], r"the labels are \[1, 2\], but they must be 0..K-1 .* renumber them: \{1: 0, 2: 1\}"),
+        ([0, 1] * 3, [0, 0], r"data.test = '.*test.parquet' is missing class\(es\) \[1\]"),
+        ([True, False] * 3, [0, 1], r"data.train = '.*train.parquet': label column 'label' holds booleans"),
+    ],
+    ids=["string-labels", "labels-1-2", "split-missing-a-class", "boolean-labels"],
+)
+def test_preflight_checks_every_label(tmp_path: Path, train: list, test: list, message: str) -> None:
+    config = sized(labelled(tmp_path / "train.parquet", train), labelled(tmp_path / "test.parquet", test))
+    with pytest.raises(ConfigError, match=message):
+        preflight(config)
+
+
+def test_preflight_finds_null_texts(tmp_path: Path) -> None:
+    train = labelled(tmp_path / "train.parquet", [0, 1, 0, 1], texts=["a", None, "c", "d"])
+    with pytest.raises(ConfigError, match=r"data.train = '.*': text column 'text' has 1 missing \(null\) value\(s\), "
+                                          r"the first in row 1"):  # fmt: skip
+        preflight(sized(train, labelled(tmp_path / "test.parquet", [0, 1])))
+
+
+def test_preflight_compares_subset_sizes_with_parquet_row_counts(tmp_path: Path) -> None:
+    train, test = labelled(tmp_path / "train.parquet", [0, 1] * 5), labelled(tmp_path / "test.parquet", [0, 1] * 3)
+    preflight(sized(train, test, train_size=10, test_size=6))
+    with pytest.raises(ConfigError, match=r"data.train_size = 11 is larger than the 10 rows of data.train = "
+                                          r"'.*train.parquet'; use at most 10, or null for all"):  # fmt: skip
+        preflight(sized(train, test, train_size=11))
+    with pytest.raises(ConfigError, match=r"data.test_size = 7 is larger than the 6 rows of data.test"):
+        preflight(sized(train, test, test_size=7))
+
+
+def test_preflight_reads_the_whole_csv_as_utf8(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text("text,label\na,0\nb,1\n", encoding="utf-8")
+    bad = tmp_path / "bad.csv"
+    content = b"text,label\n" + b"fine review,0\n" * 1000 + b"caf\xe9,1\n"
+    bad.write_bytes(content)  # the header is fine: the bad byte is on line 1002
+    offset = content.index(bytes([0xE9]))
+    with pytest.raises(ConfigError, match=rf"data.train = '.*bad.csv' is not valid UTF-8: byte 0xe9 at offset "
+                                          rf"{offset} \(line 1002\)"):  # fmt: skip
+        preflight(study(source="csv", train=bad, test=good))
+
+
+def test_preflight_reads_a_byte_order_mark_transparently(tmp_path: Path) -> None:
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes(b"\xef\xbb\xbftext,label\na,0\nb,1\n")
+    preflight(study(source="csv", train=bom, test=bom))
+
+
+def test_preflight_checks_csv_labels(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text("text,label\na,0\nb,1\n", encoding="utf-8")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\na,0\nb,\nc,1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"data.test = '.*bad.csv': label column 'label' has 1 missing value\(s\), "
+                                          r"the first in row 1"):  # fmt: skip
+        preflight(study(source="csv", train=good, test=bad))
+
+
+def test_preflight_counts_aclimdb_reviews(tmp_path: Path) -> None:
+    root = tmp_path / "aclImdb"
+    for split, counts in (("train", (3, 3)), ("test", (2, 0))):
+        for sentiment, count in zip(("neg", "pos"), counts):
+            (root / split / sentiment).mkdir(parents=True)
+            for i in range(count):
+                (root / split / sentiment / f"{i}_1.txt").write_text("review")
+    with pytest.raises(ConfigError, match=r"data.train = '.*aclImdb' \(test/\) is missing class\(es\) \[1\]"):
+        preflight(study(source="aclimdb", train=root))
+
+
+def test_preflight_is_cheap_on_the_full_imdb_copy(imdb_dir: Path) -> None:
+    import time
+
+    started = time.perf_counter()
+    preflight(sized(imdb_dir / "train.parquet", imdb_dir / "test.parquet", train_size=25_000, test_size=25_000))
+    assert time.perf_counter() - started < 2.0  # 25,000 + 25,000 reviews; measured ~0.1 s
+
+
+# --- target_modules / feedforward_modules name modules that exist -------------------------
+
+
+def with_strategies(tmp_path: Path, model: Path, strategies: dict[str, Any]) -> dict[str, Any]:
+    data = labelled(tmp_path / "d.parquet", [0, 1])
+    config = study(train=data, test=data, model=str(model), max_length=64)
+    config["strategies"] = strategies
+    return config
+
+
+def test_preflight_names_a_target_module_typo_and_its_close_match(tmp_path: Path, tiny_roberta: Path) -> None:
+    config = with_strategies(tmp_path, tiny_roberta, {"lora": {"lora": {"target_modules": ["query", "vlaue"]}}})
+    with pytest.raises(ConfigError, match=r"strategies.lora.lora.target_modules: 'vlaue' matches no module of "
+                                          r"'.*' \(did you mean 'value'\?\)\. Its innermost modules are named "
+                                          r".*\.\.\.query, .*\.\.\.value"):  # fmt: skip
+        preflight(config)
+
+
+def test_preflight_names_a_feedforward_module_typo(tmp_path: Path, tiny_roberta: Path) -> None:
+    ia3 = {"target_modules": ["key", "value", "output.dense"], "feedforward_modules": ["output.dens"]}
+    config = with_strategies(tmp_path, tiny_roberta, {"ia3": {"ia3": ia3}})
+    with pytest.raises(ConfigError, match=r"strategies.ia3.ia3.feedforward_modules: 'output.dens' matches no module"
+                                          r" of '.*' \(did you mean 'output.dense'"):  # fmt: skip
+        preflight(config)
+
+
+def test_preflight_accepts_modules_the_weights_file_does_not_hold(tmp_path: Path, tiny_roberta: Path) -> None:
+    # RoBERTa's classification head (classifier.out_proj) is created at load time: the
+    # safetensors header cannot confirm it, the model's structure does.
+    preflight(with_strategies(tmp_path, tiny_roberta, {"lora": {"lora": {"target_modules": ["query", "out_proj"]}}}))
+
+
+def test_cache_keys_follow_exactly_the_settings_a_source_reads() -> None:
+    from ftcompare.config import DEFAULTS
+    from ftcompare.data import settings_used
+    from ftcompare.workflow_support import cache_key
+
+    def key(**data: Any) -> str:
+        return cache_key(settings_used({**DEFAULTS["data"], "source": "parquet", "train": "a.parquet",
+                                        "test": "b.parquet", **data}))  # fmt: skip
+
+    assert key() == key() and len(key()) == 12
+    assert key(name="some/other-dataset") == key()  # Parquet files do not read data.name
+    for change in ({"train": "c.parquet"}, {"train_size": 500}, {"split_seed": 7}, {"label_column": "y"}):
+        assert key(**change) != key(), change

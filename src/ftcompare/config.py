@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -218,10 +218,18 @@ def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
         return yaml.safe_load(handle)
 
 
-def validate_config(config: Mapping[str, Any], *, schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+def validate_config(
+    config: Mapping[str, Any],
+    *,
+    schema_path: str | Path = SCHEMA_PATH,
+    preflight: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Validate `config` and return a deep copy with defaults filled in.
 
     Raises ConfigError listing every problem, each naming the key and what is allowed.
+    `preflight` (ftcompare.workflow_support.preflight) checks the sources once the
+    defaults are in, before the checks between keys: a max_length beyond the model's
+    limit must be reported as that, not as a token budget too small for it.
     """
     schema = load_schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
@@ -236,6 +244,8 @@ def validate_config(config: Mapping[str, Any], *, schema_path: str | Path = SCHE
         name: _resolve_strategy_entry(name, entry) for name, entry in config["strategies"].items()
     }
     _check_data_paths(resolved["data"])
+    if preflight is not None:
+        preflight(resolved)
     _check_batch_shapes(resolved["training"])
     _check_token_budgets(resolved)
     return resolved

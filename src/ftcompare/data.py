@@ -14,6 +14,7 @@ used for any choice, including checkpoint selection.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import logging
@@ -23,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,29 @@ class PreparedData:
         }
 
 
+# --- which settings produce the data ---------------------------------------------------
+
+# The `data` keys each source reads, besides those every source reads: together exactly
+# the settings that decide the prepared splits, and so the key of their cache folder
+# (ftcompare.workflow_support.cache_key). A key a source ignores (data.name for Parquet
+# files) must not move its cache.
+SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "hub": ("name",),
+    "parquet": ("train", "test"),
+    "csv": ("train", "test"),
+    "aclimdb": ("train",),
+}
+COMMON_KEYS = ("text_column", "label_column", "train_size", "test_size", "validation_fraction", "split_seed")
+
+
+def settings_used(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a validated `data` section that the configured source reads."""
+    source = data["source"]
+    if source not in SOURCE_KEYS:
+        raise DataError(f"data.source = {source!r}; allowed: {', '.join(SOURCE_KEYS)}")
+    return {"source": source, **{key: data[key] for key in (*SOURCE_KEYS[source], *COMMON_KEYS)}}
+
+
 # --- reading each source -------------------------------------------------------------
 
 
@@ -64,35 +87,68 @@ def _require_file(path: str | None, *, key: str) -> Path:
     return resolved
 
 
-def read_parquet(path: Path) -> pd.DataFrame:
+def read_parquet(path: Path, *, where: str | None = None) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a bad file
-        raise DataError(f"{str(path)!r} is not a readable Parquet file: {exc}") from exc
+        raise DataError(f"{where or repr(str(path))} is not a readable Parquet file: {exc}") from exc
 
 
-def read_csv(path: Path) -> pd.DataFrame:
+def check_utf8(path: Path, *, where: str | None = None) -> None:
+    """Raise DataError at the first byte of `path` that is not UTF-8, giving its offset in
+    the file and its line. (pandas reports an offset within its read buffer instead.)"""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = newlines = 0  # bytes and line breaks of the file before `block`
+    with Path(path).open("rb") as handle:
+        while True:
+            block = handle.read(1 << 24)
+            pending = decoder.getstate()[0]  # the start of a character split across reads
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                data = pending + block
+                at = offset - len(pending) + exc.start
+                line = newlines + data.count(b"\n", 0, exc.start) + 1
+                raise DataError(
+                    f"{where or repr(str(path))} is not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {at} "
+                    f"(line {line}) is {exc.reason}; re-encode the file as UTF-8, e.g. "
+                    f"`iconv -f latin1 -t utf-8 {Path(path).name} > fixed.csv` if it is Latin-1"
+                ) from exc
+            if not block:
+                return
+            offset += len(block)
+            newlines += block.count(b"\n")
+
+
+# utf-8-sig: Excel writes CSV with a byte-order mark, which plain utf-8 would keep as the
+# first character of the first column name ('\ufefftext').
+CSV_ENCODING = "utf-8-sig"
+
+
+def read_csv(
+    path: Path, *, where: str | None = None, usecols: list[str] | None = None, encoding_checked: bool = False
+) -> pd.DataFrame:
+    if not encoding_checked:
+        check_utf8(path, where=where)
     try:
-        return pd.read_csv(path, encoding="utf-8", keep_default_na=False)
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{str(path)!r} is not valid UTF-8 (byte {exc.start}: {exc.reason}); "
-            "re-encode it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
-        ) from exc
+        return pd.read_csv(path, encoding=CSV_ENCODING, keep_default_na=False, usecols=usecols)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{str(path)!r} is not a readable CSV file: {exc}") from exc
+        raise DataError(f"{where or repr(str(path))} is not a readable CSV file: {exc}") from exc
 
 
 def read_aclimdb_split(folder: Path) -> pd.DataFrame:
     """One split of the original aclImdb layout: neg/ is label 0, pos/ is label 1."""
     rows = []
-    for label, sentiment in enumerate(("neg", "pos")):
+    for label, sentiment in enumerate(ACLIMDB_CLASSES):
         sub = folder / sentiment
         if not sub.is_dir():
             raise DataError(f"aclImdb folder {str(folder)!r} has no {sentiment}/ subfolder")
         for review in sorted(sub.glob("*.txt")):
             rows.append((review.read_text(encoding="utf-8"), label))
     return pd.DataFrame(rows, columns=["text", "label"])
+
+
+ACLIMDB_CLASSES = ("neg", "pos")  # label 0, label 1
 
 
 def read_hub(name: str) -> dict[str, pd.DataFrame]:
@@ -103,6 +159,15 @@ def read_hub(name: str) -> dict[str, pd.DataFrame]:
     if missing:
         raise DataError(f"hub dataset {name!r} has no split(s) {missing}; it has {list(loaded)}")
     return {split: loaded[split].to_pandas() for split in ("train", "test")}
+
+
+def describe_source(data: Mapping[str, Any], split: str) -> str:
+    """How messages name where a raw split comes from: the config key and its value."""
+    if data["source"] == "hub":
+        return f"hub dataset {data['name']!r} ({split} split)"
+    if data["source"] == "aclimdb":
+        return f"data.train = {data['train']!r} ({split}/)"
+    return f"data.{split} = {data[split]!r}"
 
 
 def read_source(data: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
@@ -117,36 +182,78 @@ def read_source(data: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     if reader is None:
         raise DataError(f"data.source = {source!r}; allowed: hub, parquet, csv, aclimdb")
     return {
-        split: reader(_require_file(data[split], key=f"data.{split}")) for split in ("train", "test")
+        split: reader(_require_file(data[split], key=f"data.{split}"), where=describe_source(data, split))
+        for split in ("train", "test")
     }
 
 
 # --- checking ------------------------------------------------------------------------
 
 
-def standardise(frame: pd.DataFrame, *, split: str, text_column: str, label_column: str) -> pd.DataFrame:
+def _missing(values: pd.Series) -> pd.Series:
+    """Null cells, and in text columns (CSV reads an empty cell as '') blank ones."""
+    missing = values.isna()
+    if values.dtype == object or pd.api.types.is_string_dtype(values):
+        missing |= values.map(lambda v: isinstance(v, str) and not v.strip())
+    return missing
+
+
+def label_values(labels: pd.Series, *, where: str, column: str) -> np.ndarray:
+    """The labels as int64, or DataError naming where they come from, the row, the value
+    and what to do about it. Integral floats (1.0) pass; booleans, text, fractions and
+    missing values do not."""
+    missing = _missing(labels)
+    if missing.any():
+        raise DataError(
+            f"{where}: label column {column!r} has {int(missing.sum())} missing value(s), the first in row "
+            f"{labels.index[missing][0]}; give every row a label 0..K-1 or drop those rows"
+        )
+    if pd.api.types.is_bool_dtype(labels) or (
+        labels.dtype == object and labels.map(lambda v: isinstance(v, (bool, np.bool_))).any()
+    ):
+        raise DataError(
+            f"{where}: label column {column!r} holds booleans (True/False); labels must be integers 0..K-1: "
+            "write False as 0 and True as 1"
+        )
+    if pd.api.types.is_integer_dtype(labels):
+        return labels.to_numpy(dtype="int64")
+    as_number = pd.to_numeric(labels, errors="coerce")
+    bad = labels[as_number.isna() | (as_number != np.round(as_number))]
+    if len(bad):
+        hint = "labels must be integers 0..K-1"
+        names = sorted({str(v) for v in labels[as_number.isna()]})
+        if names and len(names) <= 20:
+            hint += f": map the class names to numbers, e.g. {dict(zip(names, range(len(names))))}"
+        raise DataError(f"{where}: row {bad.index[0]} has label {bad.iloc[0]!r} (column {column!r}, dtype "
+                        f"{labels.dtype}); {hint}")  # fmt: skip
+    return as_number.to_numpy(dtype="int64")
+
+
+def check_texts(texts: pd.Series, *, where: str, column: str) -> None:
+    """Texts must be strings; empty ones are dropped later, missing (null) ones are errors."""
+    null = texts.isna()
+    if null.any():
+        raise DataError(
+            f"{where}: text column {column!r} has {int(null.sum())} missing (null) value(s), the first in row "
+            f"{texts.index[null][0]}; drop those rows or give them text"
+        )
+    not_text = ~texts.map(lambda t: isinstance(t, str))
+    if not_text.any():
+        row = texts.index[not_text][0]
+        raise DataError(f"{where}: text column {column!r} must hold strings; row {row} holds {texts[row]!r}")
+
+
+def standardise(frame: pd.DataFrame, *, where: str, text_column: str, label_column: str) -> pd.DataFrame:
     """Keep `text` and integer `label`, or raise DataError naming what is wrong."""
     missing = [c for c in (text_column, label_column) if c not in frame.columns]
     if missing:
         raise DataError(
-            f"{split} split has no column(s) {missing}; it has {list(frame.columns)} "
+            f"{where} has no column(s) {missing}; it has {list(frame.columns)} "
             "(set data.text_column / data.label_column)"
         )
-    labels = frame[label_column]
-    if not pd.api.types.is_integer_dtype(labels):
-        as_number = pd.to_numeric(labels, errors="coerce")
-        bad = labels[as_number.isna() | (as_number != np.round(as_number))]
-        if len(bad):
-            raise DataError(
-                f"{split} split: labels must be integers 0..K-1; found {bad.iloc[0]!r} "
-                f"(row {bad.index[0]}, dtype {labels.dtype})"
-            )
-        labels = as_number.astype("int64")
-    texts = frame[text_column]
-    if not texts.map(lambda t: isinstance(t, str)).all():
-        bad_row = texts[~texts.map(lambda t: isinstance(t, str))].index[0]
-        raise DataError(f"{split} split: text must be strings; row {bad_row} holds {texts[bad_row]!r}")
-    return pd.DataFrame({"text": texts.to_numpy(), "label": labels.to_numpy(dtype="int64")})
+    labels = label_values(frame[label_column], where=where, column=label_column)
+    check_texts(frame[text_column], where=where, column=text_column)
+    return pd.DataFrame({"text": frame[text_column].to_numpy(), "label": labels})
 
 
 def drop_empty_texts(frame: pd.DataFrame, *, split: str) -> tuple[pd.DataFrame, int]:
@@ -157,23 +264,30 @@ def drop_empty_texts(frame: pd.DataFrame, *, split: str) -> tuple[pd.DataFrame, 
     return frame.loc[~empty].reset_index(drop=True), count
 
 
-def check_labels(frames: Mapping[str, pd.DataFrame]) -> int:
-    """Labels must be 0..K-1 with every class present in every split; returns K."""
-    all_labels = np.concatenate([f["label"].to_numpy() for f in frames.values()])
-    if len(all_labels) == 0:
+def check_labels(labels: Mapping[str, np.ndarray]) -> int:
+    """Labels must be 0..K-1, each class in every split; returns K. `labels` maps how a
+    split is named in messages (e.g. "data.test = 'test.csv'") to its labels."""
+    present = {where: set(np.unique(values).tolist()) for where, values in labels.items()}
+    seen = sorted(set().union(*present.values()))
+    if not seen:
         raise DataError("no labelled rows left after reading the data")
-    num_labels = int(all_labels.max()) + 1
-    if all_labels.min() < 0:
-        raise DataError(f"labels must be integers 0..K-1; found {int(all_labels.min())}")
-    if num_labels < 2:
-        raise DataError(f"need at least 2 classes; every label is {int(all_labels.max())}")
-    expected = set(range(num_labels))
-    for split, frame in frames.items():
-        missing = sorted(expected - set(frame["label"].unique().tolist()))
-        if missing:
+    if seen[0] < 0:
+        where = next(w for w, values in present.items() if seen[0] in values)
+        raise DataError(f"{where}: label {seen[0]} is negative; labels must be integers 0..K-1")
+    if len(seen) < 2:
+        raise DataError(f"need at least 2 classes; every label is {seen[0]}")
+    num_labels = seen[-1] + 1
+    if len(seen) < num_labels:
+        # e.g. 1/2 instead of 0/1: the classes must be numbered from 0 without gaps.
+        renumber = dict(zip(seen, range(len(seen))))
+        raise DataError(
+            f"the labels are {seen}, but they must be 0..K-1 with every number used (here 0..{len(seen) - 1}); "
+            f"renumber them: {renumber}"
+        )
+    for where, classes in present.items():
+        if missing := sorted(set(range(num_labels)) - classes):
             raise DataError(
-                f"{split} split is missing class(es) {missing}; labels must cover 0..{num_labels - 1} "
-                "in every split"
+                f"{where} is missing class(es) {missing}; labels must cover 0..{num_labels - 1} in every split"
             )
     return num_labels
 
@@ -181,31 +295,42 @@ def check_labels(frames: Mapping[str, pd.DataFrame]) -> int:
 # --- splitting ------------------------------------------------------------------------
 
 
-def stratified_sample(frame: pd.DataFrame, *, size: int | None, seed: int, key: str) -> pd.DataFrame:
+def check_size(size: int | None, *, rows: int, key: str, where: str) -> None:
+    if size is not None and size > rows:
+        raise DataError(f"{key} = {size} is larger than the {rows} rows of {where}; use at most {rows}, or null for all")
+
+
+def stratified_sample(frame: pd.DataFrame, *, size: int | None, seed: int, key: str, where: str) -> pd.DataFrame:
     """A stratified subset of `size` rows (None = all rows), in shuffled order."""
+    from sklearn.model_selection import train_test_split  # a slow import; preflight needs none of it
+
     if size is None or size == len(frame):
         return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    if size > len(frame):
-        raise DataError(f"{key} = {size} is larger than the {len(frame)} rows available")
+    check_size(size, rows=len(frame), key=key, where=where)
     subset, _ = train_test_split(frame, train_size=size, stratify=frame["label"], random_state=seed)
     return subset.reset_index(drop=True)
 
 
 def prepare(data: Mapping[str, Any]) -> PreparedData:
     """Read, check and split the configured data (config `data` section, defaults filled)."""
+    from sklearn.model_selection import train_test_split
+
     raw = read_source(data)
     frames: dict[str, pd.DataFrame] = {}
     dropped: dict[str, int] = {}
+    where = {split: describe_source(data, split) for split in raw}
     for split, frame in raw.items():
         standard = standardise(
-            frame, split=split, text_column=data["text_column"], label_column=data["label_column"]
+            frame, where=where[split], text_column=data["text_column"], label_column=data["label_column"]
         )
         frames[split], dropped[split] = drop_empty_texts(standard, split=split)
-    check_labels(frames)
+    check_labels({where[split]: frame["label"].to_numpy() for split, frame in frames.items()})
 
     seed = data["split_seed"]
-    train = stratified_sample(frames["train"], size=data["train_size"], seed=seed, key="data.train_size")
-    test = stratified_sample(frames["test"], size=data["test_size"], seed=seed, key="data.test_size")
+    train = stratified_sample(frames["train"], size=data["train_size"], seed=seed, key="data.train_size",
+                              where=f"{where['train']} (non-empty texts)")  # fmt: skip
+    test = stratified_sample(frames["test"], size=data["test_size"], seed=seed, key="data.test_size",
+                             where=f"{where['test']} (non-empty texts)")  # fmt: skip
     try:
         train, validation = train_test_split(
             train, test_size=data["validation_fraction"], stratify=train["label"], random_state=seed
@@ -220,12 +345,21 @@ def prepare(data: Mapping[str, Any]) -> PreparedData:
         "validation": validation.reset_index(drop=True),
         "test": test,
     }
-    num_labels = check_labels(splits)
+    num_labels = check_labels({f"the {name} split": frame["label"].to_numpy() for name, frame in splits.items()})
     return PreparedData(splits=splits, num_labels=num_labels, dropped_empty=dropped)
 
 
-def write_prepared(prepared: PreparedData, *, out_paths: Mapping[str, Path], summary_path: Path) -> None:
+def write_prepared(
+    prepared: PreparedData,
+    *,
+    out_paths: Mapping[str, Path],
+    summary_path: Path,
+    settings: Mapping[str, Any] | None = None,
+) -> None:
+    """The splits as Parquet, and a summary that also says which `settings` made them
+    (the cache folder is named by a hash of them)."""
     for split in SPLITS:
         Path(out_paths[split]).parent.mkdir(parents=True, exist_ok=True)
         prepared.splits[split].to_parquet(out_paths[split], index=False)
-    Path(summary_path).write_text(json.dumps(prepared.summary(), indent=2) + "\n")
+    summary = prepared.summary() if settings is None else {**prepared.summary(), "settings": dict(settings)}
+    Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")

@@ -104,6 +104,12 @@ def evaluate(*, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: tor
     except Exception as exc:  # failure isolation, as in training
         log.exception("evaluation of %s/seed%d failed", spec.strategy, spec.seed)
         return EvalResult(status="failed", reason=f"{type(exc).__name__}: {exc}"[:2000], device=device)
+    if not np.isfinite(logits).all():
+        # NaN probabilities would all be argmax'd to class 0: a number that means nothing.
+        broken = int((~np.isfinite(logits)).any(axis=1).sum())
+        reason = f"diverged: the model's logits are not finite for {broken} of {len(test)} test reviews"
+        log.error("evaluation of %s/seed%d failed: %s", spec.strategy, spec.seed, reason)
+        return EvalResult(status="failed", reason=reason, device=device)
     metrics = classification_metrics(
         labels=test.labels, predictions=logits.argmax(axis=1), num_labels=data.num_labels
     )

@@ -36,8 +36,8 @@ def prepare_data(*, data_config: Mapping[str, Any], out_paths: Mapping[str, Path
     from ftcompare.data import prepare, write_prepared
 
     prepared = prepare(data_config)
-    write_prepared(prepared, out_paths=out_paths, summary_path=summary_path)
-    log.info("prepared data: %s", prepared.summary())
+    write_prepared(prepared, out_paths=out_paths, summary_path=summary_path, settings=data_config)
+    log.info("prepared data in %s: %s", Path(summary_path).parent, prepared.summary())
 
 
 def tokenize(*, split_paths: Mapping[str, Path], model_name_or_path: str, max_length: int, out_dir: Path) -> None:
@@ -74,6 +74,7 @@ def finetune(
         "status": result.status,
         "reason": result.reason,
         "config": spec.to_dict(),
+        "tokenized_dir": str(tokenized_dir),
         "metrics": result.metrics,
         "loss_curve": result.loss_curve,
         "val_curve": result.val_curve,

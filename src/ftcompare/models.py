@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ftcompare.config import RunSpec
-from ftcompare.sources import position_limit, resolve_model_path
+from ftcompare.sources import check_module_lists, position_limit, resolve_model_path
 
 class StrategyUnavailable(RuntimeError):
     """The strategy cannot run on this machine (e.g. no bitsandbytes backend); not a bug."""
@@ -31,6 +31,17 @@ def max_sequence_length(name_or_path: str) -> int:
     from transformers import AutoConfig
 
     return position_limit(AutoConfig.from_pretrained(resolve_model_path(name_or_path)).to_dict())
+
+
+def module_names(name_or_path: str) -> list[str]:
+    """Every module name of the sequence classifier built from a model, the head included,
+    as PEFT sees them; built on the meta device, so no weights are read or allocated."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(resolve_model_path(name_or_path))
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config)
+    return [name for name, _ in model.named_modules()]
 
 
 def load_tokenizer(name_or_path: str):
@@ -147,6 +158,10 @@ def build_model(*, spec: RunSpec, num_labels: int, device: torch.device, precisi
         return model
     from peft import get_peft_model
 
+    # Before any training: PEFT itself drops an entry that matches nothing as long as
+    # another one matches (preflight checks the same for local models).
+    check_module_lists({spec.strategy: {"lora": spec.lora, "ia3": spec.ia3}},
+                       [name for name, _ in model.named_modules()], model=spec.model_name_or_path)  # fmt: skip
     # No prepare_model_for_kbit_training for QLoRA: it upcasts every non-quantised
     # weight to fp32, a cost an encoder this size does not need (the fp32 cast of the
     # trainable weights below is the part that matters), and turns on gradient

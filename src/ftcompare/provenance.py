@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import json
+import math
+import numbers
 import os
 import platform
 import socket
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ftcompare.allocator import allocator_setting
+from ftcompare.files import atomic_write_bytes
 
 PACKAGES = (
     "torch",
@@ -99,13 +102,25 @@ def provenance(*, device: Any | None, started_at: str) -> dict[str, Any]:
     }
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinity replaced by None: json.dumps would write them
+    as NaN / Infinity, which is not JSON (strict parsers reject the whole record)."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
 def write_json(path: Path, record: dict[str, Any]) -> None:
-    """Write atomically: a half-written record must never look like a finished run."""
+    """Write atomically (a half-written record must never look like a finished run), as
+    strict JSON: non-finite numbers are written as null."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(json_safe(record), indent=2, default=str, allow_nan=False) + "\n"
+    atomic_write_bytes(path, text.encode())
 
 
 def read_json(path: Path) -> dict[str, Any]:

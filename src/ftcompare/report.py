@@ -34,8 +34,13 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "peak_gpu_mem_gb", "peak_rss_gb", "adapter_size_mb", "device",
     # Extra columns after the required ones; the report needs them.
     "device_type", "n_test", "best_epoch", "best_val_accuracy",
+    # Why an ok run's best epoch is not to be trusted (one class for every validation
+    # review); empty when it is fine.
+    "degenerate_validation",
 )
-TEXT_COLUMNS: frozenset[str] = frozenset({"strategy", "method", "status", "reason", "device", "device_type"})
+TEXT_COLUMNS: frozenset[str] = frozenset(
+    {"strategy", "method", "status", "reason", "device", "device_type", "degenerate_validation"}
+)
 AGGREGATE_COLUMNS: tuple[str, ...] = (
     "accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1", "precision", "recall",
     "train_time_s", "eval_time_s", "tokens_per_s",
@@ -209,6 +214,7 @@ def summary_table(*, runs: Sequence[RunRecord]) -> pd.DataFrame:
             "n_test": _number(eval_m, "n_test"),
             "best_epoch": _number(train_m, "best_epoch"),
             "best_val_accuracy": _number(train_m, "best_val_accuracy"),
+            "degenerate_validation": train_m.get("degenerate_validation") if run.ok else None,
         })
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     # Explicit dtypes so an empty or all-NaN column still aggregates as numbers.
@@ -544,7 +550,13 @@ def _intro(table: pd.DataFrame, agg: pd.DataFrame, runs: Sequence[RunRecord]) ->
     )
 
 
-def _results_table(agg: pd.DataFrame) -> str:
+def _degenerate_seeds(table: pd.DataFrame) -> dict[str, list[int]]:
+    """Per strategy, the ok seeds whose best epoch predicted one class for all of validation."""
+    flagged = table[(table["status"] == "ok") & table["degenerate_validation"].notna()]
+    return {strategy: sorted(group["seed"]) for strategy, group in flagged.groupby("strategy", sort=False)}
+
+
+def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]]) -> str:
     memory_column, memory_label = _memory_metric(agg)
     header = ["Strategy", "Method", "Accuracy (mean ± std)", "Accuracy 95% CI", "Macro F1",
               "Train time", "Tokens/s", "Trainable params", "Trainable %", memory_label,
@@ -554,6 +566,8 @@ def _results_table(agg: pd.DataFrame) -> str:
         accuracy = _fmt_pct(r["accuracy_mean"])
         if not pd.isna(r["accuracy_std"]):
             accuracy = f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f}%"
+        if seeds := degenerate.get(r["strategy"]):
+            accuracy += f" ⚠ degenerate predictions (seed {', '.join(map(str, seeds))})"
         ci = (_MISSING if pd.isna(r["accuracy_mean_ci_low"])
               else f"{100 * r['accuracy_mean_ci_low']:.2f}–{100 * r['accuracy_mean_ci_high']:.2f}%")
         cells = [
@@ -615,6 +629,17 @@ def _failures(runs: Sequence[RunRecord]) -> str:
     return "\n".join(lines) if lines else "None."
 
 
+def _flagged(table: pd.DataFrame) -> str:
+    flagged = table[(table["status"] == "ok") & table["degenerate_validation"].notna()]
+    lines = [
+        f"- `{row.strategy}` seed {row.seed}: {row.degenerate_validation} at its best epoch; its test accuracy "
+        f"({_fmt_pct(row.accuracy)}) is what one constant answer scores, not a trained classifier's "
+        "(counted in the means above, marked ⚠)"
+        for row in flagged.itertuples()
+    ]
+    return "\n".join(lines) if lines else "None."
+
+
 def _environment(runs: Sequence[RunRecord]) -> str:
     # Successful runs describe the results; fall back to all runs so there is something to show.
     chosen = [run for run in runs if run.ok] or list(runs)
@@ -633,6 +658,11 @@ def _environment(runs: Sequence[RunRecord]) -> str:
         f"- Python: {field('python', 'unknown')}",
         f"- Git commit: {field('git_commit', 'unknown (not a git checkout)')}",
     ]
+    # The cache folders are named by a hash of their settings; tokenization.json in each
+    # says which data folder, model and max_length it holds.
+    tokenized = _distinct([run.train.get("tokenized_dir") for run in chosen])
+    if tokenized:
+        lines.append(f"- Tokenized data: {', '.join(f'`{path}`' for path in tokenized)}")
     packages: dict[str, list[str]] = {}
     for provenance in provenances:
         for name, version in (provenance.get("packages") or {}).items():
@@ -709,13 +739,15 @@ def render_markdown(
         "# Fine-tuning strategies compared",
         _intro(table, agg, runs),
         "## Results",
-        _results_table(agg),
+        _results_table(agg, _degenerate_seeds(table)),
         "## Training settings",
         _settings_table(runs),
         "## Figures",
         _figure_links(figures, report_path),
         "## Skipped or failed runs",
         _failures(runs),
+        "## Runs with degenerate predictions",
+        _flagged(table),
         "## Hardware and software",
         _environment(runs),
         "## Comparison with the reference notebook",

@@ -6,7 +6,10 @@ builds the job graph without paying for those imports.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+import json
+import struct
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +76,75 @@ def check_model_source(name_or_path: str) -> None:
         )
 
 
+# --- which modules a strategy's adapters target ------------------------------------------
+
+# The config keys that name modules of the model, per method block. PEFT matches an entry
+# against a module name when it is the name or ends with "." + entry, and it complains
+# only when no entry matches anything: a typo beside a good entry was silently dropped.
+MODULE_LIST_KEYS = {"lora": ("target_modules",), "ia3": ("target_modules", "feedforward_modules")}
+
+
+def module_lists(strategies: Mapping[str, Mapping[str, Any]]) -> Iterator[tuple[str, list[str]]]:
+    """(config key, entries) for every module list of every resolved strategy."""
+    for name, entry in strategies.items():
+        for block, keys in MODULE_LIST_KEYS.items():
+            for key in keys:
+                entries = (entry.get(block) or {}).get(key)
+                if entries:
+                    yield f"strategies.{name}.{block}.{key}", list(entries)
+
+
+def matches_module(entry: str, module_names: Collection[str]) -> bool:
+    """PEFT's rule for a list entry (peft.tuners.tuners_utils.check_target_module_exists)."""
+    return any(name == entry or name.endswith("." + entry) for name in module_names)
+
+
+def check_module_lists(strategies: Mapping[str, Mapping[str, Any]], module_names: Collection[str], *, model: str) -> None:
+    """Every target_modules / feedforward_modules entry must match a module of the model;
+    otherwise ModelSourceError naming the key, the entry and close matches."""
+    problems = []
+    # Suggestions come from the innermost modules (the layers adapters wrap), not from
+    # containers such as 'encoder' or 'layer'.
+    leaves = [name for name in module_names if name and not any(other.startswith(name + ".") for other in module_names)]
+    suffixes = _suffixes(leaves)
+    for key, entries in module_lists(strategies):
+        for entry in entries:
+            if not matches_module(entry, module_names):
+                close = difflib.get_close_matches(entry, suffixes, n=3, cutoff=0.6)
+                hint = f"did you mean {' or '.join(map(repr, close))}?" if close else "no name is close"
+                problems.append(f"{key}: {entry!r} matches no module of {model!r} ({hint})")
+    if problems:
+        endings = sorted({name.rsplit(".", 1)[-1] for name in leaves})
+        raise ModelSourceError(
+            "; ".join(problems) + f". Its innermost modules are named ...{', ...'.join(endings[:40])}"
+            + (" ..." if len(endings) > 40 else "")
+        )
+
+
+def _suffixes(module_names: Collection[str]) -> list[str]:
+    """The names an entry could mean: each module's last one and two components
+    ('value', 'self.value'), without layer numbers."""
+    found = set()
+    for name in module_names:
+        parts = name.split(".")
+        for size in (1, 2):
+            tail = parts[-size:]
+            if len(tail) == size and not any(part.isdigit() for part in tail):
+                found.add(".".join(tail))
+    return sorted(found)
+
+
+def weight_module_names(folder: Path) -> set[str] | None:
+    """The modules that hold weights in a local model folder, read from its safetensors
+    header(s) alone: a few kB, no torch. None when the folder has no safetensors weights.
+    (The classification head, created when the model is loaded, is not among them.)"""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        tensors = list(json.loads(index.read_text())["weight_map"])
+    elif (folder / "model.safetensors").is_file():
+        with (folder / "model.safetensors").open("rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            tensors = [name for name in json.loads(handle.read(size)) if name != "__metadata__"]
+    else:
+        return None
+    return {name.rpartition(".")[0] for name in tensors}

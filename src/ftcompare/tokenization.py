@@ -65,6 +65,7 @@ def tokenize_splits(
         for split, ds in splits.items()
     }
     meta = {
+        "data": str(Path(split_paths["train"]).parent),
         "model": model_name_or_path,
         "max_length": max_length,
         "num_labels": int(max(max(ds["label"]) for ds in splits.values())) + 1,
@@ -75,4 +76,5 @@ def tokenize_splits(
     (Path(out_dir) / "tokenization.json").write_text(json.dumps(meta, indent=2) + "\n")
     for split, split_stats in stats.items():
         log.info("%s: %s", split, split_stats)
+    log.info("tokenized %s into %s", meta["data"], out_dir)
     return {split: s["rows"] for split, s in stats.items()}

@@ -7,12 +7,21 @@ device and read every `log_every_steps`), and a resumed run continues with the s
 model, optimizer, scheduler, RNG and data order as if it had never stopped.
 
 The best epoch is chosen on the validation split; the test split is not touched here.
+
+Divergence is a failure, never a result: a non-finite training loss stops the run
+(status `failed`, the reason naming the steps and the learning rate), as do non-finite
+weights before a checkpoint or non-finite validation logits. Whatever selects among runs
+(the report, a future tuning search) can rely on that: a diverged run or trial has status
+`failed` and no metrics to be chosen by. A run that trains but whose best epoch predicts
+one class for every validation review is kept `ok` and flagged (`degenerate_validation`
+in its metrics): the report shows the flag beside its accuracy.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import resource
 import signal
@@ -37,6 +46,15 @@ from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current
 log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "failed", "skipped")
+
+
+class Diverged(RuntimeError):
+    """The loss, the weights or the validation logits stopped being finite numbers; the
+    curves recorded until then travel with it into the failed run's record."""
+
+    def __init__(self, message: str, *, loss_curve: list | None = None, val_curve: list | None = None) -> None:
+        super().__init__(message)
+        self.loss_curve, self.val_curve = list(loss_curve or []), list(val_curve or [])
 
 
 class Preempted(BaseException):
@@ -64,9 +82,13 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
+    """Every generator's state as tensors, numbers, tuples and dicts: what a checkpoint
+    may hold to load with weights_only=True (numpy's key array becomes a list)."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"] = {**numpy_state["state"], "key": numpy_state["state"]["key"].tolist()}
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": numpy_state,
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -77,7 +99,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    key = np.asarray(numpy_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state({**numpy_state, "state": {**numpy_state["state"], "key": key}})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -126,6 +150,10 @@ def finetune(
     except StrategyUnavailable as exc:
         log.warning("strategy %s skipped: %s", spec.strategy, exc)
         return TrainResult(status="skipped", reason=str(exc), device=device)
+    except Diverged as exc:
+        log.error("run %s/seed%d failed: %s", spec.strategy, spec.seed, exc)
+        return TrainResult(status="failed", reason=f"diverged: {exc}", loss_curve=exc.loss_curve,
+                           val_curve=exc.val_curve, device=device)  # fmt: skip
     except Exception as exc:  # failure isolation: record it, let the other runs finish
         log.error("run %s/seed%d failed:\n%s", spec.strategy, spec.seed, traceback.format_exc())
         if device.type == "cuda":
@@ -195,14 +223,44 @@ def _train(
         scheduler=scheduler, state=state,
     )  # fmt: skip
 
+    settings = (f"learning_rate {spec.learning_rate:g}, {learning_rate:.3g} as applied; max_grad_norm "
+                f"{'null' if spec.max_grad_norm is None else f'{spec.max_grad_norm:g}'}): lower "
+                f"strategies.{spec.strategy}.learning_rate")  # fmt: skip
+
+    def diverged(what: str) -> Diverged:
+        return Diverged(f"{what} ({settings}", loss_curve=state["loss_curve"], val_curve=state["val_curve"])
+
+    # The loss is summed on the device and read only at log points and checkpoints (each
+    # read is a host sync): cross-entropy is never negative, so the sum is non-finite
+    # exactly when some step's loss was, and one check per read covers every step.
+    checked_through = state["global_step"]
+
+    def check_loss(window_sum: float) -> None:
+        nonlocal checked_through
+        step = state["global_step"]
+        if not math.isfinite(window_sum):
+            kind = "NaN" if math.isnan(window_sum) else "infinite"
+            where = f"at step {step}" if step == checked_through + 1 else f"between steps {checked_through + 1} and {step}"
+            epochs_done = state["epoch"] + state["batch_in_epoch"] / len(plan[state["epoch"]])
+            state["loss_curve"].append({"step": step, "epoch": epochs_done, "loss": None, "lr": current_lr(scheduler)})
+            raise diverged(f"training loss became {kind} {where} of {total_steps}")
+        checked_through = step
+
     def save_checkpoint() -> None:
         started = time.perf_counter()
         state["peak_memory"] = peak_memory(device, earlier=state["peak_memory"])
+        weights = {n: p.detach().cpu() for n, p in trainable}
+        # A finite loss does not prove finite weights: the step that read it may have
+        # broken them. A checkpoint resumed from must never hold a diverged run.
+        broken = [n for n, tensor in weights.items() if not bool(torch.isfinite(tensor).all())]
+        if broken:
+            raise diverged(f"weights became non-finite by step {state['global_step']} ({len(broken)} tensors, "
+                           f"e.g. {broken[0]})")  # fmt: skip
         payload = {
             "spec": spec.to_dict(),
             "precision": precision.name,
             "state": state,
-            "trainable": {n: p.detach().cpu() for n, p in trainable},
+            "trainable": weights,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": rng_state(),
@@ -239,7 +297,9 @@ def _train(
             state["train_tokens"] += int(train.lengths[indices].sum())
             step = state["global_step"]
             if step % spec.log_every_steps == 0 or state["batch_in_epoch"] == len(batches):
-                mean = (state["loss_sum"] + loss_sum.item()) / state["loss_count"]
+                window_sum = loss_sum.item()
+                check_loss(window_sum)
+                mean = (state["loss_sum"] + window_sum) / state["loss_count"]
                 epochs_done = epoch + state["batch_in_epoch"] / len(batches)
                 state["loss_curve"].append(
                     {"step": step, "epoch": epochs_done, "loss": mean, "lr": current_lr(scheduler)}
@@ -257,7 +317,9 @@ def _train(
             ends_epoch = state["batch_in_epoch"] == len(batches)
             if stop.is_set() or ((due_by_steps or due_by_time) and not ends_epoch):
                 state["train_time_s"] += _elapsed(segment_start, device)
-                state["loss_sum"] += loss_sum.item()
+                window_sum = loss_sum.item()
+                check_loss(window_sum)
+                state["loss_sum"] += window_sum
                 loss_sum.zero_()
                 save_checkpoint()
                 last_checkpoint = time.monotonic()
@@ -272,15 +334,24 @@ def _train(
             pad_to_multiple_of=spec.pad_to_multiple_of, device=device, precision=precision,
             max_tokens=spec.max_tokens_per_batch,
         )  # fmt: skip
-        accuracy = float((logits.argmax(axis=1) == validation.labels).mean())
+        if not np.isfinite(logits).all():
+            raise diverged(f"validation logits are not finite after epoch {epoch + 1} (step {state['global_step']})")
+        predicted = logits.argmax(axis=1)
+        accuracy = float((predicted == validation.labels).mean())
         val_loss = softmax_cross_entropy(logits, validation.labels)
+        classes = np.unique(predicted)
         state["val_curve"].append(
-            {"step": state["global_step"], "epoch": epoch + 1, "accuracy": accuracy, "loss": val_loss}
-        )
-        log.info("epoch %d: validation accuracy %.4f loss %.4f", epoch + 1, accuracy, val_loss)
+            {"step": state["global_step"], "epoch": epoch + 1, "accuracy": accuracy, "loss": val_loss,
+             "predicted_classes": len(classes)}
+        )  # fmt: skip
+        # One class for every review: what a model whose updates blew up (the loss in the
+        # hundreds) or collapsed predicts; its accuracy is that class's share, not skill.
+        degenerate = f"all {len(predicted)} validation predictions are class {classes[0]}" if len(classes) == 1 else None
+        log.log(logging.WARNING if degenerate else logging.INFO, "epoch %d: validation accuracy %.4f loss %.4f%s",
+                epoch + 1, accuracy, val_loss, f" ({degenerate})" if degenerate else "")  # fmt: skip
         if state["best"] is None or accuracy > state["best"]["val_accuracy"]:
             weights = {n: p.detach().to("cpu", copy=True) for n, p in trainable}
-            state["best"] = {"epoch": epoch + 1, "val_accuracy": accuracy, "weights": weights}
+            state["best"] = {"epoch": epoch + 1, "val_accuracy": accuracy, "weights": weights, "degenerate": degenerate}
         state["epoch"] += 1
         state["batch_in_epoch"] = 0
         if state["epoch"] < spec.epochs:
@@ -304,6 +375,8 @@ def _train(
         "optimizer_steps": state["global_step"],
         "best_epoch": best["epoch"],
         "best_val_accuracy": best["val_accuracy"],
+        # Set when the chosen epoch predicted one class for every validation review.
+        "degenerate_validation": best.get("degenerate"),
         "effective_learning_rate": learning_rate,
         "mean_reviews_per_step": reviews_per_step,
         "precision": precision.name,
@@ -328,6 +401,9 @@ def _elapsed(start: float, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+CHECKPOINT_KEYS = ("spec", "precision", "state", "trainable", "optimizer", "scheduler", "rng")
+
+
 def _resume(
     directory: Path,
     *,
@@ -338,8 +414,28 @@ def _resume(
     scheduler: Any,
     state: dict[str, Any],
 ) -> bool:
-    """Restore the newest good checkpoint into the objects given; False if there is none."""
-    found = ckpt.load_latest_checkpoint(directory)
+    """Restore the newest good checkpoint into the objects given; False if there is none.
+
+    A checkpoint that loads but is not one of this run's (not a mapping of the expected
+    parts, parameters of other names or shapes) is moved aside and the next older one
+    tried; one made with other settings or precision means the run starts from scratch."""
+    shapes = {name: tuple(param.shape) for name, param in trainable}
+
+    def problem(saved: Any) -> str | None:
+        if not isinstance(saved, dict) or not isinstance(saved.get("spec"), dict):
+            return "not a training checkpoint: no settings ('spec') in it"
+        if saved["spec"] != spec.to_dict() or saved.get("precision") != precision.name:
+            return None  # a checkpoint of other settings: handled below
+        if missing := [key for key in CHECKPOINT_KEYS if key not in saved]:
+            return f"not a training checkpoint: it lacks {missing}"
+        weights = saved["trainable"]
+        if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+            return "not a training checkpoint: 'trainable' is not a mapping of tensors"
+        if {name: tuple(tensor.shape) for name, tensor in weights.items()} != shapes:
+            return "its parameters do not fit this model (other names or shapes)"
+        return None
+
+    found = ckpt.load_latest_checkpoint(directory, check=problem)
     if found is None:
         return False
     saved, path = found
@@ -349,24 +445,24 @@ def _resume(
         log.warning("checkpoint %s was made with other settings (%s): starting from scratch", path, changed)
         ckpt.remove_checkpoints(directory)
         return False
-    # Checked before anything is restored, so that a mismatch leaves a clean start.
-    shapes = {name: tuple(param.shape) for name, param in trainable}
-    saved_shapes = {name: tuple(tensor.shape) for name, tensor in saved.get("trainable", {}).items()}
-    if saved.get("precision") != precision.name or saved_shapes != shapes:
-        log.warning(
-            "checkpoint %s does not fit this run (precision %s vs %s, or other parameters): starting from scratch",
-            path, saved.get("precision"), precision.name,
-        )  # fmt: skip
+    if saved.get("precision") != precision.name:
+        log.warning("checkpoint %s was made at precision %s, this run trains at %s: starting from scratch",
+                    path, saved.get("precision"), precision.name)  # fmt: skip
         ckpt.remove_checkpoints(directory)
         return False
-    with torch.no_grad():
-        for name, param in trainable:
-            param.copy_(saved["trainable"][name])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    state.update(saved["state"])
-    state["resumed_from_steps"] = [*state["resumed_from_steps"], state["global_step"]]
-    set_rng_state(saved["rng"])
+    try:
+        with torch.no_grad():
+            for name, param in trainable:
+                param.copy_(saved["trainable"][name])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state.update(saved["state"])
+        state["resumed_from_steps"] = [*state["resumed_from_steps"], state["global_step"]]
+        set_rng_state(saved["rng"])
+    except Exception as exc:  # malformed parts; the objects are half restored, so this run cannot go on
+        ckpt.quarantine(path, f"cannot be restored: {type(exc).__name__}: {exc}"[:500])
+        raise RuntimeError(f"checkpoint {path} could not be restored ({exc}); it was moved aside, and a rerun "
+                           "resumes from the previous one or starts from scratch") from exc  # fmt: skip
     log.warning("resumed from step %d (epoch %d, batch %d) using %s",
                 state["global_step"], state["epoch"], state["batch_in_epoch"], path.name)  # fmt: skip
     return True

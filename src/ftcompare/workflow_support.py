@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ftcompare.config import ConfigError
-from ftcompare.sources import ModelSourceError, check_model_source, position_limit, resolve_model_path
+from ftcompare.data import DataError
+from ftcompare.sources import (
+    ModelSourceError,
+    check_model_source,
+    check_module_lists,
+    matches_module,
+    module_lists,
+    position_limit,
+    resolve_model_path,
+    weight_module_names,
+)
 
 FIRST_ATTEMPT = "first"
+
+
+def cache_key(settings: Mapping[str, Any]) -> str:
+    """A short folder name for the outputs of `settings` (12 hex digits of the SHA-256 of
+    their canonical JSON). Stage outputs live under the key of exactly the settings that
+    produce them, as DVC does: another config writes elsewhere, so an edit that fails (or
+    is abandoned) leaves the finished outputs untouched, and the restored config finds
+    its own outputs, with their Snakemake records, where it left them."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def retry_marker(attempt_path: str | Path) -> str:
@@ -42,35 +63,108 @@ def retry_marker(attempt_path: str | Path) -> str:
 def preflight(config: Mapping[str, Any]) -> None:
     """Cheap checks of the configured sources while Snakemake builds the job graph.
 
-    Bad input must fail before any job starts: a job that starts deletes its old
-    outputs first. Only what can be read in milliseconds is checked here (paths, column
-    names, a local model's config.json); the stage jobs check the rest.
+    Bad input must fail before any job starts, not in one: a failed job has cost its
+    start-up, and the message is lost among the job's output. What can be read without
+    loading the data itself is checked here: paths, column names, CSV encoding over the
+    whole file, every label (the label column alone), classes per split, row counts
+    (Parquet metadata) against the subset sizes, null texts (Parquet statistics), and a
+    local model's config.json. The stage jobs check the rest, with the same functions.
     """
-    _check_data_source(config["data"])
-    _check_local_model(config["model"]["name_or_path"], max_length=config["training"]["max_length"])
+    try:
+        _check_data_source(config["data"])
+    except DataError as exc:
+        raise ConfigError(str(exc)) from exc
+    _check_local_model(config["model"]["name_or_path"], max_length=config["training"]["max_length"],
+                       strategies=config.get("strategies") or {})  # fmt: skip
 
 
 def _check_data_source(data: Mapping[str, Any]) -> None:
+    from ftcompare.data import check_labels, check_size, describe_source
+
     source = data["source"]
     if source == "hub":
-        return
+        return  # downloaded by the prepare_data job, which checks it
     if source == "aclimdb":
         root = Path(data["train"]).expanduser()
         for split in ("train", "test"):
             if not (root / split).is_dir():
                 raise ConfigError(f"data.train = {data['train']!r}: no {split}/ folder (an unpacked aclImdb root)")
-        return
-    for split in ("train", "test"):
-        path = Path(data[split]).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"data.{split} = {data[split]!r} does not exist")
-        columns = _columns(path, source=source, key=f"data.{split}")
-        missing = [c for c in (data["text_column"], data["label_column"]) if c not in columns]
-        if missing:
-            raise ConfigError(
-                f"data.{split} = {data[split]!r} has no column(s) {missing}; it has {columns} "
-                "(set data.text_column / data.label_column)"
-            )
+        labels = {describe_source(data, split): _aclimdb_labels(root / split) for split in ("train", "test")}
+    else:
+        labels = {}
+        for split in ("train", "test"):
+            path = Path(data[split]).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"data.{split} = {data[split]!r} does not exist")
+            labels[describe_source(data, split)] = _file_labels(path, data=data, split=split)
+    check_labels(labels)
+    for split, where in zip(("train", "test"), labels):
+        check_size(data.get(f"{split}_size"), rows=len(labels[where]), key=f"data.{split}_size", where=where)
+
+
+def _aclimdb_labels(folder: Path) -> Any:
+    import numpy as np
+
+    from ftcompare.data import ACLIMDB_CLASSES, DataError
+
+    counts = []
+    for sentiment in ACLIMDB_CLASSES:
+        if not (folder / sentiment).is_dir():
+            raise DataError(f"aclImdb folder {str(folder)!r} has no {sentiment}/ subfolder")
+        counts.append(sum(1 for _ in (folder / sentiment).glob("*.txt")))
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+def _file_labels(path: Path, *, data: Mapping[str, Any], split: str) -> Any:
+    """The labels of a Parquet or CSV file, checked as the prepare_data job checks them,
+    after its columns and (Parquet) the nulls among its texts."""
+    import pandas as pd
+
+    from ftcompare.data import check_texts, check_utf8, describe_source, label_values, read_csv
+
+    where = describe_source(data, split)
+    text_column, label_column = data["text_column"], data["label_column"]
+    if data["source"] == "csv":
+        check_utf8(path, where=where)  # the whole file: a bad byte after the header fails here too
+    columns = _columns(path, source=data["source"], key=f"data.{split}")
+    missing = [c for c in (text_column, label_column) if c not in columns]
+    if missing:
+        raise ConfigError(
+            f"data.{split} = {data[split]!r} has no column(s) {missing}; it has {columns} "
+            "(set data.text_column / data.label_column)"
+        )
+    if data["source"] == "csv":
+        # Empty CSV cells are read as '' (dropped later as empty texts), never as null.
+        labels = read_csv(path, where=where, usecols=[label_column], encoding_checked=True)[label_column]
+        return label_values(labels, where=where, column=label_column)
+    try:
+        labels = pd.read_parquet(path, columns=[label_column])[label_column]
+        texts = None if _parquet_texts_are_plain_strings(path, text_column) else (
+            pd.read_parquet(path, columns=[text_column])[text_column])  # fmt: skip
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise ConfigError(f"{where} is not a readable Parquet file: {exc}") from exc
+    if texts is not None:
+        check_texts(texts, where=where, column=text_column)
+    return label_values(labels, where=where, column=label_column)
+
+
+def _parquet_texts_are_plain_strings(path: Path, column: str) -> bool:
+    """True when the file's own metadata shows a string column without nulls; False means
+    'read the column to find out' (no statistics, nulls, or another type)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    field = meta.schema.to_arrow_schema().field(column)
+    if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+        return False
+    for group in range(meta.num_row_groups):
+        chunks = [meta.row_group(group).column(i) for i in range(meta.num_columns)]
+        chunk = next((c for c in chunks if c.path_in_schema == column), None)
+        stats = chunk.statistics if chunk is not None else None
+        if stats is None or not stats.has_null_count or stats.null_count:
+            return False
+    return True
 
 
 def _columns(path: Path, *, source: str, key: str) -> list[str]:
@@ -81,14 +175,13 @@ def _columns(path: Path, *, source: str, key: str) -> list[str]:
             return list(pq.read_schema(path).names)
         except Exception as exc:  # pyarrow raises several types for a bad file
             raise ConfigError(f"{key} = {str(path)!r} is not a readable Parquet file: {exc}") from exc
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            return next(csv.reader(handle), [])
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{key} = {str(path)!r} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    from ftcompare.data import CSV_ENCODING
+
+    with path.open(encoding=CSV_ENCODING, newline="") as handle:
+        return next(csv.reader(handle), [])
 
 
-def _check_local_model(name_or_path: str, *, max_length: int) -> None:
+def _check_local_model(name_or_path: str, *, max_length: int, strategies: Mapping[str, Any]) -> None:
     try:
         check_model_source(name_or_path)
         folder = Path(resolve_model_path(name_or_path)).expanduser()
@@ -96,13 +189,32 @@ def _check_local_model(name_or_path: str, *, max_length: int) -> None:
         raise ConfigError(str(exc)) from exc
     config_file = folder / "config.json"
     if not config_file.is_file():
-        return  # a hub id: the tokenize job checks it once downloaded
+        return  # a hub id: the tokenize and fine-tune jobs check it once downloaded
     model_config = json.loads(config_file.read_text())
-    if "max_position_embeddings" not in model_config:
-        return  # no position limit stated: the tokenize job checks it
-    limit = position_limit(model_config)
-    if max_length > limit:
-        raise ConfigError(
-            f"training.max_length = {max_length} exceeds what {name_or_path!r} allows ({limit} tokens, "
-            f"from its position embeddings); set training.max_length <= {limit}"
-        )
+    if "max_position_embeddings" in model_config:  # else no limit stated: the tokenize job checks it
+        limit = position_limit(model_config)
+        if max_length > limit:
+            raise ConfigError(
+                f"training.max_length = {max_length} exceeds what {name_or_path!r} allows ({limit} tokens, "
+                f"from its position embeddings); set training.max_length <= {limit}"
+            )
+    _check_module_lists(strategies, folder=folder, model=name_or_path)
+
+
+def _check_module_lists(strategies: Mapping[str, Any], *, folder: Path, model: str) -> None:
+    """Every target_modules / feedforward_modules entry must name a module of the model.
+    The safetensors header answers without torch for the usual case; only when it does not
+    (an entry it cannot confirm, such as the classification head, which is created at
+    load time, or no safetensors file) is the model's structure built, on the meta device."""
+    lists = list(module_lists(strategies))
+    if not lists:
+        return
+    names = weight_module_names(folder)
+    if names is not None and all(matches_module(entry, names) for _, entries in lists for entry in entries):
+        return
+    from ftcompare.models import module_names  # imports torch and transformers: a few seconds
+
+    try:
+        check_module_lists(strategies, module_names(str(folder)), model=model)
+    except ModelSourceError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -7,16 +7,31 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from ftcompare.config import resolve_run, validate_config
-from ftcompare.workflow_support import preflight, retry_marker
+from ftcompare.data import settings_used
+from ftcompare.workflow_support import cache_key, preflight, retry_marker
 
 # Every key checked against workflow/schemas/config.schema.yaml, defaults filled in.
-# An unknown key, a wrong type or an unknown strategy stops here, before any job runs.
-VALIDATED = validate_config(config)
-# Paths, column names and a local model's limits, in milliseconds: bad input stops
-# here rather than in a job, whose start would delete its previous outputs.
-preflight(VALIDATED)
+# An unknown key, a wrong type or an unknown strategy stops here, before any job runs;
+# so does bad input (preflight: paths, columns, encodings, labels, classes, row counts,
+# a local model's limits and module names), which in a job would cost its start-up.
+VALIDATED = validate_config(config, preflight=preflight)
 STRATEGIES = list(VALIDATED["strategies"])
 SEEDS = VALIDATED["seeds"]
+
+# The data and tokenized caches live under a key of exactly the settings that produce
+# them (see cache_key): a failed or abandoned edit writes elsewhere, and restoring the
+# config finds these outputs untouched, so nothing downstream reruns. Finished runs of
+# another config are not kept (results/runs/ holds one study).
+DATA_SETTINGS = settings_used(VALIDATED["data"])
+DATA_KEY = cache_key(DATA_SETTINGS)
+DATA_DIR = f"results/data/{DATA_KEY}"
+TOKENIZE_SETTINGS = {
+    "data": DATA_DIR,
+    "model": VALIDATED["model"]["name_or_path"],
+    "max_length": VALIDATED["training"]["max_length"],
+}
+TOKENIZED_KEY = cache_key(TOKENIZE_SETTINGS)
+TOKENIZED_DIR = f"results/tokenized/{TOKENIZED_KEY}"
 
 SPLITS = ["train", "validation", "test"]
 FIGURES = expand(
@@ -35,11 +50,6 @@ FIGURES = expand(
 wildcard_constraints:
     strategy="|".join(STRATEGIES),
     seed=r"\d+",
-
-
-def data_settings(wildcards):
-    """The data section: its change reruns the data stage and everything after it."""
-    return VALIDATED["data"]
 
 
 def run_settings(wildcards):

@@ -1,18 +1,18 @@
 rule prepare_data:
     output:
-        train="results/data/train.parquet",
-        validation="results/data/validation.parquet",
-        test="results/data/test.parquet",
+        train=f"{DATA_DIR}/train.parquet",
+        validation=f"{DATA_DIR}/validation.parquet",
+        test=f"{DATA_DIR}/test.parquet",
         summary=report(
-            "results/data/summary.json",
+            f"{DATA_DIR}/summary.json",
             caption="../report/data.rst",
             category="Data",
         ),
     log:
-        "results/logs/prepare_data.log",
+        f"results/logs/prepare_data/{DATA_KEY}.log",
     conda:
         "../envs/data.yaml"
     params:
-        data=data_settings,
+        data=DATA_SETTINGS,
     script:
         "../scripts/prepare_data.py"

@@ -1,6 +1,6 @@
 rule evaluate:
     input:
-        dataset="results/tokenized",
+        dataset=TOKENIZED_DIR,
         record="results/runs/{strategy}/seed{seed}/train.json",
         model="results/runs/{strategy}/seed{seed}/model",
     output:

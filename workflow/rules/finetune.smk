@@ -1,6 +1,6 @@
 rule finetune:
     input:
-        dataset="results/tokenized",
+        dataset=TOKENIZED_DIR,
     output:
         record="results/runs/{strategy}/seed{seed}/train.json",
         model=directory("results/runs/{strategy}/seed{seed}/model"),

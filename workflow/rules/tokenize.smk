@@ -1,21 +1,21 @@
 rule tokenize:
     input:
-        train="results/data/train.parquet",
-        validation="results/data/validation.parquet",
-        test="results/data/test.parquet",
+        train=f"{DATA_DIR}/train.parquet",
+        validation=f"{DATA_DIR}/validation.parquet",
+        test=f"{DATA_DIR}/test.parquet",
     output:
-        dataset=directory("results/tokenized"),
+        dataset=directory(TOKENIZED_DIR),
     log:
-        "results/logs/tokenize.log",
+        f"results/logs/tokenize/{TOKENIZED_KEY}.log",
     benchmark:
-        "results/benchmarks/tokenize.tsv"
+        f"results/benchmarks/tokenize/{TOKENIZED_KEY}.tsv"
     conda:
         "../envs/train.yaml"
     # All the cores Snakemake may give (it caps threads at --cores): torch's CPU
     # kernels and the tokenizer use them; on a GPU they feed the data.
     threads: 8
     params:
-        model=VALIDATED["model"]["name_or_path"],
-        max_length=VALIDATED["training"]["max_length"],
+        model=TOKENIZE_SETTINGS["model"],
+        max_length=TOKENIZE_SETTINGS["max_length"],
     script:
         "../scripts/tokenize.py"
