@@ -106,7 +106,7 @@ PROFILE = False
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--strategies", nargs="+", default=["full", "lora", "qlora", "ia3"])
+    parser.add_argument("--strategies", nargs="+", help="strategies of the config (default: all of them)")
     parser.add_argument("--bucket-width", type=int, default=64)
     parser.add_argument("--quick", action="store_true", help="a small model (CPU smoke run)")
     parser.add_argument("--profile", action="store_true", help="also print each copy's kernel time per step (CUDA)")
@@ -123,7 +123,7 @@ def main() -> int:
         config = validate_config(load_config())
         vocab = 1000 if args.quick else 50265
         split = tp.random_split(lengths=lengths, vocab_size=vocab, seed=0)
-        for strategy in args.strategies:
+        for strategy in args.strategies or list(config["strategies"]):
             spec = resolve_run(config, strategy=strategy, seed=0)
             lora = {**spec.lora, "dropout": 0.0} if spec.lora else None
             spec = dataclasses.replace(spec, model_name_or_path=tmp, max_length=max_length, lora=lora,

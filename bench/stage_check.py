@@ -130,7 +130,7 @@ def _set(config: dict, assignment: str) -> None:
     node[keys[-1]] = yaml.safe_load(value)
 
 
-def run(*, bundle: Path, out: Path, strategies: list[str], epochs: int, seeds: list[int], model: Path | None,
+def run(*, bundle: Path, out: Path, strategies: list[str] | None, epochs: int, seeds: list[int], model: Path | None,
         settings: list[str], variant: str = "as-configured") -> list[dict]:
     """Fine-tune, evaluate and report every (strategy, seed) through the workflow's own
     job functions; returns one summary row per run."""
@@ -148,7 +148,7 @@ def run(*, bundle: Path, out: Path, strategies: list[str], epochs: int, seeds: l
         _set(config, assignment)
     validated = validate_config(config)
     train_records, eval_records, rows = [], [], []
-    for strategy in strategies:
+    for strategy in strategies or list(validated["strategies"]):
         for seed in seeds:
             spec = resolve_run(validated, strategy=strategy, seed=seed)
             run_dir = out / "runs" / strategy / f"seed{seed}"
@@ -175,9 +175,12 @@ def run(*, bundle: Path, out: Path, strategies: list[str], epochs: int, seeds: l
                 "graphs": "yes" if graphs.get("used") else ("FAIL" if graphs.get("fallback_reason") else "-"),
                 "reason": trained["reason"] or evaluated["reason"] or graphs.get("fallback_reason"),
             })  # fmt: skip
+    from ftcompare.figures import FIGURE_NAMES
+
     jobs.report(
         train_records=train_records, eval_records=eval_records, summary_path=out / "summary.csv",
-        report_path=out / "report.md", figures_dir=out / "figures",
+        report_path=out / "report.md", figure_paths=[out / "figures" / f"{name}.png" for name in FIGURE_NAMES],
+        reference=validated["report"]["reference"],
     )  # fmt: skip
     return rows
 
@@ -227,7 +230,7 @@ def main() -> None:
     go = commands.add_parser("run", help="fine-tune + evaluate every strategy on this device")
     go.add_argument("--bundle", type=Path, required=True)
     go.add_argument("--out", type=Path, required=True)
-    go.add_argument("--strategies", nargs="+", default=["full", "lora", "qlora", "ia3"])
+    go.add_argument("--strategies", nargs="+", help="strategies of the config (default: all of them)")
     go.add_argument("--epochs", type=int, default=1)
     go.add_argument("--seeds", type=int, nargs="+", default=[0])
     go.add_argument("--model", type=Path, help="a model folder to fine-tune instead of a random roberta-base")

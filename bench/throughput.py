@@ -39,7 +39,6 @@ prefer_expandable_segments()  # as the workflow's jobs do; must precede CUDA's f
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-STRATEGIES = ("full", "lora", "qlora", "ia3")
 STUDY_TRAIN_REVIEWS = 25_000
 STUDY_TEST_REVIEWS = 25_000
 # roberta-base's tokenizer on IMDB train, for comparison and the log-normal fit.
@@ -354,7 +353,7 @@ def build_reference(*, spec: RunSpec, device: torch.device) -> torch.nn.Module:
     model = models.load_base_model(spec=fp32_compute, num_labels=2, device=device, precision=FP32)
     model = prepare_model_for_kbit_training(model)  # upcasts non-4-bit weights, gradient checkpointing on
     # (load_base_model already keeps bitsandbytes' CPU layout trainable.)
-    return get_peft_model(model, models._peft_config(spec))
+    return get_peft_model(model, models.peft_config(spec))
 
 
 def non_embedding_params(model: torch.nn.Module) -> int:
@@ -632,7 +631,7 @@ def _variant(text: str) -> tuple[str, dict[str, Any]]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small model, max_length 128, few steps: a CPU smoke run")
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument("--strategies", nargs="+", help="strategies of the config to measure (default: all of them)")
     parser.add_argument("--imdb", type=Path, help="Parquet with a `text` column: real lengths via a byte-level BPE "
                         "(or the .npy that --save-lengths wrote from one)")
     parser.add_argument("--save-lengths", type=Path, metavar="FILE.npy",
@@ -674,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     config = validate_config(load_config(*args.config))
     # The notebook's settings: the same overlay a user layers to rerun its recipe.
     reference_config = validate_config(load_config(*args.config, REFERENCE_RECIPE))
+    args.strategies = args.strategies or list(config["strategies"])
     missing = [s for s in args.strategies if s not in config["strategies"]]
     if missing:
         raise SystemExit(f"strategies {missing} are not in the config")

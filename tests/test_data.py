@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftcompare.config import DEFAULTS
+from ftcompare.config import DEFAULT_CONFIG, load_yaml
 from ftcompare.data import SPLITS, DataError, prepare, write_prepared
 
 SHARED_IMDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb"
@@ -20,7 +20,7 @@ TEST_1K = SHARED_IMDB / "test-1k.parquet"
 
 def data_config(**overrides: Any) -> dict[str, Any]:
     """A `data` section with defaults filled, as validate_config returns it."""
-    return {**DEFAULTS["data"], **overrides}
+    return {**load_yaml(DEFAULT_CONFIG)["data"], **overrides}
 
 
 def imdb_config(**overrides: Any) -> dict[str, Any]:

@@ -310,12 +310,12 @@ def test_preflight_accepts_modules_the_weights_file_does_not_hold(tmp_path: Path
 
 
 def test_cache_keys_follow_exactly_the_settings_a_source_reads() -> None:
-    from ftcompare.config import DEFAULTS
+    from ftcompare.config import DEFAULT_CONFIG, load_yaml
     from ftcompare.data import settings_used
     from ftcompare.workflow_support import cache_key
 
     def key(**data: Any) -> str:
-        return cache_key(settings_used({**DEFAULTS["data"], "source": "parquet", "train": "a.parquet",
+        return cache_key(settings_used({**load_yaml(DEFAULT_CONFIG)["data"], "source": "parquet", "train": "a.parquet",
                                         "test": "b.parquet", **data}))  # fmt: skip
 
     assert key() == key() and len(key()) == 12

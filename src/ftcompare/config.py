@@ -20,74 +20,33 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+REFERENCE_RECIPE = REPO_ROOT / "config" / "reference-recipe.yaml"
 
-METHODS = ("full", "lora", "qlora", "ia3")
-
-# Defaults for optional keys. config/config.yaml spells every one of them out with the
-# reason for its value; these exist so that a small override file stays small.
-DEFAULTS: dict[str, Any] = {
-    "data": {
-        "name": "stanfordnlp/imdb",
-        "train": None,
-        "test": None,
-        "text_column": "text",
-        "label_column": "label",
-        "train_size": None,
-        "test_size": None,
-        "validation_fraction": 0.1,
-        "split_seed": 42,
-    },
-    "training": {
-        "max_length": 512,
-        "learning_rate": 2.0e-5,
-        "epochs": 3,
-        "batch_size": 64,
-        "max_tokens_per_batch": 8192,
-        "gradient_checkpointing": False,
-        "weight_decay": 0.01,
-        "warmup_ratio": 0.06,
-        "max_grad_norm": 1.0,
-        "lr_reference_batch_size": 32,
-        "eval_batch_size": 256,
-        "eval_max_tokens_per_batch": 16384,
-        "precision": "auto",
-        "group_by_length": True,
-        "pad_to_multiple_of": 8,
-        "bucket_width": 32,
-        "cuda_graphs": True,
-        "compile": False,
-        "log_every_steps": 20,
-        "checkpoint_every_minutes": 10.0,
-        "checkpoint_every_steps": None,
-    },
-}
-
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lora": {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "value"]},
-    "ia3": {
-        "target_modules": ["key", "value", "output.dense"],
-        "feedforward_modules": ["output.dense"],
-    },
-    "quantization": {"quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"},
-}
-
-# Which method blocks each method reads; any other block given is an error.
+# The methods the model builder implements and the method blocks each one reads: the
+# one list of methods. (The schema leaves `method` to this list; build_model and the
+# bench read it too.) Any block a method does not read is an error.
 METHOD_BLOCKS: dict[str, tuple[str, ...]] = {
     "full": (),
     "lora": ("lora",),
     "qlora": ("lora", "quantization"),
     "ia3": ("ia3",),
 }
-TRAINING_OVERRIDES = (
-    "learning_rate",
-    "epochs",
-    "batch_size",
-    "weight_decay",
-    "warmup_ratio",
-    "max_grad_norm",
-    "max_tokens_per_batch",
-    "gradient_checkpointing",
-)
+METHODS = tuple(METHOD_BLOCKS)
+BLOCKS = ("lora", "ia3", "quantization")
+
+
+def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    with Path(schema_path).open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+# The keys a strategy may set to override `training`: the schema's list.
+TRAINING_OVERRIDES = tuple(load_schema()["$defs"]["training_overrides"])
+# Sections whose missing keys come from config/config.yaml, the one source of defaults
+# (Snakemake layers every --configfile over it anyway; this serves callers that pass a
+# partial config, such as tests).
+DEFAULTED_SECTIONS = ("data", "training", "method_defaults", "report")
 
 
 class ConfigError(ValueError):
@@ -150,10 +109,6 @@ class RunSpec:
         return cls(**values)
 
 
-DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
-REFERENCE_RECIPE = REPO_ROOT / "config" / "reference-recipe.yaml"
-
-
 def load_config(*overlays: str | Path, base: str | Path = DEFAULT_CONFIG) -> dict[str, Any]:
     """`base` with each overlay layered on top, as Snakemake layers `--configfile`s over
     the Snakefile's `configfile:`: mappings merge key by key, anything else (lists
@@ -213,11 +168,6 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{where} = {value!r}: {error.message}"
 
 
-def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
-    with Path(schema_path).open(encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
-
-
 def validate_config(
     config: Mapping[str, Any],
     *,
@@ -238,10 +188,16 @@ def validate_config(
         raise ConfigError("invalid config:\n  " + "\n  ".join(_describe(e) for e in errors))
 
     resolved = copy.deepcopy(dict(config))
-    for section, defaults in DEFAULTS.items():
-        resolved[section] = {**defaults, **(resolved.get(section) or {})}
+    defaults = load_yaml(DEFAULT_CONFIG)
+    for section in DEFAULTED_SECTIONS:
+        resolved[section] = {**defaults[section], **(resolved.get(section) or {})}
+    resolved["method_defaults"] = {
+        block: {**defaults["method_defaults"][block], **(resolved["method_defaults"].get(block) or {})}
+        for block in BLOCKS
+    }
     resolved["strategies"] = {
-        name: _resolve_strategy_entry(name, entry) for name, entry in config["strategies"].items()
+        name: _resolve_strategy_entry(name, entry, method_defaults=resolved["method_defaults"])
+        for name, entry in config["strategies"].items()
     }
     _check_data_paths(resolved["data"])
     if preflight is not None:
@@ -290,7 +246,9 @@ def _check_token_budgets(config: Mapping[str, Any]) -> None:
             )
 
 
-def _resolve_strategy_entry(name: str, entry: Mapping[str, Any] | None) -> dict[str, Any]:
+def _resolve_strategy_entry(
+    name: str, entry: Mapping[str, Any] | None, *, method_defaults: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
     entry = dict(entry or {})
     method = entry.get("method", name if name in METHODS else None)
     if method is None:
@@ -298,15 +256,17 @@ def _resolve_strategy_entry(name: str, entry: Mapping[str, Any] | None) -> dict[
             f"unknown strategy {name!r}: name a method with `strategies.{name}.method`, "
             f"one of {list(METHODS)} (or use one of those as the strategy name)"
         )
+    if method not in METHODS:
+        raise ConfigError(f"strategies.{name}.method = {method!r} is not allowed; choose one of {list(METHODS)}")
     entry["method"] = method
-    for block in ("lora", "ia3", "quantization"):
+    for block in BLOCKS:
         if block in entry and block not in METHOD_BLOCKS[method]:
             raise ConfigError(
                 f"strategies.{name}.{block} does not apply to method {method!r}; "
                 f"it reads: {list(METHOD_BLOCKS[method]) or 'no method block'}"
             )
     for block in METHOD_BLOCKS[method]:
-        entry[block] = {**METHOD_DEFAULTS[block], **(entry.get(block) or {})}
+        entry[block] = {**method_defaults[block], **(entry.get(block) or {})}
     return entry
 
 

@@ -147,14 +147,15 @@ def report(
     eval_records: Sequence[Path],
     summary_path: Path,
     report_path: Path,
-    figures_dir: Path,
+    figure_paths: Sequence[Path],
+    reference: Mapping[str, Any] | None,
 ) -> None:
-    from ftcompare import report as reporting
+    """The summary table, the figures and the Markdown report, from one reading of the records."""
+    from ftcompare.figures import plot_figures
+    from ftcompare.report import write_report
+    from ftcompare.tables import Results, write_summary_csv
 
-    runs = reporting.load_runs(train_paths=train_records, eval_paths=eval_records)
-    table = reporting.summary_table(runs=runs)
-    reporting.write_summary_csv(runs=runs, path=summary_path)
-    figures = reporting.plot_figures(table=table, runs=runs, out_dir=figures_dir)
-    reporting.write_report(
-        table=table, runs=runs, figures=figures, report_path=report_path, reference=reporting.DEFAULT_REFERENCE
-    )
+    results = Results.load(train_paths=train_records, eval_paths=eval_records)
+    write_summary_csv(table=results.table, path=summary_path)
+    figures = plot_figures(results=results, paths=figure_paths)
+    write_report(results=results, figures=figures, report_path=report_path, reference=reference)

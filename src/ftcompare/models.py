@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ftcompare.config import RunSpec
+from ftcompare.config import METHODS, RunSpec
 from ftcompare.sources import check_module_lists, position_limit, resolve_model_path
 
 class StrategyUnavailable(RuntimeError):
@@ -104,7 +104,7 @@ def _quantization_config(settings: dict[str, Any], *, device: torch.device):
     )
 
 
-def _peft_config(spec: RunSpec):
+def peft_config(spec: RunSpec):
     from peft import IA3Config, LoraConfig, TaskType
 
     if spec.method in ("lora", "qlora"):
@@ -149,8 +149,8 @@ def load_base_model(
 
 def build_model(*, spec: RunSpec, num_labels: int, device: torch.device, precision: Precision) -> torch.nn.Module:
     """The model of one strategy, ready to train: only the strategy's parameters require grad."""
-    if spec.method not in ("full", "lora", "qlora", "ia3"):
-        raise ValueError(f"unknown method {spec.method!r}; allowed: full, lora, qlora, ia3")
+    if spec.method not in METHODS:
+        raise ValueError(f"unknown method {spec.method!r}; allowed: {', '.join(METHODS)}")
     model = load_base_model(spec=spec, num_labels=num_labels, device=device, precision=precision)
     if spec.gradient_checkpointing:
         _recompute_activations(model)
@@ -166,7 +166,7 @@ def build_model(*, spec: RunSpec, num_labels: int, device: torch.device, precisi
     # weight to fp32, a cost an encoder this size does not need (the fp32 cast of the
     # trainable weights below is the part that matters), and turns on gradient
     # checkpointing, which is the config's choice here (`gradient_checkpointing`).
-    model = get_peft_model(model, _peft_config(spec))
+    model = get_peft_model(model, peft_config(spec))
     _trainable_to_fp32(model)
     return model
 

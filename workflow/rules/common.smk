@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from ftcompare.config import resolve_run, validate_config
+from ftcompare.figures import FIGURE_NAMES
 from ftcompare.data import settings_used
 from ftcompare.workflow_support import cache_key, preflight, retry_marker
 
@@ -33,18 +34,7 @@ TOKENIZE_SETTINGS = {
 TOKENIZED_KEY = cache_key(TOKENIZE_SETTINGS)
 TOKENIZED_DIR = f"results/tokenized/{TOKENIZED_KEY}"
 
-SPLITS = ["train", "validation", "test"]
-FIGURES = expand(
-    "results/figures/{name}.png",
-    name=[
-        "accuracy",
-        "train_time",
-        "trainable_params",
-        "peak_memory",
-        "pareto",
-        "loss_curves",
-    ],
-)
+FIGURES = expand("results/figures/{name}.png", name=FIGURE_NAMES)
 
 
 wildcard_constraints:

@@ -12,6 +12,8 @@ rule report:
         figures=report(FIGURES, caption="../report/figures.rst", category="Figures"),
     log:
         "results/logs/report.log",
+    params:
+        reference=VALIDATED["report"]["reference"],
     conda:
         "../envs/report.yaml"
     script:

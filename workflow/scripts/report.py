@@ -1,7 +1,5 @@
 import _bootstrap  # noqa: F401  (makes ftcompare importable)
 
-from pathlib import Path
-
 from ftcompare import jobs
 
 jobs.setup_logging(snakemake.log[0])
@@ -10,5 +8,6 @@ jobs.report(
     eval_records=snakemake.input.eval_records,
     summary_path=snakemake.output.summary,
     report_path=snakemake.output.report,
-    figures_dir=Path(snakemake.output.figures[0]).parent,
+    figure_paths=snakemake.output.figures,
+    reference=snakemake.params.reference,
 )

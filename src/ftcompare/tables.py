@@ -1,0 +1,241 @@
+"""Run records into tables: the per-run summary and the per-strategy aggregate.
+
+`Results.load` reads the train and eval records once; the figures (`ftcompare.figures`)
+and the Markdown report (`ftcompare.report`) are drawn from the same `Results`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ftcompare.stats import mean_interval
+
+# Worst first wins when a run's train and eval records disagree.
+STATUS_RANK: dict[str, int] = {"ok": 0, "skipped": 1, "failed": 2}
+
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "strategy", "method", "seed", "status", "reason",
+    "accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1", "precision", "recall",
+    "train_time_s", "eval_time_s", "tokens_per_s",
+    "trainable_params", "total_params", "trainable_pct",
+    "peak_gpu_mem_gb", "peak_rss_gb", "adapter_size_mb", "device",
+    # Extra columns after the required ones; the report needs them.
+    "device_type", "n_test", "best_epoch", "best_val_accuracy",
+    # Why an ok run's best epoch is not to be trusted (one class for every validation
+    # review); empty when it is fine.
+    "degenerate_validation",
+)
+TEXT_COLUMNS: frozenset[str] = frozenset(
+    {"strategy", "method", "status", "reason", "device", "device_type", "degenerate_validation"}
+)
+AGGREGATE_COLUMNS: tuple[str, ...] = (
+    "accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1", "precision", "recall",
+    "train_time_s", "eval_time_s", "tokens_per_s",
+    "trainable_params", "total_params", "trainable_pct",
+    "peak_gpu_mem_gb", "peak_rss_gb", "adapter_size_mb", "n_test",
+)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One (strategy, seed) run: the paired train and eval records and the combined status."""
+
+    strategy: str
+    method: str
+    seed: int
+    status: str
+    reason: str | None
+    train: dict[str, Any]
+    eval: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _read_record(path: Path, kind: str) -> dict[str, Any]:
+    try:
+        record = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    if record.get("kind") != kind:
+        raise ValueError(f"{path}: kind {record.get('kind')!r} where {kind!r} was expected")
+    if record.get("status") not in STATUS_RANK:
+        raise ValueError(f"{path}: status {record.get('status')!r} is not one of {sorted(STATUS_RANK)}")
+    if not isinstance(record.get("strategy"), str) or not record["strategy"]:
+        raise ValueError(f"{path}: strategy {record.get('strategy')!r} must be a non-empty string")
+    seed = record.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"{path}: seed {seed!r} must be an integer")
+    return record
+
+
+def _index_records(paths: Sequence[Path], kind: str) -> dict[tuple[str, int], dict[str, Any]]:
+    records: dict[tuple[str, int], dict[str, Any]] = {}
+    for path in paths:
+        record = _read_record(Path(path), kind)
+        key = (record["strategy"], record["seed"])
+        if key in records:
+            raise ValueError(f"{path}: a second {kind} record for strategy {key[0]!r} seed {key[1]}")
+        records[key] = record
+    return records
+
+
+def load_runs(*, train_paths: Sequence[Path], eval_paths: Sequence[Path]) -> list[RunRecord]:
+    """Pair train and eval records by (strategy, seed).
+
+    Runs come out in the order strategies first appear in ``train_paths`` (the
+    config order), seeds ascending within a strategy.
+    """
+    trains = _index_records(train_paths, "train")
+    evals = _index_records(eval_paths, "eval")
+    if unpaired := sorted(set(trains) ^ set(evals)):
+        raise ValueError(
+            f"(strategy, seed) pairs {unpaired} have only one of train/eval records; every run needs both"
+        )
+    strategy_order = list(dict.fromkeys(strategy for strategy, _ in trains))
+    keys = sorted(trains, key=lambda key: (strategy_order.index(key[0]), key[1]))
+
+    runs = []
+    for strategy, seed in keys:
+        train, ev = trains[(strategy, seed)], evals[(strategy, seed)]
+        status = max(train["status"], ev["status"], key=STATUS_RANK.__getitem__)
+        reason = train.get("reason") or ev.get("reason")
+        runs.append(RunRecord(strategy=strategy, method=str(train.get("method") or strategy), seed=seed,
+                              status=status, reason=reason, train=train, eval=ev))
+    return runs
+
+
+def number(metrics: Mapping[str, Any], key: str) -> float:
+    """A metric as float, NaN when absent: failed runs write partial or empty metrics."""
+    value = metrics.get(key)
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"metric {key!r} is {value!r}; expected a number or null")
+    return float(value)
+
+
+def _provenance(run: RunRecord, key: str) -> str | None:
+    for record in (run.train, run.eval):
+        value = (record.get("provenance") or {}).get(key)
+        if value is not None:
+            return str(value)
+    return None
+
+
+def summary_table(*, runs: Sequence[RunRecord]) -> pd.DataFrame:
+    """One row per run, columns ``SUMMARY_COLUMNS``; missing metrics are NaN."""
+    rows = []
+    for run in runs:
+        train_m = run.train.get("metrics") or {}
+        eval_m = run.eval.get("metrics") or {}
+        trainable, total = number(train_m, "trainable_params"), number(train_m, "total_params")
+        # Reserved is what the process actually held from the card and what decides
+        # an OOM; allocated (live tensors only) is the fallback when reserved is absent.
+        gpu_mem = number(train_m, "peak_gpu_mem_reserved_gb")
+        if math.isnan(gpu_mem):
+            gpu_mem = number(train_m, "peak_gpu_mem_allocated_gb")
+        rows.append({
+            "strategy": run.strategy, "method": run.method, "seed": run.seed,
+            "status": run.status, "reason": run.reason,
+            **{key: number(eval_m, key) for key in
+               ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1", "precision", "recall")},
+            "train_time_s": number(train_m, "train_time_s"),
+            "eval_time_s": number(eval_m, "eval_time_s"),
+            "tokens_per_s": number(train_m, "tokens_per_s"),
+            "trainable_params": trainable,
+            "total_params": total,
+            "trainable_pct": 100.0 * trainable / total if total > 0 else math.nan,
+            "peak_gpu_mem_gb": gpu_mem,
+            "peak_rss_gb": number(train_m, "peak_rss_gb"),
+            "adapter_size_mb": number(train_m, "adapter_size_mb"),
+            "device": _provenance(run, "device"),
+            "device_type": _provenance(run, "device_type"),
+            "n_test": number(eval_m, "n_test"),
+            "best_epoch": number(train_m, "best_epoch"),
+            "best_val_accuracy": number(train_m, "best_val_accuracy"),
+            "degenerate_validation": train_m.get("degenerate_validation") if run.ok else None,
+        })
+    table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    # Explicit dtypes so an empty or all-NaN column still aggregates as numbers.
+    numeric = [c for c in SUMMARY_COLUMNS if c not in TEXT_COLUMNS and c != "seed"]
+    return table.astype({**{c: float for c in numeric}, "seed": int})
+
+
+def write_summary_csv(*, table: pd.DataFrame, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+
+
+def _require_columns(table: pd.DataFrame, columns: Sequence[str]) -> None:
+    if missing := [c for c in columns if c not in table.columns]:
+        raise ValueError(f"table lacks columns {missing}; build it with summary_table()")
+
+
+def aggregate_by_strategy(*, table: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (ddof=1) and count over the ok seeds of each strategy.
+
+    Columns: ``strategy, method, n_runs, n_ok``, then ``<col>_mean/_std/_count``
+    for each of ``AGGREGATE_COLUMNS``, then ``accuracy_mean_ci_low/high`` and
+    ``accuracy_ci_method``: the 95% CI of the mean accuracy over seeds (Student t)
+    with at least two seeds, else the single run's own binomial CI. Strategies
+    with no ok run keep their row (counts 0, NaN statistics), in table order.
+    """
+    _require_columns(table, ("strategy", "method", "status", *AGGREGATE_COLUMNS))
+    strategies = list(dict.fromkeys(table["strategy"]))
+    ok = table[table["status"] == "ok"]
+    stats = ok.groupby("strategy", sort=False)[list(AGGREGATE_COLUMNS)].agg(["mean", "std", "count"])
+    stats = stats.reindex(strategies)
+    stats.columns = [f"{column}_{stat}" for column, stat in stats.columns]
+    count_columns = [c for c in stats.columns if c.endswith("_count")]
+    stats[count_columns] = stats[count_columns].fillna(0).astype(int)
+
+    out = pd.DataFrame({
+        "strategy": strategies,
+        "method": table.groupby("strategy", sort=False)["method"].first().reindex(strategies).to_numpy(),
+        "n_runs": table.groupby("strategy", sort=False).size().reindex(strategies).to_numpy(),
+        "n_ok": ok.groupby("strategy", sort=False).size().reindex(strategies).fillna(0).astype(int).to_numpy(),
+    })
+    out = pd.concat([out, stats.reset_index(drop=True)], axis=1)
+
+    n = out["accuracy_count"]
+    over_seeds = n >= 2
+    intervals = [mean_interval(ok.loc[ok["strategy"] == s, "accuracy"].dropna()) if k >= 2 else (math.nan, math.nan)
+                 for s, k in zip(strategies, n)]  # fmt: skip
+    low, high = (np.array(side) for side in zip(*intervals)) if intervals else (np.array([]), np.array([]))
+    out["accuracy_mean_ci_low"] = np.where(over_seeds, low, out["accuracy_ci_low_mean"])
+    out["accuracy_mean_ci_high"] = np.where(over_seeds, high, out["accuracy_ci_high_mean"])
+    out[["accuracy_mean_ci_low", "accuracy_mean_ci_high"]] = out[
+        ["accuracy_mean_ci_low", "accuracy_mean_ci_high"]].clip(0.0, 1.0)
+    out["accuracy_ci_method"] = np.where(over_seeds, "t over seeds", np.where(n == 1, "binomial", None))
+    return out
+
+
+@dataclass(frozen=True)
+class Results:
+    """Everything the figures and the report are drawn from, computed once."""
+
+    runs: list[RunRecord]
+    table: pd.DataFrame  # one row per run: SUMMARY_COLUMNS
+    agg: pd.DataFrame  # one row per strategy: aggregate_by_strategy
+
+    @classmethod
+    def of(cls, runs: Sequence[RunRecord]) -> Results:
+        table = summary_table(runs=runs)
+        return cls(runs=list(runs), table=table, agg=aggregate_by_strategy(table=table))
+
+    @classmethod
+    def load(cls, *, train_paths: Sequence[Path], eval_paths: Sequence[Path]) -> Results:
+        return cls.of(load_runs(train_paths=train_paths, eval_paths=eval_paths))

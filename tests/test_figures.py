@@ -1,0 +1,60 @@
+"""Tests for ftcompare.figures: every declared figure is drawn, with or without successful runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ftcompare.figures import FIGURE_NAMES, _pareto_mask, plot_figures
+from ftcompare.tables import Results
+from records import all_failed_runs, mixed_runs
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture()
+def mixed(tmp_path: Path):
+    return mixed_runs(tmp_path / "runs")
+
+
+@pytest.fixture()
+def all_failed(tmp_path: Path):
+    return all_failed_runs(tmp_path / "runs")
+
+
+def test_pareto_mask() -> None:
+    # (memory, accuracy): b dominates c (less memory, more accuracy); a and b trade off.
+    mask = _pareto_mask(np.array([1.0, 2.0, 3.0, 2.0]), np.array([0.90, 0.95, 0.93, 0.95]))
+    assert mask.tolist() == [True, True, False, True]
+
+
+
+
+def declared(out_dir: Path) -> list[Path]:
+    """The figure paths as the report rule declares them."""
+    return [out_dir / f"{name}.png" for name in FIGURE_NAMES]
+
+
+def assert_pngs(paths: dict[str, Path], out_dir: Path) -> None:
+    assert set(paths) == set(FIGURE_NAMES)
+    for name, path in paths.items():
+        assert path == out_dir / f"{name}.png"
+        data = path.read_bytes()
+        assert len(data) > 1000 and data.startswith(PNG_SIGNATURE), name
+
+
+def test_every_figure_written(mixed, tmp_path: Path) -> None:
+    out_dir = tmp_path / "figures"
+    assert_pngs(plot_figures(results=Results.of(mixed), paths=declared(out_dir)), out_dir)
+
+
+def test_every_figure_written_when_all_failed(all_failed, tmp_path: Path) -> None:
+    out_dir = tmp_path / "figures"
+    assert_pngs(plot_figures(results=Results.of(all_failed), paths=declared(out_dir)), out_dir)
+
+
+def test_figure_paths_must_match_the_names(mixed, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="one per figure name"):
+        plot_figures(results=Results.of(mixed), paths=declared(tmp_path)[:-1])
