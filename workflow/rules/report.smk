@@ -12,9 +12,9 @@ rule report:
         figures=report(FIGURES, caption="../report/figures.rst", category="Figures"),
     log:
         "results/logs/report.log",
-    params:
-        reference=VALIDATED["report"]["reference"],
     conda:
         "../envs/report.yaml"
+    params:
+        reference=VALIDATED["report"]["reference"],
     script:
         "../scripts/report.py"
