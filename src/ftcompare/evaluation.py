@@ -18,6 +18,7 @@ from ftcompare.batching import load_tokenized
 from ftcompare.config import RunSpec
 from ftcompare.inference import predict_logits
 from ftcompare.models import load_trained, resolve_precision
+from ftcompare.records import Status
 from ftcompare.steps import select_device
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(kw_only=True)
 class EvalResult:
-    status: str
+    status: Status
     reason: str | None = None
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     predictions: pd.DataFrame | None = None
@@ -103,13 +104,13 @@ def evaluate(*, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: tor
         eval_time = time.perf_counter() - started
     except Exception as exc:  # failure isolation, as in training
         log.exception("evaluation of %s/seed%d failed", spec.strategy, spec.seed)
-        return EvalResult(status="failed", reason=f"{type(exc).__name__}: {exc}"[:2000], device=device)
+        return EvalResult(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}"[:2000], device=device)
     if not np.isfinite(logits).all():
         # NaN probabilities would all be argmax'd to class 0: a number that means nothing.
         broken = int((~np.isfinite(logits)).any(axis=1).sum())
         reason = f"diverged: the model's logits are not finite for {broken} of {len(test)} test reviews"
         log.error("evaluation of %s/seed%d failed: %s", spec.strategy, spec.seed, reason)
-        return EvalResult(status="failed", reason=reason, device=device)
+        return EvalResult(status=Status.FAILED, reason=reason, device=device)
     metrics = classification_metrics(
         labels=test.labels, predictions=logits.argmax(axis=1), num_labels=data.num_labels
     )
@@ -119,5 +120,5 @@ def evaluate(*, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: tor
              metrics["accuracy"], metrics["accuracy_ci_low"], metrics["accuracy_ci_high"],
              metrics["f1"], eval_time)  # fmt: skip
     return EvalResult(
-        status="ok", metrics=metrics, predictions=predictions_frame(labels=test.labels, logits=logits), device=device
+        status=Status.OK, metrics=metrics, predictions=predictions_frame(labels=test.labels, logits=logits), device=device
     )

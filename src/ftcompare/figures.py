@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (must follow matplotlib.use)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ftcompare.records import Status  # noqa: E402
 from ftcompare.tables import Results, RunRecord  # noqa: E402
 
 FIGURE_CAPTIONS: dict[str, str] = {
@@ -233,7 +234,7 @@ def plot_figures(*, results: Results, paths: Sequence[str | Path]) -> dict[str, 
     colors = _colors(list(results.agg["strategy"]))
     agg = results.agg[results.agg["n_ok"] > 0].reset_index(drop=True)
     ok_runs = [run for run in results.runs if run.ok]
-    seeds = results.table[results.table["status"] == "ok"]
+    seeds = results.table[results.table["status"] == Status.OK]
 
     with plt.rc_context({"font.size": 11, "axes.titlesize": 11}):
         if agg.empty or not ok_runs:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ftcompare.config import RunSpec
 from ftcompare.provenance import now, provenance, read_json, write_json
+from ftcompare.records import Status, write_attempt
 
 log = logging.getLogger("ftcompare")
 
@@ -59,7 +60,7 @@ def finetune(
     retry_marker: str,
 ) -> dict[str, Any]:
     """Train one run and write its record, and the attempt file that
-    `ftcompare.workflow_support.retry_marker` reads to decide whether to retry it."""
+    `ftcompare.records.retry_marker` reads to decide whether to retry it."""
     from ftcompare.training import finetune as train_run
 
     started = now()
@@ -82,9 +83,8 @@ def finetune(
         "retry_marker": retry_marker,
     }
     write_json(record_path, record)
-    _write_attempt(
-        attempt_path, status=result.status, retry_marker=retry_marker, finished_at=record["provenance"]["finished_at"]
-    )
+    write_attempt(attempt_path, status=result.status, retry_marker=retry_marker,
+                  finished_at=record["provenance"]["finished_at"], retry=result.retry)  # fmt: skip
     log.info("%s/seed%d: %s%s", strategy, seed, result.status, f" ({result.reason})" if result.reason else "")
     return record
 
@@ -110,7 +110,7 @@ def evaluate(
     started = now()
     train_record = read_json(train_record_path)
     spec = RunSpec.from_dict(train_record["config"])
-    if train_record["status"] == "ok":
+    if train_record["status"] == Status.OK:
         result = evaluate_run(spec=spec, tokenized_dir=tokenized_dir, model_dir=model_dir)
         status, reason, metrics, device = result.status, result.reason, result.metrics, result.device
         predictions = result.predictions
@@ -132,13 +132,8 @@ def evaluate(
     }
     write_json(record_path, record)
     if attempt_path is not None:
-        _write_attempt(attempt_path, status=status, retry_marker=retry_marker, finished_at=record["provenance"]["finished_at"])
+        write_attempt(attempt_path, status=status, retry_marker=retry_marker, finished_at=record["provenance"]["finished_at"])
     return record
-
-
-def _write_attempt(path: Path, *, status: str, retry_marker: str, finished_at: str) -> None:
-    """What `ftcompare.workflow_support.retry_marker` reads: beside the outputs, never deleted."""
-    write_json(path, {"status": status, "retry_marker": retry_marker, "finished_at": finished_at})
 
 
 def report(

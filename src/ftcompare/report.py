@@ -13,6 +13,7 @@ import pandas as pd
 
 from ftcompare.figures import FIGURE_CAPTIONS, memory_metric
 from ftcompare.config import REFERENCE_RECIPE, load_yaml
+from ftcompare.records import Status
 from ftcompare.tables import Results, RunRecord, number
 
 # The full IMDB test split; the reference notebook evaluated on all of it.
@@ -77,7 +78,7 @@ def _model_name(runs: Sequence[RunRecord]) -> str:
 
 
 def _intro(table: pd.DataFrame, agg: pd.DataFrame, runs: Sequence[RunRecord]) -> str:
-    ok = table[table["status"] == "ok"]
+    ok = table[table["status"] == Status.OK]
     strategies = ", ".join(
         f"`{s}`" if s == m else f"`{s}` ({m})" for s, m in zip(agg["strategy"], agg["method"])
     )
@@ -96,7 +97,7 @@ def _intro(table: pd.DataFrame, agg: pd.DataFrame, runs: Sequence[RunRecord]) ->
 
 def _degenerate_seeds(table: pd.DataFrame) -> dict[str, list[int]]:
     """Per strategy, the ok seeds whose best epoch predicted one class for all of validation."""
-    flagged = table[(table["status"] == "ok") & table["degenerate_validation"].notna()]
+    flagged = table[(table["status"] == Status.OK) & table["degenerate_validation"].notna()]
     return {strategy: sorted(group["seed"]) for strategy, group in flagged.groupby("strategy", sort=False)}
 
 
@@ -174,7 +175,7 @@ def _failures(runs: Sequence[RunRecord]) -> str:
 
 
 def _flagged(table: pd.DataFrame) -> str:
-    flagged = table[(table["status"] == "ok") & table["degenerate_validation"].notna()]
+    flagged = table[(table["status"] == Status.OK) & table["degenerate_validation"].notna()]
     lines = [
         f"- `{row.strategy}` seed {row.seed}: {row.degenerate_validation} at its best epoch; its test accuracy "
         f"({_fmt_pct(row.accuracy)}) is what one constant answer scores, not a trained classifier's "
@@ -249,7 +250,7 @@ def _reference_section(reference: Mapping[str, Any] | None, table: pd.DataFrame,
 
 
 def _caveat(table: pd.DataFrame, hardware: str) -> str:
-    ok = table[table["status"] == "ok"]
+    ok = table[table["status"] == Status.OK]
     if ok.empty:
         return "There is no successful run of ours to compare with the reference."
     smallest, test_size = _describe_test_size(ok)

@@ -16,10 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ftcompare.records import Status
 from ftcompare.stats import mean_interval
-
-# Worst first wins when a run's train and eval records disagree.
-STATUS_RANK: dict[str, int] = {"ok": 0, "skipped": 1, "failed": 2}
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "strategy", "method", "seed", "status", "reason",
@@ -58,7 +56,7 @@ class RunRecord:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == Status.OK
 
 
 def _read_record(path: Path, kind: str) -> dict[str, Any]:
@@ -70,8 +68,8 @@ def _read_record(path: Path, kind: str) -> dict[str, Any]:
         raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
     if record.get("kind") != kind:
         raise ValueError(f"{path}: kind {record.get('kind')!r} where {kind!r} was expected")
-    if record.get("status") not in STATUS_RANK:
-        raise ValueError(f"{path}: status {record.get('status')!r} is not one of {sorted(STATUS_RANK)}")
+    if record.get("status") not in list(Status):
+        raise ValueError(f"{path}: status {record.get('status')!r} is not one of {[str(s) for s in Status]}")
     if not isinstance(record.get("strategy"), str) or not record["strategy"]:
         raise ValueError(f"{path}: strategy {record.get('strategy')!r} must be a non-empty string")
     seed = record.get("seed")
@@ -109,7 +107,7 @@ def load_runs(*, train_paths: Sequence[Path], eval_paths: Sequence[Path]) -> lis
     runs = []
     for strategy, seed in keys:
         train, ev = trains[(strategy, seed)], evals[(strategy, seed)]
-        status = max(train["status"], ev["status"], key=STATUS_RANK.__getitem__)
+        status = Status.worst(train["status"], ev["status"])
         reason = train.get("reason") or ev.get("reason")
         runs.append(RunRecord(strategy=strategy, method=str(train.get("method") or strategy), seed=seed,
                               status=status, reason=reason, train=train, eval=ev))
@@ -195,7 +193,7 @@ def aggregate_by_strategy(*, table: pd.DataFrame) -> pd.DataFrame:
     """
     _require_columns(table, ("strategy", "method", "status", *AGGREGATE_COLUMNS))
     strategies = list(dict.fromkeys(table["strategy"]))
-    ok = table[table["status"] == "ok"]
+    ok = table[table["status"] == Status.OK]
     stats = ok.groupby("strategy", sort=False)[list(AGGREGATE_COLUMNS)].agg(["mean", "std", "count"])
     stats = stats.reindex(strategies)
     stats.columns = [f"{column}_{stat}" for column, stat in stats.columns]

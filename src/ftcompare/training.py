@@ -41,11 +41,11 @@ from ftcompare.batching import TrainBatching, load_tokenized
 from ftcompare.config import RunSpec
 from ftcompare.inference import predict_logits, softmax_cross_entropy
 from ftcompare.models import Precision, StrategyUnavailable, build_model, count_parameters, resolve_precision, save_trained
+from ftcompare.records import Status
 from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current_lr, peak_memory, select_device
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "failed", "skipped")
 
 
 class Diverged(RuntimeError):
@@ -67,8 +67,10 @@ class Preempted(BaseException):
 
 @dataclasses.dataclass(kw_only=True)
 class TrainResult:
-    status: str
+    status: Status
     reason: str | None = None
+    # False where a rerun with the same settings would end the same way (divergence).
+    retry: bool = True
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     loss_curve: list[dict[str, float]] = dataclasses.field(default_factory=list)
     val_curve: list[dict[str, float]] = dataclasses.field(default_factory=list)
@@ -149,16 +151,16 @@ def finetune(
             )
     except StrategyUnavailable as exc:
         log.warning("strategy %s skipped: %s", spec.strategy, exc)
-        return TrainResult(status="skipped", reason=str(exc), device=device)
+        return TrainResult(status=Status.SKIPPED, reason=str(exc), device=device)
     except Diverged as exc:
         log.error("run %s/seed%d failed: %s", spec.strategy, spec.seed, exc)
-        return TrainResult(status="failed", reason=f"diverged: {exc}", loss_curve=exc.loss_curve,
+        return TrainResult(status=Status.FAILED, reason=f"diverged: {exc}", retry=False, loss_curve=exc.loss_curve,
                            val_curve=exc.val_curve, device=device)  # fmt: skip
     except Exception as exc:  # failure isolation: record it, let the other runs finish
         log.error("run %s/seed%d failed:\n%s", spec.strategy, spec.seed, traceback.format_exc())
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        return TrainResult(status="failed", reason=f"{type(exc).__name__}: {exc}"[:2000], device=device)
+        return TrainResult(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}"[:2000], device=device)
 
 
 def _train(
@@ -391,7 +393,7 @@ def _train(
     if resumed:
         metrics["resumed"] = True
     return TrainResult(
-        status="ok", metrics=metrics, loss_curve=state["loss_curve"], val_curve=state["val_curve"], device=device
+        status=Status.OK, metrics=metrics, loss_curve=state["loss_curve"], val_curve=state["val_curve"], device=device
     )
 
 

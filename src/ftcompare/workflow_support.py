@@ -22,9 +22,6 @@ from ftcompare.sources import (
     weight_module_names,
 )
 
-FIRST_ATTEMPT = "first"
-
-
 def cache_key(settings: Mapping[str, Any]) -> str:
     """A short folder name for the outputs of `settings` (12 hex digits of the SHA-256 of
     their canonical JSON). Stage outputs live under the key of exactly the settings that
@@ -33,31 +30,6 @@ def cache_key(settings: Mapping[str, Any]) -> str:
     its own outputs, with their Snakemake records, where it left them."""
     canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
-def retry_marker(attempt_path: str | Path) -> str:
-    """A `finetune` param that makes a plain rerun retry a skipped or failed run.
-
-    Fine-tune jobs succeed even when their run fails (the record says why), so that one
-    out-of-memory does not stop the study. Snakemake's `params` rerun trigger does the
-    retrying. Each job writes an attempt file beside (not among) its outputs, so
-    Snakemake never deletes it, holding the run's status and the marker the job ran
-    with. For an `ok` attempt this returns that same marker: the recorded param is
-    unchanged and nothing reruns. For a skipped or failed attempt it returns a value
-    naming that attempt, which differs from the recorded one: the run is retried.
-    """
-    path = Path(attempt_path)
-    if not path.is_file():
-        return FIRST_ATTEMPT
-    try:
-        attempt = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return "retry-unreadable-attempt"
-    if not isinstance(attempt, dict):
-        return "retry-unreadable-attempt"
-    if attempt.get("status") == "ok":
-        return str(attempt.get("retry_marker", FIRST_ATTEMPT))
-    return f"retry-after-{attempt.get('status')}-{attempt.get('finished_at', 'unknown')}"
 
 
 def preflight(config: Mapping[str, Any]) -> None:

@@ -9,7 +9,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from ftcompare.config import resolve_run, validate_config
 from ftcompare.figures import FIGURE_NAMES
 from ftcompare.data import settings_used
-from ftcompare.workflow_support import cache_key, preflight, retry_marker
+from ftcompare.records import retry_marker
+from ftcompare.workflow_support import cache_key, preflight
 
 # Every key checked against workflow/schemas/config.schema.yaml, defaults filled in.
 # An unknown key, a wrong type or an unknown strategy stops here, before any job runs;
