@@ -28,7 +28,7 @@ CONFIG_DIR = REPO_ROOT / "config"
 
 @pytest.fixture
 def base_config() -> dict[str, Any]:
-    return load_yaml(CONFIG_DIR / "config.yaml")
+    return load_config()
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import torch
 
 from ftcompare.batching import TrainBatching, load_tokenized
 from ftcompare.models import build_model, resolve_precision
-from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current_lr
-from test_training import make_spec
+from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current_lr, peak_memory
+from specs import make_spec
 
 CPU = torch.device("cpu")
 
@@ -119,3 +119,16 @@ def test_graphs_are_not_used_on_a_cpu_without_a_recorder(tiny_roberta, tiny_toke
     batching = TrainBatching.from_spec(spec)
     loss = step(batching.collate(data.splits["train"], np.arange(4), pad_token_id=data.pad_token_id))
     assert torch.isfinite(loss) and step.describe()["used"] is False and step.describe()["fallback_reason"] is None
+
+
+def test_peak_memory_keeps_the_earlier_processes_peak():
+    earlier = {"peak_gpu_mem_allocated_gb": None, "peak_gpu_mem_reserved_gb": None, "peak_rss_gb": 1e6}
+    assert peak_memory(CPU, earlier=earlier)["peak_rss_gb"] == 1e6
+    now = peak_memory(CPU)["peak_rss_gb"]
+    assert 0 < now < 1e6
+    assert peak_memory(CPU, earlier=None)["peak_gpu_mem_allocated_gb"] is None
+    # An earlier process's GPU peak is kept where this one has none; missing ones stay missing.
+    gpu_before = {"peak_gpu_mem_allocated_gb": 3.0, "peak_gpu_mem_reserved_gb": None, "peak_rss_gb": None}
+    merged = peak_memory(CPU, earlier=gpu_before)
+    assert merged["peak_gpu_mem_allocated_gb"] == 3.0 and merged["peak_gpu_mem_reserved_gb"] is None
+    assert merged["peak_rss_gb"] is not None and merged["peak_rss_gb"] > 0  # this process's own

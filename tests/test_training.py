@@ -22,7 +22,7 @@ import torch
 from ftcompare import checkpoint as ckpt
 from ftcompare import models, steps, training
 from ftcompare.batching import epoch_batches, load_tokenized
-from ftcompare.config import load_yaml, resolve_run, validate_config
+from ftcompare.config import load_config, resolve_run, validate_config
 from ftcompare.models import (
     _recompute_activations,
     build_model,
@@ -31,95 +31,9 @@ from ftcompare.models import (
 )
 from ftcompare.steps import peak_memory
 from ftcompare.training import finetune
+from specs import CPU, make_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CPU = torch.device("cpu")
-HEAD_PARAMS = (32 * 32 + 32) + (32 * 2 + 2)  # RobertaClassificationHead: dense + out_proj
-
-
-def make_spec(model_path: Path, strategy: str, **training):
-    config = load_yaml(REPO_ROOT / "config" / "config.yaml")
-    config["model"]["name_or_path"] = str(model_path)
-    config["training"].update(
-        {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64, "log_every_steps": 5,
-         "checkpoint_every_minutes": None, **training}
-    )  # fmt: skip
-    return resolve_run(validate_config(config), strategy=strategy, seed=0)
-
-
-def built(model_path: Path, strategy: str) -> torch.nn.Module:
-    spec = make_spec(model_path, strategy)
-    precision = resolve_precision(requested="auto", method=spec.method, device=CPU)
-    torch.manual_seed(0)
-    return build_model(spec=spec, num_labels=2, device=CPU, precision=precision)
-
-
-def test_trainable_parameters_match_hand_counts(tiny_roberta):
-    full_trainable, full_total = count_parameters(built(tiny_roberta, "full"))
-    assert full_trainable == full_total
-
-    # LoRA r=8 on query and value: A (8x32) + B (32x8) per module, 2 modules x 2 layers.
-    lora_trainable, lora_total = count_parameters(built(tiny_roberta, "lora"))
-    assert lora_trainable == 2 * 2 * (8 * 32 + 32 * 8) + HEAD_PARAMS
-    # PEFT keeps the original head beside its trainable copy.
-    assert lora_total == full_total + lora_trainable
-
-    # IA3: one vector per target: key, value (out 32) and both output.dense layers,
-    # scaled on their input as feed-forward modules (attention out: 32, FFN out: 64).
-    ia3_trainable, _ = count_parameters(built(tiny_roberta, "ia3"))
-    assert ia3_trainable == 2 * (32 + 32 + 32 + 64) + HEAD_PARAMS
-
-
-def test_qlora_quantises_the_base_but_not_the_head(tiny_roberta):
-    pytest.importorskip("bitsandbytes")
-    import bitsandbytes as bnb
-
-    model = built(tiny_roberta, "qlora")
-    trainable, total = count_parameters(model)
-    lora_trainable, lora_total = count_parameters(built(tiny_roberta, "lora"))
-    assert (trainable, total) == (lora_trainable, lora_total)  # 4-bit counted at logical size
-    linear4bit = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
-    assert any("query" in n for n in linear4bit)
-    assert not any("classifier" in n for n in linear4bit)
-
-
-def saved_activation_bytes(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> int:
-    """Bytes autograd keeps for the backward pass of one training forward (outside any
-    checkpointed region: inside one, checkpointing keeps nothing but the layer input)."""
-    seen: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        if not isinstance(tensor, torch.nn.Parameter):  # weights are held anyway
-            seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-        return tensor
-
-    model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(**batch).loss.backward()
-    return sum(seen.values())
-
-
-@pytest.mark.parametrize("strategy", ["full", "lora"])
-def test_gradient_checkpointing_saves_activations_not_results(tiny_roberta, strategy):
-    spec = make_spec(tiny_roberta, strategy)
-    checkpointed = dataclasses.replace(spec, gradient_checkpointing=True)
-    precision = resolve_precision(requested="auto", method=spec.method, device=CPU)
-    torch.manual_seed(0)
-    batch = {
-        "input_ids": torch.randint(5, 900, (8, 64)),
-        "attention_mask": torch.ones(8, 64, dtype=torch.int64),
-        "labels": torch.arange(8) % 2,
-    }
-    models = {}
-    for name, run_spec in (("plain", spec), ("checkpointed", checkpointed)):
-        torch.manual_seed(0)
-        models[name] = build_model(spec=run_spec, num_labels=2, device=CPU, precision=precision)
-    assert any(getattr(m, "gradient_checkpointing", False) for m in models["checkpointed"].modules())
-    assert not any(getattr(m, "gradient_checkpointing", False) for m in models["plain"].modules())
-
-    plain_bytes = saved_activation_bytes(models["plain"], batch)
-    checkpointed_bytes = saved_activation_bytes(models["checkpointed"], batch)
-    assert checkpointed_bytes < plain_bytes / 3, (plain_bytes, checkpointed_bytes)
 
 
 def test_gradient_checkpointing_trains_to_the_same_numbers(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
@@ -236,31 +150,6 @@ def test_token_budget_sets_steps_and_learning_rate(tiny_roberta, tiny_tokenized,
     assert fixed.metrics["effective_learning_rate"] == pytest.approx(spec.learning_rate * (16 / 32) ** 0.5)
 
 
-def test_peak_memory_keeps_the_earlier_processes_peak():
-    earlier = {"peak_gpu_mem_allocated_gb": None, "peak_gpu_mem_reserved_gb": None, "peak_rss_gb": 1e6}
-    assert peak_memory(CPU, earlier=earlier)["peak_rss_gb"] == 1e6
-    now = peak_memory(CPU)["peak_rss_gb"]
-    assert 0 < now < 1e6
-    assert peak_memory(CPU, earlier=None)["peak_gpu_mem_allocated_gb"] is None
-    # An earlier process's GPU peak is kept where this one has none; missing ones stay missing.
-    gpu_before = {"peak_gpu_mem_allocated_gb": 3.0, "peak_gpu_mem_reserved_gb": None, "peak_rss_gb": None}
-    merged = peak_memory(CPU, earlier=gpu_before)
-    assert merged["peak_gpu_mem_allocated_gb"] == 3.0 and merged["peak_gpu_mem_reserved_gb"] is None
-    assert merged["peak_rss_gb"] is not None and merged["peak_rss_gb"] > 0  # this process's own
-
-
-def test_gradient_checkpointing_on_transformers_5_17():
-    # 5.17 (the GPU image's) has only the older method; 5.24 (here) has both names.
-    calls = []
-
-    class Older:
-        def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
-            calls.append(gradient_checkpointing_kwargs)
-
-    _recompute_activations(Older())
-    assert calls == [{"use_reentrant": False}]
-
-
 def test_checkpoint_from_other_settings_is_not_resumed(tiny_roberta, tiny_tokenized, tmp_path, caplog):
     spec = make_spec(tiny_roberta, "lora")
     ckpt.save_checkpoint(
@@ -293,66 +182,6 @@ def test_unavailable_strategy_is_skipped(tiny_roberta, tiny_tokenized, tmp_path,
 
 
 # --- checkpoint files ---------------------------------------------------------------
-
-
-def test_truncated_checkpoint_falls_back_to_previous(tmp_path, caplog):
-    ckpt.save_checkpoint({"step": 1}, directory=tmp_path, step=1)
-    newest = ckpt.save_checkpoint({"step": 2}, directory=tmp_path, step=2)
-    newest.write_bytes(newest.read_bytes()[:20])  # truncated by a crash or a bad disk
-    with caplog.at_level(logging.WARNING):
-        state, path = ckpt.load_latest_checkpoint(tmp_path)
-    assert state == {"step": 1} and path.name == "step-000000001.pt"
-    assert "corrupt (checksum mismatch)" in caplog.text
-    assert (tmp_path / "step-000000002.pt.corrupt").exists()
-
-
-def test_only_corrupt_checkpoints_means_start_from_scratch(tmp_path):
-    path = ckpt.save_checkpoint({"step": 1}, directory=tmp_path, step=1)
-    path.with_suffix(".sha256").unlink()  # killed between the checkpoint and its checksum
-    assert ckpt.load_latest_checkpoint(tmp_path) is None
-
-
-@pytest.mark.parametrize(
-    "error",
-    [OSError(errno.ENOSPC, "No space left on device"),
-     # what torch.save itself raises when a write fails part-way
-     RuntimeError("[enforce fail at inline_container.cc] unexpected pos; No space left on device")],
-    ids=["oserror", "torch-runtimeerror"],
-)  # fmt: skip
-def test_disk_full_while_checkpointing_keeps_previous_and_continues(tmp_path, monkeypatch, caplog, error):
-    ckpt.save_checkpoint({"step": 1}, directory=tmp_path, step=1)
-
-    def disk_full(obj, handle):
-        handle.write(b"partial")
-        raise error
-
-    monkeypatch.setattr(torch, "save", disk_full)
-    with caplog.at_level(logging.WARNING):
-        assert ckpt.save_checkpoint({"step": 2}, directory=tmp_path, step=2) is None
-    assert "NOT written" in caplog.text and "No space left on device" in caplog.text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000001.pt", "step-000000001.sha256"]
-    monkeypatch.undo()
-    assert ckpt.load_latest_checkpoint(tmp_path)[0] == {"step": 1}
-
-
-def test_disk_full_is_named_when_torch_only_says_unexpected_pos(tmp_path, monkeypatch, caplog):
-    # What torch.save raised on a full disk in the field: no errno, no "space" anywhere.
-    def disk_full(obj, handle):
-        handle.write(b"partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 48640 vs 48534")
-
-    monkeypatch.setattr(torch, "save", disk_full)
-    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=30_000))
-    with caplog.at_level(logging.WARNING):
-        assert ckpt.save_checkpoint({"w": torch.zeros(100_000)}, directory=tmp_path, step=2) is None
-    assert f"NOT written (disk full: 30 kB free in {tmp_path}, the checkpoint needs about 400 kB; free some space" in caplog.text
-    assert "unexpected pos 48640 vs 48534" in caplog.text  # the original error stays visible
-
-
-def test_only_the_last_two_checkpoints_are_kept(tmp_path):
-    for step in range(1, 5):
-        ckpt.save_checkpoint({"step": step}, directory=tmp_path, step=step)
-    assert [p.name for p in ckpt.latest_paths(tmp_path)] == ["step-000000004.pt", "step-000000003.pt"]
 
 
 # --- preemption -----------------------------------------------------------------------
@@ -475,27 +304,6 @@ def test_a_planted_checkpoint_never_runs_its_code(tiny_roberta, tiny_tokenized, 
     result = run(spec, tiny_tokenized, tmp_path, "p")
     assert result.status == "ok" and result.metrics["resumed_from_steps"] == []
     assert not marker.exists(), "the planted checkpoint's payload ran"
-
-
-def test_temporary_files_do_not_follow_a_planted_symlink(tmp_path):
-    from ftcompare.provenance import write_json
-
-    victim = tmp_path / "victim"
-    victim.write_text("untouched")
-    directory = tmp_path / "ckpt"
-    directory.mkdir()
-    # The fixed temporary names the writers used to use.
-    (directory / "step-000000001.pt.tmp").symlink_to(victim)
-    (directory / "step-000000001.sha256.tmp").symlink_to(victim)
-    (tmp_path / "train.json.tmp").symlink_to(victim)
-    path = ckpt.save_checkpoint({"step": 1}, directory=directory, step=1)
-    write_json(tmp_path / "train.json", {"status": "ok"})
-    assert victim.read_text() == "untouched"
-    assert ckpt.load_latest_checkpoint(directory)[0] == {"step": 1} and path.is_file()
-    assert not path.is_symlink() and not (tmp_path / "train.json").is_symlink()
-
-
-# --- divergence -------------------------------------------------------------------------
 
 
 def poison_step(monkeypatch, *, at_call: int, value: float = math.nan, weights: bool = False) -> list[int]:

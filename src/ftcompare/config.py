@@ -18,10 +18,18 @@ from typing import Any
 import jsonschema
 import yaml
 
+# The library reads the workflow's own files (the schema, config/config.yaml as the one
+# source of defaults), so it runs from its checkout: an editable install (pip install -e .),
+# as the README's set-up does. A plain install would find no checkout here.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 REFERENCE_RECIPE = REPO_ROOT / "config" / "reference-recipe.yaml"
+if not SCHEMA_PATH.is_file():
+    raise ImportError(
+        f"ftcompare runs from its checkout, and {SCHEMA_PATH} is missing: install it editable "
+        "from the repository root (pip install -e .), not as a plain package"
+    )
 
 # The methods the model builder implements and the method blocks each one reads: the
 # one list of methods. (The schema leaves `method` to this list; build_model and the

@@ -1,4 +1,4 @@
-"""Tests for the pure metric helpers of ftcompare.evaluation."""
+"""Tests for ftcompare.evaluation: its metrics, intervals and prediction tables."""
 
 from __future__ import annotations
 
