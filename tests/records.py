@@ -28,7 +28,8 @@ def provenance(device: str = "NVIDIA H200") -> dict[str, Any]:
 
 def train_record(strategy: str, seed: int, *, status: str = "ok", reason: str | None = None,
                  train_time: float = 100.0, trainable: int = 1_000_000, reserved: float | None = 10.0,
-                 metrics: dict[str, Any] | None = None, device: str = "NVIDIA H200") -> dict[str, Any]:
+                 metrics: dict[str, Any] | None = None, device: str = "NVIDIA H200",
+                 model: str = "/models/roberta-tiny") -> dict[str, Any]:
     if metrics is None:
         metrics = {
             "train_time_s": train_time, "tokens_per_s": 5000.0, "train_tokens": 500_000, "optimizer_steps": 100,
@@ -38,7 +39,7 @@ def train_record(strategy: str, seed: int, *, status: str = "ok", reason: str | 
         }
     return {
         "kind": "train", "strategy": strategy, "method": strategy, "seed": seed, "status": status,
-        "reason": reason, "config": {"lr": 2e-4, "model_name_or_path": "/models/roberta-tiny"}, "metrics": metrics,
+        "reason": reason, "config": {"lr": 2e-4, "model_name_or_path": model}, "metrics": metrics,
         "loss_curve": [{"step": 10, "epoch": 0.5, "loss": 0.6, "lr": 1e-4},
                        {"step": 20, "epoch": 1.0, "loss": 0.3, "lr": 5e-5}] if status == "ok" else [],
         "val_curve": [{"step": 20, "epoch": 1.0, "accuracy": 0.9, "loss": 0.3}] if status == "ok" else [],

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ftcompare.figures import FIGURE_NAMES, _pareto_mask, plot_figures
+from ftcompare.figures import _pareto_mask, figure_names, plot_figures
 from ftcompare.tables import Results
 from records import all_failed_runs, mixed_runs
 
@@ -34,11 +34,11 @@ def test_pareto_mask() -> None:
 
 def declared(out_dir: Path) -> list[Path]:
     """The figure paths as the report rule declares them."""
-    return [out_dir / f"{name}.png" for name in FIGURE_NAMES]
+    return [out_dir / f"{name}.png" for name in figure_names(tuning=False)]
 
 
 def assert_pngs(paths: dict[str, Path], out_dir: Path) -> None:
-    assert set(paths) == set(FIGURE_NAMES)
+    assert set(paths) == set(figure_names(tuning=False))
     for name, path in paths.items():
         assert path == out_dir / f"{name}.png"
         data = path.read_bytes()

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ftcompare.config import DEFAULT_CONFIG, load_yaml
-from ftcompare.figures import FIGURE_NAMES, plot_figures
+from ftcompare.figures import FIGURE_NAMES, figure_names, plot_figures
 from ftcompare.report import render_markdown, write_report
 from ftcompare.tables import Results, load_runs, summary_table, write_summary_csv
 from records import NO_BNB, OOM, all_failed_runs, eval_record, mixed_runs, train_record, write_records
@@ -67,26 +67,42 @@ def test_markdown_failures_links_and_provenance(mixed, tmp_path: Path) -> None:
         assert text in env
 
 
-def test_markdown_reference_comparison(mixed, tmp_path: Path) -> None:
-    md = render(mixed, tmp_path)
+def roberta_base_runs(root: Path, device: str = "NVIDIA H200"):
+    """The notebook's setting: roberta-base, all 25,000 test reviews."""
+    pairs = [(train_record(s, seed, train_time=t, device=device, model="roberta-base"),
+              eval_record(s, seed, accuracy=a, n_test=25_000, device=device))
+             for s, seed, t, a in (("lora", 0, 90.0, 0.91), ("lora", 1, 110.0, 0.93), ("full", 0, 300.0, 0.95),
+                                   ("full", 1, 340.0, 0.94))]  # fmt: skip
+    return load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(root, pairs))))
+
+
+def test_markdown_reference_comparison(tmp_path: Path) -> None:
+    md = render(roberta_base_runs(tmp_path / "runs"), tmp_path)
     section = md[md.index("## Comparison with the reference notebook"):]
     # ours lora 92.00% vs reference 93.26% -> -1.26 points; full 94.50% vs 94.15% -> +0.35.
     assert table_row(md, "lora", after="## Comparison") == "| lora | 93.26% | 92.00% | -1.26 | 2,307 s | 100 s |"
     assert "| full | 94.15% | 94.50% | +0.35 | 2,657 s | 320 s |" in section
     assert "| qlora | 93.88% | — | — | 4,030 s | — |" in section
     assert "95.50%" in section
-    assert "not directly comparable" in section
-    assert "1,000 test reviews" in section and "NVIDIA H200" in section and "RTX 3080" in section
+    assert "learning rate 2e-05 for every strategy, batch 16, every review padded to 512 tokens, fp32, 1 seed" in section
+    assert "not directly comparable" in section and "NVIDIA H200" in section and "RTX 3080" in section
+
+
+def test_reference_comparison_left_out_when_the_setting_differs(mixed, tmp_path: Path) -> None:
+    section = render(mixed, tmp_path).split("## Comparison with the reference notebook")[1].strip()
+    assert section == ("Left out: the reference notebook's setting differs (it fine-tuned roberta-base, this study "
+                       "`roberta-tiny`; it tested on all 25,000 IMDB test reviews, this study on 1,000), so its numbers "
+                       "would not compare.")  # fmt: skip
 
 
 def test_reference_caveat_absent_when_setup_matches(tmp_path: Path) -> None:
     device = "NVIDIA GeForce RTX 3080"
-    paths = write_records(tmp_path, [(train_record("full", 0, device=device),
+    paths = write_records(tmp_path, [(train_record("full", 0, device=device, model="roberta-base"),
                                       eval_record("full", 0, n_test=25_000, accuracy=0.94, device=device))])
     runs = load_runs(train_paths=paths[0], eval_paths=paths[1])
     md = render(runs, tmp_path)
     assert "not directly comparable" not in md
-    assert "Same test-set size" in md
+    assert "Same model, test set and hardware as the reference" in md
     assert "None." in md[md.index("Skipped or failed"):]
 
 
@@ -100,18 +116,19 @@ def test_cpu_runs_report_host_rss(tmp_path: Path) -> None:
     md = render(runs, tmp_path)
     assert "Peak host RSS (GB" in md and "| 2.50 |" in md
     assert "CUDA: none" in md
-    assert "ran on cpu" in md
+    assert "executed on cpu" in md
 
 
 def test_write_report_when_all_failed(all_failed, tmp_path: Path) -> None:
     report_path = tmp_path / "results" / "report.md"
     results = Results.of(all_failed)
-    figures = plot_figures(results=results, paths=[tmp_path / "results" / "figures" / f"{n}.png" for n in FIGURE_NAMES])
+    paths = [tmp_path / "results" / "figures" / f"{n}.png" for n in figure_names(tuning=False)]
+    figures = plot_figures(results=results, paths=paths)
     write_report(results=results, figures=figures, report_path=report_path, reference=REFERENCE)
     md = report_path.read_text()
     assert "0 of 2 runs succeeded" in md
     assert md.count("**failed**") == 2
-    assert "no successful run of ours" in md
+    assert "Left out: the reference notebook's setting differs (this study has no successful run)" in md
     assert "![accuracy](figures/accuracy.png)" in md
 
 

@@ -71,6 +71,7 @@ def study(tmp_path_factory, imdb_dir, tiny_roberta):
             # Added to the four strategies of config.yaml; at this rate without clipping
             # its loss becomes NaN: the study must finish and report it as failed.
             "strategies": {"broken": {"method": "full", "learning_rate": 1000.0, "max_grad_norm": None}},
+            "tuning": {"enabled": False},  # tuning_study below tunes
         },
     )
     result = snakemake(workdir, base)
@@ -109,11 +110,10 @@ def test_study_produces_summary_figures_and_report(study):
     assert (workdir / "results" / "benchmarks" / "finetune" / "lora_seed0.tsv").is_file()
 
 
-def test_rerun_retries_only_the_failed_run(study):
+def test_a_plain_rerun_does_not_retrain_a_diverged_run(study):
+    # The same settings diverge the same way; a settings change reruns it (fixed_study).
     workdir, base = study
-    assert planned_jobs(workdir, base) == {"finetune": 1, "evaluate": 1, "report": 1, "all": 1}
-    result = snakemake(workdir, base, args=("--dry-run",))
-    assert "results/runs/broken/seed0/train.json" in result.stdout
+    assert planned_jobs(workdir, base) == {}
 
 
 @pytest.fixture(scope="module")
@@ -304,3 +304,73 @@ def test_a_failed_edit_leaves_finished_work_alone(fixed_study, imdb_dir, case, m
     # The config is restored: nothing to do, nothing touched.
     assert planned_jobs(workdir, *configs) == {}
     assert {p: p.stat().st_mtime_ns for p in (workdir / "results" / "runs").rglob("*") if p.is_file()} == before
+
+
+# --- tuning -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tuning_study(tmp_path_factory, imdb_dir, tiny_roberta):
+    """A study whose lora strategy is tuned over two rates, one far too small to learn."""
+    workdir = tmp_path_factory.mktemp("tuning")
+    base = overlay(workdir, "study", {
+        "data": {"source": "parquet", "train": str(imdb_dir / "train-1k.parquet"),
+                 "test": str(imdb_dir / "test-1k.parquet"), "train_size": 300, "test_size": 200,
+                 "validation_fraction": 0.2},
+        "model": {"name_or_path": str(tiny_roberta)},
+        "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
+        "seeds": [0],
+        "tuning": {"enabled": True, "seeds": [0], "epochs": 1,
+                   "grid": {"full": None, "qlora": None, "ia3": None, "lora": {"learning_rate": [1.0e-8, 5.0e-3]}}},
+    })  # fmt: skip
+    plan = planned_jobs(workdir, base)
+    result = snakemake(workdir, base)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir, base, plan
+
+
+def test_tuning_chooses_on_validation_and_keeps_the_test_split_out(tuning_study):
+    workdir, _, plan = tuning_study
+    assert plan == {"prepare_data": 1, "tokenize": 1, "tune": 2, "select_settings": 1, "finetune": 4, "evaluate": 4,
+                    "report": 1, "all": 1}  # fmt: skip
+    tuning = workdir / "results" / "tuning"
+    trials = pd.read_csv(tuning / "summary.csv")
+    assert list(trials.columns) == ["strategy", "trial", "learning_rate", "seed", "status", "val_accuracy", "val_loss",
+                                    "train_time_s"]  # fmt: skip
+    assert list(trials["trial"]) == ["learning_rate=1e-08", "learning_rate=0.005"] and set(trials["status"]) == {"ok"}
+    selected = yaml.safe_load((tuning / "selected.yaml").read_text())
+    best = trials.loc[trials["val_accuracy"].idxmax()]
+    assert selected["lora"]["values"] == {"learning_rate": best["learning_rate"]}
+    assert selected["lora"]["val_accuracy"] == pytest.approx(best["val_accuracy"])
+    # The final runs used the chosen rate; the trials kept no model and have no test results.
+    final = json.loads((workdir / "results" / "runs" / "lora" / "seed0" / "train.json").read_text())
+    assert final["config"]["learning_rate"] == best["learning_rate"]
+    for folder in (tuning / "trials" / "lora").iterdir():
+        assert sorted(p.name for p in (folder / "seed0").iterdir()) == ["attempt.json", "train.json"]
+    report = (workdir / "results" / "report.md").read_text()
+    section = report.split("## Tuning")[1].split("## ")[0]
+    assert "| lora | learning_rate: 1e-08, 0.005 |" in section and "Runner-up" in section
+    assert (workdir / "results" / "figures" / "tuning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    by_strategy = pd.read_csv(workdir / "results" / "summary_by_strategy.csv").set_index("strategy")
+    assert by_strategy.loc["full", "n_ok"] == 1 and by_strategy["p_value_holm"].notna().sum() == 3
+
+
+def test_a_new_losing_value_reruns_its_trial_and_the_selection_not_the_final_runs(tuning_study):
+    workdir, base, _ = tuning_study
+    final = workdir / "results" / "runs" / "lora" / "seed0" / "train.json"
+    before = final.stat().st_mtime_ns
+    losing = overlay(workdir, "losing", {"tuning": {"grid": {"lora": {"learning_rate": [1.0e-8, 5.0e-3, 1.0e-9]}}}})
+    result = snakemake(workdir, base, losing)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert log.count("rule tune:") == 1 and "rule select_settings:" in log and "rule report:" in log
+    assert "rule finetune:" not in log and "rule evaluate:" not in log
+    assert final.stat().st_mtime_ns == before
+    assert planned_jobs(workdir, base, losing) == {}
+
+
+def test_turning_tuning_off_returns_to_the_configured_settings(tuning_study):
+    workdir, base, _ = tuning_study
+    off = overlay(workdir, "off", {"tuning": {"enabled": False}})
+    # Only lora was tuned: its final run reruns at the configured rate, then its evaluation and the report.
+    assert planned_jobs(workdir, base, off) == {"finetune": 1, "evaluate": 1, "report": 1, "all": 1}

@@ -54,7 +54,7 @@ TRAINING_OVERRIDES = tuple(load_schema()["$defs"]["training_overrides"])
 # Sections whose missing keys come from config/config.yaml, the one source of defaults
 # (Snakemake layers every --configfile over it anyway; this serves callers that pass a
 # partial config, such as tests).
-DEFAULTED_SECTIONS = ("data", "training", "method_defaults", "report")
+DEFAULTED_SECTIONS = ("data", "training", "method_defaults", "report", "tuning")
 
 
 class ConfigError(ValueError):
@@ -212,6 +212,12 @@ def validate_config(
         preflight(resolved)
     _check_batch_shapes(resolved["training"])
     _check_token_budgets(resolved)
+    baseline = resolved["report"]["baseline"]
+    if baseline not in resolved["strategies"]:
+        raise ConfigError(f"report.baseline = {baseline!r} is not a configured strategy; configured: {list(resolved['strategies'])}")
+    from ftcompare.tuning import check_grid  # tuning reads this module
+
+    check_grid(resolved)
     return resolved
 
 

@@ -115,6 +115,7 @@ def evaluate(*, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: tor
         labels=test.labels, predictions=logits.argmax(axis=1), num_labels=data.num_labels
     )
     metrics["eval_time_s"] = eval_time
+    metrics["eval_reviews_per_s"] = len(test) / eval_time  # inference throughput at eval_batch_size
     metrics["eval_tokens_per_s"] = float(test.lengths.sum()) / eval_time
     log.info("test accuracy %.4f [%.4f, %.4f] macro-F1 %.4f in %.1f s",
              metrics["accuracy"], metrics["accuracy_ci_low"], metrics["accuracy_ci_high"],

@@ -26,10 +26,17 @@ FIGURE_CAPTIONS: dict[str, str] = {
     "train_time": "Wall-clock training time per strategy.",
     "trainable_params": "Trainable parameters per strategy (log scale).",
     "peak_memory": "Peak memory during training.",
-    "pareto": "Accuracy against cost; Pareto-optimal strategies are highlighted.",
+    "pareto": "Accuracy against cost with error bars; Pareto-optimal strategies (*) and those within noise of the "
+              "frontier (≈) are marked.",
     "loss_curves": "Training loss and validation accuracy per epoch, one line per seed.",
+    "tuning": "Validation accuracy of every tuning trial against each tuned value; the chosen setting is starred.",
 }
 FIGURE_NAMES: tuple[str, ...] = tuple(FIGURE_CAPTIONS)
+
+
+def figure_names(*, tuning: bool) -> list[str]:
+    """The figures of a study: `tuning` only when it tuned."""
+    return [name for name in FIGURE_NAMES if tuning or name != "tuning"]
 DPI = 150
 
 
@@ -167,23 +174,38 @@ def _pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ~np.array(dominated, dtype=bool)
 
 
+def within_noise_of_frontier(x: np.ndarray, y: np.ndarray, y_high: np.ndarray, front: np.ndarray) -> np.ndarray:
+    """Off the frontier, yet the upper end of the accuracy interval reaches the best
+    accuracy the frontier offers at no greater cost: not shown to be worse."""
+    reach = np.array([y[front & (x <= xi)].max() if (front & (x <= xi)).any() else -np.inf for xi in x])
+    return ~front & (y_high >= reach)
+
+
 def _pareto_panel(ax: plt.Axes, agg: pd.DataFrame, column: str, xlabel: str, colors: dict[str, Any]) -> None:
-    data = agg[["strategy", f"{column}_mean", "accuracy_mean"]].dropna()
+    data = agg[["strategy", f"{column}_mean", f"{column}_std", "accuracy_mean", "accuracy_mean_ci_low",
+                "accuracy_mean_ci_high"]].dropna(subset=[f"{column}_mean", "accuracy_mean"])  # fmt: skip
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Test accuracy (%)")
     if data.empty:
         ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
         return
     x, y = data[f"{column}_mean"].to_numpy(), data["accuracy_mean"].to_numpy() * 100
+    y_low = data["accuracy_mean_ci_low"].fillna(data["accuracy_mean"]).to_numpy() * 100
+    y_high = data["accuracy_mean_ci_high"].fillna(data["accuracy_mean"]).to_numpy() * 100
+    x_err = data[f"{column}_std"].fillna(0.0).to_numpy()
     front = _pareto_mask(x, y)
+    near = within_noise_of_frontier(x, y, y_high, front)
     order = np.argsort(x[front])
     # Step line: the best accuracy reachable for any budget up to the next frontier point.
     ax.step(x[front][order], y[front][order], where="post", color="black", alpha=0.6, label="Pareto frontier")
-    for xi, yi, strategy, on_front in zip(x, y, data["strategy"], front):
-        ax.scatter(xi, yi, s=120 if on_front else 50, color=colors[strategy],
-                   edgecolors="black" if on_front else "none", linewidths=1.5, zorder=3)
-        ax.annotate(strategy + (" *" if on_front else ""), (xi, yi), xytext=(6, 4),
-                    textcoords="offset points", fontsize=9)
+    for i, (xi, yi, strategy) in enumerate(zip(x, y, data["strategy"])):
+        # Error bars: the accuracy's 95% interval; the cost's standard deviation over seeds.
+        ax.errorbar(xi, yi, yerr=[[yi - y_low[i]], [y_high[i] - yi]], xerr=x_err[i], fmt="none",
+                    ecolor=colors[strategy], alpha=0.6, capsize=3, zorder=2)  # fmt: skip
+        ax.scatter(xi, yi, s=120 if front[i] else 50, color=colors[strategy] if not near[i] else "white",
+                   edgecolors="black" if front[i] else colors[strategy], linewidths=1.5, zorder=3)  # fmt: skip
+        mark = " *" if front[i] else (" ≈" if near[i] else "")
+        ax.annotate(strategy + mark, (xi, yi), xytext=(6, 4), textcoords="offset points", fontsize=9)
     ax.margins(x=0.2, y=0.2)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -196,7 +218,8 @@ def _plot_pareto(agg: pd.DataFrame, colors: dict[str, Any], path: Path) -> Path:
     left.set_title("Accuracy vs peak memory (GB)")
     _pareto_panel(right, agg, "train_time_s", "Training time (s)", colors)
     right.set_title("Accuracy vs training time (s)")
-    fig.suptitle("Accuracy/cost trade-off (mean over successful seeds; * = Pareto-optimal)")
+    fig.suptitle("Accuracy/cost trade-off (mean over successful seeds, 95% interval; * = Pareto-optimal, "
+                 "≈ = within noise of the frontier)")
     return _save(fig, path)
 
 
@@ -223,12 +246,13 @@ def _plot_curves(runs: Sequence[RunRecord], colors: dict[str, Any], path: Path) 
 
 
 def plot_figures(*, results: Results, paths: Sequence[str | Path]) -> dict[str, Path]:
-    """Draw every figure of `FIGURE_NAMES` to the path whose file name is ``<name>.png``
+    """Draw every figure of `figure_names` to the path whose file name is ``<name>.png``
     (the report rule's declared outputs); only ok runs are plotted. Every file is
     written, with a "no successful runs" placeholder if need be."""
     by_name = {Path(path).stem: Path(path) for path in paths}
-    if sorted(by_name) != sorted(FIGURE_NAMES):
-        raise ValueError(f"figure paths {sorted(by_name)} must be one per figure name {sorted(FIGURE_NAMES)}")
+    expected = figure_names(tuning=results.tuning is not None)
+    if sorted(by_name) != sorted(expected):
+        raise ValueError(f"figure paths {sorted(by_name)} must be one per figure name {sorted(expected)}")
     for path in by_name.values():
         path.parent.mkdir(parents=True, exist_ok=True)
     colors = _colors(list(results.agg["strategy"]))
@@ -237,9 +261,12 @@ def plot_figures(*, results: Results, paths: Sequence[str | Path]) -> dict[str, 
     seeds = results.table[results.table["status"] == Status.OK]
 
     with plt.rc_context({"font.size": 11, "axes.titlesize": 11}):
+        if results.tuning is not None:  # trials are there even when every final run failed
+            _plot_tuning(results.tuning, results.selected or {}, colors, by_name["tuning"])
         if agg.empty or not ok_runs:
             for name, path in by_name.items():
-                _placeholder(path, FIGURE_CAPTIONS[name])
+                if name != "tuning":
+                    _placeholder(path, FIGURE_CAPTIONS[name])
             return by_name
         _plot_accuracy(agg, seeds, colors, by_name["accuracy"])
         _plot_train_time(agg, colors, by_name["train_time"])
@@ -248,3 +275,32 @@ def plot_figures(*, results: Results, paths: Sequence[str | Path]) -> dict[str, 
         _plot_pareto(agg, colors, by_name["pareto"])
         _plot_curves(ok_runs, colors, by_name["loss_curves"])
     return by_name
+
+
+def _plot_tuning(trials: pd.DataFrame, selected: dict[str, Any], colors: dict[str, Any], path: Path) -> Path:
+    """Validation accuracy (mean over trial seeds) against each tuned key's value, one
+    line per strategy; where a strategy tunes several keys, each value shows its best trial."""
+    keys = [c for c in trials.columns
+            if c not in ("strategy", "trial", "seed", "status", "val_accuracy", "val_loss", "train_time_s")]  # fmt: skip
+    ok = trials[trials["status"] == Status.OK]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(6.0 * max(1, len(keys)), 4.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for strategy, group in ok.groupby("strategy", sort=False):
+            group = group.dropna(subset=[key])
+            if group.empty:
+                continue
+            per_trial = group.groupby("trial", sort=False).agg(value=(key, "first"), accuracy=("val_accuracy", "mean"))
+            best = per_trial.groupby("value")["accuracy"].max().sort_index()
+            ax.plot(best.index, best.to_numpy() * 100, marker="o", color=colors.get(strategy), label=strategy)
+            choice = (selected.get(strategy) or {}).get("values") or {}
+            if key in choice and choice[key] in best.index:
+                ax.scatter([choice[key]], [best[choice[key]] * 100], marker="*", s=250, color=colors.get(strategy),
+                           edgecolors="black", zorder=3)  # fmt: skip
+        values = pd.to_numeric(ok[key], errors="coerce").dropna()
+        # Rates span orders of magnitude: a log axis spaces a factor-2 grid evenly.
+        if len(values) and (values > 0).all() and values.max() / values.min() >= 10:
+            ax.set_xscale("log")
+        ax.set(xlabel=key, ylabel="Validation accuracy (%)", title=f"Validation accuracy vs {key} (★ chosen)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)

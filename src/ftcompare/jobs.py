@@ -53,25 +53,29 @@ def finetune(
     *,
     spec: RunSpec,
     tokenized_dir: Path,
-    model_dir: Path,
+    model_dir: Path | None,
     record_path: Path,
     checkpoint_dir: Path,
     attempt_path: Path,
     retry_marker: str,
+    trial: str | None = None,
 ) -> dict[str, Any]:
     """Train one run and write its record, and the attempt file that
-    `ftcompare.records.retry_marker` reads to decide whether to retry it."""
+    `ftcompare.records.retry_marker` reads to decide whether to retry it. A tuning
+    `trial` keeps no model: its record, with the validation scores, is its result."""
     from ftcompare.training import finetune as train_run
 
     started = now()
     strategy, seed = spec.strategy, spec.seed
-    Path(model_dir).mkdir(parents=True, exist_ok=True)  # declared output, even if the run fails
+    if model_dir is not None:
+        Path(model_dir).mkdir(parents=True, exist_ok=True)  # declared output, even if the run fails
     result = train_run(spec=spec, tokenized_dir=tokenized_dir, model_out_dir=model_dir, checkpoint_dir=checkpoint_dir)
     record = {
         "kind": "train",
         "strategy": strategy,
         "method": spec.method,
         "seed": seed,
+        "trial": trial,
         "status": result.status,
         "reason": result.reason,
         "config": spec.to_dict(),
@@ -136,21 +140,57 @@ def evaluate(
     return record
 
 
+def select_settings(
+    *, trial_records: Sequence[Path], grid: Mapping[str, Mapping[str, Any]], summary_path: Path, selected_path: Path
+) -> dict[str, Any]:
+    """Choose each tuned strategy's settings from its trials' validation scores
+    (ftcompare.tuning.select); `grid` maps "strategy/trial" to the trial's values."""
+    import pandas as pd
+    import yaml
+
+    from ftcompare.tuning import Trial, select, trial_result
+
+    results = []
+    for path in trial_records:
+        record = read_json(path)
+        values = grid[f"{record['strategy']}/{record['trial']}"]
+        results.append(trial_result(record, Trial(strategy=record["strategy"], values=dict(values))))
+    keys = list(dict.fromkeys(key for result in results for key in result.values))
+    rows = [{"strategy": r.strategy, "trial": r.trial, **{key: r.values.get(key) for key in keys}, "seed": r.seed,
+             "status": r.status, "val_accuracy": r.val_accuracy, "val_loss": r.val_loss,
+             "train_time_s": r.train_time_s} for r in results]  # fmt: skip
+    Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["strategy", "trial", *keys, "seed", "status", "val_accuracy", "val_loss",
+                                "train_time_s"]).to_csv(summary_path, index=False)  # fmt: skip
+    selected = select(results)
+    Path(selected_path).write_text(yaml.safe_dump(selected, sort_keys=False))
+    for strategy, choice in selected.items():
+        log.info("%s: %s", strategy, choice)
+    return selected
+
+
 def report(
     *,
     train_records: Sequence[Path],
     eval_records: Sequence[Path],
+    prediction_paths: Sequence[Path],
     summary_path: Path,
+    comparison_path: Path,
     report_path: Path,
     figure_paths: Sequence[Path],
     reference: Mapping[str, Any] | None,
+    baseline: str,
+    tuning_summary: Path | None = None,
+    selected: Path | None = None,
 ) -> None:
-    """The summary table, the figures and the Markdown report, from one reading of the records."""
+    """The summary tables, the figures and the Markdown report, from one reading of the records."""
     from ftcompare.figures import plot_figures
     from ftcompare.report import write_report
     from ftcompare.tables import Results, write_summary_csv
 
-    results = Results.load(train_paths=train_records, eval_paths=eval_records)
+    results = Results.load(train_paths=train_records, eval_paths=eval_records, prediction_paths=prediction_paths,
+                           baseline=baseline, tuning_summary=tuning_summary, selected=selected)  # fmt: skip
     write_summary_csv(table=results.table, path=summary_path)
+    write_summary_csv(table=results.comparison, path=comparison_path)
     figures = plot_figures(results=results, paths=figure_paths)
     write_report(results=results, figures=figures, report_path=report_path, reference=reference)

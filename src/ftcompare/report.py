@@ -104,7 +104,7 @@ def _degenerate_seeds(table: pd.DataFrame) -> dict[str, list[int]]:
 def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]]) -> str:
     memory_column, memory_label = memory_metric(agg)
     header = ["Strategy", "Method", "Accuracy (mean ± std)", "Accuracy 95% CI", "Macro F1",
-              "Train time", "Tokens/s", "Trainable params", "Trainable %", memory_label,
+              "Train time", "Tokens/s", "Test reviews/s", "Trainable params", "Trainable %", memory_label,
               "Adapter size (MB)", "Seeds ok"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in agg.to_dict("records"):
@@ -118,7 +118,7 @@ def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]]) -> st
         cells = [
             r["strategy"], r["method"], accuracy, ci, _fmt_pct(r["f1_mean"]),
             _fmt_seconds(r["train_time_s_mean"]), _fmt_count(r["tokens_per_s_mean"]),
-            _fmt_count(r["trainable_params_mean"]),
+            _fmt_count(r["eval_reviews_per_s_mean"]), _fmt_count(r["trainable_params_mean"]),
             _MISSING if pd.isna(r["trainable_pct_mean"]) else f"{r['trainable_pct_mean']:.2f}%",
             _fmt_float(r[f"{memory_column}_mean"], 2), _fmt_float(r["adapter_size_mb_mean"], 2),
             f"{r['n_ok']}/{r['n_runs']}",
@@ -250,23 +250,110 @@ def _reference_section(reference: Mapping[str, Any] | None, table: pd.DataFrame,
 
 
 def _caveat(table: pd.DataFrame, hardware: str) -> str:
+    """The reference's setting matches (see _matches_reference); its hardware may not."""
+    devices = _distinct(table[table["status"] == Status.OK]["device"])
+    # "NVIDIA GeForce RTX 3080" is the same card as the reference's "RTX 3080".
+    if devices and all(hardware.lower() in device.lower() for device in devices):
+        return "Same model, test set and hardware as the reference, so differences reflect the training recipe."
+    return (f"Same model and test set; training times are not directly comparable: ours ran on "
+            f"{', '.join(devices) or 'an unknown device'}, the reference on {hardware}.")
+
+
+def _comparison_section(results: Results) -> str:
+    comparison, baseline = results.comparison, results.baseline
+    if comparison is None or baseline is None:
+        return "No paired comparison: the report was given no per-review predictions."
+    header = ["Strategy", "Accuracy (mean)", f"Difference from {baseline} (points, 95% CI)", "p (Holm)",
+              "Reviews better / worse", "At the 5% level"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    alike, better, worse = [], [], []
+    for r in comparison.to_dict("records"):
+        if r["strategy"] == baseline:
+            verdict, difference, p, counts = "baseline", _MISSING, _MISSING, _MISSING
+        elif pd.isna(r["p_value_holm"]):
+            verdict, difference, p, counts = "not compared (no successful run on one side)", _MISSING, _MISSING, _MISSING
+        else:
+            difference = f"{r['delta_vs_baseline']:+.2f} ({r['delta_ci_low']:+.2f} to {r['delta_ci_high']:+.2f})"
+            p, counts = f"{r['p_value_holm']:.3g}", f"{r['reviews_better']:.0f} / {r['reviews_worse']:.0f}"
+            if r["p_value_holm"] >= 0.05:
+                verdict = "indistinguishable"
+                alike.append(r["strategy"])
+            elif r["delta_vs_baseline"] > 0:
+                verdict = "better"
+                better.append(r["strategy"])
+            else:
+                verdict = "worse"
+                worse.append(r["strategy"])
+        lines.append(f"| {r['strategy']} | {_fmt_pct(r['accuracy_mean'])} | {difference} | {p} | {counts} | {verdict} |")
+
+    def names(items: list[str]) -> str:
+        return ", ".join(f"`{item}`" for item in items)
+
+    words = []
+    if alike:
+        words.append(f"{names(alike)} {'is' if len(alike) == 1 else 'are'} indistinguishable from `{baseline}` at the "
+                     "5% level (Holm-adjusted): the data do not show a difference either way")  # fmt: skip
+    if better:
+        words.append(f"{names(better)} {'is' if len(better) == 1 else 'are'} better than `{baseline}`")
+    if worse:
+        words.append(f"{names(worse)} {'is' if len(worse) == 1 else 'are'} worse than `{baseline}`")
+    summary = ("; ".join(words) + ".") if words else f"No strategy could be compared with `{baseline}`."
+    method = ("Each strategy is compared with the baseline review by review on the same test reviews, each review's "
+              "correctness averaged over the seeds both ran: the difference in accuracy with a bootstrap 95% interval "
+              "over reviews, and an exact sign test on the reviews where they differ (McNemar's exact test for one "
+              "seed), Holm-adjusted across strategies.")  # fmt: skip
+    return "\n".join(lines) + "\n\n" + summary + " " + method
+
+
+def _tuning_section(results: Results) -> str:
+    trials, selected = results.tuning, results.selected or {}
+    if trials is None:
+        return "Tuning was off: every strategy ran at its configured settings."
+    keys = [c for c in trials.columns
+            if c not in ("strategy", "trial", "seed", "status", "val_accuracy", "val_loss", "train_time_s")]  # fmt: skip
+    header = ["Strategy", "Grid", "Chosen", "Validation accuracy", "Runner-up (margin)", "Trials ok"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for strategy, group in trials.groupby("strategy", sort=False):
+        grid = "; ".join(f"{key}: {', '.join(_fmt_value(v) for v in dict.fromkeys(group[key].dropna()))}"
+                         for key in keys if group[key].notna().any())  # fmt: skip
+        ok = group[group["status"] == Status.OK]
+        per_trial = ok.groupby("trial", sort=False)["val_accuracy"].mean().sort_values(ascending=False)
+        choice = selected.get(strategy) or {}
+        if not choice.get("values"):
+            chosen, accuracy, runner = f"none: {choice.get('reason', 'no trial ended ok')}", _MISSING, _MISSING
+        else:
+            chosen = ", ".join(f"{k} = {_fmt_value(v)}" for k, v in choice["values"].items())
+            accuracy = _fmt_pct(choice["val_accuracy"])
+            others = per_trial.drop(choice.get("trial"), errors="ignore")
+            runner = (_MISSING if others.empty else
+                      f"{others.index[0]}: {_fmt_pct(others.iloc[0])} ({100 * (choice['val_accuracy'] - others.iloc[0]):+.2f})")  # fmt: skip
+        trials_ok = f"{group[group['status'] == Status.OK]['trial'].nunique()}/{group['trial'].nunique()}"
+        lines.append(f"| {strategy} | {grid} | {chosen} | {accuracy} | {runner} | {trials_ok} |")
+    seeds = ", ".join(str(s) for s in sorted(trials["seed"].unique()))
+    return ("\n".join(lines) + f"\n\nEach trial trained on the training split with seed(s) {seeds} and was scored on "
+            "the validation split only (no trial saw the test split); the best mean validation accuracy was chosen, "
+            "a tie going to the cheaper setting. The final runs used the chosen values (their `train.json` shows them).")
+
+
+def _fmt_value(value: Any) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def _matches_reference(runs: Sequence[RunRecord], table: pd.DataFrame) -> str | None:
+    """Why this study cannot be set beside the notebook's numbers, or None if it can:
+    the notebook fine-tuned roberta-base and tested on the full IMDB test split."""
     ok = table[table["status"] == Status.OK]
     if ok.empty:
-        return "There is no successful run of ours to compare with the reference."
-    smallest, test_size = _describe_test_size(ok)
-    devices = _distinct(ok["device"])
+        return "this study has no successful run"
+    models = {str((run.train.get("config") or {}).get("model_name_or_path", "")) for run in runs if run.ok}
+    sizes = set(ok["n_test"].dropna())
     reasons = []
-    if pd.isna(smallest) or smallest < REFERENCE_TEST_SIZE:
-        reasons.append(f"ours used {test_size} test reviews, the reference the full "
-                       f"{REFERENCE_TEST_SIZE:,}-review IMDB test set")
-    # "NVIDIA GeForce RTX 3080" is the same card as the reference's "RTX 3080".
-    if not devices or any(hardware.lower() not in device.lower() for device in devices):
-        reasons.append(f"ours ran on {', '.join(devices) or 'an unknown device'}, the reference on {hardware}, "
-                       "so training times are not comparable")
-    if not reasons:
-        return (f"Same test-set size ({REFERENCE_TEST_SIZE:,} reviews) and hardware as the reference, "
-                "so differences mainly reflect the training recipe.")
-    return f"These numbers are not directly comparable: {'; '.join(reasons)}."
+    if not models or not all(name.rstrip("/").split("/")[-1] == "roberta-base" for name in models):
+        reasons.append(f"it fine-tuned roberta-base, this study {_model_name(runs)}")
+    if sizes != {REFERENCE_TEST_SIZE}:
+        reasons.append(f"it tested on all {REFERENCE_TEST_SIZE:,} IMDB test reviews, this study on "
+                       f"{_describe_test_size(ok)[1]}")  # fmt: skip
+    return "; ".join(reasons) or None
 
 
 def render_markdown(
@@ -274,11 +361,16 @@ def render_markdown(
 ) -> str:
     """The Markdown report; figure links are relative to ``report_path``'s folder."""
     table, agg, runs = results.table, results.agg, results.runs
+    mismatch = _matches_reference(runs, table) if reference is not None else None
     sections = [
         "# Fine-tuning strategies compared",
         _intro(table, agg, runs),
         "## Results",
         _results_table(agg, _degenerate_seeds(table)),
+        "## Differences from the baseline",
+        _comparison_section(results),
+        "## Tuning",
+        _tuning_section(results),
         "## Training settings",
         _settings_table(runs),
         "## Figures",
@@ -290,7 +382,8 @@ def render_markdown(
         "## Hardware and software",
         _environment(runs),
         "## Comparison with the reference notebook",
-        _reference_section(reference, table, agg),
+        (f"Left out: the reference notebook's setting differs ({mismatch}), so its numbers would not compare."
+         if mismatch else _reference_section(reference, table, agg)),
     ]
     return "\n\n".join(sections) + "\n"
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ftcompare.records import Status
-from ftcompare.stats import mean_interval
+from ftcompare.stats import holm, mean_interval, paired_comparison
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "strategy", "method", "seed", "status", "reason",
@@ -25,6 +25,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "train_time_s", "eval_time_s", "tokens_per_s",
     "trainable_params", "total_params", "trainable_pct",
     "peak_gpu_mem_gb", "peak_rss_gb", "adapter_size_mb", "device",
+    "eval_reviews_per_s",
     # Extra columns after the required ones; the report needs them.
     "device_type", "n_test", "best_epoch", "best_val_accuracy",
     # Why an ok run's best epoch is not to be trusted (one class for every validation
@@ -38,7 +39,7 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
     "accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1", "precision", "recall",
     "train_time_s", "eval_time_s", "tokens_per_s",
     "trainable_params", "total_params", "trainable_pct",
-    "peak_gpu_mem_gb", "peak_rss_gb", "adapter_size_mb", "n_test",
+    "peak_gpu_mem_gb", "peak_rss_gb", "adapter_size_mb", "n_test", "eval_reviews_per_s",
 )
 
 
@@ -151,6 +152,7 @@ def summary_table(*, runs: Sequence[RunRecord]) -> pd.DataFrame:
                ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1", "precision", "recall")},
             "train_time_s": number(train_m, "train_time_s"),
             "eval_time_s": number(eval_m, "eval_time_s"),
+            "eval_reviews_per_s": number(eval_m, "eval_reviews_per_s"),
             "tokens_per_s": number(train_m, "tokens_per_s"),
             "trainable_params": trainable,
             "total_params": total,
@@ -221,6 +223,51 @@ def aggregate_by_strategy(*, table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+COMPARISON_COLUMNS: tuple[str, ...] = (
+    "strategy", "method", "n_ok", "accuracy_mean", "accuracy_sd", "accuracy_ci_low", "accuracy_ci_high",
+    "delta_vs_baseline", "delta_ci_low", "delta_ci_high", "p_value", "p_value_holm",
+    # Beyond the required ones: what the test rests on, and inference speed.
+    "paired_seeds", "reviews_better", "reviews_worse", "eval_reviews_per_s",
+)
+
+
+def correctness(predictions: pd.DataFrame) -> np.ndarray:
+    """Per test review, in the test split's order, whether the run predicted its label."""
+    ordered = predictions.sort_values("row")
+    return (ordered["prediction"].to_numpy() == ordered["label"].to_numpy())
+
+
+def compare_strategies(
+    *, agg: pd.DataFrame, runs: Sequence[RunRecord], correct: Mapping[tuple[str, int], np.ndarray], baseline: str
+) -> pd.DataFrame:
+    """One row per strategy against `baseline` on the same test reviews (ftcompare.stats):
+    accuracy over seeds, the paired difference in points with its 95% interval, the exact
+    p-value and its Holm adjustment across strategies. Empty where a side has no ok run."""
+    ok_seeds: dict[str, dict[int, np.ndarray]] = {}
+    for run in runs:
+        if run.ok and (run.strategy, run.seed) in correct:
+            ok_seeds.setdefault(run.strategy, {})[run.seed] = correct[(run.strategy, run.seed)]
+    base = ok_seeds.get(baseline, {})
+    rows = []
+    for record in agg.to_dict("records"):
+        strategy, seeds = record["strategy"], ok_seeds.get(record["strategy"], {})
+        row = {"strategy": strategy, "method": record["method"], "n_ok": record["n_ok"],
+               "accuracy_mean": record["accuracy_mean"], "accuracy_sd": record["accuracy_std"],
+               "accuracy_ci_low": record["accuracy_mean_ci_low"], "accuracy_ci_high": record["accuracy_mean_ci_high"],
+               "eval_reviews_per_s": record["eval_reviews_per_s_mean"]}  # fmt: skip
+        if strategy != baseline and seeds and base and set(seeds) & set(base):
+            compared = paired_comparison(seeds, base)
+            row |= {"delta_vs_baseline": compared.delta, "delta_ci_low": compared.delta_ci_low,
+                    "delta_ci_high": compared.delta_ci_high, "p_value": compared.p_value,
+                    "paired_seeds": ",".join(map(str, compared.seeds)), "reviews_better": compared.better,
+                    "reviews_worse": compared.worse}  # fmt: skip
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    tested = table["p_value"].notna()
+    table.loc[tested, "p_value_holm"] = holm(table.loc[tested, "p_value"].tolist())
+    return table
+
+
 @dataclass(frozen=True)
 class Results:
     """Everything the figures and the report are drawn from, computed once."""
@@ -228,12 +275,40 @@ class Results:
     runs: list[RunRecord]
     table: pd.DataFrame  # one row per run: SUMMARY_COLUMNS
     agg: pd.DataFrame  # one row per strategy: aggregate_by_strategy
+    baseline: str | None = None
+    comparison: pd.DataFrame | None = None  # one row per strategy: COMPARISON_COLUMNS
+    tuning: pd.DataFrame | None = None  # one row per trial run (results/tuning/summary.csv)
+    selected: dict[str, Any] | None = None  # per tuned strategy, its choice (results/tuning/selected.yaml)
 
     @classmethod
-    def of(cls, runs: Sequence[RunRecord]) -> Results:
+    def of(cls, runs: Sequence[RunRecord], *, predictions: Mapping[tuple[str, int], pd.DataFrame] | None = None,
+           baseline: str | None = None, tuning: pd.DataFrame | None = None,
+           selected: dict[str, Any] | None = None) -> Results:  # fmt: skip
         table = summary_table(runs=runs)
-        return cls(runs=list(runs), table=table, agg=aggregate_by_strategy(table=table))
+        agg = aggregate_by_strategy(table=table)
+        comparison = None
+        if predictions is not None and baseline is not None:
+            correct = {key: correctness(frame) for key, frame in predictions.items() if len(frame)}
+            comparison = compare_strategies(agg=agg, runs=runs, correct=correct, baseline=baseline)
+        return cls(runs=list(runs), table=table, agg=agg, baseline=baseline, comparison=comparison, tuning=tuning,
+                   selected=selected)  # fmt: skip
 
     @classmethod
-    def load(cls, *, train_paths: Sequence[Path], eval_paths: Sequence[Path]) -> Results:
-        return cls.of(load_runs(train_paths=train_paths, eval_paths=eval_paths))
+    def load(cls, *, train_paths: Sequence[Path], eval_paths: Sequence[Path],
+             prediction_paths: Sequence[Path] | None = None, baseline: str | None = None,
+             tuning_summary: Path | None = None, selected: Path | None = None) -> Results:  # fmt: skip
+        """`prediction_paths` run parallel to `eval_paths` (each run's predictions.parquet)."""
+        import yaml
+
+        runs = load_runs(train_paths=train_paths, eval_paths=eval_paths)
+        predictions = None
+        if prediction_paths is not None:
+            if len(prediction_paths) != len(eval_paths):
+                raise ValueError(f"{len(prediction_paths)} prediction files for {len(eval_paths)} eval records")
+            predictions = {}
+            for eval_path, path in zip(eval_paths, prediction_paths):
+                record = json.loads(Path(eval_path).read_text())
+                predictions[(record["strategy"], record["seed"])] = pd.read_parquet(path)
+        return cls.of(runs, predictions=predictions, baseline=baseline,
+                      tuning=None if tuning_summary is None else pd.read_csv(tuning_summary),
+                      selected=None if selected is None else yaml.safe_load(Path(selected).read_text()))  # fmt: skip

@@ -127,11 +127,12 @@ def finetune(
     *,
     spec: RunSpec,
     tokenized_dir: Path,
-    model_out_dir: Path,
+    model_out_dir: Path | None,
     checkpoint_dir: Path,
     device: torch.device | None = None,
 ) -> TrainResult:
-    """Train one run and save the best-on-validation weights to `model_out_dir`.
+    """Train one run and save the best-on-validation weights to `model_out_dir` (None:
+    a tuning trial, whose validation score is all that is kept).
 
     Returns a TrainResult whose status is `ok`, `skipped` (the strategy cannot run on
     this machine) or `failed` (an error such as out-of-memory, with its message): one
@@ -144,7 +145,7 @@ def finetune(
             return _train(
                 spec=spec,
                 tokenized_dir=Path(tokenized_dir),
-                model_out_dir=Path(model_out_dir),
+                model_out_dir=None if model_out_dir is None else Path(model_out_dir),
                 checkpoint_dir=Path(checkpoint_dir),
                 device=device,
                 stop=stop,
@@ -167,7 +168,7 @@ def _train(
     *,
     spec: RunSpec,
     tokenized_dir: Path,
-    model_out_dir: Path,
+    model_out_dir: Path | None,
     checkpoint_dir: Path,
     device: torch.device,
     stop: threading.Event,
@@ -365,7 +366,7 @@ def _train(
     with torch.no_grad():
         for name, param in trainable:
             param.copy_(best["weights"][name])
-    adapter_size_mb = save_trained(model, out_dir=model_out_dir)
+    adapter_size_mb = None if model_out_dir is None else save_trained(model, out_dir=model_out_dir)
     ckpt.remove_checkpoints(checkpoint_dir)
 
     train_time = state["train_time_s"]

@@ -6,10 +6,15 @@ from pathlib import Path
 # (e.g. inside --use-conda environments).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+import re
+
+import yaml
+
 from ftcompare.config import resolve_run, validate_config
-from ftcompare.figures import FIGURE_NAMES
+from ftcompare.figures import figure_names
 from ftcompare.data import settings_used
 from ftcompare.records import retry_marker
+from ftcompare.tuning import apply_selection, trial_spec, trials
 from ftcompare.workflow_support import cache_key, preflight
 
 # Every key checked against workflow/schemas/config.schema.yaml, defaults filled in.
@@ -35,30 +40,78 @@ TOKENIZE_SETTINGS = {
 TOKENIZED_KEY = cache_key(TOKENIZE_SETTINGS)
 TOKENIZED_DIR = f"results/tokenized/{TOKENIZED_KEY}"
 
-FIGURES = expand("results/figures/{name}.png", name=FIGURE_NAMES)
+
+# Tuning (ftcompare.tuning): the trials of every tuned strategy; none when it is off.
+TRIALS = {(t.strategy, t.id): t for ts in trials(VALIDATED).values() for t in ts}
+TRIAL_VALUES = {f"{s}/{i}": t.values for (s, i), t in TRIALS.items()}
+TUNED = sorted({strategy for strategy, _ in TRIALS})
+TUNING_OUTPUTS = (
+    ["results/tuning/summary.csv", "results/tuning/selected.yaml"] if TUNED else []
+)
+FIGURES = expand("results/figures/{name}.png", name=figure_names(tuning=bool(TUNED)))
 
 
 wildcard_constraints:
     strategy="|".join(STRATEGIES),
     seed=r"\d+",
+    trial="|".join(re.escape(i) for _, i in TRIALS) or "(?!)",
+
+
+def config_for(strategy):
+    """The config a strategy's final runs use: for a tuned one, with its chosen values
+    (the selection has run by then: see after_selection)."""
+    if strategy not in TUNED:
+        return VALIDATED
+    with open(checkpoints.select_settings.get().output.selected) as handle:
+        return apply_selection(VALIDATED, yaml.safe_load(handle))
+
+
+def after_selection(wildcards):
+    """The final runs of a tuned strategy wait for the selection, a checkpoint, without
+    taking its file as an input: a new trial that does not win reruns none of them."""
+    if wildcards.strategy in TUNED:
+        checkpoints.select_settings.get()
+    return []
 
 
 def run_settings(wildcards):
     """One run's resolved settings: a change to them reruns that run alone."""
     return resolve_run(
-        VALIDATED, strategy=wildcards.strategy, seed=int(wildcards.seed)
+        config_for(wildcards.strategy),
+        strategy=wildcards.strategy,
+        seed=int(wildcards.seed),
     ).to_dict()
+
+
+def trial_settings(wildcards):
+    """One trial run's settings: its grid values, the trials' epochs."""
+    trial = TRIALS[(wildcards.strategy, wildcards.trial)]
+    return trial_spec(VALIDATED, trial, seed=int(wildcards.seed)).to_dict()
+
+
+def all_trial_records(wildcards):
+    return [
+        f"results/tuning/trials/{strategy}/{trial}/seed{seed}/train.json"
+        for strategy, trial in TRIALS
+        for seed in VALIDATED["tuning"]["seeds"]
+    ]
 
 
 # Attempt files: beside a job's outputs, not among them, so that Snakemake never
 # deletes them; each job writes one and its retry marker reads it back.
 FINETUNE_ATTEMPT = "results/runs/{strategy}/seed{seed}/attempt.json"
 EVALUATE_ATTEMPT = "results/runs/{strategy}/seed{seed}/eval-attempt.json"
+TRIAL_ATTEMPT = "results/tuning/trials/{strategy}/{trial}/seed{seed}/attempt.json"
 
 
 def finetune_retry_marker(wildcards):
     """Makes a plain rerun retry a skipped or failed run (see ftcompare.workflow_support)."""
     return retry_marker(FINETUNE_ATTEMPT.format(**wildcards))
+
+
+def trial_retry_marker(wildcards):
+    """The same for a failed trial."""
+    return retry_marker(TRIAL_ATTEMPT.format(**wildcards))
 
 
 def evaluate_retry_marker(wildcards):
@@ -75,4 +128,12 @@ def all_train_records(wildcards):
 def all_eval_records(wildcards):
     return expand(
         "results/runs/{strategy}/seed{seed}/eval.json", strategy=STRATEGIES, seed=SEEDS
+    )
+
+
+def all_predictions(wildcards):
+    return expand(
+        "results/runs/{strategy}/seed{seed}/predictions.parquet",
+        strategy=STRATEGIES,
+        seed=SEEDS,
     )

@@ -1,6 +1,7 @@
 rule finetune:
     input:
         dataset=TOKENIZED_DIR,
+        selection=after_selection,
     output:
         record="results/runs/{strategy}/seed{seed}/train.json",
         model=directory("results/runs/{strategy}/seed{seed}/model"),

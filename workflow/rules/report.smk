@@ -2,9 +2,17 @@ rule report:
     input:
         train_records=all_train_records,
         eval_records=all_eval_records,
+        # Parallel to eval_records: each run's per-review predictions, for the paired tests.
+        predictions=all_predictions,
+        tuning=TUNING_OUTPUTS,
     output:
         summary=report(
             "results/summary.csv", caption="../report/summary.rst", category="Summary"
+        ),
+        by_strategy=report(
+            "results/summary_by_strategy.csv",
+            caption="../report/summary_by_strategy.rst",
+            category="Summary",
         ),
         report=report(
             "results/report.md", caption="../report/report.rst", category="Summary"
@@ -16,5 +24,6 @@ rule report:
         "../envs/report.yaml"
     params:
         reference=VALIDATED["report"]["reference"],
+        baseline=VALIDATED["report"]["baseline"],
     script:
         "../scripts/report.py"

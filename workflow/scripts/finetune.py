@@ -11,11 +11,12 @@ try:
     jobs.finetune(
         spec=RunSpec.from_dict(snakemake.params.run),
         tokenized_dir=snakemake.input.dataset,
-        model_dir=snakemake.output.model,
+        model_dir=snakemake.output.get("model"),  # none for a tuning trial
         record_path=snakemake.output.record,
         checkpoint_dir=snakemake.params.checkpoints,
         attempt_path=snakemake.params.attempt,
         retry_marker=snakemake.params.retry_marker,
+        trial=snakemake.params.get("trial"),
     )
 except Preempted as stop:
     # Non-zero so that Snakemake (or SLURM's requeue) runs the job again; it resumes.

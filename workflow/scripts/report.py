@@ -3,11 +3,17 @@ import _bootstrap  # noqa: F401  (makes ftcompare importable)
 from ftcompare import jobs
 
 jobs.setup_logging(snakemake.log[0])
+tuning = snakemake.input.get("tuning") or [None, None]
 jobs.report(
     train_records=snakemake.input.train_records,
     eval_records=snakemake.input.eval_records,
+    prediction_paths=snakemake.input.predictions,
     summary_path=snakemake.output.summary,
+    comparison_path=snakemake.output.by_strategy,
     report_path=snakemake.output.report,
     figure_paths=snakemake.output.figures,
     reference=snakemake.params.reference,
+    baseline=snakemake.params.baseline,
+    tuning_summary=tuning[0],
+    selected=tuning[1],
 )

@@ -1,0 +1,201 @@
+"""Tuning: each strategy's settings chosen on the validation split before the final runs.
+
+The config's `tuning.grid` names, per strategy, values to try for keys the strategy may
+override (`learning_rate`, or a method setting as a dotted key such as `lora.r`). Every
+combination is a trial; each trial trains on the training split with each of
+`tuning.seeds` and is scored on the validation split alone (the trial jobs never load
+the test split and no evaluation job exists for them). The setting with the best mean
+validation accuracy over the trial seeds is chosen; a tie goes to the cheaper setting
+(fewer trainable parameters, then less training time). Only trials whose runs all ended
+`ok` count: a diverged trial has status `failed` and can never be chosen.
+
+Torch-free: the Snakefile uses it while it builds the job graph.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ftcompare.config import (
+    METHOD_BLOCKS,
+    TRAINING_OVERRIDES,
+    ConfigError,
+    RunSpec,
+    load_schema,
+    resolve_run,
+    validate_config,
+)
+
+TRIAL_ID = re.compile(r"^[A-Za-z0-9_.+=,-]+$")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Trial:
+    strategy: str
+    values: dict[str, Any]  # tuned key -> value, in grid order
+
+    @property
+    def id(self) -> str:
+        """A folder name that says what was tried, e.g. `learning_rate=0.0005,lora.r=16`."""
+        return ",".join(f"{key}={_format(value)}" for key, value in self.values.items())
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return format(value, "g")
+    if isinstance(value, list):
+        return "+".join(_format(v) for v in value)
+    return str(value)
+
+
+def trials(config: Mapping[str, Any]) -> dict[str, list[Trial]]:
+    """Every trial of a validated config, per tuned strategy (none when tuning is off)."""
+    tuning = config["tuning"]
+    if not tuning["enabled"]:
+        return {}
+    grid = {strategy: keys for strategy, keys in (tuning["grid"] or {}).items() if keys}
+    found = {}
+    for strategy, keys in grid.items():
+        names = list(keys)
+        found[strategy] = [Trial(strategy=strategy, values=dict(zip(names, combo)))
+                           for combo in itertools.product(*(keys[name] for name in names))]  # fmt: skip
+    return found
+
+
+def check_grid(config: Mapping[str, Any]) -> None:
+    """A grid entry for a strategy that is not configured, a key the strategy cannot take,
+    or a value its schema refuses is a config error naming it."""
+    tuning = config["tuning"]
+    if not tuning["enabled"]:
+        return
+    grid = {strategy: keys for strategy, keys in (tuning["grid"] or {}).items() if keys}
+    if not grid:
+        raise ConfigError("tuning.enabled = true but tuning.grid is empty: name values to try, or set enabled: false")
+    schema = load_schema()
+    for strategy, keys in grid.items():
+        if strategy not in config["strategies"]:
+            raise ConfigError(
+                f"tuning.grid.{strategy}: no such strategy; configured: {list(config['strategies'])}"
+            )
+        method = config["strategies"][strategy]["method"]
+        for key in keys:
+            allowed = tunable_keys(method, schema)
+            if key not in allowed:
+                raise ConfigError(
+                    f"tuning.grid.{strategy}.{key}: strategy {strategy!r} (method {method!r}) cannot take it; "
+                    f"tunable keys: {allowed}"
+                )
+    for strategy_trials in trials(config).values():
+        for trial in strategy_trials:
+            if not TRIAL_ID.match(trial.id):
+                raise ConfigError(f"tuning.grid.{trial.strategy}: values {trial.values} cannot name a trial folder")
+            candidate = with_values(config, trial.strategy, trial.values)
+            candidate["tuning"] = {**candidate["tuning"], "enabled": False}  # this check, not again
+            try:
+                validate_config(candidate)
+            except ConfigError as exc:
+                raise ConfigError(f"tuning.grid.{trial.strategy} trial {trial.id}: {exc}") from None
+
+
+def tunable_keys(method: str, schema: Mapping[str, Any] | None = None) -> list[str]:
+    """The keys a strategy of `method` may tune: its training overrides and its blocks' keys."""
+    schema = schema or load_schema()
+    keys = list(TRAINING_OVERRIDES)
+    for block in METHOD_BLOCKS[method]:
+        keys += [f"{block}.{key}" for key in schema["$defs"][block]["properties"]]
+    return keys
+
+
+def with_values(config: Mapping[str, Any], strategy: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the validated `config` whose `strategy` entry takes `values`."""
+    changed = copy.deepcopy(dict(config))
+    entry = changed["strategies"][strategy]
+    for key, value in values.items():
+        block, _, name = key.rpartition(".")
+        if block:
+            entry[block] = {**entry[block], name: copy.deepcopy(value)}
+        else:
+            entry[key] = copy.deepcopy(value)
+    return changed
+
+
+def trial_spec(config: Mapping[str, Any], trial: Trial, *, seed: int) -> RunSpec:
+    """The run settings of one trial: its values, and the trials' own epochs if set."""
+    spec = resolve_run(with_values(config, trial.strategy, trial.values), strategy=trial.strategy, seed=seed)
+    epochs = config["tuning"]["epochs"]
+    return spec if epochs is None else dataclasses.replace(spec, epochs=epochs)
+
+
+# --------------------------------------------------------------------------- selection
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrialResult:
+    """One trial run, as its train record has it."""
+
+    strategy: str
+    trial: str
+    values: dict[str, Any]
+    seed: int
+    status: str
+    val_accuracy: float | None
+    val_loss: float | None
+    train_time_s: float | None
+    trainable_params: float | None
+
+
+def trial_result(record: Mapping[str, Any], trial: Trial) -> TrialResult:
+    metrics = record.get("metrics") or {}
+    curve = record.get("val_curve") or []
+    best = metrics.get("best_val_accuracy")
+    # The validation loss at the epoch that set the best accuracy.
+    loss = next((point.get("loss") for point in curve if point.get("accuracy") == best), None)
+    return TrialResult(strategy=trial.strategy, trial=trial.id, values=trial.values, seed=int(record["seed"]),
+                       status=str(record["status"]), val_accuracy=best, val_loss=loss,
+                       train_time_s=metrics.get("train_time_s"),
+                       trainable_params=metrics.get("trainable_params"))  # fmt: skip
+
+
+def select(results: Sequence[TrialResult]) -> dict[str, dict[str, Any]]:
+    """Per strategy, the chosen trial: `{values, val_accuracy, trial}`; a strategy whose
+    trials all failed gets `{values: None, val_accuracy: None, reason}`."""
+    by_strategy: dict[str, dict[str, list[TrialResult]]] = {}
+    for result in results:
+        by_strategy.setdefault(result.strategy, {}).setdefault(result.trial, []).append(result)
+    chosen = {}
+    for strategy, by_trial in by_strategy.items():
+        scored = []
+        for trial, runs in by_trial.items():
+            if all(run.status == "ok" and run.val_accuracy is not None for run in runs):
+                accuracy = sum(run.val_accuracy for run in runs) / len(runs)
+                cost = (_mean([run.trainable_params for run in runs]), _mean([run.train_time_s for run in runs]))
+                scored.append((accuracy, cost, trial, runs[0].values))
+        if not scored:
+            chosen[strategy] = {"values": None, "val_accuracy": None,
+                                "reason": "no trial ended ok: the final runs use the configured settings"}  # fmt: skip
+            continue
+        # Highest accuracy; among equals, the fewest parameters, then the shortest training.
+        accuracy, _, trial, values = min(scored, key=lambda item: (-item[0], item[1]))
+        chosen[strategy] = {"values": dict(values), "val_accuracy": accuracy, "trial": trial}
+    return chosen
+
+
+def _mean(values: Sequence[float | None]) -> float:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else math.inf
+
+
+def apply_selection(config: Mapping[str, Any], selected: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """`config` with each strategy's chosen values (strategies without a choice unchanged)."""
+    for strategy, choice in selected.items():
+        if choice.get("values") and strategy in config["strategies"]:
+            config = with_values(config, strategy, choice["values"])
+    return dict(config)

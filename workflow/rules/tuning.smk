@@ -1,0 +1,42 @@
+rule tune:
+    input:
+        dataset=TOKENIZED_DIR,
+    output:
+        record="results/tuning/trials/{strategy}/{trial}/seed{seed}/train.json",
+    log:
+        "results/logs/tune/{strategy}/{trial}_seed{seed}.log",
+    benchmark:
+        "results/benchmarks/tune/{strategy}/{trial}_seed{seed}.tsv"
+    conda:
+        "../envs/train.yaml"
+    # As finetune: all the cores Snakemake may give, one GPU.
+    threads: 8
+    resources:
+        gpu=1,
+    params:
+        run=trial_settings,
+        trial="{trial}",
+        retry_marker=trial_retry_marker,
+        checkpoints="results/checkpoints/tuning/{strategy}/{trial}/seed{seed}",
+        attempt=TRIAL_ATTEMPT,
+    script:
+        "../scripts/finetune.py"
+
+
+# A checkpoint: the final runs' settings are known once it has run. They wait for it
+# without taking its file as an input, so a new trial that does not win reruns the
+# selection and the report, and no final run (their settings, a param, are unchanged).
+checkpoint select_settings:
+    input:
+        trials=all_trial_records,
+    output:
+        summary="results/tuning/summary.csv",
+        selected="results/tuning/selected.yaml",
+    log:
+        "results/logs/select_settings.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        grid=TRIAL_VALUES,
+    script:
+        "../scripts/select_settings.py"

@@ -1,0 +1,11 @@
+import _bootstrap  # noqa: F401  (makes ftcompare importable)
+
+from ftcompare import jobs
+
+jobs.setup_logging(snakemake.log[0])
+jobs.select_settings(
+    trial_records=snakemake.input.trials,
+    grid=snakemake.params.grid,
+    summary_path=snakemake.output.summary,
+    selected_path=snakemake.output.selected,
+)
