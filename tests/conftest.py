@@ -16,7 +16,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
+# 1,000 train and 1,000 test reviews, each half negative, half positive (.test/data/README.md).
+IMDB_SAMPLE = REPO_ROOT / ".test" / "data"
 
 # Small enough to train in seconds, with RoBERTa's real code path (position offset,
 # classification head, attention module names).
@@ -24,20 +25,19 @@ TINY_MAX_POSITIONS = 130  # RoBERTa accepts max_position_embeddings - 2 = 128 to
 
 
 @pytest.fixture(scope="session")
-def imdb_dir() -> Path:
-    if not (IMDB_DIR / "train-1k.parquet").is_file():
-        pytest.fail(f"IMDB copy not found at {IMDB_DIR}; tests read ../shared/data/imdb beside the checkout")
-    return IMDB_DIR
+def imdb_sample() -> Path:
+    """The committed sample's folder: train.parquet and test.parquet."""
+    return IMDB_SAMPLE
 
 
 @pytest.fixture(scope="session")
-def tiny_roberta(tmp_path_factory, imdb_dir) -> Path:
+def tiny_roberta(tmp_path_factory, imdb_sample) -> Path:
     """A random RoBERTa (2 layers, width 32) and a byte-level BPE tokenizer trained on IMDB."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaTokenizerFast
 
     folder = tmp_path_factory.mktemp("tiny-roberta")
-    texts = pd.read_parquet(imdb_dir / "train-1k.parquet")["text"].tolist()
+    texts = pd.read_parquet(imdb_sample / "train.parquet")["text"].tolist()
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
         texts, vocab_size=1000, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -69,8 +69,8 @@ def minilm_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_tokenized(tmp_path_factory, imdb_dir, tiny_roberta) -> Path:
-    """IMDB 1k prepared (400 train / 100 validation / 200 test) and tokenized at 64 tokens."""
+def tiny_tokenized(tmp_path_factory, imdb_sample, tiny_roberta) -> Path:
+    """The IMDB sample prepared (400 train / 100 validation / 200 test) and tokenized at 64 tokens."""
     from ftcompare.data import prepare, write_prepared
     from ftcompare.tokenization import tokenize_splits
 
@@ -78,8 +78,8 @@ def tiny_tokenized(tmp_path_factory, imdb_dir, tiny_roberta) -> Path:
     prepared = prepare(
         {
             "source": "parquet",
-            "train": str(imdb_dir / "train-1k.parquet"),
-            "test": str(imdb_dir / "test-1k.parquet"),
+            "train": str(imdb_sample / "train.parquet"),
+            "test": str(imdb_sample / "test.parquet"),
             "text_column": "text",
             "label_column": "label",
             "train_size": 500,

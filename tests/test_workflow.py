@@ -1,7 +1,7 @@
 """End-to-end Snakemake runs in a temporary folder, and what a config edit reruns.
 
 One real run of the whole study (tiny random RoBERTa, all four strategies plus a
-deliberately broken one, on the 1k IMDB copy) is shared by the tests of this module;
+deliberately broken one, on the committed IMDB sample) is shared by the tests of this module;
 the rerun tests ask Snakemake for its plan (dry runs) after each edit.
 """
 
@@ -51,7 +51,7 @@ def overlay(workdir: Path, name: str, settings: dict) -> Path:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, imdb_dir, tiny_roberta):
+def study(tmp_path_factory, imdb_sample, tiny_roberta):
     workdir = tmp_path_factory.mktemp("study")
     base = overlay(
         workdir,
@@ -59,8 +59,8 @@ def study(tmp_path_factory, imdb_dir, tiny_roberta):
         {
             "data": {
                 "source": "parquet",
-                "train": str(imdb_dir / "train-1k.parquet"),
-                "test": str(imdb_dir / "test-1k.parquet"),
+                "train": str(imdb_sample / "train.parquet"),
+                "test": str(imdb_sample / "test.parquet"),
                 "train_size": 300,
                 "test_size": 200,
                 "validation_fraction": 0.2,
@@ -178,9 +178,9 @@ def test_bad_config_fails_fast_and_deletes_nothing(study, edit, message):
     assert after == before
 
 
-def test_minilm_full_finetuning_learns(tmp_path, imdb_dir, minilm_path):
-    """The real pretrained encoder, the quick recipe, the whole 1k test set: clearly above chance."""
-    data = {"train": str(imdb_dir / "train-1k.parquet"), "test": str(imdb_dir / "test-1k.parquet"), "test_size": None}
+def test_minilm_full_finetuning_learns(tmp_path, imdb_sample, minilm_path):
+    """The real pretrained encoder, the quick recipe, the sample's 1,000 test reviews: clearly above chance."""
+    data = {"train": str(imdb_sample / "train.parquet"), "test": str(imdb_sample / "test.parquet"), "test_size": None}
     settings = overlay(tmp_path, "minilm", {"data": data})
     result = snakemake(
         tmp_path, REPO_ROOT / "config" / "quick.yaml", REPO_ROOT / "config" / "shared-imdb.yaml", settings,
