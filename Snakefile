@@ -1,5 +1,6 @@
 # Fine-tuning strategy comparison on text classification (RoBERTa on IMDB by default).
-# Stages: prepare_data -> tokenize (once) -> finetune (per strategy x seed, gpu=1)
+# Stages: [fetch_model, fetch_data: hub sources, where Snakemake runs] -> prepare_data
+#         -> tokenize (once) -> finetune (per strategy x seed, gpu=1)
 #         -> evaluate -> report (summary.csv, figures, report.md).
 # Run:    snakemake --cores 1 --resources gpu=1
 # Config: config/config.yaml (documents every key); config/quick.yaml for a CPU check.
@@ -9,6 +10,7 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/fetch.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/finetune.smk"

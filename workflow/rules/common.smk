@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from ftcompare.config import resolve_run, validate_config
+from ftcompare.sources import is_hub_id
 from ftcompare.workflow_support import preflight, retry_marker
 
 # Every key checked against workflow/schemas/config.schema.yaml, defaults filled in.
@@ -30,6 +31,25 @@ FIGURES = expand(
         "loss_curves",
     ],
 )
+
+
+# What the local fetch rules download before any job needs it (jobs have no network).
+MODEL_FROM_HUB = is_hub_id(VALIDATED["model"]["name_or_path"])
+DATA_FROM_HUB = VALIDATED["data"]["source"] == "hub"
+FETCHED_MODEL = "results/sources/model"
+FETCHED_DATA = {
+    split: f"results/sources/data/{split}.parquet" for split in ["train", "test"]
+}
+
+
+def base_model(wildcards):
+    """The fetched copy of a hub model, as an input; nothing for a local model."""
+    return FETCHED_MODEL if MODEL_FROM_HUB else []
+
+
+def hub_data(wildcards):
+    """The fetched copies of a hub dataset's splits (unpack() them); nothing for local files."""
+    return FETCHED_DATA if DATA_FROM_HUB else {}
 
 
 wildcard_constraints:

@@ -1,4 +1,6 @@
 rule prepare_data:
+    input:
+        unpack(hub_data),
     output:
         train="results/data/train.parquet",
         validation="results/data/validation.parquet",

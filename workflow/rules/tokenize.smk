@@ -3,6 +3,7 @@ rule tokenize:
         train="results/data/train.parquet",
         validation="results/data/validation.parquet",
         test="results/data/test.parquet",
+        base_model=base_model,
     output:
         dataset=directory("results/tokenized"),
     log:

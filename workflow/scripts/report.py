@@ -4,7 +4,8 @@ from pathlib import Path
 
 from ftcompare import jobs
 
-jobs.setup_logging(snakemake.log[0])
+# Before torch is imported: the log, no network, and for GPU rules a device of the job's own.
+jobs.start_job(log_path=snakemake.log[0])
 jobs.report(
     train_records=snakemake.input.train_records,
     eval_records=snakemake.input.eval_records,
