@@ -69,6 +69,13 @@ def run_settings(wildcards):
     ).to_dict()
 
 
+def minutes(first_attempt):
+    """A `runtime` (minutes) that grows with each attempt: a job that ran out of time is
+    retried with more (a fine-tune resumes from its checkpoint, so it even needs less).
+    """
+    return lambda wildcards, attempt: first_attempt * attempt
+
+
 # Attempt files: beside a job's outputs, not among them, so that Snakemake never
 # deletes them; each job writes one and its retry marker reads it back.
 FINETUNE_ATTEMPT = "results/runs/{strategy}/seed{seed}/attempt.json"

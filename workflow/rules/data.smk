@@ -14,6 +14,10 @@ rule prepare_data:
         "results/logs/prepare_data.log",
     conda:
         "../envs/data.yaml"
+    # IMDB's 50k reviews take well under 1 GB in pandas.
+    resources:
+        mem_mb=4000,
+        runtime=minutes(30),
     params:
         data=data_settings,
     script:

@@ -19,6 +19,8 @@ rule evaluate:
     threads: 4
     resources:
         gpu=1,
+        mem_mb=8000,
+        runtime=minutes(60),
     params:
         # As in finetune: a failed evaluation is retried by a plain rerun.
         retry_marker=evaluate_retry_marker,

@@ -15,8 +15,17 @@ rule finetune:
     # four GPU jobs at once. On a CPU, torch's kernels use them (Snakemake caps threads
     # at --cores).
     threads: 4
+    # Host memory: the CUDA context and libraries (~3 GB), the model loaded on the host
+    # first, and checkpoints, which copy the trainable weights and Adam's state there
+    # (1.5 GB for roberta-base). Runtime: roberta-base's 3 epochs take minutes on an
+    # H200 (BENCHMARKS.md), so 4 hours leaves room for older GPUs and queued retries.
+    # On SLURM (ignored elsewhere): SIGTERM to the job's steps 5 minutes before its time
+    # limit, so that training checkpoints and exits non-zero and the retry resumes.
     resources:
         gpu=1,
+        mem_mb=16000,
+        runtime=minutes(240),
+        slurm_extra="'--signal=TERM@300'",
     params:
         run=run_settings,
         retry_marker=finetune_retry_marker,

@@ -14,5 +14,8 @@ rule report:
         "results/logs/report.log",
     conda:
         "../envs/report.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=minutes(15),
     script:
         "../scripts/report.py"

@@ -15,6 +15,9 @@ rule tokenize:
     # All the cores Snakemake may give (it caps threads at --cores): torch's CPU
     # kernels and the tokenizer use them; on a GPU they feed the data.
     threads: 8
+    resources:
+        mem_mb=4000,
+        runtime=minutes(30),
     params:
         model=VALIDATED["model"]["name_or_path"],
         max_length=VALIDATED["training"]["max_length"],
