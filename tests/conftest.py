@@ -1,4 +1,5 @@
-"""Shared fixtures: the IMDB copy beside the checkout, a tiny random RoBERTa, the MiniLM package.
+"""Shared fixtures: the IMDB sample committed under .test/data, a tiny random RoBERTa,
+the MiniLM package, and the single-node SLURM cluster when one answers.
 
 Tests never touch the network: the hub is switched off for the whole session.
 """
@@ -6,6 +7,8 @@ Tests never touch the network: the hub is switched off for the whole session.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -93,3 +96,29 @@ def tiny_tokenized(tmp_path_factory, imdb_sample, tiny_roberta) -> Path:
     out = folder / "tokenized"
     tokenize_splits(split_paths=paths, model_name_or_path=str(tiny_roberta), max_length=64, out_dir=out)
     return out
+
+
+# CI sets this so that a cluster that failed to start fails the SLURM tests instead of
+# skipping them.
+REQUIRE_SLURM = "FTCOMPARE_REQUIRE_SLURM"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The partition list of the SLURM cluster this machine submits to; skips the test
+    when none answers (start one as root with .ci/slurm/start-cluster.sh)."""
+    reason = None
+    if shutil.which("sinfo") is None:
+        reason = "no SLURM client here (sinfo not found)"
+    else:
+        answer = subprocess.run(["sinfo", "-h", "-o", "%P %T"], capture_output=True, text=True, timeout=60)
+        if answer.returncode != 0:
+            reason = f"no SLURM cluster answers (sinfo: {answer.stderr.strip()[:300]})"
+        elif not any(state in answer.stdout for state in ("idle", "mixed", "allocated")):
+            reason = f"no SLURM node is up (sinfo: {answer.stdout.strip()[:300]})"
+    if reason is not None:
+        hint = "; start a single-node cluster as root with .ci/slurm/start-cluster.sh"
+        if os.environ.get(REQUIRE_SLURM):
+            pytest.fail(reason + hint + f" ({REQUIRE_SLURM} is set)")
+        pytest.skip(reason + hint)
+    return answer.stdout
