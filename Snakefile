@@ -6,6 +6,12 @@
 # Config: config/config.yaml (documents every key); config/quick.yaml for a CPU check.
 
 
+from snakemake.utils import min_version
+
+# 9.x: profile keys and set-resources as used in profiles/, the SLURM executor plugin 2.
+min_version("9.0")
+
+
 configfile: "config/config.yaml"
 
 
