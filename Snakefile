@@ -3,7 +3,8 @@
 #         -> tokenize (once) -> finetune (per strategy x seed, gpu=1)
 #         -> evaluate -> report (summary.csv, figures, report.md).
 # Run:    snakemake --cores 1 --resources gpu=1
-# Config: config/config.yaml (documents every key); config/quick.yaml for a CPU check.
+# Config: config/config.yaml (documents every key; config/README.md lists the others).
+# CPU check, offline, on the committed sample: snakemake --cores 2 --resources gpu=1 --directory .test
 
 
 from snakemake.utils import min_version
