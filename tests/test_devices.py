@@ -70,11 +70,14 @@ def test_candidates_are_the_visible_devices_or_every_gpu():
     assert devices.candidates({"CUDA_VISIBLE_DEVICES": "1,-1,2"}, gpu_count=lambda: 8) == ["1"]
 
 
-def test_lock_dir_is_per_slurm_job_inside_slurm():
-    machine = devices.lock_dir({"XDG_RUNTIME_DIR": "/run/user/7"})
-    assert machine == Path("/run/user/7/ftcompare-gpu-locks/machine")
-    in_job = devices.lock_dir({"XDG_RUNTIME_DIR": "/run/user/7", "SLURM_JOB_ID": "42"})
-    assert in_job == Path("/run/user/7/ftcompare-gpu-locks/slurm-job-42")
+def test_lock_dir_is_per_user_and_machine_or_per_slurm_job(tmp_path):
+    uid = os.getuid()
+    assert devices.lock_dir({"XDG_RUNTIME_DIR": str(tmp_path)}) == tmp_path / "ftcompare-gpu-locks"
+    # An XDG_RUNTIME_DIR that does not exist here (exported from another machine): /tmp.
+    missing = {"XDG_RUNTIME_DIR": str(tmp_path / "no-such-dir")}
+    assert devices.lock_dir(missing) == Path(f"/tmp/ftcompare-{uid}/ftcompare-gpu-locks")
+    in_job = {"XDG_RUNTIME_DIR": str(tmp_path), "SLURM_JOB_ID": "42", "TMPDIR": "/scratch/job42"}
+    assert devices.lock_dir(in_job) == Path(f"/scratch/job42/ftcompare-{uid}/gpu-locks/slurm-job-42")
     assert devices.lock_dir({devices.LOCK_DIR_VARIABLE: "/x", "SLURM_JOB_ID": "42"}) == Path("/x")
 
 

@@ -87,17 +87,23 @@ def candidates(environ: Mapping[str, str] | None = None, *, gpu_count: Callable[
 def lock_dir(environ: Mapping[str, str] | None = None) -> Path:
     """Where the per-device lock files live.
 
-    One folder per user and machine (XDG_RUNTIME_DIR, else /tmp), so that two studies
-    on one workstation share the devices fairly; inside a SLURM job a folder of its
-    own, because SLURM has already given the job its devices (and may number them
-    0, 1, ... in every job on the node). FTCOMPARE_GPU_LOCK_DIR overrides both.
+    One folder per user and machine (in XDG_RUNTIME_DIR if it exists, else /tmp), so
+    that two studies on one workstation share its devices; inside a SLURM job a folder
+    of the job's own on the node (under TMPDIR or /tmp: an XDG_RUNTIME_DIR exported
+    from the login node may not exist there), because SLURM has already given the job
+    its devices and may number them 0, 1, ... in every job on the node.
+    FTCOMPARE_GPU_LOCK_DIR overrides both.
     """
     environ = os.environ if environ is None else environ
     if environ.get(LOCK_DIR_VARIABLE):
         return Path(environ[LOCK_DIR_VARIABLE])
-    base = Path(environ.get("XDG_RUNTIME_DIR") or f"/tmp/ftcompare-{os.getuid()}") / "ftcompare-gpu-locks"
+    user = f"ftcompare-{os.getuid()}"
     job = environ.get("SLURM_JOB_ID")
-    return base / (f"slurm-job-{job}" if job else "machine")
+    if job:
+        return Path(environ.get("TMPDIR") or "/tmp") / user / "gpu-locks" / f"slurm-job-{job}"
+    runtime_dir = environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime_dir) if runtime_dir and Path(runtime_dir).is_dir() else Path("/tmp") / user
+    return base / "ftcompare-gpu-locks"
 
 
 def _lock_path(directory: Path, device: str) -> Path:
