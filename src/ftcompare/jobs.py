@@ -8,7 +8,9 @@ report can show every run; only preemption (SIGTERM) and bad input exit non-zero
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,10 +35,33 @@ def setup_logging(log_path: str | Path | None) -> None:
     logging.captureWarnings(True)
 
 
-def prepare_data(*, data_config: Mapping[str, Any], out_paths: Mapping[str, Path], summary_path: Path) -> None:
+def start_job(*, log_path: str | Path | None, gpus: int = 0, network: bool = False) -> list[str]:
+    """What every rule script does first, before torch is imported: log to the rule's
+    log file; switch the Hugging Face Hub off unless the job is a fetch (`network`);
+    claim `gpus` devices of its own (ftcompare.devices). Returns the claimed devices."""
+    from ftcompare.devices import claim_for_job
+    from ftcompare.fetch import OFFLINE_ENV
+
+    if not network:
+        os.environ.update(OFFLINE_ENV)
+    setup_logging(log_path)
+    if os.environ.get("SLURM_JOB_ID"):
+        # Ties this log to the cluster's records (sacct, the scheduler's own log file).
+        log.info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"], os.uname().nodename)
+    return claim_for_job(gpus)
+
+
+def prepare_data(
+    *,
+    data_config: Mapping[str, Any],
+    out_paths: Mapping[str, Path],
+    summary_path: Path,
+    hub_files: Mapping[str, Path] | None = None,
+) -> None:
+    """`hub_files`: the fetched copies of a hub dataset (ftcompare.fetch)."""
     from ftcompare.data import prepare, write_prepared
 
-    prepared = prepare(data_config)
+    prepared = prepare(data_config, hub_files=hub_files)
     write_prepared(prepared, out_paths=out_paths, summary_path=summary_path, settings=data_config)
     log.info("prepared data in %s: %s", Path(summary_path).parent, prepared.summary())
 
@@ -59,17 +84,24 @@ def finetune(
     attempt_path: Path,
     retry_marker: str,
     trial: str | None = None,
+    base_model_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train one run and write its record, and the attempt file that
     `ftcompare.records.retry_marker` reads to decide whether to retry it. A tuning
-    `trial` keeps no model: its record, with the validation scores, is its result."""
+    `trial` keeps no model: its record, with the validation scores, is its result.
+
+    `base_model_dir`: the fetched copy of a hub model, loaded instead of the hub id;
+    the record keeps the configured source."""
     from ftcompare.training import finetune as train_run
 
     started = now()
     strategy, seed = spec.strategy, spec.seed
     if model_dir is not None:
         Path(model_dir).mkdir(parents=True, exist_ok=True)  # declared output, even if the run fails
-    result = train_run(spec=spec, tokenized_dir=tokenized_dir, model_out_dir=model_dir, checkpoint_dir=checkpoint_dir)
+    result = train_run(
+        spec=_load_from(spec, base_model_dir), tokenized_dir=tokenized_dir, model_out_dir=model_dir,
+        checkpoint_dir=checkpoint_dir,
+    )  # fmt: skip
     record = {
         "kind": "train",
         "strategy": strategy,
@@ -102,18 +134,19 @@ def evaluate(
     predictions_path: Path,
     attempt_path: Path | None = None,
     retry_marker: str = "first",
+    base_model_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained run on the test split; a run that did not train passes its status on.
 
     Like `finetune`, writes an attempt file (if `attempt_path` is given) so that a plain
-    rerun retries a failed evaluation."""
+    rerun retries a failed evaluation; `base_model_dir` as in `finetune`."""
     import pandas as pd
 
     from ftcompare.evaluation import evaluate as evaluate_run
 
     started = now()
     train_record = read_json(train_record_path)
-    spec = RunSpec.from_dict(train_record["config"])
+    spec = _load_from(RunSpec.from_dict(train_record["config"]), base_model_dir)
     if train_record["status"] == Status.OK:
         result = evaluate_run(spec=spec, tokenized_dir=tokenized_dir, model_dir=model_dir)
         status, reason, metrics, device = result.status, result.reason, result.metrics, result.device
@@ -167,6 +200,10 @@ def select_settings(
     for strategy, choice in selected.items():
         log.info("%s: %s", strategy, choice)
     return selected
+
+
+def _load_from(spec: RunSpec, base_model_dir: Path | None) -> RunSpec:
+    return spec if base_model_dir is None else dataclasses.replace(spec, model_name_or_path=str(base_model_dir))
 
 
 def report(

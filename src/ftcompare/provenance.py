@@ -79,6 +79,9 @@ def hardware(device: Any | None = None) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "hostname": socket.gethostname(),
+        # Which device the job claimed (ftcompare.devices), and its cluster job if any.
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
     if device is not None and getattr(device, "type", "cpu") == "cuda":
         props = torch.cuda.get_device_properties(device)

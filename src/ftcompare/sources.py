@@ -59,13 +59,25 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(module.get_model_path())
 
 
+def is_hub_id(name_or_path: str) -> bool:
+    """A Hugging Face Hub model id (`roberta-base`, `org/name`), which the workflow
+    fetches before its jobs run, rather than a local folder or a `package:` model."""
+    if name_or_path.startswith(PACKAGE_PREFIX):
+        return False
+    looks_local = (
+        Path(name_or_path).expanduser().exists()
+        or name_or_path.startswith((".", "/", "~"))
+        or name_or_path.count("/") > 1
+    )
+    return not looks_local
+
+
 def check_model_source(name_or_path: str) -> None:
     """Fail early on a local model folder that cannot load. Hub ids are left to the Hub."""
+    if is_hub_id(name_or_path):
+        return
     name_or_path = resolve_model_path(name_or_path)
     path = Path(name_or_path).expanduser()
-    looks_local = path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-    if not looks_local:
-        return
     if not path.is_dir():
         raise ModelSourceError(f"model.name_or_path = {name_or_path!r} is not a folder")
     if not (path / "config.json").is_file():

@@ -14,6 +14,7 @@ from ftcompare.config import resolve_run, validate_config
 from ftcompare.figures import figure_names
 from ftcompare.data import settings_used
 from ftcompare.records import retry_marker
+from ftcompare.sources import is_hub_id
 from ftcompare.tuning import apply_selection, trial_spec, trials
 from ftcompare.workflow_support import cache_key, preflight
 
@@ -49,6 +50,25 @@ TUNING_OUTPUTS = (
     ["results/tuning/summary.csv", "results/tuning/selected.yaml"] if TUNED else []
 )
 FIGURES = expand("results/figures/{name}.png", name=figure_names(tuning=bool(TUNED)))
+
+
+# What the local fetch rules download before any job needs it (jobs have no network).
+MODEL_FROM_HUB = is_hub_id(VALIDATED["model"]["name_or_path"])
+DATA_FROM_HUB = VALIDATED["data"]["source"] == "hub"
+FETCHED_MODEL = "results/sources/model"
+FETCHED_DATA = {
+    split: f"results/sources/data/{split}.parquet" for split in ["train", "test"]
+}
+
+
+def base_model(wildcards):
+    """The fetched copy of a hub model, as an input; nothing for a local model."""
+    return FETCHED_MODEL if MODEL_FROM_HUB else []
+
+
+def hub_data(wildcards):
+    """The fetched copies of a hub dataset's splits (unpack() them); nothing for local files."""
+    return FETCHED_DATA if DATA_FROM_HUB else {}
 
 
 wildcard_constraints:
@@ -95,6 +115,13 @@ def all_trial_records(wildcards):
         for strategy, trial in TRIALS
         for seed in VALIDATED["tuning"]["seeds"]
     ]
+
+
+def minutes(first_attempt):
+    """A `runtime` (minutes) that grows with each attempt: a job that ran out of time is
+    retried with more (a fine-tune resumes from its checkpoint, so it even needs less).
+    """
+    return lambda wildcards, attempt: first_attempt * attempt
 
 
 # Attempt files: beside a job's outputs, not among them, so that Snakemake never

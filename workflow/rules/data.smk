@@ -1,4 +1,6 @@
 rule prepare_data:
+    input:
+        unpack(hub_data),
     output:
         train=f"{DATA_DIR}/train.parquet",
         validation=f"{DATA_DIR}/validation.parquet",
@@ -12,6 +14,10 @@ rule prepare_data:
         f"results/logs/prepare_data/{DATA_KEY}.log",
     conda:
         "../envs/data.yaml"
+    # IMDB's 50k reviews take well under 1 GB in pandas.
+    resources:
+        mem_mb=4000,
+        runtime=minutes(30),
     params:
         data=DATA_SETTINGS,
     script:

@@ -3,6 +3,7 @@ rule evaluate:
         dataset=TOKENIZED_DIR,
         record="results/runs/{strategy}/seed{seed}/train.json",
         model="results/runs/{strategy}/seed{seed}/model",
+        base_model=base_model,
     output:
         record="results/runs/{strategy}/seed{seed}/eval.json",
         predictions="results/runs/{strategy}/seed{seed}/predictions.parquet",
@@ -12,11 +13,14 @@ rule evaluate:
         "results/benchmarks/evaluate/{strategy}_seed{seed}.tsv"
     conda:
         "../envs/train.yaml"
-    # All the cores Snakemake may give (it caps threads at --cores): torch's CPU
-    # kernels and the tokenizer use them; on a GPU they feed the data.
-    threads: 8
+    # On a GPU these feed the data, and 4 is plenty: `--cores 16 --resources gpu=4` runs
+    # four GPU jobs at once. On a CPU, torch's kernels use them (Snakemake caps threads
+    # at --cores).
+    threads: 4
     resources:
         gpu=1,
+        mem_mb=8000,
+        runtime=minutes(60),
     params:
         # As in finetune: a failed evaluation is retried by a plain rerun.
         retry_marker=evaluate_retry_marker,

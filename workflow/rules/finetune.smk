@@ -2,6 +2,7 @@ rule finetune:
     input:
         dataset=TOKENIZED_DIR,
         selection=after_selection,
+        base_model=base_model,
     output:
         record="results/runs/{strategy}/seed{seed}/train.json",
         model=directory("results/runs/{strategy}/seed{seed}/model"),
@@ -11,11 +12,21 @@ rule finetune:
         "results/benchmarks/finetune/{strategy}_seed{seed}.tsv"
     conda:
         "../envs/train.yaml"
-    # All the cores Snakemake may give (it caps threads at --cores): torch's CPU
-    # kernels and the tokenizer use them; on a GPU they feed the data.
-    threads: 8
+    # On a GPU these feed the data, and 4 is plenty: `--cores 16 --resources gpu=4` runs
+    # four GPU jobs at once. On a CPU, torch's kernels use them (Snakemake caps threads
+    # at --cores).
+    threads: 4
+    # Host memory: the CUDA context and libraries (~3 GB), the model loaded on the host
+    # first, and checkpoints, which copy the trainable weights and Adam's state there
+    # (1.5 GB for roberta-base). Runtime: roberta-base's 3 epochs take minutes on an
+    # H200 (BENCHMARKS.md), so 4 hours leaves room for older GPUs and queued retries.
+    # On SLURM (ignored elsewhere): SIGTERM to the job's steps 5 minutes before its time
+    # limit, so that training checkpoints and exits non-zero and the retry resumes.
     resources:
         gpu=1,
+        mem_mb=16000,
+        runtime=minutes(240),
+        slurm_extra="'--signal=TERM@300'",
     params:
         run=run_settings,
         retry_marker=finetune_retry_marker,

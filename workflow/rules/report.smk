@@ -22,6 +22,9 @@ rule report:
         "results/logs/report.log",
     conda:
         "../envs/report.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=minutes(15),
     params:
         reference=VALIDATED["report"]["reference"],
         baseline=VALIDATED["report"]["baseline"],

@@ -3,6 +3,7 @@ rule tokenize:
         train=f"{DATA_DIR}/train.parquet",
         validation=f"{DATA_DIR}/validation.parquet",
         test=f"{DATA_DIR}/test.parquet",
+        base_model=base_model,
     output:
         dataset=directory(TOKENIZED_DIR),
     log:
@@ -14,6 +15,9 @@ rule tokenize:
     # All the cores Snakemake may give (it caps threads at --cores): torch's CPU
     # kernels and the tokenizer use them; on a GPU they feed the data.
     threads: 8
+    resources:
+        mem_mb=4000,
+        runtime=minutes(30),
     params:
         model=TOKENIZE_SETTINGS["model"],
         max_length=TOKENIZE_SETTINGS["max_length"],

@@ -1,6 +1,7 @@
 rule tune:
     input:
         dataset=TOKENIZED_DIR,
+        base_model=base_model,
     output:
         record="results/tuning/trials/{strategy}/{trial}/seed{seed}/train.json",
     log:
@@ -9,10 +10,13 @@ rule tune:
         "results/benchmarks/tune/{strategy}/{trial}_seed{seed}.tsv"
     conda:
         "../envs/train.yaml"
-    # As finetune: all the cores Snakemake may give, one GPU.
-    threads: 8
+    # As finetune (see there); a trial runs tuning.epochs, often fewer.
+    threads: 4
     resources:
         gpu=1,
+        mem_mb=16000,
+        runtime=minutes(240),
+        slurm_extra="'--signal=TERM@300'",
     params:
         run=trial_settings,
         trial="{trial}",

@@ -1,7 +1,9 @@
 """Make the workflow's library (src/ftcompare) importable from a rule script, and set
 the process up before torch is imported.
 
-Snakemake puts this folder on sys.path; the library is two levels up, in src/.
+Snakemake puts this folder on sys.path; the library is two levels up, in src/. Each
+script then calls `ftcompare.jobs.start_job` (log file, no network, its own GPU) before
+anything imports torch.
 """
 
 import sys

@@ -2,7 +2,8 @@ import _bootstrap  # noqa: F401  (makes ftcompare importable)
 
 from ftcompare import jobs
 
-jobs.setup_logging(snakemake.log[0])
+# Before torch is imported: the log, no network, and for GPU rules a device of the job's own.
+jobs.start_job(log_path=snakemake.log[0], gpus=snakemake.resources.get("gpu", 0))
 jobs.evaluate(
     train_record_path=snakemake.input.record,
     tokenized_dir=snakemake.input.dataset,
@@ -11,4 +12,5 @@ jobs.evaluate(
     predictions_path=snakemake.output.predictions,
     attempt_path=snakemake.params.attempt,
     retry_marker=snakemake.params.retry_marker,
+    base_model_dir=snakemake.input.get("base_model") or None,
 )

@@ -3,10 +3,13 @@ import _bootstrap  # noqa: F401  (makes ftcompare importable)
 import sys
 
 from ftcompare import jobs
-from ftcompare.config import RunSpec
-from ftcompare.training import Preempted
 
-jobs.setup_logging(snakemake.log[0])
+# Before torch is imported: the log, no network, and for GPU rules a device of the job's own.
+jobs.start_job(log_path=snakemake.log[0], gpus=snakemake.resources.get("gpu", 0))
+
+from ftcompare.config import RunSpec  # noqa: E402
+from ftcompare.training import Preempted  # noqa: E402
+
 try:
     jobs.finetune(
         spec=RunSpec.from_dict(snakemake.params.run),
@@ -17,6 +20,7 @@ try:
         attempt_path=snakemake.params.attempt,
         retry_marker=snakemake.params.retry_marker,
         trial=snakemake.params.get("trial"),
+        base_model_dir=snakemake.input.get("base_model") or None,
     )
 except Preempted as stop:
     # Non-zero so that Snakemake (or SLURM's requeue) runs the job again; it resumes.

@@ -2,7 +2,8 @@ import _bootstrap  # noqa: F401  (makes ftcompare importable)
 
 from ftcompare import jobs
 
-jobs.setup_logging(snakemake.log[0])
+# Before torch is imported: the log, no network, and for GPU rules a device of the job's own.
+jobs.start_job(log_path=snakemake.log[0])
 tuning = snakemake.input.get("tuning") or [None, None]
 jobs.report(
     train_records=snakemake.input.train_records,

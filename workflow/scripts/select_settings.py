@@ -2,7 +2,7 @@ import _bootstrap  # noqa: F401  (makes ftcompare importable)
 
 from ftcompare import jobs
 
-jobs.setup_logging(snakemake.log[0])
+jobs.start_job(log_path=snakemake.log[0])
 jobs.select_settings(
     trial_records=snakemake.input.trials,
     grid=snakemake.params.grid,

@@ -1,0 +1,63 @@
+"""Download what the jobs need from the Hugging Face Hub, where there is network.
+
+GPU nodes of a cluster often have no internet. The workflow's `fetch_model` and
+`fetch_data` rules are local rules: they run on the machine Snakemake runs on, before any
+job that needs their outputs, and copy the model (config, tokenizer, weights) and a hub
+dataset into results/sources/. Every other job reads those local copies with the hub
+switched off (OFFLINE_ENV): a job that still reached for the network fails at once,
+rather than working on a login node and hanging on a compute node. Local sources
+(folders, `package:`, Parquet, CSV, aclImdb) need no download.
+
+Kept free of torch; `datasets` and `huggingface_hub` are imported when called.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from ftcompare.sources import WEIGHT_FILES, check_model_source
+
+log = logging.getLogger(__name__)
+
+# Set in every job but the fetches: the hub libraries then raise instead of connecting.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+# What from_pretrained reads: config and tokenizer files (JSON, vocabularies and merges
+# as text, SentencePiece models) and safetensors weights. Not the TensorFlow, Flax, ONNX
+# or Rust copies many model repositories also hold (roberta-base: 2.6 GB of them).
+MODEL_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
+# Only for repositories without safetensors weights.
+FALLBACK_WEIGHT_PATTERNS = ["pytorch_model*.bin"]
+
+
+def fetch_model(repo_id: str, out_dir: Path) -> Path:
+    """Download hub model `repo_id` into the plain folder `out_dir`, which from_pretrained
+    then loads offline. Fails naming what is missing if the folder cannot load."""
+    import huggingface_hub
+
+    out_dir = Path(out_dir)
+    huggingface_hub.snapshot_download(repo_id, local_dir=str(out_dir), allow_patterns=MODEL_PATTERNS)
+    if not any((out_dir / name).is_file() for name in WEIGHT_FILES):
+        log.info("%s has no safetensors weights; fetching %s", repo_id, FALLBACK_WEIGHT_PATTERNS)
+        huggingface_hub.snapshot_download(repo_id, local_dir=str(out_dir), allow_patterns=FALLBACK_WEIGHT_PATTERNS)
+    check_model_source(str(out_dir))
+    size_mb = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 1e6
+    log.info("fetched model %s into %s (%.0f MB)", repo_id, out_dir, size_mb)
+    return out_dir
+
+
+def fetch_dataset(name: str, out_paths: Mapping[str, Path]) -> dict[str, int]:
+    """Download hub dataset `name` and write its train and test splits to Parquet
+    (`out_paths[split]`; all columns, as the hub has them). Returns the rows per split."""
+    from ftcompare.data import read_hub
+
+    rows = {}
+    for split, frame in read_hub(name).items():
+        path = Path(out_paths[split])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False)
+        rows[split] = len(frame)
+    log.info("fetched dataset %s: %s rows", name, rows)
+    return rows

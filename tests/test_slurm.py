@@ -1,0 +1,168 @@
+"""The study on a real SLURM cluster, through profiles/slurm: every fine-tune and
+evaluation a SLURM job, and a fine-tune signalled as a cluster does before preempting
+or ending a job, which checkpoints, is retried, resumes, and ends with the numbers of
+the uninterrupted run.
+
+Needs a cluster this machine submits to; CI starts a single-node one as root with
+.ci/slurm/start-cluster.sh. Without one these tests skip (conftest.slurm_cluster).
+Select them with `-m slurm`. About 10 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ftcompare import checkpoint as ckpt
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
+
+# All that this cluster needs on top of the profile: it has no GPUs, and no accounting
+# database, so job states come from squeue. The first status poll after 5 s instead of
+# 40 only shortens the test (its jobs take seconds to minutes).
+CLUSTER_OVERRIDES = (
+    "--set-resources", "finetune:gpu=0", "evaluate:gpu=0",
+    "--slurm-status-command", "squeue",
+    "--slurm-init-seconds-before-status-checks", "5",
+)  # fmt: skip
+SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/")
+
+
+def tiny_study(workdir: Path) -> Path:
+    """The .test study (committed sample, MiniLM) in a folder of its own."""
+    for name in ("config", "data"):
+        shutil.copytree(REPO_ROOT / ".test" / name, workdir / name)
+    return workdir
+
+
+def slurm_snakemake(workdir: Path, *extra: str, targets: tuple[str, ...] = ()) -> list[str]:
+    return [
+        sys.executable, "-m", "snakemake", *targets, "--snakefile", str(REPO_ROOT / "Snakefile"),
+        "--directory", str(workdir), "--profile", str(REPO_ROOT / "profiles" / "slurm"), "--workflow-profile", "none",
+        *CLUSTER_OVERRIDES, *extra,
+    ]  # fmt: skip
+
+
+def submitted_jobs(output: str) -> dict[str, list[str]]:
+    """{rule: [SLURM job ids]} from Snakemake's output."""
+    jobs: dict[str, list[str]] = {}
+    for job_id, rule in SUBMITTED.findall(output):
+        jobs.setdefault(rule, []).append(job_id)
+    return jobs
+
+
+def slurm_job_in_log(log: Path) -> str:
+    found = re.findall(r"SLURM job (\d+) on ", log.read_text())
+    assert found, f"{log} names no SLURM job"
+    return found[-1]
+
+
+@pytest.fixture(scope="module")
+def slurm_study(slurm_cluster, tmp_path_factory):
+    workdir = tiny_study(tmp_path_factory.mktemp("slurm-study"))
+    result = subprocess.run(slurm_snakemake(workdir), capture_output=True, text=True, timeout=3600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    return workdir, output
+
+
+def test_study_runs_through_the_slurm_profile_every_job_a_slurm_job(slurm_study):
+    workdir, output = slurm_study
+    report = (workdir / "results" / "report.md").read_text()
+    summary = pd.read_csv(workdir / "results" / "summary.csv")
+    assert list(summary["status"]) == ["ok"] * 4
+    assert summary["accuracy"].between(0.5, 1).all(), summary[["strategy", "accuracy"]]
+    assert "| full |" in report
+
+    jobs = submitted_jobs(output)
+    assert {rule: len(ids) for rule, ids in jobs.items()} == {
+        "prepare_data": 1, "tokenize": 1, "finetune": 4, "evaluate": 4, "report": 1,
+    }  # fmt: skip
+    for rule, record in (("finetune", "train.json"), ("evaluate", "eval.json")):
+        seen = set()
+        for strategy in ("full", "lora", "qlora", "ia3"):
+            job = slurm_job_in_log(workdir / "results" / "logs" / rule / f"{strategy}_seed0.log")
+            provenance = json.loads((workdir / "results" / "runs" / strategy / "seed0" / record).read_text())["provenance"]
+            assert provenance["slurm_job_id"] == job
+            seen.add(job)
+        assert seen == set(jobs[rule])  # each ran in the SLURM job Snakemake submitted for it
+
+
+def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slurm_study, tmp_path):
+    """SIGTERM to the running fine-tune's steps, as `sbatch --signal=TERM@300` or a
+    preemption sends it. The job checkpoints and fails; the profile's retry resumes it."""
+    uninterrupted_dir, _ = slurm_study
+    workdir = tiny_study(tmp_path / "preempted")
+    # A checkpoint every 5 of the 50 steps, so that one exists early on to resume from.
+    overlay = tmp_path / "often.yaml"
+    overlay.write_text(yaml.safe_dump({"training": {"checkpoint_every_steps": 5}}))
+    run = Path("results/runs/lora/seed0")
+    command = slurm_snakemake(workdir, "--configfile", str(workdir / "config" / "config.yaml"), str(overlay),
+                              targets=(str(run / "eval.json"),))  # fmt: skip
+    out_path = tmp_path / "snakemake.out"
+    with out_path.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            checkpoints = workdir / "results" / "checkpoints" / "lora" / "seed0"
+            log = workdir / "results" / "logs" / "finetune" / "lora_seed0.log"
+            deadline = time.monotonic() + 1200
+            while not ckpt.latest_paths(checkpoints):
+                assert process.poll() is None, out_path.read_text()[-5000:]
+                assert time.monotonic() < deadline, "no checkpoint within 20 minutes"
+                time.sleep(0.2)
+            job = slurm_job_in_log(log)
+            subprocess.run(["scancel", "--signal=TERM", job], check=True, timeout=60)
+            assert process.wait(timeout=1800) == 0, out_path.read_text()[-6000:]
+        finally:
+            if process.poll() is None:
+                process.kill()
+    output = out_path.read_text()
+
+    # The signalled job saved a checkpoint and exited non-zero; its retry resumed from it.
+    stopped = re.search(r"SIGTERM: checkpoint saved at step (\d+)", (workdir / ".snakemake" / "slurm_logs" /
+                        "rule_finetune" / "lora_0" / f"{job}.log").read_text())  # fmt: skip
+    assert stopped, output[-5000:]
+    step = int(stopped.group(1))
+    retry_log = (workdir / "results" / "logs" / "finetune" / "lora_seed0.log").read_text()
+    assert f"resumed from step {step} " in retry_log
+    assert slurm_job_in_log(workdir / "results" / "logs" / "finetune" / "lora_seed0.log") != job
+    # Snakemake's retry (the profile's `retries`), with the rule's runtime doubled.
+    retry = output.index("Trying to restart job")
+    assert "runtime=240" in output[:retry] and "runtime=480" in output[retry:]
+    resumed = json.loads((workdir / run / "train.json").read_text())
+    whole = json.loads((uninterrupted_dir / run / "train.json").read_text())
+    assert 0 < step < whole["metrics"]["optimizer_steps"]
+    assert resumed["metrics"]["resumed_from_steps"] == [step]
+    print(f"preempted at step {step} of {whole['metrics']['optimizer_steps']} (SLURM job {job})")
+
+    # The same numbers as the uninterrupted run. Only the checkpoint schedule differs in
+    # the settings; the loss is summed in another order around checkpoints (1e-6).
+    assert {k for k in whole["config"] if whole["config"][k] != resumed["config"][k]} == {"checkpoint_every_steps"}
+    for key in ("optimizer_steps", "train_tokens", "best_epoch", "best_val_accuracy"):
+        assert resumed["metrics"][key] == whole["metrics"][key], key
+    assert resumed["val_curve"] == whole["val_curve"]
+    assert [p["loss"] for p in resumed["loss_curve"]] == pytest.approx([p["loss"] for p in whole["loss_curve"]], rel=1e-6)
+    resumed_eval = json.loads((workdir / run / "eval.json").read_text())["metrics"]
+    whole_eval = json.loads((uninterrupted_dir / run / "eval.json").read_text())["metrics"]
+    for key in ("accuracy", "f1", "confusion_matrix", "n_test"):
+        assert resumed_eval[key] == whole_eval[key], key
+    print(
+        f"resumed vs uninterrupted: test accuracy {resumed_eval['accuracy']:.4f} vs {whole_eval['accuracy']:.4f}, "
+        f"macro-F1 {resumed_eval['f1']:.4f} vs {whole_eval['f1']:.4f}, best validation accuracy "
+        f"{resumed['metrics']['best_val_accuracy']:.4f} vs {whole['metrics']['best_val_accuracy']:.4f}, final loss "
+        f"{resumed['loss_curve'][-1]['loss']:.6f} vs {whole['loss_curve'][-1]['loss']:.6f}"
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(workdir / run / "predictions.parquet"), pd.read_parquet(uninterrupted_dir / run / "predictions.parquet")
+    )

@@ -1,0 +1,10 @@
+import _bootstrap  # noqa: F401  (makes ftcompare importable)
+
+from ftcompare import jobs
+
+# A local rule: it runs where Snakemake runs, which has the network the jobs may lack.
+jobs.start_job(log_path=snakemake.log[0], network=True)
+
+from ftcompare.fetch import fetch_model  # noqa: E402
+
+fetch_model(snakemake.params.model, snakemake.output.model)
