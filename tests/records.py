@@ -9,9 +9,27 @@ from typing import Any
 from ftcompare.tables import load_runs
 
 REQUIRED_COLUMNS = [
-    "strategy", "method", "seed", "status", "reason", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
-    "f1", "precision", "recall", "train_time_s", "eval_time_s", "tokens_per_s", "trainable_params",
-    "total_params", "trainable_pct", "peak_gpu_mem_gb", "peak_rss_gb", "adapter_size_mb", "device",
+    "strategy",
+    "method",
+    "seed",
+    "status",
+    "reason",
+    "accuracy",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "f1",
+    "precision",
+    "recall",
+    "train_time_s",
+    "eval_time_s",
+    "tokens_per_s",
+    "trainable_params",
+    "total_params",
+    "trainable_pct",
+    "peak_gpu_mem_gb",
+    "peak_rss_gb",
+    "adapter_size_mb",
+    "device",
 ]
 OOM = "CUDA out of memory. Tried to allocate 2.00 GiB\n(GPU 0; 79.1 GiB total capacity)"
 NO_BNB = "bitsandbytes has no backend for this device"
@@ -19,43 +37,102 @@ NO_BNB = "bitsandbytes has no backend for this device"
 
 def provenance(device: str = "NVIDIA H200") -> dict[str, Any]:
     return {
-        "device": device, "device_type": "cpu" if device == "cpu" else "cuda", "torch": "2.13.0",
-        "cuda": None if device == "cpu" else "12.4", "python": "3.11.7",
-        "packages": {"transformers": "5.24.0", "peft": "0.18.1"}, "git_commit": "abc123",
-        "hostname": "node1", "started_at": "2025-01-01T00:00:00", "finished_at": "2025-01-01T01:00:00",
+        "device": device,
+        "device_type": "cpu" if device == "cpu" else "cuda",
+        "torch": "2.13.0",
+        "cuda": None if device == "cpu" else "12.4",
+        "python": "3.11.7",
+        "packages": {"transformers": "5.24.0", "peft": "0.18.1"},
+        "git_commit": "abc123",
+        "hostname": "node1",
+        "started_at": "2025-01-01T00:00:00",
+        "finished_at": "2025-01-01T01:00:00",
     }
 
 
-def train_record(strategy: str, seed: int, *, status: str = "ok", reason: str | None = None,
-                 train_time: float = 100.0, trainable: int = 1_000_000, reserved: float | None = 10.0,
-                 metrics: dict[str, Any] | None = None, device: str = "NVIDIA H200",
-                 model: str = "/models/roberta-tiny") -> dict[str, Any]:
+def train_record(
+    strategy: str,
+    seed: int,
+    *,
+    status: str = "ok",
+    reason: str | None = None,
+    train_time: float = 100.0,
+    trainable: int = 1_000_000,
+    reserved: float | None = 10.0,
+    metrics: dict[str, Any] | None = None,
+    device: str = "NVIDIA H200",
+    model: str = "/models/roberta-tiny",
+) -> dict[str, Any]:
     if metrics is None:
         metrics = {
-            "train_time_s": train_time, "tokens_per_s": 5000.0, "train_tokens": 500_000, "optimizer_steps": 100,
-            "best_epoch": 1, "best_val_accuracy": 0.9, "peak_gpu_mem_allocated_gb": 8.0,
-            "peak_gpu_mem_reserved_gb": reserved, "peak_rss_gb": 3.0,
-            "trainable_params": trainable, "total_params": 125_000_000, "adapter_size_mb": 4.0,
+            "train_time_s": train_time,
+            "tokens_per_s": 5000.0,
+            "train_tokens": 500_000,
+            "optimizer_steps": 100,
+            "best_epoch": 1,
+            "best_val_accuracy": 0.9,
+            "peak_gpu_mem_allocated_gb": 8.0,
+            "peak_gpu_mem_reserved_gb": reserved,
+            "peak_rss_gb": 3.0,
+            "trainable_params": trainable,
+            "total_params": 125_000_000,
+            "adapter_size_mb": 4.0,
         }
     return {
-        "kind": "train", "strategy": strategy, "method": strategy, "seed": seed, "status": status,
-        "reason": reason, "config": {"lr": 2e-4, "model_name_or_path": model}, "metrics": metrics,
-        "loss_curve": [{"step": 10, "epoch": 0.5, "loss": 0.6, "lr": 1e-4},
-                       {"step": 20, "epoch": 1.0, "loss": 0.3, "lr": 5e-5}] if status == "ok" else [],
+        "kind": "train",
+        "strategy": strategy,
+        "method": strategy,
+        "seed": seed,
+        "status": status,
+        "reason": reason,
+        "config": {"lr": 2e-4, "model_name_or_path": model},
+        "metrics": metrics,
+        "loss_curve": [
+            {"step": 10, "epoch": 0.5, "loss": 0.6, "lr": 1e-4},
+            {"step": 20, "epoch": 1.0, "loss": 0.3, "lr": 5e-5},
+        ]
+        if status == "ok"
+        else [],
         "val_curve": [{"step": 20, "epoch": 1.0, "accuracy": 0.9, "loss": 0.3}] if status == "ok" else [],
         "provenance": provenance(device),
     }
 
 
-def eval_record(strategy: str, seed: int, *, status: str = "ok", reason: str | None = None,
-                accuracy: float = 0.9, n_test: int = 1000, device: str = "NVIDIA H200") -> dict[str, Any]:
-    metrics = {
-        "accuracy": accuracy, "accuracy_ci_low": accuracy - 0.02, "accuracy_ci_high": accuracy + 0.02,
-        "f1": accuracy - 0.001, "precision": accuracy, "recall": accuracy, "n_test": n_test,
-        "eval_time_s": 12.0, "confusion_matrix": [[450, 50], [50, 450]], "labels": [0, 1],
-    } if status == "ok" else {}
-    return {"kind": "eval", "strategy": strategy, "seed": seed, "status": status, "reason": reason,
-            "metrics": metrics, "provenance": provenance(device)}
+def eval_record(
+    strategy: str,
+    seed: int,
+    *,
+    status: str = "ok",
+    reason: str | None = None,
+    accuracy: float = 0.9,
+    n_test: int = 1000,
+    device: str = "NVIDIA H200",
+) -> dict[str, Any]:
+    metrics = (
+        {
+            "accuracy": accuracy,
+            "accuracy_ci_low": accuracy - 0.02,
+            "accuracy_ci_high": accuracy + 0.02,
+            "f1": accuracy - 0.001,
+            "precision": accuracy,
+            "recall": accuracy,
+            "n_test": n_test,
+            "eval_time_s": 12.0,
+            "confusion_matrix": [[450, 50], [50, 450]],
+            "labels": [0, 1],
+        }
+        if status == "ok"
+        else {}
+    )
+    return {
+        "kind": "eval",
+        "strategy": strategy,
+        "seed": seed,
+        "status": status,
+        "reason": reason,
+        "metrics": metrics,
+        "provenance": provenance(device),
+    }
 
 
 def write_records(root: Path, pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[list[Path], list[Path]]:
@@ -71,23 +148,27 @@ def write_records(root: Path, pairs: list[tuple[dict[str, Any], dict[str, Any]]]
     return train_paths, eval_paths
 
 
-
-
 def mixed_runs(root: Path):
     """lora and full with two ok seeds each (lora first, as in a config), qlora skipped, ia3 failed."""
     pairs = [
-        (train_record("lora", 1, train_time=110.0, trainable=890_000),
-         eval_record("lora", 1, accuracy=0.93)),
-        (train_record("lora", 0, train_time=90.0, trainable=890_000),
-         eval_record("lora", 0, accuracy=0.91)),
-        (train_record("full", 0, train_time=300.0, trainable=124_647_170, reserved=None),
-         eval_record("full", 0, accuracy=0.95)),
-        (train_record("full", 1, train_time=340.0, trainable=124_647_170, reserved=None),
-         eval_record("full", 1, accuracy=0.94)),
-        (train_record("qlora", 0, status="skipped", reason=NO_BNB, metrics={}),
-         eval_record("qlora", 0, status="skipped", reason="training was skipped")),
-        (train_record("ia3", 0, status="failed", reason=OOM, metrics={"train_time_s": 5.0}),
-         eval_record("ia3", 0, status="skipped", reason="training failed")),
+        (train_record("lora", 1, train_time=110.0, trainable=890_000), eval_record("lora", 1, accuracy=0.93)),
+        (train_record("lora", 0, train_time=90.0, trainable=890_000), eval_record("lora", 0, accuracy=0.91)),
+        (
+            train_record("full", 0, train_time=300.0, trainable=124_647_170, reserved=None),
+            eval_record("full", 0, accuracy=0.95),
+        ),
+        (
+            train_record("full", 1, train_time=340.0, trainable=124_647_170, reserved=None),
+            eval_record("full", 1, accuracy=0.94),
+        ),
+        (
+            train_record("qlora", 0, status="skipped", reason=NO_BNB, metrics={}),
+            eval_record("qlora", 0, status="skipped", reason="training was skipped"),
+        ),
+        (
+            train_record("ia3", 0, status="failed", reason=OOM, metrics={"train_time_s": 5.0}),
+            eval_record("ia3", 0, status="skipped", reason="training failed"),
+        ),
     ]
     train_paths, eval_paths = write_records(root, pairs)
     # Eval files in a different order: pairing must go by (strategy, seed), not position.
@@ -96,9 +177,13 @@ def mixed_runs(root: Path):
 
 def all_failed_runs(root: Path):
     pairs = [
-        (train_record("full", 0, status="failed", reason=OOM, metrics={}),
-         eval_record("full", 0, status="skipped", reason="training failed")),
-        (train_record("lora", 0, status="failed", reason=OOM, metrics={}),
-         eval_record("lora", 0, status="skipped", reason="training failed")),
+        (
+            train_record("full", 0, status="failed", reason=OOM, metrics={}),
+            eval_record("full", 0, status="skipped", reason="training failed"),
+        ),
+        (
+            train_record("lora", 0, status="failed", reason=OOM, metrics={}),
+            eval_record("lora", 0, status="skipped", reason="training failed"),
+        ),
     ]
     return load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(root, pairs))))

@@ -15,7 +15,14 @@ def make_spec(model_path: Path, strategy: str, **training):
     config = load_config()
     config["model"]["name_or_path"] = str(model_path)
     config["training"].update(
-        {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64, "log_every_steps": 5,
-         "checkpoint_every_minutes": None, **training}
-    )  # fmt: skip
+        {
+            "max_length": 64,
+            "epochs": 1,
+            "batch_size": 16,
+            "eval_batch_size": 64,
+            "log_every_steps": 5,
+            "checkpoint_every_minutes": None,
+            **training,
+        }
+    )
     return resolve_run(validate_config(config), strategy=strategy, seed=0)

@@ -135,17 +135,27 @@ def padded_tokens(batch: np.ndarray, lengths: np.ndarray, multiple: int) -> int:
 @pytest.mark.parametrize("group_by_length", [True, False])
 def test_token_budget_bounds_every_batch(lengths: np.ndarray, group_by_length: bool) -> None:
     batches = epoch_batches(
-        lengths, batch_size=64, seed=0, epoch=0, group_by_length=group_by_length, max_tokens=4096,
+        lengths,
+        batch_size=64,
+        seed=0,
+        epoch=0,
+        group_by_length=group_by_length,
+        max_tokens=4096,
         pad_to_multiple_of=8,
-    )  # fmt: skip
+    )
     np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(len(lengths)))
     assert all(len(b) <= 64 for b in batches)
     assert all(padded_tokens(b, lengths, 8) <= 4096 for b in batches)
     # Same (seed, epoch), same batches: a resumed run replays them.
     again = epoch_batches(
-        lengths, batch_size=64, seed=0, epoch=0, group_by_length=group_by_length, max_tokens=4096,
+        lengths,
+        batch_size=64,
+        seed=0,
+        epoch=0,
+        group_by_length=group_by_length,
+        max_tokens=4096,
         pad_to_multiple_of=8,
-    )  # fmt: skip
+    )
     assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
 
 
@@ -172,16 +182,31 @@ def test_no_token_budget_keeps_fixed_batches(lengths: np.ndarray) -> None:
 
 def test_review_wider_than_the_budget_is_an_error() -> None:
     with pytest.raises(ValueError, match="exceeds max_tokens = 64"):
-        epoch_batches(np.array([10, 70, 3]), batch_size=4, seed=0, epoch=0, group_by_length=True, max_tokens=64,
-                      pad_to_multiple_of=8)  # fmt: skip
+        epoch_batches(
+            np.array([10, 70, 3]),
+            batch_size=4,
+            seed=0,
+            epoch=0,
+            group_by_length=True,
+            max_tokens=64,
+            pad_to_multiple_of=8,
+        )
 
 
 # --- buckets -------------------------------------------------------------------------------
 
 
 def bucketed(lengths: np.ndarray, *, seed: int = 0, epoch: int = 0, max_tokens: int | None = 4096) -> list[np.ndarray]:
-    return epoch_batches(lengths, batch_size=64, seed=seed, epoch=epoch, group_by_length=True, max_tokens=max_tokens,
-                         pad_to_multiple_of=8, bucket_width=32)  # fmt: skip
+    return epoch_batches(
+        lengths,
+        batch_size=64,
+        seed=seed,
+        epoch=epoch,
+        group_by_length=True,
+        max_tokens=max_tokens,
+        pad_to_multiple_of=8,
+        bucket_width=32,
+    )
 
 
 def test_buckets_give_each_width_one_review_count(lengths: np.ndarray) -> None:
@@ -236,7 +261,9 @@ def test_filler_rows_change_neither_loss_nor_gradients(tiny_roberta) -> None:
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_roberta), attn_implementation="sdpa").eval()
     split = make_split([20, 25, 31], labels=[1, 0, 1])
-    split = TokenizedSplit(input_ids=[ids % 900 + 5 for ids in split.input_ids], labels=split.labels, lengths=split.lengths)
+    split = TokenizedSplit(
+        input_ids=[ids % 900 + 5 for ids in split.input_ids], labels=split.labels, lengths=split.lengths
+    )
     outcomes = []
     for rows in (None, 8):
         model.zero_grad()

@@ -20,12 +20,31 @@ def test_quick_bench_prints_study_lines_and_writes_json(tmp_path: Path) -> None:
         env.pop(name, None)
     proc = subprocess.run(
         [
-            sys.executable, str(BENCH), "--quick", "--strategies", "full", "lora",
-            "--train-steps", "1", "--ref-steps", "1", "--eval-batches", "1", "--ref-eval-batches", "1",
-            "--reviews", "400", "--json", str(out),
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--strategies",
+            "full",
+            "lora",
+            "--train-steps",
+            "1",
+            "--ref-steps",
+            "1",
+            "--eval-batches",
+            "1",
+            "--ref-eval-batches",
+            "1",
+            "--reviews",
+            "400",
+            "--json",
+            str(out),
         ],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     first = re.fullmatch(r"study_projected_s: (\d+(?:\.\d+)?)", lines[-2])
@@ -47,7 +66,9 @@ def test_quick_bench_prints_study_lines_and_writes_json(tmp_path: Path) -> None:
         assert entry["workflow"]["max_tokens"] == 2048
         assert 16 <= entry["workflow"]["reviews_per_step"] < entry["workflow"]["batch_size"] == 64
     assert payload["versions"]["cuda_allocator"] == "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
-    assert payload["study_projected_s"] == sum(payload["strategies"][s]["workflow"]["projected_s"] for s in ("full", "lora"))
+    assert payload["study_projected_s"] == sum(
+        payload["strategies"][s]["workflow"]["projected_s"] for s in ("full", "lora")
+    )
     assert abs(payload["study_projected_s"] - float(first.group(1))) < 0.1
 
 

@@ -31,11 +31,13 @@ def test_only_corrupt_checkpoints_means_start_from_scratch(tmp_path):
 
 @pytest.mark.parametrize(
     "error",
-    [OSError(errno.ENOSPC, "No space left on device"),
-     # what torch.save itself raises when a write fails part-way
-     RuntimeError("[enforce fail at inline_container.cc] unexpected pos; No space left on device")],
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        # what torch.save itself raises when a write fails part-way
+        RuntimeError("[enforce fail at inline_container.cc] unexpected pos; No space left on device"),
+    ],
     ids=["oserror", "torch-runtimeerror"],
-)  # fmt: skip
+)
 def test_disk_full_while_checkpointing_keeps_previous_and_continues(tmp_path, monkeypatch, caplog, error):
     ckpt.save_checkpoint({"step": 1}, directory=tmp_path, step=1)
 
@@ -62,7 +64,10 @@ def test_disk_full_is_named_when_torch_only_says_unexpected_pos(tmp_path, monkey
     monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=30_000))
     with caplog.at_level(logging.WARNING):
         assert ckpt.save_checkpoint({"w": torch.zeros(100_000)}, directory=tmp_path, step=2) is None
-    assert f"NOT written (disk full: 30 kB free in {tmp_path}, the checkpoint needs about 400 kB; free some space" in caplog.text
+    assert (
+        f"NOT written (disk full: 30 kB free in {tmp_path}, the checkpoint needs about 400 kB; free some space"
+        in caplog.text
+    )
     assert "unexpected pos 48640 vs 48534" in caplog.text  # the original error stays visible
 
 

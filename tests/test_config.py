@@ -53,16 +53,22 @@ def test_load_config_layers_like_snakemake(tmp_path: Path) -> None:
     assert load_config(overlay, base=base) == {"a": {"x": 1, "y": [3]}, "b": 1, "c": 2}
     assert load_config() == load_yaml(CONFIG_DIR / "config.yaml")
 
+
 def test_full_config_validates_and_keeps_values(base_config: dict[str, Any]) -> None:
     resolved = validate_config(base_config)
     assert resolved["data"]["source"] == "hub"
     assert resolved["seeds"] == [0, 1, 2]
     assert list(resolved["strategies"]) == ["full", "lora", "qlora", "ia3"]
     assert {name: s["method"] for name, s in resolved["strategies"].items()} == {
-        "full": "full", "lora": "lora", "qlora": "qlora", "ia3": "ia3",
+        "full": "full",
+        "lora": "lora",
+        "qlora": "qlora",
+        "ia3": "ia3",
     }
     assert resolved["strategies"]["qlora"]["quantization"] == {
-        "quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16",
+        "quant_type": "nf4",
+        "double_quant": True,
+        "compute_dtype": "bfloat16",
     }
     # Every default key is present after resolution.
     for section in ("data", "training", "method_defaults", "report"):
@@ -346,8 +352,10 @@ def test_token_budget_too_small_or_wrong_type(
         ({"cuda_graphs": True, "bucket_width": 32, "compile": True}, "cuda_graphs and training.compile cannot both"),
         ({"bucket_width": 4}, "training.bucket_width = 4: 4 is less than the minimum of 8"),
         # Buckets round the widest review up to a bucket: 500 tokens in buckets of 96 is 576 wide.
-        ({"max_length": 500, "bucket_width": 96, "max_tokens_per_batch": 512},
-         "cannot hold one review of training.max_length = 500 tokens (576 padded to a multiple of 96)"),
+        (
+            {"max_length": 500, "bucket_width": 96, "max_tokens_per_batch": 512},
+            "cannot hold one review of training.max_length = 500 tokens (576 padded to a multiple of 96)",
+        ),
     ],
 )
 def test_batch_shape_settings_that_cannot_work(base_config: dict[str, Any], training: dict, expected: str) -> None:
@@ -397,9 +405,12 @@ def test_test_study_is_the_quick_study_on_the_committed_sample(quick_config: dic
     quick = validate_config(quick_config)
     sample = validate_config(load_yaml(REPO_ROOT / ".test" / "config" / "config.yaml"))
     assert sample["data"] == {
-        **quick["data"], "train": "data/train.parquet", "test": "data/test.parquet", "train_size": None,
+        **quick["data"],
+        "train": "data/train.parquet",
+        "test": "data/test.parquet",
+        "train_size": None,
         "test_size": 400,
-    }  # fmt: skip
+    }
     assert sample["training"] == {**quick["training"], "max_length": 96}
     for key in ("model", "seeds", "strategies"):
         assert sample[key] == quick[key], key

@@ -40,9 +40,7 @@ def synthetic(n_per_class: int, num_labels: int = 2, *, prefix: str = "") -> pd.
 def write_parquet_pair(tmp_path: Path, train: pd.DataFrame, test: pd.DataFrame) -> dict[str, Any]:
     train.to_parquet(tmp_path / "train.parquet", index=False)
     test.to_parquet(tmp_path / "test.parquet", index=False)
-    return data_config(
-        source="parquet", train=str(tmp_path / "train.parquet"), test=str(tmp_path / "test.parquet")
-    )
+    return data_config(source="parquet", train=str(tmp_path / "train.parquet"), test=str(tmp_path / "test.parquet"))
 
 
 def data_error(data: dict[str, Any]) -> str:
@@ -120,8 +118,9 @@ def test_write_prepared(tmp_path: Path) -> None:
 def test_csv_source(tmp_path: Path) -> None:
     synthetic(20).to_csv(tmp_path / "train.csv", index=False)
     synthetic(10, prefix="t ").to_csv(tmp_path / "test.csv", index=False)
-    data = data_config(source="csv", train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"),
-                       validation_fraction=0.25)
+    data = data_config(
+        source="csv", train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"), validation_fraction=0.25
+    )
     prepared = prepare(data)
     assert prepared.summary()["rows"] == {"train": 30, "validation": 10, "test": 20}
     assert prepared.summary()["label_counts"]["validation"] == {"0": 5, "1": 5}
@@ -132,8 +131,14 @@ def test_csv_custom_column_names(tmp_path: Path) -> None:
     frame = synthetic(10).rename(columns={"text": "review", "label": "sentiment"})
     frame.to_csv(tmp_path / "train.csv", index=False)
     frame.to_csv(tmp_path / "test.csv", index=False)
-    data = data_config(source="csv", train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"),
-                       text_column="review", label_column="sentiment", validation_fraction=0.2)
+    data = data_config(
+        source="csv",
+        train=str(tmp_path / "train.csv"),
+        test=str(tmp_path / "test.csv"),
+        text_column="review",
+        label_column="sentiment",
+        validation_fraction=0.2,
+    )
     prepared = prepare(data)
     assert list(prepared.splits["train"].columns) == ["text", "label"]
     assert len(prepared.splits["test"]) == 20
@@ -318,7 +323,10 @@ def test_non_utf8_error_gives_the_byte_offset_in_the_file_and_the_line(tmp_path:
     content = b"\n".join(lines) + b"\n"
     message = data_error(csv_pair(tmp_path, content))
     offset = content.index(b"\xe9")
-    assert f"data.train = '{tmp_path / 'train.csv'}' is not valid UTF-8: byte 0xe9 at offset {offset} (line 15002)" in message
+    assert (
+        f"data.train = '{tmp_path / 'train.csv'}' is not valid UTF-8: byte 0xe9 at offset {offset} (line 15002)"
+        in message
+    )
     assert "iconv -f latin1 -t utf-8" in message
 
 
@@ -326,8 +334,10 @@ def test_nullable_labels_with_missing_values_are_named(tmp_path: Path) -> None:
     train = synthetic(10)
     train["label"] = pd.array([0, 1] * 9 + [None, 1], dtype="Int64")
     message = data_error(write_parquet_pair(tmp_path, train, synthetic(5)))
-    assert message == (f"data.train = '{tmp_path / 'train.parquet'}': label column 'label' has 1 missing value(s), "
-                       "the first in row 18; give every row a label 0..K-1 or drop those rows")  # fmt: skip
+    assert message == (
+        f"data.train = '{tmp_path / 'train.parquet'}': label column 'label' has 1 missing value(s), "
+        "the first in row 18; give every row a label 0..K-1 or drop those rows"
+    )
 
 
 def test_boolean_labels_are_refused(tmp_path: Path) -> None:
@@ -357,5 +367,7 @@ def test_null_texts_are_named(tmp_path: Path) -> None:
     train = synthetic(10)
     train.loc[4, "text"] = None
     message = data_error(write_parquet_pair(tmp_path, train, synthetic(5)))
-    assert f"data.train = '{tmp_path / 'train.parquet'}': text column 'text' has 1 missing (null) value(s), " \
-           "the first in row 4" in message
+    assert (
+        f"data.train = '{tmp_path / 'train.parquet'}': text column 'text' has 1 missing (null) value(s), "
+        "the first in row 4" in message
+    )

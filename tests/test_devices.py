@@ -37,9 +37,13 @@ def start_job(lock_dir: Path, *, gpus: int = 1, gpu_count: int = 4, visible: str
     if visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible
     return subprocess.Popen(
-        [sys.executable, "-c", JOB, str(gpus), str(gpu_count)], env=env, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [sys.executable, "-c", JOB, str(gpus), str(gpu_count)],
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def claimed_device(job: subprocess.Popen, timeout_s: float = 60) -> str:

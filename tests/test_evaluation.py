@@ -101,9 +101,7 @@ def test_classification_metrics_by_hand() -> None:
 
 def test_confusion_matrix_is_not_transposed() -> None:
     # Every true 0 predicted as 1: the count belongs in row 0, column 1.
-    metrics = classification_metrics(
-        labels=np.array([0, 0, 0, 1]), predictions=np.array([1, 1, 1, 1]), num_labels=2
-    )
+    metrics = classification_metrics(labels=np.array([0, 0, 0, 1]), predictions=np.array([1, 1, 1, 1]), num_labels=2)
     assert metrics["confusion_matrix"] == [[0, 3], [0, 1]]
     assert metrics["accuracy"] == pytest.approx(0.25)
     # precision: class 0 never predicted -> 0, class 1 = 1/4; recall: 0, 1.

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from records import all_failed_runs, mixed_runs
 
 from ftcompare.figures import _pareto_mask, figure_names, plot_figures
 from ftcompare.tables import Results
-from records import all_failed_runs, mixed_runs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -28,8 +28,6 @@ def test_pareto_mask() -> None:
     # (memory, accuracy): b dominates c (less memory, more accuracy); a and b trade off.
     mask = _pareto_mask(np.array([1.0, 2.0, 3.0, 2.0]), np.array([0.90, 0.95, 0.93, 0.95]))
     assert mask.tolist() == [True, True, False, True]
-
-
 
 
 def declared(out_dir: Path) -> list[Path]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from specs import CPU, make_spec
 
 from ftcompare.models import _recompute_activations, build_model, count_parameters, resolve_precision
-from specs import CPU, make_spec
 
 HEAD_PARAMS = (32 * 32 + 32) + (32 * 2 + 2)  # RobertaClassificationHead: dense + out_proj
 

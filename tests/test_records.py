@@ -116,4 +116,3 @@ def test_the_worst_status_wins() -> None:
     assert Status.worst("ok") == "ok"  # statuses are the plain words records hold
     with pytest.raises(ValueError):
         Status.worst("ok", "diverged")
-

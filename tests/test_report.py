@@ -8,12 +8,12 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from records import NO_BNB, OOM, all_failed_runs, eval_record, mixed_runs, train_record, write_records
 
 from ftcompare.config import DEFAULT_CONFIG, load_yaml
 from ftcompare.figures import FIGURE_NAMES, figure_names, plot_figures
 from ftcompare.report import render_markdown, write_report
 from ftcompare.tables import Results, load_runs, summary_table, write_summary_csv
-from records import NO_BNB, OOM, all_failed_runs, eval_record, mixed_runs, train_record, write_records
 
 # The notebook's results as the study's config holds them.
 REFERENCE = load_yaml(DEFAULT_CONFIG)["report"]["reference"]
@@ -31,8 +31,9 @@ def all_failed(tmp_path: Path):
 
 def render(runs, tmp_path: Path, reference=REFERENCE) -> str:
     figures = {name: tmp_path / "results" / "figures" / f"{name}.png" for name in FIGURE_NAMES}
-    return render_markdown(results=Results.of(runs), figures=figures, report_path=tmp_path / "results" / "report.md",
-                           reference=reference)  # fmt: skip
+    return render_markdown(
+        results=Results.of(runs), figures=figures, report_path=tmp_path / "results" / "report.md", reference=reference
+    )
 
 
 def table_row(markdown: str, first_cell: str, after: str = "") -> str:
@@ -56,61 +57,87 @@ def test_markdown_results_rows(mixed, tmp_path: Path) -> None:
 
 def test_markdown_failures_links_and_provenance(mixed, tmp_path: Path) -> None:
     md = render(mixed, tmp_path)
-    failures = md[md.index("Skipped or failed"):md.index("## Hardware")]
+    failures = md[md.index("Skipped or failed") : md.index("## Hardware")]
     assert f"`qlora` seed 0: **skipped**: {NO_BNB}" in failures
     assert "`ia3` seed 0: **failed**: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0;" in failures
     assert "lora" not in failures.replace("qlora", "")
     for name in FIGURE_NAMES:
         assert f"![{name}](figures/{name}.png)" in md
-    env = md[md.index("## Hardware"):]
+    env = md[md.index("## Hardware") :]
     for text in ("NVIDIA H200", "2.13.0", "12.4", "3.11.7", "transformers: 5.24.0", "peft: 0.18.1", "abc123"):
         assert text in env
 
 
 def roberta_base_runs(root: Path, device: str = "NVIDIA H200"):
     """The notebook's setting: roberta-base, all 25,000 test reviews."""
-    pairs = [(train_record(s, seed, train_time=t, device=device, model="roberta-base"),
-              eval_record(s, seed, accuracy=a, n_test=25_000, device=device))
-             for s, seed, t, a in (("lora", 0, 90.0, 0.91), ("lora", 1, 110.0, 0.93), ("full", 0, 300.0, 0.95),
-                                   ("full", 1, 340.0, 0.94))]  # fmt: skip
+    pairs = [
+        (
+            train_record(s, seed, train_time=t, device=device, model="roberta-base"),
+            eval_record(s, seed, accuracy=a, n_test=25_000, device=device),
+        )
+        for s, seed, t, a in (
+            ("lora", 0, 90.0, 0.91),
+            ("lora", 1, 110.0, 0.93),
+            ("full", 0, 300.0, 0.95),
+            ("full", 1, 340.0, 0.94),
+        )
+    ]
     return load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(root, pairs))))
 
 
 def test_markdown_reference_comparison(tmp_path: Path) -> None:
     md = render(roberta_base_runs(tmp_path / "runs"), tmp_path)
-    section = md[md.index("## Comparison with the reference notebook"):]
+    section = md[md.index("## Comparison with the reference notebook") :]
     # ours lora 92.00% vs reference 93.26% -> -1.26 points; full 94.50% vs 94.15% -> +0.35.
     assert table_row(md, "lora", after="## Comparison") == "| lora | 93.26% | 92.00% | -1.26 | 2,307 s | 100 s |"
     assert "| full | 94.15% | 94.50% | +0.35 | 2,657 s | 320 s |" in section
     assert "| qlora | 93.88% | — | — | 4,030 s | — |" in section
     assert "95.50%" in section
-    assert "learning rate 2e-05 for every strategy, batch 16, every review padded to 512 tokens, fp32, 1 seed" in section
+    assert (
+        "learning rate 2e-05 for every strategy, batch 16, every review padded to 512 tokens, fp32, 1 seed" in section
+    )
     assert "not directly comparable" in section and "NVIDIA H200" in section and "RTX 3080" in section
 
 
 def test_reference_comparison_left_out_when_the_setting_differs(mixed, tmp_path: Path) -> None:
     section = render(mixed, tmp_path).split("## Comparison with the reference notebook")[1].strip()
-    assert section == ("Left out: the reference notebook's setting differs (it fine-tuned roberta-base, this study "
-                       "`roberta-tiny`; it tested on all 25,000 IMDB test reviews, this study on 1,000), so its numbers "
-                       "would not compare.")  # fmt: skip
+    assert section == (
+        "Left out: the reference notebook's setting differs (it fine-tuned roberta-base, this study "
+        "`roberta-tiny`; it tested on all 25,000 IMDB test reviews, this study on 1,000), so its numbers "
+        "would not compare."
+    )
 
 
 def test_reference_caveat_absent_when_setup_matches(tmp_path: Path) -> None:
     device = "NVIDIA GeForce RTX 3080"
-    paths = write_records(tmp_path, [(train_record("full", 0, device=device, model="roberta-base"),
-                                      eval_record("full", 0, n_test=25_000, accuracy=0.94, device=device))])
+    paths = write_records(
+        tmp_path,
+        [
+            (
+                train_record("full", 0, device=device, model="roberta-base"),
+                eval_record("full", 0, n_test=25_000, accuracy=0.94, device=device),
+            )
+        ],
+    )
     runs = load_runs(train_paths=paths[0], eval_paths=paths[1])
     md = render(runs, tmp_path)
     assert "not directly comparable" not in md
     assert "Same model, test set and hardware as the reference" in md
-    assert "None." in md[md.index("Skipped or failed"):]
+    assert "None." in md[md.index("Skipped or failed") :]
 
 
 def test_cpu_runs_report_host_rss(tmp_path: Path) -> None:
-    metrics = {"train_time_s": 50.0, "peak_gpu_mem_allocated_gb": None, "peak_gpu_mem_reserved_gb": None,
-               "peak_rss_gb": 2.5, "trainable_params": 10, "total_params": 100}
-    paths = write_records(tmp_path, [(train_record("lora", 0, metrics=metrics, device="cpu"),
-                                      eval_record("lora", 0, device="cpu"))])
+    metrics = {
+        "train_time_s": 50.0,
+        "peak_gpu_mem_allocated_gb": None,
+        "peak_gpu_mem_reserved_gb": None,
+        "peak_rss_gb": 2.5,
+        "trainable_params": 10,
+        "total_params": 100,
+    }
+    paths = write_records(
+        tmp_path, [(train_record("lora", 0, metrics=metrics, device="cpu"), eval_record("lora", 0, device="cpu"))]
+    )
     runs = load_runs(train_paths=paths[0], eval_paths=paths[1])
     assert math.isnan(summary_table(runs=runs).loc[0, "peak_gpu_mem_gb"])
     md = render(runs, tmp_path)
@@ -140,8 +167,12 @@ def test_markdown_names_the_model(mixed, tmp_path: Path) -> None:
 def test_markdown_training_settings(tmp_path: Path) -> None:
     def settings(strategy: str, *, recompute: bool, budget: int | None, lr: float, per_step: float) -> dict[str, Any]:
         record = train_record(strategy, 0)
-        record["config"] |= {"max_tokens_per_batch": budget, "gradient_checkpointing": recompute,
-                             "batch_size": 64, "epochs": 3}  # fmt: skip
+        record["config"] |= {
+            "max_tokens_per_batch": budget,
+            "gradient_checkpointing": recompute,
+            "batch_size": 64,
+            "epochs": 3,
+        }
         record["metrics"] |= {"precision": "bf16", "effective_learning_rate": lr, "mean_reviews_per_step": per_step}
         return record
 
@@ -152,7 +183,7 @@ def test_markdown_training_settings(tmp_path: Path) -> None:
     ]
     runs = load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(tmp_path / "runs", pairs))))
     md = render(runs, tmp_path)
-    section = md[md.index("## Training settings"):md.index("## Figures")]
+    section = md[md.index("## Training settings") : md.index("## Figures")]
     assert "| full | bf16 | 1.94e-05 | 30.0 (at most 64) | 8192 | no | 3 |" in section
     assert "| qlora | bf16 | 0.0005 | 64.0 (at most 64) | none | yes | 3 |" in section
     assert "| ia3 | — | — | — | — | — | — |" in section  # a failed run without settings
@@ -161,9 +192,11 @@ def test_markdown_training_settings(tmp_path: Path) -> None:
 def test_degenerate_run_is_flagged_in_the_summary_and_beside_its_accuracy(tmp_path: Path) -> None:
     flat = train_record("full", 1)
     flat["metrics"]["degenerate_validation"] = "all 40 validation predictions are class 1"
-    pairs = [(train_record("full", 0), eval_record("full", 0, accuracy=0.9)),
-             (flat, eval_record("full", 1, accuracy=0.5)),
-             (train_record("lora", 0), eval_record("lora", 0, accuracy=0.8))]  # fmt: skip
+    pairs = [
+        (train_record("full", 0), eval_record("full", 0, accuracy=0.9)),
+        (flat, eval_record("full", 1, accuracy=0.5)),
+        (train_record("lora", 0), eval_record("lora", 0, accuracy=0.8)),
+    ]
     runs = load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(tmp_path / "runs", pairs))))
     write_summary_csv(table=summary_table(runs=runs), path=tmp_path / "summary.csv")
     summary = pd.read_csv(tmp_path / "summary.csv").set_index(["strategy", "seed"])
@@ -172,10 +205,13 @@ def test_degenerate_run_is_flagged_in_the_summary_and_beside_its_accuracy(tmp_pa
     md = render(runs, tmp_path)
     assert "70.00 ± 28.28% ⚠ degenerate predictions (seed 1) |" in table_row(md, "full")
     assert "⚠" not in table_row(md, "lora")
-    flagged = md[md.index("## Runs with degenerate predictions"):md.index("## Hardware")]
-    assert "`full` seed 1: all 40 validation predictions are class 1 at its best epoch; its test accuracy (50.00%)" in flagged
+    flagged = md[md.index("## Runs with degenerate predictions") : md.index("## Hardware")]
+    assert (
+        "`full` seed 1: all 40 validation predictions are class 1 at its best epoch; its test accuracy (50.00%)"
+        in flagged
+    )
 
 
 def test_no_degenerate_runs_says_none(mixed, tmp_path: Path) -> None:
     md = render(mixed, tmp_path)
-    assert md[md.index("## Runs with degenerate predictions"):md.index("## Hardware")].strip().endswith("None.")
+    assert md[md.index("## Runs with degenerate predictions") : md.index("## Hardware")].strip().endswith("None.")

@@ -11,7 +11,6 @@ Select them with `-m slurm`. About 10 minutes on 2 cores.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -32,10 +31,14 @@ pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 # database, so job states come from squeue. The first status poll after 5 s instead of
 # 40 only shortens the test (its jobs take seconds to minutes).
 CLUSTER_OVERRIDES = (
-    "--set-resources", "finetune:gpu=0", "evaluate:gpu=0",
-    "--slurm-status-command", "squeue",
-    "--slurm-init-seconds-before-status-checks", "5",
-)  # fmt: skip
+    "--set-resources",
+    "finetune:gpu=0",
+    "evaluate:gpu=0",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "5",
+)
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/")
 
 
@@ -48,10 +51,21 @@ def tiny_study(workdir: Path) -> Path:
 
 def slurm_snakemake(workdir: Path, *extra: str, targets: tuple[str, ...] = ()) -> list[str]:
     return [
-        sys.executable, "-m", "snakemake", *targets, "--snakefile", str(REPO_ROOT / "Snakefile"),
-        "--directory", str(workdir), "--profile", str(REPO_ROOT / "profiles" / "slurm"), "--workflow-profile", "none",
-        *CLUSTER_OVERRIDES, *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "snakemake",
+        *targets,
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(REPO_ROOT / "profiles" / "slurm"),
+        "--workflow-profile",
+        "none",
+        *CLUSTER_OVERRIDES,
+        *extra,
+    ]
 
 
 def submitted_jobs(output: str) -> dict[str, list[str]]:
@@ -87,13 +101,19 @@ def test_study_runs_through_the_slurm_profile_every_job_a_slurm_job(slurm_study)
 
     jobs = submitted_jobs(output)
     assert {rule: len(ids) for rule, ids in jobs.items()} == {
-        "prepare_data": 1, "tokenize": 1, "finetune": 4, "evaluate": 4, "report": 1,
-    }  # fmt: skip
+        "prepare_data": 1,
+        "tokenize": 1,
+        "finetune": 4,
+        "evaluate": 4,
+        "report": 1,
+    }
     for rule, record in (("finetune", "train.json"), ("evaluate", "eval.json")):
         seen = set()
         for strategy in ("full", "lora", "qlora", "ia3"):
             job = slurm_job_in_log(workdir / "results" / "logs" / rule / f"{strategy}_seed0.log")
-            provenance = json.loads((workdir / "results" / "runs" / strategy / "seed0" / record).read_text())["provenance"]
+            provenance = json.loads((workdir / "results" / "runs" / strategy / "seed0" / record).read_text())[
+                "provenance"
+            ]
             assert provenance["slurm_job_id"] == job
             seen.add(job)
         assert seen == set(jobs[rule])  # each ran in the SLURM job Snakemake submitted for it
@@ -108,8 +128,13 @@ def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slur
     overlay = tmp_path / "often.yaml"
     overlay.write_text(yaml.safe_dump({"training": {"checkpoint_every_steps": 5}}))
     run = Path("results/runs/lora/seed0")
-    command = slurm_snakemake(workdir, "--configfile", str(workdir / "config" / "config.yaml"), str(overlay),
-                              targets=(str(run / "eval.json"),))  # fmt: skip
+    command = slurm_snakemake(
+        workdir,
+        "--configfile",
+        str(workdir / "config" / "config.yaml"),
+        str(overlay),
+        targets=(str(run / "eval.json"),),
+    )
     out_path = tmp_path / "snakemake.out"
     with out_path.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -130,8 +155,10 @@ def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slur
     output = out_path.read_text()
 
     # The signalled job saved a checkpoint and exited non-zero; its retry resumed from it.
-    stopped = re.search(r"SIGTERM: checkpoint saved at step (\d+)", (workdir / ".snakemake" / "slurm_logs" /
-                        "rule_finetune" / "lora_0" / f"{job}.log").read_text())  # fmt: skip
+    stopped = re.search(
+        r"SIGTERM: checkpoint saved at step (\d+)",
+        (workdir / ".snakemake" / "slurm_logs" / "rule_finetune" / "lora_0" / f"{job}.log").read_text(),
+    )
     assert stopped, output[-5000:]
     step = int(stopped.group(1))
     retry_log = (workdir / "results" / "logs" / "finetune" / "lora_seed0.log").read_text()
@@ -152,7 +179,9 @@ def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slur
     for key in ("optimizer_steps", "train_tokens", "best_epoch", "best_val_accuracy"):
         assert resumed["metrics"][key] == whole["metrics"][key], key
     assert resumed["val_curve"] == whole["val_curve"]
-    assert [p["loss"] for p in resumed["loss_curve"]] == pytest.approx([p["loss"] for p in whole["loss_curve"]], rel=1e-6)
+    assert [p["loss"] for p in resumed["loss_curve"]] == pytest.approx(
+        [p["loss"] for p in whole["loss_curve"]], rel=1e-6
+    )
     resumed_eval = json.loads((workdir / run / "eval.json").read_text())["metrics"]
     whole_eval = json.loads((uninterrupted_dir / run / "eval.json").read_text())["metrics"]
     for key in ("accuracy", "f1", "confusion_matrix", "n_test"):
@@ -164,5 +193,6 @@ def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slur
         f"{resumed['loss_curve'][-1]['loss']:.6f} vs {whole['loss_curve'][-1]['loss']:.6f}"
     )
     pd.testing.assert_frame_equal(
-        pd.read_parquet(workdir / run / "predictions.parquet"), pd.read_parquet(uninterrupted_dir / run / "predictions.parquet")
+        pd.read_parquet(workdir / run / "predictions.parquet"),
+        pd.read_parquet(uninterrupted_dir / run / "predictions.parquet"),
     )

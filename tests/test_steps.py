@@ -14,11 +14,11 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from specs import make_spec
 
 from ftcompare.batching import TrainBatching, load_tokenized
 from ftcompare.models import build_model, resolve_precision
 from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current_lr, peak_memory
-from specs import make_spec
 
 CPU = torch.device("cpu")
 
@@ -52,12 +52,21 @@ def train(spec, tokenized, *, steps: int, recorder=None):
     torch.manual_seed(0)
     model = build_model(spec=spec, num_labels=2, device=CPU, precision=precision)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = build_optimizer(trainable, weight_decay=spec.weight_decay, learning_rate=1e-3, device=CPU,
-                                capturable=recorder is not None)  # fmt: skip
+    optimizer = build_optimizer(
+        trainable, weight_decay=spec.weight_decay, learning_rate=1e-3, device=CPU, capturable=recorder is not None
+    )
     scheduler = build_scheduler(optimizer, total_steps=2 * steps, warmup_ratio=0.25)
-    step = TrainStep(model=model, optimizer=optimizer, scheduler=scheduler, trainable=[p for _, p in trainable],
-                     max_grad_norm=spec.max_grad_norm, device=CPU, precision=precision,
-                     cuda_graphs=recorder is not None, recorder=recorder)  # fmt: skip
+    step = TrainStep(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        trainable=[p for _, p in trainable],
+        max_grad_norm=spec.max_grad_norm,
+        device=CPU,
+        precision=precision,
+        cuda_graphs=recorder is not None,
+        recorder=recorder,
+    )
     model.train()
     torch.manual_seed(1)  # dropout draws from here on
     losses = [float(step(batching.collate(split, b, pad_token_id=data.pad_token_id))) for b in batches]
@@ -79,8 +88,11 @@ def test_replayed_steps_equal_eager_steps(tiny_roberta, tiny_tokenized, strategy
     shapes = 4  # widths 16..64 in buckets of 16 at max_length 64
     assert 1 <= recorder.recorded == step.graph_shapes <= shapes
     assert step.describe() == {"requested": True, "used": True, "shapes": recorder.recorded, "fallback_reason": None}
-    assert not any(torch.equal(graph_weights[n], w) for n, w in train(spec, tiny_tokenized, steps=0)[1].items()
-                   if n.endswith("weight") and "classifier" in n)  # fmt: skip  (the steps did train)
+    assert not any(
+        torch.equal(graph_weights[n], w)
+        for n, w in train(spec, tiny_tokenized, steps=0)[1].items()
+        if n.endswith("weight") and "classifier" in n
+    )  # (the steps did train)
 
 
 def test_adam_state_is_made_without_moving_a_weight(tiny_roberta, tiny_tokenized):
@@ -113,8 +125,16 @@ def test_graphs_are_not_used_on_a_cpu_without_a_recorder(tiny_roberta, tiny_toke
     model = build_model(spec=spec, num_labels=2, device=CPU, precision=precision)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = build_optimizer(trainable, weight_decay=0.0, learning_rate=1e-3, device=CPU)
-    step = TrainStep(model=model, optimizer=optimizer, scheduler=None, trainable=[p for _, p in trainable],
-                     max_grad_norm=None, device=CPU, precision=precision, cuda_graphs=True)  # fmt: skip
+    step = TrainStep(
+        model=model,
+        optimizer=optimizer,
+        scheduler=None,
+        trainable=[p for _, p in trainable],
+        max_grad_norm=None,
+        device=CPU,
+        precision=precision,
+        cuda_graphs=True,
+    )
     data = load_tokenized(tiny_tokenized, splits=("train",))
     batching = TrainBatching.from_spec(spec)
     loss = step(batching.collate(data.splits["train"], np.arange(4), pad_token_id=data.pad_token_id))

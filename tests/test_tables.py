@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from ftcompare.tables import SUMMARY_COLUMNS, Results, aggregate_by_strategy, load_runs, summary_table, write_summary_csv
 from records import NO_BNB, OOM, all_failed_runs, eval_record, mixed_runs, train_record, write_records
 
+from ftcompare.tables import (
+    SUMMARY_COLUMNS,
+    Results,
+    aggregate_by_strategy,
+    load_runs,
+    summary_table,
+    write_summary_csv,
+)
+
 REQUIRED_COLUMNS = [
-    "strategy", "method", "seed", "status", "reason", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
-    "f1", "precision", "recall", "train_time_s", "eval_time_s", "tokens_per_s", "trainable_params",
-    "total_params", "trainable_pct", "peak_gpu_mem_gb", "peak_rss_gb", "adapter_size_mb", "device",
+    "strategy",
+    "method",
+    "seed",
+    "status",
+    "reason",
+    "accuracy",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "f1",
+    "precision",
+    "recall",
+    "train_time_s",
+    "eval_time_s",
+    "tokens_per_s",
+    "trainable_params",
+    "total_params",
+    "trainable_pct",
+    "peak_gpu_mem_gb",
+    "peak_rss_gb",
+    "adapter_size_mb",
+    "device",
 ]
 
 
@@ -43,15 +67,22 @@ def test_pairing_and_status_precedence(mixed) -> None:
 
 
 def test_eval_failure_makes_an_ok_training_run_failed(tmp_path: Path) -> None:
-    paths = write_records(tmp_path, [(train_record("lora", 0),
-                                      eval_record("lora", 0, status="failed", reason="eval crashed"))])
+    paths = write_records(
+        tmp_path, [(train_record("lora", 0), eval_record("lora", 0, status="failed", reason="eval crashed"))]
+    )
     (run,) = load_runs(train_paths=paths[0], eval_paths=paths[1])
     assert (run.status, run.reason) == ("failed", "eval crashed")
 
 
 def test_runs_keep_config_order_and_sort_seeds(mixed) -> None:
     assert [(run.strategy, run.seed) for run in mixed] == [
-        ("lora", 0), ("lora", 1), ("full", 0), ("full", 1), ("qlora", 0), ("ia3", 0)]
+        ("lora", 0),
+        ("lora", 1),
+        ("full", 0),
+        ("full", 1),
+        ("qlora", 0),
+        ("ia3", 0),
+    ]
 
 
 def test_bad_status_raises_naming_it(tmp_path: Path) -> None:
@@ -132,8 +163,13 @@ def test_aggregate_single_seed_uses_binomial_ci(tmp_path: Path) -> None:
 def predictions(correct: list[bool]) -> pd.DataFrame:
     """A run's predictions.parquet: review `row`, its label and the predicted class."""
     labels = [i % 2 for i in range(len(correct))]
-    return pd.DataFrame({"row": range(len(correct)), "label": labels,
-                         "prediction": [y if ok else 1 - y for y, ok in zip(labels, correct)]})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "row": range(len(correct)),
+            "label": labels,
+            "prediction": [y if ok else 1 - y for y, ok in zip(labels, correct)],
+        }
+    )
 
 
 def test_strategies_are_compared_with_the_baseline_on_the_same_reviews(tmp_path: Path) -> None:
@@ -141,27 +177,44 @@ def test_strategies_are_compared_with_the_baseline_on_the_same_reviews(tmp_path:
     # right on 2 that full got wrong: 8 against 2 on one seed, McNemar's exact p = 0.109.
     full = [True] * 90 + [False] * 10
     lora = [True] * 82 + [False] * 8 + [True] * 2 + [False] * 8
-    pairs = [(train_record("full", 0), eval_record("full", 0, accuracy=0.90, n_test=100)),
-             (train_record("lora", 0), eval_record("lora", 0, accuracy=0.84, n_test=100)),
-             (train_record("ia3", 0, status="failed", reason=OOM, metrics={}), eval_record("ia3", 0, status="skipped"))]  # fmt: skip
+    pairs = [
+        (train_record("full", 0), eval_record("full", 0, accuracy=0.90, n_test=100)),
+        (train_record("lora", 0), eval_record("lora", 0, accuracy=0.84, n_test=100)),
+        (train_record("ia3", 0, status="failed", reason=OOM, metrics={}), eval_record("ia3", 0, status="skipped")),
+    ]
     train_paths, eval_paths = write_records(tmp_path, pairs)
     prediction_paths = []
     for path, correct in zip(eval_paths, (full, lora, [])):
         prediction_paths.append(path.parent / "predictions.parquet")
         (predictions(correct) if correct else pd.DataFrame({"row": [], "label": [], "prediction": []})).to_parquet(
-            prediction_paths[-1])
-    results = Results.load(train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths,
-                           baseline="full")  # fmt: skip
+            prediction_paths[-1]
+        )
+    results = Results.load(
+        train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+    )
     table = results.comparison.set_index("strategy")
     assert list(results.comparison.columns[:12]) == [
-        "strategy", "method", "n_ok", "accuracy_mean", "accuracy_sd", "accuracy_ci_low", "accuracy_ci_high",
-        "delta_vs_baseline", "delta_ci_low", "delta_ci_high", "p_value", "p_value_holm"]  # fmt: skip
+        "strategy",
+        "method",
+        "n_ok",
+        "accuracy_mean",
+        "accuracy_sd",
+        "accuracy_ci_low",
+        "accuracy_ci_high",
+        "delta_vs_baseline",
+        "delta_ci_low",
+        "delta_ci_high",
+        "p_value",
+        "p_value_holm",
+    ]
     lora_row = table.loc["lora"]
     assert lora_row["delta_vs_baseline"] == pytest.approx(-6.0)
     assert lora_row["p_value"] == pytest.approx(2 * (1 + 10 + 45) / 1024)  # P(X <= 2 | Bin(10, 1/2)), doubled
     assert lora_row["p_value_holm"] == pytest.approx(lora_row["p_value"])  # the only test in the family
     assert (lora_row["reviews_better"], lora_row["reviews_worse"]) == (2, 8)
     # About -6 +- 1.96 * sqrt(10/100 - 0.06**2) / sqrt(100) * 100 = -6 +- 6.1 points.
-    assert lora_row["delta_ci_low"] == pytest.approx(-12.1, abs=0.8) and lora_row["delta_ci_high"] == pytest.approx(0.1, abs=0.8)
+    assert lora_row["delta_ci_low"] == pytest.approx(-12.1, abs=0.8) and lora_row["delta_ci_high"] == pytest.approx(
+        0.1, abs=0.8
+    )
     assert math.isnan(table.loc["full", "p_value"])  # the baseline is not compared with itself
     assert math.isnan(table.loc["ia3", "p_value"]) and table.loc["ia3", "n_ok"] == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import math
 import os
@@ -18,20 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from specs import CPU, make_spec
 
 from ftcompare import checkpoint as ckpt
 from ftcompare import models, steps, training
 from ftcompare.batching import epoch_batches, load_tokenized
-from ftcompare.config import load_config, resolve_run, validate_config
-from ftcompare.models import (
-    _recompute_activations,
-    build_model,
-    count_parameters,
-    resolve_precision,
-)
-from ftcompare.steps import peak_memory
 from ftcompare.training import finetune
-from specs import CPU, make_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +37,9 @@ def test_gradient_checkpointing_trains_to_the_same_numbers(tiny_roberta, tiny_to
     checkpointed = run(make_spec(tiny_roberta, "lora", gradient_checkpointing=True), tiny_tokenized, tmp_path, "gc")
     assert turned_on == [1]  # the run really recomputed
     assert plain.status == checkpointed.status == "ok", (plain.reason, checkpointed.reason)
-    assert [p["loss"] for p in checkpointed.loss_curve] == pytest.approx([p["loss"] for p in plain.loss_curve], rel=1e-5)
+    assert [p["loss"] for p in checkpointed.loss_curve] == pytest.approx(
+        [p["loss"] for p in plain.loss_curve], rel=1e-5
+    )
     assert_curves_close(checkpointed.val_curve, plain.val_curve)
 
 
@@ -59,9 +52,12 @@ def assert_curves_close(actual: list[dict], expected: list[dict], rel: float = 1
 
 def run(spec, tokenized, tmp_path: Path, name: str):
     return finetune(
-        spec=spec, tokenized_dir=tokenized, model_out_dir=tmp_path / name / "model",
-        checkpoint_dir=tmp_path / name / "ckpt", device=CPU,
-    )  # fmt: skip
+        spec=spec,
+        tokenized_dir=tokenized,
+        model_out_dir=tmp_path / name / "model",
+        checkpoint_dir=tmp_path / name / "ckpt",
+        device=CPU,
+    )
 
 
 def test_training_records_metrics_and_is_deterministic(tiny_roberta, tiny_tokenized, tmp_path):
@@ -127,8 +123,9 @@ def test_token_budget_sets_steps_and_learning_rate(tiny_roberta, tiny_tokenized,
     spec = make_spec(tiny_roberta, "lora", epochs=2, batch_size=16, max_tokens_per_batch=256)
     lengths = load_tokenized(tiny_tokenized, splits=("train",)).splits["train"].lengths
     plan = [
-        epoch_batches(lengths, batch_size=16, seed=0, epoch=epoch, group_by_length=True, max_tokens=256,
-                      pad_to_multiple_of=8)  # fmt: skip
+        epoch_batches(
+            lengths, batch_size=16, seed=0, epoch=epoch, group_by_length=True, max_tokens=256, pad_to_multiple_of=8
+        )
         for epoch in range(2)
     ]
     n_steps = sum(len(batches) for batches in plan)
@@ -152,9 +149,7 @@ def test_token_budget_sets_steps_and_learning_rate(tiny_roberta, tiny_tokenized,
 
 def test_checkpoint_from_other_settings_is_not_resumed(tiny_roberta, tiny_tokenized, tmp_path, caplog):
     spec = make_spec(tiny_roberta, "lora")
-    ckpt.save_checkpoint(
-        {"spec": {**spec.to_dict(), "learning_rate": 1.0}}, directory=tmp_path / "x" / "ckpt", step=3
-    )
+    ckpt.save_checkpoint({"spec": {**spec.to_dict(), "learning_rate": 1.0}}, directory=tmp_path / "x" / "ckpt", step=3)
     with caplog.at_level(logging.WARNING):
         result = run(spec, tiny_tokenized, tmp_path, "x")
     assert result.status == "ok"
@@ -240,16 +235,18 @@ def test_checkpoint_that_does_not_fit_the_model_is_not_resumed(tiny_roberta, tin
     spec = make_spec(tiny_roberta, "lora")
     ckpt.save_checkpoint(
         {"spec": spec.to_dict(), "precision": "fp32", "trainable": {"no.such.parameter": torch.zeros(2)}},
-        directory=tmp_path / "y" / "ckpt", step=3,
-    )  # fmt: skip
+        directory=tmp_path / "y" / "ckpt",
+        step=3,
+    )
     with caplog.at_level(logging.WARNING):
         result = run(spec, tiny_tokenized, tmp_path, "y")
     assert result.status == "ok" and result.metrics["resumed_from_steps"] == []
     assert "is corrupt (not a training checkpoint: it lacks ['state', 'optimizer', 'scheduler', 'rng'])" in caplog.text
 
 
-def test_checkpoint_that_does_not_fit_is_moved_aside_and_an_older_one_resumed(tiny_roberta, tiny_tokenized, tmp_path,
-                                                                              caplog):  # fmt: skip
+def test_checkpoint_that_does_not_fit_is_moved_aside_and_an_older_one_resumed(
+    tiny_roberta, tiny_tokenized, tmp_path, caplog
+):
     spec = make_spec(tiny_roberta, "full", checkpoint_every_steps=4, epochs=1)
     directory = tmp_path / "z" / "ckpt"
     real_save = ckpt.save_checkpoint
@@ -287,8 +284,9 @@ def test_a_planted_checkpoint_never_runs_its_code(tiny_roberta, tiny_tokenized, 
     directory = tmp_path / "p" / "ckpt"
 
     def plant() -> Path:
-        path = ckpt.save_checkpoint({"spec": spec.to_dict(), "precision": "fp32", "payload": Payload()},
-                                    directory=directory, step=99)  # fmt: skip
+        path = ckpt.save_checkpoint(
+            {"spec": spec.to_dict(), "precision": "fp32", "payload": Payload()}, directory=directory, step=99
+        )
         assert path.with_suffix(".sha256").read_text() == ckpt._digest(path)  # the checksum matches
         return path
 
@@ -329,8 +327,9 @@ def poison_step(monkeypatch, *, at_call: int, value: float = math.nan, weights: 
 
 
 @pytest.mark.parametrize(("value", "word"), [(math.nan, "NaN"), (math.inf, "infinite")], ids=["nan", "inf"])
-def test_non_finite_loss_fails_the_run_within_log_every_steps(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch,
-                                                              value, word):  # fmt: skip
+def test_non_finite_loss_fails_the_run_within_log_every_steps(
+    tiny_roberta, tiny_tokenized, tmp_path, monkeypatch, value, word
+):
     calls = poison_step(monkeypatch, at_call=7, value=value)
     result = run(make_spec(tiny_roberta, "full", log_every_steps=5), tiny_tokenized, tmp_path, "nan")
     assert result.status == "failed"
@@ -350,9 +349,15 @@ def test_diverged_run_record_is_strict_json_with_status_failed(tiny_roberta, tin
     poison_step(monkeypatch, at_call=3)
     spec = make_spec(tiny_roberta, "full", log_every_steps=5)
     record_path = tmp_path / "run" / "train.json"
-    jobs.finetune(spec=spec, tokenized_dir=tiny_tokenized, model_dir=tmp_path / "run" / "model", record_path=record_path,
-                  checkpoint_dir=tmp_path / "run" / "ckpt", attempt_path=tmp_path / "run" / "attempt.json",
-                  retry_marker="first")  # fmt: skip
+    jobs.finetune(
+        spec=spec,
+        tokenized_dir=tiny_tokenized,
+        model_dir=tmp_path / "run" / "model",
+        record_path=record_path,
+        checkpoint_dir=tmp_path / "run" / "ckpt",
+        attempt_path=tmp_path / "run" / "attempt.json",
+        retry_marker="first",
+    )
 
     def no_constants(name):
         raise AssertionError(f"{record_path} holds {name}, which is not JSON")
@@ -400,7 +405,9 @@ def test_evaluation_of_non_finite_logits_fails(tiny_roberta, tiny_tokenized, tmp
     spec = make_spec(tiny_roberta, "lora")
     assert run(spec, tiny_tokenized, tmp_path, "ev").status == "ok"
     monkeypatch.setattr(evaluation, "predict_logits", lambda model, split, **kw: np.full((len(split), 2), np.nan))
-    result = evaluation.evaluate(spec=spec, tokenized_dir=tiny_tokenized, model_dir=tmp_path / "ev" / "model", device=CPU)
+    result = evaluation.evaluate(
+        spec=spec, tokenized_dir=tiny_tokenized, model_dir=tmp_path / "ev" / "model", device=CPU
+    )
     assert result.status == "failed"
     assert result.reason == "diverged: the model's logits are not finite for 200 of 200 test reviews"
 
@@ -408,8 +415,10 @@ def test_evaluation_of_non_finite_logits_fails(tiny_roberta, tiny_tokenized, tmp
 def test_a_target_module_typo_fails_the_run_before_it_trains(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
     # Where preflight cannot look (a hub model), the job checks the same before training.
     calls = poison_step(monkeypatch, at_call=10**9)
-    spec = dataclasses.replace(make_spec(tiny_roberta, "lora"), lora={"r": 8, "alpha": 16, "dropout": 0.1,
-                                                                      "target_modules": ["query", "vlaue"]})  # fmt: skip
+    spec = dataclasses.replace(
+        make_spec(tiny_roberta, "lora"),
+        lora={"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "vlaue"]},
+    )
     result = run(spec, tiny_tokenized, tmp_path, "typo")
     assert result.status == "failed" and calls == []
     assert "strategies.lora.lora.target_modules: 'vlaue' matches no module of" in result.reason

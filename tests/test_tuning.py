@@ -6,11 +6,11 @@ import copy
 from typing import Any
 
 import pytest
+from specs import CPU, make_spec
 
 from ftcompare import batching, training
 from ftcompare.config import ConfigError, load_config, resolve_run, validate_config
 from ftcompare.tuning import Trial, TrialResult, apply_selection, select, trial_result, trial_spec, trials
-from specs import CPU, make_spec
 
 
 def config_with(grid: dict[str, Any], **tuning: Any) -> dict[str, Any]:
@@ -19,23 +19,45 @@ def config_with(grid: dict[str, Any], **tuning: Any) -> dict[str, Any]:
     return config
 
 
-def result(strategy: str, trial: str, accuracy: float | None, *, seed: int = 0, status: str = "ok",
-           params: float = 1000, seconds: float = 10.0, values: dict | None = None) -> TrialResult:  # fmt: skip
-    return TrialResult(strategy=strategy, trial=trial, values=values or {"learning_rate": float(trial)}, seed=seed,
-                       status=status, val_accuracy=accuracy, val_loss=None, train_time_s=seconds,
-                       trainable_params=params)  # fmt: skip
+def result(
+    strategy: str,
+    trial: str,
+    accuracy: float | None,
+    *,
+    seed: int = 0,
+    status: str = "ok",
+    params: float = 1000,
+    seconds: float = 10.0,
+    values: dict | None = None,
+) -> TrialResult:
+    return TrialResult(
+        strategy=strategy,
+        trial=trial,
+        values=values or {"learning_rate": float(trial)},
+        seed=seed,
+        status=status,
+        val_accuracy=accuracy,
+        val_loss=None,
+        train_time_s=seconds,
+        trainable_params=params,
+    )
 
 
 # --- the grid --------------------------------------------------------------------------
 
 
 def test_every_combination_is_a_trial_named_by_its_values():
-    config = validate_config(config_with({"lora": {"learning_rate": [1.0e-4, 1.0e-3], "lora.r": [4, 16]},
-                                          "full": None}))  # fmt: skip
+    config = validate_config(
+        config_with({"lora": {"learning_rate": [1.0e-4, 1.0e-3], "lora.r": [4, 16]}, "full": None})
+    )
     found = trials(config)
     assert list(found) == ["lora"]  # `full: null` leaves it untuned
-    assert [t.id for t in found["lora"]] == ["learning_rate=0.0001,lora.r=4", "learning_rate=0.0001,lora.r=16",
-                                             "learning_rate=0.001,lora.r=4", "learning_rate=0.001,lora.r=16"]  # fmt: skip
+    assert [t.id for t in found["lora"]] == [
+        "learning_rate=0.0001,lora.r=4",
+        "learning_rate=0.0001,lora.r=16",
+        "learning_rate=0.001,lora.r=4",
+        "learning_rate=0.001,lora.r=16",
+    ]
     spec = trial_spec(config, found["lora"][3], seed=5)
     assert (spec.learning_rate, spec.lora["r"], spec.lora["alpha"], spec.epochs, spec.seed) == (1.0e-3, 16, 16, 1, 5)
     # The config itself is untouched: the final runs start from it.
@@ -68,21 +90,27 @@ def test_a_grid_the_strategies_cannot_take_is_a_config_error(grid, message):
 
 
 def test_the_best_mean_validation_accuracy_is_chosen():
-    chosen = select([
-        result("lora", "0.001", 0.80, seed=0), result("lora", "0.001", 0.90, seed=1),  # mean 0.85
-        result("lora", "0.002", 0.88, seed=0), result("lora", "0.002", 0.84, seed=1),  # mean 0.86
-        result("ia3", "0.01", 0.70),
-    ])  # fmt: skip
+    chosen = select(
+        [
+            result("lora", "0.001", 0.80, seed=0),
+            result("lora", "0.001", 0.90, seed=1),  # mean 0.85
+            result("lora", "0.002", 0.88, seed=0),
+            result("lora", "0.002", 0.84, seed=1),  # mean 0.86
+            result("ia3", "0.01", 0.70),
+        ]
+    )
     assert chosen["lora"] == {"values": {"learning_rate": 0.002}, "val_accuracy": pytest.approx(0.86), "trial": "0.002"}
     assert chosen["ia3"]["trial"] == "0.01"
 
 
 def test_a_tie_goes_to_the_cheaper_setting():
-    chosen = select([
-        result("lora", "r16", 0.85, params=2000, values={"lora.r": 16}),
-        result("lora", "r4", 0.85, params=500, values={"lora.r": 4}),
-        result("lora", "r8", 0.85, params=1000, values={"lora.r": 8}),
-    ])  # fmt: skip
+    chosen = select(
+        [
+            result("lora", "r16", 0.85, params=2000, values={"lora.r": 16}),
+            result("lora", "r4", 0.85, params=500, values={"lora.r": 4}),
+            result("lora", "r8", 0.85, params=1000, values={"lora.r": 8}),
+        ]
+    )
     assert chosen["lora"]["values"] == {"lora.r": 4}
     # Equal parameters: the shorter training wins.
     timed = select([result("full", "1e-05", 0.9, seconds=20.0), result("full", "2e-05", 0.9, seconds=10.0)])
@@ -90,12 +118,16 @@ def test_a_tie_goes_to_the_cheaper_setting():
 
 
 def test_a_failed_or_diverged_trial_is_never_chosen():
-    chosen = select([
-        result("full", "8e-05", None, status="failed"),  # diverged: no validation accuracy
-        result("full", "1e-05", 0.60),
-        result("lora", "0.01", 0.99, seed=0), result("lora", "0.01", None, seed=1, status="failed"),
-        result("lora", "0.001", 0.70, seed=0), result("lora", "0.001", 0.72, seed=1),
-    ])  # fmt: skip
+    chosen = select(
+        [
+            result("full", "8e-05", None, status="failed"),  # diverged: no validation accuracy
+            result("full", "1e-05", 0.60),
+            result("lora", "0.01", 0.99, seed=0),
+            result("lora", "0.01", None, seed=1, status="failed"),
+            result("lora", "0.001", 0.70, seed=0),
+            result("lora", "0.001", 0.72, seed=1),
+        ]
+    )
     assert chosen["full"]["trial"] == "1e-05"
     assert chosen["lora"]["trial"] == "0.001"  # one failed seed disqualifies the trial
     nothing = select([result("ia3", "0.1", None, status="failed")])
@@ -103,20 +135,30 @@ def test_a_failed_or_diverged_trial_is_never_chosen():
 
 
 def test_final_runs_take_the_chosen_values_and_untuned_strategies_keep_theirs():
-    config = validate_config(config_with({"lora": {"learning_rate": [1.0e-3, 2.0e-3]}, "full": None, "qlora": None,
-                                          "ia3": None}))  # fmt: skip
+    config = validate_config(
+        config_with({"lora": {"learning_rate": [1.0e-3, 2.0e-3]}, "full": None, "qlora": None, "ia3": None})
+    )
     before = copy.deepcopy(config)
-    tuned = apply_selection(config, {"lora": {"values": {"learning_rate": 2.0e-3}, "val_accuracy": 0.9},
-                                     "ia3": {"values": None, "val_accuracy": None}})  # fmt: skip
+    tuned = apply_selection(
+        config,
+        {
+            "lora": {"values": {"learning_rate": 2.0e-3}, "val_accuracy": 0.9},
+            "ia3": {"values": None, "val_accuracy": None},
+        },
+    )
     assert resolve_run(tuned, strategy="lora", seed=1).learning_rate == 2.0e-3
     assert resolve_run(tuned, strategy="ia3", seed=1).learning_rate == 3.0e-3
     assert config == before
 
 
 def test_a_trial_record_gives_its_best_epoch_and_loss():
-    record = {"strategy": "lora", "seed": 0, "status": "ok",
-              "metrics": {"best_val_accuracy": 0.8, "train_time_s": 12.0, "trainable_params": 5},
-              "val_curve": [{"epoch": 1, "accuracy": 0.7, "loss": 0.6}, {"epoch": 2, "accuracy": 0.8, "loss": 0.5}]}  # fmt: skip
+    record = {
+        "strategy": "lora",
+        "seed": 0,
+        "status": "ok",
+        "metrics": {"best_val_accuracy": 0.8, "train_time_s": 12.0, "trainable_params": 5},
+        "val_curve": [{"epoch": 1, "accuracy": 0.7, "loss": 0.6}, {"epoch": 2, "accuracy": 0.8, "loss": 0.5}],
+    }
     got = trial_result(record, Trial(strategy="lora", values={"learning_rate": 1.0e-3}))
     assert (got.trial, got.val_accuracy, got.val_loss, got.train_time_s) == ("learning_rate=0.001", 0.8, 0.5, 12.0)
 
@@ -131,8 +173,9 @@ def test_a_trial_never_reads_the_test_split(tiny_roberta, tiny_tokenized, tmp_pa
 
     monkeypatch.setattr(training, "load_tokenized", recording)
     spec = make_spec(tiny_roberta, "lora")
-    result_ = training.finetune(spec=spec, tokenized_dir=tiny_tokenized, model_out_dir=None,
-                                checkpoint_dir=tmp_path / "ckpt", device=CPU)  # fmt: skip
+    result_ = training.finetune(
+        spec=spec, tokenized_dir=tiny_tokenized, model_out_dir=None, checkpoint_dir=tmp_path / "ckpt", device=CPU
+    )
     assert result_.status == "ok" and result_.metrics["adapter_size_mb"] is None
     assert set(read) == {"train", "validation"}
     assert not (tmp_path / "model").exists()

@@ -24,13 +24,28 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def snakemake_command(workdir: Path, *configs: Path, args: tuple[str, ...] = (), cores: int = 2, gpus: int = 1) -> list[str]:
+def snakemake_command(
+    workdir: Path, *configs: Path, args: tuple[str, ...] = (), cores: int = 2, gpus: int = 1
+) -> list[str]:
     return [
-        sys.executable, "-m", "snakemake", *args, "--snakefile", str(REPO_ROOT / "Snakefile"),
-        "--directory", str(workdir), "--cores", str(cores), "--resources", f"gpu={gpus}",
-        "--workflow-profile", "none",
-        "--configfile", str(REPO_ROOT / "config" / "config.yaml"), *map(str, configs),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "snakemake",
+        *args,
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        str(cores),
+        "--resources",
+        f"gpu={gpus}",
+        "--workflow-profile",
+        "none",
+        "--configfile",
+        str(REPO_ROOT / "config" / "config.yaml"),
+        *map(str, configs),
+    ]
 
 
 def snakemake(workdir: Path, *configs: Path, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -175,11 +190,21 @@ def test_config_edit_reruns_exactly_what_it_touches(fixed_study, edit, expected)
         ({"model": {"name_or_path": "/no/such/model/dir"}}, "is not a folder"),
         # The model's limit, not the token budget (8192) that such a length also breaks.
         ({"training": {"max_length": 100000}}, "training.max_length = 100000 exceeds what"),
-        ({"strategies": {"lora": {"lora": {"target_modules": ["query", "vlaue"]}}}},
-         "strategies.lora.lora.target_modules: 'vlaue' matches no module of"),
+        (
+            {"strategies": {"lora": {"lora": {"target_modules": ["query", "vlaue"]}}}},
+            "strategies.lora.lora.target_modules: 'vlaue' matches no module of",
+        ),
     ],
-    ids=["unknown-strategy", "string-lr", "negative-epochs", "max-length", "missing-data", "missing-model",
-         "max-length-beyond-model", "target-module-typo"],
+    ids=[
+        "unknown-strategy",
+        "string-lr",
+        "negative-epochs",
+        "max-length",
+        "missing-data",
+        "missing-model",
+        "max-length-beyond-model",
+        "target-module-typo",
+    ],
 )
 def test_bad_config_fails_fast_and_deletes_nothing(study, edit, message):
     workdir, base = study
@@ -196,9 +221,12 @@ def test_minilm_full_finetuning_learns(tmp_path, imdb_sample, minilm_path):
     data = {"train": str(imdb_sample / "train.parquet"), "test": str(imdb_sample / "test.parquet"), "test_size": None}
     settings = overlay(tmp_path, "minilm", {"data": data})
     result = snakemake(
-        tmp_path, REPO_ROOT / "config" / "quick.yaml", REPO_ROOT / "config" / "shared-imdb.yaml", settings,
+        tmp_path,
+        REPO_ROOT / "config" / "quick.yaml",
+        REPO_ROOT / "config" / "shared-imdb.yaml",
+        settings,
         args=("results/runs/full/seed0/eval.json",),
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     record = json.loads((tmp_path / "results" / "runs" / "full" / "seed0" / "eval.json").read_text())
     metrics = record["metrics"]
@@ -211,11 +239,23 @@ def test_slurm_profile_dry_run(fixed_study):
     workdir, configs, _ = fixed_study
     edited = overlay(workdir, "slurm-edit", {"seeds": [0, 1]})
     command = [
-        sys.executable, "-m", "snakemake", "--dry-run", "--snakefile", str(REPO_ROOT / "Snakefile"),
-        "--directory", str(workdir), "--profile", str(REPO_ROOT / "profiles" / "slurm"),
-        "--workflow-profile", "none", "--configfile", str(REPO_ROOT / "config" / "config.yaml"),
-        *map(str, configs), str(edited),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--dry-run",
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(REPO_ROOT / "profiles" / "slurm"),
+        "--workflow-profile",
+        "none",
+        "--configfile",
+        str(REPO_ROOT / "config" / "config.yaml"),
+        *map(str, configs),
+        str(edited),
+    ]
     result = subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300
     )
@@ -320,16 +360,29 @@ def test_a_failed_edit_leaves_finished_work_alone(fixed_study, imdb_sample, case
 def tuning_study(tmp_path_factory, imdb_sample, tiny_roberta):
     """A study whose lora strategy is tuned over two rates, one far too small to learn."""
     workdir = tmp_path_factory.mktemp("tuning")
-    base = overlay(workdir, "study", {
-        "data": {"source": "parquet", "train": str(imdb_sample / "train.parquet"),
-                 "test": str(imdb_sample / "test.parquet"), "train_size": 300, "test_size": 200,
-                 "validation_fraction": 0.2},
-        "model": {"name_or_path": str(tiny_roberta)},
-        "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
-        "seeds": [0],
-        "tuning": {"enabled": True, "seeds": [0], "epochs": 1,
-                   "grid": {"full": None, "qlora": None, "ia3": None, "lora": {"learning_rate": [1.0e-8, 5.0e-3]}}},
-    })  # fmt: skip
+    base = overlay(
+        workdir,
+        "study",
+        {
+            "data": {
+                "source": "parquet",
+                "train": str(imdb_sample / "train.parquet"),
+                "test": str(imdb_sample / "test.parquet"),
+                "train_size": 300,
+                "test_size": 200,
+                "validation_fraction": 0.2,
+            },
+            "model": {"name_or_path": str(tiny_roberta)},
+            "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
+            "seeds": [0],
+            "tuning": {
+                "enabled": True,
+                "seeds": [0],
+                "epochs": 1,
+                "grid": {"full": None, "qlora": None, "ia3": None, "lora": {"learning_rate": [1.0e-8, 5.0e-3]}},
+            },
+        },
+    )
     plan = planned_jobs(workdir, base)
     result = snakemake(workdir, base)
     assert result.returncode == 0, result.stderr[-5000:]
@@ -338,12 +391,28 @@ def tuning_study(tmp_path_factory, imdb_sample, tiny_roberta):
 
 def test_tuning_chooses_on_validation_and_keeps_the_test_split_out(tuning_study):
     workdir, _, plan = tuning_study
-    assert plan == {"prepare_data": 1, "tokenize": 1, "tune": 2, "select_settings": 1, "finetune": 4, "evaluate": 4,
-                    "report": 1, "all": 1}  # fmt: skip
+    assert plan == {
+        "prepare_data": 1,
+        "tokenize": 1,
+        "tune": 2,
+        "select_settings": 1,
+        "finetune": 4,
+        "evaluate": 4,
+        "report": 1,
+        "all": 1,
+    }
     tuning = workdir / "results" / "tuning"
     trials = pd.read_csv(tuning / "summary.csv")
-    assert list(trials.columns) == ["strategy", "trial", "learning_rate", "seed", "status", "val_accuracy", "val_loss",
-                                    "train_time_s"]  # fmt: skip
+    assert list(trials.columns) == [
+        "strategy",
+        "trial",
+        "learning_rate",
+        "seed",
+        "status",
+        "val_accuracy",
+        "val_loss",
+        "train_time_s",
+    ]
     assert list(trials["trial"]) == ["learning_rate=1e-08", "learning_rate=0.005"] and set(trials["status"]) == {"ok"}
     selected = yaml.safe_load((tuning / "selected.yaml").read_text())
     best = trials.loc[trials["val_accuracy"].idxmax()]
@@ -389,13 +458,20 @@ def test_turning_tuning_off_returns_to_the_configured_settings(tuning_study):
 def small_study(workdir: Path, data_dir: Path, model: str, **data) -> Path:
     """The four strategies on the tiny model, 240 training reviews, 64 tokens, one epoch."""
     settings = {
-        "data": {"source": "parquet", "train": str(data_dir / "train.parquet"), "test": str(data_dir / "test.parquet"),
-                 "train_size": 300, "test_size": 100, "validation_fraction": 0.2, **data},
+        "data": {
+            "source": "parquet",
+            "train": str(data_dir / "train.parquet"),
+            "test": str(data_dir / "test.parquet"),
+            "train_size": 300,
+            "test_size": 100,
+            "validation_fraction": 0.2,
+            **data,
+        },
         "model": {"name_or_path": model},
         "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
         "seeds": [0],
         "tuning": {"enabled": False},
-    }  # fmt: skip
+    }
     return overlay(workdir, "small", settings)
 
 
@@ -430,9 +506,7 @@ def test_four_gpus_run_four_finetunes_at_once_each_on_its_own(tmp_path, imdb_sam
     output = process.stdout.read()
     assert process.returncode == 0, output[-5000:]
     assert most_held == 4, output[-3000:]
-    claimed = [
-        json.loads((tmp_path / target).read_text())["provenance"]["cuda_visible_devices"] for target in targets
-    ]
+    claimed = [json.loads((tmp_path / target).read_text())["provenance"]["cuda_visible_devices"] for target in targets]
     assert sorted(claimed) == ["0", "1", "2", "3"]
     assert not locks_held(lock_dir)  # every job released its device
 
@@ -444,18 +518,25 @@ def test_jobs_load_what_a_local_rule_fetched_without_network(tmp_path, imdb_samp
     log_path = tmp_path / "hub.jsonl"
     log_path.touch()
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+        },
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests" / "fake_hub"), os.environ.get("PYTHONPATH", "")]),
         "FAKE_HUB_LOG": str(log_path),
         "FAKE_HUB_MODELS": json.dumps({"fake-org/tiny-roberta": str(tiny_roberta)}),
         "FAKE_HUB_DATASETS": json.dumps({"fake/imdb": str(imdb_sample)}),
-    }  # fmt: skip
+    }
     strategies = ("full", "lora")
     targets = [f"results/runs/{s}/seed0/eval.json" for s in strategies]
     result = subprocess.run(
-        snakemake_command(tmp_path, config, args=tuple(targets)), env=env, capture_output=True, text=True,
+        snakemake_command(tmp_path, config, args=tuple(targets)),
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=1800,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     events = [json.loads(line) for line in log_path.read_text().splitlines()]
     by_kind = {}

@@ -12,11 +12,22 @@ from ftcompare.config import ConfigError
 from ftcompare.workflow_support import preflight
 
 
-def study(*, source: str = "parquet", train: Path | None = None, test: Path | None = None,
-          model: str = "roberta-base", max_length: int = 512) -> dict[str, Any]:  # fmt: skip
+def study(
+    *,
+    source: str = "parquet",
+    train: Path | None = None,
+    test: Path | None = None,
+    model: str = "roberta-base",
+    max_length: int = 512,
+) -> dict[str, Any]:
     return {
-        "data": {"source": source, "train": str(train) if train else None, "test": str(test) if test else None,
-                 "text_column": "text", "label_column": "label"},  # fmt: skip
+        "data": {
+            "source": source,
+            "train": str(train) if train else None,
+            "test": str(test) if test else None,
+            "text_column": "text",
+            "label_column": "label",
+        },
         "model": {"name_or_path": model},
         "training": {"max_length": max_length},
     }
@@ -50,7 +61,9 @@ def test_preflight_leaves_hub_sources_to_the_jobs(tmp_path: Path) -> None:
 def test_preflight_names_missing_columns(tmp_path: Path) -> None:
     good = parquet(tmp_path / "good.parquet", text=["a", "b"], label=[0, 1])
     bad = parquet(tmp_path / "bad.parquet", review=["a"], label=[0])
-    with pytest.raises(ConfigError, match=r"data.test = .*bad.parquet' has no column\(s\) \['text'\]; it has \['review', 'label'\]"):
+    with pytest.raises(
+        ConfigError, match=r"data.test = .*bad.parquet' has no column\(s\) \['text'\]; it has \['review', 'label'\]"
+    ):
         preflight(study(train=good, test=bad))
 
 
@@ -102,8 +115,12 @@ def sized(data_train: Path, data_test: Path, *, source: str = "parquet", **sizes
 @pytest.mark.parametrize(
     ("train", "test", "message"),
     [
-        (["neg", "pos"] * 3, [0, 1], r"data.train = '.*train.parquet': row 0 has label 'neg' .* "
-                                     r"map the class names to numbers, e.g. \{'neg': 0, 'pos': 1\}"),
+        (
+            ["neg", "pos"] * 3,
+            [0, 1],
+            r"data.train = '.*train.parquet': row 0 has label 'neg' .* "
+            r"map the class names to numbers, e.g. \{'neg': 0, 'pos': 1\}",
+        ),
         ([1, 2] * 3, [1, 2], r"the labels are \[1, 2\], but they must be 0..K-1 .* renumber them: \{1: 0, 2: 1\}"),
         ([0, 1] * 3, [0, 0], r"data.test = '.*test.parquet' is missing class\(es\) \[1\]"),
         ([True, False] * 3, [0, 1], r"data.train = '.*train.parquet': label column 'label' holds booleans"),
@@ -118,16 +135,22 @@ def test_preflight_checks_every_label(tmp_path: Path, train: list, test: list, m
 
 def test_preflight_finds_null_texts(tmp_path: Path) -> None:
     train = labelled(tmp_path / "train.parquet", [0, 1, 0, 1], texts=["a", None, "c", "d"])
-    with pytest.raises(ConfigError, match=r"data.train = '.*': text column 'text' has 1 missing \(null\) value\(s\), "
-                                          r"the first in row 1"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"data.train = '.*': text column 'text' has 1 missing \(null\) value\(s\), "
+        r"the first in row 1",
+    ):
         preflight(sized(train, labelled(tmp_path / "test.parquet", [0, 1])))
 
 
 def test_preflight_compares_subset_sizes_with_parquet_row_counts(tmp_path: Path) -> None:
     train, test = labelled(tmp_path / "train.parquet", [0, 1] * 5), labelled(tmp_path / "test.parquet", [0, 1] * 3)
     preflight(sized(train, test, train_size=10, test_size=6))
-    with pytest.raises(ConfigError, match=r"data.train_size = 11 is larger than the 10 rows of data.train = "
-                                          r"'.*train.parquet'; use at most 10, or null for all"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"data.train_size = 11 is larger than the 10 rows of data.train = "
+        r"'.*train.parquet'; use at most 10, or null for all",
+    ):
         preflight(sized(train, test, train_size=11))
     with pytest.raises(ConfigError, match=r"data.test_size = 7 is larger than the 6 rows of data.test"):
         preflight(sized(train, test, test_size=7))
@@ -140,8 +163,11 @@ def test_preflight_reads_the_whole_csv_as_utf8(tmp_path: Path) -> None:
     content = b"text,label\n" + b"fine review,0\n" * 1000 + b"caf\xe9,1\n"
     bad.write_bytes(content)  # the header is fine: the bad byte is on line 1002
     offset = content.index(bytes([0xE9]))
-    with pytest.raises(ConfigError, match=rf"data.train = '.*bad.csv' is not valid UTF-8: byte 0xe9 at offset "
-                                          rf"{offset} \(line 1002\)"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=rf"data.train = '.*bad.csv' is not valid UTF-8: byte 0xe9 at offset "
+        rf"{offset} \(line 1002\)",
+    ):
         preflight(study(source="csv", train=bad, test=good))
 
 
@@ -156,8 +182,11 @@ def test_preflight_checks_csv_labels(tmp_path: Path) -> None:
     good.write_text("text,label\na,0\nb,1\n", encoding="utf-8")
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\na,0\nb,\nc,1\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"data.test = '.*bad.csv': label column 'label' has 1 missing value\(s\), "
-                                          r"the first in row 1"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"data.test = '.*bad.csv': label column 'label' has 1 missing value\(s\), "
+        r"the first in row 1",
+    ):
         preflight(study(source="csv", train=good, test=bad))
 
 
@@ -193,17 +222,23 @@ def with_strategies(tmp_path: Path, model: Path, strategies: dict[str, Any]) -> 
 
 def test_preflight_names_a_target_module_typo_and_its_close_match(tmp_path: Path, tiny_roberta: Path) -> None:
     config = with_strategies(tmp_path, tiny_roberta, {"lora": {"lora": {"target_modules": ["query", "vlaue"]}}})
-    with pytest.raises(ConfigError, match=r"strategies.lora.lora.target_modules: 'vlaue' matches no module of "
-                                          r"'.*' \(did you mean 'value'\?\)\. Its innermost modules are named "
-                                          r".*\.\.\.query, .*\.\.\.value"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"strategies.lora.lora.target_modules: 'vlaue' matches no module of "
+        r"'.*' \(did you mean 'value'\?\)\. Its innermost modules are named "
+        r".*\.\.\.query, .*\.\.\.value",
+    ):
         preflight(config)
 
 
 def test_preflight_names_a_feedforward_module_typo(tmp_path: Path, tiny_roberta: Path) -> None:
     ia3 = {"target_modules": ["key", "value", "output.dense"], "feedforward_modules": ["output.dens"]}
     config = with_strategies(tmp_path, tiny_roberta, {"ia3": {"ia3": ia3}})
-    with pytest.raises(ConfigError, match=r"strategies.ia3.ia3.feedforward_modules: 'output.dens' matches no module"
-                                          r" of '.*' \(did you mean 'output.dense'"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"strategies.ia3.ia3.feedforward_modules: 'output.dens' matches no module"
+        r" of '.*' \(did you mean 'output.dense'",
+    ):
         preflight(config)
 
 
@@ -219,8 +254,17 @@ def test_cache_keys_follow_exactly_the_settings_a_source_reads() -> None:
     from ftcompare.workflow_support import cache_key
 
     def key(**data: Any) -> str:
-        return cache_key(settings_used({**load_yaml(DEFAULT_CONFIG)["data"], "source": "parquet", "train": "a.parquet",
-                                        "test": "b.parquet", **data}))  # fmt: skip
+        return cache_key(
+            settings_used(
+                {
+                    **load_yaml(DEFAULT_CONFIG)["data"],
+                    "source": "parquet",
+                    "train": "a.parquet",
+                    "test": "b.parquet",
+                    **data,
+                }
+            )
+        )
 
     assert key() == key() and len(key()) == 12
     assert key(name="some/other-dataset") == key()  # Parquet files do not read data.name

@@ -109,8 +109,9 @@ def epoch_batches(
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
     if bucket_width is not None:
-        return _bucket_batches(order, lengths, rng=rng, batch_size=batch_size, max_tokens=max_tokens,
-                               bucket_width=bucket_width)  # fmt: skip
+        return _bucket_batches(
+            order, lengths, rng=rng, batch_size=batch_size, max_tokens=max_tokens, bucket_width=bucket_width
+        )
     if not group_by_length:
         return _cut(order, lengths, batch_size=batch_size, max_tokens=max_tokens, multiple=pad_to_multiple_of)
     window = batch_size * GROUP_WINDOW_BATCHES
@@ -222,18 +223,29 @@ class TrainBatching:
 
     @classmethod
     def from_spec(cls, spec: Any) -> TrainBatching:  # a config.RunSpec
-        return cls(batch_size=spec.batch_size, max_tokens=spec.max_tokens_per_batch,
-                   group_by_length=spec.group_by_length, pad_to_multiple_of=spec.pad_to_multiple_of,
-                   bucket_width=spec.bucket_width)  # fmt: skip
+        return cls(
+            batch_size=spec.batch_size,
+            max_tokens=spec.max_tokens_per_batch,
+            group_by_length=spec.group_by_length,
+            pad_to_multiple_of=spec.pad_to_multiple_of,
+            bucket_width=spec.bucket_width,
+        )
 
     @property
     def multiple(self) -> int:
         return self.bucket_width or self.pad_to_multiple_of
 
     def epoch(self, lengths: np.ndarray, *, seed: int, epoch: int) -> list[np.ndarray]:
-        return epoch_batches(lengths, batch_size=self.batch_size, seed=seed, epoch=epoch,
-                             group_by_length=self.group_by_length, max_tokens=self.max_tokens,
-                             pad_to_multiple_of=self.pad_to_multiple_of, bucket_width=self.bucket_width)  # fmt: skip
+        return epoch_batches(
+            lengths,
+            batch_size=self.batch_size,
+            seed=seed,
+            epoch=epoch,
+            group_by_length=self.group_by_length,
+            max_tokens=self.max_tokens,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            bucket_width=self.bucket_width,
+        )
 
     def width(self, lengths: np.ndarray, indices: np.ndarray) -> int:
         return padded_width(lengths[indices].max(), self.multiple)
@@ -245,5 +257,10 @@ class TrainBatching:
         return bucket_rows(self.width(lengths, indices), batch_size=self.batch_size, max_tokens=self.max_tokens)
 
     def collate(self, split: TokenizedSplit, indices: np.ndarray, *, pad_token_id: int) -> dict[str, torch.Tensor]:
-        return collate(split, indices, pad_token_id=pad_token_id, pad_to_multiple_of=self.multiple,
-                       rows=self.rows(split.lengths, indices))  # fmt: skip
+        return collate(
+            split,
+            indices,
+            pad_token_id=pad_token_id,
+            pad_to_multiple_of=self.multiple,
+            rows=self.rows(split.lengths, indices),
+        )

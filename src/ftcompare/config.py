@@ -214,7 +214,9 @@ def validate_config(
     _check_token_budgets(resolved)
     baseline = resolved["report"]["baseline"]
     if baseline not in resolved["strategies"]:
-        raise ConfigError(f"report.baseline = {baseline!r} is not a configured strategy; configured: {list(resolved['strategies'])}")
+        raise ConfigError(
+            f"report.baseline = {baseline!r} is not a configured strategy; configured: {list(resolved['strategies'])}"
+        )
     from ftcompare.tuning import check_grid  # tuning reads this module
 
     check_grid(resolved)

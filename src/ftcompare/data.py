@@ -229,8 +229,9 @@ def label_values(labels: pd.Series, *, where: str, column: str) -> np.ndarray:
         names = sorted({str(v) for v in labels[as_number.isna()]})
         if names and len(names) <= 20:
             hint += f": map the class names to numbers, e.g. {dict(zip(names, range(len(names))))}"
-        raise DataError(f"{where}: row {bad.index[0]} has label {bad.iloc[0]!r} (column {column!r}, dtype "
-                        f"{labels.dtype}); {hint}")  # fmt: skip
+        raise DataError(
+            f"{where}: row {bad.index[0]} has label {bad.iloc[0]!r} (column {column!r}, dtype {labels.dtype}); {hint}"
+        )
     return as_number.to_numpy(dtype="int64")
 
 
@@ -302,7 +303,9 @@ def check_labels(labels: Mapping[str, np.ndarray]) -> int:
 
 def check_size(size: int | None, *, rows: int, key: str, where: str) -> None:
     if size is not None and size > rows:
-        raise DataError(f"{key} = {size} is larger than the {rows} rows of {where}; use at most {rows}, or null for all")
+        raise DataError(
+            f"{key} = {size} is larger than the {rows} rows of {where}; use at most {rows}, or null for all"
+        )
 
 
 def stratified_sample(frame: pd.DataFrame, *, size: int | None, seed: int, key: str, where: str) -> pd.DataFrame:
@@ -333,10 +336,20 @@ def prepare(data: Mapping[str, Any], *, hub_files: Mapping[str, Path] | None = N
     check_labels({where[split]: frame["label"].to_numpy() for split, frame in frames.items()})
 
     seed = data["split_seed"]
-    train = stratified_sample(frames["train"], size=data["train_size"], seed=seed, key="data.train_size",
-                              where=f"{where['train']} (non-empty texts)")  # fmt: skip
-    test = stratified_sample(frames["test"], size=data["test_size"], seed=seed, key="data.test_size",
-                             where=f"{where['test']} (non-empty texts)")  # fmt: skip
+    train = stratified_sample(
+        frames["train"],
+        size=data["train_size"],
+        seed=seed,
+        key="data.train_size",
+        where=f"{where['train']} (non-empty texts)",
+    )
+    test = stratified_sample(
+        frames["test"],
+        size=data["test_size"],
+        seed=seed,
+        key="data.test_size",
+        where=f"{where['test']} (non-empty texts)",
+    )
     try:
         train, validation = train_test_split(
             train, test_size=data["validation_fraction"], stratify=train["label"], random_state=seed

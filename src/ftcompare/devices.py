@@ -67,7 +67,9 @@ def nvidia_gpu_count() -> int:
     return sum(1 for line in listed.stdout.splitlines() if line.startswith("GPU "))
 
 
-def candidates(environ: Mapping[str, str] | None = None, *, gpu_count: Callable[[], int] = nvidia_gpu_count) -> list[str]:
+def candidates(
+    environ: Mapping[str, str] | None = None, *, gpu_count: Callable[[], int] = nvidia_gpu_count
+) -> list[str]:
     """The devices this process may use: CUDA_VISIBLE_DEVICES's entries if it is set
     (indices, UUIDs or MIG ids, as given), else every GPU by index."""
     environ = os.environ if environ is None else environ
@@ -175,8 +177,13 @@ def claim_devices(
                 f"{_holders(directory, devices)}"
             )
         if not reported or now - last_report > REPORT_EVERY_S:
-            log.warning("waiting for %d free GPU(s) among %s; held by: %s (locks in %s)",
-                        count, list(devices), _holders(directory, devices), directory)  # fmt: skip
+            log.warning(
+                "waiting for %d free GPU(s) among %s; held by: %s (locks in %s)",
+                count,
+                list(devices),
+                _holders(directory, devices),
+                directory,
+            )
             reported, last_report = True, now
         time.sleep(poll_s)
 
@@ -206,6 +213,11 @@ def claim_for_job(gpus: int, *, gpu_count: Callable[[], int] = nvidia_gpu_count)
     directory = lock_dir()
     _JOB_CLAIM = claim_devices(gpus, visible, directory=directory)
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(_JOB_CLAIM.devices)
-    log.info("claimed GPU %s of %s (CUDA_VISIBLE_DEVICES=%s; locks in %s)",
-             ",".join(_JOB_CLAIM.devices), visible, os.environ["CUDA_VISIBLE_DEVICES"], directory)  # fmt: skip
+    log.info(
+        "claimed GPU %s of %s (CUDA_VISIBLE_DEVICES=%s; locks in %s)",
+        ",".join(_JOB_CLAIM.devices),
+        visible,
+        os.environ["CUDA_VISIBLE_DEVICES"],
+        directory,
+    )
     return list(_JOB_CLAIM.devices)

@@ -75,9 +75,7 @@ class EvalResult:
 
 def predictions_frame(*, labels: np.ndarray, logits: np.ndarray) -> pd.DataFrame:
     probabilities = softmax(logits)
-    frame = pd.DataFrame(
-        {"row": np.arange(len(labels)), "label": labels, "prediction": logits.argmax(axis=1)}
-    )
+    frame = pd.DataFrame({"row": np.arange(len(labels)), "label": labels, "prediction": logits.argmax(axis=1)})
     for k in range(probabilities.shape[1]):
         frame[f"prob_{k}"] = probabilities[:, k]
     return frame
@@ -97,10 +95,15 @@ def evaluate(*, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: tor
             torch.cuda.synchronize(device)
         started = time.perf_counter()
         logits = predict_logits(
-            model, test, batch_size=spec.eval_batch_size, max_tokens=spec.eval_max_tokens_per_batch,
+            model,
+            test,
+            batch_size=spec.eval_batch_size,
+            max_tokens=spec.eval_max_tokens_per_batch,
             pad_token_id=data.pad_token_id,
-            pad_to_multiple_of=spec.pad_to_multiple_of, device=device, precision=precision,
-        )  # fmt: skip  (predict_logits copies to the host at the end, so the clock is honest)
+            pad_to_multiple_of=spec.pad_to_multiple_of,
+            device=device,
+            precision=precision,
+        )  # (predict_logits copies to the host at the end, so the clock is honest)
         eval_time = time.perf_counter() - started
     except Exception as exc:  # failure isolation, as in training
         log.exception("evaluation of %s/seed%d failed", spec.strategy, spec.seed)
@@ -111,15 +114,21 @@ def evaluate(*, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: tor
         reason = f"diverged: the model's logits are not finite for {broken} of {len(test)} test reviews"
         log.error("evaluation of %s/seed%d failed: %s", spec.strategy, spec.seed, reason)
         return EvalResult(status=Status.FAILED, reason=reason, device=device)
-    metrics = classification_metrics(
-        labels=test.labels, predictions=logits.argmax(axis=1), num_labels=data.num_labels
-    )
+    metrics = classification_metrics(labels=test.labels, predictions=logits.argmax(axis=1), num_labels=data.num_labels)
     metrics["eval_time_s"] = eval_time
     metrics["eval_reviews_per_s"] = len(test) / eval_time  # inference throughput at eval_batch_size
     metrics["eval_tokens_per_s"] = float(test.lengths.sum()) / eval_time
-    log.info("test accuracy %.4f [%.4f, %.4f] macro-F1 %.4f in %.1f s",
-             metrics["accuracy"], metrics["accuracy_ci_low"], metrics["accuracy_ci_high"],
-             metrics["f1"], eval_time)  # fmt: skip
+    log.info(
+        "test accuracy %.4f [%.4f, %.4f] macro-F1 %.4f in %.1f s",
+        metrics["accuracy"],
+        metrics["accuracy_ci_low"],
+        metrics["accuracy_ci_high"],
+        metrics["f1"],
+        eval_time,
+    )
     return EvalResult(
-        status=Status.OK, metrics=metrics, predictions=predictions_frame(labels=test.labels, logits=logits), device=device
+        status=Status.OK,
+        metrics=metrics,
+        predictions=predictions_frame(labels=test.labels, logits=logits),
+        device=device,
     )

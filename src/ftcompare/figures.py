@@ -27,7 +27,7 @@ FIGURE_CAPTIONS: dict[str, str] = {
     "trainable_params": "Trainable parameters per strategy (log scale).",
     "peak_memory": "Peak memory during training.",
     "pareto": "Accuracy against cost with error bars; Pareto-optimal strategies (*) and those within noise of the "
-              "frontier (≈) are marked.",
+    "frontier (≈) are marked.",
     "loss_curves": "Training loss and validation accuracy per epoch, one line per seed.",
     "tuning": "Validation accuracy of every tuning trial against each tuned value; the chosen setting is starred.",
 }
@@ -37,6 +37,8 @@ FIGURE_NAMES: tuple[str, ...] = tuple(FIGURE_CAPTIONS)
 def figure_names(*, tuning: bool) -> list[str]:
     """The figures of a study: `tuning` only when it tuned."""
     return [name for name in FIGURE_NAMES if tuning or name != "tuning"]
+
+
 DPI = 150
 
 
@@ -68,12 +70,20 @@ def memory_metric(agg: pd.DataFrame) -> tuple[str, str]:
     return "peak_rss_gb", "Peak host RSS (GB, no GPU measurements)"
 
 
-def _annotate_bars(ax: plt.Axes, xs: Sequence[float], tops: Sequence[float], labels: Sequence[str],
-                   *, log: bool = False) -> None:
+def _annotate_bars(
+    ax: plt.Axes, xs: Sequence[float], tops: Sequence[float], labels: Sequence[str], *, log: bool = False
+) -> None:
     for x, top, label in zip(xs, tops, labels):
         # On a log axis a multiplicative offset reads as the same gap at every height.
-        ax.annotate(label, (x, top * 1.15 if log else top), xytext=(0, 3), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=9)
+        ax.annotate(
+            label,
+            (x, top * 1.15 if log else top),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
 
 
 def _bar_with_std(ax: plt.Axes, agg: pd.DataFrame, column: str, colors: dict[str, Any]) -> list[float]:
@@ -99,11 +109,18 @@ def _plot_accuracy(agg: pd.DataFrame, seeds: pd.DataFrame, colors: dict[str, Any
     points = seeds.assign(accuracy_pct=seeds["accuracy"] * 100)
     xs = np.arange(len(agg))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(agg) + 2), 4.5))
-    ax.bar(xs, mean, yerr=[mean - low, high - mean], capsize=5, color=[colors[s] for s in agg["strategy"]],
-           alpha=0.75)  # fmt: skip
+    ax.bar(xs, mean, yerr=[mean - low, high - mean], capsize=5, color=[colors[s] for s in agg["strategy"]], alpha=0.75)
     # Each seed as a point over its bar: two seeds 3 points apart say more than their mean.
-    sns.stripplot(data=points, x="strategy", y="accuracy_pct", order=list(agg["strategy"]), ax=ax, color="black",
-                  size=5, jitter=0.15)  # fmt: skip
+    sns.stripplot(
+        data=points,
+        x="strategy",
+        y="accuracy_pct",
+        order=list(agg["strategy"]),
+        ax=ax,
+        color="black",
+        size=5,
+        jitter=0.15,
+    )
     ax.set_xticks(xs, agg["strategy"])
     ax.set_xlabel("")
     # Differences between strategies are a few points, invisible on a 0-100 axis.
@@ -114,11 +131,21 @@ def _plot_accuracy(agg: pd.DataFrame, seeds: pd.DataFrame, colors: dict[str, Any
     ax.set_ylim(bottom, min(100.0, highest + 0.1 * span))
     # Labels sit inside the bars' visible base: an error bar clipped at 100% can't run into them.
     for x, m in zip(xs, mean):
-        ax.annotate(f"{m:.2f}%", (x, bottom), xytext=(0, 6), textcoords="offset points", ha="center",
-                    va="bottom", color="white", fontweight="bold")
+        ax.annotate(
+            f"{m:.2f}%",
+            (x, bottom),
+            xytext=(0, 6),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            color="white",
+            fontweight="bold",
+        )
     ax.set_ylabel("Test accuracy (%)")
-    ax.set_title("Test accuracy (%): mean over successful seeds, one dot per seed\n"
-                 "error bars: 95% CI of the mean (≥2 seeds) or binomial CI (1 seed)")
+    ax.set_title(
+        "Test accuracy (%): mean over successful seeds, one dot per seed\n"
+        "error bars: 95% CI of the mean (≥2 seeds) or binomial CI (1 seed)"
+    )
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
@@ -140,8 +167,7 @@ def _plot_trainable_params(agg: pd.DataFrame, colors: dict[str, Any], path: Path
     ax.set_xticks(xs, agg["strategy"])
     # Adapters train 100-1000x fewer parameters than full fine-tuning.
     ax.set_yscale("log")
-    labels = [f"{v:,.0f}\n({p:.2f}%)" if np.isfinite(v) else "n/a"
-              for v, p in zip(values, agg["trainable_pct_mean"])]
+    labels = [f"{v:,.0f}\n({p:.2f}%)" if np.isfinite(v) else "n/a" for v, p in zip(values, agg["trainable_pct_mean"])]
     _annotate_bars(ax, xs, values, labels, log=True)
     finite = values[np.isfinite(values) & (values > 0)]
     if finite.size:
@@ -167,10 +193,7 @@ def _plot_peak_memory(agg: pd.DataFrame, colors: dict[str, Any], path: Path) -> 
 def _pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """True where no other point has lower-or-equal cost x and higher-or-equal accuracy y, one strictly."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    dominated = [
-        bool(np.any((x <= x[i]) & (y >= y[i]) & ((x < x[i]) | (y > y[i]))))
-        for i in range(len(x))
-    ]
+    dominated = [bool(np.any((x <= x[i]) & (y >= y[i]) & ((x < x[i]) | (y > y[i])))) for i in range(len(x))]
     return ~np.array(dominated, dtype=bool)
 
 
@@ -182,8 +205,16 @@ def within_noise_of_frontier(x: np.ndarray, y: np.ndarray, y_high: np.ndarray, f
 
 
 def _pareto_panel(ax: plt.Axes, agg: pd.DataFrame, column: str, xlabel: str, colors: dict[str, Any]) -> None:
-    data = agg[["strategy", f"{column}_mean", f"{column}_std", "accuracy_mean", "accuracy_mean_ci_low",
-                "accuracy_mean_ci_high"]].dropna(subset=[f"{column}_mean", "accuracy_mean"])  # fmt: skip
+    data = agg[
+        [
+            "strategy",
+            f"{column}_mean",
+            f"{column}_std",
+            "accuracy_mean",
+            "accuracy_mean_ci_low",
+            "accuracy_mean_ci_high",
+        ]
+    ].dropna(subset=[f"{column}_mean", "accuracy_mean"])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Test accuracy (%)")
     if data.empty:
@@ -200,10 +231,26 @@ def _pareto_panel(ax: plt.Axes, agg: pd.DataFrame, column: str, xlabel: str, col
     ax.step(x[front][order], y[front][order], where="post", color="black", alpha=0.6, label="Pareto frontier")
     for i, (xi, yi, strategy) in enumerate(zip(x, y, data["strategy"])):
         # Error bars: the accuracy's 95% interval; the cost's standard deviation over seeds.
-        ax.errorbar(xi, yi, yerr=[[yi - y_low[i]], [y_high[i] - yi]], xerr=x_err[i], fmt="none",
-                    ecolor=colors[strategy], alpha=0.6, capsize=3, zorder=2)  # fmt: skip
-        ax.scatter(xi, yi, s=120 if front[i] else 50, color=colors[strategy] if not near[i] else "white",
-                   edgecolors="black" if front[i] else colors[strategy], linewidths=1.5, zorder=3)  # fmt: skip
+        ax.errorbar(
+            xi,
+            yi,
+            yerr=[[yi - y_low[i]], [y_high[i] - yi]],
+            xerr=x_err[i],
+            fmt="none",
+            ecolor=colors[strategy],
+            alpha=0.6,
+            capsize=3,
+            zorder=2,
+        )
+        ax.scatter(
+            xi,
+            yi,
+            s=120 if front[i] else 50,
+            color=colors[strategy] if not near[i] else "white",
+            edgecolors="black" if front[i] else colors[strategy],
+            linewidths=1.5,
+            zorder=3,
+        )
         mark = " *" if front[i] else (" ≈" if near[i] else "")
         ax.annotate(strategy + mark, (xi, yi), xytext=(6, 4), textcoords="offset points", fontsize=9)
     ax.margins(x=0.2, y=0.2)
@@ -218,8 +265,10 @@ def _plot_pareto(agg: pd.DataFrame, colors: dict[str, Any], path: Path) -> Path:
     left.set_title("Accuracy vs peak memory (GB)")
     _pareto_panel(right, agg, "train_time_s", "Training time (s)", colors)
     right.set_title("Accuracy vs training time (s)")
-    fig.suptitle("Accuracy/cost trade-off (mean over successful seeds, 95% interval; * = Pareto-optimal, "
-                 "≈ = within noise of the frontier)")
+    fig.suptitle(
+        "Accuracy/cost trade-off (mean over successful seeds, 95% interval; * = Pareto-optimal, "
+        "≈ = within noise of the frontier)"
+    )
     return _save(fig, path)
 
 
@@ -233,10 +282,22 @@ def _plot_curves(runs: Sequence[RunRecord], colors: dict[str, Any], path: Path) 
         label = f"{run.strategy} seed {run.seed}"
         loss = run.train.get("loss_curve") or []
         val = run.train.get("val_curve") or []
-        loss_ax.plot([p["epoch"] for p in loss], [p["loss"] for p in loss], style,
-                     color=colors[run.strategy], label=label, alpha=0.85)
-        val_ax.plot([p["epoch"] for p in val], [100 * p["accuracy"] for p in val], style, marker="o",
-                    color=colors[run.strategy], label=label)
+        loss_ax.plot(
+            [p["epoch"] for p in loss],
+            [p["loss"] for p in loss],
+            style,
+            color=colors[run.strategy],
+            label=label,
+            alpha=0.85,
+        )
+        val_ax.plot(
+            [p["epoch"] for p in val],
+            [100 * p["accuracy"] for p in val],
+            style,
+            marker="o",
+            color=colors[run.strategy],
+            label=label,
+        )
     loss_ax.set(xlabel="Epoch", ylabel="Training loss (cross-entropy)", title="Training loss vs epoch")
     val_ax.set(xlabel="Epoch", ylabel="Validation accuracy (%)", title="Validation accuracy (%) vs epoch")
     for ax in (loss_ax, val_ax):
@@ -280,8 +341,11 @@ def plot_figures(*, results: Results, paths: Sequence[str | Path]) -> dict[str, 
 def _plot_tuning(trials: pd.DataFrame, selected: dict[str, Any], colors: dict[str, Any], path: Path) -> Path:
     """Validation accuracy (mean over trial seeds) against each tuned key's value, one
     line per strategy; where a strategy tunes several keys, each value shows its best trial."""
-    keys = [c for c in trials.columns
-            if c not in ("strategy", "trial", "seed", "status", "val_accuracy", "val_loss", "train_time_s")]  # fmt: skip
+    keys = [
+        c
+        for c in trials.columns
+        if c not in ("strategy", "trial", "seed", "status", "val_accuracy", "val_loss", "train_time_s")
+    ]
     ok = trials[trials["status"] == Status.OK]
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(6.0 * max(1, len(keys)), 4.5), squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -294,8 +358,15 @@ def _plot_tuning(trials: pd.DataFrame, selected: dict[str, Any], colors: dict[st
             ax.plot(best.index, best.to_numpy() * 100, marker="o", color=colors.get(strategy), label=strategy)
             choice = (selected.get(strategy) or {}).get("values") or {}
             if key in choice and choice[key] in best.index:
-                ax.scatter([choice[key]], [best[choice[key]] * 100], marker="*", s=250, color=colors.get(strategy),
-                           edgecolors="black", zorder=3)  # fmt: skip
+                ax.scatter(
+                    [choice[key]],
+                    [best[choice[key]] * 100],
+                    marker="*",
+                    s=250,
+                    color=colors.get(strategy),
+                    edgecolors="black",
+                    zorder=3,
+                )
         values = pd.to_numeric(ok[key], errors="coerce").dropna()
         # Rates span orders of magnitude: a log axis spaces a factor-2 grid evenly.
         if len(values) and (values > 0).all() and values.max() / values.min() >= 10:

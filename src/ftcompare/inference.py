@@ -31,8 +31,9 @@ def predict_logits(
     was_training = model.training
     model.eval()
     pieces: list[tuple[np.ndarray, torch.Tensor]] = []
-    batches = eval_batches(split.lengths, batch_size=batch_size, max_tokens=max_tokens,
-                           pad_to_multiple_of=pad_to_multiple_of)  # fmt: skip
+    batches = eval_batches(
+        split.lengths, batch_size=batch_size, max_tokens=max_tokens, pad_to_multiple_of=pad_to_multiple_of
+    )
     for indices in batches:
         batch = collate(split, indices, pad_token_id=pad_token_id, pad_to_multiple_of=pad_to_multiple_of)
         with autocast(device, precision):

@@ -99,9 +99,11 @@ def finetune(
     if model_dir is not None:
         Path(model_dir).mkdir(parents=True, exist_ok=True)  # declared output, even if the run fails
     result = train_run(
-        spec=_load_from(spec, base_model_dir), tokenized_dir=tokenized_dir, model_out_dir=model_dir,
+        spec=_load_from(spec, base_model_dir),
+        tokenized_dir=tokenized_dir,
+        model_out_dir=model_dir,
         checkpoint_dir=checkpoint_dir,
-    )  # fmt: skip
+    )
     record = {
         "kind": "train",
         "strategy": strategy,
@@ -119,8 +121,13 @@ def finetune(
         "retry_marker": retry_marker,
     }
     write_json(record_path, record)
-    write_attempt(attempt_path, status=result.status, retry_marker=retry_marker,
-                  finished_at=record["provenance"]["finished_at"], retry=result.retry)  # fmt: skip
+    write_attempt(
+        attempt_path,
+        status=result.status,
+        retry_marker=retry_marker,
+        finished_at=record["provenance"]["finished_at"],
+        retry=result.retry,
+    )
     log.info("%s/seed%d: %s%s", strategy, seed, result.status, f" ({result.reason})" if result.reason else "")
     return record
 
@@ -169,7 +176,9 @@ def evaluate(
     }
     write_json(record_path, record)
     if attempt_path is not None:
-        write_attempt(attempt_path, status=status, retry_marker=retry_marker, finished_at=record["provenance"]["finished_at"])
+        write_attempt(
+            attempt_path, status=status, retry_marker=retry_marker, finished_at=record["provenance"]["finished_at"]
+        )
     return record
 
 
@@ -189,12 +198,23 @@ def select_settings(
         values = grid[f"{record['strategy']}/{record['trial']}"]
         results.append(trial_result(record, Trial(strategy=record["strategy"], values=dict(values))))
     keys = list(dict.fromkeys(key for result in results for key in result.values))
-    rows = [{"strategy": r.strategy, "trial": r.trial, **{key: r.values.get(key) for key in keys}, "seed": r.seed,
-             "status": r.status, "val_accuracy": r.val_accuracy, "val_loss": r.val_loss,
-             "train_time_s": r.train_time_s} for r in results]  # fmt: skip
+    rows = [
+        {
+            "strategy": r.strategy,
+            "trial": r.trial,
+            **{key: r.values.get(key) for key in keys},
+            "seed": r.seed,
+            "status": r.status,
+            "val_accuracy": r.val_accuracy,
+            "val_loss": r.val_loss,
+            "train_time_s": r.train_time_s,
+        }
+        for r in results
+    ]
     Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=["strategy", "trial", *keys, "seed", "status", "val_accuracy", "val_loss",
-                                "train_time_s"]).to_csv(summary_path, index=False)  # fmt: skip
+    pd.DataFrame(
+        rows, columns=["strategy", "trial", *keys, "seed", "status", "val_accuracy", "val_loss", "train_time_s"]
+    ).to_csv(summary_path, index=False)
     selected = select(results)
     Path(selected_path).write_text(yaml.safe_dump(selected, sort_keys=False))
     for strategy, choice in selected.items():
@@ -225,8 +245,14 @@ def report(
     from ftcompare.report import write_report
     from ftcompare.tables import Results, write_summary_csv
 
-    results = Results.load(train_paths=train_records, eval_paths=eval_records, prediction_paths=prediction_paths,
-                           baseline=baseline, tuning_summary=tuning_summary, selected=selected)  # fmt: skip
+    results = Results.load(
+        train_paths=train_records,
+        eval_paths=eval_records,
+        prediction_paths=prediction_paths,
+        baseline=baseline,
+        tuning_summary=tuning_summary,
+        selected=selected,
+    )
     write_summary_csv(table=results.table, path=summary_path)
     write_summary_csv(table=results.comparison, path=comparison_path)
     figures = plot_figures(results=results, paths=figure_paths)

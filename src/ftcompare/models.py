@@ -23,6 +23,7 @@ import torch
 from ftcompare.config import METHODS, RunSpec
 from ftcompare.sources import check_module_lists, resolve_model_path
 
+
 class StrategyUnavailable(RuntimeError):
     """The strategy cannot run on this machine (e.g. no bitsandbytes backend); not a bug."""
 
@@ -147,8 +148,11 @@ def build_model(*, spec: RunSpec, num_labels: int, device: torch.device, precisi
 
     # Before any training: PEFT itself drops an entry that matches nothing as long as
     # another one matches (preflight checks the same for local models).
-    check_module_lists({spec.strategy: {"lora": spec.lora, "ia3": spec.ia3}},
-                       [name for name, _ in model.named_modules()], model=spec.model_name_or_path)  # fmt: skip
+    check_module_lists(
+        {spec.strategy: {"lora": spec.lora, "ia3": spec.ia3}},
+        [name for name, _ in model.named_modules()],
+        model=spec.model_name_or_path,
+    )
     # No prepare_model_for_kbit_training for QLoRA: it upcasts every non-quantised
     # weight to fp32, a cost an encoder this size does not need (the fp32 cast of the
     # trainable weights below is the part that matters), and turns on gradient

@@ -42,8 +42,9 @@ class Status(enum.StrEnum):
 
 
 def write_attempt(path: str | Path, *, status: Status, retry_marker: str, finished_at: str, retry: bool = True) -> None:
-    write_json(Path(path), {"status": str(status), "retry_marker": retry_marker, "finished_at": finished_at,
-                            "retry": retry})  # fmt: skip
+    write_json(
+        Path(path), {"status": str(status), "retry_marker": retry_marker, "finished_at": finished_at, "retry": retry}
+    )
 
 
 def retry_marker(path: str | Path) -> str:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from ftcompare.figures import FIGURE_CAPTIONS, memory_metric
 from ftcompare.config import REFERENCE_RECIPE, load_yaml
+from ftcompare.figures import FIGURE_CAPTIONS, memory_metric
 from ftcompare.records import Status
 from ftcompare.tables import Results, RunRecord, number
 
@@ -25,8 +25,10 @@ def reference_recipe() -> str:
     overlay = load_yaml(REFERENCE_RECIPE)
     training, strategies = overlay["training"], overlay.get("strategies") or {}
     rates = sorted({float(entry["learning_rate"]) for entry in strategies.values() if "learning_rate" in entry})
-    return (f"learning rate {' / '.join(f'{r:g}' for r in rates)} for every strategy, batch {training['batch_size']}, "
-            f"every review padded to {training['pad_to_multiple_of']} tokens, {training['precision']}")  # fmt: skip
+    return (
+        f"learning rate {' / '.join(f'{r:g}' for r in rates)} for every strategy, batch {training['batch_size']}, "
+        f"every review padded to {training['pad_to_multiple_of']} tokens, {training['precision']}"
+    )
 
 
 _MISSING = "—"
@@ -79,9 +81,7 @@ def _model_name(runs: Sequence[RunRecord]) -> str:
 
 def _intro(table: pd.DataFrame, agg: pd.DataFrame, runs: Sequence[RunRecord]) -> str:
     ok = table[table["status"] == Status.OK]
-    strategies = ", ".join(
-        f"`{s}`" if s == m else f"`{s}` ({m})" for s, m in zip(agg["strategy"], agg["method"])
-    )
+    strategies = ", ".join(f"`{s}`" if s == m else f"`{s}` ({m})" for s, m in zip(agg["strategy"], agg["method"]))
     seeds = ", ".join(str(s) for s in sorted(set(table["seed"])))
     _, test_size = _describe_test_size(ok)
     devices = ", ".join(_distinct(ok["device"])) or "no device (no successful run)"
@@ -103,9 +103,21 @@ def _degenerate_seeds(table: pd.DataFrame) -> dict[str, list[int]]:
 
 def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]]) -> str:
     memory_column, memory_label = memory_metric(agg)
-    header = ["Strategy", "Method", "Accuracy (mean ± std)", "Accuracy 95% CI", "Macro F1",
-              "Train time", "Tokens/s", "Test reviews/s", "Trainable params", "Trainable %", memory_label,
-              "Adapter size (MB)", "Seeds ok"]
+    header = [
+        "Strategy",
+        "Method",
+        "Accuracy (mean ± std)",
+        "Accuracy 95% CI",
+        "Macro F1",
+        "Train time",
+        "Tokens/s",
+        "Test reviews/s",
+        "Trainable params",
+        "Trainable %",
+        memory_label,
+        "Adapter size (MB)",
+        "Seeds ok",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in agg.to_dict("records"):
         accuracy = _fmt_pct(r["accuracy_mean"])
@@ -113,14 +125,24 @@ def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]]) -> st
             accuracy = f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f}%"
         if seeds := degenerate.get(r["strategy"]):
             accuracy += f" ⚠ degenerate predictions (seed {', '.join(map(str, seeds))})"
-        ci = (_MISSING if pd.isna(r["accuracy_mean_ci_low"])
-              else f"{100 * r['accuracy_mean_ci_low']:.2f}–{100 * r['accuracy_mean_ci_high']:.2f}%")
+        ci = (
+            _MISSING
+            if pd.isna(r["accuracy_mean_ci_low"])
+            else f"{100 * r['accuracy_mean_ci_low']:.2f}–{100 * r['accuracy_mean_ci_high']:.2f}%"
+        )
         cells = [
-            r["strategy"], r["method"], accuracy, ci, _fmt_pct(r["f1_mean"]),
-            _fmt_seconds(r["train_time_s_mean"]), _fmt_count(r["tokens_per_s_mean"]),
-            _fmt_count(r["eval_reviews_per_s_mean"]), _fmt_count(r["trainable_params_mean"]),
+            r["strategy"],
+            r["method"],
+            accuracy,
+            ci,
+            _fmt_pct(r["f1_mean"]),
+            _fmt_seconds(r["train_time_s_mean"]),
+            _fmt_count(r["tokens_per_s_mean"]),
+            _fmt_count(r["eval_reviews_per_s_mean"]),
+            _fmt_count(r["trainable_params_mean"]),
             _MISSING if pd.isna(r["trainable_pct_mean"]) else f"{r['trainable_pct_mean']:.2f}%",
-            _fmt_float(r[f"{memory_column}_mean"], 2), _fmt_float(r["adapter_size_mb_mean"], 2),
+            _fmt_float(r[f"{memory_column}_mean"], 2),
+            _fmt_float(r["adapter_size_mb_mean"], 2),
             f"{r['n_ok']}/{r['n_runs']}",
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
@@ -129,8 +151,15 @@ def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]]) -> st
 
 def _settings_table(runs: Sequence[RunRecord]) -> str:
     """How each strategy trained (first successful seed): what its time and memory depend on."""
-    header = ["Strategy", "Precision", "Learning rate (applied)", "Reviews per step (mean)", "Token budget",
-              "Recomputes activations", "Epochs"]
+    header = [
+        "Strategy",
+        "Precision",
+        "Learning rate (applied)",
+        "Reviews per step (mean)",
+        "Token budget",
+        "Recomputes activations",
+        "Epochs",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     shown: set[str] = set()
     for run in sorted(runs, key=lambda r: not r.ok):  # an ok run describes its strategy best
@@ -169,7 +198,8 @@ def _figure_links(figures: Mapping[str, Path], report_path: Path) -> str:
 def _failures(runs: Sequence[RunRecord]) -> str:
     lines = [
         f"- `{run.strategy}` seed {run.seed}: **{run.status}**: {_one_line(run.reason or 'no reason recorded')}"
-        for run in runs if not run.ok
+        for run in runs
+        if not run.ok
     ]
     return "\n".join(lines) if lines else "None."
 
@@ -224,8 +254,10 @@ def _reference_section(reference: Mapping[str, Any] | None, table: pd.DataFrame,
         return "No reference results were given."
     results = reference.get("results")
     if not isinstance(results, Mapping):
-        raise ValueError(f"reference['results'] is {results!r}; expected a mapping strategy -> "
-                         "{'accuracy': float, 'train_time_s': float}")
+        raise ValueError(
+            f"reference['results'] is {results!r}; expected a mapping strategy -> "
+            "{'accuracy': float, 'train_time_s': float}"
+        )
     ours = agg.set_index("strategy")
     strategies = list(dict.fromkeys([*agg["strategy"], *results]))
     header = ["Strategy", "Reference accuracy", "Ours", "Difference (points)", "Reference time", "Our time"]
@@ -236,8 +268,10 @@ def _reference_section(reference: Mapping[str, Any] | None, table: pd.DataFrame,
         our_acc = ours["accuracy_mean"].get(strategy, math.nan)
         our_time = ours["train_time_s_mean"].get(strategy, math.nan)
         diff = _MISSING if pd.isna(ref_acc) or pd.isna(our_acc) else f"{100 * (our_acc - ref_acc):+.2f}"
-        lines.append(f"| {strategy} | {_fmt_pct(ref_acc)} | {_fmt_pct(our_acc)} | {diff} | "
-                     f"{_fmt_seconds(ref_time)} | {_fmt_seconds(our_time)} |")
+        lines.append(
+            f"| {strategy} | {_fmt_pct(ref_acc)} | {_fmt_pct(our_acc)} | {diff} | "
+            f"{_fmt_seconds(ref_time)} | {_fmt_seconds(our_time)} |"
+        )
 
     hardware = str(reference.get("hardware") or "unknown hardware")
     seeds = reference.get("seeds")
@@ -255,23 +289,36 @@ def _caveat(table: pd.DataFrame, hardware: str) -> str:
     # "NVIDIA GeForce RTX 3080" is the same card as the reference's "RTX 3080".
     if devices and all(hardware.lower() in device.lower() for device in devices):
         return "Same model, test set and hardware as the reference, so differences reflect the training recipe."
-    return (f"Same model and test set; training times are not directly comparable: ours ran on "
-            f"{', '.join(devices) or 'an unknown device'}, the reference on {hardware}.")
+    return (
+        f"Same model and test set; training times are not directly comparable: ours ran on "
+        f"{', '.join(devices) or 'an unknown device'}, the reference on {hardware}."
+    )
 
 
 def _comparison_section(results: Results) -> str:
     comparison, baseline = results.comparison, results.baseline
     if comparison is None or baseline is None:
         return "No paired comparison: the report was given no per-review predictions."
-    header = ["Strategy", "Accuracy (mean)", f"Difference from {baseline} (points, 95% CI)", "p (Holm)",
-              "Reviews better / worse", "At the 5% level"]  # fmt: skip
+    header = [
+        "Strategy",
+        "Accuracy (mean)",
+        f"Difference from {baseline} (points, 95% CI)",
+        "p (Holm)",
+        "Reviews better / worse",
+        "At the 5% level",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     alike, better, worse = [], [], []
     for r in comparison.to_dict("records"):
         if r["strategy"] == baseline:
             verdict, difference, p, counts = "baseline", _MISSING, _MISSING, _MISSING
         elif pd.isna(r["p_value_holm"]):
-            verdict, difference, p, counts = "not compared (no successful run on one side)", _MISSING, _MISSING, _MISSING
+            verdict, difference, p, counts = (
+                "not compared (no successful run on one side)",
+                _MISSING,
+                _MISSING,
+                _MISSING,
+            )
         else:
             difference = f"{r['delta_vs_baseline']:+.2f} ({r['delta_ci_low']:+.2f} to {r['delta_ci_high']:+.2f})"
             p, counts = f"{r['p_value_holm']:.3g}", f"{r['reviews_better']:.0f} / {r['reviews_worse']:.0f}"
@@ -284,24 +331,30 @@ def _comparison_section(results: Results) -> str:
             else:
                 verdict = "worse"
                 worse.append(r["strategy"])
-        lines.append(f"| {r['strategy']} | {_fmt_pct(r['accuracy_mean'])} | {difference} | {p} | {counts} | {verdict} |")
+        lines.append(
+            f"| {r['strategy']} | {_fmt_pct(r['accuracy_mean'])} | {difference} | {p} | {counts} | {verdict} |"
+        )
 
     def names(items: list[str]) -> str:
         return ", ".join(f"`{item}`" for item in items)
 
     words = []
     if alike:
-        words.append(f"{names(alike)} {'is' if len(alike) == 1 else 'are'} indistinguishable from `{baseline}` at the "
-                     "5% level (Holm-adjusted): the data do not show a difference either way")  # fmt: skip
+        words.append(
+            f"{names(alike)} {'is' if len(alike) == 1 else 'are'} indistinguishable from `{baseline}` at the "
+            "5% level (Holm-adjusted): the data do not show a difference either way"
+        )
     if better:
         words.append(f"{names(better)} {'is' if len(better) == 1 else 'are'} better than `{baseline}`")
     if worse:
         words.append(f"{names(worse)} {'is' if len(worse) == 1 else 'are'} worse than `{baseline}`")
     summary = ("; ".join(words) + ".") if words else f"No strategy could be compared with `{baseline}`."
-    method = ("Each strategy is compared with the baseline review by review on the same test reviews, each review's "
-              "correctness averaged over the seeds both ran: the difference in accuracy with a bootstrap 95% interval "
-              "over reviews, and an exact sign test on the reviews where they differ (McNemar's exact test for one "
-              "seed), Holm-adjusted across strategies.")  # fmt: skip
+    method = (
+        "Each strategy is compared with the baseline review by review on the same test reviews, each review's "
+        "correctness averaged over the seeds both ran: the difference in accuracy with a bootstrap 95% interval "
+        "over reviews, and an exact sign test on the reviews where they differ (McNemar's exact test for one "
+        "seed), Holm-adjusted across strategies."
+    )
     return "\n".join(lines) + "\n\n" + summary + " " + method
 
 
@@ -309,13 +362,19 @@ def _tuning_section(results: Results) -> str:
     trials, selected = results.tuning, results.selected or {}
     if trials is None:
         return "Tuning was off: every strategy ran at its configured settings."
-    keys = [c for c in trials.columns
-            if c not in ("strategy", "trial", "seed", "status", "val_accuracy", "val_loss", "train_time_s")]  # fmt: skip
+    keys = [
+        c
+        for c in trials.columns
+        if c not in ("strategy", "trial", "seed", "status", "val_accuracy", "val_loss", "train_time_s")
+    ]
     header = ["Strategy", "Grid", "Chosen", "Validation accuracy", "Runner-up (margin)", "Trials ok"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for strategy, group in trials.groupby("strategy", sort=False):
-        grid = "; ".join(f"{key}: {', '.join(_fmt_value(v) for v in dict.fromkeys(group[key].dropna()))}"
-                         for key in keys if group[key].notna().any())  # fmt: skip
+        grid = "; ".join(
+            f"{key}: {', '.join(_fmt_value(v) for v in dict.fromkeys(group[key].dropna()))}"
+            for key in keys
+            if group[key].notna().any()
+        )
         ok = group[group["status"] == Status.OK]
         per_trial = ok.groupby("trial", sort=False)["val_accuracy"].mean().sort_values(ascending=False)
         choice = selected.get(strategy) or {}
@@ -325,14 +384,18 @@ def _tuning_section(results: Results) -> str:
             chosen = ", ".join(f"{k} = {_fmt_value(v)}" for k, v in choice["values"].items())
             accuracy = _fmt_pct(choice["val_accuracy"])
             others = per_trial.drop(choice.get("trial"), errors="ignore")
-            runner = (_MISSING if others.empty else
-                      f"{others.index[0]}: {_fmt_pct(others.iloc[0])} ({100 * (choice['val_accuracy'] - others.iloc[0]):+.2f})")  # fmt: skip
+            runner = _MISSING
+            if not others.empty:
+                margin = 100 * (choice["val_accuracy"] - others.iloc[0])
+                runner = f"{others.index[0]}: {_fmt_pct(others.iloc[0])} ({margin:+.2f})"
         trials_ok = f"{group[group['status'] == Status.OK]['trial'].nunique()}/{group['trial'].nunique()}"
         lines.append(f"| {strategy} | {grid} | {chosen} | {accuracy} | {runner} | {trials_ok} |")
     seeds = ", ".join(str(s) for s in sorted(trials["seed"].unique()))
-    return ("\n".join(lines) + f"\n\nEach trial trained on the training split with seed(s) {seeds} and was scored on "
-            "the validation split only (no trial saw the test split); the best mean validation accuracy was chosen, "
-            "a tie going to the cheaper setting. The final runs used the chosen values (their `train.json` shows them).")
+    return (
+        "\n".join(lines) + f"\n\nEach trial trained on the training split with seed(s) {seeds} and was scored on "
+        "the validation split only (no trial saw the test split); the best mean validation accuracy was chosen, "
+        "a tie going to the cheaper setting. The final runs used the chosen values (their `train.json` shows them)."
+    )
 
 
 def _fmt_value(value: Any) -> str:
@@ -351,8 +414,9 @@ def _matches_reference(runs: Sequence[RunRecord], table: pd.DataFrame) -> str | 
     if not models or not all(name.rstrip("/").split("/")[-1] == "roberta-base" for name in models):
         reasons.append(f"it fine-tuned roberta-base, this study {_model_name(runs)}")
     if sizes != {REFERENCE_TEST_SIZE}:
-        reasons.append(f"it tested on all {REFERENCE_TEST_SIZE:,} IMDB test reviews, this study on "
-                       f"{_describe_test_size(ok)[1]}")  # fmt: skip
+        reasons.append(
+            f"it tested on all {REFERENCE_TEST_SIZE:,} IMDB test reviews, this study on {_describe_test_size(ok)[1]}"
+        )
     return "; ".join(reasons) or None
 
 
@@ -382,8 +446,11 @@ def render_markdown(
         "## Hardware and software",
         _environment(runs),
         "## Comparison with the reference notebook",
-        (f"Left out: the reference notebook's setting differs ({mismatch}), so its numbers would not compare."
-         if mismatch else _reference_section(reference, table, agg)),
+        (
+            f"Left out: the reference notebook's setting differs ({mismatch}), so its numbers would not compare."
+            if mismatch
+            else _reference_section(reference, table, agg)
+        ),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -393,6 +460,7 @@ def write_report(
 ) -> Path:
     report_path = Path(report_path)
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(render_markdown(results=results, figures=figures, report_path=report_path,
-                                           reference=reference))  # fmt: skip
+    report_path.write_text(
+        render_markdown(results=results, figures=figures, report_path=report_path, reference=reference)
+    )
     return report_path

@@ -83,9 +83,7 @@ def check_model_source(name_or_path: str) -> None:
     if not (path / "config.json").is_file():
         raise ModelSourceError(f"model folder {name_or_path!r} has no config.json")
     if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise ModelSourceError(
-            f"model folder {name_or_path!r} has no weights; expected one of {list(WEIGHT_FILES)}"
-        )
+        raise ModelSourceError(f"model folder {name_or_path!r} has no weights; expected one of {list(WEIGHT_FILES)}")
 
 
 # --- which modules a strategy's adapters target ------------------------------------------
@@ -111,7 +109,9 @@ def matches_module(entry: str, module_names: Collection[str]) -> bool:
     return any(name == entry or name.endswith("." + entry) for name in module_names)
 
 
-def check_module_lists(strategies: Mapping[str, Mapping[str, Any]], module_names: Collection[str], *, model: str) -> None:
+def check_module_lists(
+    strategies: Mapping[str, Mapping[str, Any]], module_names: Collection[str], *, model: str
+) -> None:
     """Every target_modules / feedforward_modules entry must match a module of the model;
     otherwise ModelSourceError naming the key, the entry and close matches."""
     problems = []
@@ -128,7 +128,8 @@ def check_module_lists(strategies: Mapping[str, Mapping[str, Any]], module_names
     if problems:
         endings = sorted({name.rsplit(".", 1)[-1] for name in leaves})
         raise ModelSourceError(
-            "; ".join(problems) + f". Its innermost modules are named ...{', ...'.join(endings[:40])}"
+            "; ".join(problems)
+            + f". Its innermost modules are named ...{', ...'.join(endings[:40])}"
             + (" ..." if len(endings) > 40 else "")
         )
 

@@ -57,8 +57,16 @@ def paired_comparison(
     better, worse = int((diff > 0).sum()), int((diff < 0).sum())
     p_value = stats.binomtest(better, better + worse, 0.5).pvalue if better + worse else 1.0
     low, high = _bootstrap_interval(diff, seed=seed)
-    return PairedComparison(seeds=seeds, n_reviews=n, delta=100 * float(diff.mean()), delta_ci_low=100 * low,
-                            delta_ci_high=100 * high, better=better, worse=worse, p_value=float(p_value))  # fmt: skip
+    return PairedComparison(
+        seeds=seeds,
+        n_reviews=n,
+        delta=100 * float(diff.mean()),
+        delta_ci_low=100 * low,
+        delta_ci_high=100 * high,
+        better=better,
+        worse=worse,
+        p_value=float(p_value),
+    )
 
 
 def _bootstrap_interval(diff: np.ndarray, *, seed: int) -> tuple[float, float]:

@@ -174,8 +174,12 @@ class TrainStep:
 
     def describe(self) -> dict[str, Any]:
         """What the run record says about how steps ran."""
-        return {"requested": self.graphs_requested, "used": self.use_graphs, "shapes": self.graph_shapes,
-                "fallback_reason": self.graph_failure}  # fmt: skip
+        return {
+            "requested": self.graphs_requested,
+            "used": self.use_graphs,
+            "shapes": self.graph_shapes,
+            "fallback_reason": self.graph_failure,
+        }
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.use_graphs:
@@ -284,8 +288,10 @@ class TrainStep:
             for inputs in staged.values():
                 self._recorder.warm(lambda inputs=inputs: self._warmup(inputs))
             self._recorder.release_cache()
-            recorded = {key: _Recorded(graph=self._recorder.capture(lambda inputs=inputs: self._body(inputs)),
-                                       inputs=inputs) for key, inputs in staged.items()}  # fmt: skip
+            recorded = {
+                key: _Recorded(graph=self._recorder.capture(lambda inputs=inputs: self._body(inputs)), inputs=inputs)
+                for key, inputs in staged.items()
+            }
         except Exception as exc:  # e.g. an operation that cannot be captured: train eagerly instead
             self.graph_failure = f"{type(exc).__name__}: {exc}"[:500]
             self.use_graphs = False
@@ -297,8 +303,11 @@ class TrainStep:
         finally:
             _set_rng(self.device, rng)  # the warm-ups' dropout draws are not part of training
         self._recorded.update(recorded)
-        log.info("recorded the training step as a CUDA graph for batch shape(s) %s (%d in all)",
-                 [dict(k)["input_ids"] for k in recorded], len(self._recorded))  # fmt: skip
+        log.info(
+            "recorded the training step as a CUDA graph for batch shape(s) %s (%d in all)",
+            [dict(k)["input_ids"] for k in recorded],
+            len(self._recorded),
+        )
 
 
 def _shape_key(batch: dict[str, torch.Tensor]) -> tuple:

@@ -20,14 +20,33 @@ from ftcompare.records import Status
 from ftcompare.stats import holm, mean_interval, paired_comparison
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "strategy", "method", "seed", "status", "reason",
-    "accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1", "precision", "recall",
-    "train_time_s", "eval_time_s", "tokens_per_s",
-    "trainable_params", "total_params", "trainable_pct",
-    "peak_gpu_mem_gb", "peak_rss_gb", "adapter_size_mb", "device",
+    "strategy",
+    "method",
+    "seed",
+    "status",
+    "reason",
+    "accuracy",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "f1",
+    "precision",
+    "recall",
+    "train_time_s",
+    "eval_time_s",
+    "tokens_per_s",
+    "trainable_params",
+    "total_params",
+    "trainable_pct",
+    "peak_gpu_mem_gb",
+    "peak_rss_gb",
+    "adapter_size_mb",
+    "device",
     "eval_reviews_per_s",
     # Extra columns after the required ones; the report needs them.
-    "device_type", "n_test", "best_epoch", "best_val_accuracy",
+    "device_type",
+    "n_test",
+    "best_epoch",
+    "best_val_accuracy",
     # Why an ok run's best epoch is not to be trusted (one class for every validation
     # review); empty when it is fine.
     "degenerate_validation",
@@ -36,10 +55,23 @@ TEXT_COLUMNS: frozenset[str] = frozenset(
     {"strategy", "method", "status", "reason", "device", "device_type", "degenerate_validation"}
 )
 AGGREGATE_COLUMNS: tuple[str, ...] = (
-    "accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1", "precision", "recall",
-    "train_time_s", "eval_time_s", "tokens_per_s",
-    "trainable_params", "total_params", "trainable_pct",
-    "peak_gpu_mem_gb", "peak_rss_gb", "adapter_size_mb", "n_test", "eval_reviews_per_s",
+    "accuracy",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "f1",
+    "precision",
+    "recall",
+    "train_time_s",
+    "eval_time_s",
+    "tokens_per_s",
+    "trainable_params",
+    "total_params",
+    "trainable_pct",
+    "peak_gpu_mem_gb",
+    "peak_rss_gb",
+    "adapter_size_mb",
+    "n_test",
+    "eval_reviews_per_s",
 )
 
 
@@ -99,9 +131,7 @@ def load_runs(*, train_paths: Sequence[Path], eval_paths: Sequence[Path]) -> lis
     trains = _index_records(train_paths, "train")
     evals = _index_records(eval_paths, "eval")
     if unpaired := sorted(set(trains) ^ set(evals)):
-        raise ValueError(
-            f"(strategy, seed) pairs {unpaired} have only one of train/eval records; every run needs both"
-        )
+        raise ValueError(f"(strategy, seed) pairs {unpaired} have only one of train/eval records; every run needs both")
     strategy_order = list(dict.fromkeys(strategy for strategy, _ in trains))
     keys = sorted(trains, key=lambda key: (strategy_order.index(key[0]), key[1]))
 
@@ -110,8 +140,17 @@ def load_runs(*, train_paths: Sequence[Path], eval_paths: Sequence[Path]) -> lis
         train, ev = trains[(strategy, seed)], evals[(strategy, seed)]
         status = Status.worst(train["status"], ev["status"])
         reason = train.get("reason") or ev.get("reason")
-        runs.append(RunRecord(strategy=strategy, method=str(train.get("method") or strategy), seed=seed,
-                              status=status, reason=reason, train=train, eval=ev))
+        runs.append(
+            RunRecord(
+                strategy=strategy,
+                method=str(train.get("method") or strategy),
+                seed=seed,
+                status=status,
+                reason=reason,
+                train=train,
+                eval=ev,
+            )
+        )
     return runs
 
 
@@ -145,28 +184,35 @@ def summary_table(*, runs: Sequence[RunRecord]) -> pd.DataFrame:
         gpu_mem = number(train_m, "peak_gpu_mem_reserved_gb")
         if math.isnan(gpu_mem):
             gpu_mem = number(train_m, "peak_gpu_mem_allocated_gb")
-        rows.append({
-            "strategy": run.strategy, "method": run.method, "seed": run.seed,
-            "status": run.status, "reason": run.reason,
-            **{key: number(eval_m, key) for key in
-               ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1", "precision", "recall")},
-            "train_time_s": number(train_m, "train_time_s"),
-            "eval_time_s": number(eval_m, "eval_time_s"),
-            "eval_reviews_per_s": number(eval_m, "eval_reviews_per_s"),
-            "tokens_per_s": number(train_m, "tokens_per_s"),
-            "trainable_params": trainable,
-            "total_params": total,
-            "trainable_pct": 100.0 * trainable / total if total > 0 else math.nan,
-            "peak_gpu_mem_gb": gpu_mem,
-            "peak_rss_gb": number(train_m, "peak_rss_gb"),
-            "adapter_size_mb": number(train_m, "adapter_size_mb"),
-            "device": _provenance(run, "device"),
-            "device_type": _provenance(run, "device_type"),
-            "n_test": number(eval_m, "n_test"),
-            "best_epoch": number(train_m, "best_epoch"),
-            "best_val_accuracy": number(train_m, "best_val_accuracy"),
-            "degenerate_validation": train_m.get("degenerate_validation") if run.ok else None,
-        })
+        rows.append(
+            {
+                "strategy": run.strategy,
+                "method": run.method,
+                "seed": run.seed,
+                "status": run.status,
+                "reason": run.reason,
+                **{
+                    key: number(eval_m, key)
+                    for key in ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1", "precision", "recall")
+                },
+                "train_time_s": number(train_m, "train_time_s"),
+                "eval_time_s": number(eval_m, "eval_time_s"),
+                "eval_reviews_per_s": number(eval_m, "eval_reviews_per_s"),
+                "tokens_per_s": number(train_m, "tokens_per_s"),
+                "trainable_params": trainable,
+                "total_params": total,
+                "trainable_pct": 100.0 * trainable / total if total > 0 else math.nan,
+                "peak_gpu_mem_gb": gpu_mem,
+                "peak_rss_gb": number(train_m, "peak_rss_gb"),
+                "adapter_size_mb": number(train_m, "adapter_size_mb"),
+                "device": _provenance(run, "device"),
+                "device_type": _provenance(run, "device_type"),
+                "n_test": number(eval_m, "n_test"),
+                "best_epoch": number(train_m, "best_epoch"),
+                "best_val_accuracy": number(train_m, "best_val_accuracy"),
+                "degenerate_validation": train_m.get("degenerate_validation") if run.ok else None,
+            }
+        )
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     # Explicit dtypes so an empty or all-NaN column still aggregates as numbers.
     numeric = [c for c in SUMMARY_COLUMNS if c not in TEXT_COLUMNS and c != "seed"]
@@ -202,39 +248,57 @@ def aggregate_by_strategy(*, table: pd.DataFrame) -> pd.DataFrame:
     count_columns = [c for c in stats.columns if c.endswith("_count")]
     stats[count_columns] = stats[count_columns].fillna(0).astype(int)
 
-    out = pd.DataFrame({
-        "strategy": strategies,
-        "method": table.groupby("strategy", sort=False)["method"].first().reindex(strategies).to_numpy(),
-        "n_runs": table.groupby("strategy", sort=False).size().reindex(strategies).to_numpy(),
-        "n_ok": ok.groupby("strategy", sort=False).size().reindex(strategies).fillna(0).astype(int).to_numpy(),
-    })
+    out = pd.DataFrame(
+        {
+            "strategy": strategies,
+            "method": table.groupby("strategy", sort=False)["method"].first().reindex(strategies).to_numpy(),
+            "n_runs": table.groupby("strategy", sort=False).size().reindex(strategies).to_numpy(),
+            "n_ok": ok.groupby("strategy", sort=False).size().reindex(strategies).fillna(0).astype(int).to_numpy(),
+        }
+    )
     out = pd.concat([out, stats.reset_index(drop=True)], axis=1)
 
     n = out["accuracy_count"]
     over_seeds = n >= 2
-    intervals = [mean_interval(ok.loc[ok["strategy"] == s, "accuracy"].dropna()) if k >= 2 else (math.nan, math.nan)
-                 for s, k in zip(strategies, n)]  # fmt: skip
+    intervals = [
+        mean_interval(ok.loc[ok["strategy"] == s, "accuracy"].dropna()) if k >= 2 else (math.nan, math.nan)
+        for s, k in zip(strategies, n)
+    ]
     low, high = (np.array(side) for side in zip(*intervals)) if intervals else (np.array([]), np.array([]))
     out["accuracy_mean_ci_low"] = np.where(over_seeds, low, out["accuracy_ci_low_mean"])
     out["accuracy_mean_ci_high"] = np.where(over_seeds, high, out["accuracy_ci_high_mean"])
     out[["accuracy_mean_ci_low", "accuracy_mean_ci_high"]] = out[
-        ["accuracy_mean_ci_low", "accuracy_mean_ci_high"]].clip(0.0, 1.0)
+        ["accuracy_mean_ci_low", "accuracy_mean_ci_high"]
+    ].clip(0.0, 1.0)
     out["accuracy_ci_method"] = np.where(over_seeds, "t over seeds", np.where(n == 1, "binomial", None))
     return out
 
 
 COMPARISON_COLUMNS: tuple[str, ...] = (
-    "strategy", "method", "n_ok", "accuracy_mean", "accuracy_sd", "accuracy_ci_low", "accuracy_ci_high",
-    "delta_vs_baseline", "delta_ci_low", "delta_ci_high", "p_value", "p_value_holm",
+    "strategy",
+    "method",
+    "n_ok",
+    "accuracy_mean",
+    "accuracy_sd",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "delta_vs_baseline",
+    "delta_ci_low",
+    "delta_ci_high",
+    "p_value",
+    "p_value_holm",
     # Beyond the required ones: what the test rests on, and inference speed.
-    "paired_seeds", "reviews_better", "reviews_worse", "eval_reviews_per_s",
+    "paired_seeds",
+    "reviews_better",
+    "reviews_worse",
+    "eval_reviews_per_s",
 )
 
 
 def correctness(predictions: pd.DataFrame) -> np.ndarray:
     """Per test review, in the test split's order, whether the run predicted its label."""
     ordered = predictions.sort_values("row")
-    return (ordered["prediction"].to_numpy() == ordered["label"].to_numpy())
+    return ordered["prediction"].to_numpy() == ordered["label"].to_numpy()
 
 
 def compare_strategies(
@@ -251,16 +315,27 @@ def compare_strategies(
     rows = []
     for record in agg.to_dict("records"):
         strategy, seeds = record["strategy"], ok_seeds.get(record["strategy"], {})
-        row = {"strategy": strategy, "method": record["method"], "n_ok": record["n_ok"],
-               "accuracy_mean": record["accuracy_mean"], "accuracy_sd": record["accuracy_std"],
-               "accuracy_ci_low": record["accuracy_mean_ci_low"], "accuracy_ci_high": record["accuracy_mean_ci_high"],
-               "eval_reviews_per_s": record["eval_reviews_per_s_mean"]}  # fmt: skip
+        row = {
+            "strategy": strategy,
+            "method": record["method"],
+            "n_ok": record["n_ok"],
+            "accuracy_mean": record["accuracy_mean"],
+            "accuracy_sd": record["accuracy_std"],
+            "accuracy_ci_low": record["accuracy_mean_ci_low"],
+            "accuracy_ci_high": record["accuracy_mean_ci_high"],
+            "eval_reviews_per_s": record["eval_reviews_per_s_mean"],
+        }
         if strategy != baseline and seeds and base and set(seeds) & set(base):
             compared = paired_comparison(seeds, base)
-            row |= {"delta_vs_baseline": compared.delta, "delta_ci_low": compared.delta_ci_low,
-                    "delta_ci_high": compared.delta_ci_high, "p_value": compared.p_value,
-                    "paired_seeds": ",".join(map(str, compared.seeds)), "reviews_better": compared.better,
-                    "reviews_worse": compared.worse}  # fmt: skip
+            row |= {
+                "delta_vs_baseline": compared.delta,
+                "delta_ci_low": compared.delta_ci_low,
+                "delta_ci_high": compared.delta_ci_high,
+                "p_value": compared.p_value,
+                "paired_seeds": ",".join(map(str, compared.seeds)),
+                "reviews_better": compared.better,
+                "reviews_worse": compared.worse,
+            }
         rows.append(row)
     table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     tested = table["p_value"].notna()
@@ -281,22 +356,42 @@ class Results:
     selected: dict[str, Any] | None = None  # per tuned strategy, its choice (results/tuning/selected.yaml)
 
     @classmethod
-    def of(cls, runs: Sequence[RunRecord], *, predictions: Mapping[tuple[str, int], pd.DataFrame] | None = None,
-           baseline: str | None = None, tuning: pd.DataFrame | None = None,
-           selected: dict[str, Any] | None = None) -> Results:  # fmt: skip
+    def of(
+        cls,
+        runs: Sequence[RunRecord],
+        *,
+        predictions: Mapping[tuple[str, int], pd.DataFrame] | None = None,
+        baseline: str | None = None,
+        tuning: pd.DataFrame | None = None,
+        selected: dict[str, Any] | None = None,
+    ) -> Results:
         table = summary_table(runs=runs)
         agg = aggregate_by_strategy(table=table)
         comparison = None
         if predictions is not None and baseline is not None:
             correct = {key: correctness(frame) for key, frame in predictions.items() if len(frame)}
             comparison = compare_strategies(agg=agg, runs=runs, correct=correct, baseline=baseline)
-        return cls(runs=list(runs), table=table, agg=agg, baseline=baseline, comparison=comparison, tuning=tuning,
-                   selected=selected)  # fmt: skip
+        return cls(
+            runs=list(runs),
+            table=table,
+            agg=agg,
+            baseline=baseline,
+            comparison=comparison,
+            tuning=tuning,
+            selected=selected,
+        )
 
     @classmethod
-    def load(cls, *, train_paths: Sequence[Path], eval_paths: Sequence[Path],
-             prediction_paths: Sequence[Path] | None = None, baseline: str | None = None,
-             tuning_summary: Path | None = None, selected: Path | None = None) -> Results:  # fmt: skip
+    def load(
+        cls,
+        *,
+        train_paths: Sequence[Path],
+        eval_paths: Sequence[Path],
+        prediction_paths: Sequence[Path] | None = None,
+        baseline: str | None = None,
+        tuning_summary: Path | None = None,
+        selected: Path | None = None,
+    ) -> Results:
         """`prediction_paths` run parallel to `eval_paths` (each run's predictions.parquet)."""
         import yaml
 
@@ -309,6 +404,10 @@ class Results:
             for eval_path, path in zip(eval_paths, prediction_paths):
                 record = json.loads(Path(eval_path).read_text())
                 predictions[(record["strategy"], record["seed"])] = pd.read_parquet(path)
-        return cls.of(runs, predictions=predictions, baseline=baseline,
-                      tuning=None if tuning_summary is None else pd.read_csv(tuning_summary),
-                      selected=None if selected is None else yaml.safe_load(Path(selected).read_text()))  # fmt: skip
+        return cls.of(
+            runs,
+            predictions=predictions,
+            baseline=baseline,
+            tuning=None if tuning_summary is None else pd.read_csv(tuning_summary),
+            selected=None if selected is None else yaml.safe_load(Path(selected).read_text()),
+        )

@@ -35,7 +35,9 @@ def load_tokenizer(name_or_path: str, *, max_length: int) -> tuple[Any, int]:
     try:
         tokenizer = Tokenizer.from_file(str(model_file(name_or_path, "tokenizer.json")))
     except ModelSourceError as exc:
-        raise ModelSourceError(f"{exc}: the tokenize stage needs the model's fast tokenizer file, tokenizer.json") from exc
+        raise ModelSourceError(
+            f"{exc}: the tokenize stage needs the model's fast tokenizer file, tokenizer.json"
+        ) from exc
     settings = json.loads(model_file(name_or_path, "tokenizer_config.json").read_text())
     pad = settings.get("pad_token")
     pad = pad.get("content") if isinstance(pad, dict) else pad
@@ -69,15 +71,20 @@ def tokenize_splits(
     stats, num_labels = {}, 0
     for split in SPLITS:
         frame = pd.read_parquet(split_paths[split])
-        ids = [encoding.ids for start in range(0, len(frame), ENCODE_BATCH)
-               for encoding in tokenizer.encode_batch(frame["text"].iloc[start : start + ENCODE_BATCH].tolist())]  # fmt: skip
+        ids = [
+            encoding.ids
+            for start in range(0, len(frame), ENCODE_BATCH)
+            for encoding in tokenizer.encode_batch(frame["text"].iloc[start : start + ENCODE_BATCH].tolist())
+        ]
         lengths = pd.Series([len(row) for row in ids], dtype="int32")
         # int32 ids: half the cache of int64, and every vocabulary fits.
-        table = pa.table({
-            "input_ids": pa.array(ids, type=pa.list_(pa.int32())),
-            "label": pa.array(frame["label"].to_numpy(), type=pa.int64()),
-            "length": pa.array(lengths.to_numpy(), type=pa.int32()),
-        })  # fmt: skip
+        table = pa.table(
+            {
+                "input_ids": pa.array(ids, type=pa.list_(pa.int32())),
+                "label": pa.array(frame["label"].to_numpy(), type=pa.int64()),
+                "length": pa.array(lengths.to_numpy(), type=pa.int32()),
+            }
+        )
         with pa.OSFile(str(out_dir / f"{split}.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         num_labels = max(num_labels, int(frame["label"].max()) + 1)

@@ -23,7 +23,6 @@ import dataclasses
 import logging
 import math
 import random
-import resource
 import signal
 import threading
 import time
@@ -40,12 +39,18 @@ from ftcompare import checkpoint as ckpt
 from ftcompare.batching import TrainBatching, load_tokenized
 from ftcompare.config import RunSpec
 from ftcompare.inference import predict_logits, softmax_cross_entropy
-from ftcompare.models import Precision, StrategyUnavailable, build_model, count_parameters, resolve_precision, save_trained
+from ftcompare.models import (
+    Precision,
+    StrategyUnavailable,
+    build_model,
+    count_parameters,
+    resolve_precision,
+    save_trained,
+)
 from ftcompare.records import Status
 from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current_lr, peak_memory, select_device
 
 log = logging.getLogger(__name__)
-
 
 
 class Diverged(RuntimeError):
@@ -155,8 +160,14 @@ def finetune(
         return TrainResult(status=Status.SKIPPED, reason=str(exc), device=device)
     except Diverged as exc:
         log.error("run %s/seed%d failed: %s", spec.strategy, spec.seed, exc)
-        return TrainResult(status=Status.FAILED, reason=f"diverged: {exc}", retry=False, loss_curve=exc.loss_curve,
-                           val_curve=exc.val_curve, device=device)  # fmt: skip
+        return TrainResult(
+            status=Status.FAILED,
+            reason=f"diverged: {exc}",
+            retry=False,
+            loss_curve=exc.loss_curve,
+            val_curve=exc.val_curve,
+            device=device,
+        )
     except Exception as exc:  # failure isolation: record it, let the other runs finish
         log.error("run %s/seed%d failed:\n%s", spec.strategy, spec.seed, traceback.format_exc())
         if device.type == "cuda":
@@ -195,15 +206,23 @@ def _train(
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     log.info(
         "%s/seed%d on %s (%s): %s trainable of %s parameters, lr %.3g (%.1f reviews per step, at most %d%s)",
-        spec.strategy, spec.seed, device, precision.name, f"{trainable_count:,}", f"{total_count:,}",
-        learning_rate, reviews_per_step, spec.batch_size,
+        spec.strategy,
+        spec.seed,
+        device,
+        precision.name,
+        f"{trainable_count:,}",
+        f"{total_count:,}",
+        learning_rate,
+        reviews_per_step,
+        spec.batch_size,
         "" if spec.max_tokens_per_batch is None else f" and {spec.max_tokens_per_batch} padded tokens",
-    )  # fmt: skip
+    )
     forward = torch.compile(model, dynamic=True) if spec.compile else model
 
     graphs = spec.cuda_graphs and device.type == "cuda"
-    optimizer = build_optimizer(trainable, weight_decay=spec.weight_decay, learning_rate=learning_rate, device=device,
-                                capturable=graphs)  # fmt: skip
+    optimizer = build_optimizer(
+        trainable, weight_decay=spec.weight_decay, learning_rate=learning_rate, device=device, capturable=graphs
+    )
     scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup_ratio=spec.warmup_ratio)
 
     state: dict[str, Any] = {
@@ -222,13 +241,20 @@ def _train(
         "peak_memory": None,  # the earlier processes' peaks, when resumed
     }
     resumed = _resume(
-        checkpoint_dir, spec=spec, precision=precision, trainable=trainable, optimizer=optimizer,
-        scheduler=scheduler, state=state,
-    )  # fmt: skip
+        checkpoint_dir,
+        spec=spec,
+        precision=precision,
+        trainable=trainable,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        state=state,
+    )
 
-    settings = (f"learning_rate {spec.learning_rate:g}, {learning_rate:.3g} as applied; max_grad_norm "
-                f"{'null' if spec.max_grad_norm is None else f'{spec.max_grad_norm:g}'}): lower "
-                f"strategies.{spec.strategy}.learning_rate")  # fmt: skip
+    settings = (
+        f"learning_rate {spec.learning_rate:g}, {learning_rate:.3g} as applied; max_grad_norm "
+        f"{'null' if spec.max_grad_norm is None else f'{spec.max_grad_norm:g}'}): lower "
+        f"strategies.{spec.strategy}.learning_rate"
+    )
 
     def diverged(what: str) -> Diverged:
         return Diverged(f"{what} ({settings}", loss_curve=state["loss_curve"], val_curve=state["val_curve"])
@@ -243,7 +269,9 @@ def _train(
         step = state["global_step"]
         if not math.isfinite(window_sum):
             kind = "NaN" if math.isnan(window_sum) else "infinite"
-            where = f"at step {step}" if step == checked_through + 1 else f"between steps {checked_through + 1} and {step}"
+            where = (
+                f"at step {step}" if step == checked_through + 1 else f"between steps {checked_through + 1} and {step}"
+            )
             epochs_done = state["epoch"] + state["batch_in_epoch"] / len(plan[state["epoch"]])
             state["loss_curve"].append({"step": step, "epoch": epochs_done, "loss": None, "lr": current_lr(scheduler)})
             raise diverged(f"training loss became {kind} {where} of {total_steps}")
@@ -257,8 +285,9 @@ def _train(
         # broken them. A checkpoint resumed from must never hold a diverged run.
         broken = [n for n, tensor in weights.items() if not bool(torch.isfinite(tensor).all())]
         if broken:
-            raise diverged(f"weights became non-finite by step {state['global_step']} ({len(broken)} tensors, "
-                           f"e.g. {broken[0]})")  # fmt: skip
+            raise diverged(
+                f"weights became non-finite by step {state['global_step']} ({len(broken)} tensors, e.g. {broken[0]})"
+            )
         payload = {
             "spec": spec.to_dict(),
             "precision": precision.name,
@@ -273,9 +302,15 @@ def _train(
 
     model.train()
     step_once = TrainStep(
-        model=forward, optimizer=optimizer, scheduler=scheduler, trainable=[p for _, p in trainable],
-        max_grad_norm=spec.max_grad_norm, device=device, precision=precision, cuda_graphs=graphs,
-    )  # fmt: skip
+        model=forward,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        trainable=[p for _, p in trainable],
+        max_grad_norm=spec.max_grad_norm,
+        device=device,
+        precision=precision,
+        cuda_graphs=graphs,
+    )
     if graphs:
         # Every batch shape the remaining epochs use, recorded before the first step; the
         # time it takes counts as training time.
@@ -333,10 +368,15 @@ def _train(
         state["train_time_s"] += _elapsed(segment_start, device)
 
         logits = predict_logits(
-            model, validation, batch_size=spec.eval_batch_size, pad_token_id=data.pad_token_id,
-            pad_to_multiple_of=spec.pad_to_multiple_of, device=device, precision=precision,
+            model,
+            validation,
+            batch_size=spec.eval_batch_size,
+            pad_token_id=data.pad_token_id,
+            pad_to_multiple_of=spec.pad_to_multiple_of,
+            device=device,
+            precision=precision,
             max_tokens=spec.max_tokens_per_batch,
-        )  # fmt: skip
+        )
         if not np.isfinite(logits).all():
             raise diverged(f"validation logits are not finite after epoch {epoch + 1} (step {state['global_step']})")
         predicted = logits.argmax(axis=1)
@@ -344,14 +384,27 @@ def _train(
         val_loss = softmax_cross_entropy(logits, validation.labels)
         classes = np.unique(predicted)
         state["val_curve"].append(
-            {"step": state["global_step"], "epoch": epoch + 1, "accuracy": accuracy, "loss": val_loss,
-             "predicted_classes": len(classes)}
-        )  # fmt: skip
+            {
+                "step": state["global_step"],
+                "epoch": epoch + 1,
+                "accuracy": accuracy,
+                "loss": val_loss,
+                "predicted_classes": len(classes),
+            }
+        )
         # One class for every review: what a model whose updates blew up (the loss in the
         # hundreds) or collapsed predicts; its accuracy is that class's share, not skill.
-        degenerate = f"all {len(predicted)} validation predictions are class {classes[0]}" if len(classes) == 1 else None
-        log.log(logging.WARNING if degenerate else logging.INFO, "epoch %d: validation accuracy %.4f loss %.4f%s",
-                epoch + 1, accuracy, val_loss, f" ({degenerate})" if degenerate else "")  # fmt: skip
+        degenerate = (
+            f"all {len(predicted)} validation predictions are class {classes[0]}" if len(classes) == 1 else None
+        )
+        log.log(
+            logging.WARNING if degenerate else logging.INFO,
+            "epoch %d: validation accuracy %.4f loss %.4f%s",
+            epoch + 1,
+            accuracy,
+            val_loss,
+            f" ({degenerate})" if degenerate else "",
+        )
         if state["best"] is None or accuracy > state["best"]["val_accuracy"]:
             weights = {n: p.detach().to("cpu", copy=True) for n, p in trainable}
             state["best"] = {"epoch": epoch + 1, "val_accuracy": accuracy, "weights": weights, "degenerate": degenerate}
@@ -449,8 +502,12 @@ def _resume(
         ckpt.remove_checkpoints(directory)
         return False
     if saved.get("precision") != precision.name:
-        log.warning("checkpoint %s was made at precision %s, this run trains at %s: starting from scratch",
-                    path, saved.get("precision"), precision.name)  # fmt: skip
+        log.warning(
+            "checkpoint %s was made at precision %s, this run trains at %s: starting from scratch",
+            path,
+            saved.get("precision"),
+            precision.name,
+        )
         ckpt.remove_checkpoints(directory)
         return False
     try:
@@ -464,8 +521,15 @@ def _resume(
         set_rng_state(saved["rng"])
     except Exception as exc:  # malformed parts; the objects are half restored, so this run cannot go on
         ckpt.quarantine(path, f"cannot be restored: {type(exc).__name__}: {exc}"[:500])
-        raise RuntimeError(f"checkpoint {path} could not be restored ({exc}); it was moved aside, and a rerun "
-                           "resumes from the previous one or starts from scratch") from exc  # fmt: skip
-    log.warning("resumed from step %d (epoch %d, batch %d) using %s",
-                state["global_step"], state["epoch"], state["batch_in_epoch"], path.name)  # fmt: skip
+        raise RuntimeError(
+            f"checkpoint {path} could not be restored ({exc}); it was moved aside, and a rerun "
+            "resumes from the previous one or starts from scratch"
+        ) from exc
+    log.warning(
+        "resumed from step %d (epoch %d, batch %d) using %s",
+        state["global_step"],
+        state["epoch"],
+        state["batch_in_epoch"],
+        path.name,
+    )
     return True

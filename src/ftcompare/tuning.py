@@ -65,8 +65,10 @@ def trials(config: Mapping[str, Any]) -> dict[str, list[Trial]]:
     found = {}
     for strategy, keys in grid.items():
         names = list(keys)
-        found[strategy] = [Trial(strategy=strategy, values=dict(zip(names, combo)))
-                           for combo in itertools.product(*(keys[name] for name in names))]  # fmt: skip
+        found[strategy] = [
+            Trial(strategy=strategy, values=dict(zip(names, combo)))
+            for combo in itertools.product(*(keys[name] for name in names))
+        ]
     return found
 
 
@@ -82,9 +84,7 @@ def check_grid(config: Mapping[str, Any]) -> None:
     schema = load_schema()
     for strategy, keys in grid.items():
         if strategy not in config["strategies"]:
-            raise ConfigError(
-                f"tuning.grid.{strategy}: no such strategy; configured: {list(config['strategies'])}"
-            )
+            raise ConfigError(f"tuning.grid.{strategy}: no such strategy; configured: {list(config['strategies'])}")
         method = config["strategies"][strategy]["method"]
         for key in keys:
             allowed = tunable_keys(method, schema)
@@ -158,10 +158,17 @@ def trial_result(record: Mapping[str, Any], trial: Trial) -> TrialResult:
     best = metrics.get("best_val_accuracy")
     # The validation loss at the epoch that set the best accuracy.
     loss = next((point.get("loss") for point in curve if point.get("accuracy") == best), None)
-    return TrialResult(strategy=trial.strategy, trial=trial.id, values=trial.values, seed=int(record["seed"]),
-                       status=str(record["status"]), val_accuracy=best, val_loss=loss,
-                       train_time_s=metrics.get("train_time_s"),
-                       trainable_params=metrics.get("trainable_params"))  # fmt: skip
+    return TrialResult(
+        strategy=trial.strategy,
+        trial=trial.id,
+        values=trial.values,
+        seed=int(record["seed"]),
+        status=str(record["status"]),
+        val_accuracy=best,
+        val_loss=loss,
+        train_time_s=metrics.get("train_time_s"),
+        trainable_params=metrics.get("trainable_params"),
+    )
 
 
 def select(results: Sequence[TrialResult]) -> dict[str, dict[str, Any]]:
@@ -179,8 +186,11 @@ def select(results: Sequence[TrialResult]) -> dict[str, dict[str, Any]]:
                 cost = (_mean([run.trainable_params for run in runs]), _mean([run.train_time_s for run in runs]))
                 scored.append((accuracy, cost, trial, runs[0].values))
         if not scored:
-            chosen[strategy] = {"values": None, "val_accuracy": None,
-                                "reason": "no trial ended ok: the final runs use the configured settings"}  # fmt: skip
+            chosen[strategy] = {
+                "values": None,
+                "val_accuracy": None,
+                "reason": "no trial ended ok: the final runs use the configured settings",
+            }
             continue
         # Highest accuracy; among equals, the fewest parameters, then the shortest training.
         accuracy, _, trial, values = min(scored, key=lambda item: (-item[0], item[1]))

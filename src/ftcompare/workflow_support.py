@@ -22,6 +22,7 @@ from ftcompare.sources import (
     weight_module_names,
 )
 
+
 def cache_key(settings: Mapping[str, Any]) -> str:
     """A short folder name for the outputs of `settings` (12 hex digits of the SHA-256 of
     their canonical JSON). Stage outputs live under the key of exactly the settings that
@@ -46,8 +47,11 @@ def preflight(config: Mapping[str, Any]) -> None:
         _check_data_source(config["data"])
     except DataError as exc:
         raise ConfigError(str(exc)) from exc
-    _check_local_model(config["model"]["name_or_path"], max_length=config["training"]["max_length"],
-                       strategies=config.get("strategies") or {})  # fmt: skip
+    _check_local_model(
+        config["model"]["name_or_path"],
+        max_length=config["training"]["max_length"],
+        strategies=config.get("strategies") or {},
+    )
 
 
 def _check_data_source(data: Mapping[str, Any]) -> None:
@@ -111,8 +115,11 @@ def _file_labels(path: Path, *, data: Mapping[str, Any], split: str) -> Any:
         return label_values(labels, where=where, column=label_column)
     try:
         labels = pd.read_parquet(path, columns=[label_column])[label_column]
-        texts = None if _parquet_texts_are_plain_strings(path, text_column) else (
-            pd.read_parquet(path, columns=[text_column])[text_column])  # fmt: skip
+        texts = (
+            None
+            if _parquet_texts_are_plain_strings(path, text_column)
+            else (pd.read_parquet(path, columns=[text_column])[text_column])
+        )
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise ConfigError(f"{where} is not a readable Parquet file: {exc}") from exc
     if texts is not None:

@@ -93,7 +93,10 @@ def _patch_datasets(module) -> None:
         folder = Path(_DATASETS[name])
         _record("load_dataset", name=name)
         return module.DatasetDict(
-            {split: module.Dataset.from_pandas(pd.read_parquet(folder / f"{split}.parquet")) for split in ("train", "test")}
+            {
+                split: module.Dataset.from_pandas(pd.read_parquet(folder / f"{split}.parquet"))
+                for split in ("train", "test")
+            }
         )
 
     module.load_dataset = load_dataset

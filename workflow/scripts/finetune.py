@@ -1,6 +1,6 @@
-import _bootstrap  # noqa: F401  (makes ftcompare importable)
-
 import sys
+
+import _bootstrap  # noqa: F401  (makes ftcompare importable)
 
 from ftcompare import jobs
 
