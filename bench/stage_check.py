@@ -177,7 +177,7 @@ def run(
         for seed in seeds:
             spec = resolve_run(validated, strategy=strategy, seed=seed)
             run_dir = out / "runs" / strategy / f"seed{seed}"
-            jobs.finetune(
+            jobs.finetune_job(
                 spec=spec,
                 tokenized_dir=bundle / "tokenized",
                 model_dir=run_dir / "model",
@@ -186,7 +186,7 @@ def run(
                 attempt_path=run_dir / "attempt.json",
                 retry_marker="first",
             )
-            jobs.evaluate(
+            jobs.evaluate_job(
                 train_record_path=run_dir / "train.json",
                 tokenized_dir=bundle / "tokenized",
                 model_dir=run_dir / "model",
@@ -217,7 +217,7 @@ def run(
             )
     from ftcompare.figures import FIGURE_NAMES
 
-    jobs.report(
+    jobs.report_job(
         train_records=train_records,
         eval_records=eval_records,
         summary_path=out / "summary.csv",

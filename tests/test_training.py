@@ -22,7 +22,7 @@ from specs import CPU, make_spec
 from ftcompare import checkpoint as ckpt
 from ftcompare import models, steps, training
 from ftcompare.batching import epoch_batches, load_tokenized
-from ftcompare.training import finetune
+from ftcompare.training import train_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def assert_curves_close(actual: list[dict], expected: list[dict], rel: float = 1
 
 
 def run(spec, tokenized, tmp_path: Path, name: str):
-    return finetune(
+    return train_run(
         spec=spec,
         tokenized_dir=tokenized,
         model_out_dir=tmp_path / name / "model",
@@ -192,7 +192,7 @@ PREEMPTIBLE_JOB = textwrap.dedent(
     jobs.setup_logging(sys.argv[2])
     spec = RunSpec.from_dict(json.loads(open(sys.argv[1]).read()))
     try:
-        jobs.finetune(spec=spec, tokenized_dir=sys.argv[3], model_dir=sys.argv[4] + "/model",
+        jobs.finetune_job(spec=spec, tokenized_dir=sys.argv[3], model_dir=sys.argv[4] + "/model",
                       record_path=sys.argv[4] + "/train.json", checkpoint_dir=sys.argv[4] + "/ckpt",
                       attempt_path=sys.argv[4] + "/attempt.json", retry_marker="first")
     except Preempted:
@@ -349,7 +349,7 @@ def test_diverged_run_record_is_strict_json_with_status_failed(tiny_roberta, tin
     poison_step(monkeypatch, at_call=3)
     spec = make_spec(tiny_roberta, "full", log_every_steps=5)
     record_path = tmp_path / "run" / "train.json"
-    jobs.finetune(
+    jobs.finetune_job(
         spec=spec,
         tokenized_dir=tiny_tokenized,
         model_dir=tmp_path / "run" / "model",
@@ -405,7 +405,7 @@ def test_evaluation_of_non_finite_logits_fails(tiny_roberta, tiny_tokenized, tmp
     spec = make_spec(tiny_roberta, "lora")
     assert run(spec, tiny_tokenized, tmp_path, "ev").status == "ok"
     monkeypatch.setattr(evaluation, "predict_logits", lambda model, split, **kw: np.full((len(split), 2), np.nan))
-    result = evaluation.evaluate(
+    result = evaluation.evaluate_run(
         spec=spec, tokenized_dir=tiny_tokenized, model_dir=tmp_path / "ev" / "model", device=CPU
     )
     assert result.status == "failed"

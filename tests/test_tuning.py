@@ -173,7 +173,7 @@ def test_a_trial_never_reads_the_test_split(tiny_roberta, tiny_tokenized, tmp_pa
 
     monkeypatch.setattr(training, "load_tokenized", recording)
     spec = make_spec(tiny_roberta, "lora")
-    result_ = training.finetune(
+    result_ = training.train_run(
         spec=spec, tokenized_dir=tiny_tokenized, model_out_dir=None, checkpoint_dir=tmp_path / "ckpt", device=CPU
     )
     assert result_.status == "ok" and result_.metrics["adapter_size_mb"] is None

@@ -81,7 +81,9 @@ def predictions_frame(*, labels: np.ndarray, logits: np.ndarray) -> pd.DataFrame
     return frame
 
 
-def evaluate(*, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: torch.device | None = None) -> EvalResult:
+def evaluate_run(
+    *, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: torch.device | None = None
+) -> EvalResult:
     """Test-set metrics of the model saved in `model_dir` (rebuilt the way it was trained)."""
     device = device or select_device()
     try:

@@ -51,7 +51,7 @@ def start_job(*, log_path: str | Path | None, gpus: int = 0, network: bool = Fal
     return claim_for_job(gpus)
 
 
-def prepare_data(
+def prepare_data_job(
     *,
     data_config: Mapping[str, Any],
     out_paths: Mapping[str, Path],
@@ -66,7 +66,7 @@ def prepare_data(
     log.info("prepared data in %s: %s", Path(summary_path).parent, prepared.summary())
 
 
-def tokenize(*, split_paths: Mapping[str, Path], model_name_or_path: str, max_length: int, out_dir: Path) -> None:
+def tokenize_job(*, split_paths: Mapping[str, Path], model_name_or_path: str, max_length: int, out_dir: Path) -> None:
     from ftcompare.tokenization import tokenize_splits
 
     tokenize_splits(
@@ -74,7 +74,7 @@ def tokenize(*, split_paths: Mapping[str, Path], model_name_or_path: str, max_le
     )
 
 
-def finetune(
+def finetune_job(
     *,
     spec: RunSpec,
     tokenized_dir: Path,
@@ -92,7 +92,7 @@ def finetune(
 
     `base_model_dir`: the fetched copy of a hub model, loaded instead of the hub id;
     the record keeps the configured source."""
-    from ftcompare.training import finetune as train_run
+    from ftcompare.training import train_run
 
     started = now()
     strategy, seed = spec.strategy, spec.seed
@@ -132,7 +132,7 @@ def finetune(
     return record
 
 
-def evaluate(
+def evaluate_job(
     *,
     train_record_path: Path,
     tokenized_dir: Path,
@@ -149,7 +149,7 @@ def evaluate(
     rerun retries a failed evaluation; `base_model_dir` as in `finetune`."""
     import pandas as pd
 
-    from ftcompare.evaluation import evaluate as evaluate_run
+    from ftcompare.evaluation import evaluate_run
 
     started = now()
     train_record = read_json(train_record_path)
@@ -182,7 +182,7 @@ def evaluate(
     return record
 
 
-def select_settings(
+def select_settings_job(
     *, trial_records: Sequence[Path], grid: Mapping[str, Mapping[str, Any]], summary_path: Path, selected_path: Path
 ) -> dict[str, Any]:
     """Choose each tuned strategy's settings from its trials' validation scores
@@ -226,7 +226,7 @@ def _load_from(spec: RunSpec, base_model_dir: Path | None) -> RunSpec:
     return spec if base_model_dir is None else dataclasses.replace(spec, model_name_or_path=str(base_model_dir))
 
 
-def report(
+def report_job(
     *,
     train_records: Sequence[Path],
     eval_records: Sequence[Path],

@@ -128,7 +128,7 @@ def sigterm_requests_stop() -> Iterator[threading.Event]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def finetune(
+def train_run(
     *,
     spec: RunSpec,
     tokenized_dir: Path,

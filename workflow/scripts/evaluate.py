@@ -4,7 +4,7 @@ from ftcompare import jobs
 
 # Before torch is imported: the log, no network, and for GPU rules a device of the job's own.
 jobs.start_job(log_path=snakemake.log[0], gpus=snakemake.resources.get("gpu", 0))
-jobs.evaluate(
+jobs.evaluate_job(
     train_record_path=snakemake.input.record,
     tokenized_dir=snakemake.input.dataset,
     model_dir=snakemake.input.model,

@@ -11,7 +11,7 @@ from ftcompare.config import RunSpec  # noqa: E402
 from ftcompare.training import Preempted  # noqa: E402
 
 try:
-    jobs.finetune(
+    jobs.finetune_job(
         spec=RunSpec.from_dict(snakemake.params.run),
         tokenized_dir=snakemake.input.dataset,
         model_dir=snakemake.output.get("model"),  # none for a tuning trial

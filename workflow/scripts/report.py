@@ -5,7 +5,7 @@ from ftcompare import jobs
 # Before torch is imported: the log, no network, and for GPU rules a device of the job's own.
 jobs.start_job(log_path=snakemake.log[0])
 tuning = snakemake.input.get("tuning") or [None, None]
-jobs.report(
+jobs.report_job(
     train_records=snakemake.input.train_records,
     eval_records=snakemake.input.eval_records,
     prediction_paths=snakemake.input.predictions,
