@@ -1,6 +1,6 @@
-import sys
-
 import _bootstrap  # noqa: F401  (makes ftcompare importable)
+
+import sys
 
 from ftcompare import jobs
 
