@@ -452,6 +452,27 @@ def test_turning_tuning_off_returns_to_the_configured_settings(tuning_study):
     assert planned_jobs(workdir, base, off) == {"finetune": 1, "evaluate": 1, "report": 1, "all": 1}
 
 
+def test_minilm_tuning_finds_rates_that_beat_a_bad_one(tmp_path, imdb_sample):
+    """The real pretrained encoder, config/quick-tuning.yaml's grid (a rate too small to
+    move, and a working one, for LoRA and IA3), up to the selection: the working rate wins."""
+    data = {"train": str(imdb_sample / "train.parquet"), "test": str(imdb_sample / "test.parquet")}
+    settings = overlay(tmp_path, "minilm", {"data": data})
+    result = snakemake(
+        tmp_path,
+        *(REPO_ROOT / "config" / name for name in ("quick.yaml", "shared-imdb.yaml", "quick-tuning.yaml")),
+        settings,
+        args=("results/tuning/selected.yaml",),
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    selected = yaml.safe_load((tmp_path / "results" / "tuning" / "selected.yaml").read_text())
+    trials = pd.read_csv(tmp_path / "results" / "tuning" / "summary.csv").set_index(["strategy", "learning_rate"])
+    for strategy, good in (("lora", 2.0e-3), ("ia3", 1.0e-2)):
+        assert selected[strategy]["values"] == {"learning_rate": good}
+        margin = trials.loc[(strategy, good), "val_accuracy"] - trials.loc[(strategy, 1.0e-5), "val_accuracy"]
+        assert margin > 0.05, trials  # 200 validation reviews: beyond their noise
+    assert not (tmp_path / "results" / "runs").exists()  # no final run was asked for
+
+
 # --- several GPUs, offline jobs ------------------------------------------------------------
 
 
