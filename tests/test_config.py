@@ -412,5 +412,5 @@ def test_test_study_is_the_quick_study_on_the_committed_sample(quick_config: dic
         "test_size": 400,
     }
     assert sample["training"] == {**quick["training"], "max_length": 96}
-    for key in ("model", "seeds", "strategies"):
+    for key in ("model", "seeds", "strategies", "tuning"):
         assert sample[key] == quick[key], key

@@ -116,3 +116,25 @@ def test_the_worst_status_wins() -> None:
     assert Status.worst("ok") == "ok"  # statuses are the plain words records hold
     with pytest.raises(ValueError):
         Status.worst("ok", "diverged")
+
+
+def test_evaluating_a_run_that_did_not_train_passes_its_status_on_once(tmp_path: Path) -> None:
+    # Evaluating it again would give the same record: a plain rerun must not plan it.
+    from ftcompare.jobs import evaluate_job
+    from specs import make_spec
+
+    spec = make_spec(tmp_path / "model", "lora")
+    train = {"strategy": "lora", "seed": 0, "status": "failed", "reason": "diverged", "config": spec.to_dict()}
+    (tmp_path / "train.json").write_text(json.dumps(train))
+    attempt = tmp_path / "eval-attempt.json"
+    record = evaluate_job(
+        train_record_path=tmp_path / "train.json",
+        tokenized_dir=tmp_path / "unused",
+        model_dir=tmp_path / "unused",
+        record_path=tmp_path / "eval.json",
+        predictions_path=tmp_path / "predictions.parquet",
+        attempt_path=attempt,
+        retry_marker="first",
+    )
+    assert (record["status"], record["reason"]) == ("failed", "diverged")
+    assert retry_marker(attempt) == "first"

@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 # 40 only shortens the test (its jobs take seconds to minutes).
 CLUSTER_OVERRIDES = (
     "--set-resources",
+    "tune:gpu=0",
     "finetune:gpu=0",
     "evaluate:gpu=0",
     "--slurm-status-command",

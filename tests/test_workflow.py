@@ -334,7 +334,8 @@ def bad_data(folder: Path, imdb_sample: Path, case: str) -> dict:
         ("train-size-too-large", "data.train_size = 5000 is larger than the 1000 rows of data.train"),
         # Caught only by the prepare_data job: its outputs go elsewhere, so they cost nothing either.
         ("parquet-corrupt-mid-file", "Error in rule prepare_data"),
-        ("model-hub-id-offline", "Error in rule tokenize"),
+        # Caught by the local fetch_model rule, before any job.
+        ("model-hub-id-offline", "model.name_or_path = 'no-such-org/no-such-model': cannot download it"),
     ],
 )
 def test_a_failed_edit_leaves_finished_work_alone(fixed_study, imdb_sample, case, message):

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from ftcompare.sources import WEIGHT_FILES, check_model_source
+from ftcompare.sources import WEIGHT_FILES, ModelSourceError, check_model_source
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,14 @@ def fetch_model(repo_id: str, out_dir: Path) -> Path:
     import huggingface_hub
 
     out_dir = Path(out_dir)
-    huggingface_hub.snapshot_download(repo_id, local_dir=str(out_dir), allow_patterns=MODEL_PATTERNS)
+    try:
+        huggingface_hub.snapshot_download(repo_id, local_dir=str(out_dir), allow_patterns=MODEL_PATTERNS)
+    except Exception as exc:  # offline, no such repository, gated, network: all say the same to the user
+        raise ModelSourceError(
+            f"model.name_or_path = {repo_id!r}: cannot download it from the Hugging Face Hub "
+            f"({type(exc).__name__}: {exc}). Set it to a hub model id this machine can reach, "
+            "or to a local folder with config.json, tokenizer files and weights"
+        ) from exc
     if not any((out_dir / name).is_file() for name in WEIGHT_FILES):
         log.info("%s has no safetensors weights; fetching %s", repo_id, FALLBACK_WEIGHT_PATTERNS)
         huggingface_hub.snapshot_download(repo_id, local_dir=str(out_dir), allow_patterns=FALLBACK_WEIGHT_PATTERNS)

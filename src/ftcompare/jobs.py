@@ -176,8 +176,14 @@ def evaluate_job(
     }
     write_json(record_path, record)
     if attempt_path is not None:
+        # A run that did not train passes its status on: evaluating it again gives the
+        # same record, and a retrained run reaches this job through its new train.json.
         write_attempt(
-            attempt_path, status=status, retry_marker=retry_marker, finished_at=record["provenance"]["finished_at"]
+            attempt_path,
+            status=status,
+            retry_marker=retry_marker,
+            finished_at=record["provenance"]["finished_at"],
+            retry=train_record["status"] == Status.OK,
         )
     return record
 
