@@ -88,7 +88,7 @@ def config_for(strategy):
 
 def after_selection(wildcards):
     """The final runs of a tuned strategy wait for the selection, a checkpoint, without
-    taking its file as an input: a new trial that does not win reruns none of them."""
+    taking its file as an input: a new trial that does not win retrains none of them."""
     if wildcards.strategy in TUNED:
         checkpoints.select_settings.get()
     return []

@@ -29,7 +29,8 @@ rule tune:
 
 # A checkpoint: the final runs' settings are known once it has run. They wait for it
 # without taking its file as an input, so a new trial that does not win reruns the
-# selection and the report, and no final run (their settings, a param, are unchanged).
+# selection and the report, and trains no final run (their settings, a param, are
+# unchanged; their evaluations rerun, see README "Tuning").
 checkpoint select_settings:
     input:
         trials=all_trial_records,
