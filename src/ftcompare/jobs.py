@@ -70,8 +70,21 @@ def tokenize_job(*, split_paths: Mapping[str, Path], model_name_or_path: str, ma
     from ftcompare.tokenization import tokenize_splits
 
     tokenize_splits(
-        split_paths=split_paths, model_name_or_path=model_name_or_path, max_length=max_length, out_dir=out_dir
+        split_paths=split_paths,
+        model_name_or_path=model_name_or_path,
+        max_length=max_length,
+        out_dir=out_dir,
+        label_names=data_label_names(Path(split_paths["train"]).parent),
     )
+
+
+def data_label_names(data_dir: Path) -> list[str] | None:
+    """The class names in the summary that prepare_data writes beside the splits it
+    prepares (None where the data names none, or the summary predates them). Read beside
+    the splits rather than declared as an input: a new input would redo every tokenized
+    cache, and so every run, of the studies made before."""
+    summary = Path(data_dir) / "summary.json"
+    return read_json(summary).get("label_names") if summary.is_file() else None
 
 
 def finetune_job(
