@@ -116,6 +116,7 @@ def finetune_job(
         tokenized_dir=tokenized_dir,
         model_out_dir=model_dir,
         checkpoint_dir=checkpoint_dir,
+        base_model=spec.model_name_or_path,  # as configured: what a saved adapter names as its base
     )
     record = {
         "kind": "train",
