@@ -156,14 +156,18 @@ def evaluate_job(
     attempt_path: Path | None = None,
     retry_marker: str = "first",
     base_model_dir: Path | None = None,
+    data_summary_path: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained run on the test split; a run that did not train passes its status on.
 
     Like `finetune`, writes an attempt file (if `attempt_path` is given) so that a plain
-    rerun retries a failed evaluation; `base_model_dir` as in `finetune`."""
+    rerun retries a failed evaluation; `base_model_dir` as in `finetune`. A trained run's
+    model folder gets its model card (README.md), which needs the test metrics and the
+    data (`data_summary_path`, the prepared data's summary.json)."""
     import pandas as pd
 
     from ftcompare.evaluation import evaluate_run
+    from ftcompare.modelcard import write_model_card
 
     started = now()
     train_record = read_json(train_record_path)
@@ -188,6 +192,16 @@ def evaluate_job(
         "metrics": metrics,
         "provenance": provenance(device=device, started_at=started),
     }
+    if train_record["status"] == Status.OK:
+        summary = Path(data_summary_path) if data_summary_path is not None else None
+        write_model_card(
+            Path(model_dir) / "README.md",
+            train=train_record,
+            evaluation=record,
+            data=read_json(summary) if summary is not None and summary.is_file() else None,
+            folder=str(model_dir),
+            run_dir=str(Path(model_dir).parent),
+        )
     write_json(record_path, record)
     if attempt_path is not None:
         # A run that did not train passes its status on: evaluating it again gives the
