@@ -1,0 +1,171 @@
+"""Tests for ftcompare.trained and ftcompare.cli without a study: reading the inputs, the
+outputs, and the errors for runs and inputs the commands cannot use. The commands on a
+real study's runs are tested in test_workflow.py."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ftcompare import cli, trained
+from ftcompare.trained import UsageError, read_texts
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REVIEWS = ["Great fun.", "Awful, just awful.", "A line\u2028with a line separator inside, and a \x85 too."]
+
+
+def stdin_of(monkeypatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+# --- every input format ---------------------------------------------------------------------
+
+
+def test_plain_text_is_one_review_a_line(tmp_path):
+    path = tmp_path / "reviews.txt"
+    path.write_bytes(("\r\n".join(REVIEWS) + "\r\n").encode())  # Windows line ends, a final newline
+    assert read_texts(str(path)) == REVIEWS
+
+
+def test_standard_input_is_plain_text_unless_told(monkeypatch):
+    stdin_of(monkeypatch, ("\n".join(REVIEWS)).encode())  # no final newline
+    assert read_texts("-") == REVIEWS
+    stdin_of(monkeypatch, pd.DataFrame({"review": REVIEWS}).to_csv(index=False).encode())
+    assert read_texts("-", fmt="csv", column="review") == REVIEWS
+    buffer = io.BytesIO()
+    pd.DataFrame({"text": REVIEWS}).to_parquet(buffer, index=False)
+    stdin_of(monkeypatch, buffer.getvalue())
+    assert read_texts("-", fmt="parquet") == REVIEWS
+
+
+def test_csv_and_parquet_by_extension_with_a_chosen_column(tmp_path):
+    frame = pd.DataFrame({"id": [7, 8, 9], "body": REVIEWS})
+    frame.to_csv(tmp_path / "in.csv", index=False, encoding="utf-8-sig")  # Excel's byte-order mark
+    frame.to_parquet(tmp_path / "in.parquet", index=False)
+    assert read_texts(str(tmp_path / "in.csv"), column="body") == REVIEWS
+    assert read_texts(str(tmp_path / "in.parquet"), column="body") == REVIEWS
+
+
+# --- clear errors -------------------------------------------------------------------------------
+
+
+def usage_error(*args, **kwargs) -> str:
+    with pytest.raises(UsageError) as info:
+        read_texts(*args, **kwargs)
+    return str(info.value)
+
+
+def test_a_missing_column_names_the_columns_there_are(tmp_path):
+    pd.DataFrame({"review": REVIEWS}).to_parquet(tmp_path / "in.parquet", index=False)
+    message = usage_error(str(tmp_path / "in.parquet"))
+    assert message == (
+        f"--input {str(tmp_path / 'in.parquet')!r} has no column 'text'; its columns are ['review']: "
+        "choose one with --text-column"
+    )
+
+
+@pytest.mark.parametrize("fmt", ["text", "csv", "parquet"])
+def test_an_empty_input_is_an_error(tmp_path, fmt):
+    path = tmp_path / f"empty.{'txt' if fmt == 'text' else fmt}"
+    if fmt == "text":
+        path.write_text("")
+    elif fmt == "csv":
+        path.write_text("text\n")
+    else:
+        pd.DataFrame({"text": pd.Series([], dtype=str)}).to_parquet(path)
+    assert "holds no reviews: nothing to predict" in usage_error(str(path))
+
+
+def test_empty_reviews_and_foreign_bytes_are_named_by_line(tmp_path, monkeypatch):
+    stdin_of(monkeypatch, b"good\n\nbad\n   \n")
+    assert usage_error("-") == (
+        "standard input: line 2 is empty (2 empty in all); every line is one review: remove the empty ones or give "
+        "them text"
+    )
+    (tmp_path / "latin1.txt").write_bytes("fine\ncaf\xe9\n".encode("latin-1"))
+    assert "is not UTF-8: byte 0xe9 on line 2" in usage_error(str(tmp_path / "latin1.txt"))
+    pd.DataFrame({"text": ["ok", None]}).to_parquet(tmp_path / "null.parquet")
+    assert "column 'text': row 1 has no text (null; 1 such in all)" in usage_error(str(tmp_path / "null.parquet"))
+    pd.DataFrame({"text": [3, 4]}).to_parquet(tmp_path / "number.parquet")
+    assert "row 0 holds 3, not text (2 such)" in usage_error(str(tmp_path / "number.parquet"))
+    assert usage_error(str(tmp_path / "nope.csv")) == f"--input {str(tmp_path / 'nope.csv')!r} does not exist"
+
+
+def test_an_output_must_be_csv_or_parquet():
+    with pytest.raises(UsageError, match=r"--output 'out.json': give a file ending in .csv or .parquet"):
+        trained.output_format("out.json")
+
+
+def run_folder(tmp_path: Path, *, train_status="ok", eval_status="ok", with_tokenizer=True) -> Path:
+    """A run folder's records and model folder files, enough for open_run's checks."""
+    run = tmp_path / "results" / "runs" / "lora" / "seed0"
+    (run / "model").mkdir(parents=True)
+    for kind, status in (("train", train_status), ("eval", eval_status)):
+        record = {"kind": kind, "status": status, "reason": None if status == "ok" else "CUDA out of memory"}
+        (run / f"{kind}.json").write_text(json.dumps(record))
+    (run / "model" / "config.json").write_text(json.dumps({"id2label": {"0": "neg", "1": "pos"}}))
+    if with_tokenizer:
+        (run / "model" / "tokenizer.json").write_text("{}")
+        (run / "model" / "tokenizer_config.json").write_text("{}")
+    return run
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("train-failed", "did not finish ok: its train.json says 'failed' (CUDA out of memory)"),
+        ("eval-failed", "did not finish ok: its eval.json says 'failed' (CUDA out of memory)"),
+        ("no-tokenizer", "lacks ['tokenizer.json', 'tokenizer_config.json']: the run was trained before"),
+        ("model-folder", "is a run's model folder; give the run folder"),
+        ("no-records", "has no train.json: not a run folder"),
+    ],
+)
+def test_a_run_that_cannot_be_used_is_refused_with_the_reason(tmp_path, case, message):
+    run = run_folder(
+        tmp_path,
+        train_status="failed" if case == "train-failed" else "ok",
+        eval_status="failed" if case == "eval-failed" else "ok",
+        with_tokenizer=case != "no-tokenizer",
+    )
+    target = {"model-folder": run / "model", "no-records": tmp_path}.get(case, run)
+    with pytest.raises(UsageError, match=None) as info:
+        trained.open_run(target)
+    assert message in str(info.value)
+
+
+def test_errors_end_the_command_with_a_message_not_a_traceback(tmp_path, capsys):
+    run = run_folder(tmp_path, train_status="failed")
+    assert cli.main(["predict", str(run), "--input", "-"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"ftcompare predict: error: run {str(run)!r} did not finish ok")
+    assert "Traceback" not in error
+
+
+# --- the command itself -----------------------------------------------------------------------
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    code = (
+        "import sys\nfrom ftcompare.cli import main\n"
+        "for argv in (['--help'], ['predict', '--help'], ['export', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit as exit:\n        assert exit.code == 0\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ftcompare predict RUN_DIR" not in proc.stdout  # argparse's own usage, not the docstring
+    assert "usage: ftcompare export [-h] --merged OUT RUN_DIR" in proc.stdout
+
+
+def test_the_package_installs_the_command():
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"ftcompare": "ftcompare.cli:main"}
+    proc = subprocess.run([sys.executable, "-m", "ftcompare", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: ftcompare")
