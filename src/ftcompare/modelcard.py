@@ -11,6 +11,7 @@ Torch-free: strings and records only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from ftcompare.files import atomic_write_bytes
 from ftcompare.sources import is_hub_id
 
 METHOD_NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (LoRA on a 4-bit NF4 base)", "ia3": "IA3"}
-# What the snippets classify: any text would do; two reviews show both classes.
+# What the snippets classify: any text would do; two reviews show both classes. Written
+# with json.dumps: double quotes, as ruff formats the README's copy of a snippet.
 EXAMPLE_REVIEWS = ["A moving, beautifully acted film.", "Dull, and far too long."]
 
 
@@ -36,7 +38,7 @@ def load_snippet(folder: str, *, adapter: bool, quantization: Mapping[str, Any] 
                 "",
                 f'classify = pipeline("text-classification", model="{folder}")',
                 "# truncation: at the run's max_length, as in training; top_k=None: every class's probability",
-                f"print(classify({EXAMPLE_REVIEWS!r}, truncation=True, top_k=None))",
+                f"print(classify({json.dumps(EXAMPLE_REVIEWS)}, truncation=True, top_k=None))",
             ]
         )
     lines = [
@@ -66,7 +68,7 @@ def load_snippet(folder: str, *, adapter: bool, quantization: Mapping[str, Any] 
         "model = AutoPeftModelForSequenceClassification.from_pretrained(",
         f"    folder, id2label=labels.id2label, label2id=labels.label2id{extra}",
         ").eval()",
-        f"reviews = {EXAMPLE_REVIEWS!r}",
+        f"reviews = {json.dumps(EXAMPLE_REVIEWS)}",
         'batch = tokenizer(reviews, truncation=True, padding=True, return_tensors="pt").to(model.device)',
         "with torch.inference_mode():",
         "    probabilities = model(**batch).logits.softmax(dim=-1)",
