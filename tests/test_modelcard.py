@@ -70,7 +70,8 @@ def test_the_card_holds_the_strategy_settings_data_metrics_with_ci_and_provenanc
     assert card.startswith("---\nlibrary_name: peft\nbase_model: roberta-base\n")
     assert "# `qlora`, seed 1" in card
     assert "4-bit NF4 base): r 8, alpha 16, dropout 0.1, on query, value; base in 4-bit nf4" in card
-    assert "the Hugging Face dataset `stanfordnlp/imdb`" in card and "Classes: 0 = neg, 1 = pos" in card
+    assert "From the Hugging Face dataset `stanfordnlp/imdb`, columns `text` and `label`: 22,500 training" in card
+    assert "Classes: 0 = neg, 1 = pos" in card
     assert "22,500 training, 2,500 validation" in card and "25,000 test reviews" in card
     assert "93.12% (95% CI 92.79% to 93.43%, Wilson, 25,000 test reviews)" in card
     assert "9.5 / 11.0 ms" in card and "labels 100.00% of test reviews as the adapter does" in card

@@ -145,8 +145,13 @@ def _data_section(data: Mapping[str, Any] | None, label_names: list[str] | None)
         where = f"the Hugging Face dataset `{settings.get('name')}`"
     elif source == "aclimdb":
         where = f"the aclImdb folder `{settings.get('train')}`"
-    else:
+    elif source is not None:
         where = f"{source} files `{settings.get('train')}` (train) and `{settings.get('test')}` (test)"
+    else:  # a summary written without its settings: the data's numbers are still known
+        where = "the prepared data (its settings were not recorded)"
+    if source is not None:
+        where += f", columns `{settings.get('text_column')}` and `{settings.get('label_column')}`"
+    seed = f", seed {settings['split_seed']}" if settings.get("split_seed") is not None else ""
     rows = data.get("rows") or {}
     names = label_names or data.get("label_names")
     classes = (
@@ -155,10 +160,9 @@ def _data_section(data: Mapping[str, Any] | None, label_names: list[str] | None)
         else f"{data.get('num_labels')} classes, named by their numbers"
     )
     return (
-        f"From {where}, columns `{settings.get('text_column')}` and `{settings.get('label_column')}`: "
-        f"{_num(rows.get('train'))} training, {_num(rows.get('validation'))} validation (carved from train, "
-        f"stratified, seed {settings.get('split_seed')}) and {_num(rows.get('test'))} test reviews. Classes: "
-        f"{classes}. The validation split chose the epoch; the test split was used for the numbers below only."
+        f"From {where}: {_num(rows.get('train'))} training, {_num(rows.get('validation'))} validation (carved "
+        f"from train, stratified{seed}) and {_num(rows.get('test'))} test reviews. Classes: {classes}. The "
+        "validation split chose the epoch; the test split was used for the numbers below only."
     )
 
 
