@@ -169,3 +169,74 @@ def test_the_package_installs_the_command():
     assert scripts == {"ftcompare": "ftcompare.cli:main"}
     proc = subprocess.run([sys.executable, "-m", "ftcompare", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: ftcompare")
+
+
+# --- on a run trained here (the jobs the workflow runs, without Snakemake) -----------------
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_roberta, tiny_tokenized, tmp_path_factory) -> Path:
+    """A LoRA run folder as the workflow leaves it: train.json, eval.json, predictions.parquet, model/."""
+    from specs import make_spec
+
+    from ftcompare.jobs import evaluate_job, finetune_job
+
+    study = tmp_path_factory.mktemp("study")
+    run = study / "results" / "runs" / "lora" / "seed0"
+    finetune_job(
+        spec=make_spec(tiny_roberta, "lora"),
+        tokenized_dir=tiny_tokenized,
+        model_dir=run / "model",
+        record_path=run / "train.json",
+        checkpoint_dir=study / "results" / "checkpoints" / "lora" / "seed0",
+        attempt_path=run / "train.attempt.json",
+        retry_marker="first",
+    )
+    record = evaluate_job(
+        train_record_path=run / "train.json",
+        tokenized_dir=tiny_tokenized,
+        model_dir=run / "model",
+        record_path=run / "eval.json",
+        predictions_path=run / "predictions.parquet",
+        data_summary_path=tiny_tokenized.parent / "summary.json",
+    )
+    assert record["status"] == "ok", record.get("reason")
+    return run
+
+
+def test_predict_on_the_test_split_reproduces_the_runs_predictions(lora_run, tiny_tokenized, tmp_path):
+    out = tmp_path / "predictions.parquet"
+    test_split = tiny_tokenized.parent / "test.parquet"
+    argv = ["predict", str(lora_run), "--input", str(test_split), "--output", str(out), "--device", "cpu"]
+    assert cli.main(argv) == 0
+    got, expected = pd.read_parquet(out), pd.read_parquet(lora_run / "predictions.parquet")
+    assert list(got.columns) == ["row", "prediction", "prob_0", "prob_1"] and len(got) == 200
+    assert got["row"].tolist() == expected["row"].tolist()
+    assert got["prediction"].tolist() == expected["prediction"].tolist()
+    columns = ["prob_0", "prob_1"]
+    assert (got[columns] - expected[columns]).abs().to_numpy().max() <= 1e-6
+
+
+def test_the_model_folder_holds_its_card(lora_run):
+    card = (lora_run / "model" / "README.md").read_text()
+    accuracy = json.loads((lora_run / "eval.json").read_text())["metrics"]["accuracy"]
+    assert f"{100 * accuracy:.2f}% (95% CI" in card
+    assert "LoRA: r 8" in card and "AutoPeftModelForSequenceClassification" in card
+    assert "400 training, 100 validation" in card and "200 test reviews" in card
+
+
+def test_a_merged_export_predicts_as_the_adapter(lora_run, tiny_tokenized, tmp_path):
+    from transformers import pipeline
+
+    out = tmp_path / "merged"
+    assert cli.main(["export", str(lora_run), "--merged", str(out)]) == 0
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    texts = pd.read_parquet(tiny_tokenized.parent / "test.parquet")["text"].tolist()
+    scores = pipeline("text-classification", model=str(out), device="cpu")(texts, truncation=True, top_k=None)
+    got = pd.DataFrame([{f"prob_{s['label']}": s["score"] for s in row} for row in scores])
+    expected = pd.read_parquet(lora_run / "predictions.parquet")
+    assert (got[["prob_0", "prob_1"]] - expected[["prob_0", "prob_1"]]).abs().to_numpy().max() < 1e-5
+    # A second export into the same folder is refused, and leaves the first alone.
+    with pytest.raises(UsageError, match=r"--merged '.*merged' already exists; give a new folder, or remove it"):
+        trained.export_merged(trained.open_run(lora_run), out)
+    assert (out / "model.safetensors").is_file()
