@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from specs import make_spec
 
 from ftcompare import cli, trained
 from ftcompare.trained import UsageError, read_texts
@@ -109,6 +110,8 @@ def run_folder(tmp_path: Path, *, train_status="ok", eval_status="ok", with_toke
     (run / "model").mkdir(parents=True)
     for kind, status in (("train", train_status), ("eval", eval_status)):
         record = {"kind": kind, "status": status, "reason": None if status == "ok" else "CUDA out of memory"}
+        if kind == "train":
+            record["config"] = make_spec(run / "base", "lora").to_dict()
         (run / f"{kind}.json").write_text(json.dumps(record))
     (run / "model" / "config.json").write_text(json.dumps({"id2label": {"0": "neg", "1": "pos"}}))
     if with_tokenizer:
@@ -125,6 +128,8 @@ def run_folder(tmp_path: Path, *, train_status="ok", eval_status="ok", with_toke
         ("no-tokenizer", "lacks ['tokenizer.json', 'tokenizer_config.json']: the run was trained before"),
         ("model-folder", "is a run's model folder; give the run folder"),
         ("no-records", "has no train.json: not a run folder"),
+        ("not-a-record", "train.json is not a run record (JSON written by the workflow)"),
+        ("old-record", "train.json holds no run settings this version of ftcompare reads"),
     ],
 )
 def test_a_run_that_cannot_be_used_is_refused_with_the_reason(tmp_path, case, message):
@@ -134,6 +139,10 @@ def test_a_run_that_cannot_be_used_is_refused_with_the_reason(tmp_path, case, me
         eval_status="failed" if case == "eval-failed" else "ok",
         with_tokenizer=case != "no-tokenizer",
     )
+    if case == "not-a-record":
+        (run / "train.json").write_text("epoch,loss\n1,0.5\n")
+    if case == "old-record":
+        (run / "train.json").write_text(json.dumps({"status": "ok"}))
     target = {"model-folder": run / "model", "no-records": tmp_path}.get(case, run)
     with pytest.raises(UsageError, match=None) as info:
         trained.open_run(target)
@@ -146,6 +155,36 @@ def test_errors_end_the_command_with_a_message_not_a_traceback(tmp_path, capsys)
     error = capsys.readouterr().err
     assert error.startswith(f"ftcompare predict: error: run {str(run)!r} did not finish ok")
     assert "Traceback" not in error
+
+
+def test_a_run_folder_that_is_missing_or_a_file_is_named(tmp_path):
+    with pytest.raises(UsageError) as info:
+        trained.open_run(tmp_path / "runs" / "lora" / "seed9")
+    assert str(info.value) == (
+        f"run folder {str(tmp_path / 'runs' / 'lora' / 'seed9')!r} does not exist "
+        "(a run folder is e.g. results/runs/lora/seed0)"
+    )
+    (tmp_path / "train.json").write_text("{}")
+    with pytest.raises(UsageError, match=r"'.*train.json' is a file, not a folder \(a run folder is e.g."):
+        trained.open_run(tmp_path / "train.json")
+
+
+def test_an_input_folder_and_a_bad_device_are_named(tmp_path):
+    assert usage_error(str(tmp_path)) == f"--input {str(tmp_path)!r} is a folder, not a file"
+    for text in ("gpu", "mps", "cuda:99"):
+        with pytest.raises(UsageError, match=rf"--device '{text}': "):
+            trained.parse_device(text)
+    assert trained.parse_device("auto") is None and str(trained.parse_device("cpu")) == "cpu"
+
+
+def test_a_bad_csv_column_through_the_command_names_the_columns(tmp_path, capsys):
+    run = run_folder(tmp_path)
+    pd.DataFrame({"review": REVIEWS}).to_csv(tmp_path / "in.csv", index=False)
+    assert cli.main(["predict", str(run), "--input", str(tmp_path / "in.csv")]) == 2
+    assert capsys.readouterr().err == (
+        f"ftcompare predict: error: --input {str(tmp_path / 'in.csv')!r} has no column 'text'; its columns are "
+        "['review']: choose one with --text-column\n"
+    )
 
 
 # --- the command itself -----------------------------------------------------------------------
@@ -177,8 +216,6 @@ def test_the_package_installs_the_command():
 @pytest.fixture(scope="module")
 def lora_run(tiny_roberta, tiny_tokenized, tmp_path_factory) -> Path:
     """A LoRA run folder as the workflow leaves it: train.json, eval.json, predictions.parquet, model/."""
-    from specs import make_spec
-
     from ftcompare.jobs import evaluate_job, finetune_job
 
     study = tmp_path_factory.mktemp("study")

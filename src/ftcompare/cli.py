@@ -84,11 +84,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     run = trained.open_run(args.run_dir)
     trained.output_format(args.output)  # a bad --output fails before any work
+    device = trained.parse_device(args.device)
     texts = trained.read_texts(args.input, fmt=args.format, column=args.text_column)
     _quiet_libraries()
-    import torch
-
-    device = None if args.device == "auto" else torch.device(args.device)
     frame = trained.predict(run, texts, device=device)
     trained.write_predictions(frame, args.output)
     if args.output is not None:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ftcompare.config import RunSpec
+from ftcompare.config import ConfigError, RunSpec
 from ftcompare.data import CSV_ENCODING, read_csv
 from ftcompare.fetch import FETCHED_FROM
 from ftcompare.records import Status
@@ -62,7 +62,8 @@ def open_run(run_dir: str | Path) -> TrainedRun:
     """A run folder that finished ok and whose model folder loads alone, or UsageError."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UsageError(f"run folder {str(run_dir)!r} does not exist (a run folder is e.g. results/runs/lora/seed0)")
+        what = "is a file, not a folder" if run_dir.exists() else "does not exist"
+        raise UsageError(f"run folder {str(run_dir)!r} {what} (a run folder is e.g. results/runs/lora/seed0)")
     if not (run_dir / "train.json").is_file() and (run_dir.parent / "train.json").is_file():
         raise UsageError(f"{str(run_dir)!r} is a run's model folder; give the run folder, {str(run_dir.parent)!r}")
     records = {}
@@ -73,7 +74,12 @@ def open_run(run_dir: str | Path) -> TrainedRun:
                 f"{str(run_dir)!r} has no {kind}.json: not a run folder (e.g. results/runs/lora/seed0), or a run "
                 f"that has not finished; `snakemake {path}` runs it"
             )
-        records[kind] = json.loads(path.read_text())
+        try:
+            records[kind] = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{path} is not a run record (JSON written by the workflow): {exc}") from exc
+        if not isinstance(records[kind], dict) or "status" not in records[kind]:
+            raise UsageError(f"{path} is not a run record written by the workflow: it has no status")
         if records[kind].get("status") != Status.OK:
             raise UsageError(
                 f"run {str(run_dir)!r} did not finish ok: its {kind}.json says {records[kind].get('status')!r} "
@@ -89,12 +95,21 @@ def open_run(run_dir: str | Path) -> TrainedRun:
             f"{model_dir} lacks {missing}: the run was trained before run folders kept their tokenizer and "
             f"labels; train it again (`snakemake --forcerun {run_dir / 'train.json'}`)"
         )
-    id2label = json.loads((model_dir / "config.json").read_text())["id2label"]
+    id2label = json.loads((model_dir / "config.json").read_text()).get("id2label")
+    if not id2label:
+        raise UsageError(f"{model_dir / 'config.json'} names no classes (id2label): not a model folder the study wrote")
     names = [str(id2label[str(k)]) for k in range(len(id2label))]
+    try:
+        spec = RunSpec.from_dict(records["train"]["config"])
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise UsageError(
+            f"{run_dir / 'train.json'} holds no run settings this version of ftcompare reads ({exc!r}); "
+            "train the run again with it"
+        ) from exc
     return TrainedRun(
         run_dir=run_dir,
         model_dir=model_dir,
-        spec=RunSpec.from_dict(records["train"]["config"]),
+        spec=spec,
         train=records["train"],
         evaluation=records["eval"],
         num_labels=len(names),
@@ -119,7 +134,7 @@ def read_texts(source: str, *, fmt: str | None = None, column: str = "text") -> 
     fmt = input_format(source, fmt)
     where = "standard input" if source == "-" else f"--input {source!r}"
     if source != "-" and not Path(source).is_file():
-        raise UsageError(f"{where} does not exist")
+        raise UsageError(f"{where} {'is a folder, not a file' if Path(source).is_dir() else 'does not exist'}")
     raw = sys.stdin.buffer.read() if source == "-" else None
     if fmt == "text":
         return _lines(raw if raw is not None else Path(source).read_bytes(), where=where)
@@ -237,6 +252,25 @@ def load_for_inference(run: TrainedRun, *, device: Any, merged: bool = False) ->
     except models.NotMergeable as exc:
         raise UsageError(f"run {str(run.run_dir)!r} cannot be merged: {exc}") from exc
     return model, precision
+
+
+def parse_device(text: str) -> Any:
+    """--device: auto (None: a GPU if there is one), cpu, cuda or cuda:N; UsageError otherwise."""
+    if text == "auto":
+        return None
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {text!r}: give auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise UsageError(f"--device {text!r}: this machine has {count} usable CUDA GPU(s); give cpu or auto")
+    return device
 
 
 def predict(run: TrainedRun, texts: list[str], *, device: Any | None = None) -> pd.DataFrame:
