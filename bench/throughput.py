@@ -960,9 +960,12 @@ def variant_spec(spec: RunSpec, settings: dict[str, Any], *, config: dict[str, A
     training = {**config["training"], **{k: v for k, v in settings.items() if k in config["training"]}}
     training.update({k: getattr(spec, k) for k in ("max_length", "pad_to_multiple_of", "group_by_length")})
     try:
-        # One strategy, so no tuning grid: the grid names the others.
+        # One strategy, so no tuning grid (the grid names the others) and it is its own baseline.
         one = {spec.strategy: {"method": spec.method}}
-        validate_config({**config, "training": training, "strategies": one, "tuning": {"enabled": False}})
+        report = {**config.get("report", {}), "baseline": spec.strategy}
+        validate_config(
+            {**config, "training": training, "strategies": one, "tuning": {"enabled": False}, "report": report}
+        )
     except ConfigError as exc:
         raise SystemExit(f"variant {settings}: {exc}") from None
     return dataclasses.replace(spec, **settings)

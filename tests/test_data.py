@@ -371,3 +371,70 @@ def test_null_texts_are_named(tmp_path: Path) -> None:
         f"data.train = '{tmp_path / 'train.parquet'}': text column 'text' has 1 missing (null) value(s), "
         "the first in row 4" in message
     )
+
+
+# --- class names ----------------------------------------------------------------------------
+
+
+def hub_dataset(frame: pd.DataFrame, names: list[str] | None):
+    """A `datasets.Dataset` as the hub serves one: the label column a ClassLabel of `names`."""
+    import datasets
+
+    label = datasets.Value("int64") if names is None else datasets.ClassLabel(names=names)
+    return datasets.Dataset.from_pandas(
+        frame, features=datasets.Features({"text": datasets.Value("string"), "label": label})
+    )
+
+
+def test_a_hub_datasets_class_names_survive_the_fetched_copy(tmp_path: Path, monkeypatch) -> None:
+    import datasets
+
+    from ftcompare.fetch import fetch_dataset
+
+    hub = datasets.DatasetDict(
+        {"train": hub_dataset(synthetic(20), ["neg", "pos"]), "test": hub_dataset(synthetic(10), ["neg", "pos"])}
+    )
+    monkeypatch.setattr(datasets, "load_dataset", lambda name: hub)
+    files = {split: tmp_path / f"{split}.parquet" for split in ("train", "test")}
+    fetch_dataset("org/reviews", files)
+    prepared = prepare(data_config(source="hub", name="org/reviews", validation_fraction=0.2), hub_files=files)
+    assert prepared.label_names == ["neg", "pos"]
+    assert prepared.summary()["label_names"] == ["neg", "pos"]
+    # Read straight from the hub (no fetched copy), the names are the same.
+    assert prepare(data_config(source="hub", name="org/reviews", validation_fraction=0.2)).label_names == ["neg", "pos"]
+
+
+def test_parquet_written_by_datasets_keeps_its_names_plain_files_name_nothing(tmp_path: Path) -> None:
+    hub_dataset(synthetic(20), ["bad", "good"]).to_parquet(str(tmp_path / "named.parquet"))
+    hub_dataset(synthetic(10), ["bad", "good"]).to_parquet(str(tmp_path / "named-test.parquet"))
+    named = data_config(
+        source="parquet", train=str(tmp_path / "named.parquet"), test=str(tmp_path / "named-test.parquet")
+    )
+    assert prepare({**named, "validation_fraction": 0.2}).label_names == ["bad", "good"]
+    assert prepare(imdb_config(train_size=200, test_size=100)).label_names is None
+    synthetic(20).to_csv(tmp_path / "train.csv", index=False)
+    synthetic(10).to_csv(tmp_path / "test.csv", index=False)
+    csv = data_config(source="csv", train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"))
+    assert prepare({**csv, "validation_fraction": 0.2}).label_names is None
+
+
+def test_aclimdb_classes_are_named_by_their_folders(tmp_path: Path) -> None:
+    for split in ("train", "test"):
+        for sentiment in ("neg", "pos"):
+            (tmp_path / split / sentiment).mkdir(parents=True)
+            for i in range(5):
+                (tmp_path / split / sentiment / f"{i}_1.txt").write_text(f"{split} {sentiment} {i}")
+    assert prepare(data_config(source="aclimdb", train=str(tmp_path), validation_fraction=0.2)).label_names == [
+        "neg",
+        "pos",
+    ]
+
+
+def test_class_names_the_data_does_not_use_are_left_out_and_disagreeing_splits_are_refused(tmp_path: Path) -> None:
+    hub_dataset(synthetic(20), ["neg", "pos", "unused"]).to_parquet(str(tmp_path / "train.parquet"))
+    hub_dataset(synthetic(10), ["neg", "pos", "unused"]).to_parquet(str(tmp_path / "test.parquet"))
+    data = data_config(source="parquet", train=str(tmp_path / "train.parquet"), test=str(tmp_path / "test.parquet"))
+    assert prepare({**data, "validation_fraction": 0.2}).label_names == ["neg", "pos"]
+    hub_dataset(synthetic(10), ["pos", "neg"]).to_parquet(str(tmp_path / "test.parquet"))
+    message = data_error({**data, "validation_fraction": 0.2})
+    assert "name the classes of column 'label' differently" in message and "['pos', 'neg']" in message

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from specs import CPU, make_spec
 
+from ftcompare import models
 from ftcompare.models import _recompute_activations, build_model, count_parameters, resolve_precision
 
 HEAD_PARAMS = (32 * 32 + 32) + (32 * 2 + 2)  # RobertaClassificationHead: dense + out_proj
@@ -99,3 +101,98 @@ def test_gradient_checkpointing_on_transformers_5_17():
 
     _recompute_activations(Older())
     assert calls == [{"use_reentrant": False}]
+
+
+def trained(model_path: Path, strategy: str, out_dir: Path, label_names=("neg", "pos")):
+    """A model of `strategy` whose trainable weights moved away from their start (LoRA's B
+    starts at zero), saved as a run saves it; returns its spec."""
+    spec = make_spec(model_path, strategy)
+    model = built(model_path, strategy)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.5 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
+    models.save_trained(
+        model,
+        out_dir=out_dir,
+        label_names=None if label_names is None else list(label_names),
+        tokenizer_source=str(model_path),
+        max_length=spec.max_length,
+        base_model=str(model_path),
+    )
+    return spec
+
+
+def reviews_batch(model_dir: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    texts = ["A moving, beautifully acted film. " * 20, "Dull and far too long.", "It was fine, I suppose."]
+    return dict(tokenizer(texts, truncation=True, padding=True, return_tensors="pt"))
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_a_saved_run_folder_holds_its_tokenizer_labels_and_base(tiny_roberta, tmp_path, strategy):
+    from transformers import AutoConfig
+
+    out = tmp_path / "model"
+    trained(tiny_roberta, strategy, out)
+    config = AutoConfig.from_pretrained(str(out))
+    assert config.id2label == {0: "neg", 1: "pos"} and config.label2id == {"neg": 0, "pos": 1}
+    assert config.architectures == ["RobertaForSequenceClassification"]
+    batch = reviews_batch(out)
+    assert batch["input_ids"].shape[1] == 64  # truncated at the run's max_length, as the study tokenized
+    weights = out / ("model.safetensors" if strategy == "full" else "adapter_model.safetensors")
+    assert weights.is_file()
+    if strategy == "lora":
+        adapter = json.loads((out / "adapter_config.json").read_text())
+        assert adapter["base_model_name_or_path"] == str(tiny_roberta)
+
+
+def test_unnamed_classes_are_named_by_their_numbers(tiny_roberta, tmp_path):
+    trained(tiny_roberta, "full", tmp_path / "model", label_names=None)
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "0", "1": "1"} and config["label2id"] == {"0": 0, "1": 1}
+
+
+def test_the_saved_size_counts_the_weights_not_the_tokenizer(tiny_roberta, tmp_path):
+    out = tmp_path / "model"
+    size = models.save_trained(
+        built(tiny_roberta, "lora"),
+        out_dir=out,
+        label_names=None,
+        tokenizer_source=str(tiny_roberta),
+        max_length=64,
+        base_model=str(tiny_roberta),
+    )
+    added = {"config.json", "tokenizer.json", "tokenizer_config.json"}  # what makes the folder load alone
+    assert added <= {path.name for path in out.iterdir()}
+    assert size * 1e6 == sum(path.stat().st_size for path in out.iterdir() if path.name not in added)
+
+
+@pytest.mark.parametrize("strategy", ["lora", "ia3", "qlora"])
+def test_a_merged_adapter_predicts_as_the_adapter(tiny_roberta, tmp_path, strategy):
+    if strategy == "qlora":
+        pytest.importorskip("bitsandbytes")
+    out = tmp_path / "model"
+    spec = trained(tiny_roberta, strategy, out)
+    precision = resolve_precision(requested="auto", method=spec.method, device=CPU)
+    adapter = models.load_trained(spec=spec, model_dir=out, num_labels=2, device=CPU, precision=precision)
+    merged = models.load_merged(spec=spec, model_dir=out, num_labels=2, device=CPU, precision=precision)
+    batch = reviews_batch(out)
+    with torch.inference_mode():
+        expected, got = adapter(**batch).logits, merged(**batch).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert expected.std() > 0.01  # the heads differ from a constant: the comparison means something
+    # A plain transformers model: no PEFT layers, no 4-bit ones.
+    assert type(merged).__name__ == "RobertaForSequenceClassification"
+    assert not any("lora" in name or "ia3" in name for name, _ in merged.named_modules())
+    assert all(type(module).__module__.startswith(("torch", "transformers")) for module in merged.modules())
+
+
+def test_full_fine_tuning_has_nothing_to_merge(tiny_roberta, tmp_path):
+    spec = trained(tiny_roberta, "full", tmp_path / "model")
+    precision = resolve_precision(requested="auto", method="full", device=CPU)
+    with pytest.raises(models.NotMergeable, match="already holds a plain model"):
+        models.load_merged(spec=spec, model_dir=tmp_path / "model", num_labels=2, device=CPU, precision=precision)

@@ -215,3 +215,60 @@ def test_degenerate_run_is_flagged_in_the_summary_and_beside_its_accuracy(tmp_pa
 def test_no_degenerate_runs_says_none(mixed, tmp_path: Path) -> None:
     md = render(mixed, tmp_path)
     assert md[md.index("## Runs with degenerate predictions") : md.index("## Hardware")].strip().endswith("None.")
+
+
+def inference_runs(root: Path, merged_error: str | None = None):
+    """full, lora and qlora with the evaluate job's inference costs (one seed each)."""
+    costs = {
+        "full": {"eval_reviews_per_s": 1000.0, "latency_p50_ms": 5.0, "latency_p95_ms": 6.0},
+        "lora": {
+            "eval_reviews_per_s": 900.0,
+            "latency_p50_ms": 6.0,
+            "latency_p95_ms": 7.5,
+            "merged_eval_reviews_per_s": 1000.0,
+            "merged_latency_p50_ms": 5.0,
+            "merged_latency_p95_ms": 6.0,
+            "merged_agreement": 1.0,
+        },
+        "qlora": {
+            "eval_reviews_per_s": 450.0,
+            "latency_p50_ms": 12.0,
+            "latency_p95_ms": 15.0,
+            "merged_eval_reviews_per_s": 990.0,
+            "merged_latency_p50_ms": 5.1,
+            "merged_latency_p95_ms": 6.2,
+            "merged_agreement": 0.999,
+        },
+    }
+    pairs = []
+    for strategy, metrics in costs.items():
+        record = eval_record(strategy, 0)
+        record["metrics"] |= metrics
+        if merged_error and strategy == "qlora":
+            record["metrics"] = {k: v for k, v in record["metrics"].items() if not k.startswith("merged")} | {
+                "merged_error": merged_error
+            }
+        pairs.append((train_record(strategy, 0), record))
+    return load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(root, pairs))))
+
+
+def test_inference_cost_section_and_summary_columns(tmp_path: Path) -> None:
+    runs = inference_runs(tmp_path / "runs")
+    md = render(runs, tmp_path)
+    section = md[md.index("## Inference cost") : md.index("## Differences")]
+    assert table_row(section, "full") == "| full | full | 1,000 | 5.0 / 6.0 ms | — | — | — |"
+    assert table_row(section, "lora") == "| lora | lora | 900 | 6.0 / 7.5 ms | 1,000 | 5.0 / 6.0 ms | 100.00% |"
+    assert table_row(section, "qlora") == "| qlora | qlora | 450 | 12.0 / 15.0 ms | 990 | 5.1 / 6.2 ms | 99.90% |"
+    assert "`qlora` (4-bit base) labels 450 test reviews/s against `lora`'s 900 (0.50x)" in section
+    assert "one review in 12.0 ms against 6.0 ms (median); merged, both are a plain model" in section
+    table = summary_table(runs=runs).set_index("strategy")
+    assert table.loc["qlora", "merged_latency_p95_ms"] == 6.2 and math.isnan(table.loc["full", "merged_agreement"])
+    assert table.loc["lora", "latency_p50_ms"] == 6.0
+
+
+def test_a_failed_merge_is_reported_not_hidden(tmp_path: Path) -> None:
+    md = render(inference_runs(tmp_path / "runs", merged_error="RuntimeError: no memory"), tmp_path)
+    section = md[md.index("## Inference cost") : md.index("## Differences")]
+    assert "- `qlora` seed 0: merging failed: RuntimeError: no memory" in section
+    assert table_row(section, "qlora") == "| qlora | qlora | 450 | 12.0 / 15.0 ms | — | — | — |"
+    assert "merged, both" not in section

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,37 @@ def test_the_tokenize_stage_does_not_import_torch(tiny_roberta, tiny_tokenized, 
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_data_summarys_class_names_reach_the_tokenized_cache(tiny_roberta, tiny_tokenized, tmp_path):
+    from ftcompare.jobs import tokenize_job
+
+    data_dir = tiny_tokenized.parent  # the prepared splits and their summary.json
+    assert json.loads((tiny_tokenized / "tokenization.json").read_text())["label_names"] is None
+    assert load_tokenized(tiny_tokenized, splits=()).label_names is None
+    named = tmp_path / "named-data"
+    named.mkdir()
+    for split in ("train", "validation", "test"):
+        (named / f"{split}.parquet").write_bytes((data_dir / f"{split}.parquet").read_bytes())
+    summary = json.loads((data_dir / "summary.json").read_text())
+    (named / "summary.json").write_text(json.dumps({**summary, "label_names": ["neg", "pos"]}))
+    tokenize_job(
+        split_paths={split: named / f"{split}.parquet" for split in ("train", "validation", "test")},
+        model_name_or_path=str(tiny_roberta),
+        max_length=64,
+        out_dir=tmp_path / "tokenized",
+    )
+    assert load_tokenized(tmp_path / "tokenized", splits=()).label_names == ["neg", "pos"]
+
+
+def test_class_names_must_name_every_class(tiny_roberta, tiny_tokenized, tmp_path):
+    from ftcompare.tokenization import tokenize_splits
+
+    with pytest.raises(ValueError, match=r"label_names \['only'\] must name the 2 classes"):
+        tokenize_splits(
+            split_paths={s: tiny_tokenized.parent / f"{s}.parquet" for s in ("train", "validation", "test")},
+            model_name_or_path=str(tiny_roberta),
+            max_length=64,
+            out_dir=tmp_path / "out",
+            label_names=["only"],
+        )

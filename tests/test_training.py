@@ -423,3 +423,25 @@ def test_a_target_module_typo_fails_the_run_before_it_trains(tiny_roberta, tiny_
     assert result.status == "failed" and calls == []
     assert "strategies.lora.lora.target_modules: 'vlaue' matches no module of" in result.reason
     assert "did you mean 'value'?" in result.reason
+
+
+@pytest.mark.parametrize("strategy", ["full", "ia3"])
+def test_evaluation_measures_inference_cost_and_merged_where_it_can(tiny_roberta, tiny_tokenized, tmp_path, strategy):
+    from ftcompare import evaluation
+
+    spec = make_spec(tiny_roberta, strategy)
+    assert run(spec, tiny_tokenized, tmp_path, "cost").status == "ok"
+    result = evaluation.evaluate_run(
+        spec=spec, tokenized_dir=tiny_tokenized, model_dir=tmp_path / "cost" / "model", device=CPU
+    )
+    assert result.status == "ok", result.reason
+    metrics = result.metrics
+    assert metrics["latency_reviews"] == 100  # of the 200 test reviews
+    assert 0 < metrics["latency_p50_ms"] <= metrics["latency_p95_ms"]
+    if strategy == "full":  # nothing to merge, and no error either
+        assert not [key for key in metrics if key.startswith("merged")]
+        return
+    assert metrics["merged_eval_reviews_per_s"] > 0
+    assert 0 < metrics["merged_latency_p50_ms"] <= metrics["merged_latency_p95_ms"]
+    # On a CPU in fp32 the merged model's predictions are the adapter's, to float rounding.
+    assert metrics["merged_agreement"] == 1.0 and metrics["merged_max_prob_diff"] < 1e-5

@@ -7,6 +7,7 @@ the rerun tests ask Snakemake for its plan (dry runs) after each edit.
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import json
 import os
@@ -16,9 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
+from ftcompare import cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -127,9 +131,177 @@ def test_study_produces_summary_figures_and_report(study):
     assert record["provenance"]["packages"]["transformers"]
     assert "git_commit" in record["provenance"] and record["provenance"]["device_type"] == "cpu"
     assert (run / "model" / "adapter_model.safetensors").is_file()
+    # What each run costs to apply, in summary.csv and the report; merged where a merge exists.
+    by_strategy = ok.set_index("strategy")
+    assert (by_strategy["latency_p50_ms"] > 0).all() and (
+        by_strategy["latency_p95_ms"] >= by_strategy["latency_p50_ms"]
+    ).all()
+    assert by_strategy["merged_eval_reviews_per_s"].notna().tolist() == [False, True, True, True]  # not for full
+    assert (by_strategy.loc[["lora", "qlora", "ia3"], "merged_agreement"] == 1.0).all()  # fp32 on a CPU
+    assert "## Inference cost" in report and "`qlora` (4-bit base) labels" in report
+    # The model card: the strategy, the data, the test accuracy with its interval, how to load it.
+    card = (run / "model" / "README.md").read_text()
+    eval_metrics = json.loads((run / "eval.json").read_text())["metrics"]
+    assert f"{100 * eval_metrics['accuracy']:.2f}% (95% CI {100 * eval_metrics['accuracy_ci_low']:.2f}%" in card
+    assert (
+        "LoRA: r 8, alpha 16, dropout 0.1, on query, value" in card and "AutoPeftModelForSequenceClassification" in card
+    )
+    assert "300 training" not in card and "240 training, 60 validation" in card
     assert not (workdir / "results" / "checkpoints" / "lora").exists()
     assert (workdir / "results" / "logs" / "finetune" / "lora_seed0.log").stat().st_size > 0
     assert (workdir / "results" / "benchmarks" / "finetune" / "lora_seed0.tsv").is_file()
+
+
+# --- using what was trained -------------------------------------------------------------------
+
+STRATEGIES = ["full", "lora", "qlora", "ia3"]
+# The tiny model's 32-wide layers are narrower than the blocks bitsandbytes' CPU backend
+# repacks 4-bit weights into for inference on CPUs with AVX512-BF16 ("shape [32, 0] is
+# invalid"; models._no_cpu_4bit_repacking). A snippet that loads the QLoRA run as a user
+# would, outside ftcompare, runs here with that repacking off; real models are wide enough.
+NO_CPU_REPACKING = "import bitsandbytes.nn.modules as _m\n_m.has_avx512bf16 = lambda: False\n"
+
+
+def prepared_test_split(run: Path) -> Path:
+    """The prepared test split a run was evaluated on: its rows are predictions.parquet's."""
+    workdir = run.parents[3]
+    tokenized = workdir / json.loads((run / "train.json").read_text())["tokenized_dir"]
+    return workdir / json.loads((tokenized / "tokenization.json").read_text())["data"] / "test.parquet"
+
+
+def assert_probabilities_equal(got: pd.DataFrame, expected: pd.DataFrame, atol: float) -> None:
+    columns = [c for c in expected.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(got[columns].to_numpy(), expected[columns].to_numpy(), atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_predict_on_the_test_split_reproduces_the_runs_predictions(study, tmp_path, strategy):
+    workdir, _ = study
+    run = workdir / "results" / "runs" / strategy / "seed0"
+    out = tmp_path / "predictions.parquet"
+    assert cli.main(["predict", str(run), "--input", str(prepared_test_split(run)), "--output", str(out)]) == 0
+    got, expected = pd.read_parquet(out), pd.read_parquet(run / "predictions.parquet")
+    # The study's data name no classes: predictions are the classes' numbers.
+    assert list(got.columns) == ["row", "prediction", "prob_0", "prob_1"] and len(got) == 200
+    assert got["row"].tolist() == expected["row"].tolist()
+    assert got["prediction"].tolist() == expected["prediction"].tolist()
+    assert_probabilities_equal(got, expected, atol=1e-6)
+
+
+def test_predict_reads_standard_input_text_and_csv_files(study, tmp_path):
+    workdir, _ = study
+    run = workdir / "results" / "runs" / "lora" / "seed0"
+    texts = pd.read_parquet(prepared_test_split(run))["text"]
+    single_line = texts[~texts.str.contains("\n")].head(30)  # one review a line
+    expected = pd.read_parquet(run / "predictions.parquet").loc[single_line.index].reset_index(drop=True)
+    # Standard input, through the command as installed (python -m ftcompare runs ftcompare.cli:main).
+    proc = subprocess.run(
+        [sys.executable, "-m", "ftcompare", "predict", str(run), "--input", "-"],
+        input="\n".join(single_line) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from_stdin = pd.read_csv(__import__("io").StringIO(proc.stdout))
+    # Other reviews beside them: other batches, other padding, the same numbers to float rounding.
+    assert from_stdin["prediction"].tolist() == expected["prediction"].tolist()
+    assert_probabilities_equal(from_stdin, expected, atol=1e-5)
+    (tmp_path / "reviews.txt").write_text("\n".join(single_line))
+    single_line.rename("review").to_frame().to_csv(tmp_path / "reviews.csv", index=False)
+    for source, extra in (("reviews.txt", []), ("reviews.csv", ["--text-column", "review"])):
+        out = tmp_path / f"{source}.csv"
+        assert cli.main(["predict", str(run), "--input", str(tmp_path / source), *extra, "--output", str(out)]) == 0
+        pd.testing.assert_frame_equal(pd.read_csv(out), from_stdin)
+
+
+# Loads the exported model with transformers alone: PEFT and bitsandbytes cannot be imported.
+PIPELINE_WITHOUT_PEFT = """
+import json, sys
+sys.modules["peft"] = None
+sys.modules["bitsandbytes"] = None
+import transformers
+from transformers import pipeline
+assert not transformers.utils.is_peft_available()
+texts = json.load(open(sys.argv[2]))
+scores = pipeline("text-classification", model=sys.argv[1])(texts, truncation=True, top_k=None)
+print(json.dumps([{s["label"]: s["score"] for s in row} for row in scores]))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["lora", "ia3", "qlora"])
+def test_a_merged_export_loads_in_a_pipeline_without_peft_and_predicts_as_the_adapter(study, tmp_path, strategy):
+    workdir, _ = study
+    run = workdir / "results" / "runs" / strategy / "seed0"
+    out = tmp_path / "merged"
+    assert cli.main(["export", str(run), "--merged", str(out)]) == 0
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    assert "merged into" in (out / "README.md").read_text()
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps(pd.read_parquet(prepared_test_split(run))["text"].tolist()))
+    proc = subprocess.run(
+        [sys.executable, "-c", PIPELINE_WITHOUT_PEFT, str(out), str(texts)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scores = pd.DataFrame(json.loads(proc.stdout.splitlines()[-1])).rename(columns=lambda label: f"prob_{label}")
+    expected = pd.read_parquet(run / "predictions.parquet")
+    # One review at a time, unpadded, against the adapter's length-sorted padded batches.
+    assert_probabilities_equal(scores, expected, atol=1e-5)
+    assert (scores[["prob_0", "prob_1"]].to_numpy().argmax(axis=1) == expected["prediction"]).all()
+
+
+def test_exporting_a_full_fine_tune_points_at_its_folder(study, tmp_path, capsys):
+    workdir, _ = study
+    run = workdir / "results" / "runs" / "full" / "seed0"
+    assert cli.main(["export", str(run), "--merged", str(tmp_path / "merged")]) == 2
+    assert "already holds a plain transformers model" in capsys.readouterr().err
+    assert not (tmp_path / "merged").exists()
+
+
+def snippet_probabilities(output: str, adapter: bool) -> list[list[float]]:
+    """The class probabilities a loading snippet printed for each example review."""
+    if not adapter:  # the pipeline's answer: one list of {label, score} per review
+        rows = ast.literal_eval(output.strip().splitlines()[-1])
+        return [[s["score"] for s in sorted(row, key=lambda s: int(s["label"]))] for row in rows]
+    return [ast.literal_eval(line[line.index("[") : line.index("]") + 1]) for line in output.strip().splitlines()[-2:]]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_the_model_cards_loading_snippet_runs_and_loads_the_trained_head(study, strategy):
+    from ftcompare import trained
+    from ftcompare.modelcard import EXAMPLE_REVIEWS
+
+    workdir, _ = study
+    run = workdir / "results" / "runs" / strategy / "seed0"
+    card = (run / "model" / "README.md").read_text()
+    snippet = card.split("```python\n")[1].split("```")[0]
+    assert f'"results/runs/{strategy}/seed0/model"' in snippet
+    proc = subprocess.run(
+        [sys.executable, "-c", (NO_CPU_REPACKING if strategy == "qlora" else "") + snippet],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The trained head, not a fresh one: what ftcompare predict says for the same reviews.
+    expected = trained.predict(trained.open_run(run), list(EXAMPLE_REVIEWS))
+    got = snippet_probabilities(proc.stdout, adapter=strategy != "full")
+    np.testing.assert_allclose(got, expected[["prob_0", "prob_1"]].to_numpy(), atol=1e-4)
+
+
+def test_the_readme_loading_snippet_is_a_cards_and_runs(study):
+    from ftcompare.modelcard import load_snippet
+
+    workdir, _ = study
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("<!-- snippet: load-adapter -->\n```python\n")[1].split("```")[0]
+    assert block.strip() == load_snippet("results/runs/lora/seed0/model", adapter=True)
+    proc = subprocess.run([sys.executable, "-c", block], cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [line.split()[0] for line in proc.stdout.strip().splitlines()[-2:]] in (
+        [a, b] for a in ("0", "1") for b in ("0", "1")
+    )
 
 
 def test_a_plain_rerun_does_not_retrain_a_diverged_run(study):
@@ -590,3 +762,17 @@ def test_jobs_load_what_a_local_rule_fetched_without_network(tmp_path, imdb_samp
         run = tmp_path / "results" / "runs" / strategy / "seed0"
         assert json.loads((run / "train.json").read_text())["config"]["model_name_or_path"] == "fake-org/tiny-roberta"
         assert json.loads((run / "eval.json").read_text())["status"] == "ok"
+        # The hub's class names reached the model, and predictions use them.
+        assert json.loads((run / "model" / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
+    lora = tmp_path / "results" / "runs" / "lora" / "seed0"
+    # The adapter names its base as configured; here it loads from the study's fetched copy.
+    assert json.loads((lora / "model" / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+        "fake-org/tiny-roberta"
+    )
+    (tmp_path / "new.txt").write_text("What a wonderful film.\nA waste of two hours.\n")
+    assert (
+        cli.main(["predict", str(lora), "--input", str(tmp_path / "new.txt"), "--output", str(tmp_path / "p.csv")]) == 0
+    )
+    predictions = pd.read_csv(tmp_path / "p.csv")
+    assert list(predictions.columns) == ["row", "prediction", "prob_neg", "prob_pos"]
+    assert set(predictions["prediction"]) <= {"neg", "pos"} and len(predictions) == 2

@@ -51,6 +51,7 @@ class TokenizedData:
     num_labels: int
     pad_token_id: int
     max_length: int
+    label_names: list[str] | None = None  # label k's name; None: the data names its classes by number
 
 
 def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "validation", "test")) -> TokenizedData:
@@ -77,6 +78,7 @@ def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "vali
         num_labels=int(meta["num_labels"]),
         pad_token_id=int(meta["pad_token_id"]),
         max_length=int(meta["max_length"]),
+        label_names=meta.get("label_names"),
     )
 
 

@@ -10,6 +10,13 @@ download over one blank line would help nobody, and the count keeps it visible.
 
 The validation split is carved from train (stratified, seeded): the test split is never
 used for any choice, including checkpoint selection.
+
+Labels are integers 0..K-1 everywhere. Where the source also names the classes (a
+Hugging Face `ClassLabel` column: hub datasets, and Parquet files written by `datasets`,
+which keep a column's features in their schema metadata; the aclImdb folders neg/ and
+pos/), the names are kept in the data summary, and from there reach the tokenized
+cache and each trained model's config (id2label). Plain Parquet and CSV files name
+nothing: their classes are their numbers.
 """
 
 from __future__ import annotations
@@ -39,10 +46,12 @@ class PreparedData:
     splits: dict[str, pd.DataFrame]
     num_labels: int
     dropped_empty: dict[str, int]
+    label_names: list[str] | None = None  # label k is named label_names[k]; None: the source names none
 
     def summary(self) -> dict[str, Any]:
         return {
             "num_labels": self.num_labels,
+            "label_names": self.label_names,
             "rows": {name: len(frame) for name, frame in self.splits.items()},
             "label_counts": {
                 name: {str(k): int(v) for k, v in frame["label"].value_counts().sort_index().items()}
@@ -151,14 +160,20 @@ def read_aclimdb_split(folder: Path) -> pd.DataFrame:
 ACLIMDB_CLASSES = ("neg", "pos")  # label 0, label 1
 
 
-def read_hub(name: str) -> dict[str, pd.DataFrame]:
+def load_hub(name: str) -> dict[str, Any]:
+    """The train and test splits of hub dataset `name`, as `datasets.Dataset`s (which keep
+    the columns' features, class names included)."""
     import datasets  # heavy import, only for this source
 
     loaded = datasets.load_dataset(name)
     missing = [s for s in ("train", "test") if s not in loaded]
     if missing:
         raise DataError(f"hub dataset {name!r} has no split(s) {missing}; it has {list(loaded)}")
-    return {split: loaded[split].to_pandas() for split in ("train", "test")}
+    return {split: loaded[split] for split in ("train", "test")}
+
+
+def read_hub(name: str) -> dict[str, pd.DataFrame]:
+    return {split: dataset.to_pandas() for split, dataset in load_hub(name).items()}
 
 
 def describe_source(data: Mapping[str, Any], split: str) -> str:
@@ -190,6 +205,69 @@ def read_source(data: Mapping[str, Any], *, hub_files: Mapping[str, Path] | None
         split: reader(_require_file(data[split], key=f"data.{split}"), where=describe_source(data, split))
         for split in ("train", "test")
     }
+
+
+# --- class names -----------------------------------------------------------------------
+
+
+def class_label_names(features: Mapping[str, Any], column: str) -> list[str] | None:
+    """The names of a `ClassLabel` column in `datasets`' serialised features
+    (`Features.to_dict()`, or the `huggingface` metadata of the Parquet files it writes)."""
+    feature = features.get(column)
+    if isinstance(feature, Mapping) and feature.get("_type") == "ClassLabel" and isinstance(feature.get("names"), list):
+        return [str(name) for name in feature["names"]]
+    return None
+
+
+def parquet_label_names(path: Path, column: str) -> list[str] | None:
+    """The class names a Parquet file written by `datasets` records for `column`, if any."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+        features = json.loads(metadata.get(b"huggingface", b"{}")).get("info", {}).get("features", {})
+    except (OSError, ValueError, AttributeError):  # unreadable or foreign metadata: no names
+        return None
+    return class_label_names(features, column) if isinstance(features, Mapping) else None
+
+
+def source_label_names(data: Mapping[str, Any], *, hub_files: Mapping[str, Path] | None = None) -> list[str] | None:
+    """The class names the configured source records (see the module's docstring), or None.
+    Cheap: file metadata, not the data (hub datasets read without `hub_files` excepted)."""
+    source, column = data["source"], data["label_column"]
+    if source == "aclimdb":
+        return list(ACLIMDB_CLASSES)
+    if source == "csv":
+        return None
+    if source == "hub" and not hub_files:
+        found = {
+            split: class_label_names(dataset.features.to_dict(), column)
+            for split, dataset in load_hub(data["name"]).items()
+        }
+    else:
+        paths = hub_files if source == "hub" else {split: data[split] for split in ("train", "test")}
+        found = {split: parquet_label_names(Path(paths[split]), column) for split in ("train", "test")}
+    named = {split: names for split, names in found.items() if names is not None}
+    if len({tuple(names) for names in named.values()}) > 1:
+        where = "; ".join(f"{describe_source(data, split)}: {names}" for split, names in named.items())
+        raise DataError(
+            f"the splits name the classes of column {column!r} differently ({where}); "
+            "label k must mean the same class in both"
+        )
+    return next(iter(named.values()), None)
+
+
+def check_label_names(names: list[str] | None, *, num_labels: int) -> list[str] | None:
+    """The names of labels 0..num_labels-1 (a ClassLabel may name classes the data does not
+    use), or DataError if they cannot name the predictions."""
+    if names is None:
+        return None
+    if len(names) < num_labels:
+        raise DataError(f"the source names {len(names)} classes {names}, but the labels go up to {num_labels - 1}")
+    names = names[:num_labels]
+    if len(set(names)) < len(names) or not all(name.strip() for name in names):
+        raise DataError(f"the source's class names {names} must be distinct and non-empty to name the predictions")
+    return names
 
 
 # --- checking ------------------------------------------------------------------------
@@ -365,7 +443,8 @@ def prepare(data: Mapping[str, Any], *, hub_files: Mapping[str, Path] | None = N
         "test": test,
     }
     num_labels = check_labels({f"the {name} split": frame["label"].to_numpy() for name, frame in splits.items()})
-    return PreparedData(splits=splits, num_labels=num_labels, dropped_empty=dropped)
+    names = check_label_names(source_label_names(data, hub_files=hub_files), num_labels=num_labels)
+    return PreparedData(splits=splits, num_labels=num_labels, dropped_empty=dropped, label_names=names)
 
 
 def write_prepared(

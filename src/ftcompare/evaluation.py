@@ -14,10 +14,10 @@ import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from ftcompare.batching import load_tokenized
+from ftcompare.batching import TokenizedData, TokenizedSplit, load_tokenized
 from ftcompare.config import RunSpec
-from ftcompare.inference import predict_logits
-from ftcompare.models import load_trained, resolve_precision
+from ftcompare.inference import latency_sample, predict_logits, review_latencies
+from ftcompare.models import NotMergeable, load_merged, load_trained, resolve_precision
 from ftcompare.records import Status
 from ftcompare.steps import select_device
 
@@ -84,7 +84,9 @@ def predictions_frame(*, labels: np.ndarray, logits: np.ndarray) -> pd.DataFrame
 def evaluate_run(
     *, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: torch.device | None = None
 ) -> EvalResult:
-    """Test-set metrics of the model saved in `model_dir` (rebuilt the way it was trained)."""
+    """Test-set metrics of the model saved in `model_dir` (rebuilt the way it was trained),
+    and what it costs to run: test throughput at eval_batch_size and single-review latency,
+    for the adapter as trained and, where it can be merged into its base, merged."""
     device = device or select_device()
     try:
         precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
@@ -93,20 +95,7 @@ def evaluate_run(
         model = load_trained(
             spec=spec, model_dir=model_dir, num_labels=data.num_labels, device=device, precision=precision
         )
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        logits = predict_logits(
-            model,
-            test,
-            batch_size=spec.eval_batch_size,
-            max_tokens=spec.eval_max_tokens_per_batch,
-            pad_token_id=data.pad_token_id,
-            pad_to_multiple_of=spec.pad_to_multiple_of,
-            device=device,
-            precision=precision,
-        )  # (predict_logits copies to the host at the end, so the clock is honest)
-        eval_time = time.perf_counter() - started
+        logits, eval_time, latencies = _measure(model, test, spec=spec, data=data, device=device, precision=precision)
     except Exception as exc:  # failure isolation, as in training
         log.exception("evaluation of %s/seed%d failed", spec.strategy, spec.seed)
         return EvalResult(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}"[:2000], device=device)
@@ -120,13 +109,22 @@ def evaluate_run(
     metrics["eval_time_s"] = eval_time
     metrics["eval_reviews_per_s"] = len(test) / eval_time  # inference throughput at eval_batch_size
     metrics["eval_tokens_per_s"] = float(test.lengths.sum()) / eval_time
+    metrics |= latency_metrics(latencies)
     log.info(
-        "test accuracy %.4f [%.4f, %.4f] macro-F1 %.4f in %.1f s",
+        "test accuracy %.4f [%.4f, %.4f] macro-F1 %.4f in %.1f s; one review: p50 %.1f ms, p95 %.1f ms",
         metrics["accuracy"],
         metrics["accuracy_ci_low"],
         metrics["accuracy_ci_high"],
         metrics["f1"],
         eval_time,
+        metrics["latency_p50_ms"],
+        metrics["latency_p95_ms"],
+    )
+    del model  # before a merged copy is loaded: one model on the device at a time
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    metrics |= _merged_metrics(
+        spec=spec, model_dir=model_dir, data=data, device=device, precision=precision, logits=logits
     )
     return EvalResult(
         status=Status.OK,
@@ -134,3 +132,80 @@ def evaluate_run(
         predictions=predictions_frame(labels=test.labels, logits=logits),
         device=device,
     )
+
+
+def _measure(
+    model: torch.nn.Module, test: TokenizedSplit, *, spec: RunSpec, data: TokenizedData, device, precision
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """The test split's logits, the seconds they took, and single-review latencies (seconds)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    logits = predict_logits(
+        model,
+        test,
+        batch_size=spec.eval_batch_size,
+        max_tokens=spec.eval_max_tokens_per_batch,
+        pad_token_id=data.pad_token_id,
+        pad_to_multiple_of=spec.pad_to_multiple_of,
+        device=device,
+        precision=precision,
+    )  # (predict_logits copies to the host at the end, so the clock is honest)
+    eval_time = time.perf_counter() - started
+    latencies = review_latencies(
+        model,
+        test,
+        latency_sample(len(test)),
+        pad_token_id=data.pad_token_id,
+        pad_to_multiple_of=spec.pad_to_multiple_of,
+        device=device,
+        precision=precision,
+    )
+    return logits, eval_time, latencies
+
+
+def latency_metrics(seconds: np.ndarray, prefix: str = "") -> dict[str, Any]:
+    p50, p95 = np.percentile(seconds, [50, 95]) * 1000
+    return {
+        f"{prefix}latency_p50_ms": float(p50),
+        f"{prefix}latency_p95_ms": float(p95),
+        "latency_reviews": len(seconds),
+    }
+
+
+def _merged_metrics(
+    *, spec: RunSpec, model_dir: Path, data: TokenizedData, device, precision, logits: np.ndarray
+) -> dict[str, Any]:
+    """Throughput and latency of the adapter merged into its base (models.load_merged),
+    and how closely its test predictions follow the adapter's. Nothing for a method that
+    cannot merge; a merge that fails is recorded (merged_error) without failing the run,
+    whose results are the adapter's."""
+    test = data.splits["test"]
+    try:
+        merged = load_merged(
+            spec=spec, model_dir=model_dir, num_labels=data.num_labels, device=device, precision=precision
+        )
+        merged_logits, merged_time, latencies = _measure(
+            merged, test, spec=spec, data=data, device=device, precision=precision
+        )
+    except NotMergeable:
+        return {}
+    except Exception as exc:
+        log.warning("merging %s/seed%d failed: %s", spec.strategy, spec.seed, exc, exc_info=True)
+        return {"merged_error": f"{type(exc).__name__}: {exc}"[:2000]}
+    metrics = {
+        "merged_eval_reviews_per_s": len(test) / merged_time,
+        **latency_metrics(latencies, prefix="merged_"),
+        # The share of test reviews the merged model labels as the adapter does, and the
+        # largest difference in a class probability: float rounding, bf16's on a GPU.
+        "merged_agreement": float((merged_logits.argmax(axis=1) == logits.argmax(axis=1)).mean()),
+        "merged_max_prob_diff": float(np.abs(softmax(merged_logits) - softmax(logits)).max()),
+    }
+    log.info(
+        "merged: %.0f reviews/s, one review p50 %.1f ms, p95 %.1f ms; predictions agree on %.2f%%",
+        metrics["merged_eval_reviews_per_s"],
+        metrics["merged_latency_p50_ms"],
+        metrics["merged_latency_p95_ms"],
+        100 * metrics["merged_agreement"],
+    )
+    return metrics

@@ -13,6 +13,7 @@ Kept free of torch; `datasets` and `huggingface_hub` are imported when called.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +31,11 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_
 MODEL_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
 # Only for repositories without safetensors weights.
 FALLBACK_WEIGHT_PATTERNS = ["pytorch_model*.bin"]
+
+
+# Written into the fetched model folder: which hub model it copies. `ftcompare predict`
+# loads a run's base model from the study's copy only when this names the run's model.
+FETCHED_FROM = "ftcompare-fetched.json"
 
 
 def fetch_model(repo_id: str, out_dir: Path) -> Path:
@@ -50,6 +56,7 @@ def fetch_model(repo_id: str, out_dir: Path) -> Path:
         log.info("%s has no safetensors weights; fetching %s", repo_id, FALLBACK_WEIGHT_PATTERNS)
         huggingface_hub.snapshot_download(repo_id, local_dir=str(out_dir), allow_patterns=FALLBACK_WEIGHT_PATTERNS)
     check_model_source(str(out_dir))
+    (out_dir / FETCHED_FROM).write_text(json.dumps({"repo_id": repo_id}) + "\n")
     size_mb = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 1e6
     log.info("fetched model %s into %s (%.0f MB)", repo_id, out_dir, size_mb)
     return out_dir
@@ -57,14 +64,15 @@ def fetch_model(repo_id: str, out_dir: Path) -> Path:
 
 def fetch_dataset(name: str, out_paths: Mapping[str, Path]) -> dict[str, int]:
     """Download hub dataset `name` and write its train and test splits to Parquet
-    (`out_paths[split]`; all columns, as the hub has them). Returns the rows per split."""
-    from ftcompare.data import read_hub
+    (`out_paths[split]`; all columns, as the hub has them, and `datasets`' record of their
+    features, which names a ClassLabel's classes). Returns the rows per split."""
+    from ftcompare.data import load_hub
 
     rows = {}
-    for split, frame in read_hub(name).items():
+    for split, dataset in load_hub(name).items():
         path = Path(out_paths[split])
         path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
-        rows[split] = len(frame)
+        dataset.to_parquet(str(path))
+        rows[split] = len(dataset)
     log.info("fetched dataset %s: %s rows", name, rows)
     return rows

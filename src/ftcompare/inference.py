@@ -1,6 +1,9 @@
-"""Inference over a tokenized split: what validation (inside training) and the evaluate job share."""
+"""Inference over a tokenized split: what validation (inside training), the evaluate job
+and `ftcompare predict` share, and single-review latency."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
@@ -36,18 +39,73 @@ def predict_logits(
     )
     for indices in batches:
         batch = collate(split, indices, pad_token_id=pad_token_id, pad_to_multiple_of=pad_to_multiple_of)
-        with autocast(device, precision):
-            logits = model(
-                input_ids=batch["input_ids"].to(device, non_blocking=True),
-                attention_mask=batch["attention_mask"].to(device, non_blocking=True),
-            ).logits
-        pieces.append((indices, logits.float()))  # stays on the device: one copy at the end
+        logits = forward_logits(model, batch, device=device, precision=precision)
+        pieces.append((indices, logits))  # stays on the device: one copy at the end
     model.train(was_training)
     num_labels = pieces[0][1].shape[-1]
     out = np.empty((len(split), num_labels), dtype=np.float32)
     for indices, logits in pieces:
         out[indices] = logits.cpu().numpy()
     return out
+
+
+def forward_logits(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], *, device: torch.device, precision: Precision
+) -> torch.Tensor:
+    """One batch's logits (fp32, on the device), under the run's autocast."""
+    with autocast(device, precision):
+        return model(
+            input_ids=batch["input_ids"].to(device, non_blocking=True),
+            attention_mask=batch["attention_mask"].to(device, non_blocking=True),
+        ).logits.float()
+
+
+# Latency is measured on this many test reviews, one at a time: p95 is then the 5th
+# slowest of 100, steady enough to compare strategies, and the sample costs about 1 s on
+# a GPU and well under a minute for roberta-base on a CPU, next to a test pass over
+# thousands of reviews. The first few, timed apart, are left out: they pay for the
+# kernels' first launch and the allocator's first requests, not for a review.
+LATENCY_REVIEWS = 100
+LATENCY_WARMUP = 10
+
+
+def latency_sample(rows: int, *, size: int = LATENCY_REVIEWS, seed: int = 0) -> np.ndarray:
+    """The rows of a split whose latency is measured: fixed by the seed, so every run of a
+    study (one test split) is timed on the same reviews."""
+    return np.sort(np.random.default_rng(seed).choice(rows, size=min(size, rows), replace=False))
+
+
+@torch.inference_mode()
+def review_latencies(
+    model: torch.nn.Module,
+    split: TokenizedSplit,
+    indices: np.ndarray,
+    *,
+    pad_token_id: int,
+    pad_to_multiple_of: int,
+    device: torch.device,
+    precision: Precision,
+    warmup: int = LATENCY_WARMUP,
+) -> np.ndarray:
+    """Seconds to predict each review of `indices` on its own: from its token ids on the
+    host to its logits back there (a batch of one, padded as evaluation pads), after
+    `warmup` untimed reviews."""
+    was_training = model.training
+    model.eval()
+
+    def one(index: int) -> None:
+        batch = collate(split, np.array([index]), pad_token_id=pad_token_id, pad_to_multiple_of=pad_to_multiple_of)
+        forward_logits(model, batch, device=device, precision=precision).cpu()  # the copy waits for the GPU
+
+    for index in indices[:warmup]:
+        one(index)
+    seconds = []
+    for index in indices:
+        started = time.perf_counter()
+        one(index)
+        seconds.append(time.perf_counter() - started)
+    model.train(was_training)
+    return np.array(seconds)
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:

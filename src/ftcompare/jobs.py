@@ -70,8 +70,21 @@ def tokenize_job(*, split_paths: Mapping[str, Path], model_name_or_path: str, ma
     from ftcompare.tokenization import tokenize_splits
 
     tokenize_splits(
-        split_paths=split_paths, model_name_or_path=model_name_or_path, max_length=max_length, out_dir=out_dir
+        split_paths=split_paths,
+        model_name_or_path=model_name_or_path,
+        max_length=max_length,
+        out_dir=out_dir,
+        label_names=data_label_names(Path(split_paths["train"]).parent),
     )
+
+
+def data_label_names(data_dir: Path) -> list[str] | None:
+    """The class names in the summary that prepare_data writes beside the splits it
+    prepares (None where the data names none, or the summary predates them). Read beside
+    the splits rather than declared as an input: a new input would redo every tokenized
+    cache, and so every run, of the studies made before."""
+    summary = Path(data_dir) / "summary.json"
+    return read_json(summary).get("label_names") if summary.is_file() else None
 
 
 def finetune_job(
@@ -103,6 +116,7 @@ def finetune_job(
         tokenized_dir=tokenized_dir,
         model_out_dir=model_dir,
         checkpoint_dir=checkpoint_dir,
+        base_model=spec.model_name_or_path,  # as configured: what a saved adapter names as its base
     )
     record = {
         "kind": "train",
@@ -142,14 +156,18 @@ def evaluate_job(
     attempt_path: Path | None = None,
     retry_marker: str = "first",
     base_model_dir: Path | None = None,
+    data_summary_path: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained run on the test split; a run that did not train passes its status on.
 
     Like `finetune`, writes an attempt file (if `attempt_path` is given) so that a plain
-    rerun retries a failed evaluation; `base_model_dir` as in `finetune`."""
+    rerun retries a failed evaluation; `base_model_dir` as in `finetune`. A trained run's
+    model folder gets its model card (README.md), which needs the test metrics and the
+    data (`data_summary_path`, the prepared data's summary.json)."""
     import pandas as pd
 
     from ftcompare.evaluation import evaluate_run
+    from ftcompare.modelcard import write_model_card
 
     started = now()
     train_record = read_json(train_record_path)
@@ -174,6 +192,16 @@ def evaluate_job(
         "metrics": metrics,
         "provenance": provenance(device=device, started_at=started),
     }
+    if train_record["status"] == Status.OK:
+        summary = Path(data_summary_path) if data_summary_path is not None else None
+        write_model_card(
+            Path(model_dir) / "README.md",
+            train=train_record,
+            evaluation=record,
+            data=read_json(summary) if summary is not None and summary.is_file() else None,
+            folder=str(model_dir),
+            run_dir=str(Path(model_dir).parent),
+        )
     write_json(record_path, record)
     if attempt_path is not None:
         # A run that did not train passes its status on: evaluating it again gives the

@@ -191,12 +191,51 @@ def _trainable_to_fp32(model: torch.nn.Module) -> None:
             param.data = param.data.float()
 
 
-def save_trained(model: torch.nn.Module, *, out_dir: Path) -> float:
-    """Save the trained weights (full model or adapter + head); returns their size in MB."""
+def id2label(label_names: list[str] | None, num_labels: int) -> dict[int, str]:
+    """Label k's name for a model config: the data's class names, or where it has none the
+    numbers as text ("0", "1"), which `ftcompare predict` writes back as integers."""
+    return dict(enumerate(label_names or [str(k) for k in range(num_labels)]))
+
+
+def save_trained(
+    model: torch.nn.Module,
+    *,
+    out_dir: Path,
+    label_names: list[str] | None,
+    tokenizer_source: str,
+    max_length: int,
+    base_model: str,
+) -> float:
+    """Save a trained model so that its folder loads alone: the weights (full model, or
+    adapter + head), config.json with id2label / label2id (for an adapter, the config of
+    the model it makes: transformers' config of its base, which PEFT does not save), and
+    the tokenizer of `tokenizer_source` truncating at the run's `max_length`. An adapter
+    names its base `base_model` (see sources.portable_model_name).
+
+    Returns the size of the saved weights in MB (what the method costs to store: the
+    tokenizer and the config are not counted)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    config = transformers_model(model).config
+    config.id2label = id2label(label_names, config.num_labels)
+    config.label2id = {name: k for k, name in config.id2label.items()}
+    for adapter in getattr(model, "peft_config", {}).values():
+        adapter.base_model_name_or_path = base_model
     model.save_pretrained(str(out_dir))
-    return sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 1e6
+    size_mb = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 1e6
+    if transformers_model(model) is not model:
+        config.architectures = [type(transformers_model(model)).__name__]
+        config.save_pretrained(str(out_dir))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer_source), model_max_length=max_length)
+    tokenizer.save_pretrained(str(out_dir))
+    return size_mb
+
+
+def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model: `model` itself, or the one a PEFT model wraps."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def load_trained(
@@ -214,3 +253,48 @@ def load_trained(
         model = PeftModel.from_pretrained(base, str(model_dir))
     model.eval()
     return model
+
+
+def _trained_copies_in_place(model: torch.nn.Module) -> None:
+    """Put the trained copy of each module PEFT trains whole (modules_to_save: the
+    classification head) where the wrapper holding it and the original is. merge_and_unload
+    does this itself for LoRA, but for IA3 (PEFT 0.21) it fails on a head that is not one
+    layer, such as RoBERTa's (dense + out_proj): it reads the head's `.weight`."""
+    from peft.utils.other import ModulesToSaveWrapper
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent, _, attribute = name.rpartition(".")
+            trained = module.unload_and_optionally_merge_module(merge=False, safe_merge=False, adapter_names=None)
+            setattr(model.get_submodule(parent), attribute, trained)
+
+
+class NotMergeable(ValueError):
+    """The run has no adapter whose weights can be merged into its base model."""
+
+
+def load_merged(
+    *, spec: RunSpec, model_dir: Path, num_labels: int, device: torch.device, precision: Precision
+) -> torch.nn.Module:
+    """The trained adapter merged into its base weights (PEFT's merge_and_unload): a plain
+    transformers model, the trained head in place of the base's, that predicts as the
+    adapter does (to float tolerance) and runs at the base model's cost.
+
+    QLoRA: the 4-bit base is dequantised before the adapter is merged into it. Merging
+    into the 4-bit weights would quantise W + BA again and lose most of the update; the
+    dequantised weights are exactly those the 4-bit layers compute with, so the merged
+    model keeps the QLoRA model's predictions, in a full-size model without bitsandbytes."""
+    if spec.method == "full":
+        raise NotMergeable("full fine-tuning trains the model itself: its folder already holds a plain model")
+    from peft import PeftModel
+
+    base = load_base_model(spec=spec, num_labels=num_labels, device=device, precision=precision)
+    if getattr(base, "hf_quantizer", None) is not None:
+        base = base.dequantize()
+    model = PeftModel.from_pretrained(base, str(model_dir))
+    if not hasattr(model.base_model, "merge_and_unload"):  # e.g. prompt learning: no weights to merge into
+        raise NotMergeable(f"{spec.method} adds no weights that merge into the base model's")
+    _trained_copies_in_place(model)
+    merged = model.merge_and_unload()
+    merged.eval()
+    return merged

@@ -149,6 +149,83 @@ def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]]) -> st
     return "\n".join(lines)
 
 
+def _latency(p50: float, p95: float) -> str:
+    return _MISSING if pd.isna(p50) else f"{p50:,.1f} / {p95:,.1f} ms"
+
+
+def _inference_section(results: Results) -> str:
+    """What each strategy costs to apply: test throughput and single-review latency, as
+    trained and with the adapter merged into its base (means over ok seeds)."""
+    agg, runs = results.agg, results.runs
+    header = [
+        "Strategy",
+        "Method",
+        "Test reviews/s",
+        "One review p50 / p95",
+        "Merged: test reviews/s",
+        "Merged: one review p50 / p95",
+        "Merged labels as trained",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in agg.to_dict("records"):
+        cells = [
+            r["strategy"],
+            r["method"],
+            _fmt_count(r["eval_reviews_per_s_mean"]),
+            _latency(r["latency_p50_ms_mean"], r["latency_p95_ms_mean"]),
+            _fmt_count(r["merged_eval_reviews_per_s_mean"]),
+            _latency(r["merged_latency_p50_ms_mean"], r["merged_latency_p95_ms_mean"]),
+            _fmt_pct(r["merged_agreement_mean"]),
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    configs = [run.train.get("config") or {} for run in runs if run.ok]
+    batch = configs[0].get("eval_batch_size", "?") if configs else "?"
+    budget = configs[0].get("eval_max_tokens_per_batch") if configs else None
+    sample = results.table["latency_p50_ms"].notna()
+    devices = ", ".join(_distinct(results.table.loc[sample, "device"])) or "no device (nothing measured)"
+    notes = [
+        f"Test reviews/s: the whole test split in length-sorted batches of at most {batch} reviews"
+        + (f" and {budget:,} padded tokens" if budget else "")
+        + ". One review: the time to label a single review (a batch of one, from its token ids on the host to "
+        "its probabilities there), median and 95th percentile over the same fixed sample of test reviews for "
+        f"every run, after 10 untimed; on {devices}. Merged: the adapter merged into its base weights, as "
+        "`ftcompare export --merged` writes it (QLoRA's 4-bit base dequantised first); full fine-tuning has "
+        "nothing to merge. The last column is the share of test reviews the merged model labels as the "
+        "adapter does."
+    ]
+    if comparison := _qlora_against_lora(agg):
+        notes.append(comparison)
+    errors = [
+        f"- `{row.strategy}` seed {row.seed}: merging failed: {_one_line(row.merged_error)}"
+        for row in results.table.itertuples()
+        if isinstance(row.merged_error, str)
+    ]
+    return "\n".join(lines) + "\n\n" + " ".join(notes) + ("\n\n" + "\n".join(errors) if errors else "")
+
+
+def _qlora_against_lora(agg: pd.DataFrame) -> str | None:
+    """QLoRA's inference cost against LoRA's (the first strategy of each method with an ok run)."""
+    measured = agg[agg["n_ok"] > 0].drop_duplicates("method").set_index("method")
+    if not {"lora", "qlora"} <= set(measured.index):
+        return None
+    lora, qlora = measured.loc["lora"], measured.loc["qlora"]
+    if pd.isna(lora["eval_reviews_per_s_mean"]) or pd.isna(qlora["eval_reviews_per_s_mean"]):
+        return None
+    text = (
+        f"`{qlora['strategy']}` (4-bit base) labels {_fmt_count(qlora['eval_reviews_per_s_mean'])} test reviews/s "
+        f"against `{lora['strategy']}`'s {_fmt_count(lora['eval_reviews_per_s_mean'])} "
+        f"({qlora['eval_reviews_per_s_mean'] / lora['eval_reviews_per_s_mean']:.2f}x), and one review in "
+        f"{qlora['latency_p50_ms_mean']:,.1f} ms against {lora['latency_p50_ms_mean']:,.1f} ms (median)"
+    )
+    merged_qlora, merged_lora = qlora["merged_eval_reviews_per_s_mean"], lora["merged_eval_reviews_per_s_mean"]
+    if not pd.isna(merged_qlora) and not pd.isna(merged_lora):
+        text += (
+            f"; merged, both are a plain model of the base's size: {_fmt_count(merged_qlora)} "
+            f"against {_fmt_count(merged_lora)} reviews/s"
+        )
+    return text + "."
+
+
 def _settings_table(runs: Sequence[RunRecord]) -> str:
     """How each strategy trained (first successful seed): what its time and memory depend on."""
     header = [
@@ -431,6 +508,8 @@ def render_markdown(
         _intro(table, agg, runs),
         "## Results",
         _results_table(agg, _degenerate_seeds(table)),
+        "## Inference cost",
+        _inference_section(results),
         "## Differences from the baseline",
         _comparison_section(results),
         "## Tuning",

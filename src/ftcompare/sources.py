@@ -59,6 +59,15 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(module.get_model_path())
 
 
+def portable_model_name(name_or_path: str) -> str:
+    """How a saved adapter names its base model so that it loads from anywhere on this
+    machine: a hub id as it is, a `package:` model or a folder as its absolute path (not
+    the study's fetched copy, nor a path relative to the study's folder)."""
+    if is_hub_id(name_or_path):
+        return name_or_path
+    return str(Path(resolve_model_path(name_or_path)).expanduser().resolve())
+
+
 def is_hub_id(name_or_path: str) -> bool:
     """A Hugging Face Hub model id (`roberta-base`, `org/name`), which the workflow
     fetches before its jobs run, rather than a local folder or a `package:` model."""

@@ -19,6 +19,17 @@ import pandas as pd
 from ftcompare.records import Status
 from ftcompare.stats import holm, mean_interval, paired_comparison
 
+# What a trained run costs to apply, from the evaluate job (eval.json metrics of the same
+# names): single-review latency, and the adapter merged into its base weights, with the
+# share of test reviews it labels as the adapter does; empty where nothing merges.
+INFERENCE_COLUMNS: tuple[str, ...] = (
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "merged_eval_reviews_per_s",
+    "merged_latency_p50_ms",
+    "merged_latency_p95_ms",
+    "merged_agreement",
+)
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "strategy",
     "method",
@@ -42,6 +53,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "adapter_size_mb",
     "device",
     "eval_reviews_per_s",
+    *INFERENCE_COLUMNS,
+    "merged_error",
     # Extra columns after the required ones; the report needs them.
     "device_type",
     "n_test",
@@ -52,7 +65,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "degenerate_validation",
 )
 TEXT_COLUMNS: frozenset[str] = frozenset(
-    {"strategy", "method", "status", "reason", "device", "device_type", "degenerate_validation"}
+    {"strategy", "method", "status", "reason", "device", "device_type", "degenerate_validation", "merged_error"}
 )
 AGGREGATE_COLUMNS: tuple[str, ...] = (
     "accuracy",
@@ -72,6 +85,7 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
     "adapter_size_mb",
     "n_test",
     "eval_reviews_per_s",
+    *INFERENCE_COLUMNS,
 )
 
 
@@ -198,6 +212,8 @@ def summary_table(*, runs: Sequence[RunRecord]) -> pd.DataFrame:
                 "train_time_s": number(train_m, "train_time_s"),
                 "eval_time_s": number(eval_m, "eval_time_s"),
                 "eval_reviews_per_s": number(eval_m, "eval_reviews_per_s"),
+                **{key: number(eval_m, key) for key in INFERENCE_COLUMNS},
+                "merged_error": eval_m.get("merged_error") if run.ok else None,
                 "tokens_per_s": number(train_m, "tokens_per_s"),
                 "trainable_params": trainable,
                 "total_params": total,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,30 @@ def load_tokenizer(name_or_path: str, *, max_length: int) -> tuple[Any, int]:
     return tokenizer, pad_id
 
 
+def encode(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text: what the tokenize stage stores, and what `ftcompare predict`
+    feeds the model, so that both see the same ids."""
+    return [
+        encoding.ids
+        for start in range(0, len(texts), ENCODE_BATCH)
+        for encoding in tokenizer.encode_batch(list(texts[start : start + ENCODE_BATCH]))
+    ]
+
+
 def tokenize_splits(
-    *, split_paths: Mapping[str, Path], model_name_or_path: str, max_length: int, out_dir: Path
+    *,
+    split_paths: Mapping[str, Path],
+    model_name_or_path: str,
+    max_length: int,
+    out_dir: Path,
+    label_names: Sequence[str] | None = None,
 ) -> dict[str, int]:
     """Tokenize train/validation/test Parquet files into `out_dir`.
 
     Fails before any work if the model source is unusable or `max_length` exceeds what
-    the model's position embeddings allow. Returns the number of rows per split.
+    the model's position embeddings allow. `label_names`: the classes' names where the
+    data has them (the data summary's), kept in tokenization.json for the runs. Returns
+    the number of rows per split.
     """
     check_model_source(model_name_or_path)
     limit = max_sequence_length(model_name_or_path)
@@ -71,11 +88,7 @@ def tokenize_splits(
     stats, num_labels = {}, 0
     for split in SPLITS:
         frame = pd.read_parquet(split_paths[split])
-        ids = [
-            encoding.ids
-            for start in range(0, len(frame), ENCODE_BATCH)
-            for encoding in tokenizer.encode_batch(frame["text"].iloc[start : start + ENCODE_BATCH].tolist())
-        ]
+        ids = encode(tokenizer, frame["text"].tolist())
         lengths = pd.Series([len(row) for row in ids], dtype="int32")
         # int32 ids: half the cache of int64, and every vocabulary fits.
         table = pa.table(
@@ -93,11 +106,15 @@ def tokenize_splits(
             "median_length": float(lengths.median()),
             "truncated_fraction": float((lengths >= max_length).mean()),
         }
+    if label_names is not None and len(label_names) != num_labels:
+        raise ValueError(f"label_names {list(label_names)} must name the {num_labels} classes of the data")
     meta = {
         "data": str(Path(split_paths["train"]).parent),
         "model": model_name_or_path,
         "max_length": max_length,
         "num_labels": num_labels,
+        # Label k's name, or null where the data names none (then the classes are their numbers).
+        "label_names": None if label_names is None else list(label_names),
         # Batches are padded later with this id; RoBERTa's is 1, BERT's 0.
         "pad_token_id": pad_token_id,
         "splits": stats,

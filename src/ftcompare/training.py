@@ -48,6 +48,7 @@ from ftcompare.models import (
     save_trained,
 )
 from ftcompare.records import Status
+from ftcompare.sources import portable_model_name
 from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current_lr, peak_memory, select_device
 
 log = logging.getLogger(__name__)
@@ -135,9 +136,13 @@ def train_run(
     model_out_dir: Path | None,
     checkpoint_dir: Path,
     device: torch.device | None = None,
+    base_model: str | None = None,
 ) -> TrainResult:
     """Train one run and save the best-on-validation weights to `model_out_dir` (None:
-    a tuning trial, whose validation score is all that is kept).
+    a tuning trial, whose validation score is all that is kept), with what makes that
+    folder load alone (models.save_trained). `base_model`: the model as configured, which
+    a saved adapter names as its base, where `spec` loads a local copy of it (the jobs'
+    fetched copy of a hub model); by default `spec.model_name_or_path`.
 
     Returns a TrainResult whose status is `ok`, `skipped` (the strategy cannot run on
     this machine) or `failed` (an error such as out-of-memory, with its message): one
@@ -154,6 +159,7 @@ def train_run(
                 checkpoint_dir=Path(checkpoint_dir),
                 device=device,
                 stop=stop,
+                base_model=portable_model_name(base_model or spec.model_name_or_path),
             )
     except StrategyUnavailable as exc:
         log.warning("strategy %s skipped: %s", spec.strategy, exc)
@@ -183,6 +189,7 @@ def _train(
     checkpoint_dir: Path,
     device: torch.device,
     stop: threading.Event,
+    base_model: str,
 ) -> TrainResult:
     precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
     data = load_tokenized(tokenized_dir, splits=("train", "validation"))  # never the test split
@@ -419,7 +426,16 @@ def _train(
     with torch.no_grad():
         for name, param in trainable:
             param.copy_(best["weights"][name])
-    adapter_size_mb = None if model_out_dir is None else save_trained(model, out_dir=model_out_dir)
+    adapter_size_mb = None
+    if model_out_dir is not None:
+        adapter_size_mb = save_trained(
+            model,
+            out_dir=model_out_dir,
+            label_names=data.label_names,
+            tokenizer_source=spec.model_name_or_path,
+            max_length=spec.max_length,
+            base_model=base_model,
+        )
     ckpt.remove_checkpoints(checkpoint_dir)
 
     train_time = state["train_time_s"]

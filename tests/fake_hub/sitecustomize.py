@@ -4,7 +4,8 @@ on PYTHONPATH): the Hugging Face Hub replaced by local files, and no network at 
 - Any internet socket connection or name lookup fails and is recorded.
 - `huggingface_hub.snapshot_download` and `datasets.load_dataset` copy the models and
   data sets named in FAKE_HUB_MODELS / FAKE_HUB_DATASETS (JSON: id -> folder) instead
-  of downloading; called in a process with the hub switched off (HF_HUB_OFFLINE=1 /
+  of downloading (a data set's label column a ClassLabel named neg/pos, as on the hub's
+  IMDB); called in a process with the hub switched off (HF_HUB_OFFLINE=1 /
   HF_DATASETS_OFFLINE=1), they fail as the real ones would.
 - Every process that imports transformers records whether the hub was off for it.
 
@@ -92,9 +93,10 @@ def _patch_datasets(module) -> None:
 
         folder = Path(_DATASETS[name])
         _record("load_dataset", name=name)
+        features = module.Features({"text": module.Value("string"), "label": module.ClassLabel(names=["neg", "pos"])})
         return module.DatasetDict(
             {
-                split: module.Dataset.from_pandas(pd.read_parquet(folder / f"{split}.parquet"))
+                split: module.Dataset.from_pandas(pd.read_parquet(folder / f"{split}.parquet"), features=features)
                 for split in ("train", "test")
             }
         )

@@ -13,4 +13,5 @@ jobs.evaluate_job(
     attempt_path=snakemake.params.attempt,
     retry_marker=snakemake.params.retry_marker,
     base_model_dir=snakemake.input.get("base_model") or None,
+    data_summary_path=snakemake.input.data_summary,
 )

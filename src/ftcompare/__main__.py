@@ -1,0 +1,5 @@
+"""`python -m ftcompare`: the `ftcompare` command (ftcompare.cli)."""
+
+from ftcompare.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""The `ftcompare` command: apply a trained run of the study to new text.
+
+    ftcompare predict RUN_DIR --input FILE [--output FILE]
+    ftcompare export RUN_DIR --merged OUT
+
+Kept light: `ftcompare --help` imports neither torch nor transformers; each command
+imports what it needs when it runs (ftcompare.trained).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+INPUT_FORMATS = ("csv", "parquet", "text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ftcompare",
+        description="Use what a study trained: label new text with a run, or export its adapter merged into its base.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    predict = commands.add_parser(
+        "predict",
+        help="label texts with a trained run",
+        description=(
+            "Label texts with a trained run, as the study evaluated it: its model rebuilt as trained, its "
+            "tokenizer, length-sorted batches within its eval_batch_size, on the GPU if there is one. Writes one "
+            "row per input, in input order: row, prediction (the class's name where the data named its classes, "
+            "else its number) and prob_<class> for each class."
+        ),
+    )
+    predict.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. results/runs/lora/seed0")
+    predict.add_argument(
+        "--input",
+        required=True,
+        metavar="FILE",
+        help="CSV or Parquet (by extension) with a text column, or plain text with one review a line; - reads "
+        "standard input (plain text unless --format says otherwise)",
+    )
+    predict.add_argument("--text-column", default="text", help="the column of a CSV or Parquet input (default: text)")
+    predict.add_argument(
+        "--format", choices=INPUT_FORMATS, help="the input's format, where its extension does not say (e.g. stdin)"
+    )
+    predict.add_argument(
+        "--output", metavar="FILE", help="a .csv or .parquet file to write (default: CSV on standard output)"
+    )
+    predict.add_argument(
+        "--device", default="auto", help="auto (a GPU if there is one, else the CPU), cpu, cuda or cuda:N"
+    )
+    predict.set_defaults(handler=_predict)
+
+    export = commands.add_parser(
+        "export",
+        help="write a run's adapter merged into its base: a plain transformers model",
+        description=(
+            "Merge a LoRA, QLoRA or IA3 run's adapter into its base weights and write a plain transformers model "
+            "(weights, config with the class names, tokenizer, model card) that "
+            'transformers.pipeline("text-classification", model=OUT) loads without PEFT. QLoRA\'s 4-bit base is '
+            "dequantised first, so the merged model predicts as the QLoRA run does. Merged on the CPU in fp32."
+        ),
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. results/runs/lora/seed0")
+    export.add_argument("--merged", required=True, metavar="OUT", help="the new folder to write the merged model to")
+    export.set_defaults(handler=_export)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    # transformers reports, for an adapter's base, the classifier it does not have (the
+    # adapter brings the trained one), and draws progress bars: noise beside our output.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ftcompare import trained
+
+    run = trained.open_run(args.run_dir)
+    trained.output_format(args.output)  # a bad --output fails before any work
+    device = trained.parse_device(args.device)
+    texts = trained.read_texts(args.input, fmt=args.format, column=args.text_column)
+    _quiet_libraries()
+    frame = trained.predict(run, texts, device=device)
+    trained.write_predictions(frame, args.output)
+    if args.output is not None:
+        print(f"wrote {len(frame)} predictions to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ftcompare import trained
+
+    run = trained.open_run(args.run_dir)
+    _quiet_libraries()
+    out = trained.export_merged(run, args.merged)
+    print(f"wrote the merged model to {out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from ftcompare.data import DataError
+    from ftcompare.sources import ModelSourceError
+    from ftcompare.trained import UsageError
+
+    try:
+        return args.handler(args)
+    except (UsageError, DataError, ModelSourceError) as exc:
+        print(f"ftcompare {args.command}: error: {exc}", file=sys.stderr)
+        return 2
