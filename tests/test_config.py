@@ -11,6 +11,7 @@ import pytest
 
 from ftcompare.config import (
     DEFAULT_CONFIG,
+    METHODS,
     ConfigError,
     RunSpec,
     load_config,
@@ -145,11 +146,11 @@ def test_unknown_key_in_method_block(base_config: dict[str, Any]) -> None:
 
 
 def test_unknown_strategy_name_without_method(base_config: dict[str, Any]) -> None:
-    base_config["strategies"]["adalora"] = {"learning_rate": 1.0e-3}
+    base_config["strategies"]["galore"] = {"learning_rate": 1.0e-3}
     message = error_of(base_config)
-    assert "'adalora'" in message
-    assert "strategies.adalora.method" in message
-    for method in ("full", "lora", "qlora", "ia3"):
+    assert "'galore'" in message
+    assert "strategies.galore.method" in message
+    for method in METHODS:
         assert f"'{method}'" in message
 
 
@@ -161,11 +162,11 @@ def test_named_variant_with_method_is_accepted(base_config: dict[str, Any]) -> N
 
 
 def test_unknown_method_value(base_config: dict[str, Any]) -> None:
-    base_config["strategies"]["x"] = {"method": "adalora"}
+    base_config["strategies"]["x"] = {"method": "galore"}
     message = error_of(base_config)
     assert "strategies.x.method" in message
-    assert "'adalora'" in message
-    assert "['full', 'lora', 'qlora', 'ia3']" in message
+    assert "'galore'" in message
+    assert str(list(METHODS)) in message
 
 
 @pytest.mark.parametrize("where", ["training", "strategy"])
@@ -205,11 +206,31 @@ def test_method_block_given_to_wrong_method(base_config: dict[str, Any]) -> None
     assert "no method block" in message
 
 
-def test_quantization_block_given_to_lora(base_config: dict[str, Any]) -> None:
-    base_config["strategies"]["lora"]["quantization"] = {"quant_type": "nf4"}
+def test_a_4bit_base_for_an_adapter_whose_peft_layers_have_4bit_versions(base_config: dict[str, Any]) -> None:
+    # QDoRA: DoRA's layers exist in PEFT's bitsandbytes module; `{}` takes the defaults.
+    base_config["strategies"]["qdora"] = {"method": "dora", "quantization": {}}
+    base_config["strategies"]["lora"]["quantization"] = None  # null: no 4-bit base (overlays cannot delete)
+    resolved = validate_config(base_config)["strategies"]
+    assert resolved["qdora"]["quantization"] == METHOD_DEFAULTS["quantization"]
+    assert resolved["qdora"]["lora"]["use_dora"] is True
+    assert "quantization" not in resolved["lora"]
+    assert resolve_run(validate_config(base_config), strategy="lora", seed=0).quantization is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ({"method": "loha"}, "PEFT 0.21"),  # no bnb.py among PEFT's LoHa layers
+        ({"method": "vera"}, "no 4-bit (bitsandbytes) layers for VERA"),
+        ({"method": "bitfit"}, "method 'bitfit' trains the base model's own weights in place"),
+        ({"method": "full"}, "method 'full' trains the base model's own weights in place"),
+    ],
+)
+def test_a_4bit_base_for_a_method_that_cannot_take_one(base_config: dict[str, Any], entry: dict, reason: str) -> None:
+    base_config["strategies"]["q"] = {**entry, "quantization": {"quant_type": "nf4"}}
     message = error_of(base_config)
-    assert "strategies.lora.quantization" in message
-    assert "['lora']" in message
+    assert "strategies.q.quantization" in message and reason in message
+    assert "'dora'" in message and "'adalora'" in message  # and says which methods can
 
 
 def test_parquet_source_needs_train_path(base_config: dict[str, Any]) -> None:
