@@ -120,8 +120,9 @@ def test_the_worst_status_wins() -> None:
 
 def test_evaluating_a_run_that_did_not_train_passes_its_status_on_once(tmp_path: Path) -> None:
     # Evaluating it again would give the same record: a plain rerun must not plan it.
-    from ftcompare.jobs import evaluate_job
     from specs import make_spec
+
+    from ftcompare.jobs import evaluate_job
 
     spec = make_spec(tmp_path / "model", "lora")
     train = {"strategy": "lora", "seed": 0, "status": "failed", "reason": "diverged", "config": spec.to_dict()}
