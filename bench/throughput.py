@@ -362,8 +362,8 @@ def reference_eval(
 
 
 def build_reference(*, spec: RunSpec, device: torch.device) -> torch.nn.Module:
-    """The notebook's model: fp32 base; for QLoRA 4-bit with fp32 compute + prepare_model_for_kbit_training."""
-    if spec.method != "qlora":
+    """The notebook's model: fp32 base; for a 4-bit base (QLoRA) fp32 compute + prepare_model_for_kbit_training."""
+    if spec.quantization is None:
         return build_model(spec=spec, num_labels=2, device=device, precision=FP32)
     from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -818,7 +818,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides["eval_batch_size"] = args.eval_batch_size
             spec = dataclasses.replace(spec, **overrides)
             # bitsandbytes' CPU backend is very slow: QLoRA on a CPU gets a token number of steps.
-            slow = spec.method == "qlora" and device.type == "cpu"
+            slow = spec.quantization is not None and device.type == "cpu"
             try:
                 # Padded to max_length, whatever it is here (--quick uses 128).
                 ref_spec = dataclasses.replace(
@@ -959,13 +959,16 @@ def variant_spec(spec: RunSpec, settings: dict[str, Any], *, config: dict[str, A
     """`spec` with a variant's settings, checked by the config's own rules (shapes, budgets)."""
     training = {**config["training"], **{k: v for k, v in settings.items() if k in config["training"]}}
     training.update({k: getattr(spec, k) for k in ("max_length", "pad_to_multiple_of", "group_by_length")})
+    # One strategy alone: the study's tuning grid and baseline name others, which this check is not about.
+    alone = {
+        **config,
+        "training": training,
+        "strategies": {spec.strategy: {"method": spec.method}},
+        "tuning": {**config.get("tuning", {}), "enabled": False},
+        "report": {**config.get("report", {}), "baseline": spec.strategy},
+    }
     try:
-        # One strategy, so no tuning grid (the grid names the others) and it is its own baseline.
-        one = {spec.strategy: {"method": spec.method}}
-        report = {**config.get("report", {}), "baseline": spec.strategy}
-        validate_config(
-            {**config, "training": training, "strategies": one, "tuning": {"enabled": False}, "report": report}
-        )
+        validate_config(alone)
     except ConfigError as exc:
         raise SystemExit(f"variant {settings}: {exc}") from None
     return dataclasses.replace(spec, **settings)

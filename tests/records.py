@@ -187,3 +187,35 @@ def all_failed_runs(root: Path):
         ),
     ]
     return load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(root, pairs))))
+
+
+# Each named method's own parameters on roberta-base (tests/test_methods.py derives them).
+METHOD_PARAMS = {
+    "full": 124_054_272,
+    "bitfit": 102_144,
+    "ln_tuning": 38_400,
+    "lora": 294_912,
+    "qlora": 294_912,
+    "dora": 313_344,
+    "rslora": 294_912,
+    "adalora": 442_656,
+    "vera": 24_576,
+    "loha": 589_824,
+    "lokr": 26_112,
+    "ia3": 64_512,
+    "oft": 285_696,
+    "prompt_tuning": 15_360,
+    "prefix_tuning": 368_640,
+    "p_tuning": 229_376,
+}
+
+
+def many_methods_runs(root: Path):
+    """One ok run of every named method (config order), accuracies in no particular order,
+    with the method's own and the head's parameters split as the training loop records them."""
+    pairs = []
+    for i, (method, own) in enumerate(METHOD_PARAMS.items()):
+        record = train_record(method, 0, train_time=50.0 + 7 * i, trainable=own + 592_130)
+        record["metrics"] |= {"method_params": own, "head_params": 592_130}
+        pairs.append((record, eval_record(method, 0, accuracy=0.5 + ((i * 7) % 16) / 40)))
+    return load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(root, pairs))))

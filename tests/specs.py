@@ -11,9 +11,12 @@ from ftcompare.config import load_config, resolve_run, validate_config
 CPU = torch.device("cpu")
 
 
-def make_spec(model_path: Path, strategy: str, **training):
+def make_spec(model_path: Path, strategy: str, entry: dict | None = None, **training):
+    """`strategy` as config.yaml has it, or as `entry` (a strategy entry) says."""
     config = load_config()
     config["model"]["name_or_path"] = str(model_path)
+    if entry is not None or strategy not in config["strategies"]:
+        config["strategies"][strategy] = entry
     config["training"].update(
         {
             "max_length": 64,

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from ftcompare.config import (
+    BLOCKS,
     DEFAULT_CONFIG,
+    METHODS,
     ConfigError,
     RunSpec,
     load_config,
@@ -145,11 +147,11 @@ def test_unknown_key_in_method_block(base_config: dict[str, Any]) -> None:
 
 
 def test_unknown_strategy_name_without_method(base_config: dict[str, Any]) -> None:
-    base_config["strategies"]["adalora"] = {"learning_rate": 1.0e-3}
+    base_config["strategies"]["galore"] = {"learning_rate": 1.0e-3}
     message = error_of(base_config)
-    assert "'adalora'" in message
-    assert "strategies.adalora.method" in message
-    for method in ("full", "lora", "qlora", "ia3"):
+    assert "'galore'" in message
+    assert "strategies.galore.method" in message
+    for method in METHODS:
         assert f"'{method}'" in message
 
 
@@ -161,11 +163,11 @@ def test_named_variant_with_method_is_accepted(base_config: dict[str, Any]) -> N
 
 
 def test_unknown_method_value(base_config: dict[str, Any]) -> None:
-    base_config["strategies"]["x"] = {"method": "adalora"}
+    base_config["strategies"]["x"] = {"method": "galore"}
     message = error_of(base_config)
     assert "strategies.x.method" in message
-    assert "'adalora'" in message
-    assert "['full', 'lora', 'qlora', 'ia3']" in message
+    assert "'galore'" in message
+    assert str(list(METHODS)) in message
 
 
 @pytest.mark.parametrize("where", ["training", "strategy"])
@@ -205,11 +207,31 @@ def test_method_block_given_to_wrong_method(base_config: dict[str, Any]) -> None
     assert "no method block" in message
 
 
-def test_quantization_block_given_to_lora(base_config: dict[str, Any]) -> None:
-    base_config["strategies"]["lora"]["quantization"] = {"quant_type": "nf4"}
+def test_a_4bit_base_for_an_adapter_whose_peft_layers_have_4bit_versions(base_config: dict[str, Any]) -> None:
+    # QDoRA: DoRA's layers exist in PEFT's bitsandbytes module; `{}` takes the defaults.
+    base_config["strategies"]["qdora"] = {"method": "dora", "quantization": {}}
+    base_config["strategies"]["lora"]["quantization"] = None  # null: no 4-bit base (overlays cannot delete)
+    resolved = validate_config(base_config)["strategies"]
+    assert resolved["qdora"]["quantization"] == METHOD_DEFAULTS["quantization"]
+    assert resolved["qdora"]["lora"]["use_dora"] is True
+    assert "quantization" not in resolved["lora"]
+    assert resolve_run(validate_config(base_config), strategy="lora", seed=0).quantization is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ({"method": "loha"}, "PEFT 0.21"),  # no bnb.py among PEFT's LoHa layers
+        ({"method": "vera"}, "no 4-bit (bitsandbytes) layers for VERA"),
+        ({"method": "bitfit"}, "method 'bitfit' trains the base model's own weights in place"),
+        ({"method": "full"}, "method 'full' trains the base model's own weights in place"),
+    ],
+)
+def test_a_4bit_base_for_a_method_that_cannot_take_one(base_config: dict[str, Any], entry: dict, reason: str) -> None:
+    base_config["strategies"]["q"] = {**entry, "quantization": {"quant_type": "nf4"}}
     message = error_of(base_config)
-    assert "strategies.lora.quantization" in message
-    assert "['lora']" in message
+    assert "strategies.q.quantization" in message and reason in message
+    assert "'dora'" in message and "'adalora'" in message  # and says which methods can
 
 
 def test_parquet_source_needs_train_path(base_config: dict[str, Any]) -> None:
@@ -414,3 +436,82 @@ def test_test_study_is_the_quick_study_on_the_committed_sample(quick_config: dic
     assert sample["training"] == {**quick["training"], "max_length": 96}
     for key in ("model", "seeds", "strategies", "tuning"):
         assert sample[key] == quick[key], key
+
+
+# --- config/methods.yaml: every named method ---------------------------------------------
+
+NAMED_METHODS = [method for method in METHODS if method != "peft"]  # `peft` is any other, by config
+
+
+def _strategy_comments(path: Path) -> dict[str, str]:
+    """Each strategy of an overlay's `strategies:` block and the comment right under its name."""
+    lines = path.read_text().splitlines()
+    start = lines.index("strategies:") + 1
+    found: dict[str, str] = {}
+    for line, after in zip(lines[start:], lines[start + 1 :]):
+        if line and not line.startswith(" "):
+            break
+        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
+            found[line.strip().rstrip(":")] = after.strip().lstrip("#").strip() if after.strip().startswith("#") else ""
+    return found
+
+
+def test_the_default_study_keeps_its_four_methods_and_methods_yaml_adds_every_named_one() -> None:
+    assert list(validate_config(load_config())["strategies"]) == ["full", "lora", "qlora", "ia3"]
+    resolved = validate_config(load_config(CONFIG_DIR / "methods.yaml"))
+    methods = {name: entry["method"] for name, entry in resolved["strategies"].items()}
+    assert sorted(set(methods.values())) == sorted(NAMED_METHODS)
+    assert len(methods) == len(NAMED_METHODS) >= 15
+    assert resolved["report"]["sort_by"] == "accuracy"
+
+
+def test_every_added_method_has_its_rate_with_a_reason_and_a_tuning_grid_around_it() -> None:
+    overlay = load_yaml(CONFIG_DIR / "methods.yaml")
+    resolved = validate_config(load_config(CONFIG_DIR / "methods.yaml"))
+    reasons = _strategy_comments(CONFIG_DIR / "methods.yaml")
+    assert set(reasons) == set(overlay["strategies"])
+    for name, entry in overlay["strategies"].items():
+        assert reasons[name], f"{name}: its learning rate needs a one-line reason"
+        rate = entry["learning_rate"]
+        # Sensible: between full fine-tuning's rate and the 1e-2 above which adapters diverge.
+        assert 2.0e-5 <= rate <= 1.0e-2, name
+        grid = resolved["tuning"]["grid"][name]["learning_rate"]
+        assert grid[len(grid) // 2] == rate and grid == sorted(grid), name  # centred on the configured rate
+    # The default grid's four stay as they were (an overlay's grid merges into config.yaml's).
+    assert {"full", "lora", "qlora", "ia3"} <= set(resolved["tuning"]["grid"])
+
+
+def test_every_method_block_key_in_method_defaults_has_its_reason() -> None:
+    """config.yaml documents each method's defaults: every key of a method_defaults block
+    carries a comment (on its line) or follows a comment line."""
+    lines = DEFAULT_CONFIG.read_text().splitlines()
+    start = lines.index("method_defaults:") + 1
+    block, previous = None, ""
+    for line in lines[start:]:
+        if line and not line.startswith(" "):
+            break
+        stripped = line.strip()
+        if line.startswith("  ") and not line.startswith("   ") and stripped.endswith(":"):
+            block = stripped.rstrip(":")
+        elif block and stripped and not stripped.startswith("#"):
+            assert "#" in line or previous.startswith("#"), f"method_defaults.{block}: {stripped!r} has no reason"
+        previous = stripped
+    assert set(METHOD_DEFAULTS) == set(BLOCKS) - {"peft"}  # a block per method family (peft's keys are PEFT's)
+
+
+def test_the_quick_study_with_every_method_validates_untuned() -> None:
+    resolved = validate_config(
+        load_config(
+            CONFIG_DIR / "quick.yaml",
+            CONFIG_DIR / "shared-imdb.yaml",
+            CONFIG_DIR / "methods.yaml",
+            CONFIG_DIR / "quick-methods.yaml",
+        )
+    )
+    assert resolved["tuning"]["enabled"] is False  # quick.yaml's
+    overlay = load_yaml(CONFIG_DIR / "methods.yaml")["strategies"]
+    quick = load_yaml(CONFIG_DIR / "quick-methods.yaml")["strategies"]
+    assert set(quick) == set(overlay)
+    for name in overlay:
+        assert resolved["strategies"][name]["learning_rate"] == quick[name]["learning_rate"]
+        assert quick[name]["learning_rate"] == pytest.approx(4 * overlay[name]["learning_rate"]), name

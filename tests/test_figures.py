@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from records import all_failed_runs, mixed_runs
+from records import all_failed_runs, many_methods_runs, mixed_runs
 
-from ftcompare.figures import _pareto_mask, figure_names, plot_figures
+from ftcompare.figures import _pareto_mask, figure_names, grouped_order, plot_figures
 from ftcompare.tables import Results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -56,3 +56,21 @@ def test_every_figure_written_when_all_failed(all_failed, tmp_path: Path) -> Non
 def test_figure_paths_must_match_the_names(mixed, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="one per figure name"):
         plot_figures(results=Results.of(mixed), paths=declared(tmp_path)[:-1])
+
+
+def test_fifteen_and_more_strategies_are_grouped_by_family_and_sorted(tmp_path: Path) -> None:
+    results = Results.of(many_methods_runs(tmp_path / "runs"))
+    out_dir = tmp_path / "figures"
+    assert_pngs(plot_figures(results=results, paths=declared(out_dir)), out_dir)
+    ordered = grouped_order(results.agg, "accuracy_mean", descending=True)
+    families = list(dict.fromkeys(ordered["family"]))
+    assert families == [
+        "full fine-tuning",
+        "selective",
+        "low-rank",
+        "rescaling and rotation",
+        "virtual tokens",
+    ]  # config.FAMILIES order; each family once, its strategies together
+    for family in families:
+        accuracies = ordered[ordered["family"] == family]["accuracy_mean"].tolist()
+        assert accuracies == sorted(accuracies, reverse=True), family

@@ -8,9 +8,18 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from records import NO_BNB, OOM, all_failed_runs, eval_record, mixed_runs, train_record, write_records
+from records import (
+    NO_BNB,
+    OOM,
+    all_failed_runs,
+    eval_record,
+    many_methods_runs,
+    mixed_runs,
+    train_record,
+    write_records,
+)
 
-from ftcompare.config import DEFAULT_CONFIG, load_yaml
+from ftcompare.config import DEFAULT_CONFIG, METHODS, load_yaml
 from ftcompare.figures import FIGURE_NAMES, figure_names, plot_figures
 from ftcompare.report import render_markdown, write_report
 from ftcompare.tables import Results, load_runs, summary_table, write_summary_csv
@@ -184,9 +193,9 @@ def test_markdown_training_settings(tmp_path: Path) -> None:
     runs = load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(tmp_path / "runs", pairs))))
     md = render(runs, tmp_path)
     section = md[md.index("## Training settings") : md.index("## Figures")]
-    assert "| full | bf16 | 1.94e-05 | 30.0 (at most 64) | 8192 | no | 3 |" in section
-    assert "| qlora | bf16 | 0.0005 | 64.0 (at most 64) | none | yes | 3 |" in section
-    assert "| ia3 | — | — | — | — | — | — |" in section  # a failed run without settings
+    assert "| full | bf16 | 1.94e-05 | 30.0 (at most 64) | 8192 | no | 3 | — |" in section
+    assert "| qlora | bf16 | 0.0005 | 64.0 (at most 64) | none | yes | 3 | — |" in section
+    assert "| ia3 | — | — | — | — | — | — | — |" in section  # a failed run without settings
 
 
 def test_degenerate_run_is_flagged_in_the_summary_and_beside_its_accuracy(tmp_path: Path) -> None:
@@ -272,3 +281,31 @@ def test_a_failed_merge_is_reported_not_hidden(tmp_path: Path) -> None:
     assert "- `qlora` seed 0: merging failed: RuntimeError: no memory" in section
     assert table_row(section, "qlora") == "| qlora | qlora | 450 | 12.0 / 15.0 ms | — | — | — |"
     assert "merged, both" not in section
+
+
+def test_many_methods_sorted_by_accuracy_with_their_own_and_head_parameters(tmp_path: Path) -> None:
+    runs = many_methods_runs(tmp_path / "runs")
+    figures = {name: tmp_path / "results" / "figures" / f"{name}.png" for name in FIGURE_NAMES}
+    md = render_markdown(
+        results=Results.of(runs), figures=figures, report_path=tmp_path / "results" / "report.md", sort_by="accuracy"
+    )
+    results = md[md.index("## Results") : md.index("## Inference cost")]
+    rows = [line.split(" | ")[0].lstrip("| ") for line in results.splitlines() if line.startswith("| ")][1:]
+    accuracy = {run.strategy: run.eval["metrics"]["accuracy"] for run in runs}
+    assert rows == sorted(accuracy, key=lambda s: -accuracy[s]) and len(rows) == len(METHODS) - 1
+    assert "| Method / head params |" in results
+    assert "| 294,912 / 592,130 |" in table_row(md, "lora")
+    assert "| 124,054,272 / 592,130 |" in table_row(md, "full")
+    # Config order by default.
+    default = render_markdown(results=Results.of(runs), figures=figures, report_path=tmp_path / "r.md")
+    section = default[default.index("## Results") : default.index("## Inference cost")]
+    assert [line.split(" | ")[0].lstrip("| ") for line in section.splitlines() if line.startswith("| ")][1:] == [
+        run.strategy for run in runs
+    ]
+
+
+def test_summary_keeps_trainable_params_and_splits_it(tmp_path: Path) -> None:
+    table = summary_table(runs=many_methods_runs(tmp_path / "runs")).set_index("strategy")
+    assert table.loc["lora", "trainable_params"] == 887_042  # the total, as before the split
+    assert (table.loc["lora", "method_params"], table.loc["lora", "head_params"]) == (294_912, 592_130)
+    assert table.loc["prefix_tuning", "family"] == "virtual tokens" and table.loc["bitfit", "family"] == "selective"

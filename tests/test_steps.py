@@ -17,7 +17,7 @@ import torch
 from specs import make_spec
 
 from ftcompare.batching import TrainBatching, load_tokenized
-from ftcompare.models import build_model, resolve_precision
+from ftcompare.models import build_model, method_step, resolve_precision
 from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current_lr, peak_memory
 
 CPU = torch.device("cpu")
@@ -50,7 +50,8 @@ def train(spec, tokenized, *, steps: int, recorder=None):
     batching = TrainBatching.from_spec(spec)
     batches = batching.epoch(split.lengths, seed=0, epoch=0)[:steps]
     torch.manual_seed(0)
-    model = build_model(spec=spec, num_labels=2, device=CPU, precision=precision)
+    model = build_model(spec=spec, num_labels=2, device=CPU, precision=precision, total_steps=steps)
+    after_step = method_step(model)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = build_optimizer(
         trainable, weight_decay=spec.weight_decay, learning_rate=1e-3, device=CPU, capturable=recorder is not None
@@ -66,6 +67,8 @@ def train(spec, tokenized, *, steps: int, recorder=None):
         precision=precision,
         cuda_graphs=recorder is not None,
         recorder=recorder,
+        after_step=after_step,
+        graph_refusal=None if after_step is None else after_step.graph_refusal,
     )
     model.train()
     torch.manual_seed(1)  # dropout draws from here on
@@ -117,6 +120,26 @@ def test_failed_recording_falls_back_to_eager_steps(tiny_roberta, tiny_tokenized
     assert losses == pytest.approx(eager_losses, rel=1e-5)
     for name, weight in eager_weights.items():
         torch.testing.assert_close(weights[name], weight, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_method_step_a_graph_cannot_hold_trains_eagerly_and_says_why(tiny_roberta, tiny_tokenized):
+    # AdaLoRA re-allocates its ranks after every optimizer step: no graph is recorded, the
+    # steps equal eager ones, and the allocation ran after each (PEFT masks ranks by then).
+    entry = {"method": "adalora", "adalora": {"initial_phase": 0.0, "final_phase": 0.5}}
+    spec = dataclasses.replace(make_spec(tiny_roberta, "adalora", entry, max_tokens_per_batch=512), bucket_width=16)
+    eager_losses, eager_weights, _, _ = train(spec, tiny_tokenized, steps=6)
+    recorder = CallingRecorder()
+    losses, weights, _, step = train(spec, tiny_tokenized, steps=6, recorder=recorder)
+    described = step.describe()
+    assert described["requested"] and not described["used"] and recorder.recorded == 0
+    assert "AdaLoRA re-allocates ranks after every optimizer step" in described["fallback_reason"]
+    assert step.after_step.step == 6  # update_and_allocate ran once per step
+    assert losses == pytest.approx(eager_losses, rel=1e-5)
+    for name, weight in eager_weights.items():
+        torch.testing.assert_close(weights[name], weight, rtol=1e-5, atol=1e-6, msg=name)
+    # By the final phase the budget (target_r 8 of init_r 12 on average) has masked ranks.
+    singular_values = [w for n, w in weights.items() if "lora_E" in n]
+    assert sum(int((w == 0).sum()) for w in singular_values) > 0
 
 
 def test_graphs_are_not_used_on_a_cpu_without_a_recorder(tiny_roberta, tiny_tokenized):

@@ -119,6 +119,36 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenize
     assert resumed.metrics["optimizer_steps"] == uninterrupted.metrics["optimizer_steps"]
 
 
+def test_adalora_resumes_with_its_rank_allocation(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    # AdaLoRA's importance scores and rank pattern live outside its weights: a resumed run
+    # must restore them to continue as the uninterrupted one (ranks masked by importance).
+    entry = {"method": "adalora", "learning_rate": 5.0e-3}
+    spec = make_spec(tiny_roberta, "adalora", entry, epochs=2, checkpoint_every_steps=20)
+    uninterrupted = run(spec, tiny_tokenized, tmp_path, "whole")
+    assert uninterrupted.status == "ok", uninterrupted.reason
+    real_save = ckpt.save_checkpoint
+    saves = []
+
+    def save_then_die(state, *, directory, step):
+        path = real_save(state, directory=directory, step=step)
+        saves.append(step)
+        if step == 20:
+            raise SystemExit("killed")
+        return path
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
+    with pytest.raises(SystemExit):
+        run(spec, tiny_tokenized, tmp_path, "killed")
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    state = ckpt.load_latest_checkpoint(tmp_path / "killed" / "ckpt")[0]["method_state"]
+    assert state["step"] == 20 and state["exp_avg_ipt"]  # mid-budget: scores accumulated
+    resumed = run(spec, tiny_tokenized, tmp_path, "killed")
+    assert resumed.metrics["resumed_from_steps"] == [20]
+    # Exactly: with the scores reset instead, the losses after step 20 differ in the 7th digit.
+    assert resumed.loss_curve == uninterrupted.loss_curve
+    assert resumed.val_curve == uninterrupted.val_curve
+
+
 def test_token_budget_sets_steps_and_learning_rate(tiny_roberta, tiny_tokenized, tmp_path):
     spec = make_spec(tiny_roberta, "lora", epochs=2, batch_size=16, max_tokens_per_batch=256)
     lengths = load_tokenized(tiny_tokenized, splits=("train",)).splits["train"].lengths

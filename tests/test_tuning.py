@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,8 @@ from specs import CPU, make_spec
 from ftcompare import batching, training
 from ftcompare.config import ConfigError, load_config, resolve_run, validate_config
 from ftcompare.tuning import Trial, TrialResult, apply_selection, select, trial_result, trial_spec, trials
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
 
 def config_with(grid: dict[str, Any], **tuning: Any) -> dict[str, Any]:
@@ -84,6 +88,53 @@ def test_tuning_off_has_no_trials_and_the_configs_own_grid_is_valid():
 def test_a_grid_the_strategies_cannot_take_is_a_config_error(grid, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
         validate_config(config_with(grid))
+
+
+def methods_config_with(grid: dict[str, Any]) -> dict[str, Any]:
+    """config/methods.yaml's study (every named method) tuning `grid` alone."""
+    config = load_config(CONFIG_DIR / "methods.yaml")
+    config["tuning"] = {"enabled": True, "seeds": [0], "epochs": 1, "grid": grid}
+    return config
+
+
+def test_the_new_methods_settings_are_tunable_as_dotted_keys():
+    grid = {
+        "dora": {"lora.r": [4, 8]},
+        "adalora": {"adalora.target_r": [4, 8], "adalora.init_r": [12]},
+        "vera": {"vera.r": [128, 256]},
+        "loha": {"loha.alpha": [8, 16]},
+        "lokr": {"lokr.r": [4]},
+        "oft": {"oft.block_size": [16, 32]},
+        "ln_tuning": {"learning_rate": [1.0e-3]},
+        "prompt_tuning": {"prompt_tuning.num_virtual_tokens": [10, 20]},
+        "prefix_tuning": {"prefix_tuning.projection": [False, True]},
+        "p_tuning": {"p_tuning.encoder": ["mlp", "lstm"]},
+    }
+    config = validate_config(methods_config_with(grid))
+    found = trials(config)
+    assert set(found) == set(grid)
+    assert [t.id for t in found["vera"]] == ["vera.r=128", "vera.r=256"]
+    spec = trial_spec(config, found["adalora"][0], seed=0)
+    assert (spec.adalora["target_r"], spec.adalora["init_r"], spec.adalora["alpha"]) == (4, 12, 16)
+    spec = trial_spec(config, found["dora"][0], seed=0)
+    assert (spec.lora["r"], spec.lora["use_dora"]) == (4, True)  # DoRA stays DoRA
+    assert trial_spec(config, found["prompt_tuning"][0], seed=0).prompt_tuning["num_virtual_tokens"] == 10
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({"vera": {"lora.r": [4]}}, "tuning.grid.vera.lora.r: strategy 'vera' (method 'vera') cannot take it"),
+        ({"bitfit": {"bitfit.r": [4]}}, "tuning.grid.bitfit.bitfit.r: strategy 'bitfit' (method 'bitfit') cannot"),
+        ({"oft": {"oft.rank": [4]}}, "tuning.grid.oft.oft.rank: strategy 'oft' (method 'oft') cannot take it"),
+        ({"dora": {"lora.use_dora": [False]}}, "method 'dora' is lora with use_dora: True"),
+        ({"vera": {"vera.r": [0]}}, "trial vera.r=0: invalid config"),
+        ({"p_tuning": {"p_tuning.encoder": ["gru"]}}, "trial p_tuning.encoder=gru"),
+    ],
+)
+def test_a_new_methods_grid_it_cannot_take_is_a_config_error(grid, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(methods_config_with(grid))
 
 
 # --- the selection ---------------------------------------------------------------------

@@ -656,6 +656,39 @@ def test_minilm_tuning_finds_rates_that_beat_a_bad_one(tmp_path, imdb_sample):
     assert not (tmp_path / "results" / "runs").exists()  # no final run was asked for
 
 
+def test_minilm_new_methods_run_through_the_workflow(tmp_path, imdb_sample):
+    """config/methods.yaml's strategies that differ most from LoRA (BitFit written here,
+    AdaLoRA's per-step rank allocation, prefix tuning's virtual tokens) through the
+    fine-tune and evaluate jobs on the real encoder and the committed sample."""
+    data = {
+        "train": str(imdb_sample / "train.parquet"),
+        "test": str(imdb_sample / "test.parquet"),
+        "train_size": 400,
+        "test_size": 200,
+    }
+    settings = overlay(tmp_path, "minilm", {"data": data})
+    configs = ("quick.yaml", "shared-imdb.yaml", "methods.yaml", "quick-methods.yaml")
+    methods = ("bitfit", "adalora", "prefix_tuning")
+    result = snakemake(
+        tmp_path,
+        *(REPO_ROOT / "config" / name for name in configs),
+        settings,
+        args=tuple(f"results/runs/{method}/seed0/eval.json" for method in methods),
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    for method in methods:
+        run = tmp_path / "results" / "runs" / method / "seed0"
+        train = json.loads((run / "train.json").read_text())
+        evaluation = json.loads((run / "eval.json").read_text())
+        assert train["status"] == evaluation["status"] == "ok", (method, train.get("reason"))
+        metrics = train["metrics"]
+        assert metrics["method_params"] > 0 and metrics["head_params"] > 0, method
+        assert metrics["method_params"] + metrics["head_params"] == metrics["trainable_params"], method
+        assert evaluation["metrics"]["n_test"] == 200, method
+    prefix = json.loads((tmp_path / "results" / "runs" / "prefix_tuning" / "seed0" / "train.json").read_text())
+    assert prefix["metrics"]["text_max_length"] == 128  # MiniLM's 512 positions leave room for the 20 tokens
+
+
 # --- several GPUs, offline jobs ------------------------------------------------------------
 
 

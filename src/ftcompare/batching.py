@@ -44,6 +44,12 @@ class TokenizedSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def truncated(self, length: int) -> TokenizedSplit:
+        """Every row cut to at most `length` tokens as the tokenizer truncates: the first
+        length - 1 tokens and the row's closing (special) token."""
+        ids = [row if len(row) <= length else np.concatenate([row[: length - 1], row[-1:]]) for row in self.input_ids]
+        return TokenizedSplit(input_ids=ids, labels=self.labels, lengths=np.minimum(self.lengths, length))
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TokenizedData:

@@ -31,17 +31,71 @@ if not SCHEMA_PATH.is_file():
         "from the repository root (pip install -e .), not as a plain package"
     )
 
-# The methods the model builder implements and the method blocks each one reads: the
-# one list of methods. (The schema leaves `method` to this list; build_model and the
-# bench read it too.) Any block a method does not read is an error.
-METHOD_BLOCKS: dict[str, tuple[str, ...]] = {
-    "full": (),
-    "lora": ("lora",),
-    "qlora": ("lora", "quantization"),
-    "ia3": ("ia3",),
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Method:
+    """What the model builder needs to know about a method, and what the config allows it."""
+
+    # The method blocks it reads, each filled from `method_defaults`; any other block is an
+    # error (`quantization` may be added to one whose PEFT tuner has 4-bit layers: see
+    # ftcompare.adapters.takes_4bit_base).
+    blocks: tuple[str, ...] = ()
+    # Its family: the report groups strategies by it (FAMILIES gives the order).
+    family: str
+    # PEFT's name for it; None: not built by PEFT (full, bitfit); `peft` reads it from its block.
+    peft_type: str | None = None
+    # Block settings the method is defined by: DoRA is LoRA with use_dora. A strategy
+    # may not set them otherwise.
+    switches: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+FAMILIES = (
+    "full fine-tuning",
+    "selective",  # a subset of the model's own weights trains
+    "low-rank",  # an added low-rank (or factorised) update of each target weight
+    "rescaling and rotation",  # each target's output rescaled (IA3) or rotated (OFT)
+    "virtual tokens",  # learned vectors prepended to the input or to every layer's keys and values
+    "other PEFT",  # any PEFT method by its config (method: peft)
+)
+
+# The methods the model builder implements: the one list of methods. (The schema leaves
+# `method` to this list; build_model, the tuning grid and the report read it too.)
+METHOD_TABLE: dict[str, Method] = {
+    "full": Method(family="full fine-tuning"),
+    "bitfit": Method(family="selective"),
+    "ln_tuning": Method(blocks=("ln_tuning",), family="selective", peft_type="LN_TUNING"),
+    "lora": Method(blocks=("lora",), family="low-rank", peft_type="LORA"),
+    "qlora": Method(blocks=("lora", "quantization"), family="low-rank", peft_type="LORA"),
+    "dora": Method(blocks=("lora",), family="low-rank", peft_type="LORA", switches={"lora": {"use_dora": True}}),
+    "rslora": Method(blocks=("lora",), family="low-rank", peft_type="LORA", switches={"lora": {"use_rslora": True}}),
+    "adalora": Method(blocks=("adalora",), family="low-rank", peft_type="ADALORA"),
+    "vera": Method(blocks=("vera",), family="low-rank", peft_type="VERA"),
+    "loha": Method(blocks=("loha",), family="low-rank", peft_type="LOHA"),
+    "lokr": Method(blocks=("lokr",), family="low-rank", peft_type="LOKR"),
+    "ia3": Method(blocks=("ia3",), family="rescaling and rotation", peft_type="IA3"),
+    "oft": Method(blocks=("oft",), family="rescaling and rotation", peft_type="OFT"),
+    "prompt_tuning": Method(blocks=("prompt_tuning",), family="virtual tokens", peft_type="PROMPT_TUNING"),
+    "prefix_tuning": Method(blocks=("prefix_tuning",), family="virtual tokens", peft_type="PREFIX_TUNING"),
+    "p_tuning": Method(blocks=("p_tuning",), family="virtual tokens", peft_type="P_TUNING"),
+    "peft": Method(blocks=("peft",), family="other PEFT", peft_type="peft"),
 }
-METHODS = tuple(METHOD_BLOCKS)
-BLOCKS = ("lora", "ia3", "quantization")
+METHODS = tuple(METHOD_TABLE)
+# Not built by PEFT, so saved whole (models.save_trained): their folders load with plain transformers.
+WHOLE_MODEL_METHODS = tuple(name for name, method in METHOD_TABLE.items() if method.peft_type is None)
+METHOD_BLOCKS: dict[str, tuple[str, ...]] = {name: method.blocks for name, method in METHOD_TABLE.items()}
+# Every method block a strategy may hold; `method_defaults` has one for each but `peft`
+# (whose keys are PEFT's own, passed through).
+BLOCKS = tuple(dict.fromkeys(block for blocks in METHOD_BLOCKS.values() for block in blocks))
+# Blocks added to the run settings since the first four methods: left out of a run's
+# settings where they are None, so that runs recorded before them keep equal settings
+# (Snakemake reruns a run whose settings change).
+LATER_BLOCKS = tuple(block for block in BLOCKS if block not in ("lora", "ia3", "quantization"))
+
+
+def method_family(method: str) -> str:
+    """The report's group for a method; records of methods this version does not know go last."""
+    known = METHOD_TABLE.get(method)
+    return known.family if known is not None else FAMILIES[-1]
 
 
 def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -92,9 +146,24 @@ class RunSpec:
     log_every_steps: int
     checkpoint_every_minutes: float | None
     checkpoint_every_steps: int | None
+    # The method's blocks (config `method_defaults` merged with the strategy's own); None
+    # where the method does not read the block. `quantization` set: a 4-bit base.
     lora: dict[str, Any] | None = None
     ia3: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
+    adalora: dict[str, Any] | None = None
+    vera: dict[str, Any] | None = None
+    loha: dict[str, Any] | None = None
+    lokr: dict[str, Any] | None = None
+    oft: dict[str, Any] | None = None
+    prompt_tuning: dict[str, Any] | None = None
+    prefix_tuning: dict[str, Any] | None = None
+    p_tuning: dict[str, Any] | None = None
+    ln_tuning: dict[str, Any] | None = None
+    peft: dict[str, Any] | None = None
+
+    def block(self, name: str) -> dict[str, Any] | None:
+        return getattr(self, name)
 
     def effective_learning_rate(self, *, reviews_per_step: float | None = None) -> float:
         """`learning_rate` is set for `lr_reference_batch_size` reviews per step; other
@@ -106,7 +175,10 @@ class RunSpec:
         return self.learning_rate * (reviews / self.lr_reference_batch_size) ** 0.5
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        # The blocks added later are absent where unused, so the settings of a run recorded
+        # before they existed stay equal (and Snakemake does not rerun it).
+        return {key: value for key, value in values.items() if not (key in LATER_BLOCKS and value is None)}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunSpec:
@@ -200,8 +272,8 @@ def validate_config(
     for section in DEFAULTED_SECTIONS:
         resolved[section] = {**defaults[section], **(resolved.get(section) or {})}
     resolved["method_defaults"] = {
-        block: {**defaults["method_defaults"][block], **(resolved["method_defaults"].get(block) or {})}
-        for block in BLOCKS
+        block: {**values, **(resolved["method_defaults"].get(block) or {})}
+        for block, values in defaults["method_defaults"].items()
     }
     resolved["strategies"] = {
         name: _resolve_strategy_entry(name, entry, method_defaults=resolved["method_defaults"])
@@ -275,14 +347,38 @@ def _resolve_strategy_entry(
     if method not in METHODS:
         raise ConfigError(f"strategies.{name}.method = {method!r} is not allowed; choose one of {list(METHODS)}")
     entry["method"] = method
+    info = METHOD_TABLE[method]
+    # A 4-bit base is a block of its own for QLoRA, an option for others (null: none).
+    optional_4bit = "quantization" not in info.blocks and "quantization" in entry
+    quantization = entry.pop("quantization") if optional_4bit else None
     for block in BLOCKS:
-        if block in entry and block not in METHOD_BLOCKS[method]:
+        if block in entry and block not in info.blocks:
             raise ConfigError(
                 f"strategies.{name}.{block} does not apply to method {method!r}; "
-                f"it reads: {list(METHOD_BLOCKS[method]) or 'no method block'}"
+                f"it reads: {list(info.blocks) or 'no method block'}"
             )
-    for block in METHOD_BLOCKS[method]:
+    own = {block: dict(entry.get(block) or {}) for block in info.blocks}
+    for block in info.blocks:
+        if block == "peft":
+            from ftcompare.adapters import check_peft_block  # imports PEFT: only for configs that use it
+
+            entry[block] = check_peft_block(name, entry.get(block) or {})
+            continue
         entry[block] = {**method_defaults[block], **(entry.get(block) or {})}
+    for block, switches in info.switches.items():
+        for key, value in switches.items():
+            if key in own[block] and own[block][key] != value:
+                raise ConfigError(
+                    f"strategies.{name}.{block}.{key} = {own[block][key]!r}: method {method!r} is {block} with "
+                    f"{key}: {value!r}; for other settings use method {block!r}"
+                )
+        entry[block] = {**entry[block], **switches}
+    if quantization is not None:
+        from ftcompare.adapters import check_quantization
+
+        peft_type = entry["peft"]["peft_type"] if method == "peft" else info.peft_type
+        check_quantization(name, method, peft_type)
+        entry["quantization"] = {**method_defaults["quantization"], **quantization}
     return entry
 
 
@@ -322,8 +418,6 @@ def resolve_run(config: Mapping[str, Any], *, strategy: str, seed: int) -> RunSp
         log_every_steps=training["log_every_steps"],
         checkpoint_every_minutes=training["checkpoint_every_minutes"],
         checkpoint_every_steps=training["checkpoint_every_steps"],
-        lora=entry.get("lora"),
-        ia3=entry.get("ia3"),
-        quantization=entry.get("quantization"),
+        **{block: entry.get(block) for block in BLOCKS},
         **overrides,
     )

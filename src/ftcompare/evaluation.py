@@ -17,7 +17,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from ftcompare.batching import TokenizedData, TokenizedSplit, load_tokenized
 from ftcompare.config import RunSpec
 from ftcompare.inference import latency_sample, predict_logits, review_latencies
-from ftcompare.models import NotMergeable, load_merged, load_trained, resolve_precision
+from ftcompare.models import NotMergeable, load_merged, load_trained, resolve_precision, text_length
 from ftcompare.records import Status
 from ftcompare.steps import select_device
 
@@ -92,6 +92,8 @@ def evaluate_run(
         precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
         data = load_tokenized(tokenized_dir, splits=("test",))
         test = data.splits["test"]
+        if (length := text_length(spec)) < spec.max_length:  # as in training: virtual tokens take the rest
+            test = test.truncated(length)
         model = load_trained(
             spec=spec, model_dir=model_dir, num_labels=data.num_labels, device=device, precision=precision
         )

@@ -18,17 +18,20 @@ import matplotlib.pyplot as plt  # noqa: E402  (must follow matplotlib.use)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ftcompare.config import FAMILIES  # noqa: E402
 from ftcompare.records import Status  # noqa: E402
 from ftcompare.tables import Results, RunRecord  # noqa: E402
 
 FIGURE_CAPTIONS: dict[str, str] = {
-    "accuracy": "Test accuracy per strategy (mean over successful seeds, 95% CI; one dot per seed).",
-    "train_time": "Wall-clock training time per strategy.",
-    "trainable_params": "Trainable parameters per strategy (log scale).",
-    "peak_memory": "Peak memory during training.",
+    "accuracy": "Test accuracy per strategy (mean over successful seeds, 95% CI; one dot per seed), "
+    "grouped by method family, best first within each.",
+    "train_time": "Wall-clock training time per strategy, grouped by method family.",
+    "trainable_params": "Trainable parameters per strategy (log scale): the method's own (solid) and with the "
+    "classification head it trains beside them (pale).",
+    "peak_memory": "Peak memory during training, grouped by method family.",
     "pareto": "Accuracy against cost with error bars; Pareto-optimal strategies (*) and those within noise of the "
     "frontier (≈) are marked.",
-    "loss_curves": "Training loss and validation accuracy per epoch, one line per seed.",
+    "loss_curves": "Training loss and validation accuracy per epoch, one line per seed, one row per method family.",
     "tuning": "Validation accuracy of every tuning trial against each tuned value; the chosen setting is starred.",
 }
 FIGURE_NAMES: tuple[str, ...] = tuple(FIGURE_CAPTIONS)
@@ -40,12 +43,79 @@ def figure_names(*, tuning: bool) -> list[str]:
 
 
 DPI = 150
+# One colour map per method family (config.FAMILIES order); its strategies take shades of it.
+FAMILY_COLORMAPS = ("Greys", "Greens", "Blues", "Oranges", "Purples", "Reds")
 
 
-def _colors(strategies: Sequence[str]) -> dict[str, Any]:
-    # Colour keyed by config position, so a strategy keeps its colour in every figure.
-    cmap = plt.get_cmap("tab10")
-    return {strategy: cmap(i % 10) for i, strategy in enumerate(strategies)}
+def _family_rank(family: str) -> int:
+    return FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
+
+
+def _colors(agg: pd.DataFrame) -> dict[str, Any]:
+    """A colour per strategy, the same in every figure: its family's hue, a shade per
+    strategy in config order, so that 15+ strategies stay apart and families read at once."""
+    colors = {}
+    for family, group in agg.groupby("family", sort=False):
+        cmap = plt.get_cmap(FAMILY_COLORMAPS[_family_rank(family) % len(FAMILY_COLORMAPS)])
+        shades = np.linspace(0.8, 0.45, len(group)) if len(group) > 1 else [0.65]
+        colors.update({strategy: cmap(shade) for strategy, shade in zip(group["strategy"], shades)})
+    return colors
+
+
+def _family_colors(agg: pd.DataFrame) -> dict[str, Any]:
+    return {
+        family: plt.get_cmap(FAMILY_COLORMAPS[_family_rank(family) % len(FAMILY_COLORMAPS)])(0.65)
+        for family in dict.fromkeys(agg["family"])
+    }
+
+
+def grouped_order(agg: pd.DataFrame, column: str, *, descending: bool) -> pd.DataFrame:
+    """The rows grouped by method family (config.FAMILIES order) and sorted by `column`
+    within each family (NaN last): the order of every bar figure, top to bottom."""
+    keyed = agg.assign(
+        _family=agg["family"].map(_family_rank),
+        _value=(-agg[column] if descending else agg[column]).fillna(np.inf),
+    )
+    return keyed.sort_values(["_family", "_value"], kind="stable").drop(columns=["_family", "_value"])
+
+
+def _bar_positions(ordered: pd.DataFrame) -> np.ndarray:
+    """y positions, top to bottom, with a gap between families."""
+    positions, y, previous = [], 0.0, None
+    for family in ordered["family"]:
+        if previous is not None and family != previous:
+            y += 0.6
+        positions.append(y)
+        previous = family
+        y += 1.0
+    return np.array(positions)
+
+
+def _horizontal_axes(ordered: pd.DataFrame) -> tuple[plt.Figure, plt.Axes, np.ndarray]:
+    ys = _bar_positions(ordered)
+    fig, ax = plt.subplots(figsize=(8.5, max(3.0, 0.42 * (ys[-1] + 1) + 1.6)))
+    ax.set_yticks(ys, ordered["strategy"])
+    ax.set_ylim(ys[-1] + 0.7, -0.7)  # the first row at the top
+    ax.grid(axis="x", alpha=0.3)
+    return fig, ax, ys
+
+
+def _family_legend(ax: plt.Axes, agg: pd.DataFrame) -> None:
+    from matplotlib.patches import Patch
+
+    colors = _family_colors(agg)
+    handles = [Patch(color=colors[family], label=family) for family in sorted(colors, key=_family_rank)]
+    # Below the axes, where it covers no bar.
+    ax.legend(
+        handles=handles,
+        fontsize=8,
+        loc="upper center",
+        # 0.6 inch under the axes, below the x label, whatever the figure's height.
+        bbox_to_anchor=(0.5, -0.6 / (ax.get_position().height * ax.figure.get_figheight())),
+        ncol=min(3, len(handles)),
+        title="method family",
+        title_fontsize=8,
+    )
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -70,120 +140,117 @@ def memory_metric(agg: pd.DataFrame) -> tuple[str, str]:
     return "peak_rss_gb", "Peak host RSS (GB, no GPU measurements)"
 
 
-def _annotate_bars(
-    ax: plt.Axes, xs: Sequence[float], tops: Sequence[float], labels: Sequence[str], *, log: bool = False
-) -> None:
-    for x, top, label in zip(xs, tops, labels):
-        # On a log axis a multiplicative offset reads as the same gap at every height.
-        ax.annotate(
-            label,
-            (x, top * 1.15 if log else top),
-            xytext=(0, 3),
-            textcoords="offset points",
-            ha="center",
-            va="bottom",
-            fontsize=9,
-        )
+def _label_bars(ax: plt.Axes, ys: Sequence[float], ends: Sequence[float], labels: Sequence[str]) -> None:
+    for y, end, label in zip(ys, ends, labels):
+        if np.isfinite(end):
+            ax.annotate(label, (end, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
 
 
-def _bar_with_std(ax: plt.Axes, agg: pd.DataFrame, column: str, colors: dict[str, Any]) -> list[float]:
-    """Bars of the mean with ±1 std error bars (std only exists with ≥ 2 seeds); returns bar tops."""
-    means = agg[f"{column}_mean"].to_numpy()
-    stds = agg[f"{column}_std"].fillna(0.0).to_numpy()
-    xs = np.arange(len(agg))
-    ax.bar(xs, means, yerr=stds, capsize=4, color=[colors[s] for s in agg["strategy"]])
-    ax.set_xticks(xs, agg["strategy"])
-    tops = means + stds
-    if np.isfinite(tops).any():
-        ax.set_ylim(0, np.nanmax(tops) * 1.15)  # headroom for the value labels
-    ax.grid(axis="y", alpha=0.3)
-    return list(tops)
+def _bars_with_std(agg: pd.DataFrame, column: str, colors: dict[str, Any], fmt: str) -> tuple[plt.Figure, plt.Axes]:
+    """Horizontal bars of the mean with ±1 std (std only exists with ≥ 2 seeds), largest
+    first within each family."""
+    ordered = grouped_order(agg, f"{column}_mean", descending=True)
+    fig, ax, ys = _horizontal_axes(ordered)
+    means = ordered[f"{column}_mean"].to_numpy()
+    stds = ordered[f"{column}_std"].fillna(0.0).to_numpy()
+    ax.barh(ys, means, xerr=stds, capsize=3, color=[colors[s] for s in ordered["strategy"]])
+    ends = means + stds
+    if np.isfinite(ends).any():
+        ax.set_xlim(0, np.nanmax(ends) * 1.22)  # room for the value labels
+    _label_bars(ax, ys, ends, [fmt.format(v) for v in means])
+    _family_legend(ax, agg)
+    return fig, ax
 
 
 def _plot_accuracy(agg: pd.DataFrame, seeds: pd.DataFrame, colors: dict[str, Any], path: Path) -> Path:
-    import seaborn as sns  # here, not at the top: the Snakefile imports this module for the names
-
-    mean = agg["accuracy_mean"].to_numpy() * 100
-    low = agg["accuracy_mean_ci_low"].fillna(agg["accuracy_mean"]).to_numpy() * 100
-    high = agg["accuracy_mean_ci_high"].fillna(agg["accuracy_mean"]).to_numpy() * 100
-    points = seeds.assign(accuracy_pct=seeds["accuracy"] * 100)
-    xs = np.arange(len(agg))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(agg) + 2), 4.5))
-    ax.bar(xs, mean, yerr=[mean - low, high - mean], capsize=5, color=[colors[s] for s in agg["strategy"]], alpha=0.75)
-    # Each seed as a point over its bar: two seeds 3 points apart say more than their mean.
-    sns.stripplot(
-        data=points,
-        x="strategy",
-        y="accuracy_pct",
-        order=list(agg["strategy"]),
-        ax=ax,
-        color="black",
-        size=5,
-        jitter=0.15,
-    )
-    ax.set_xticks(xs, agg["strategy"])
-    ax.set_xlabel("")
+    ordered = grouped_order(agg, "accuracy_mean", descending=True)
+    fig, ax, ys = _horizontal_axes(ordered)
+    mean = ordered["accuracy_mean"].to_numpy() * 100
+    low = ordered["accuracy_mean_ci_low"].fillna(ordered["accuracy_mean"]).to_numpy() * 100
+    high = ordered["accuracy_mean_ci_high"].fillna(ordered["accuracy_mean"]).to_numpy() * 100
+    points = seeds["accuracy"].to_numpy() * 100
     # Differences between strategies are a few points, invisible on a 0-100 axis.
-    lowest = min(low.min(), points["accuracy_pct"].min())
-    highest = max(high.max(), points["accuracy_pct"].max())
+    lowest, highest = min(low.min(), np.nanmin(points)), max(high.max(), np.nanmax(points))
     span = max(highest - lowest, 1.0)
-    bottom = max(0.0, lowest - 0.3 * span)
-    ax.set_ylim(bottom, min(100.0, highest + 0.1 * span))
-    # Labels sit inside the bars' visible base: an error bar clipped at 100% can't run into them.
-    for x, m in zip(xs, mean):
+    left = max(0.0, lowest - 0.3 * span)
+    ax.barh(
+        ys,
+        mean - left,
+        left=left,
+        xerr=[mean - low, high - mean],
+        capsize=3,
+        color=[colors[s] for s in ordered["strategy"]],
+    )
+    # Each seed as a dot on its bar: two seeds 3 points apart say more than their mean.
+    row = dict(zip(ordered["strategy"], ys))
+    rng = np.random.default_rng(0)
+    for strategy, accuracy in zip(seeds["strategy"], points):
+        if strategy in row:
+            ax.scatter(accuracy, row[strategy] + rng.uniform(-0.15, 0.15), color="black", s=12, zorder=3)
+    ax.set_xlim(left, min(100.0, highest + 0.1 * span))
+    # Labels inside the bars' visible base: an error bar clipped at 100% can't run into them.
+    for y, m in zip(ys, mean):
         ax.annotate(
             f"{m:.2f}%",
-            (x, bottom),
-            xytext=(0, 6),
+            (left, y),
+            xytext=(4, 0),
             textcoords="offset points",
-            ha="center",
-            va="bottom",
+            va="center",
             color="white",
+            fontsize=8,
             fontweight="bold",
         )
-    ax.set_ylabel("Test accuracy (%)")
+    ax.set_xlabel("Test accuracy (%)")
     ax.set_title(
         "Test accuracy (%): mean over successful seeds, one dot per seed\n"
         "error bars: 95% CI of the mean (≥2 seeds) or binomial CI (1 seed)"
     )
-    ax.grid(axis="y", alpha=0.3)
+    _family_legend(ax, agg)
     return _save(fig, path)
 
 
 def _plot_train_time(agg: pd.DataFrame, colors: dict[str, Any], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(agg) + 2), 4.5))
-    tops = _bar_with_std(ax, agg, "train_time_s", colors)
-    _annotate_bars(ax, range(len(agg)), tops, [f"{v:,.0f} s" for v in agg["train_time_s_mean"]])
-    ax.set_ylabel("Training time (s)")
+    fig, ax = _bars_with_std(agg, "train_time_s", colors, "{:,.0f} s")
+    ax.set_xlabel("Training time (s)")
     ax.set_title("Training time (s): mean ± std over successful seeds")
     return _save(fig, path)
 
 
 def _plot_trainable_params(agg: pd.DataFrame, colors: dict[str, Any], path: Path) -> Path:
-    values = agg["trainable_params_mean"].to_numpy()
-    xs = np.arange(len(agg))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(agg) + 2), 4.5))
-    ax.bar(xs, values, color=[colors[s] for s in agg["strategy"]])
-    ax.set_xticks(xs, agg["strategy"])
-    # Adapters train 100-1000x fewer parameters than full fine-tuning.
-    ax.set_yscale("log")
-    labels = [f"{v:,.0f}\n({p:.2f}%)" if np.isfinite(v) else "n/a" for v, p in zip(values, agg["trainable_pct_mean"])]
-    _annotate_bars(ax, xs, values, labels, log=True)
-    finite = values[np.isfinite(values) & (values > 0)]
+    ordered = grouped_order(agg, "trainable_params_mean", descending=True)
+    fig, ax, ys = _horizontal_axes(ordered)
+    total = ordered["trainable_params_mean"].to_numpy()
+    own = ordered["method_params_mean"].to_numpy()
+    bar_colors = [colors[s] for s in ordered["strategy"]]
+    # Adapters train 100-1000x fewer parameters than full fine-tuning: a log axis.
+    ax.set_xscale("log")
+    ax.barh(ys, total, color=bar_colors, alpha=0.35)  # with the head
+    ax.barh(ys, np.where(np.isfinite(own), own, np.nan), color=bar_colors)  # the method's own
+    labels = []
+    for t, o, head, pct in zip(total, own, ordered["head_params_mean"], ordered["trainable_pct_mean"]):
+        if not np.isfinite(t):
+            labels.append("n/a")
+        elif np.isfinite(o):
+            labels.append(f"{o:,.0f} + head {head:,.0f} ({pct:.2f}%)")
+        else:  # a record from before the split
+            labels.append(f"{t:,.0f} ({pct:.2f}%)")
+    # The counts as a column right of the axes: on a log axis, room for them inside would
+    # take decades of empty scale.
+    for y, label in zip(ys, labels):
+        ax.annotate(label, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=8)
+    finite = np.concatenate([total[np.isfinite(total) & (total > 0)], own[np.isfinite(own) & (own > 0)]])
     if finite.size:
-        ax.set_ylim(finite.min() / 3, finite.max() * 20)
-    ax.set_ylabel("Trainable parameters (count, log scale)")
-    ax.set_title("Trainable parameters (count, log scale; % of total in brackets)")
-    ax.grid(axis="y", alpha=0.3)
+        ax.set_xlim(finite.min() / 3, finite.max() * 3)
+    ax.set_xlabel("Trainable parameters (count, log scale)")
+    ax.set_title("Trainable parameters: the method's own (solid) and with the classification head (pale)")
+    _family_legend(ax, agg)
     return _save(fig, path)
 
 
 def _plot_peak_memory(agg: pd.DataFrame, colors: dict[str, Any], path: Path) -> Path:
     column, label = memory_metric(agg)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(agg) + 2), 4.5))
-    tops = _bar_with_std(ax, agg, column, colors)
-    _annotate_bars(ax, range(len(agg)), tops, [f"{v:.2f} GB" for v in agg[f"{column}_mean"]])
-    ax.set_ylabel(label)
+    fig, ax = _bars_with_std(agg, column, colors, "{:.2f} GB")
+    ax.set_xlabel(label)
     # Say which GPU counter: reserved (held from the card) unless only allocated was recorded.
     detail = "reserved, else allocated" if column == "peak_gpu_mem_gb" else "resident set of the process"
     ax.set_title(f"{label} during training ({detail})\nmean ± std over successful seeds")
@@ -252,7 +319,10 @@ def _pareto_panel(ax: plt.Axes, agg: pd.DataFrame, column: str, xlabel: str, col
             zorder=3,
         )
         mark = " *" if front[i] else (" ≈" if near[i] else "")
-        ax.annotate(strategy + mark, (xi, yi), xytext=(6, 4), textcoords="offset points", fontsize=9)
+        # Smaller labels with many strategies, so that neighbours overlap less.
+        ax.annotate(
+            strategy + mark, (xi, yi), xytext=(6, 4), textcoords="offset points", fontsize=9 if len(x) <= 8 else 7
+        )
     ax.margins(x=0.2, y=0.2)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -260,7 +330,8 @@ def _pareto_panel(ax: plt.Axes, agg: pd.DataFrame, column: str, xlabel: str, col
 
 def _plot_pareto(agg: pd.DataFrame, colors: dict[str, Any], path: Path) -> Path:
     column, label = memory_metric(agg)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    size = (12, 4.8) if len(agg) <= 8 else (16, 7.0)
+    fig, (left, right) = plt.subplots(1, 2, figsize=size)
     _pareto_panel(left, agg, column, label, colors)
     left.set_title("Accuracy vs peak memory (GB)")
     _pareto_panel(right, agg, "train_time_s", "Training time (s)", colors)
@@ -272,11 +343,16 @@ def _plot_pareto(agg: pd.DataFrame, colors: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _plot_curves(runs: Sequence[RunRecord], colors: dict[str, Any], path: Path) -> Path:
-    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
+def _plot_curves(runs: Sequence[RunRecord], agg: pd.DataFrame, colors: dict[str, Any], path: Path) -> Path:
+    """Loss and validation accuracy against epochs: a row of two panels per method family,
+    so that each legend holds a few strategies, not all of them."""
+    family = dict(zip(agg["strategy"], agg["family"]))
+    families = sorted(dict.fromkeys(family[run.strategy] for run in runs), key=_family_rank)
+    fig, axes = plt.subplots(len(families), 2, figsize=(12, 3.6 * len(families)), squeeze=False)
     seed_styles = ("-", "--", ":", "-.")
     seen: dict[str, int] = {}
     for run in runs:
+        loss_ax, val_ax = axes[families.index(family[run.strategy])]
         style = seed_styles[seen.get(run.strategy, 0) % len(seed_styles)]
         seen[run.strategy] = seen.get(run.strategy, 0) + 1
         label = f"{run.strategy} seed {run.seed}"
@@ -298,11 +374,13 @@ def _plot_curves(runs: Sequence[RunRecord], colors: dict[str, Any], path: Path) 
             color=colors[run.strategy],
             label=label,
         )
-    loss_ax.set(xlabel="Epoch", ylabel="Training loss (cross-entropy)", title="Training loss vs epoch")
-    val_ax.set(xlabel="Epoch", ylabel="Validation accuracy (%)", title="Validation accuracy (%) vs epoch")
-    for ax in (loss_ax, val_ax):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    for name, (loss_ax, val_ax) in zip(families, axes):
+        loss_ax.set(xlabel="Epoch", ylabel="Training loss", title=f"Training loss vs epoch: {name}")
+        val_ax.set(xlabel="Epoch", ylabel="Validation accuracy (%)", title=f"Validation accuracy (%): {name}")
+        for ax in (loss_ax, val_ax):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -316,7 +394,7 @@ def plot_figures(*, results: Results, paths: Sequence[str | Path]) -> dict[str, 
         raise ValueError(f"figure paths {sorted(by_name)} must be one per figure name {sorted(expected)}")
     for path in by_name.values():
         path.parent.mkdir(parents=True, exist_ok=True)
-    colors = _colors(list(results.agg["strategy"]))
+    colors = _colors(results.agg)
     agg = results.agg[results.agg["n_ok"] > 0].reset_index(drop=True)
     ok_runs = [run for run in results.runs if run.ok]
     seeds = results.table[results.table["status"] == Status.OK]
@@ -334,7 +412,7 @@ def plot_figures(*, results: Results, paths: Sequence[str | Path]) -> dict[str, 
         _plot_trainable_params(agg, colors, by_name["trainable_params"])
         _plot_peak_memory(agg, colors, by_name["peak_memory"])
         _plot_pareto(agg, colors, by_name["pareto"])
-        _plot_curves(ok_runs, colors, by_name["loss_curves"])
+        _plot_curves(ok_runs, agg, colors, by_name["loss_curves"])
     return by_name
 
 

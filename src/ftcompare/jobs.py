@@ -273,8 +273,10 @@ def report_job(
     baseline: str,
     tuning_summary: Path | None = None,
     selected: Path | None = None,
+    sort_by: str = "config",
 ) -> None:
-    """The summary tables, the figures and the Markdown report, from one reading of the records."""
+    """The summary tables, the figures and the Markdown report, from one reading of the records
+    (`sort_by`: the order of the report's results tables, config `report.sort_by`)."""
     from ftcompare.figures import plot_figures
     from ftcompare.report import write_report
     from ftcompare.tables import Results, write_summary_csv
@@ -290,4 +292,4 @@ def report_job(
     write_summary_csv(table=results.table, path=summary_path)
     write_summary_csv(table=results.comparison, path=comparison_path)
     figures = plot_figures(results=results, paths=figure_paths)
-    write_report(results=results, figures=figures, report_path=report_path, reference=reference)
+    write_report(results=results, figures=figures, report_path=report_path, reference=reference, sort_by=sort_by)

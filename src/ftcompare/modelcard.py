@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ftcompare.config import WHOLE_MODEL_METHODS
 from ftcompare.files import atomic_write_bytes
 from ftcompare.sources import is_hub_id
 
@@ -234,7 +235,7 @@ def render_model_card(
     config = train.get("config") or {}
     method = config.get("method", train.get("method"))
     base = config.get("model_name_or_path", "")
-    adapter = method != "full" and not merged
+    adapter = method not in WHOLE_MODEL_METHODS and not merged
     label_names = (data or {}).get("label_names")
     front = ["---", f"library_name: {'peft' if adapter else 'transformers'}"]
     if is_hub_id(base):
@@ -248,6 +249,8 @@ def render_model_card(
         what += ": a plain transformers model, with the trained classification head, that needs no PEFT."
     elif adapter:
         what = f"A {METHOD_NAMES.get(method, method)} adapter and trained classification head for `{base}`."
+    elif method == "bitfit":
+        what = f"`{base}` with its biases and classification head trained (BitFit), saved whole."
     else:
         what = f"`{base}` fine-tuned whole (every weight trained)."
     usage = (

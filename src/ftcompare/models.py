@@ -1,27 +1,52 @@
-"""Model sources and the fine-tuning strategies (full, LoRA, QLoRA, IA3).
+"""Model sources and the fine-tuning methods (config.METHOD_TABLE): full, BitFit and
+every PEFT method, named or by its config.
 
 A strategy is data (config `strategies.<name>`); `build_model` turns one into a module
 ready to train. Precision policy, decided once here:
 - full fine-tuning keeps fp32 master weights and trains under bf16 autocast on GPUs
   that support it (bf16 weights would lose small updates);
-- adapter strategies hold the frozen base in bf16 on such GPUs (half the memory and
+- the other methods hold the frozen base in bf16 on such GPUs (half the memory and
   bandwidth, and it is never updated), and their trainable weights in fp32;
-- QLoRA holds the base in 4-bit NF4 (bitsandbytes) and keeps the classification head
-  out of quantisation: a quantised head cannot be trained;
+- a `quantization` block (QLoRA's, or an adapter's option) holds the base in 4-bit NF4
+  (bitsandbytes) and keeps the classification head out of quantisation: a quantised
+  head cannot be trained;
 - on CPU everything is fp32.
+
+Where PEFT's methods meet an encoder classifier:
+- prompt tuning and P-tuning prepend their virtual tokens to the input, so position 0,
+  which RoBERTa's head (and BERT's pooler) reads, would be the first virtual token: the
+  encoder's output drops the virtual positions before the head, which reads the text's
+  <s> / [CLS] as it does for every other method;
+- prefix tuning passes its keys and values as a cache, which the encoders of
+  transformers 5 take only through the classification model's keyword arguments (PEFT's
+  own path looks for a `past_key_values` parameter that 5.24 renamed);
+- virtual tokens take positions: `text_length` leaves room for them within the model's
+  position limit by reading fewer text tokens where it must;
+- AdaLoRA re-allocates its ranks after every optimizer step (`method_step`);
+- the classification head that PEFT trains beside every adapter (modules_to_save) is
+  counted apart from the method's own weights (`split_trainable`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ftcompare.config import METHODS, RunSpec
-from ftcompare.sources import check_module_lists, resolve_model_path
+from ftcompare.adapters import check_default_targets, default_target_checks, peft_settings, virtual_tokens
+from ftcompare.config import METHOD_BLOCKS, METHODS, WHOLE_MODEL_METHODS, RunSpec
+from ftcompare.sources import check_module_lists, max_sequence_length, resolve_model_path
+
+log = logging.getLogger(__name__)
+
+# The classification head's module names: PEFT trains a copy of the first it finds
+# beside any adapter (modules_to_save); BitFit trains it whole.
+HEAD_MODULES = ("classifier", "score")
 
 
 class StrategyUnavailable(RuntimeError):
@@ -62,16 +87,60 @@ def resolve_precision(*, requested: str, method: str, device: torch.device) -> P
     return Precision(autocast_dtype=torch.bfloat16, base_dtype=base)
 
 
+def _logical_numel(param: torch.nn.Parameter) -> int:
+    quant_state = getattr(param, "quant_state", None)
+    return math.prod(quant_state.shape) if quant_state is not None else param.numel()
+
+
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts; 4-bit weights count at their logical size."""
     trainable = total = 0
     for param in model.parameters():
-        quant_state = getattr(param, "quant_state", None)
-        numel = math.prod(quant_state.shape) if quant_state is not None else param.numel()
+        numel = _logical_numel(param)
         total += numel
         if param.requires_grad:
             trainable += numel
     return trainable, total
+
+
+def in_head(name: str) -> bool:
+    """Whether a parameter belongs to the classification head (PEFT's trainable copy of it
+    included: `...classifier.modules_to_save.default.dense.weight`)."""
+    return any(part in HEAD_MODULES for part in name.split("."))
+
+
+def split_trainable(model: torch.nn.Module) -> tuple[int, int]:
+    """(the method's own, the classification head's) trainable parameters: every adapter
+    also trains the head, which for roberta-base is 592,130 of LoRA r=8's 887,042."""
+    method = head = 0
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            if in_head(name):
+                head += _logical_numel(param)
+            else:
+                method += _logical_numel(param)
+    return method, head
+
+
+def text_length(spec: RunSpec) -> int:
+    """The text tokens a run reads: `max_length`, or fewer where the method's virtual tokens
+    and the padded text would pass the model's position limit (prompt and P-tuning give
+    each virtual token a position; prefix tuning shifts the text's positions by as many)."""
+    added = virtual_tokens(spec.method, spec.to_dict())
+    if added == 0:
+        return spec.max_length
+    limit = max_sequence_length(spec.model_name_or_path)
+    # Batches are padded to a multiple of this, and the padding takes positions too.
+    multiple = max(spec.bucket_width or 1, spec.pad_to_multiple_of)
+    if -(-spec.max_length // multiple) * multiple + added <= limit:
+        return spec.max_length
+    room = (limit - added) // multiple * multiple
+    if room < multiple:
+        raise ValueError(
+            f"strategies.{spec.strategy}: {added} virtual tokens leave no room for text within the {limit} positions "
+            f"of {spec.model_name_or_path!r}: use fewer virtual tokens"
+        )
+    return room
 
 
 def _quantization_config(settings: dict[str, Any], *, device: torch.device):
@@ -92,24 +161,13 @@ def _quantization_config(settings: dict[str, Any], *, device: torch.device):
     )
 
 
-def peft_config(spec: RunSpec):
-    from peft import IA3Config, LoraConfig, TaskType
+def peft_config(spec: RunSpec, *, total_steps: int | None = None):
+    """The PEFT config of a PEFT method's run (`total_steps`: AdaLoRA's schedule needs it)."""
+    from peft import TaskType
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
-    if spec.method in ("lora", "qlora"):
-        lora = spec.lora or {}
-        return LoraConfig(
-            task_type=TaskType.SEQ_CLS,
-            r=lora["r"],
-            lora_alpha=lora["alpha"],
-            lora_dropout=lora["dropout"],
-            target_modules=list(lora["target_modules"]),
-        )
-    ia3 = spec.ia3 or {}
-    return IA3Config(
-        task_type=TaskType.SEQ_CLS,
-        target_modules=list(ia3["target_modules"]),
-        feedforward_modules=list(ia3["feedforward_modules"]),
-    )
+    peft_type, kwargs = peft_settings(spec, total_steps=total_steps)
+    return PEFT_TYPE_TO_CONFIG_MAPPING[peft_type](task_type=TaskType.SEQ_CLS, **kwargs)
 
 
 def load_base_model(
@@ -123,43 +181,189 @@ def load_base_model(
         "dtype": precision.base_dtype,
         "attn_implementation": "sdpa",
     }
-    if spec.method == "qlora":
-        kwargs["quantization_config"] = _quantization_config(spec.quantization or {}, device=device)
+    if spec.quantization is not None:
+        kwargs["quantization_config"] = _quantization_config(spec.quantization, device=device)
         kwargs["device_map"] = {"": device}  # bitsandbytes quantises while loading onto the device
     source = source or resolve_model_path(spec.model_name_or_path)
     model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
-    if spec.method != "qlora":
+    if spec.quantization is None:
         model.to(device)
     elif device.type == "cpu":
         _no_cpu_4bit_repacking(model)
     return model
 
 
-def build_model(*, spec: RunSpec, num_labels: int, device: torch.device, precision: Precision) -> torch.nn.Module:
-    """The model of one strategy, ready to train: only the strategy's parameters require grad."""
+def build_model(
+    *, spec: RunSpec, num_labels: int, device: torch.device, precision: Precision, total_steps: int | None = None
+) -> torch.nn.Module:
+    """The model of one strategy, ready to train: only the strategy's parameters require grad.
+    `total_steps`: the run's optimizer steps, which AdaLoRA's rank schedule is set in."""
     if spec.method not in METHODS:
         raise ValueError(f"unknown method {spec.method!r}; allowed: {', '.join(METHODS)}")
     model = load_base_model(spec=spec, num_labels=num_labels, device=device, precision=precision)
     if spec.gradient_checkpointing:
         _recompute_activations(model)
+    return add_method(model, spec=spec, total_steps=total_steps)
+
+
+def add_method(model: torch.nn.Module, *, spec: RunSpec, total_steps: int | None = None) -> torch.nn.Module:
+    """The strategy's method on a loaded base model: only the method's parameters (and the
+    classification head) require grad afterwards."""
     if spec.method == "full":
+        return model
+    if spec.method == "bitfit":
+        _bitfit(model)
+        _trainable_to_fp32(model)
         return model
     from peft import get_peft_model
 
+    blocks = {block: spec.block(block) for block in METHOD_BLOCKS[spec.method]}
     # Before any training: PEFT itself drops an entry that matches nothing as long as
     # another one matches (preflight checks the same for local models).
     check_module_lists(
-        {spec.strategy: {"lora": spec.lora, "ia3": spec.ia3}},
-        [name for name, _ in model.named_modules()],
-        model=spec.model_name_or_path,
+        {spec.strategy: blocks}, [name for name, _ in model.named_modules()], model=spec.model_name_or_path
     )
-    # No prepare_model_for_kbit_training for QLoRA: it upcasts every non-quantised
+    for key, peft_type in default_target_checks(spec.strategy, blocks, spec.method):
+        check_default_targets(key, peft_type, getattr(model.config, "model_type", None))
+    # No prepare_model_for_kbit_training for a 4-bit base: it upcasts every non-quantised
     # weight to fp32, a cost an encoder this size does not need (the fp32 cast of the
     # trainable weights below is the part that matters), and turns on gradient
     # checkpointing, which is the config's choice here (`gradient_checkpointing`).
-    model = get_peft_model(model, peft_config(spec))
+    model = get_peft_model(model, peft_config(spec, total_steps=total_steps))
+    for name, param in model.named_parameters():
+        # AdaLoRA's rank count divides its update: a constant (PEFT neither trains it on
+        # purpose nor saves it), which PEFT 0.21 leaves requiring grad. Trained, it would
+        # drift, and the reloaded model, whose count is the rank again, would differ.
+        if ".ranknum." in name:
+            param.requires_grad = False
+    _fit_to_encoder(model)
     _trainable_to_fp32(model)
     return model
+
+
+def _bitfit(model: torch.nn.Module) -> None:
+    """BitFit (Ben Zaken et al., 2022): every bias term trains (attention, feed-forward and
+    LayerNorm biases), the rest of the encoder stays frozen; the head trains whole."""
+    for name, param in model.named_parameters():
+        param.requires_grad = name.endswith("bias") or in_head(name)
+
+
+def _fit_to_encoder(model: Any) -> None:
+    """What prompt learning needs on an encoder classifier (see the module docstring);
+    other PEFT methods are left as they are."""
+    config = model.active_peft_config
+    if not config.is_prompt_learning:
+        return
+    base = model.get_base_model()
+    if config.peft_type == "PREFIX_TUNING":  # PEFT's type names are str enums
+        model._prefix_tuning_forward = _prefix_tuning_forward(model, _cache_keyword(base))
+        return
+    encoder = getattr(getattr(base, base.base_model_prefix, None), "encoder", None)
+    if encoder is None:
+        log.warning(
+            "%s has no encoder module under %r: its head reads position 0, the first virtual token",
+            type(base).__name__,
+            base.base_model_prefix,
+        )
+        return
+    encoder.register_forward_hook(_drop_virtual_positions(config.num_virtual_tokens))
+
+
+def _drop_virtual_positions(count: int):
+    """A forward hook on the encoder: its output without the `count` virtual positions in
+    front, so that the head (RoBERTa's classifier, BERT's pooler) reads the text's first
+    token. The virtual tokens have done their work by then: every text token attended to them."""
+
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        hidden = output[0][:, count:]
+        if isinstance(output, tuple):
+            return (hidden, *output[1:])
+        output.last_hidden_state = hidden
+        return output
+
+    return hook
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """What the encoder calls its key/value cache: `past_key_values` in transformers 5.17,
+    `cache` in 5.24 (which still takes the old name, with a warning at every call)."""
+    backbone = getattr(model, model.base_model_prefix, model)
+    return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+
+
+def _prefix_tuning_forward(model: Any, cache_keyword: str):
+    """PEFT's prefix-tuning forward for an encoder classifier, without its signature check
+    (it looks for a `past_key_values` parameter, which 5.24 renamed): the prefix goes in
+    as the encoder's cache through the classification model's keyword arguments; the
+    attention mask PEFT passes already covers the prefix (the encoders size their mask
+    from it)."""
+
+    def forward(
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        batch_size = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        return model.base_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            **{cache_keyword: model.get_prompt(batch_size)},
+            **kwargs,
+        )
+
+    return forward
+
+
+class RankReallocation:
+    """AdaLoRA's step: after every optimizer step, before the gradients are cleared, PEFT's
+    `update_and_allocate` updates each weight's importance and masks the least important
+    ranks to the budget of that step. Its state (the importance averages, the rank pattern)
+    is part of a resumable checkpoint."""
+
+    # Why the CUDA-graph path refuses it (steps.TrainStep trains eagerly and records this).
+    graph_refusal = (
+        "AdaLoRA re-allocates ranks after every optimizer step (PEFT's update_and_allocate: importance "
+        "scores from the gradients, new rank masks), which a recorded CUDA graph cannot replay"
+    )
+
+    def __init__(self, model: Any) -> None:
+        self.tuner = model.base_model
+        self.step = 0
+
+    def __call__(self) -> None:
+        self.tuner.update_and_allocate(self.step)
+        self.step += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        allocator = self.tuner.rankallocator
+        config = self.tuner.peft_config[self.tuner.trainable_adapter_name]
+        return {
+            "step": self.step,
+            "ipt": {n: t.detach().cpu() for n, t in allocator.ipt.items()},
+            "exp_avg_ipt": {n: t.detach().cpu() for n, t in allocator.exp_avg_ipt.items()},
+            "exp_avg_unc": {n: t.detach().cpu() for n, t in allocator.exp_avg_unc.items()},
+            "rank_pattern": config.rank_pattern,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        allocator = self.tuner.rankallocator
+        device = next(self.tuner.parameters()).device
+        self.step = int(state["step"])
+        for key in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+            setattr(allocator, key, {n: t.to(device) for n, t in state[key].items()})
+        self.tuner.peft_config[self.tuner.trainable_adapter_name].rank_pattern = state["rank_pattern"]
+
+
+def method_step(model: torch.nn.Module) -> RankReallocation | None:
+    """What a method must do after every optimizer step, if anything (AdaLoRA only)."""
+    tuner = getattr(model, "base_model", None)
+    if tuner is not None and hasattr(tuner, "update_and_allocate") and hasattr(tuner, "rankallocator"):
+        return RankReallocation(model)
+    return None
 
 
 def _recompute_activations(model: torch.nn.Module) -> None:
@@ -212,8 +416,10 @@ def save_trained(
     the tokenizer of `tokenizer_source` truncating at the run's `max_length`. An adapter
     names its base `base_model` (see sources.portable_model_name).
 
-    Returns the size of the saved weights in MB (what the method costs to store: the
-    tokenizer and the config are not counted)."""
+    BitFit is saved whole too, so that its folder loads with plain transformers.
+
+    Returns the size in MB of what the method costs to store: the saved weights, and for
+    BitFit the trained biases and head alone (the tokenizer and config are not counted)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = transformers_model(model).config
@@ -223,6 +429,8 @@ def save_trained(
         adapter.base_model_name_or_path = base_model
     model.save_pretrained(str(out_dir))
     size_mb = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 1e6
+    if is_bitfit(model):
+        size_mb = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad) / 1e6
     if transformers_model(model) is not model:
         config.architectures = [type(transformers_model(model)).__name__]
         config.save_pretrained(str(out_dir))
@@ -238,11 +446,16 @@ def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def is_bitfit(model: torch.nn.Module) -> bool:
+    """A plain transformers model that trained only some of its weights (BitFit)."""
+    return getattr(model, "peft_config", None) is None and any(not p.requires_grad for p in model.parameters())
+
+
 def load_trained(
     *, spec: RunSpec, model_dir: Path, num_labels: int, device: torch.device, precision: Precision
 ) -> torch.nn.Module:
     """The fine-tuned model saved by `save_trained`, rebuilt the way it was trained."""
-    if spec.method == "full":
+    if spec.method in WHOLE_MODEL_METHODS:
         model = load_base_model(
             spec=spec, num_labels=num_labels, device=device, precision=precision, source=str(model_dir)
         )
@@ -251,6 +464,7 @@ def load_trained(
 
         base = load_base_model(spec=spec, num_labels=num_labels, device=device, precision=precision)
         model = PeftModel.from_pretrained(base, str(model_dir))
+        _fit_to_encoder(model)
     model.eval()
     return model
 
@@ -284,8 +498,8 @@ def load_merged(
     into the 4-bit weights would quantise W + BA again and lose most of the update; the
     dequantised weights are exactly those the 4-bit layers compute with, so the merged
     model keeps the QLoRA model's predictions, in a full-size model without bitsandbytes."""
-    if spec.method == "full":
-        raise NotMergeable("full fine-tuning trains the model itself: its folder already holds a plain model")
+    if spec.method in WHOLE_MODEL_METHODS:
+        raise NotMergeable(f"{spec.method} saves the whole model: its folder already holds a plain model")
     from peft import PeftModel
 
     base = load_base_model(spec=spec, num_labels=num_labels, device=device, precision=precision)

@@ -101,7 +101,18 @@ def _degenerate_seeds(table: pd.DataFrame) -> dict[str, list[int]]:
     return {strategy: sorted(group["seed"]) for strategy, group in flagged.groupby("strategy", sort=False)}
 
 
-def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]]) -> str:
+def sorted_rows(frame: pd.DataFrame, sort_by: str, accuracy: str) -> pd.DataFrame:
+    """The rows in config order, or (`sort_by: accuracy`) best mean accuracy first, strategies
+    without one last."""
+    if sort_by == "config":
+        return frame
+    if sort_by != "accuracy":
+        raise ValueError(f"report.sort_by = {sort_by!r}; allowed: config, accuracy")
+    return frame.sort_values(accuracy, ascending=False, na_position="last", kind="stable")
+
+
+def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]], sort_by: str = "config") -> str:
+    agg = sorted_rows(agg, sort_by, "accuracy_mean")
     memory_column, memory_label = memory_metric(agg)
     header = [
         "Strategy",
@@ -113,6 +124,7 @@ def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]]) -> st
         "Tokens/s",
         "Test reviews/s",
         "Trainable params",
+        "Method / head params",
         "Trainable %",
         memory_label,
         "Adapter size (MB)",
@@ -140,6 +152,7 @@ def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]]) -> st
             _fmt_count(r["tokens_per_s_mean"]),
             _fmt_count(r["eval_reviews_per_s_mean"]),
             _fmt_count(r["trainable_params_mean"]),
+            f"{_fmt_count(r['method_params_mean'])} / {_fmt_count(r['head_params_mean'])}",
             _MISSING if pd.isna(r["trainable_pct_mean"]) else f"{r['trainable_pct_mean']:.2f}%",
             _fmt_float(r[f"{memory_column}_mean"], 2),
             _fmt_float(r["adapter_size_mb_mean"], 2),
@@ -236,6 +249,7 @@ def _settings_table(runs: Sequence[RunRecord]) -> str:
         "Token budget",
         "Recomputes activations",
         "Epochs",
+        "Text tokens",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     shown: set[str] = set()
@@ -256,6 +270,8 @@ def _settings_table(runs: Sequence[RunRecord]) -> str:
             "none" if budget is None and "max_tokens_per_batch" in config else (budget or _MISSING),
             _MISSING if recompute is None else ("yes" if recompute else "no"),
             config.get("epochs", _MISSING),
+            # Fewer than max_length where a method's virtual tokens take positions.
+            metrics.get("text_max_length") or config.get("max_length", _MISSING),
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
@@ -372,7 +388,7 @@ def _caveat(table: pd.DataFrame, hardware: str) -> str:
     )
 
 
-def _comparison_section(results: Results) -> str:
+def _comparison_section(results: Results, sort_by: str = "config") -> str:
     comparison, baseline = results.comparison, results.baseline
     if comparison is None or baseline is None:
         return "No paired comparison: the report was given no per-review predictions."
@@ -386,7 +402,7 @@ def _comparison_section(results: Results) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     alike, better, worse = [], [], []
-    for r in comparison.to_dict("records"):
+    for r in sorted_rows(comparison, sort_by, "accuracy_mean").to_dict("records"):
         if r["strategy"] == baseline:
             verdict, difference, p, counts = "baseline", _MISSING, _MISSING, _MISSING
         elif pd.isna(r["p_value_holm"]):
@@ -498,20 +514,26 @@ def _matches_reference(runs: Sequence[RunRecord], table: pd.DataFrame) -> str | 
 
 
 def render_markdown(
-    *, results: Results, figures: Mapping[str, Path], report_path: Path, reference: Mapping[str, Any] | None = None
+    *,
+    results: Results,
+    figures: Mapping[str, Path],
+    report_path: Path,
+    reference: Mapping[str, Any] | None = None,
+    sort_by: str = "config",
 ) -> str:
-    """The Markdown report; figure links are relative to ``report_path``'s folder."""
+    """The Markdown report; figure links are relative to ``report_path``'s folder.
+    `sort_by` (config `report.sort_by`): the results tables' order, `config` or `accuracy`."""
     table, agg, runs = results.table, results.agg, results.runs
     mismatch = _matches_reference(runs, table) if reference is not None else None
     sections = [
         "# Fine-tuning strategies compared",
         _intro(table, agg, runs),
         "## Results",
-        _results_table(agg, _degenerate_seeds(table)),
+        _results_table(agg, _degenerate_seeds(table), sort_by),
         "## Inference cost",
         _inference_section(results),
         "## Differences from the baseline",
-        _comparison_section(results),
+        _comparison_section(results, sort_by),
         "## Tuning",
         _tuning_section(results),
         "## Training settings",
@@ -535,11 +557,16 @@ def render_markdown(
 
 
 def write_report(
-    *, results: Results, figures: Mapping[str, Path], report_path: Path, reference: Mapping[str, Any] | None = None
+    *,
+    results: Results,
+    figures: Mapping[str, Path],
+    report_path: Path,
+    reference: Mapping[str, Any] | None = None,
+    sort_by: str = "config",
 ) -> Path:
     report_path = Path(report_path)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(
-        render_markdown(results=results, figures=figures, report_path=report_path, reference=reference)
+        render_markdown(results=results, figures=figures, report_path=report_path, reference=reference, sort_by=sort_by)
     )
     return report_path

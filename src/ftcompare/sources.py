@@ -97,19 +97,22 @@ def check_model_source(name_or_path: str) -> None:
 
 # --- which modules a strategy's adapters target ------------------------------------------
 
-# The config keys that name modules of the model, per method block. PEFT matches an entry
-# against a module name when it is the name or ends with "." + entry, and it complains
-# only when no entry matches anything: a typo beside a good entry was silently dropped.
-MODULE_LIST_KEYS = {"lora": ("target_modules",), "ia3": ("target_modules", "feedforward_modules")}
+# The keys of a method block (or of a `peft:` block) that name modules of the model. PEFT
+# matches an entry against a module name when it is the name or ends with "." + entry,
+# and it complains only when no entry matches anything: a typo beside a good entry was
+# silently dropped. (A string instead of a list is PEFT's regular expression: not checked.)
+MODULE_LIST_KEYS = ("target_modules", "feedforward_modules")
 
 
 def module_lists(strategies: Mapping[str, Mapping[str, Any]]) -> Iterator[tuple[str, list[str]]]:
     """(config key, entries) for every module list of every resolved strategy."""
     for name, entry in strategies.items():
-        for block, keys in MODULE_LIST_KEYS.items():
-            for key in keys:
-                entries = (entry.get(block) or {}).get(key)
-                if entries:
+        for block, settings in entry.items():
+            if not isinstance(settings, Mapping):
+                continue
+            for key in MODULE_LIST_KEYS:
+                entries = settings.get(key)
+                if isinstance(entries, list) and entries:
                     yield f"strategies.{name}.{block}.{key}", list(entries)
 
 

@@ -14,7 +14,8 @@ scheduler step, eagerly or, with `cuda_graphs`, by replaying a CUDA graph per ba
 - the graphs share one memory pool: they never run concurrently, and nothing they leave
   behind is read after the next replay (the loss is copied out at once);
 - if recording fails (an operation that cannot be captured), the run goes on eagerly and
-  says why in its record.
+  says why in its record; so does a method whose step does more than a graph can hold
+  (`after_step` with a `graph_refusal`: AdaLoRA's rank re-allocation).
 """
 
 from __future__ import annotations
@@ -156,14 +157,22 @@ class TrainStep:
         precision: Precision,
         cuda_graphs: bool = False,
         recorder: Any | None = None,
+        after_step: Callable[[], None] | None = None,
+        graph_refusal: str | None = None,
     ) -> None:
+        """`after_step`: what the method does after each optimizer step, before the gradients
+        are cleared (models.method_step); `graph_refusal`, why a graph cannot hold it."""
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.trainable, self.max_grad_norm = trainable, max_grad_norm
         self.device, self.precision = device, precision
+        self.after_step = after_step
         self.graphs_requested = cuda_graphs
         # CUDA graphs exist on CUDA only: elsewhere the same settings train eagerly.
         self.use_graphs = cuda_graphs and (device.type == "cuda" or recorder is not None)
         self.graph_failure: str | None = None
+        if self.use_graphs and after_step is not None:
+            self.use_graphs, self.graph_failure = False, graph_refusal or "the method's step cannot be recorded"
+            log.info("training eagerly: %s", self.graph_failure)
         self._recorder = recorder
         self._recorded: dict[tuple[tuple[str, tuple[int, ...]], ...], _Recorded] = {}
         self._loss: torch.Tensor | None = None
@@ -235,6 +244,8 @@ class TrainStep:
         loss = self._forward_backward(batch)
         self._clip()
         self.optimizer.step()
+        if self.after_step is not None:
+            self.after_step()
         if self.scheduler is not None:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ftcompare.config import method_family
 from ftcompare.records import Status
 from ftcompare.stats import holm, mean_interval, paired_comparison
 
@@ -63,9 +64,25 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     # Why an ok run's best epoch is not to be trusted (one class for every validation
     # review); empty when it is fine.
     "degenerate_validation",
+    # trainable_params split: the method's own weights and the classification head that
+    # every adapter trains beside them (absent from records made before the split).
+    "method_params",
+    "head_params",
+    # The method's family (config.FAMILIES): the figures group strategies by it.
+    "family",
 )
 TEXT_COLUMNS: frozenset[str] = frozenset(
-    {"strategy", "method", "status", "reason", "device", "device_type", "degenerate_validation", "merged_error"}
+    {
+        "strategy",
+        "method",
+        "status",
+        "reason",
+        "device",
+        "device_type",
+        "degenerate_validation",
+        "merged_error",
+        "family",
+    }
 )
 AGGREGATE_COLUMNS: tuple[str, ...] = (
     "accuracy",
@@ -86,6 +103,8 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
     "n_test",
     "eval_reviews_per_s",
     *INFERENCE_COLUMNS,
+    "method_params",
+    "head_params",
 )
 
 
@@ -227,6 +246,9 @@ def summary_table(*, runs: Sequence[RunRecord]) -> pd.DataFrame:
                 "best_epoch": number(train_m, "best_epoch"),
                 "best_val_accuracy": number(train_m, "best_val_accuracy"),
                 "degenerate_validation": train_m.get("degenerate_validation") if run.ok else None,
+                "method_params": number(train_m, "method_params"),
+                "head_params": number(train_m, "head_params"),
+                "family": method_family(run.method),
             }
         )
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
@@ -249,7 +271,7 @@ def _require_columns(table: pd.DataFrame, columns: Sequence[str]) -> None:
 def aggregate_by_strategy(*, table: pd.DataFrame) -> pd.DataFrame:
     """Mean, std (ddof=1) and count over the ok seeds of each strategy.
 
-    Columns: ``strategy, method, n_runs, n_ok``, then ``<col>_mean/_std/_count``
+    Columns: ``strategy, method, family, n_runs, n_ok``, then ``<col>_mean/_std/_count``
     for each of ``AGGREGATE_COLUMNS``, then ``accuracy_mean_ci_low/high`` and
     ``accuracy_ci_method``: the 95% CI of the mean accuracy over seeds (Student t)
     with at least two seeds, else the single run's own binomial CI. Strategies
@@ -264,10 +286,12 @@ def aggregate_by_strategy(*, table: pd.DataFrame) -> pd.DataFrame:
     count_columns = [c for c in stats.columns if c.endswith("_count")]
     stats[count_columns] = stats[count_columns].fillna(0).astype(int)
 
+    methods = table.groupby("strategy", sort=False)["method"].first().reindex(strategies).to_numpy()
     out = pd.DataFrame(
         {
             "strategy": strategies,
-            "method": table.groupby("strategy", sort=False)["method"].first().reindex(strategies).to_numpy(),
+            "method": methods,
+            "family": [method_family(method) for method in methods],
             "n_runs": table.groupby("strategy", sort=False).size().reindex(strategies).to_numpy(),
             "n_ok": ok.groupby("strategy", sort=False).size().reindex(strategies).fillna(0).astype(int).to_numpy(),
         }

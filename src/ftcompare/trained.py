@@ -347,7 +347,7 @@ def export_merged(run: TrainedRun, out: str | Path) -> Path:
     out = Path(out)
     if not run.adapter:
         raise UsageError(
-            f"run {str(run.run_dir)!r} ({run.spec.method}) trained the whole model: {run.model_dir} already holds "
+            f"run {str(run.run_dir)!r} ({run.spec.method}) saved the whole model: {run.model_dir} already holds "
             f'a plain transformers model, which pipeline("text-classification", model="{run.model_dir}") loads'
         )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -44,8 +44,11 @@ from ftcompare.models import (
     StrategyUnavailable,
     build_model,
     count_parameters,
+    method_step,
     resolve_precision,
     save_trained,
+    split_trainable,
+    text_length,
 )
 from ftcompare.records import Status
 from ftcompare.sources import portable_model_name
@@ -194,6 +197,10 @@ def _train(
     precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
     data = load_tokenized(tokenized_dir, splits=("train", "validation"))  # never the test split
     train, validation = data.splits["train"], data.splits["validation"]
+    length = text_length(spec)
+    if length < spec.max_length:  # virtual tokens take the rest of the positions
+        log.info("%s reads the first %d tokens of each review (max_length %d)", spec.strategy, length, spec.max_length)
+        train, validation = train.truncated(length), validation.truncated(length)
     seed_everything(spec.seed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -208,8 +215,12 @@ def _train(
         reviews_per_step=None if spec.max_tokens_per_batch is None else reviews_per_step
     )
 
-    model = build_model(spec=spec, num_labels=data.num_labels, device=device, precision=precision)
+    model = build_model(
+        spec=spec, num_labels=data.num_labels, device=device, precision=precision, total_steps=total_steps
+    )
+    after_step = method_step(model)
     trainable_count, total_count = count_parameters(model)
+    method_count, head_count = split_trainable(model)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     log.info(
         "%s/seed%d on %s (%s): %s trainable of %s parameters, lr %.3g (%.1f reviews per step, at most %d%s)",
@@ -228,7 +239,11 @@ def _train(
 
     graphs = spec.cuda_graphs and device.type == "cuda"
     optimizer = build_optimizer(
-        trainable, weight_decay=spec.weight_decay, learning_rate=learning_rate, device=device, capturable=graphs
+        trainable,
+        weight_decay=spec.weight_decay,
+        learning_rate=learning_rate,
+        device=device,
+        capturable=graphs and after_step is None,  # a method step that a graph cannot hold trains eagerly
     )
     scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup_ratio=spec.warmup_ratio)
 
@@ -255,6 +270,7 @@ def _train(
         optimizer=optimizer,
         scheduler=scheduler,
         state=state,
+        method=after_step,
     )
 
     settings = (
@@ -303,6 +319,8 @@ def _train(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": rng_state(),
+            # What the method keeps between steps beyond its weights (AdaLoRA's importance scores).
+            "method_state": None if after_step is None else after_step.state_dict(),
         }
         ckpt.save_checkpoint(payload, directory=checkpoint_dir, step=state["global_step"])
         state["checkpoint_time_s"] += time.perf_counter() - started
@@ -317,8 +335,10 @@ def _train(
         device=device,
         precision=precision,
         cuda_graphs=graphs,
+        after_step=after_step,
+        graph_refusal=None if after_step is None else after_step.graph_refusal,
     )
-    if graphs:
+    if step_once.use_graphs:
         # Every batch shape the remaining epochs use, recorded before the first step; the
         # time it takes counts as training time.
         started = time.perf_counter()
@@ -453,11 +473,16 @@ def _train(
         "mean_reviews_per_step": reviews_per_step,
         "precision": precision.name,
         "trainable_params": trainable_count,
+        # Of those, the method's own and the classification head's (which every adapter trains too).
+        "method_params": method_count,
+        "head_params": head_count,
         "total_params": total_count,
         "trainable_pct": 100.0 * trainable_count / total_count,
         "adapter_size_mb": adapter_size_mb,
         "resumed_from_steps": state["resumed_from_steps"],
         "cuda_graphs": step_once.describe(),
+        # Text tokens per review: max_length, or fewer where virtual tokens take positions.
+        "text_max_length": length,
         **peak_memory(device, earlier=state["peak_memory"]),
     }
     if resumed:
@@ -485,6 +510,7 @@ def _resume(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     state: dict[str, Any],
+    method: Any | None = None,
 ) -> bool:
     """Restore the newest good checkpoint into the objects given; False if there is none.
 
@@ -535,6 +561,8 @@ def _resume(
         state.update(saved["state"])
         state["resumed_from_steps"] = [*state["resumed_from_steps"], state["global_step"]]
         set_rng_state(saved["rng"])
+        if method is not None and saved.get("method_state") is not None:
+            method.load_state_dict(saved["method_state"])
     except Exception as exc:  # malformed parts; the objects are half restored, so this run cannot go on
         ckpt.quarantine(path, f"cannot be restored: {type(exc).__name__}: {exc}"[:500])
         raise RuntimeError(

@@ -88,7 +88,8 @@ def check_grid(config: Mapping[str, Any]) -> None:
         method = config["strategies"][strategy]["method"]
         for key in keys:
             allowed = tunable_keys(method, schema)
-            if key not in allowed:
+            # A peft: block passes any key to PEFT (checked with each trial's config below).
+            if key not in allowed and not (method == "peft" and key.startswith("peft.") and key != "peft.peft_type"):
                 raise ConfigError(
                     f"tuning.grid.{strategy}.{key}: strategy {strategy!r} (method {method!r}) cannot take it; "
                     f"tunable keys: {allowed}"
@@ -106,10 +107,14 @@ def check_grid(config: Mapping[str, Any]) -> None:
 
 
 def tunable_keys(method: str, schema: Mapping[str, Any] | None = None) -> list[str]:
-    """The keys a strategy of `method` may tune: its training overrides and its blocks' keys."""
+    """The keys a strategy of `method` may tune: its training overrides and its blocks' keys
+    (a `peft:` block's are those of its PEFT config: `peft.<key>`)."""
     schema = schema or load_schema()
     keys = list(TRAINING_OVERRIDES)
     for block in METHOD_BLOCKS[method]:
+        if block == "peft":
+            keys.append("peft.<a setting of its PEFT config>")
+            continue
         keys += [f"{block}.{key}" for key in schema["$defs"][block]["properties"]]
     return keys
 

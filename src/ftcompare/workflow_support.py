@@ -177,7 +177,39 @@ def _check_local_model(name_or_path: str, *, max_length: int, strategies: Mappin
                 f"training.max_length = {max_length} exceeds what {name_or_path!r} allows ({limit} tokens, "
                 f"from its position embeddings); set training.max_length <= {limit}"
             )
+        _check_virtual_tokens(strategies, limit=limit, model=name_or_path)
     _check_module_lists(strategies, folder=folder, model=name_or_path)
+    _check_default_targets(strategies, model_type=model_config.get("model_type"))
+
+
+# Text tokens a prompt-learning strategy must keep: below this, the virtual tokens leave
+# too little of a review to classify (its runs read fewer tokens, models.text_length).
+MIN_TEXT_TOKENS = 32
+
+
+def _check_virtual_tokens(strategies: Mapping[str, Any], *, limit: int, model: str) -> None:
+    from ftcompare.adapters import virtual_tokens
+
+    for name, entry in strategies.items():
+        if "method" not in entry:  # not resolved by validate_config (a caller's partial config)
+            continue
+        added = virtual_tokens(entry["method"], entry)
+        if added and limit - added < MIN_TEXT_TOKENS:
+            raise ConfigError(
+                f"strategies.{name}: {added} virtual tokens leave {limit - added} of the {limit} positions of "
+                f"{model!r} for the text (at least {MIN_TEXT_TOKENS} needed): use fewer virtual tokens"
+            )
+
+
+def _check_default_targets(strategies: Mapping[str, Any], *, model_type: str | None) -> None:
+    """target_modules left to PEFT (null) need PEFT to have a default for the architecture."""
+    from ftcompare.adapters import check_default_targets, default_target_checks
+
+    for name, entry in strategies.items():
+        if "method" not in entry:
+            continue
+        for key, peft_type in default_target_checks(name, entry, entry["method"]):
+            check_default_targets(key, peft_type, model_type)
 
 
 def _check_module_lists(strategies: Mapping[str, Any], *, folder: Path, model: str) -> None:

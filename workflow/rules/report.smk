@@ -28,5 +28,6 @@ rule report:
     params:
         reference=VALIDATED["report"]["reference"],
         baseline=VALIDATED["report"]["baseline"],
+        sort_by=VALIDATED["report"]["sort_by"],
     script:
         "../scripts/report.py"

@@ -17,4 +17,5 @@ jobs.report_job(
     baseline=snakemake.params.baseline,
     tuning_summary=tuning[0],
     selected=tuning[1],
+    sort_by=snakemake.params.sort_by,
 )
