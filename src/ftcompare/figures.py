@@ -182,11 +182,17 @@ def _plot_accuracy(agg: pd.DataFrame, seeds: pd.DataFrame, colors: dict[str, Any
         color=[colors[s] for s in ordered["strategy"]],
     )
     # Each seed as a dot on its bar: two seeds 3 points apart say more than their mean.
+    # seaborn's strip plot jitters them apart; native_scale keeps the bars' y positions,
+    # which leave gaps between method families.
+    import seaborn as sns  # here, not at the top: the Snakefile imports this module for the names
+
     row = dict(zip(ordered["strategy"], ys))
-    rng = np.random.default_rng(0)
-    for strategy, accuracy in zip(seeds["strategy"], points):
-        if strategy in row:
-            ax.scatter(accuracy, row[strategy] + rng.uniform(-0.15, 0.15), color="black", s=12, zorder=3)
+    dots = pd.DataFrame({"accuracy": points, "y": [row.get(s) for s in seeds["strategy"]]}).dropna()
+    if not dots.empty:
+        sns.stripplot(
+            data=dots, x="accuracy", y="y", orient="h", native_scale=True, jitter=0.15, color="black", size=4, ax=ax
+        )
+        ax.set_ylabel("")
     ax.set_xlim(left, min(100.0, highest + 0.1 * span))
     # Labels inside the bars' visible base: an error bar clipped at 100% can't run into them.
     for y, m in zip(ys, mean):
