@@ -74,28 +74,10 @@ def minilm_path() -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenized(tmp_path_factory, imdb_sample, tiny_roberta) -> Path:
     """The IMDB sample prepared (400 train / 100 validation / 200 test) and tokenized at 64 tokens."""
-    from ftcompare.data import prepare, write_prepared
-    from ftcompare.tokenization import tokenize_splits
+    from specs import tokenized_sample
 
     folder = tmp_path_factory.mktemp("tiny-data")
-    prepared = prepare(
-        {
-            "source": "parquet",
-            "train": str(imdb_sample / "train.parquet"),
-            "test": str(imdb_sample / "test.parquet"),
-            "text_column": "text",
-            "label_column": "label",
-            "train_size": 500,
-            "test_size": 200,
-            "validation_fraction": 0.2,
-            "split_seed": 42,
-        }
-    )
-    paths = {split: folder / f"{split}.parquet" for split in ("train", "validation", "test")}
-    write_prepared(prepared, out_paths=paths, summary_path=folder / "summary.json")
-    out = folder / "tokenized"
-    tokenize_splits(split_paths=paths, model_name_or_path=str(tiny_roberta), max_length=64, out_dir=out)
-    return out
+    return tokenized_sample(folder, imdb_sample, tiny_roberta, train_size=500, test_size=200)
 
 
 # CI sets this so that a cluster that failed to start fails the SLURM tests instead of

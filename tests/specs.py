@@ -29,3 +29,29 @@ def make_spec(model_path: Path, strategy: str, entry: dict | None = None, **trai
         }
     )
     return resolve_run(validate_config(config), strategy=strategy, seed=0)
+
+
+def tokenized_sample(folder: Path, imdb_sample: Path, model_path: Path, *, train_size: int, test_size: int) -> Path:
+    """The IMDB sample prepared (train_size reviews, a fifth of them for validation, and
+    test_size test reviews) and tokenized at 64 tokens by `model_path`'s tokenizer."""
+    from ftcompare.data import prepare, write_prepared
+    from ftcompare.tokenization import tokenize_splits
+
+    prepared = prepare(
+        {
+            "source": "parquet",
+            "train": str(imdb_sample / "train.parquet"),
+            "test": str(imdb_sample / "test.parquet"),
+            "text_column": "text",
+            "label_column": "label",
+            "train_size": train_size,
+            "test_size": test_size,
+            "validation_fraction": 0.2,
+            "split_seed": 42,
+        }
+    )
+    paths = {split: folder / f"{split}.parquet" for split in ("train", "validation", "test")}
+    write_prepared(prepared, out_paths=paths, summary_path=folder / "summary.json")
+    out = folder / "tokenized"
+    tokenize_splits(split_paths=paths, model_name_or_path=str(model_path), max_length=64, out_dir=out)
+    return out

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from specs import CPU, make_spec
+from specs import CPU, make_spec, tokenized_sample
 
 from ftcompare import training
 from ftcompare.batching import collate, load_tokenized
@@ -32,26 +32,7 @@ NAMED = [name for name in METHOD_TABLE if name != "peft"]
 
 def small_tokenized(folder: Path, imdb_sample: Path, model_path: Path) -> Path:
     """32 training, 8 validation and 16 test reviews at 64 tokens: two steps of 16."""
-    from ftcompare.data import prepare, write_prepared
-    from ftcompare.tokenization import tokenize_splits
-
-    prepared = prepare(
-        {
-            "source": "parquet",
-            "train": str(imdb_sample / "train.parquet"),
-            "test": str(imdb_sample / "test.parquet"),
-            "text_column": "text",
-            "label_column": "label",
-            "train_size": 40,
-            "test_size": 16,
-            "validation_fraction": 0.2,
-            "split_seed": 42,
-        }
-    )
-    paths = {split: folder / f"{split}.parquet" for split in ("train", "validation", "test")}
-    write_prepared(prepared, out_paths=paths, summary_path=folder / "summary.json")
-    tokenize_splits(split_paths=paths, model_name_or_path=str(model_path), max_length=64, out_dir=folder / "tokens")
-    return folder / "tokens"
+    return tokenized_sample(folder, imdb_sample, model_path, train_size=40, test_size=16)
 
 
 @pytest.fixture(scope="module")
