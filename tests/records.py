@@ -8,6 +8,7 @@ from typing import Any
 
 from ftcompare.tables import load_runs
 
+# The columns summary.csv keeps, in this order: written out, not read from ftcompare.tables.
 REQUIRED_COLUMNS = [
     "strategy",
     "method",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from records import NO_BNB, OOM, all_failed_runs, eval_record, mixed_runs, train_record, write_records
+from records import NO_BNB, OOM, REQUIRED_COLUMNS, all_failed_runs, eval_record, mixed_runs, train_record, write_records
 
 from ftcompare.tables import (
     SUMMARY_COLUMNS,
@@ -17,30 +17,6 @@ from ftcompare.tables import (
     summary_table,
     write_summary_csv,
 )
-
-REQUIRED_COLUMNS = [
-    "strategy",
-    "method",
-    "seed",
-    "status",
-    "reason",
-    "accuracy",
-    "accuracy_ci_low",
-    "accuracy_ci_high",
-    "f1",
-    "precision",
-    "recall",
-    "train_time_s",
-    "eval_time_s",
-    "tokens_per_s",
-    "trainable_params",
-    "total_params",
-    "trainable_pct",
-    "peak_gpu_mem_gb",
-    "peak_rss_gb",
-    "adapter_size_mb",
-    "device",
-]
 
 
 @pytest.fixture()
