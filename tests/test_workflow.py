@@ -76,6 +76,24 @@ def overlay(workdir: Path, name: str, settings: dict) -> Path:
     return path
 
 
+def tiny_study(imdb_sample: Path, tiny_roberta: Path) -> dict:
+    """The settings of this module's studies: the tiny RoBERTa on 300 training and 200
+    test reviews of the sample, 64 tokens, one epoch, one seed."""
+    return {
+        "data": {
+            "source": "parquet",
+            "train": str(imdb_sample / "train.parquet"),
+            "test": str(imdb_sample / "test.parquet"),
+            "train_size": 300,
+            "test_size": 200,
+            "validation_fraction": 0.2,
+        },
+        "model": {"name_or_path": str(tiny_roberta)},
+        "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
+        "seeds": [0],
+    }
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, imdb_sample, tiny_roberta):
     workdir = tmp_path_factory.mktemp("study")
@@ -83,17 +101,7 @@ def study(tmp_path_factory, imdb_sample, tiny_roberta):
         workdir,
         "study",
         {
-            "data": {
-                "source": "parquet",
-                "train": str(imdb_sample / "train.parquet"),
-                "test": str(imdb_sample / "test.parquet"),
-                "train_size": 300,
-                "test_size": 200,
-                "validation_fraction": 0.2,
-            },
-            "model": {"name_or_path": str(tiny_roberta)},
-            "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
-            "seeds": [0],
+            **tiny_study(imdb_sample, tiny_roberta),
             # Added to the four strategies of config.yaml; at this rate without clipping
             # its loss becomes NaN: the study must finish and report it as failed.
             "strategies": {"broken": {"method": "full", "learning_rate": 1000.0, "max_grad_norm": None}},
@@ -537,17 +545,7 @@ def tuning_study(tmp_path_factory, imdb_sample, tiny_roberta):
         workdir,
         "study",
         {
-            "data": {
-                "source": "parquet",
-                "train": str(imdb_sample / "train.parquet"),
-                "test": str(imdb_sample / "test.parquet"),
-                "train_size": 300,
-                "test_size": 200,
-                "validation_fraction": 0.2,
-            },
-            "model": {"name_or_path": str(tiny_roberta)},
-            "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
-            "seeds": [0],
+            **tiny_study(imdb_sample, tiny_roberta),
             "tuning": {
                 "enabled": True,
                 "seeds": [0],
