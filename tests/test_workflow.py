@@ -362,7 +362,7 @@ def test_config_edit_reruns_exactly_what_it_touches(fixed_study, edit, expected)
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        ({"strategies": {"adalora": {}}}, "unknown strategy 'adalora'"),
+        ({"strategies": {"lorra": {}}}, "unknown strategy 'lorra'"),
         ({"training": {"learning_rate": "2e-5"}}, "write 2.0e-5"),
         ({"training": {"epochs": -1}}, "training.epochs = -1"),
         ({"training": {"max_length": 512}}, "training.max_length = 512 exceeds"),
