@@ -491,39 +491,31 @@ def run_recipe(
 
     # The evaluate job is a process of its own: the model and inference, nothing of training.
     with PeakMemory(device) as eval_memory:
+
+        def evaluate(net: torch.nn.Module, batches: list) -> None:
+            """The workflow's evaluate job (the whole split), or the reference's `batches`."""
+            if workflow:
+                predict_logits(
+                    net,
+                    eval_split,
+                    batch_size=eval_batch_size,
+                    pad_token_id=PAD_TOKEN_ID,
+                    pad_to_multiple_of=multiple,
+                    device=device,
+                    precision=precision,
+                    max_tokens=eval_budget,
+                )
+            else:
+                reference_eval(model=net, split=test, batches=batches, max_length=multiple, device=device)
+            sync(device)
+
         started = time.perf_counter()
-        if workflow:
-            predict_logits(
-                model,
-                eval_split,
-                batch_size=eval_batch_size,
-                pad_token_id=PAD_TOKEN_ID,
-                pad_to_multiple_of=multiple,
-                device=device,
-                precision=precision,
-                max_tokens=eval_budget,
-            )
-        else:
-            reference_eval(model=model, split=test, batches=eval_timed[:1], max_length=multiple, device=device)
-        sync(device)
+        evaluate(model, eval_timed[:1])
         warmup_s = warmup_train_s + time.perf_counter() - started
 
         progress(f"{spec.strategy}/{recipe}: timing {len(eval_timed)} eval batches (batch {eval_batch_size})")
         started = time.perf_counter()
-        if workflow:
-            predict_logits(
-                model,
-                eval_split,
-                batch_size=eval_batch_size,
-                pad_token_id=PAD_TOKEN_ID,
-                pad_to_multiple_of=multiple,
-                device=device,
-                precision=precision,
-                max_tokens=eval_budget,
-            )
-        else:
-            reference_eval(model=model, split=test, batches=eval_timed, max_length=multiple, device=device)
-        sync(device)
+        evaluate(model, eval_timed)
         eval_s = time.perf_counter() - started
     # The evaluate job holds the model too, which the baseline above already counted.
     model_gb = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()) if t.is_cuda) / 1e9

@@ -31,12 +31,8 @@ INFERENCE_COLUMNS: tuple[str, ...] = (
     "merged_latency_p95_ms",
     "merged_agreement",
 )
-SUMMARY_COLUMNS: tuple[str, ...] = (
-    "strategy",
-    "method",
-    "seed",
-    "status",
-    "reason",
+# Per run in summary.csv, and aggregated over seeds per strategy.
+METRIC_COLUMNS: tuple[str, ...] = (
     "accuracy",
     "accuracy_ci_low",
     "accuracy_ci_high",
@@ -52,6 +48,14 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "peak_gpu_mem_gb",
     "peak_rss_gb",
     "adapter_size_mb",
+)
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "strategy",
+    "method",
+    "seed",
+    "status",
+    "reason",
+    *METRIC_COLUMNS,
     "device",
     "eval_reviews_per_s",
     *INFERENCE_COLUMNS,
@@ -85,21 +89,7 @@ TEXT_COLUMNS: frozenset[str] = frozenset(
     }
 )
 AGGREGATE_COLUMNS: tuple[str, ...] = (
-    "accuracy",
-    "accuracy_ci_low",
-    "accuracy_ci_high",
-    "f1",
-    "precision",
-    "recall",
-    "train_time_s",
-    "eval_time_s",
-    "tokens_per_s",
-    "trainable_params",
-    "total_params",
-    "trainable_pct",
-    "peak_gpu_mem_gb",
-    "peak_rss_gb",
-    "adapter_size_mb",
+    *METRIC_COLUMNS,
     "n_test",
     "eval_reviews_per_s",
     *INFERENCE_COLUMNS,
