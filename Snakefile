@@ -3,7 +3,7 @@
 #         -> tokenize (once) -> finetune (per strategy x seed, gpu=1)
 #         -> evaluate -> report (summary.csv, figures, report.md).
 # Run:    snakemake --cores 1 --resources gpu=1
-# Config: config/config.yaml (documents every key; config/README.md lists the others).
+# Config: config/config.yaml (documents every key; docs/configuration.md lists the others).
 # CPU check, offline, on the committed sample: snakemake --cores 2 --resources gpu=1 --directory .test
 
 

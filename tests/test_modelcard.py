@@ -1,6 +1,6 @@
 """The model card of a run's model folder (ftcompare.modelcard), from records alone: what
-it says, and its loading snippets. That the snippets load a real run, and the README's
-copy with them, is tested on a study in test_workflow.py."""
+it says, and its loading snippets. That the snippets load a real run, and the copy in
+docs/using-a-run.md with them, is tested on a study in test_workflow.py."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_snippets_are_valid_python(adapter):
     compile(load_snippet("results/runs/x/seed0/model", adapter=adapter), "snippet", "exec")
 
 
-def test_the_readme_shows_a_lora_cards_snippet():
-    readme = (REPO_ROOT / "README.md").read_text()
-    block = readme.split("<!-- snippet: load-adapter -->\n```python\n")[1].split("```")[0]
+def test_the_docs_show_a_lora_cards_snippet():
+    page = (REPO_ROOT / "docs" / "using-a-run.md").read_text()
+    block = page.split("<!-- snippet: load-adapter -->\n```python\n")[1].split("```")[0]
     assert block.strip() == load_snippet("results/runs/lora/seed0/model", adapter=True)

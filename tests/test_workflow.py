@@ -298,12 +298,12 @@ def test_the_model_cards_loading_snippet_runs_and_loads_the_trained_head(study, 
     np.testing.assert_allclose(got, expected[["prob_0", "prob_1"]].to_numpy(), atol=1e-4)
 
 
-def test_the_readme_loading_snippet_is_a_cards_and_runs(study):
+def test_the_docs_loading_snippet_is_a_cards_and_runs(study):
     from ftcompare.modelcard import load_snippet
 
     workdir, _ = study
-    readme = (REPO_ROOT / "README.md").read_text()
-    block = readme.split("<!-- snippet: load-adapter -->\n```python\n")[1].split("```")[0]
+    page = (REPO_ROOT / "docs" / "using-a-run.md").read_text()
+    block = page.split("<!-- snippet: load-adapter -->\n```python\n")[1].split("```")[0]
     assert block.strip() == load_snippet("results/runs/lora/seed0/model", adapter=True)
     proc = subprocess.run([sys.executable, "-c", block], cwd=workdir, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -618,8 +618,8 @@ def test_a_new_losing_value_reruns_its_trial_and_the_selection_not_the_final_run
     log = result.stdout + result.stderr
     assert log.count("rule tune:") == 1 and "checkpoint select_settings:" in log and "rule report:" in log
     assert "rule finetune:" not in log and final.stat().st_mtime_ns == before
-    # lora's evaluation reruns (README: Snakemake keeps it once planned behind the
-    # selection); no other strategy's run or evaluation is touched.
+    # lora's evaluation reruns (docs/tuning-and-statistics.md: Snakemake keeps it once
+    # planned behind the selection); no other strategy's run or evaluation is touched.
     assert {p: p.stat().st_mtime_ns for p in untuned} == untuned
     trials = pd.read_csv(workdir / "results" / "tuning" / "summary.csv").set_index("trial")
     assert trials.loc["learning_rate=1e+06", "status"] == "failed"

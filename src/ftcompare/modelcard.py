@@ -3,8 +3,8 @@
 Written by the evaluate job, which has everything a card needs: the run's settings and
 provenance (train.json), its test metrics with their interval (eval.json) and the data it
 learnt from (the data summary). `ftcompare export --merged` writes one for the merged
-model. The loading snippet is generated here, once; README.md shows the one for a LoRA
-run, and the tests run both.
+model. The loading snippet is generated here, once; docs/using-a-run.md shows the one for
+a LoRA run, and the tests run both.
 
 Torch-free: strings and records only.
 """
@@ -22,7 +22,7 @@ from ftcompare.sources import is_hub_id
 
 METHOD_NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (LoRA on a 4-bit NF4 base)", "ia3": "IA3"}
 # What the snippets classify: any text would do; two reviews show both classes. Written
-# with json.dumps: double quotes, as ruff formats the README's copy of a snippet.
+# with json.dumps: double quotes, as ruff formats the docs' copy of a snippet.
 EXAMPLE_REVIEWS = ["A moving, beautifully acted film.", "Dull, and far too long."]
 
 

@@ -30,7 +30,7 @@ rule tune:
 # A checkpoint: the final runs' settings are known once it has run. They wait for it
 # without taking its file as an input, so a new trial that does not win reruns the
 # selection and the report, and trains no final run (their settings, a param, are
-# unchanged; their evaluations rerun, see README "Tuning").
+# unchanged; their evaluations rerun, see docs/tuning-and-statistics.md).
 checkpoint select_settings:
     input:
         trials=all_trial_records,
