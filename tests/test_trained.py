@@ -122,6 +122,7 @@ def run_folder(tmp_path: Path, *, train_status="ok", eval_status="ok", with_toke
             record["config"] = make_spec(run / "base", "lora").to_dict()
         (run / f"{kind}.json").write_text(json.dumps(record))
     (run / "model" / "config.json").write_text(json.dumps({"id2label": {"0": "neg", "1": "pos"}}))
+    (run / "model" / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")  # no tensors
     if with_tokenizer:
         (run / "model" / "tokenizer.json").write_text("{}")
         (run / "model" / "tokenizer_config.json").write_text("{}")
@@ -298,7 +299,7 @@ def test_help_imports_neither_torch_nor_transformers():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ftcompare predict RUN_DIR" not in proc.stdout  # argparse's own usage, not the docstring
-    assert "usage: ftcompare export [-h] --merged OUT RUN_DIR" in proc.stdout
+    assert "usage: ftcompare export [-h] --merged OUT [--force]" in proc.stdout
 
 
 def test_the_package_installs_the_command():

@@ -99,6 +99,7 @@ def _predict(args: argparse.Namespace) -> int:
     # A bad --output or --base fails before any work.
     trained.check_output(args.output, run=run, input_source=args.input, force=args.force)
     trained.base_model_source(run, args.base)
+    trained.check_weights(run)
     device = trained.parse_device(args.device)
     texts = trained.read_texts(args.input, fmt=args.format, column=args.text_column)
     _quiet_libraries()
