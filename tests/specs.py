@@ -31,9 +31,11 @@ def make_spec(model_path: Path, strategy: str, entry: dict | None = None, **trai
     return resolve_run(validate_config(config), strategy=strategy, seed=0)
 
 
-def tokenized_sample(folder: Path, imdb_sample: Path, model_path: Path, *, train_size: int, test_size: int) -> Path:
+def tokenized_sample(
+    folder: Path, imdb_sample: Path, model_path: Path, *, train_size: int, test_size: int, max_length: int = 64
+) -> Path:
     """The IMDB sample prepared (train_size reviews, a fifth of them for validation, and
-    test_size test reviews) and tokenized at 64 tokens by `model_path`'s tokenizer."""
+    test_size test reviews) and tokenized at `max_length` tokens by `model_path`'s tokenizer."""
     from ftcompare.data import prepare, write_prepared
     from ftcompare.tokenization import tokenize_splits
 
@@ -53,5 +55,5 @@ def tokenized_sample(folder: Path, imdb_sample: Path, model_path: Path, *, train
     paths = {split: folder / f"{split}.parquet" for split in ("train", "validation", "test")}
     write_prepared(prepared, out_paths=paths, summary_path=folder / "summary.json")
     out = folder / "tokenized"
-    tokenize_splits(split_paths=paths, model_name_or_path=str(model_path), max_length=64, out_dir=out)
+    tokenize_splits(split_paths=paths, model_name_or_path=str(model_path), max_length=max_length, out_dir=out)
     return out

@@ -438,3 +438,22 @@ def test_class_names_the_data_does_not_use_are_left_out_and_disagreeing_splits_a
     hub_dataset(synthetic(10), ["pos", "neg"]).to_parquet(str(tmp_path / "test.parquet"))
     message = data_error({**data, "validation_fraction": 0.2})
     assert "name the classes of column 'label' differently" in message and "['pos', 'neg']" in message
+
+
+def test_a_csv_row_with_an_unquoted_comma_is_refused_not_cut(tmp_path: Path) -> None:
+    from ftcompare.config import ConfigError
+    from ftcompare.workflow_support import preflight
+
+    # pandas would make "Great movie" the row's index and train on " loved it".
+    lines = ["text,label", "Great movie, loved it,1", *(f"review {i},{i % 2}" for i in range(20))]
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    synthetic(5).to_csv(tmp_path / "test.csv", index=False)
+    data = data_config(source="csv", train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"))
+    message = data_error(data)
+    assert message.startswith(f"data.train = {str(tmp_path / 'train.csv')!r}: line 2 holds 3 fields, its header 2")
+    assert 'must be quoted, e.g. "Great movie, loved it"' in message
+    config = load_yaml(DEFAULT_CONFIG)
+    config["data"] = data
+    config["model"]["name_or_path"] = "roberta-base"  # a hub id: preflight leaves it to the jobs
+    with pytest.raises(ConfigError, match="line 2 holds 3 fields"):
+        preflight(config)

@@ -100,3 +100,32 @@ def test_the_docs_show_a_lora_cards_snippet():
     page = (REPO_ROOT / "docs" / "using-a-run.md").read_text()
     block = page.split("<!-- snippet: load-adapter -->\n```python\n")[1].split("```")[0]
     assert block.strip() == load_snippet("results/runs/lora/seed0/model", adapter=True)
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "ia3"])
+def test_a_method_on_pefts_default_modules_gets_a_card(method):
+    block = "ia3" if method == "ia3" else "lora"
+    settings = {"r": 8, "alpha": 16, "dropout": 0.1} if block == "lora" else {}
+    config = {**TRAIN["config"], "method": method, block: {**settings, "target_modules": None}}
+    card = render_model_card(
+        train={**TRAIN, "config": config}, evaluation=EVAL, data=DATA, folder="m", run_dir="results/runs/x/seed1"
+    )
+    assert "on PEFT's default modules for the architecture" in card
+    config[block]["target_modules"] = "query|value"  # PEFT's regular expression
+    card = render_model_card(
+        train={**TRAIN, "config": config}, evaluation=EVAL, data=DATA, folder="m", run_dir="results/runs/x/seed1"
+    )
+    assert "on the modules matching 'query|value'" in card
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning", "p_tuning"])
+def test_a_virtual_token_methods_card_loads_it_through_ftcompare(method):
+    config = {**TRAIN["config"], "method": method, method: {"num_virtual_tokens": 20}}
+    config.pop("quantization")
+    card = render_model_card(
+        train={**TRAIN, "config": config}, evaluation=EVAL, data=DATA, folder="m", run_dir="results/runs/x/seed1"
+    )
+    snippet = card.split("```python\n")[1].split("```")[0]
+    assert 'trained.open_run("results/runs/x/seed1")' in snippet and "AutoPeftModel" not in snippet
+    assert "--merged" not in card  # nothing to merge
+    compile(snippet, "card", "exec")

@@ -4,18 +4,26 @@ real study's runs are tested in test_workflow.py."""
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import io
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-from specs import make_spec
+from specs import CPU, make_spec, tokenized_sample
 
 from ftcompare import cli, trained
+from ftcompare.config import METHOD_TABLE
 from ftcompare.trained import UsageError, read_texts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -114,6 +122,7 @@ def run_folder(tmp_path: Path, *, train_status="ok", eval_status="ok", with_toke
             record["config"] = make_spec(run / "base", "lora").to_dict()
         (run / f"{kind}.json").write_text(json.dumps(record))
     (run / "model" / "config.json").write_text(json.dumps({"id2label": {"0": "neg", "1": "pos"}}))
+    (run / "model" / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")  # no tensors
     if with_tokenizer:
         (run / "model" / "tokenizer.json").write_text("{}")
         (run / "model" / "tokenizer_config.json").write_text("{}")
@@ -187,6 +196,96 @@ def test_a_bad_csv_column_through_the_command_names_the_columns(tmp_path, capsys
     )
 
 
+# --- inputs read as given, or refused: never cut or misread in silence ---------------------
+
+
+def test_a_one_column_csv_with_unquoted_commas_is_refused_not_cut_at_the_comma(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("text\nGreat movie, loved it\nDull.\n")
+    message = usage_error(str(path))
+    assert "line 2 holds 2 fields, its header 1 ('text')" in message and "must be quoted" in message
+    path.write_text('text\n"Great movie, loved it"\nDull.\n')  # quoted, as CSV writers do
+    assert read_texts(str(path)) == ["Great movie, loved it", "Dull."]
+
+
+def test_a_tsv_is_read_by_its_columns_and_a_text_column_needs_columns(tmp_path):
+    path = tmp_path / "in.tsv"
+    path.write_text("id\treview\n1\tGreat, really.\n2\tDull.\n")
+    assert read_texts(str(path), column="review") == ["Great, really.", "Dull."]
+    (tmp_path / "in.txt").write_text("Great.\n")
+    assert "is read as plain text, one review a line, which has no columns" in usage_error(
+        str(tmp_path / "in.txt"), column="review"
+    )
+
+
+def test_pipes_and_devices_are_read_as_files(tmp_path):
+    fifo = tmp_path / "reviews.pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("Great.\nDull.\n"), daemon=True)
+    writer.start()
+    try:
+        assert read_texts(str(fifo)) == ["Great.", "Dull."]
+    finally:
+        with contextlib.suppress(OSError), os.fdopen(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)):
+            pass  # unblocks a writer the test left waiting for a reader
+    writer.join(timeout=10)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from ftcompare.trained import read_texts; print(read_texts('/dev/stdin'))"],
+        input="Great.\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "['Great.']", proc.stderr[-2000:]
+
+
+def test_a_parquet_column_of_lists_is_named(tmp_path):
+    pd.DataFrame({"text": [["Great", "fun"], ["Dull"]]}).to_parquet(tmp_path / "in.parquet")
+    assert usage_error(str(tmp_path / "in.parquet")).endswith("row 0 holds ['Great', 'fun'], not text (2 such)")
+
+
+# --- outputs: nothing is overwritten that was not named as new --------------------------------
+
+
+def predict_error(capsys, run: Path, *args: str) -> str:
+    assert cli.main(["predict", str(run), *args]) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    return error
+
+
+def test_an_output_that_would_replace_the_input_or_the_runs_files_is_refused(tmp_path, capsys):
+    run = run_folder(tmp_path)
+    reviews = tmp_path / "in.csv"
+    pd.DataFrame({"text": REVIEWS}).to_csv(reviews, index=False)
+    before = reviews.read_bytes()
+    assert "is the input: give a new file" in predict_error(
+        capsys, run, "--input", str(reviews), "--output", str(reviews)
+    )
+    assert "is the input" in predict_error(capsys, run, "--input", str(reviews), "--output", str(reviews), "--force")
+    own = run / "predictions.parquet"
+    own.write_bytes(b"the run's own")
+    error = predict_error(capsys, run, "--input", str(reviews), "--output", str(own), "--force")
+    assert "is inside the run folder" in error
+    assert reviews.read_bytes() == before and own.read_bytes() == b"the run's own"
+
+
+def test_an_existing_output_needs_force_and_a_folder_or_a_path_under_a_file_is_named(tmp_path, capsys):
+    run = run_folder(tmp_path)
+    reviews, out = tmp_path / "in.txt", tmp_path / "out.csv"
+    reviews.write_text("Great.\n")
+    out.write_text("keep me")
+    error = predict_error(capsys, run, "--input", str(reviews), "--output", str(out))
+    assert f"--output {str(out)!r} already exists; give a new file, or --force to replace it" in error
+    assert out.read_text() == "keep me"
+    (tmp_path / "folder.csv").mkdir()
+    assert "is a folder: give a file's name" in predict_error(
+        capsys, run, "--input", str(reviews), "--output", str(tmp_path / "folder.csv")
+    )
+    error = predict_error(capsys, run, "--input", str(reviews), "--output", str(out / "x.csv"))
+    assert f"{str(out)!r} is a file, not a folder" in error
+
+
 # --- the command itself -----------------------------------------------------------------------
 
 
@@ -200,7 +299,7 @@ def test_help_imports_neither_torch_nor_transformers():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ftcompare predict RUN_DIR" not in proc.stdout  # argparse's own usage, not the docstring
-    assert "usage: ftcompare export [-h] --merged OUT RUN_DIR" in proc.stdout
+    assert "usage: ftcompare export [-h] --merged OUT [--force]" in proc.stdout
 
 
 def test_the_package_installs_the_command():
@@ -274,6 +373,231 @@ def test_a_merged_export_predicts_as_the_adapter(lora_run, tiny_tokenized, tmp_p
     expected = pd.read_parquet(lora_run / "predictions.parquet")
     assert (got[["prob_0", "prob_1"]] - expected[["prob_0", "prob_1"]]).abs().to_numpy().max() < 1e-5
     # A second export into the same folder is refused, and leaves the first alone.
-    with pytest.raises(UsageError, match=r"--merged '.*merged' already exists; give a new folder, or remove it"):
+    with pytest.raises(UsageError, match=r"--merged '.*merged' already exists and is not empty; give a new folder"):
         trained.export_merged(trained.open_run(lora_run), out)
     assert (out / "model.safetensors").is_file()
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    """A copy of a run folder, to break."""
+    copy = tmp_path / "results" / "runs" / run.parent.name / run.name
+    shutil.copytree(run, copy)
+    return copy
+
+
+def set_base(run: Path, base: str) -> None:
+    path = run / "model" / "adapter_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "base_model_name_or_path": base}))
+
+
+def test_a_base_a_run_folder_names_as_a_package_is_never_imported(lora_run, tmp_path, monkeypatch, capsys):
+    run = copy_of(lora_run, tmp_path)
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_probe.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\ndef get_model_path():\n    return '/'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "in.txt").write_text("Great.\n")
+    for name in ("evil_probe", "this"):
+        set_base(run, f"package:{name}")
+        imported = name in sys.modules
+        error = predict_error(capsys, run, "--input", str(tmp_path / "in.txt"), "--device", "cpu")
+        assert f"names its base 'package:{name}': ftcompare never imports a module a run folder names" in error
+        assert "pass --base PATH_OR_HUB_ID" in error
+        assert (name in sys.modules) == imported
+        with pytest.raises(UsageError, match="never imports a module a run folder names"):
+            trained.export_merged(trained.open_run(run), tmp_path / "merged")
+    assert not marker.exists() and not (tmp_path / "merged").exists()
+
+
+def test_a_base_the_user_names_replaces_the_one_the_adapter_names(lora_run, tiny_roberta, tiny_tokenized, tmp_path):
+    run = copy_of(lora_run, tmp_path)
+    set_base(run, str(tmp_path / "moved-away"))
+    texts = pd.read_parquet(tiny_tokenized.parent / "test.parquet")["text"].tolist()
+    with pytest.raises(UsageError, match=r"cannot load: .*moved-away.* is not a folder; .* pass --base PATH_OR_HUB_ID"):
+        trained.predict(trained.open_run(run), texts[:2], device=CPU)
+    got = trained.predict(trained.open_run(run), texts, device=CPU, base=str(tiny_roberta))
+    expected = pd.read_parquet(lora_run / "predictions.parquet")
+    assert (got[["prob_0", "prob_1"]] - expected[["prob_0", "prob_1"]]).abs().to_numpy().max() <= 1e-6
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("offline-hub-base", "does not load (.*); a hub id needs the network or the Hugging Face cache"),
+        ("no-adapter-weights", r"holds no adapter weights \(one of \['adapter_model.safetensors'"),
+        ("truncated-weights", r"adapter_model.safetensors is damaged \(.* bytes where its header announces"),
+    ],
+)
+def test_a_run_that_cannot_load_says_why_without_a_traceback(lora_run, tmp_path, capsys, damage, message):
+    run = copy_of(lora_run, tmp_path)
+    weights = run / "model" / "adapter_model.safetensors"
+    if damage == "offline-hub-base":
+        set_base(run, "ftcompare-tests/no-such-model")
+    elif damage == "no-adapter-weights":
+        weights.unlink()
+    else:
+        weights.write_bytes(weights.read_bytes()[:-100])
+    (tmp_path / "in.txt").write_text("Great.\n")
+    error = predict_error(capsys, run, "--input", str(tmp_path / "in.txt"), "--device", "cpu")
+    assert re.search(message, error), error
+
+
+def test_predict_refuses_non_finite_logits_as_the_evaluate_job_does(lora_run, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    run = copy_of(lora_run, tmp_path)
+    weights = run / "model" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    tensors = {name: t.fill_(float("nan")) if "classifier" in name else t for name, t in tensors.items()}
+    save_file(tensors, weights)
+    (tmp_path / "in.txt").write_text("Great.\nDull.\n")
+    error = predict_error(capsys, run, "--input", str(tmp_path / "in.txt"), "--device", "cpu")
+    assert "cannot label these texts: diverged: the model's logits are not finite for 2 of 2 reviews" in error
+
+
+def test_a_closed_pipe_ends_predict_quietly(lora_run, tiny_tokenized):
+    texts = pd.read_parquet(tiny_tokenized.parent / "test.parquet")["text"].tolist()
+    proc = subprocess.run(
+        f"{sys.executable} -m ftcompare predict {lora_run} --input - --format parquet --device cpu | head -1",
+        shell=True,
+        input=pd.DataFrame({"text": texts * 50}).to_parquet(index=False),
+        capture_output=True,
+        timeout=600,
+    )
+    assert proc.stdout.decode() == "row,prediction,prob_0,prob_1\n"
+    assert "Traceback" not in proc.stderr.decode() and "BrokenPipe" not in proc.stderr.decode()
+
+
+def test_export_never_writes_into_a_folder_it_was_not_given_as_new(lora_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli.main(["export", str(lora_run), "--merged", "."]) == 2
+    assert "--merged '.' is the working folder or holds it: give a new folder's name" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    assert cli.main(["export", str(lora_run), "--merged", "taken"]) == 2
+    assert "--merged 'taken' already exists and is not empty; give a new folder, or --force" in capsys.readouterr().err
+    assert cli.main(["export", str(lora_run), "--merged", str(lora_run / "model")]) == 2
+    assert "holds or is inside the run folder" in capsys.readouterr().err
+    assert cli.main(["export", str(lora_run), "--merged", "notes.txt/merged"]) == 2
+    assert "'notes.txt' is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine" == (tmp_path / "taken" / "notes.txt").read_text()
+    assert cli.main(["export", str(lora_run), "--merged", "taken", "--force"]) == 0
+    assert (tmp_path / "taken" / "model.safetensors").is_file() and not (tmp_path / "taken" / "notes.txt").exists()
+
+
+# --- every method, at the model's position limit: predict and the card's snippet reproduce the runs ---
+
+# The tiny RoBERTa's 128 positions: a prompt-learning run reads fewer text tokens than the
+# tokenized 128 (models.text_length), and the test reviews are longer than that.
+LIMIT = 128
+NAMED = [name for name in METHOD_TABLE if name != "peft"]
+
+
+@pytest.fixture(scope="module")
+def method_runs(tiny_roberta, imdb_sample, tmp_path_factory) -> dict[str, Path]:
+    """A run of every named method (and LoRA on PEFT's default modules), as the workflow leaves it."""
+    from ftcompare.jobs import evaluate_job, finetune_job
+
+    study = tmp_path_factory.mktemp("methods")
+    tokenized = tokenized_sample(
+        study / "data", imdb_sample, tiny_roberta, train_size=40, test_size=24, max_length=LIMIT
+    )
+    entries = {name: None for name in NAMED} | {
+        "lora_default_targets": {"method": "lora", "lora": {"target_modules": None}}
+    }
+    runs = {}
+    for strategy, entry in entries.items():
+        run = study / "results" / "runs" / strategy / "seed0"
+        finetune_job(
+            spec=make_spec(tiny_roberta, strategy, entry, max_length=LIMIT, eval_batch_size=8),
+            tokenized_dir=tokenized,
+            model_dir=run / "model",
+            record_path=run / "train.json",
+            checkpoint_dir=study / "results" / "checkpoints" / strategy / "seed0",
+            attempt_path=run / "train.attempt.json",
+            retry_marker="first",
+        )
+        evaluate_job(
+            train_record_path=run / "train.json",
+            tokenized_dir=tokenized,
+            model_dir=run / "model",
+            record_path=run / "eval.json",
+            predictions_path=run / "predictions.parquet",
+            data_summary_path=tokenized.parent / "summary.json",
+        )
+        runs[strategy] = run
+    return runs
+
+
+def method_texts(runs: dict[str, Path]) -> list[str]:
+    return pd.read_parquet(next(iter(runs.values())).parents[3] / "data" / "test.parquet")["text"].tolist()
+
+
+@pytest.mark.parametrize("strategy", [*NAMED, "lora_default_targets"])
+def test_predict_reproduces_every_methods_predictions_on_long_reviews(method_runs, strategy):
+    run = method_runs[strategy]
+    for kind in ("train", "eval"):
+        record = json.loads((run / f"{kind}.json").read_text())
+        assert record["status"] == "ok", record.get("reason")
+    texts = method_texts(method_runs)
+    got = trained.predict(trained.open_run(run), texts, device=CPU)
+    expected = pd.read_parquet(run / "predictions.parquet")
+    assert got["prediction"].tolist() == expected["prediction"].tolist()
+    assert (got[["prob_0", "prob_1"]] - expected[["prob_0", "prob_1"]]).abs().to_numpy().max() <= 1e-5
+
+
+# Runs each card's snippet on the test reviews (in place of its examples), in one process,
+# and prints what each printed.
+RUN_SNIPPETS = """
+import contextlib, io, json, sys
+import bitsandbytes.nn.modules as _m
+_m.has_avx512bf16 = lambda: False  # as in test_workflow.NO_CPU_REPACKING: the tiny model is too narrow
+out = {}
+for name, code in json.load(open(sys.argv[1])).items():
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code, {"__name__": "__main__"})
+    out[name] = printed.getvalue()
+print(json.dumps(out))
+"""
+
+
+def printed_probabilities(output: str, count: int) -> np.ndarray:
+    """What a snippet printed: the pipeline's lists of {label, score}, or a line per review."""
+    last = output.strip().splitlines()[-1]
+    if last.startswith("[["):
+        rows = ast.literal_eval(last)
+        return np.array([[s["score"] for s in sorted(row, key=lambda s: int(s["label"]))] for row in rows])
+    # "label [p0, p1] review" per review; a review's own line breaks start no such line.
+    found = re.findall(r"^\S+ (\[[-+0-9.e]+(?:, [-+0-9.e]+)*\]) ", output, flags=re.MULTILINE)
+    return np.array([ast.literal_eval(probabilities) for probabilities in found[-count:]])
+
+
+def test_every_methods_card_snippet_reproduces_its_predictions(method_runs, tmp_path):
+    from ftcompare.modelcard import EXAMPLE_REVIEWS
+
+    texts = method_texts(method_runs)
+    snippets = {}
+    for strategy, run in method_runs.items():
+        card = (run / "model" / "README.md").read_text()
+        snippet = card.split("```python\n")[1].split("```")[0]
+        snippets[strategy] = snippet.replace(json.dumps(EXAMPLE_REVIEWS), json.dumps(texts))
+    (tmp_path / "snippets.json").write_text(json.dumps(snippets))
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_SNIPPETS, str(tmp_path / "snippets.json")],
+        cwd=next(iter(method_runs.values())).parents[3],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    wrong = {}
+    for strategy, run in method_runs.items():
+        expected = pd.read_parquet(run / "predictions.parquet")[["prob_0", "prob_1"]].to_numpy()
+        got = printed_probabilities(printed[strategy], len(texts))
+        if got.shape != expected.shape or np.abs(got - expected).max() > 1e-4:
+            wrong[strategy] = printed[strategy][-300:]
+    assert not wrong, wrong

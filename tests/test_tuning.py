@@ -230,3 +230,12 @@ def test_a_trial_never_reads_the_test_split(tiny_roberta, tiny_tokenized, tmp_pa
     assert result_.status == "ok" and result_.metrics["adapter_size_mb"] is None
     assert set(read) == {"train", "validation"}
     assert not (tmp_path / "model").exists()
+
+
+def test_a_grid_of_epochs_trains_each_trial_its_own_epochs():
+    config = validate_config(config_with({"lora": {"epochs": [1, 2]}}, epochs=1))
+    found = trials(config)["lora"]
+    assert [trial_spec(config, trial, seed=0).epochs for trial in found] == [1, 2]
+    # Without the grid's epochs, the trials' own epochs (tuning.epochs) still apply.
+    config = validate_config(config_with({"lora": {"learning_rate": [1.0e-3]}}, epochs=1))
+    assert trial_spec(config, trials(config)["lora"][0], seed=0).epochs == 1

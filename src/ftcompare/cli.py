@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
-INPUT_FORMATS = ("csv", "parquet", "text")
+INPUT_FORMATS = ("csv", "tsv", "parquet", "text")
+BASE_HELP = (
+    "the base model of an adapter run, where the one its adapter_config.json names is gone or unreachable: a "
+    "folder, a hub id, or package:NAME (default: the base the study saved)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,16 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         required=True,
         metavar="FILE",
-        help="CSV or Parquet (by extension) with a text column, or plain text with one review a line; - reads "
+        help="CSV, TSV or Parquet (by extension) with a text column, or plain text with one review a line; - reads "
         "standard input (plain text unless --format says otherwise)",
     )
-    predict.add_argument("--text-column", default="text", help="the column of a CSV or Parquet input (default: text)")
+    predict.add_argument("--text-column", help="the column of a CSV, TSV or Parquet input (default: text)")
     predict.add_argument(
         "--format", choices=INPUT_FORMATS, help="the input's format, where its extension does not say (e.g. stdin)"
     )
     predict.add_argument(
-        "--output", metavar="FILE", help="a .csv or .parquet file to write (default: CSV on standard output)"
+        "--output",
+        metavar="FILE",
+        help="a new .csv or .parquet file to write (default: CSV on standard output); never the input or a file "
+        "of the run folder",
     )
+    predict.add_argument("--force", action="store_true", help="replace --output if it exists")
+    predict.add_argument("--base", metavar="PATH_OR_HUB_ID", help=BASE_HELP)
     predict.add_argument(
         "--device", default="auto", help="auto (a GPU if there is one, else the CPU), cpu, cuda or cuda:N"
     )
@@ -66,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. results/runs/lora/seed0")
     export.add_argument("--merged", required=True, metavar="OUT", help="the new folder to write the merged model to")
+    export.add_argument("--force", action="store_true", help="replace OUT if it exists and is not empty")
+    export.add_argument("--base", metavar="PATH_OR_HUB_ID", help=BASE_HELP)
     export.set_defaults(handler=_export)
     return parser
 
@@ -83,11 +96,14 @@ def _predict(args: argparse.Namespace) -> int:
     from ftcompare import trained
 
     run = trained.open_run(args.run_dir)
-    trained.output_format(args.output)  # a bad --output fails before any work
+    # A bad --output or --base fails before any work.
+    trained.check_output(args.output, run=run, input_source=args.input, force=args.force)
+    trained.base_model_source(run, args.base)
+    trained.check_weights(run)
     device = trained.parse_device(args.device)
     texts = trained.read_texts(args.input, fmt=args.format, column=args.text_column)
     _quiet_libraries()
-    frame = trained.predict(run, texts, device=device)
+    frame = trained.predict(run, texts, device=device, base=args.base)
     trained.write_predictions(frame, args.output)
     if args.output is not None:
         print(f"wrote {len(frame)} predictions to {args.output}", file=sys.stderr)
@@ -99,7 +115,7 @@ def _export(args: argparse.Namespace) -> int:
 
     run = trained.open_run(args.run_dir)
     _quiet_libraries()
-    out = trained.export_merged(run, args.merged)
+    out = trained.export_merged(run, args.merged, force=args.force, base=args.base)
     print(f"wrote the merged model to {out}", file=sys.stderr)
     return 0
 
@@ -116,3 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, DataError, ModelSourceError) as exc:
         print(f"ftcompare {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader stopped early (`| head -1`): stop quietly, as other commands do. Standard
+        # output goes to /dev/null so that Python's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE

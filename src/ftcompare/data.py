@@ -22,12 +22,14 @@ nothing: their classes are their numbers.
 from __future__ import annotations
 
 import codecs
+import csv
 import dataclasses
+import io
 import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -103,12 +105,14 @@ def read_parquet(path: Path, *, where: str | None = None) -> pd.DataFrame:
         raise DataError(f"{where or repr(str(path))} is not a readable Parquet file: {exc}") from exc
 
 
-def check_utf8(path: Path, *, where: str | None = None) -> None:
-    """Raise DataError at the first byte of `path` that is not UTF-8, giving its offset in
-    the file and its line. (pandas reports an offset within its read buffer instead.)"""
+def check_utf8(source: Path | bytes, *, where: str | None = None) -> None:
+    """Raise DataError at the first byte of `source` (a file, or its bytes) that is not
+    UTF-8, giving its offset and its line. (pandas reports an offset within its read
+    buffer instead.)"""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = newlines = 0  # bytes and line breaks of the file before `block`
-    with Path(path).open("rb") as handle:
+    name = "input.csv" if isinstance(source, bytes) else Path(source).name
+    with _binary(source) as handle:
         while True:
             block = handle.read(1 << 24)
             pending = decoder.getstate()[0]  # the start of a character split across reads
@@ -119,9 +123,9 @@ def check_utf8(path: Path, *, where: str | None = None) -> None:
                 at = offset - len(pending) + exc.start
                 line = newlines + data.count(b"\n", 0, exc.start) + 1
                 raise DataError(
-                    f"{where or repr(str(path))} is not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {at} "
+                    f"{where or repr(str(source))} is not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {at} "
                     f"(line {line}) is {exc.reason}; re-encode the file as UTF-8, e.g. "
-                    f"`iconv -f latin1 -t utf-8 {Path(path).name} > fixed.csv` if it is Latin-1"
+                    f"`iconv -f latin1 -t utf-8 {name} > fixed.csv` if it is Latin-1"
                 ) from exc
             if not block:
                 return
@@ -129,20 +133,58 @@ def check_utf8(path: Path, *, where: str | None = None) -> None:
             newlines += block.count(b"\n")
 
 
+def _binary(source: Path | bytes) -> IO[bytes]:
+    return io.BytesIO(source) if isinstance(source, bytes) else Path(source).open("rb")
+
+
 # utf-8-sig: Excel writes CSV with a byte-order mark, which plain utf-8 would keep as the
 # first character of the first column name ('\ufefftext').
 CSV_ENCODING = "utf-8-sig"
 
 
+def check_fields(source: Path | bytes, *, where: str | None = None, sep: str = ",") -> None:
+    """Every row of a CSV file (or its bytes) has no more fields than its header. Given
+    more, pandas silently makes the first ones the row's index: an unquoted comma in a
+    one-column file of reviews would cut each review at its comma."""
+    with _binary(source) as raw, io.TextIOWrapper(raw, encoding=CSV_ENCODING, newline="") as handle:
+        rows = csv.reader(handle, delimiter=sep)
+        header = next(rows, [])
+        for row in rows:
+            if len(row) > len(header):
+                name = "tab" if sep == "\t" else repr(sep)
+                raise DataError(
+                    f"{where or repr(str(source))}: line {rows.line_num} holds {len(row)} fields, its header "
+                    f"{len(header)} ({', '.join(map(repr, header))}); a {name} inside a text must be quoted, "
+                    'e.g. "Great movie, loved it" (as spreadsheets and pandas write CSV)'
+                )
+
+
 def read_csv(
-    path: Path, *, where: str | None = None, usecols: list[str] | None = None, encoding_checked: bool = False
+    source: Path | bytes,
+    *,
+    where: str | None = None,
+    usecols: list[str] | None = None,
+    sep: str = ",",
+    encoding_checked: bool = False,
 ) -> pd.DataFrame:
+    """A user's CSV (or, with `sep` a tab, TSV) file, or its bytes: UTF-8 (with or without
+    Excel's byte-order mark), empty cells as '', and every row within its header's fields
+    (check_fields). Every reader of user CSV goes through here."""
     if not encoding_checked:
-        check_utf8(path, where=where)
+        check_utf8(source, where=where)
+    check_fields(source, where=where, sep=sep)
     try:
-        return pd.read_csv(path, encoding=CSV_ENCODING, keep_default_na=False, usecols=usecols)
+        # index_col=False: never take a row's first fields as its index (check_fields refuses them).
+        return pd.read_csv(
+            io.BytesIO(source) if isinstance(source, bytes) else source,
+            sep=sep,
+            encoding=CSV_ENCODING,
+            keep_default_na=False,
+            usecols=usecols,
+            index_col=False,
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{where or repr(str(path))} is not a readable CSV file: {exc}") from exc
+        raise DataError(f"{where or repr(str(source))} is not a readable CSV file: {exc}") from exc
 
 
 def read_aclimdb_split(folder: Path) -> pd.DataFrame:

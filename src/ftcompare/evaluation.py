@@ -16,8 +16,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from ftcompare.batching import TokenizedData, TokenizedSplit, load_tokenized
 from ftcompare.config import RunSpec
-from ftcompare.inference import latency_sample, predict_logits, review_latencies
-from ftcompare.models import NotMergeable, load_merged, load_trained, resolve_precision, text_length
+from ftcompare.inference import NonFiniteLogits, check_finite, latency_sample, predict_logits, review_latencies
+from ftcompare.models import NotMergeable, fit_text_budget, load_merged, load_trained, resolve_precision
 from ftcompare.records import Status
 from ftcompare.steps import select_device
 
@@ -92,8 +92,7 @@ def evaluate_run(
         precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
         data = load_tokenized(tokenized_dir, splits=("test",))
         test = data.splits["test"]
-        if (length := text_length(spec)) < spec.max_length:  # as in training: virtual tokens take the rest
-            test = test.truncated(length)
+        test = fit_text_budget(test, spec)  # as in training: virtual tokens take the rest
         model = load_trained(
             spec=spec, model_dir=model_dir, num_labels=data.num_labels, device=device, precision=precision
         )
@@ -101,12 +100,11 @@ def evaluate_run(
     except Exception as exc:  # failure isolation, as in training
         log.exception("evaluation of %s/seed%d failed", spec.strategy, spec.seed)
         return EvalResult(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}"[:2000], device=device)
-    if not np.isfinite(logits).all():
-        # NaN probabilities would all be argmax'd to class 0: a number that means nothing.
-        broken = int((~np.isfinite(logits)).any(axis=1).sum())
-        reason = f"diverged: the model's logits are not finite for {broken} of {len(test)} test reviews"
-        log.error("evaluation of %s/seed%d failed: %s", spec.strategy, spec.seed, reason)
-        return EvalResult(status=Status.FAILED, reason=reason, device=device)
+    try:
+        check_finite(logits, what="test reviews")
+    except NonFiniteLogits as exc:
+        log.error("evaluation of %s/seed%d failed: %s", spec.strategy, spec.seed, exc)
+        return EvalResult(status=Status.FAILED, reason=str(exc), device=device)
     metrics = classification_metrics(labels=test.labels, predictions=logits.argmax(axis=1), num_labels=data.num_labels)
     metrics["eval_time_s"] = eval_time
     metrics["eval_reviews_per_s"] = len(test) / eval_time  # inference throughput at eval_batch_size

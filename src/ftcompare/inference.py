@@ -108,6 +108,18 @@ def review_latencies(
     return np.array(seconds)
 
 
+class NonFiniteLogits(ValueError):
+    """The model's logits hold NaN or infinity: its probabilities would mean nothing."""
+
+
+def check_finite(logits: np.ndarray, *, what: str) -> None:
+    """NonFiniteLogits unless every logit is finite (`what`: the rows, e.g. "test reviews").
+    NaN logits would all be argmax'd to class 0: a prediction that means nothing."""
+    if not np.isfinite(logits).all():
+        broken = int((~np.isfinite(logits)).any(axis=1).sum())
+        raise NonFiniteLogits(f"diverged: the model's logits are not finite for {broken} of {len(logits)} {what}")
+
+
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ftcompare.adapters import virtual_tokens
 from ftcompare.config import WHOLE_MODEL_METHODS
 from ftcompare.files import atomic_write_bytes
 from ftcompare.sources import is_hub_id
@@ -26,12 +27,22 @@ METHOD_NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (LoR
 EXAMPLE_REVIEWS = ["A moving, beautifully acted film.", "Dull, and far too long."]
 
 
-def load_snippet(folder: str, *, adapter: bool, quantization: Mapping[str, Any] | None = None) -> str:
+def load_snippet(
+    folder: str,
+    *,
+    adapter: bool,
+    quantization: Mapping[str, Any] | None = None,
+    virtual_tokens: bool = False,
+    run_dir: str | None = None,
+) -> str:
     """Python that loads the model in `folder` with plain transformers (a whole model) or
     PEFT (an adapter on its base: AutoPeftModelForSequenceClassification, with the
     trained head) and prints each example review's class and probabilities.
 
-    `quantization`: a QLoRA run's settings, to rebuild its 4-bit base as it was trained."""
+    `quantization`: a QLoRA run's settings, to rebuild its 4-bit base as it was trained.
+    `virtual_tokens`: a prompt-learning run (of `run_dir`), which loads through ftcompare."""
+    if virtual_tokens:
+        return _ftcompare_snippet(run_dir or str(Path(folder).parent))
     if not adapter:
         return "\n".join(
             [
@@ -79,6 +90,28 @@ def load_snippet(folder: str, *, adapter: bool, quantization: Mapping[str, Any] 
     return "\n".join(lines)
 
 
+def _ftcompare_snippet(run_dir: str) -> str:
+    """Prompt, prefix and P-tuning runs: their head reads the text's <s>/[CLS] behind the
+    virtual tokens, prefix tuning passes its keys and values in a way transformers 5's
+    encoders take only through ftcompare's forward, and the text is cut to leave the
+    virtual tokens room (models.text_length). Plain transformers + PEFT does none of it
+    (it reads a virtual token, or fails), so the run is loaded as the study evaluated it."""
+    return "\n".join(
+        [
+            "from ftcompare import trained",
+            "",
+            "# Rebuilt as trained: the head reads <s>/[CLS], not a virtual token, and the text is cut to leave the",
+            "# virtual tokens their positions. Plain transformers + PEFT does neither: load such a run this way.",
+            f'run = trained.open_run("{run_dir}")',
+            f"reviews = {json.dumps(EXAMPLE_REVIEWS)}",
+            "predictions = trained.predict(run, reviews)  # per review: prediction, prob_<class>",
+            'probabilities = predictions.filter(like="prob_").to_numpy().tolist()',
+            'for review, label, p in zip(reviews, predictions["prediction"], probabilities):',
+            "    print(label, p, review)",
+        ]
+    )
+
+
 def _pct(value: Any) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
 
@@ -91,16 +124,26 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     return "\n".join(["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)])
 
 
+def _modules(targets: Any) -> str:
+    """A target_modules setting in words: a list, PEFT's regular expression, or null."""
+    if targets is None:
+        return "PEFT's default modules for the architecture"
+    if isinstance(targets, str):
+        return f"the modules matching {targets!r}"
+    return ", ".join(map(str, targets))
+
+
 def _method(config: Mapping[str, Any]) -> str:
     method = config.get("method", "?")
     name = METHOD_NAMES.get(method, method)
     if method in ("lora", "qlora") and config.get("lora"):
         lora = config["lora"]
         name += (
-            f": r {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']}, on {', '.join(lora['target_modules'])}"
+            f": r {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']}, "
+            f"on {_modules(lora.get('target_modules'))}"
         )
     elif method == "ia3" and config.get("ia3"):
-        name += f": on {', '.join(config['ia3']['target_modules'])}"
+        name += f": on {_modules(config['ia3'].get('target_modules'))}"
     if method == "qlora" and config.get("quantization"):
         q = config["quantization"]
         name += f"; base in 4-bit {q['quant_type']}, double quantisation {'on' if q['double_quant'] else 'off'}"
@@ -236,6 +279,7 @@ def render_model_card(
     method = config.get("method", train.get("method"))
     base = config.get("model_name_or_path", "")
     adapter = method not in WHOLE_MODEL_METHODS and not merged
+    prompt = adapter and _adds_virtual_tokens(method, config)  # no weights to merge; loads through ftcompare
     label_names = (data or {}).get("label_names")
     front = ["---", f"library_name: {'peft' if adapter else 'transformers'}"]
     if is_hub_id(base):
@@ -258,12 +302,18 @@ def render_model_card(
         + (
             f"; `ftcompare export {run_dir} --merged OUT` writes the adapter merged into its base, which "
             '`transformers.pipeline("text-classification", model=OUT)` loads without PEFT'
-            if adapter
+            if adapter and not prompt
             else ""
         )
         + "."
     )
-    snippet = load_snippet(folder, adapter=adapter, quantization=config.get("quantization") if adapter else None)
+    snippet = load_snippet(
+        folder,
+        adapter=adapter,
+        quantization=config.get("quantization") if adapter else None,
+        virtual_tokens=prompt,
+        run_dir=run_dir,
+    )
     sections = [
         "\n".join(front),
         f"# `{train.get('strategy')}`, seed {train.get('seed')}: text classification",
@@ -281,6 +331,13 @@ def render_model_card(
         _provenance_section(train, run_dir),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _adds_virtual_tokens(method: str, config: Mapping[str, Any]) -> bool:
+    try:
+        return virtual_tokens(method, config) > 0
+    except (KeyError, TypeError):  # a method this version does not know, or a record without its block
+        return False
 
 
 def write_model_card(path: Path, **card: Any) -> None:

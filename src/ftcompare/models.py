@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from ftcompare.adapters import check_default_targets, default_target_checks, peft_settings, virtual_tokens
+from ftcompare.batching import TokenizedSplit
 from ftcompare.config import METHOD_BLOCKS, METHODS, WHOLE_MODEL_METHODS, RunSpec
 from ftcompare.sources import check_module_lists, max_sequence_length, resolve_model_path
 
@@ -141,6 +142,14 @@ def text_length(spec: RunSpec) -> int:
             f"of {spec.model_name_or_path!r}: use fewer virtual tokens"
         )
     return room
+
+
+def fit_text_budget(split: TokenizedSplit, spec: RunSpec) -> TokenizedSplit:
+    """`split` (tokenized at the run's max_length) as the run reads it: cut to
+    `text_length(spec)` tokens where virtual tokens take the rest. The evaluate job and
+    `ftcompare predict` both cut here, so a review reads the same in both."""
+    length = text_length(spec)
+    return split.truncated(length) if length < spec.max_length else split
 
 
 def _quantization_config(settings: dict[str, Any], *, device: torch.device):

@@ -22,6 +22,7 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")  # what PEFT saves
 
 
 def position_limit(model_config: Mapping[str, Any]) -> int:
@@ -173,6 +174,24 @@ def weight_module_names(folder: Path) -> set[str] | None:
     else:
         return None
     return {name.rpartition(".")[0] for name in tensors}
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file, from its header and size alone (no torch):
+    None when the header reads and the file holds every byte it announces."""
+    size = Path(path).stat().st_size
+    try:
+        with Path(path).open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if 8 + length > size:
+                return f"its header announces {length:,} bytes, and the file has {size:,} in all"
+            header = json.loads(handle.read(length))
+        end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0)
+    except (struct.error, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        return f"its header does not read: {type(exc).__name__}: {exc}"
+    if 8 + length + end != size:
+        return f"{size:,} bytes where its header announces {8 + length + end:,}"
+    return None
 
 
 def model_file(name_or_path: str, filename: str) -> Path:

@@ -27,14 +27,30 @@ import numpy as np
 import pandas as pd
 
 from ftcompare.config import ConfigError, RunSpec
-from ftcompare.data import CSV_ENCODING, read_csv
+from ftcompare.data import DataError, read_csv
 from ftcompare.fetch import FETCHED_FROM
 from ftcompare.records import Status
-from ftcompare.sources import is_hub_id
+from ftcompare.sources import (
+    ADAPTER_WEIGHT_FILES,
+    PACKAGE_PREFIX,
+    WEIGHT_FILES,
+    ModelSourceError,
+    check_model_source,
+    is_hub_id,
+    resolve_model_path,
+    safetensors_problem,
+)
 
 log = logging.getLogger(__name__)
 
-INPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}  # anything else: text, a review a line
+INPUT_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}  # anything else: text, a review a line
+CSV_SEPARATORS = {"csv": ",", "tsv": "\t"}
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet"}
 
 
@@ -128,34 +144,48 @@ def input_format(source: str, requested: str | None = None) -> str:
     return INPUT_FORMATS.get(Path(source).suffix.lower(), "text")
 
 
-def read_texts(source: str, *, fmt: str | None = None, column: str = "text") -> list[str]:
-    """The texts to label, in input order: a CSV or Parquet file's `column`, or a text file
-    with one review a line; `source` "-" reads standard input (text unless `fmt` says)."""
+def read_texts(source: str, *, fmt: str | None = None, column: str | None = None) -> list[str]:
+    """The texts to label, in input order: a CSV, TSV or Parquet file's `column` (default
+    `text`), or a text file with one review a line; `source` "-" reads standard input
+    (text unless `fmt` says). Pipes and devices (/dev/stdin) are read as files are."""
     fmt = input_format(source, fmt)
     where = "standard input" if source == "-" else f"--input {source!r}"
-    if source != "-" and not Path(source).is_file():
-        raise UsageError(f"{where} {'is a folder, not a file' if Path(source).is_dir() else 'does not exist'}")
-    raw = sys.stdin.buffer.read() if source == "-" else None
+    if fmt == "text" and column is not None:
+        raise UsageError(
+            f"--text-column {column!r}: {where} is read as plain text, one review a line, which has no columns; "
+            f"give a .csv, .tsv or .parquet file, or --format csv, tsv or parquet"
+        )
+    raw = sys.stdin.buffer.read() if source == "-" else _read_input(source, where=where)
     if fmt == "text":
-        return _lines(raw if raw is not None else Path(source).read_bytes(), where=where)
-    if fmt == "csv":
-        if raw is None:
-            frame = read_csv(Path(source), where=where)
-        else:
-            try:
-                frame = pd.read_csv(io.BytesIO(raw), encoding=CSV_ENCODING, keep_default_na=False)
-            except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-                raise UsageError(f"{where} is not a readable UTF-8 CSV file: {exc}") from exc
-    else:
+        return _lines(raw, where=where)
+    column = column or "text"
+    if fmt == "parquet":
         try:
-            frame = pd.read_parquet(io.BytesIO(raw) if raw is not None else source)
+            frame = pd.read_parquet(io.BytesIO(raw))
         except Exception as exc:  # pyarrow raises several types for a bad file
             raise UsageError(f"{where} is not a readable Parquet file: {exc}") from exc
+    else:
+        try:
+            frame = read_csv(raw, where=where, sep=CSV_SEPARATORS[fmt])
+        except DataError as exc:
+            raise UsageError(str(exc)) from exc
     if column not in frame.columns:
         raise UsageError(
             f"{where} has no column {column!r}; its columns are {list(frame.columns)}: choose one with --text-column"
         )
     return _checked(frame[column].tolist(), where=f"{where}, column {column!r}", unit="row")
+
+
+def _read_input(source: str, *, where: str) -> bytes:
+    path = Path(source)
+    if path.is_dir():
+        raise UsageError(f"{where} is a folder, not a file")
+    try:
+        return path.read_bytes()  # a regular file, a pipe or a device alike
+    except FileNotFoundError:
+        raise UsageError(f"{where} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"{where} cannot be read: {exc.strerror or exc}") from exc
 
 
 def _lines(raw: bytes, *, where: str) -> list[str]:
@@ -174,12 +204,14 @@ def _lines(raw: bytes, *, where: str) -> list[str]:
 def _checked(values: list[Any], *, where: str, unit: str, first: int = 0) -> list[str]:
     if not values:
         raise UsageError(f"{where} holds no reviews: nothing to predict")
-    missing = [i for i, value in enumerate(values) if not isinstance(value, str) and pd.isna(value)]
+    missing = [i for i, value in enumerate(values) if value is None or (isinstance(value, float) and np.isnan(value))]
     if missing:
         raise UsageError(f"{where}: {unit} {missing[0] + first} has no text (null; {len(missing)} such in all)")
     bad = [i for i, value in enumerate(values) if not isinstance(value, str)]
     if bad:
-        raise UsageError(f"{where}: {unit} {bad[0] + first} holds {values[bad[0]]!r}, not text ({len(bad)} such)")
+        shown = values[bad[0]]
+        shown = shown.tolist() if isinstance(shown, np.ndarray) else shown  # a Parquet list cell
+        raise UsageError(f"{where}: {unit} {bad[0] + first} holds {shown!r}, not text ({len(bad)} such)")
     empty = [i for i, value in enumerate(values) if not value.strip()]
     if empty:
         raise UsageError(
@@ -189,12 +221,41 @@ def _checked(values: list[Any], *, where: str, unit: str, first: int = 0) -> lis
     return values
 
 
+# --- writing the output --------------------------------------------------------------------
+
+
 def output_format(path: str | None) -> str:
     if path is None:
         return "csv"  # to standard output
     fmt = OUTPUT_FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
         raise UsageError(f"--output {path!r}: give a file ending in {' or '.join(OUTPUT_FORMATS)}")
+    return fmt
+
+
+def check_output(path: str | None, *, run: TrainedRun, input_source: str | None = None, force: bool = False) -> str:
+    """The output's format, once `path` is known to be writable without harm: never the
+    input, nothing in the run folder, an existing file only with `force`, not a folder, not
+    under a file. Checked before any work, so that nothing is computed to be lost."""
+    fmt = output_format(path)
+    if path is None:
+        return fmt
+    out = Path(path)
+    resolved = out.resolve()
+    if input_source not in (None, "-") and resolved == Path(input_source).resolve():
+        raise UsageError(f"--output {path!r} is the input: give a new file, or the predictions would replace it")
+    if resolved.is_relative_to(run.run_dir.resolve()):
+        raise UsageError(
+            f"--output {path!r} is inside the run folder {str(run.run_dir)!r}, whose files the study wrote "
+            "(predictions.parquet is its test predictions, which the report reads): write elsewhere"
+        )
+    if out.is_dir():
+        raise UsageError(f"--output {path!r} is a folder: give a file's name (e.g. {str(out / 'predictions.csv')!r})")
+    blocking = next((parent for parent in out.parents if parent.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise UsageError(f"--output {path!r}: {str(blocking)!r} is a file, not a folder")
+    if out.exists() and not force:
+        raise UsageError(f"--output {path!r} already exists; give a new file, or --force to replace it")
     return fmt
 
 
@@ -214,14 +275,36 @@ def write_predictions(frame: pd.DataFrame, path: str | None) -> None:
 # --- the model ---------------------------------------------------------------------------
 
 
-def base_model_source(run: TrainedRun) -> str:
-    """Where an adapter's base model loads from here: the study's fetched copy of a hub
-    model when it is this model's (results/sources/model beside results/runs), else the
-    base its adapter config names (a hub id, or an absolute path)."""
-    configured = run.spec.model_name_or_path
+def base_model_source(run: TrainedRun, base: str | None = None) -> str:
+    """Where an adapter's base model loads from: `base` where the user names one (a folder,
+    a hub id, or `package:NAME`, which the user may name), else the study's fetched copy of
+    a hub model when it is this model's (results/sources/model beside results/runs), else
+    the folder or hub id its adapter config names. A whole model's run: its own folder.
+
+    A run folder is data: what its files name is never resolved as `package:NAME`, which
+    imports a module (sources.resolve_model_path), so no run folder can run code here."""
     if not run.adapter:
-        return configured  # the folder holds the whole model
-    named = json.loads((run.model_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+        if base is not None:
+            raise UsageError(
+                f"--base {base!r}: run {str(run.run_dir)!r} ({run.spec.method}) saved the whole model, which "
+                f"loads from {run.model_dir} alone; leave --base out"
+            )
+        return str(run.model_dir)
+    if base is not None:
+        return _users_base(base)
+    config_path = run.model_dir / "adapter_config.json"
+    try:
+        named = json.loads(config_path.read_text()).get("base_model_name_or_path")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise UsageError(f"{config_path} is not an adapter config PEFT wrote: {exc}") from exc
+    hint = f"pass --base PATH_OR_HUB_ID, the model the run was trained on ({_recorded_base(run)})"
+    if not isinstance(named, str) or not named:
+        raise UsageError(f"{config_path} names no base model (base_model_name_or_path); {hint}")
+    if named.startswith(PACKAGE_PREFIX):
+        raise UsageError(
+            f"{config_path} names its base {named!r}: ftcompare never imports a module a run folder names "
+            f"(the study saves a base as a folder or a hub id); {hint}"
+        )
     if is_hub_id(named):
         resolved = run.run_dir.resolve()
         if len(resolved.parents) > 2:
@@ -229,14 +312,62 @@ def base_model_source(run: TrainedRun) -> str:
             marker = fetched / FETCHED_FROM
             if marker.is_file() and json.loads(marker.read_text()).get("repo_id") == named:
                 return str(fetched)
+        return named
+    try:
+        check_model_source(named)
+    except ModelSourceError as exc:
+        raise UsageError(
+            f"the base model run {str(run.run_dir)!r}'s adapter names ({config_path}) cannot load: {exc}; it was "
+            f"moved or deleted since training? {hint}"
+        ) from exc
     return named
 
 
-def load_for_inference(run: TrainedRun, *, device: Any, merged: bool = False) -> tuple[Any, Any]:
-    """The run's model, as trained or `merged` into its base, on `device`, and its precision."""
+def _users_base(base: str) -> str:
+    """--base as a folder or hub id that loads without `package:` (resolved here, once)."""
+    try:
+        source = resolve_model_path(base)
+        check_model_source(source)
+    except ModelSourceError as exc:
+        raise UsageError(f"--base {base!r}: {exc}") from exc
+    if source.startswith(PACKAGE_PREFIX):  # a package whose model path reads as a package again
+        raise UsageError(f"--base {base!r} resolves to {source!r}, not a folder or a hub id")
+    return source
+
+
+def _recorded_base(run: TrainedRun) -> str:
+    return f"its train.json records model_name_or_path = {run.spec.model_name_or_path!r}"
+
+
+def check_weights(run: TrainedRun) -> None:
+    """The run's saved weights are there and whole, or UsageError naming the file: a
+    missing or truncated file would otherwise fail deep inside the loaders."""
+    names = ADAPTER_WEIGHT_FILES if run.adapter else WEIGHT_FILES
+    found = next((run.model_dir / name for name in names if (run.model_dir / name).is_file()), None)
+    if found is None:
+        raise UsageError(
+            f"{run.model_dir} holds no {'adapter ' if run.adapter else ''}weights (one of {list(names)}): the run "
+            f"folder is incomplete; train it again (`snakemake --forcerun {run.run_dir / 'train.json'}`)"
+        )
+    if found.suffix == ".safetensors" and (problem := safetensors_problem(found)) is not None:
+        raise UsageError(
+            f"{found} is damaged ({problem}): copied or written only in part? Copy the run again, or train it again "
+            f"(`snakemake --forcerun {run.run_dir / 'train.json'}`)"
+        )
+
+
+def load_for_inference(
+    run: TrainedRun, *, device: Any, merged: bool = False, base: str | None = None
+) -> tuple[Any, Any]:
+    """The run's model, as trained or `merged` into its base, on `device`, and its precision
+    (`base`: the user's --base, see base_model_source)."""
+    from huggingface_hub.errors import HFValidationError
+    from safetensors import SafetensorError
+
     from ftcompare import models
 
-    spec = dataclasses.replace(run.spec, model_name_or_path=base_model_source(run))
+    spec = run_spec(run, base)
+    check_weights(run)
     try:
         precision = models.resolve_precision(requested=spec.precision, method=spec.method, device=device)
     except ValueError:  # bf16 forced for training, and this device has none: fp32 computes the same model
@@ -251,7 +382,24 @@ def load_for_inference(run: TrainedRun, *, device: Any, merged: bool = False) ->
         ) from exc
     except models.NotMergeable as exc:
         raise UsageError(f"run {str(run.run_dir)!r} cannot be merged: {exc}") from exc
+    except (OSError, HFValidationError, SafetensorError) as exc:  # the base or the saved files did not load
+        where = f"the base model {spec.model_name_or_path!r}" if run.adapter else str(run.model_dir)
+        why = " ".join(str(exc).split())[:500]  # one line: the loaders' messages span several
+        raise UsageError(
+            f"run {str(run.run_dir)!r}: {where} does not load ({type(exc).__name__}: {why}); "
+            + (
+                "a hub id needs the network or the Hugging Face cache (HF_HUB_OFFLINE); pass --base with a local "
+                "copy of the model it was trained on"
+                if run.adapter
+                else "copy the run again, or train it again"
+            )
+        ) from exc
     return model, precision
+
+
+def run_spec(run: TrainedRun, base: str | None = None) -> RunSpec:
+    """The run's settings with its base model where it loads from here (base_model_source)."""
+    return dataclasses.replace(run.spec, model_name_or_path=base_model_source(run, base))
 
 
 def parse_device(text: str) -> Any:
@@ -273,34 +421,44 @@ def parse_device(text: str) -> Any:
     return device
 
 
-def predict(run: TrainedRun, texts: list[str], *, device: Any | None = None) -> pd.DataFrame:
+def predict(run: TrainedRun, texts: list[str], *, device: Any | None = None, base: str | None = None) -> pd.DataFrame:
     """One row per text, in order: `row`, `prediction` (the class's name where the data
-    named its classes, else its number) and `prob_<class>` for each class."""
+    named its classes, else its number) and `prob_<class>` for each class. The texts are
+    tokenized as the tokenize job did and cut to the run's text budget as the evaluate
+    job cuts them (models.fit_text_budget); non-finite logits are refused as it refuses
+    them (inference.check_finite)."""
     from ftcompare.batching import TokenizedSplit
     from ftcompare.evaluation import softmax
-    from ftcompare.inference import predict_logits
+    from ftcompare.inference import NonFiniteLogits, check_finite, predict_logits
+    from ftcompare.models import fit_text_budget
     from ftcompare.steps import select_device
     from ftcompare.tokenization import encode, load_tokenizer
 
     device = device or select_device()
-    tokenizer, pad_token_id = load_tokenizer(str(run.model_dir), max_length=run.spec.max_length)
+    spec = run_spec(run, base)
+    tokenizer, pad_token_id = load_tokenizer(str(run.model_dir), max_length=spec.max_length)
     ids = encode(tokenizer, texts)
     split = TokenizedSplit(
         input_ids=[np.asarray(row, dtype=np.int64) for row in ids],
         labels=np.zeros(len(ids), dtype=np.int64),
         lengths=np.array([len(row) for row in ids], dtype=np.int64),
     )
-    model, precision = load_for_inference(run, device=device)
+    split = fit_text_budget(split, spec)
+    model, precision = load_for_inference(run, device=device, base=base)
     logits = predict_logits(
         model,
         split,
-        batch_size=run.spec.eval_batch_size,
-        max_tokens=run.spec.eval_max_tokens_per_batch,
+        batch_size=spec.eval_batch_size,
+        max_tokens=spec.eval_max_tokens_per_batch,
         pad_token_id=pad_token_id,
-        pad_to_multiple_of=run.spec.pad_to_multiple_of,
+        pad_to_multiple_of=spec.pad_to_multiple_of,
         device=device,
         precision=precision,
     )
+    try:
+        check_finite(logits, what="reviews")
+    except NonFiniteLogits as exc:
+        raise UsageError(f"run {str(run.run_dir)!r} cannot label these texts: {exc}") from exc
     probabilities, predicted = softmax(logits), logits.argmax(axis=1)
     names = run.label_names or list(range(run.num_labels))
     frame = pd.DataFrame({"row": np.arange(len(texts)), "prediction": [names[k] for k in predicted]})
@@ -334,7 +492,31 @@ def data_summary(run: TrainedRun) -> dict[str, Any] | None:
     return json.loads(summary.read_text()) if summary is not None and summary.is_file() else None
 
 
-def export_merged(run: TrainedRun, out: str | Path) -> Path:
+def check_export_folder(run: TrainedRun, out: str | Path, *, force: bool = False) -> Path:
+    """`out` as a folder export may write: new, or empty, or with `force` an existing one
+    to replace; never the working folder or one above it, nor one holding or inside the
+    run folder. Checked before the merge, which takes minutes on a large model."""
+    out = Path(out)
+    resolved, run_dir = out.resolve(), run.run_dir.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise UsageError(f"--merged {str(out)!r} is the working folder or holds it: give a new folder's name")
+    if run_dir.is_relative_to(resolved) or resolved.is_relative_to(run_dir):
+        raise UsageError(
+            f"--merged {str(out)!r} holds or is inside the run folder {str(run.run_dir)!r}: write elsewhere"
+        )
+    blocking = next((parent for parent in out.parents if parent.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise UsageError(f"--merged {str(out)!r}: {str(blocking)!r} is a file, not a folder")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--merged {str(out)!r} is a file; give a new folder")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UsageError(
+            f"--merged {str(out)!r} already exists and is not empty; give a new folder, or --force to replace it"
+        )
+    return out
+
+
+def export_merged(run: TrainedRun, out: str | Path, *, force: bool = False, base: str | None = None) -> Path:
     """Write the run's adapter merged into its base to the new folder `out`: a plain
     transformers model (weights, config with the class names, tokenizer, model card) that
     `pipeline("text-classification", model=out)` loads without PEFT. Merged on the CPU in
@@ -350,9 +532,8 @@ def export_merged(run: TrainedRun, out: str | Path) -> Path:
             f"run {str(run.run_dir)!r} ({run.spec.method}) saved the whole model: {run.model_dir} already holds "
             f'a plain transformers model, which pipeline("text-classification", model="{run.model_dir}") loads'
         )
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--merged {str(out)!r} already exists; give a new folder, or remove it first")
-    merged, _ = load_for_inference(run, device=torch.device("cpu"), merged=True)
+    check_export_folder(run, out, force=force)
+    merged, _ = load_for_inference(run, device=torch.device("cpu"), merged=True, base=base)
     config = json.loads((run.model_dir / "config.json").read_text())
     merged.config.id2label = {int(k): name for k, name in config["id2label"].items()}
     merged.config.label2id = {name: k for k, name in merged.config.id2label.items()}
@@ -372,7 +553,7 @@ def export_merged(run: TrainedRun, out: str | Path) -> Path:
             merged=True,
         )
         if out.exists():
-            out.rmdir()  # empty, checked above
+            shutil.rmtree(out)  # empty, or replaced with --force (check_export_folder)
         partial.rename(out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

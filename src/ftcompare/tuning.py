@@ -133,10 +133,11 @@ def with_values(config: Mapping[str, Any], strategy: str, values: Mapping[str, A
 
 
 def trial_spec(config: Mapping[str, Any], trial: Trial, *, seed: int) -> RunSpec:
-    """The run settings of one trial: its values, and the trials' own epochs if set."""
+    """The run settings of one trial: its values, and the trials' own epochs (`tuning.epochs`)
+    if set, unless the grid tunes `epochs` itself: then each trial trains its own."""
     spec = resolve_run(with_values(config, trial.strategy, trial.values), strategy=trial.strategy, seed=seed)
     epochs = config["tuning"]["epochs"]
-    return spec if epochs is None else dataclasses.replace(spec, epochs=epochs)
+    return spec if epochs is None or "epochs" in trial.values else dataclasses.replace(spec, epochs=epochs)
 
 
 # --------------------------------------------------------------------------- selection
