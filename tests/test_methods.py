@@ -13,7 +13,9 @@ from specs import CPU, make_spec, tokenized_sample
 
 from ftcompare import training
 from ftcompare.batching import collate, load_tokenized
-from ftcompare.config import METHOD_TABLE, ConfigError, load_config, resolve_run, validate_config
+from ftcompare.checks import checked_config
+from ftcompare.config import ConfigError, load_config, resolve_run
+from ftcompare.methods import METHOD_TABLE
 from ftcompare.models import (
     add_method,
     build_model,
@@ -24,7 +26,6 @@ from ftcompare.models import (
     split_trainable,
 )
 from ftcompare.training import train_run
-from ftcompare.workflow_support import preflight
 
 # Every method the config names, as its own strategy; `peft` is tested by config below.
 NAMED = [name for name in METHOD_TABLE if name != "peft"]
@@ -116,7 +117,7 @@ def test_any_peft_method_by_config_trains_and_reloads(tiny_roberta, tiny_tokeniz
         "peft": {"peft_type": "boft", "boft_block_size": 4, "target_modules": ["query", "value"]},
     }
     spec = make_spec(tiny_roberta, "boft", entry, epochs=1)
-    assert spec.peft == {**entry["peft"], "peft_type": "BOFT"}
+    assert spec.block("peft") == {**entry["peft"], "peft_type": "BOFT"}
     _, trained, reloaded = train_save_reload(spec, tiny_tokenized, tmp_path, monkeypatch)
     torch.testing.assert_close(reloaded, trained, rtol=1e-5, atol=1e-5)
 
@@ -149,7 +150,7 @@ def test_a_bad_peft_block_is_a_config_error_naming_the_method_and_the_key(peft, 
     config = load_config()
     config["strategies"]["x"] = {"method": "peft", "peft": peft}
     with pytest.raises(ConfigError) as info:
-        validate_config(config)
+        checked_config(config)
     assert message in str(info.value)
 
 
@@ -159,11 +160,11 @@ def test_a_peft_block_can_be_tuned_by_its_own_keys():
     config = load_config()
     config["strategies"]["x"] = {"method": "peft", "peft": {"peft_type": "LOHA", "r": 4}}
     config["tuning"]["grid"] = {"x": {"peft.r": [2, 4]}}
-    resolved = validate_config(config)
+    resolved = checked_config(config)
     assert [t.id for t in trials(resolved)["x"]] == ["peft.r=2", "peft.r=4"]
     config["tuning"]["grid"] = {"x": {"peft.rank": [2]}}
     with pytest.raises(ConfigError, match=r"trial peft\.rank=2: strategies\.x\.peft: \['rank'\] is not a setting"):
-        validate_config(config)
+        checked_config(config)
 
 
 # ------------------------------------------------------------------ where methods differ from LoRA
@@ -179,7 +180,7 @@ def test_missing_default_targets_name_what_to_set(tiny_roberta):
     config["strategies"]["ln"] = entry
     config["strategies"]["lora"]["lora"] = {"target_modules": None}
     with pytest.raises(ConfigError) as info:
-        validate_config(config, preflight=preflight)
+        checked_config(config, sources=True)
     message = str(info.value)
     assert "strategies.ln.ln_tuning.target_modules = null" in message and "LN_TUNING on model type 'roberta'" in message
     assert "set strategies.ln.ln_tuning.target_modules to a list of module names" in message
@@ -242,7 +243,7 @@ def test_virtual_tokens_shrink_the_text_to_the_position_limit(tiny_roberta, tiny
     config["training"]["max_length"] = 64
     config["strategies"]["long_prompt"] = {**entry, "prompt_tuning": {"num_virtual_tokens": 120}}
     with pytest.raises(ConfigError, match="120 virtual tokens leave 8 of the 128 positions"):
-        validate_config(config, preflight=preflight)
+        checked_config(config, sources=True)
 
 
 # --------------------------------------------------------------------------- parameter counts
@@ -290,7 +291,7 @@ def test_lora_counts_are_the_issues_numbers():
 def test_trainable_parameters_match_the_formulas_on_roberta_base(roberta_base_shape, method):
     config = load_config()
     config["strategies"][method] = {}
-    spec = resolve_run(validate_config(config), strategy=method, seed=0)
+    spec = resolve_run(checked_config(config), strategy=method, seed=0)
     model = add_method(copy.deepcopy(roberta_base_shape), spec=spec, total_steps=1000)
     own, head = split_trainable(model)
     trainable, total = count_parameters(model)

@@ -125,7 +125,14 @@ def test_evaluating_a_run_that_did_not_train_passes_its_status_on_once(tmp_path:
     from ftcompare.jobs import evaluate_job
 
     spec = make_spec(tmp_path / "model", "lora")
-    train = {"strategy": "lora", "seed": 0, "status": "failed", "reason": "diverged", "config": spec.to_dict()}
+    train = {
+        "kind": "train",
+        "strategy": "lora",
+        "seed": 0,
+        "status": "failed",
+        "reason": "diverged",
+        "config": spec.to_dict(),
+    }
     (tmp_path / "train.json").write_text(json.dumps(train))
     attempt = tmp_path / "eval-attempt.json"
     record = evaluate_job(

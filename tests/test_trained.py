@@ -215,7 +215,7 @@ def test_the_package_installs_the_command():
 
 @pytest.fixture(scope="module")
 def lora_run(tiny_roberta, tiny_tokenized, tmp_path_factory) -> Path:
-    """A LoRA run folder as the workflow leaves it: train.json, eval.json, predictions.parquet, model/."""
+    """A LoRA run folder as the workflow leaves it: train.json, eval.json, predictions.parquet, README.md, model/."""
     from ftcompare.jobs import evaluate_job, finetune_job
 
     study = tmp_path_factory.mktemp("study")
@@ -235,6 +235,7 @@ def lora_run(tiny_roberta, tiny_tokenized, tmp_path_factory) -> Path:
         model_dir=run / "model",
         record_path=run / "eval.json",
         predictions_path=run / "predictions.parquet",
+        card_path=run / "README.md",
         data_summary_path=tiny_tokenized.parent / "summary.json",
     )
     assert record["status"] == "ok", record.get("reason")
@@ -254,8 +255,8 @@ def test_predict_on_the_test_split_reproduces_the_runs_predictions(lora_run, tin
     assert (got[columns] - expected[columns]).abs().to_numpy().max() <= 1e-6
 
 
-def test_the_model_folder_holds_its_card(lora_run):
-    card = (lora_run / "model" / "README.md").read_text()
+def test_the_run_folder_holds_its_card(lora_run):
+    card = (lora_run / "README.md").read_text()
     accuracy = json.loads((lora_run / "eval.json").read_text())["metrics"]["accuracy"]
     assert f"{100 * accuracy:.2f}% (95% CI" in card
     assert "LoRA: r 8" in card and "AutoPeftModelForSequenceClassification" in card

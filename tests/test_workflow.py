@@ -148,7 +148,7 @@ def test_study_produces_summary_figures_and_report(study):
     assert (by_strategy.loc[["lora", "qlora", "ia3"], "merged_agreement"] == 1.0).all()  # fp32 on a CPU
     assert "## Inference cost" in report and "`qlora` (4-bit base) labels" in report
     # The model card: the strategy, the data, the test accuracy with its interval, how to load it.
-    card = (run / "model" / "README.md").read_text()
+    card = (run / "README.md").read_text()
     eval_metrics = json.loads((run / "eval.json").read_text())["metrics"]
     assert f"{100 * eval_metrics['accuracy']:.2f}% (95% CI {100 * eval_metrics['accuracy_ci_low']:.2f}%" in card
     assert (
@@ -281,7 +281,7 @@ def test_the_model_cards_loading_snippet_runs_and_loads_the_trained_head(study, 
 
     workdir, _ = study
     run = workdir / "results" / "runs" / strategy / "seed0"
-    card = (run / "model" / "README.md").read_text()
+    card = (run / "README.md").read_text()
     snippet = card.split("```python\n")[1].split("```")[0]
     assert f'"results/runs/{strategy}/seed0/model"' in snippet
     proc = subprocess.run(
