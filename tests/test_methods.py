@@ -141,7 +141,10 @@ def test_the_lora_block_takes_peft_lora_switches(tiny_roberta):
         ),
         ({"peft_type": "LOHA", "r": 8, "lora_alpha": 16}, "['lora_alpha'] is not a setting of LoHaConfig"),
         ({"peft_type": "not_a_method"}, "strategies.x.peft.peft_type = 'not_a_method' is not a method of PEFT"),
-        ({"peft_type": "LORA", "task_type": "CAUSAL_LM"}, "['task_type'] is not a setting"),
+        (
+            {"peft_type": "LORA", "task_type": "CAUSAL_LM"},
+            "strategies.x.peft.task_type = 'CAUSAL_LM': set by the workflow",
+        ),
         ({"peft_type": "PROMPT_TUNING"}, "strategies.x.peft.num_virtual_tokens: PROMPT_TUNING needs it"),
         ({"peft_type": "ADALORA", "init_r": 4, "use_dora": True}, "AdaLoraConfig rejects these settings"),
     ],
@@ -165,6 +168,64 @@ def test_a_peft_block_can_be_tuned_by_its_own_keys():
     config["tuning"]["grid"] = {"x": {"peft.rank": [2]}}
     with pytest.raises(ConfigError, match=r"trial peft\.rank=2: strategies\.x\.peft: \['rank'\] is not a setting"):
         checked_config(config)
+
+
+# ------------------------------------------------------------------ settings PEFT would refuse or change
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"method": "ia3", "ia3": {"target_modules": ["key", "value"], "feedforward_modules": ["output.dense"]}},
+            "strategies.x.ia3.feedforward_modules ['output.dense'] is not among its target_modules ['key', 'value']",
+        ),
+        (
+            {"method": "adalora", "adalora": {"initial_phase": 0.7, "final_phase": 0.5}},
+            "strategies.x.adalora.initial_phase = 0.7 and strategies.x.adalora.final_phase = 0.5 leave no steps",
+        ),
+        (
+            {"method": "adalora", "adalora": {"init_r": 4, "target_r": 8}},
+            "strategies.x.adalora.target_r = 8 is above strategies.x.adalora.init_r = 4",
+        ),
+    ],
+    ids=["ia3-feedforward-not-targeted", "adalora-phases", "adalora-ranks"],
+)
+def test_a_method_setting_peft_would_fail_on_is_refused_before_any_job(entry, message):
+    config = load_config()
+    config["strategies"]["x"] = entry
+    with pytest.raises(ConfigError) as info:
+        checked_config(config)
+    assert message in str(info.value)
+    # So is a tuning trial that would set it.
+    config["strategies"]["x"] = {"method": entry["method"]}
+    block = entry[entry["method"]]
+    config["tuning"]["grid"] = {"x": {f"{entry['method']}.{key}": [value] for key, value in block.items()}}
+    with pytest.raises(ConfigError, match="tuning.grid.x trial"):
+        checked_config(config)
+
+
+def test_an_oft_block_size_peft_would_change_is_refused(tiny_roberta):
+    # PEFT fits a block size that does not divide a module's width to one that does, with a
+    # warning only: train.json, the card and adapter_config.json would say 7, the model 6 or 8.
+    entry = {"method": "oft", "oft": {"block_size": 7}}
+    config = load_config()
+    config["model"]["name_or_path"] = str(tiny_roberta)
+    config["data"] = {"source": "hub"}
+    config["training"]["max_length"] = 64
+    config["strategies"]["oft"] = entry
+    with pytest.raises(ConfigError) as info:
+        checked_config(config, sources=True)  # a local model: before any job
+    message = str(info.value)
+    assert "strategies.oft.oft.block_size = 7 does not divide the input width [32]" in message
+    assert "Allowed: [2, 4, 8, 16, 32]" in message
+    # A hub model is read by the job: it refuses the same before it trains.
+    spec = make_spec(tiny_roberta, "oft", entry)
+    precision = resolve_precision(requested="auto", method="oft", device=CPU)
+    with pytest.raises(ConfigError, match="strategies.oft.oft.block_size = 7 does not divide"):
+        build_model(spec=spec, num_labels=2, device=CPU, precision=precision)
+    config["strategies"]["oft"] = {"method": "oft", "oft": {"block_size": 8}}
+    checked_config(config, sources=True)
 
 
 # ------------------------------------------------------------------ where methods differ from LoRA

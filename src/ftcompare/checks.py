@@ -25,7 +25,7 @@ def checked_config(config: Mapping[str, Any], *, sources: bool = False) -> dict[
     and a local model (ftcompare.workflow_support.preflight), as the Snakefile does."""
     resolved = validate_config(config)
     for name, entry in resolved["strategies"].items():
-        _check_strategy(name, entry)
+        _check_strategy(name, entry, given=config["strategies"][name] or {})
     _check_data_paths(resolved["data"])
     if sources:
         from ftcompare.workflow_support import preflight
@@ -44,12 +44,13 @@ def checked_config(config: Mapping[str, Any], *, sources: bool = False) -> dict[
     return resolved
 
 
-def _check_strategy(name: str, entry: Mapping[str, Any]) -> None:
+def _check_strategy(name: str, entry: Mapping[str, Any], *, given: Mapping[str, Any]) -> None:
+    """`entry` resolved; `given` as the config has it (a message names the value given)."""
     method = entry["method"]
     if method == "peft":
         from ftcompare.adapters import check_peft_block  # imports PEFT: only for configs that use it
 
-        check_peft_block(name, entry["peft"])
+        check_peft_block(name, given["peft"])
     if entry.get("quantization") is not None and "quantization" not in methods.METHOD_BLOCKS[method]:
         from ftcompare.adapters import check_quantization
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +39,11 @@ def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """The config schema: the file, with what it leaves to the code filled in: the keys of
     `training` (its overrides and its own), and of a strategy (`method`, the overrides,
     and a block per method: ftcompare.methods)."""
+    if not Path(schema_path).is_file():
+        raise ConfigError(
+            f"the config schema {str(schema_path)!r} is missing: ftcompare reads the workflow's own files, so it "
+            "runs from its checkout; install it editable from the repository root (pip install -e .)"
+        )
     with Path(schema_path).open(encoding="utf-8") as handle:
         schema = yaml.safe_load(handle)
     defs = schema["$defs"]
@@ -52,8 +58,12 @@ def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     return schema
 
 
-# The keys a strategy may set to override `training`: the schema's list.
-TRAINING_OVERRIDES = tuple(load_schema()["$defs"]["training_overrides"])
+@functools.cache
+def training_overrides() -> tuple[str, ...]:
+    """The keys a strategy may set to override `training`: the schema's list."""
+    return tuple(load_schema()["$defs"]["training_overrides"])
+
+
 # Sections whose missing keys come from config/config.yaml, the one source of defaults
 # (Snakemake layers every --configfile over it anyway; this serves callers that pass a
 # partial config, such as tests).
@@ -265,7 +275,8 @@ def resolve_run(config: Mapping[str, Any], *, strategy: str, seed: int) -> RunSp
         raise ConfigError(f"unknown strategy {strategy!r}; configured: {list(strategies)}")
     entry = strategies[strategy]
     training = {
-        key: entry.get(key, value) if key in TRAINING_OVERRIDES else value for key, value in config["training"].items()
+        key: entry.get(key, value) if key in training_overrides() else value
+        for key, value in config["training"].items()
     }
     return RunSpec(
         strategy=strategy,

@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ftcompare.config import TRAINING_OVERRIDES, RunSpec, resolve_run
+from ftcompare.config import RunSpec, resolve_run, training_overrides
 from ftcompare.errors import ConfigError
 from ftcompare.methods import BLOCK_SCHEMAS, METHOD_BLOCKS
 
@@ -97,7 +97,7 @@ def check_grid(config: Mapping[str, Any]) -> None:
 def tunable_keys(method: str) -> list[str]:
     """The keys a strategy of `method` may tune: its training overrides and its blocks' keys
     (a `peft:` block's are those of its PEFT config: `peft.<key>`)."""
-    keys = list(TRAINING_OVERRIDES)
+    keys = list(training_overrides())
     for block in METHOD_BLOCKS[method]:
         if block == "peft":
             keys.append("peft.<a setting of its PEFT config>")
