@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from ftcompare import cli
+from ftcompare.records import read_selection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -585,7 +586,7 @@ def test_tuning_chooses_on_validation_and_keeps_the_test_split_out(tuning_study)
         "train_time_s",
     ]
     assert list(trials["trial"]) == ["learning_rate=1e-08", "learning_rate=0.005"] and set(trials["status"]) == {"ok"}
-    selected = yaml.safe_load((tuning / "selected.yaml").read_text())
+    selected = read_selection(tuning / "selected.yaml")
     # A tiny random model may score both rates alike: ties go to the cheaper trial, here
     # the shorter training (both train the same parameters).
     best = trials.sort_values(["val_accuracy", "train_time_s"], ascending=[False, True]).iloc[0]
@@ -645,7 +646,7 @@ def test_minilm_tuning_finds_rates_that_beat_a_bad_one(tmp_path, imdb_sample):
         args=("results/tuning/selected.yaml",),
     )
     assert result.returncode == 0, result.stderr[-5000:]
-    selected = yaml.safe_load((tmp_path / "results" / "tuning" / "selected.yaml").read_text())
+    selected = read_selection(tmp_path / "results" / "tuning" / "selected.yaml")
     trials = pd.read_csv(tmp_path / "results" / "tuning" / "summary.csv").set_index(["strategy", "learning_rate"])
     for strategy, good in (("lora", 2.0e-3), ("ia3", 1.0e-2)):
         assert selected[strategy]["values"] == {"learning_rate": good}
