@@ -27,7 +27,8 @@ import throughput as tp  # noqa: E402  (sets up the allocator and the import pat
 import torch  # noqa: E402
 
 from ftcompare.batching import TrainBatching  # noqa: E402
-from ftcompare.config import load_config, resolve_run, validate_config  # noqa: E402
+from ftcompare.checks import checked_config  # noqa: E402
+from ftcompare.config import load_config, resolve_run  # noqa: E402
 from ftcompare.models import StrategyUnavailable, build_model, resolve_precision  # noqa: E402
 from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, select_device  # noqa: E402
 
@@ -141,17 +142,17 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="graphcheck-") as tmp:
         write_model(Path(tmp), quick=args.quick)
-        config = validate_config(load_config())
+        config = checked_config(load_config())
         vocab = 1000 if args.quick else 50265
         split = tp.random_split(lengths=lengths, vocab_size=vocab, seed=0)
         for strategy in args.strategies or list(config["strategies"]):
             spec = resolve_run(config, strategy=strategy, seed=0)
-            lora = {**spec.lora, "dropout": 0.0} if spec.lora else None
+            lora = {"lora": {**spec.blocks["lora"], "dropout": 0.0}} if "lora" in spec.blocks else {}
             spec = dataclasses.replace(
                 spec,
                 model_name_or_path=tmp,
                 max_length=max_length,
-                lora=lora,
+                blocks={**spec.blocks, **lora},
                 bucket_width=args.bucket_width,
                 cuda_graphs=True,
                 max_tokens_per_batch=8192 * max_length // 512,

@@ -160,7 +160,8 @@ def run(
     """Fine-tune, evaluate and report every (strategy, seed) through the workflow's own
     job functions; returns one summary row per run."""
     from ftcompare import jobs
-    from ftcompare.config import load_config, resolve_run, validate_config
+    from ftcompare.checks import checked_config
+    from ftcompare.config import load_config, resolve_run
     from ftcompare.provenance import read_json
 
     jobs.setup_logging(out / "stage_check.log")
@@ -171,7 +172,7 @@ def run(
     config["seeds"] = seeds
     for assignment in settings:
         _set(config, assignment)
-    validated = validate_config(config)
+    validated = checked_config(config)
     train_records, eval_records, rows = [], [], []
     for strategy in strategies or list(validated["strategies"]):
         for seed in seeds:

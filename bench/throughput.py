@@ -54,7 +54,8 @@ def progress(message: str) -> None:
 
 from ftcompare import models  # noqa: E402
 from ftcompare.batching import TokenizedSplit, TrainBatching, collate, eval_batches, padded_width  # noqa: E402
-from ftcompare.config import REFERENCE_RECIPE, ConfigError, RunSpec, load_config, resolve_run, validate_config  # noqa: E402
+from ftcompare.checks import checked_config  # noqa: E402
+from ftcompare.config import REFERENCE_RECIPE, ConfigError, RunSpec, load_config, resolve_run  # noqa: E402
 from ftcompare.inference import predict_logits  # noqa: E402
 from ftcompare.models import Precision, StrategyUnavailable, build_model, count_parameters, resolve_precision  # noqa: E402
 from ftcompare.provenance import package_versions  # noqa: E402
@@ -367,7 +368,9 @@ def build_reference(*, spec: RunSpec, device: torch.device) -> torch.nn.Module:
         return build_model(spec=spec, num_labels=2, device=device, precision=FP32)
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    fp32_compute = dataclasses.replace(spec, quantization={**(spec.quantization or {}), "compute_dtype": "float32"})
+    fp32_compute = dataclasses.replace(
+        spec, blocks={**spec.blocks, "quantization": {**spec.quantization, "compute_dtype": "float32"}}
+    )
     model = models.load_base_model(spec=fp32_compute, num_labels=2, device=device, precision=FP32)
     model = prepare_model_for_kbit_training(model)  # upcasts non-4-bit weights, gradient checkpointing on
     # (load_base_model already keeps bitsandbytes' CPU layout trainable.)
@@ -758,9 +761,9 @@ def main(argv: list[str] | None = None) -> int:
         # whenever one is descheduled, and a 2-core box measured 3x slower and erratic.
         torch.set_num_threads(1)
 
-    config = validate_config(load_config(*args.config))
+    config = checked_config(load_config(*args.config))
     # The notebook's settings: the same overlay a user layers to rerun its recipe.
-    reference_config = validate_config(load_config(*args.config, REFERENCE_RECIPE))
+    reference_config = checked_config(load_config(*args.config, REFERENCE_RECIPE))
     args.strategies = args.strategies or list(config["strategies"])
     missing = [s for s in args.strategies if s not in config["strategies"]]
     if missing:
@@ -960,7 +963,7 @@ def variant_spec(spec: RunSpec, settings: dict[str, Any], *, config: dict[str, A
         "report": {**config.get("report", {}), "baseline": spec.strategy},
     }
     try:
-        validate_config(alone)
+        checked_config(alone)
     except ConfigError as exc:
         raise SystemExit(f"variant {settings}: {exc}") from None
     return dataclasses.replace(spec, **settings)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ftcompare.config import load_config, resolve_run, validate_config
+from ftcompare.checks import checked_config
+from ftcompare.config import load_config, resolve_run
 
 CPU = torch.device("cpu")
 
@@ -28,7 +29,7 @@ def make_spec(model_path: Path, strategy: str, entry: dict | None = None, **trai
             **training,
         }
     )
-    return resolve_run(validate_config(config), strategy=strategy, seed=0)
+    return resolve_run(checked_config(config), strategy=strategy, seed=0)
 
 
 def tokenized_sample(

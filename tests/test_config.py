@@ -9,17 +9,9 @@ from typing import Any
 
 import pytest
 
-from ftcompare.config import (
-    BLOCKS,
-    DEFAULT_CONFIG,
-    METHODS,
-    ConfigError,
-    RunSpec,
-    load_config,
-    load_yaml,
-    resolve_run,
-    validate_config,
-)
+from ftcompare.checks import checked_config
+from ftcompare.config import DEFAULT_CONFIG, ConfigError, RunSpec, load_config, load_yaml, resolve_run
+from ftcompare.methods import BLOCKS, METHODS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # config/config.yaml is the one source of defaults.
@@ -40,7 +32,7 @@ def quick_config() -> dict[str, Any]:
 
 def error_of(config: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as info:
-        validate_config(config)
+        checked_config(config)
     return str(info.value)
 
 
@@ -57,7 +49,7 @@ def test_load_config_layers_like_snakemake(tmp_path: Path) -> None:
 
 
 def test_full_config_validates_and_keeps_values(base_config: dict[str, Any]) -> None:
-    resolved = validate_config(base_config)
+    resolved = checked_config(base_config)
     assert resolved["data"]["source"] == "hub"
     assert resolved["seeds"] == [0, 1, 2]
     assert list(resolved["strategies"]) == ["full", "lora", "qlora", "ia3"]
@@ -81,7 +73,7 @@ def test_full_config_validates_and_keeps_values(base_config: dict[str, Any]) -> 
 
 def test_quick_and_shared_overlays_validate_and_fill_defaults(quick_config: dict[str, Any]) -> None:
     quick_config["strategies"]["lora"]["lora"] = {"r": 4}  # not the default: it must be kept, not refilled
-    resolved = validate_config(quick_config)
+    resolved = checked_config(quick_config)
     data = resolved["data"]
     assert data["source"] == "parquet"
     assert data["train"] == "../shared/data/imdb/train-1k.parquet"
@@ -111,7 +103,7 @@ def test_minimal_config_gets_every_default() -> None:
         "report": {"baseline": "lora"},  # the default, full, is not in this study
         "tuning": {"enabled": False},  # config.yaml's grid tunes full, not in this study either
     }
-    resolved = validate_config(minimal)
+    resolved = checked_config(minimal)
     assert resolved["data"] == {**DEFAULTS["data"], "source": "hub"}
     assert resolved["training"] == DEFAULTS["training"]
     assert resolved["strategies"]["lora"] == {"method": "lora", "lora": METHOD_DEFAULTS["lora"]}
@@ -157,7 +149,7 @@ def test_unknown_strategy_name_without_method(base_config: dict[str, Any]) -> No
 
 def test_named_variant_with_method_is_accepted(base_config: dict[str, Any]) -> None:
     base_config["strategies"]["lora_r16"] = {"method": "lora", "lora": {"r": 16, "alpha": 32}}
-    entry = validate_config(base_config)["strategies"]["lora_r16"]
+    entry = checked_config(base_config)["strategies"]["lora_r16"]
     assert entry["method"] == "lora"
     assert entry["lora"] == {"r": 16, "alpha": 32, "dropout": 0.1, "target_modules": ["query", "value"]}
 
@@ -211,11 +203,11 @@ def test_a_4bit_base_for_an_adapter_whose_peft_layers_have_4bit_versions(base_co
     # QDoRA: DoRA's layers exist in PEFT's bitsandbytes module; `{}` takes the defaults.
     base_config["strategies"]["qdora"] = {"method": "dora", "quantization": {}}
     base_config["strategies"]["lora"]["quantization"] = None  # null: no 4-bit base (overlays cannot delete)
-    resolved = validate_config(base_config)["strategies"]
+    resolved = checked_config(base_config)["strategies"]
     assert resolved["qdora"]["quantization"] == METHOD_DEFAULTS["quantization"]
     assert resolved["qdora"]["lora"]["use_dora"] is True
     assert "quantization" not in resolved["lora"]
-    assert resolve_run(validate_config(base_config), strategy="lora", seed=0).quantization is None
+    assert resolve_run(checked_config(base_config), strategy="lora", seed=0).quantization is None
 
 
 @pytest.mark.parametrize(
@@ -245,7 +237,7 @@ def test_csv_source_needs_test_path_but_aclimdb_does_not(base_config: dict[str, 
     config["data"].update(source="csv", train="train.csv")
     assert "data.test" in error_of(config)
     base_config["data"].update(source="aclimdb", train="aclImdb")
-    assert validate_config(base_config)["data"]["test"] is None
+    assert checked_config(base_config)["data"]["test"] is None
 
 
 def test_empty_seeds(base_config: dict[str, Any]) -> None:
@@ -276,7 +268,7 @@ def test_every_problem_is_listed(base_config: dict[str, Any]) -> None:
 def test_resolve_run_merges_training_defaults_and_strategy_overrides(base_config: dict[str, Any]) -> None:
     base_config["strategies"]["lora"]["batch_size"] = 128
     base_config["strategies"]["lora"]["lora"] = {"r": 4}
-    config = validate_config(base_config)
+    config = checked_config(base_config)
 
     full = resolve_run(config, strategy="full", seed=1)
     assert (full.strategy, full.method, full.seed) == ("full", "full", 1)
@@ -284,13 +276,13 @@ def test_resolve_run_merges_training_defaults_and_strategy_overrides(base_config
     assert full.batch_size == 64
     assert full.epochs == 3
     assert full.model_name_or_path == "roberta-base"
-    assert full.lora is None and full.ia3 is None and full.quantization is None
+    assert full.blocks == {} and full.quantization is None
 
     lora = resolve_run(config, strategy="lora", seed=2)
     assert lora.learning_rate == 5.0e-4
     assert lora.batch_size == 128
     assert lora.weight_decay == 0.01  # the training default
-    assert lora.lora == {"r": 4, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "value"]}
+    assert lora.block("lora") == {"r": 4, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "value"]}
 
     qlora = resolve_run(config, strategy="qlora", seed=0)
     assert qlora.method == "qlora"
@@ -299,12 +291,11 @@ def test_resolve_run_merges_training_defaults_and_strategy_overrides(base_config
 
     ia3 = resolve_run(config, strategy="ia3", seed=0)
     assert ia3.learning_rate == 3.0e-3
-    assert ia3.ia3 == METHOD_DEFAULTS["ia3"]
-    assert ia3.lora is None
+    assert ia3.blocks == {"ia3": METHOD_DEFAULTS["ia3"]}
 
 
 def test_resolve_run_with_quick_overlay(quick_config: dict[str, Any]) -> None:
-    spec = resolve_run(validate_config(quick_config), strategy="ia3", seed=0)
+    spec = resolve_run(checked_config(quick_config), strategy="ia3", seed=0)
     assert spec.learning_rate == 1.0e-2
     assert (spec.batch_size, spec.epochs, spec.max_length) == (16, 1, 128)
     assert spec.effective_learning_rate() == pytest.approx(1.0e-2 * math.sqrt(16 / 32))
@@ -312,12 +303,12 @@ def test_resolve_run_with_quick_overlay(quick_config: dict[str, Any]) -> None:
 
 def test_strategy_can_turn_off_gradient_clipping(base_config: dict[str, Any]) -> None:
     base_config["strategies"]["full"]["max_grad_norm"] = None
-    spec = resolve_run(validate_config(base_config), strategy="full", seed=0)
+    spec = resolve_run(checked_config(base_config), strategy="full", seed=0)
     assert spec.max_grad_norm is None
 
 
 def test_effective_learning_rate_uses_sqrt_scaling(base_config: dict[str, Any]) -> None:
-    config = validate_config(base_config)
+    config = checked_config(base_config)
     spec = resolve_run(config, strategy="full", seed=0)
     fixed32 = RunSpec.from_dict({**spec.to_dict(), "batch_size": 32, "max_tokens_per_batch": None})
     assert fixed32.lr_reference_batch_size == 32
@@ -331,16 +322,20 @@ def test_effective_learning_rate_uses_sqrt_scaling(base_config: dict[str, Any]) 
 
 
 def test_run_records_from_before_the_budget_still_load(base_config: dict[str, Any]) -> None:
-    spec = resolve_run(validate_config(base_config), strategy="qlora", seed=0)
+    from ftcompare.records import upgrade
+
+    spec = resolve_run(checked_config(base_config), strategy="qlora", seed=0)
     older = {k: v for k, v in spec.to_dict().items() if k not in ("max_tokens_per_batch", "gradient_checkpointing")}
-    loaded = RunSpec.from_dict(older)
+    with pytest.raises(TypeError):  # RunSpec keeps no defaults of its own: config.yaml has them
+        RunSpec.from_dict(older)
+    loaded = RunSpec.from_dict(upgrade({"kind": "train", "config": older}, kind="train")["config"])
     assert loaded.max_tokens_per_batch is None and loaded.gradient_checkpointing is False  # the old behaviour
 
 
 def test_token_budget_defaults_and_overrides(base_config: dict[str, Any]) -> None:
     base_config["strategies"]["lora"]["max_tokens_per_batch"] = 16384
     base_config["strategies"]["ia3"]["max_tokens_per_batch"] = None
-    config = validate_config(base_config)
+    config = checked_config(base_config)
     assert resolve_run(config, strategy="full", seed=0).max_tokens_per_batch == 8192
     assert resolve_run(config, strategy="lora", seed=0).max_tokens_per_batch == 16384
     assert resolve_run(config, strategy="ia3", seed=0).max_tokens_per_batch is None
@@ -386,15 +381,15 @@ def test_batch_shape_settings_that_cannot_work(base_config: dict[str, Any], trai
 
 
 def test_bucket_settings_reach_the_run(base_config: dict[str, Any]) -> None:
-    spec = resolve_run(validate_config(base_config), strategy="lora", seed=0)
+    spec = resolve_run(checked_config(base_config), strategy="lora", seed=0)
     assert (spec.bucket_width, spec.cuda_graphs) == (32, True)  # the defaults
     base_config["training"].update(bucket_width=None, cuda_graphs=False)
-    spec = resolve_run(validate_config(base_config), strategy="lora", seed=0)
+    spec = resolve_run(checked_config(base_config), strategy="lora", seed=0)
     assert spec.bucket_width is None and spec.cuda_graphs is False
 
 
 def test_run_spec_round_trips_and_rejects_unknown_keys(base_config: dict[str, Any]) -> None:
-    spec = resolve_run(validate_config(base_config), strategy="qlora", seed=2)
+    spec = resolve_run(checked_config(base_config), strategy="qlora", seed=2)
     assert RunSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(ConfigError) as info:
         RunSpec.from_dict({**spec.to_dict(), "lerning_rate": 1.0})
@@ -403,7 +398,7 @@ def test_run_spec_round_trips_and_rejects_unknown_keys(base_config: dict[str, An
 
 
 def test_resolve_run_unknown_strategy_names_it(base_config: dict[str, Any]) -> None:
-    config = validate_config(base_config)
+    config = checked_config(base_config)
     with pytest.raises(ConfigError) as info:
         resolve_run(config, strategy="adalora", seed=0)
     message = str(info.value)
@@ -424,8 +419,8 @@ def test_test_study_is_the_quick_study_on_the_committed_sample(quick_config: dic
     """.test/config/config.yaml is a whole config (Snakemake reads it alone under
     `--directory .test`); apart from its data, 96 tokens and 400 test reviews it is the
     study config.yaml + quick.yaml + shared-imdb.yaml describe, setting for setting."""
-    quick = validate_config(quick_config)
-    sample = validate_config(load_yaml(REPO_ROOT / ".test" / "config" / "config.yaml"))
+    quick = checked_config(quick_config)
+    sample = checked_config(load_yaml(REPO_ROOT / ".test" / "config" / "config.yaml"))
     assert sample["data"] == {
         **quick["data"],
         "train": "data/train.parquet",
@@ -457,8 +452,8 @@ def _strategy_comments(path: Path) -> dict[str, str]:
 
 
 def test_the_default_study_keeps_its_four_methods_and_methods_yaml_adds_every_named_one() -> None:
-    assert list(validate_config(load_config())["strategies"]) == ["full", "lora", "qlora", "ia3"]
-    resolved = validate_config(load_config(CONFIG_DIR / "methods.yaml"))
+    assert list(checked_config(load_config())["strategies"]) == ["full", "lora", "qlora", "ia3"]
+    resolved = checked_config(load_config(CONFIG_DIR / "methods.yaml"))
     methods = {name: entry["method"] for name, entry in resolved["strategies"].items()}
     assert sorted(set(methods.values())) == sorted(NAMED_METHODS)
     assert len(methods) == len(NAMED_METHODS) >= 15
@@ -467,7 +462,7 @@ def test_the_default_study_keeps_its_four_methods_and_methods_yaml_adds_every_na
 
 def test_every_added_method_has_its_rate_with_a_reason_and_a_tuning_grid_around_it() -> None:
     overlay = load_yaml(CONFIG_DIR / "methods.yaml")
-    resolved = validate_config(load_config(CONFIG_DIR / "methods.yaml"))
+    resolved = checked_config(load_config(CONFIG_DIR / "methods.yaml"))
     reasons = _strategy_comments(CONFIG_DIR / "methods.yaml")
     assert set(reasons) == set(overlay["strategies"])
     for name, entry in overlay["strategies"].items():
@@ -500,7 +495,7 @@ def test_every_method_block_key_in_method_defaults_has_its_reason() -> None:
 
 
 def test_the_quick_study_with_every_method_validates_untuned() -> None:
-    resolved = validate_config(
+    resolved = checked_config(
         load_config(
             CONFIG_DIR / "quick.yaml",
             CONFIG_DIR / "shared-imdb.yaml",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ import pandas as pd
 import pytest
 
 from ftcompare.config import DEFAULT_CONFIG, load_yaml
-from ftcompare.data import SPLITS, DataError, prepare, write_prepared
+from ftcompare.data import SPLITS, DataError, prepare, prepared_label_names, write_prepared
+from ftcompare.records import versioned
 
 # The committed sample: 1,000 reviews per split, 500 per class.
 SAMPLE = Path(__file__).resolve().parents[1] / ".test" / "data"
@@ -107,7 +109,13 @@ def test_write_prepared(tmp_path: Path) -> None:
     for split in SPLITS:
         pd.testing.assert_frame_equal(pd.read_parquet(out_paths[split]), prepared.splits[split], check_dtype=False)
     summary = json.loads(summary_path.read_text())
-    assert summary == prepared.summary()
+    assert summary == versioned(prepared.summary())  # the format it is written in, and the summary
+    # The class names travel with the splits too, for the tokenize job, which reads them alone.
+    assert prepared_label_names(out_paths["train"]) is None  # the sample names none
+    write_prepared(
+        dataclasses.replace(prepared, label_names=["neg", "pos"]), out_paths=out_paths, summary_path=summary_path
+    )
+    assert prepared_label_names(out_paths["train"]) == ["neg", "pos"]
     assert summary["rows"] == {"train": 180, "validation": 20, "test": 100}
     assert summary["num_labels"] == 2
 

@@ -13,7 +13,9 @@ from specs import CPU, make_spec, tokenized_sample
 
 from ftcompare import training
 from ftcompare.batching import collate, load_tokenized
-from ftcompare.config import METHOD_TABLE, ConfigError, load_config, resolve_run, validate_config
+from ftcompare.checks import checked_config
+from ftcompare.config import ConfigError, load_config, resolve_run
+from ftcompare.methods import METHOD_TABLE
 from ftcompare.models import (
     add_method,
     build_model,
@@ -24,7 +26,6 @@ from ftcompare.models import (
     split_trainable,
 )
 from ftcompare.training import train_run
-from ftcompare.workflow_support import preflight
 
 # Every method the config names, as its own strategy; `peft` is tested by config below.
 NAMED = [name for name in METHOD_TABLE if name != "peft"]
@@ -116,7 +117,7 @@ def test_any_peft_method_by_config_trains_and_reloads(tiny_roberta, tiny_tokeniz
         "peft": {"peft_type": "boft", "boft_block_size": 4, "target_modules": ["query", "value"]},
     }
     spec = make_spec(tiny_roberta, "boft", entry, epochs=1)
-    assert spec.peft == {**entry["peft"], "peft_type": "BOFT"}
+    assert spec.block("peft") == {**entry["peft"], "peft_type": "BOFT"}
     _, trained, reloaded = train_save_reload(spec, tiny_tokenized, tmp_path, monkeypatch)
     torch.testing.assert_close(reloaded, trained, rtol=1e-5, atol=1e-5)
 
@@ -140,7 +141,10 @@ def test_the_lora_block_takes_peft_lora_switches(tiny_roberta):
         ),
         ({"peft_type": "LOHA", "r": 8, "lora_alpha": 16}, "['lora_alpha'] is not a setting of LoHaConfig"),
         ({"peft_type": "not_a_method"}, "strategies.x.peft.peft_type = 'not_a_method' is not a method of PEFT"),
-        ({"peft_type": "LORA", "task_type": "CAUSAL_LM"}, "['task_type'] is not a setting"),
+        (
+            {"peft_type": "LORA", "task_type": "CAUSAL_LM"},
+            "strategies.x.peft.task_type = 'CAUSAL_LM': set by the workflow",
+        ),
         ({"peft_type": "PROMPT_TUNING"}, "strategies.x.peft.num_virtual_tokens: PROMPT_TUNING needs it"),
         ({"peft_type": "ADALORA", "init_r": 4, "use_dora": True}, "AdaLoraConfig rejects these settings"),
     ],
@@ -149,7 +153,7 @@ def test_a_bad_peft_block_is_a_config_error_naming_the_method_and_the_key(peft, 
     config = load_config()
     config["strategies"]["x"] = {"method": "peft", "peft": peft}
     with pytest.raises(ConfigError) as info:
-        validate_config(config)
+        checked_config(config)
     assert message in str(info.value)
 
 
@@ -159,11 +163,69 @@ def test_a_peft_block_can_be_tuned_by_its_own_keys():
     config = load_config()
     config["strategies"]["x"] = {"method": "peft", "peft": {"peft_type": "LOHA", "r": 4}}
     config["tuning"]["grid"] = {"x": {"peft.r": [2, 4]}}
-    resolved = validate_config(config)
+    resolved = checked_config(config)
     assert [t.id for t in trials(resolved)["x"]] == ["peft.r=2", "peft.r=4"]
     config["tuning"]["grid"] = {"x": {"peft.rank": [2]}}
     with pytest.raises(ConfigError, match=r"trial peft\.rank=2: strategies\.x\.peft: \['rank'\] is not a setting"):
-        validate_config(config)
+        checked_config(config)
+
+
+# ------------------------------------------------------------------ settings PEFT would refuse or change
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"method": "ia3", "ia3": {"target_modules": ["key", "value"], "feedforward_modules": ["output.dense"]}},
+            "strategies.x.ia3.feedforward_modules ['output.dense'] is not among its target_modules ['key', 'value']",
+        ),
+        (
+            {"method": "adalora", "adalora": {"initial_phase": 0.7, "final_phase": 0.5}},
+            "strategies.x.adalora.initial_phase = 0.7 and strategies.x.adalora.final_phase = 0.5 leave no steps",
+        ),
+        (
+            {"method": "adalora", "adalora": {"init_r": 4, "target_r": 8}},
+            "strategies.x.adalora.target_r = 8 is above strategies.x.adalora.init_r = 4",
+        ),
+    ],
+    ids=["ia3-feedforward-not-targeted", "adalora-phases", "adalora-ranks"],
+)
+def test_a_method_setting_peft_would_fail_on_is_refused_before_any_job(entry, message):
+    config = load_config()
+    config["strategies"]["x"] = entry
+    with pytest.raises(ConfigError) as info:
+        checked_config(config)
+    assert message in str(info.value)
+    # So is a tuning trial that would set it.
+    config["strategies"]["x"] = {"method": entry["method"]}
+    block = entry[entry["method"]]
+    config["tuning"]["grid"] = {"x": {f"{entry['method']}.{key}": [value] for key, value in block.items()}}
+    with pytest.raises(ConfigError, match="tuning.grid.x trial"):
+        checked_config(config)
+
+
+def test_an_oft_block_size_peft_would_change_is_refused(tiny_roberta):
+    # PEFT fits a block size that does not divide a module's width to one that does, with a
+    # warning only: train.json, the card and adapter_config.json would say 7, the model 6 or 8.
+    entry = {"method": "oft", "oft": {"block_size": 7}}
+    config = load_config()
+    config["model"]["name_or_path"] = str(tiny_roberta)
+    config["data"] = {"source": "hub"}
+    config["training"]["max_length"] = 64
+    config["strategies"]["oft"] = entry
+    with pytest.raises(ConfigError) as info:
+        checked_config(config, sources=True)  # a local model: before any job
+    message = str(info.value)
+    assert "strategies.oft.oft.block_size = 7 does not divide the input width [32]" in message
+    assert "Allowed: [2, 4, 8, 16, 32]" in message
+    # A hub model is read by the job: it refuses the same before it trains.
+    spec = make_spec(tiny_roberta, "oft", entry)
+    precision = resolve_precision(requested="auto", method="oft", device=CPU)
+    with pytest.raises(ConfigError, match="strategies.oft.oft.block_size = 7 does not divide"):
+        build_model(spec=spec, num_labels=2, device=CPU, precision=precision)
+    config["strategies"]["oft"] = {"method": "oft", "oft": {"block_size": 8}}
+    checked_config(config, sources=True)
 
 
 # ------------------------------------------------------------------ where methods differ from LoRA
@@ -179,7 +241,7 @@ def test_missing_default_targets_name_what_to_set(tiny_roberta):
     config["strategies"]["ln"] = entry
     config["strategies"]["lora"]["lora"] = {"target_modules": None}
     with pytest.raises(ConfigError) as info:
-        validate_config(config, preflight=preflight)
+        checked_config(config, sources=True)
     message = str(info.value)
     assert "strategies.ln.ln_tuning.target_modules = null" in message and "LN_TUNING on model type 'roberta'" in message
     assert "set strategies.ln.ln_tuning.target_modules to a list of module names" in message
@@ -242,7 +304,7 @@ def test_virtual_tokens_shrink_the_text_to_the_position_limit(tiny_roberta, tiny
     config["training"]["max_length"] = 64
     config["strategies"]["long_prompt"] = {**entry, "prompt_tuning": {"num_virtual_tokens": 120}}
     with pytest.raises(ConfigError, match="120 virtual tokens leave 8 of the 128 positions"):
-        validate_config(config, preflight=preflight)
+        checked_config(config, sources=True)
 
 
 # --------------------------------------------------------------------------- parameter counts
@@ -290,7 +352,7 @@ def test_lora_counts_are_the_issues_numbers():
 def test_trainable_parameters_match_the_formulas_on_roberta_base(roberta_base_shape, method):
     config = load_config()
     config["strategies"][method] = {}
-    spec = resolve_run(validate_config(config), strategy=method, seed=0)
+    spec = resolve_run(checked_config(config), strategy=method, seed=0)
     model = add_method(copy.deepcopy(roberta_base_shape), spec=spec, total_steps=1000)
     own, head = split_trainable(model)
     trainable, total = count_parameters(model)

@@ -125,7 +125,14 @@ def test_evaluating_a_run_that_did_not_train_passes_its_status_on_once(tmp_path:
     from ftcompare.jobs import evaluate_job
 
     spec = make_spec(tmp_path / "model", "lora")
-    train = {"strategy": "lora", "seed": 0, "status": "failed", "reason": "diverged", "config": spec.to_dict()}
+    train = {
+        "kind": "train",
+        "strategy": "lora",
+        "seed": 0,
+        "status": "failed",
+        "reason": "diverged",
+        "config": spec.to_dict(),
+    }
     (tmp_path / "train.json").write_text(json.dumps(train))
     attempt = tmp_path / "eval-attempt.json"
     record = evaluate_job(
@@ -139,3 +146,45 @@ def test_evaluating_a_run_that_did_not_train_passes_its_status_on_once(tmp_path:
     )
     assert (record["status"], record["reason"]) == ("failed", "diverged")
     assert retry_marker(attempt) == "first"
+
+
+# --- record formats: every record says its format; older ones are upgraded where read ------
+
+
+def test_a_train_record_without_a_version_is_read_as_the_current_format(tmp_path: Path) -> None:
+    from specs import make_spec
+
+    from ftcompare.config import RunSpec
+    from ftcompare.records import FORMAT_VERSION, read_record
+
+    spec = make_spec(tmp_path / "model", "lora")
+    # As the first format wrote it: no version, no settings that came later, null blocks.
+    older = {k: v for k, v in spec.to_dict().items() if k not in ("bucket_width", "cuda_graphs")}
+    record = {"kind": "train", "strategy": "lora", "seed": 0, "status": "ok", "config": {**older, "ia3": None}}
+    path = write_record(tmp_path / "train.json", record)
+    upgraded = read_record(path, kind="train")
+    assert upgraded["format_version"] == FORMAT_VERSION
+    loaded = RunSpec.from_dict(upgraded["config"])
+    assert (loaded.bucket_width, loaded.cuda_graphs) == (None, False)  # how such a run trained
+    assert loaded.block("lora") == spec.block("lora") and loaded.block("ia3") is None
+
+
+def test_a_record_of_a_newer_format_is_refused_naming_it(tmp_path: Path) -> None:
+    from ftcompare.records import read_record
+
+    path = write_record(tmp_path / "eval.json", {"kind": "eval", "format_version": 99, "status": "ok"})
+    with pytest.raises(ValueError, match=r"eval\.json: record format_version 99 is newer"):
+        read_record(path, kind="eval")
+
+
+def test_the_jobs_records_carry_the_format_version(tmp_path: Path) -> None:
+    from ftcompare.records import FORMAT_VERSION, read_selection, write_selection
+
+    write_attempt(tmp_path / "attempt.json", status=Status.OK, retry_marker="first", finished_at="2025-01-01")
+    assert json.loads((tmp_path / "attempt.json").read_text())["format_version"] == FORMAT_VERSION
+    selected = {"lora": {"values": {"learning_rate": 1e-3}, "val_accuracy": 0.9, "trial": "learning_rate=0.001"}}
+    write_selection(tmp_path / "selected.yaml", selected)
+    assert read_selection(tmp_path / "selected.yaml") == selected
+    # A selection written before records had a version: the mapping alone.
+    (tmp_path / "old.yaml").write_text("lora:\n  values: {learning_rate: 0.001}\n  val_accuracy: 0.9\n")
+    assert read_selection(tmp_path / "old.yaml") == {"lora": {"values": {"learning_rate": 0.001}, "val_accuracy": 0.9}}

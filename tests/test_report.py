@@ -19,8 +19,9 @@ from records import (
     write_records,
 )
 
-from ftcompare.config import DEFAULT_CONFIG, METHODS, load_yaml
+from ftcompare.config import DEFAULT_CONFIG, REFERENCE_RECIPE, load_yaml
 from ftcompare.figures import FIGURE_NAMES, figure_names, plot_figures
+from ftcompare.methods import METHODS
 from ftcompare.report import render_markdown, write_report
 from ftcompare.tables import Results, load_runs, summary_table, write_summary_csv
 
@@ -41,7 +42,12 @@ def all_failed(tmp_path: Path):
 def render(runs, tmp_path: Path, reference=REFERENCE) -> str:
     figures = {name: tmp_path / "results" / "figures" / f"{name}.png" for name in FIGURE_NAMES}
     return render_markdown(
-        results=Results.of(runs), figures=figures, report_path=tmp_path / "results" / "report.md", reference=reference
+        results=Results.of(runs),
+        figures=figures,
+        report_path=tmp_path / "results" / "report.md",
+        sort_by="config",
+        reference=reference,
+        reference_recipe=REFERENCE_RECIPE,
     )
 
 
@@ -160,7 +166,14 @@ def test_write_report_when_all_failed(all_failed, tmp_path: Path) -> None:
     results = Results.of(all_failed)
     paths = [tmp_path / "results" / "figures" / f"{n}.png" for n in figure_names(tuning=False)]
     figures = plot_figures(results=results, paths=paths)
-    write_report(results=results, figures=figures, report_path=report_path, reference=REFERENCE)
+    write_report(
+        results=results,
+        figures=figures,
+        report_path=report_path,
+        sort_by="config",
+        reference=REFERENCE,
+        reference_recipe=REFERENCE_RECIPE,
+    )
     md = report_path.read_text()
     assert "0 of 2 runs succeeded" in md
     assert md.count("**failed**") == 2
@@ -296,8 +309,10 @@ def test_many_methods_sorted_by_accuracy_with_their_own_and_head_parameters(tmp_
     assert "| Method / head params |" in results
     assert "| 294,912 / 592,130 |" in table_row(md, "lora")
     assert "| 124,054,272 / 592,130 |" in table_row(md, "full")
-    # Config order by default.
-    default = render_markdown(results=Results.of(runs), figures=figures, report_path=tmp_path / "r.md")
+    # Config order with `sort_by: config`.
+    default = render_markdown(
+        results=Results.of(runs), figures=figures, report_path=tmp_path / "r.md", sort_by="config"
+    )
     section = default[default.index("## Results") : default.index("## Inference cost")]
     assert [line.split(" | ")[0].lstrip("| ") for line in section.splitlines() if line.startswith("| ")][1:] == [
         run.strategy for run in runs

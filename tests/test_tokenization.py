@@ -60,18 +60,21 @@ def test_the_tokenize_stage_does_not_import_torch(tiny_roberta, tiny_tokenized, 
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def test_the_data_summarys_class_names_reach_the_tokenized_cache(tiny_roberta, tiny_tokenized, tmp_path):
+def test_the_prepared_splits_class_names_reach_the_tokenized_cache(tiny_roberta, tiny_tokenized, tmp_path):
+    import pyarrow.parquet as pq
+
+    from ftcompare.data import PREPARED_METADATA
     from ftcompare.jobs import tokenize_job
 
-    data_dir = tiny_tokenized.parent  # the prepared splits and their summary.json
+    data_dir = tiny_tokenized.parent  # the prepared splits (their data names no classes)
     assert json.loads((tiny_tokenized / "tokenization.json").read_text())["label_names"] is None
     assert load_tokenized(tiny_tokenized, splits=()).label_names is None
     named = tmp_path / "named-data"
     named.mkdir()
-    for split in ("train", "validation", "test"):
-        (named / f"{split}.parquet").write_bytes((data_dir / f"{split}.parquet").read_bytes())
-    summary = json.loads((data_dir / "summary.json").read_text())
-    (named / "summary.json").write_text(json.dumps({**summary, "label_names": ["neg", "pos"]}))
+    for split in ("train", "validation", "test"):  # as prepare_data writes them for data that names its classes
+        table = pq.read_table(data_dir / f"{split}.parquet")
+        names = {PREPARED_METADATA: json.dumps({"label_names": ["neg", "pos"]}).encode()}
+        pq.write_table(table.replace_schema_metadata({**table.schema.metadata, **names}), named / f"{split}.parquet")
     tokenize_job(
         split_paths={split: named / f"{split}.parquet" for split in ("train", "validation", "test")},
         model_name_or_path=str(tiny_roberta),

@@ -314,7 +314,7 @@ def test_the_package_installs_the_command():
 
 @pytest.fixture(scope="module")
 def lora_run(tiny_roberta, tiny_tokenized, tmp_path_factory) -> Path:
-    """A LoRA run folder as the workflow leaves it: train.json, eval.json, predictions.parquet, model/."""
+    """A LoRA run folder as the workflow leaves it: train.json, eval.json, predictions.parquet, README.md, model/."""
     from ftcompare.jobs import evaluate_job, finetune_job
 
     study = tmp_path_factory.mktemp("study")
@@ -334,6 +334,7 @@ def lora_run(tiny_roberta, tiny_tokenized, tmp_path_factory) -> Path:
         model_dir=run / "model",
         record_path=run / "eval.json",
         predictions_path=run / "predictions.parquet",
+        card_path=run / "README.md",
         data_summary_path=tiny_tokenized.parent / "summary.json",
     )
     assert record["status"] == "ok", record.get("reason")
@@ -353,8 +354,8 @@ def test_predict_on_the_test_split_reproduces_the_runs_predictions(lora_run, tin
     assert (got[columns] - expected[columns]).abs().to_numpy().max() <= 1e-6
 
 
-def test_the_model_folder_holds_its_card(lora_run):
-    card = (lora_run / "model" / "README.md").read_text()
+def test_the_run_folder_holds_its_card(lora_run):
+    card = (lora_run / "README.md").read_text()
     accuracy = json.loads((lora_run / "eval.json").read_text())["metrics"]["accuracy"]
     assert f"{100 * accuracy:.2f}% (95% CI" in card
     assert "LoRA: r 8" in card and "AutoPeftModelForSequenceClassification" in card
@@ -525,6 +526,7 @@ def method_runs(tiny_roberta, imdb_sample, tmp_path_factory) -> dict[str, Path]:
             model_dir=run / "model",
             record_path=run / "eval.json",
             predictions_path=run / "predictions.parquet",
+            card_path=run / "README.md",
             data_summary_path=tokenized.parent / "summary.json",
         )
         runs[strategy] = run
@@ -581,7 +583,7 @@ def test_every_methods_card_snippet_reproduces_its_predictions(method_runs, tmp_
     texts = method_texts(method_runs)
     snippets = {}
     for strategy, run in method_runs.items():
-        card = (run / "model" / "README.md").read_text()
+        card = (run / "README.md").read_text()
         snippet = card.split("```python\n")[1].split("```")[0]
         snippets[strategy] = snippet.replace(json.dumps(EXAMPLE_REVIEWS), json.dumps(texts))
     (tmp_path / "snippets.json").write_text(json.dumps(snippets))

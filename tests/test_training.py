@@ -447,7 +447,7 @@ def test_a_target_module_typo_fails_the_run_before_it_trains(tiny_roberta, tiny_
     calls = poison_step(monkeypatch, at_call=10**9)
     spec = dataclasses.replace(
         make_spec(tiny_roberta, "lora"),
-        lora={"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "vlaue"]},
+        blocks={"lora": {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "vlaue"]}},
     )
     result = run(spec, tiny_tokenized, tmp_path, "typo")
     assert result.status == "failed" and calls == []

@@ -11,7 +11,8 @@ import pytest
 from specs import CPU, make_spec
 
 from ftcompare import batching, training
-from ftcompare.config import ConfigError, load_config, resolve_run, validate_config
+from ftcompare.checks import checked_config
+from ftcompare.config import ConfigError, load_config, resolve_run
 from ftcompare.tuning import Trial, TrialResult, apply_selection, select, trial_result, trial_spec, trials
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
@@ -51,9 +52,7 @@ def result(
 
 
 def test_every_combination_is_a_trial_named_by_its_values():
-    config = validate_config(
-        config_with({"lora": {"learning_rate": [1.0e-4, 1.0e-3], "lora.r": [4, 16]}, "full": None})
-    )
+    config = checked_config(config_with({"lora": {"learning_rate": [1.0e-4, 1.0e-3], "lora.r": [4, 16]}, "full": None}))
     found = trials(config)
     assert list(found) == ["lora"]  # `full: null` leaves it untuned
     assert [t.id for t in found["lora"]] == [
@@ -63,14 +62,20 @@ def test_every_combination_is_a_trial_named_by_its_values():
         "learning_rate=0.001,lora.r=16",
     ]
     spec = trial_spec(config, found["lora"][3], seed=5)
-    assert (spec.learning_rate, spec.lora["r"], spec.lora["alpha"], spec.epochs, spec.seed) == (1.0e-3, 16, 16, 1, 5)
+    assert (spec.learning_rate, spec.block("lora")["r"], spec.block("lora")["alpha"], spec.epochs, spec.seed) == (
+        1.0e-3,
+        16,
+        16,
+        1,
+        5,
+    )
     # The config itself is untouched: the final runs start from it.
-    assert resolve_run(config, strategy="lora", seed=0).lora["r"] == 8
+    assert resolve_run(config, strategy="lora", seed=0).block("lora")["r"] == 8
 
 
 def test_tuning_off_has_no_trials_and_the_configs_own_grid_is_valid():
-    assert trials(validate_config(config_with({"lora": {"learning_rate": [1.0e-3]}}, enabled=False))) == {}
-    found = trials(validate_config(load_config()))
+    assert trials(checked_config(config_with({"lora": {"learning_rate": [1.0e-3]}}, enabled=False))) == {}
+    found = trials(checked_config(load_config()))
     assert set(found) == {"full", "lora", "qlora", "ia3"} and all(len(t) == 5 for t in found.values())
 
 
@@ -87,7 +92,7 @@ def test_tuning_off_has_no_trials_and_the_configs_own_grid_is_valid():
 )
 def test_a_grid_the_strategies_cannot_take_is_a_config_error(grid, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
-        validate_config(config_with(grid))
+        checked_config(config_with(grid))
 
 
 def methods_config_with(grid: dict[str, Any]) -> dict[str, Any]:
@@ -110,15 +115,19 @@ def test_the_new_methods_settings_are_tunable_as_dotted_keys():
         "prefix_tuning": {"prefix_tuning.projection": [False, True]},
         "p_tuning": {"p_tuning.encoder": ["mlp", "lstm"]},
     }
-    config = validate_config(methods_config_with(grid))
+    config = checked_config(methods_config_with(grid))
     found = trials(config)
     assert set(found) == set(grid)
     assert [t.id for t in found["vera"]] == ["vera.r=128", "vera.r=256"]
     spec = trial_spec(config, found["adalora"][0], seed=0)
-    assert (spec.adalora["target_r"], spec.adalora["init_r"], spec.adalora["alpha"]) == (4, 12, 16)
+    assert (spec.block("adalora")["target_r"], spec.block("adalora")["init_r"], spec.block("adalora")["alpha"]) == (
+        4,
+        12,
+        16,
+    )
     spec = trial_spec(config, found["dora"][0], seed=0)
-    assert (spec.lora["r"], spec.lora["use_dora"]) == (4, True)  # DoRA stays DoRA
-    assert trial_spec(config, found["prompt_tuning"][0], seed=0).prompt_tuning["num_virtual_tokens"] == 10
+    assert (spec.block("lora")["r"], spec.block("lora")["use_dora"]) == (4, True)  # DoRA stays DoRA
+    assert trial_spec(config, found["prompt_tuning"][0], seed=0).block("prompt_tuning")["num_virtual_tokens"] == 10
 
 
 @pytest.mark.parametrize(
@@ -134,7 +143,7 @@ def test_the_new_methods_settings_are_tunable_as_dotted_keys():
 )
 def test_a_new_methods_grid_it_cannot_take_is_a_config_error(grid, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate_config(methods_config_with(grid))
+        checked_config(methods_config_with(grid))
 
 
 # --- the selection ---------------------------------------------------------------------
@@ -186,7 +195,7 @@ def test_a_failed_or_diverged_trial_is_never_chosen():
 
 
 def test_final_runs_take_the_chosen_values_and_untuned_strategies_keep_theirs():
-    config = validate_config(
+    config = checked_config(
         config_with({"lora": {"learning_rate": [1.0e-3, 2.0e-3]}, "full": None, "qlora": None, "ia3": None})
     )
     before = copy.deepcopy(config)
@@ -233,9 +242,9 @@ def test_a_trial_never_reads_the_test_split(tiny_roberta, tiny_tokenized, tmp_pa
 
 
 def test_a_grid_of_epochs_trains_each_trial_its_own_epochs():
-    config = validate_config(config_with({"lora": {"epochs": [1, 2]}}, epochs=1))
+    config = checked_config(config_with({"lora": {"epochs": [1, 2]}}, epochs=1))
     found = trials(config)["lora"]
     assert [trial_spec(config, trial, seed=0).epochs for trial in found] == [1, 2]
     # Without the grid's epochs, the trials' own epochs (tuning.epochs) still apply.
-    config = validate_config(config_with({"lora": {"learning_rate": [1.0e-3]}}, epochs=1))
+    config = checked_config(config_with({"lora": {"learning_rate": [1.0e-3]}}, epochs=1))
     assert trial_spec(config, trials(config)["lora"][0], seed=0).epochs == 1

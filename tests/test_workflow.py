@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from ftcompare import cli
+from ftcompare.records import read_selection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -148,7 +149,7 @@ def test_study_produces_summary_figures_and_report(study):
     assert (by_strategy.loc[["lora", "qlora", "ia3"], "merged_agreement"] == 1.0).all()  # fp32 on a CPU
     assert "## Inference cost" in report and "`qlora` (4-bit base) labels" in report
     # The model card: the strategy, the data, the test accuracy with its interval, how to load it.
-    card = (run / "model" / "README.md").read_text()
+    card = (run / "README.md").read_text()
     eval_metrics = json.loads((run / "eval.json").read_text())["metrics"]
     assert f"{100 * eval_metrics['accuracy']:.2f}% (95% CI {100 * eval_metrics['accuracy_ci_low']:.2f}%" in card
     assert (
@@ -281,7 +282,7 @@ def test_the_model_cards_loading_snippet_runs_and_loads_the_trained_head(study, 
 
     workdir, _ = study
     run = workdir / "results" / "runs" / strategy / "seed0"
-    card = (run / "model" / "README.md").read_text()
+    card = (run / "README.md").read_text()
     snippet = card.split("```python\n")[1].split("```")[0]
     assert f'"results/runs/{strategy}/seed0/model"' in snippet
     proc = subprocess.run(
@@ -585,7 +586,7 @@ def test_tuning_chooses_on_validation_and_keeps_the_test_split_out(tuning_study)
         "train_time_s",
     ]
     assert list(trials["trial"]) == ["learning_rate=1e-08", "learning_rate=0.005"] and set(trials["status"]) == {"ok"}
-    selected = yaml.safe_load((tuning / "selected.yaml").read_text())
+    selected = read_selection(tuning / "selected.yaml")
     # A tiny random model may score both rates alike: ties go to the cheaper trial, here
     # the shorter training (both train the same parameters).
     best = trials.sort_values(["val_accuracy", "train_time_s"], ascending=[False, True]).iloc[0]
@@ -645,7 +646,7 @@ def test_minilm_tuning_finds_rates_that_beat_a_bad_one(tmp_path, imdb_sample):
         args=("results/tuning/selected.yaml",),
     )
     assert result.returncode == 0, result.stderr[-5000:]
-    selected = yaml.safe_load((tmp_path / "results" / "tuning" / "selected.yaml").read_text())
+    selected = read_selection(tmp_path / "results" / "tuning" / "selected.yaml")
     trials = pd.read_csv(tmp_path / "results" / "tuning" / "summary.csv").set_index(["strategy", "learning_rate"])
     for strategy, good in (("lora", 2.0e-3), ("ia3", 1.0e-2)):
         assert selected[strategy]["values"] == {"learning_rate": good}

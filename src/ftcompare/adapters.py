@@ -13,87 +13,32 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
-from ftcompare.config import METHOD_TABLE, ConfigError, RunSpec
+from ftcompare.config import RunSpec
+from ftcompare.errors import ConfigError
+from ftcompare.methods import METHOD_BLOCKS, METHOD_TABLE
 
 # PEFT config fields this workflow sets itself; a `peft:` block may not.
 RESERVED_PEFT_KEYS = ("task_type", "peft_type", "inference_mode", "base_model_name_or_path", "revision")
-# PEFT's own switches the `lora` block passes through, with PEFT's defaults when absent.
-LORA_SWITCHES = ("use_dora", "use_rslora", "bias", "init_lora_weights")
 
 
 def peft_settings(spec: RunSpec, *, total_steps: int | None = None) -> tuple[str, dict[str, Any]]:
-    """(PEFT type, keyword arguments of its config class) for a PEFT method's run.
+    """(PEFT type, keyword arguments of its config class) for a PEFT method's run, from the
+    method's entry (ftcompare.methods).
 
     `total_steps` (the run's optimizer steps) sets AdaLoRA's schedule, which PEFT counts
     in steps: the config gives its phases as fractions of the run."""
     method = METHOD_TABLE[spec.method]
-    if method.peft_type is None:
+    if method.peft_type is None or method.peft_kwargs is None:
         raise ValueError(f"method {spec.method!r} is not built by PEFT")
-    if spec.method == "peft":
-        block = dict(spec.peft or {})
-        peft_type = str(block.pop("peft_type")).upper()
-        if "total_step" in _config_fields(peft_type) and block.get("total_step") is None:
-            block["total_step"] = _steps(total_steps, spec)
-        return peft_type, block
-    block = spec.block(method.blocks[0]) or {}
-    targets = {"target_modules": _targets(block)} if "target_modules" in block else {}
-    if method.peft_type == "LORA":
-        switches = {key: block[key] for key in LORA_SWITCHES if key in block}
-        return "LORA", {
-            "r": block["r"],
-            "lora_alpha": block["alpha"],
-            "lora_dropout": block["dropout"],
-            **targets,
-            **switches,
-        }
-    if method.peft_type == "ADALORA":
-        steps = _steps(total_steps, spec)
-        return "ADALORA", {
-            "init_r": block["init_r"],
-            "target_r": block["target_r"],
-            "lora_alpha": block["alpha"],
-            "lora_dropout": block["dropout"],
-            **targets,
-            "total_step": steps,
-            "tinit": int(block["initial_phase"] * steps),
-            "tfinal": int(block["final_phase"] * steps),
-            "deltaT": block["deltaT"],
-            "orth_reg_weight": block["orth_reg_weight"],
-        }
-    if method.peft_type == "VERA":
-        return "VERA", {"r": block["r"], "vera_dropout": block["dropout"], "d_initial": block["d_initial"], **targets}
-    if method.peft_type in ("LOHA", "LOKR"):
-        return method.peft_type, {"r": block["r"], "alpha": block["alpha"], **targets}
-    if method.peft_type == "OFT":
-        # PEFT takes either the number of blocks (r) or their size: the size, as it fits every width.
-        return "OFT", {"r": 0, "oft_block_size": block["block_size"], **targets}
-    if method.peft_type == "IA3":
-        return "IA3", {**targets, "feedforward_modules": _targets({"target_modules": block["feedforward_modules"]})}
-    if method.peft_type == "PROMPT_TUNING":
-        return "PROMPT_TUNING", {
-            "num_virtual_tokens": block["num_virtual_tokens"],
-            "prompt_tuning_init": block["init"].upper(),
-        }
-    if method.peft_type == "PREFIX_TUNING":
-        return "PREFIX_TUNING", {
-            "num_virtual_tokens": block["num_virtual_tokens"],
-            "prefix_projection": block["projection"],
-            "encoder_hidden_size": block["encoder_hidden_size"],
-        }
-    if method.peft_type == "P_TUNING":
-        return "P_TUNING", {
-            "num_virtual_tokens": block["num_virtual_tokens"],
-            "encoder_hidden_size": block["encoder_hidden_size"],
-            "encoder_reparameterization_type": block["encoder"].upper(),
-        }
-    if method.peft_type == "LN_TUNING":
-        return "LN_TUNING", targets
-    raise ValueError(f"no PEFT settings for method {spec.method!r}")  # a METHOD_TABLE entry without a branch here
-
-
-def _targets(block: Mapping[str, Any]) -> list[str] | None:
-    entries = block.get("target_modules")
-    return None if entries is None else list(entries)
+    block = spec.block(METHOD_BLOCKS[spec.method][0]) or {}
+    try:
+        kwargs = method.peft_kwargs(block, total_steps)
+    except ValueError as exc:
+        raise ValueError(f"strategy {spec.strategy!r} (method {spec.method!r}): {exc}") from None
+    peft_type = str(block["peft_type"]).upper() if spec.method == "peft" else method.peft_type
+    if "total_step" in _config_fields(peft_type) and kwargs.get("total_step") is None:
+        kwargs["total_step"] = _steps(total_steps, spec)
+    return peft_type, kwargs
 
 
 def _steps(total_steps: int | None, spec: RunSpec) -> int:
@@ -108,7 +53,7 @@ def virtual_tokens(method: str, blocks: Mapping[str, Any]) -> int:
     `blocks`: the method's blocks by name (a resolved strategy entry, or RunSpec.to_dict())."""
     entry = METHOD_TABLE[method]
     if entry.peft_type in ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING"):
-        return int(blocks[entry.blocks[0]]["num_virtual_tokens"])
+        return int(blocks[METHOD_BLOCKS[method][0]]["num_virtual_tokens"])
     if method == "peft" and is_prompt_learning(str(blocks["peft"]["peft_type"]).upper()):
         return int(blocks["peft"].get("num_virtual_tokens") or 0)
     return 0
@@ -160,7 +105,7 @@ def methods_taking_4bit() -> list[str]:
     return [
         name
         for name, method in METHOD_TABLE.items()
-        if "quantization" in method.blocks
+        if "quantization" in METHOD_BLOCKS[name]
         or (method.peft_type not in (None, "peft") and takes_4bit_base(method.peft_type))
     ]
 
@@ -195,6 +140,9 @@ def check_peft_block(strategy: str, block: Mapping[str, Any]) -> dict[str, Any]:
             f"choose one of {peft_types()}"
         )
     config_class = _config_class(peft_type)
+    for key in RESERVED_PEFT_KEYS:
+        if key in block and key != "peft_type":
+            raise ConfigError(f"{where}.{key} = {block[key]!r}: set by the workflow, not the config; remove it")
     allowed = [name for name in _config_fields(peft_type) if name not in RESERVED_PEFT_KEYS]
     unknown = [key for key in block if key != "peft_type" and key not in allowed]
     if unknown:
@@ -203,9 +151,6 @@ def check_peft_block(strategy: str, block: Mapping[str, Any]) -> dict[str, Any]:
             f"{config_class.__name__} (strategy {strategy!r}, method 'peft', peft_type {peft_type!r}, "
             f"PEFT {peft.__version__}); its settings: {sorted(allowed)}"
         )
-    for key in RESERVED_PEFT_KEYS:
-        if key in block and key != "peft_type":
-            raise ConfigError(f"{where}.{key}: set by the workflow, not the config")
     kwargs = {key: value for key, value in block.items() if key != "peft_type"}
     if "total_step" in allowed and kwargs.get("total_step") is None:
         kwargs["total_step"] = 1_000_000  # the run's own step count replaces this at build time
@@ -245,7 +190,8 @@ def default_target_checks(strategy: str, spec_blocks: Mapping[str, Any], method:
         if "target_modules" in fields and block.get("target_modules") is None:
             return [(f"strategies.{strategy}.peft.target_modules", peft_type)]
         return []
-    block = spec_blocks.get(entry.blocks[0]) or {}
+    name = METHOD_BLOCKS[method][0]
+    block = spec_blocks.get(name) or {}
     if "target_modules" in block and block["target_modules"] is None:
-        return [(f"strategies.{strategy}.{entry.blocks[0]}.target_modules", entry.peft_type)]
+        return [(f"strategies.{strategy}.{name}.target_modules", entry.peft_type)]
     return []

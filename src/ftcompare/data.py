@@ -496,10 +496,33 @@ def write_prepared(
     summary_path: Path,
     settings: Mapping[str, Any] | None = None,
 ) -> None:
-    """The splits as Parquet, and a summary that also says which `settings` made them
-    (the cache folder is named by a hash of them)."""
+    """The splits as Parquet, each with the class names in its metadata (for the tokenize
+    job, which reads the splits alone), and a summary that also says which `settings` made
+    them (the cache folder is named by a hash of them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ftcompare.records import versioned
+
     for split in SPLITS:
         Path(out_paths[split]).parent.mkdir(parents=True, exist_ok=True)
-        prepared.splits[split].to_parquet(out_paths[split], index=False)
+        table = pa.Table.from_pandas(prepared.splits[split], preserve_index=False)
+        names = json.dumps({"label_names": prepared.label_names}).encode()
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), PREPARED_METADATA: names})
+        pq.write_table(table, out_paths[split])
     summary = prepared.summary() if settings is None else {**prepared.summary(), "settings": dict(settings)}
-    Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+    Path(summary_path).write_text(json.dumps(versioned(summary), indent=2) + "\n")
+
+
+# The Parquet metadata key under which prepare_data keeps what a split's columns do not say.
+PREPARED_METADATA = b"ftcompare"
+
+
+def prepared_label_names(path: Path) -> list[str] | None:
+    """The class names prepare_data kept in a split's metadata (None: the data names none,
+    or the split was prepared before splits kept them)."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(path).metadata or {}
+    names = json.loads(metadata.get(PREPARED_METADATA, b"{}")).get("label_names")
+    return None if names is None else [str(name) for name in names]

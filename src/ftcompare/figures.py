@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (must follow matplotlib.use)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ftcompare.config import FAMILIES  # noqa: E402
+from ftcompare.methods import FAMILIES  # noqa: E402
 from ftcompare.records import Status  # noqa: E402
 from ftcompare.tables import Results, RunRecord  # noqa: E402
 
@@ -43,7 +43,7 @@ def figure_names(*, tuning: bool) -> list[str]:
 
 
 DPI = 150
-# One colour map per method family (config.FAMILIES order); its strategies take shades of it.
+# One colour map per method family (methods.FAMILIES order); its strategies take shades of it.
 FAMILY_COLORMAPS = ("Greys", "Greens", "Blues", "Oranges", "Purples", "Reds")
 
 
@@ -70,7 +70,7 @@ def _family_colors(agg: pd.DataFrame) -> dict[str, Any]:
 
 
 def grouped_order(agg: pd.DataFrame, column: str, *, descending: bool) -> pd.DataFrame:
-    """The rows grouped by method family (config.FAMILIES order) and sorted by `column`
+    """The rows grouped by method family (methods.FAMILIES order) and sorted by `column`
     within each family (NaN last): the order of every bar figure, top to bottom."""
     keyed = agg.assign(
         _family=agg["family"].map(_family_rank),

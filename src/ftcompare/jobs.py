@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ftcompare.config import RunSpec
-from ftcompare.provenance import now, provenance, read_json, write_json
-from ftcompare.records import Status, write_attempt
+from ftcompare.provenance import now, provenance, write_json
+from ftcompare.records import Status, read_record, versioned, write_attempt, write_selection
 
 log = logging.getLogger("ftcompare")
 
@@ -67,6 +67,7 @@ def prepare_data_job(
 
 
 def tokenize_job(*, split_paths: Mapping[str, Path], model_name_or_path: str, max_length: int, out_dir: Path) -> None:
+    from ftcompare.data import prepared_label_names
     from ftcompare.tokenization import tokenize_splits
 
     tokenize_splits(
@@ -74,17 +75,10 @@ def tokenize_job(*, split_paths: Mapping[str, Path], model_name_or_path: str, ma
         model_name_or_path=model_name_or_path,
         max_length=max_length,
         out_dir=out_dir,
-        label_names=data_label_names(Path(split_paths["train"]).parent),
+        # prepare_data keeps the class names in the training split's metadata (None where
+        # the data names none, or the split was prepared before it kept them).
+        label_names=prepared_label_names(Path(split_paths["train"])),
     )
-
-
-def data_label_names(data_dir: Path) -> list[str] | None:
-    """The class names in the summary that prepare_data writes beside the splits it
-    prepares (None where the data names none, or the summary predates them). Read beside
-    the splits rather than declared as an input: a new input would redo every tokenized
-    cache, and so every run, of the studies made before."""
-    summary = Path(data_dir) / "summary.json"
-    return read_json(summary).get("label_names") if summary.is_file() else None
 
 
 def finetune_job(
@@ -118,22 +112,24 @@ def finetune_job(
         checkpoint_dir=checkpoint_dir,
         base_model=spec.model_name_or_path,  # as configured: what a saved adapter names as its base
     )
-    record = {
-        "kind": "train",
-        "strategy": strategy,
-        "method": spec.method,
-        "seed": seed,
-        "trial": trial,
-        "status": result.status,
-        "reason": result.reason,
-        "config": spec.to_dict(),
-        "tokenized_dir": str(tokenized_dir),
-        "metrics": result.metrics,
-        "loss_curve": result.loss_curve,
-        "val_curve": result.val_curve,
-        "provenance": provenance(device=result.device, started_at=started),
-        "retry_marker": retry_marker,
-    }
+    record = versioned(
+        {
+            "kind": "train",
+            "strategy": strategy,
+            "method": spec.method,
+            "seed": seed,
+            "trial": trial,
+            "status": result.status,
+            "reason": result.reason,
+            "config": spec.to_dict(),
+            "tokenized_dir": str(tokenized_dir),
+            "metrics": result.metrics,
+            "loss_curve": result.loss_curve,
+            "val_curve": result.val_curve,
+            "provenance": provenance(device=result.device, started_at=started),
+            "retry_marker": retry_marker,
+        }
+    )
     write_json(record_path, record)
     write_attempt(
         attempt_path,
@@ -153,6 +149,7 @@ def evaluate_job(
     model_dir: Path,
     record_path: Path,
     predictions_path: Path,
+    card_path: Path | None = None,
     attempt_path: Path | None = None,
     retry_marker: str = "first",
     base_model_dir: Path | None = None,
@@ -161,16 +158,17 @@ def evaluate_job(
     """Evaluate a trained run on the test split; a run that did not train passes its status on.
 
     Like `finetune`, writes an attempt file (if `attempt_path` is given) so that a plain
-    rerun retries a failed evaluation; `base_model_dir` as in `finetune`. A trained run's
-    model folder gets its model card (README.md), which needs the test metrics and the
-    data (`data_summary_path`, the prepared data's summary.json)."""
+    rerun retries a failed evaluation; `base_model_dir` as in `finetune`. `card_path`: the
+    run's model card (its folder's README.md), which needs the test metrics and the data
+    (`data_summary_path`, the prepared data's summary.json); a run that did not finish ok
+    gets a card that says so."""
     import pandas as pd
 
     from ftcompare.evaluation import evaluate_run
-    from ftcompare.modelcard import write_model_card
+    from ftcompare.modelcard import write_model_card, write_unfinished_card
 
     started = now()
-    train_record = read_json(train_record_path)
+    train_record = read_record(train_record_path, kind="train")
     spec = _load_from(RunSpec.from_dict(train_record["config"]), base_model_dir)
     if train_record["status"] == Status.OK:
         result = evaluate_run(spec=spec, tokenized_dir=tokenized_dir, model_dir=model_dir)
@@ -183,25 +181,29 @@ def evaluate_job(
         predictions = pd.DataFrame({"row": [], "label": [], "prediction": []}, dtype="int64")
     Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
     predictions.to_parquet(predictions_path, index=False)
-    record = {
-        "kind": "eval",
-        "strategy": train_record["strategy"],
-        "seed": train_record["seed"],
-        "status": status,
-        "reason": reason,
-        "metrics": metrics,
-        "provenance": provenance(device=device, started_at=started),
-    }
-    if train_record["status"] == Status.OK:
+    record = versioned(
+        {
+            "kind": "eval",
+            "strategy": train_record["strategy"],
+            "seed": train_record["seed"],
+            "status": status,
+            "reason": reason,
+            "metrics": metrics,
+            "provenance": provenance(device=device, started_at=started),
+        }
+    )
+    if card_path is not None and train_record["status"] == Status.OK:
         summary = Path(data_summary_path) if data_summary_path is not None else None
         write_model_card(
-            Path(model_dir) / "README.md",
+            card_path,
             train=train_record,
             evaluation=record,
-            data=read_json(summary) if summary is not None and summary.is_file() else None,
+            data=read_record(summary) if summary is not None and summary.is_file() else None,
             folder=str(model_dir),
             run_dir=str(Path(model_dir).parent),
         )
+    elif card_path is not None:
+        write_unfinished_card(card_path, train=train_record, status=status, reason=reason)
     write_json(record_path, record)
     if attempt_path is not None:
         # A run that did not train passes its status on: evaluating it again gives the
@@ -222,13 +224,12 @@ def select_settings_job(
     """Choose each tuned strategy's settings from its trials' validation scores
     (ftcompare.tuning.select); `grid` maps "strategy/trial" to the trial's values."""
     import pandas as pd
-    import yaml
 
     from ftcompare.tuning import Trial, select, trial_result
 
     results = []
     for path in trial_records:
-        record = read_json(path)
+        record = read_record(path, kind="train")
         values = grid[f"{record['strategy']}/{record['trial']}"]
         results.append(trial_result(record, Trial(strategy=record["strategy"], values=dict(values))))
     keys = list(dict.fromkeys(key for result in results for key in result.values))
@@ -250,7 +251,7 @@ def select_settings_job(
         rows, columns=["strategy", "trial", *keys, "seed", "status", "val_accuracy", "val_loss", "train_time_s"]
     ).to_csv(summary_path, index=False)
     selected = select(results)
-    Path(selected_path).write_text(yaml.safe_dump(selected, sort_keys=False))
+    write_selection(selected_path, selected)
     for strategy, choice in selected.items():
         log.info("%s: %s", strategy, choice)
     return selected
@@ -271,12 +272,14 @@ def report_job(
     figure_paths: Sequence[Path],
     reference: Mapping[str, Any] | None,
     baseline: str,
+    sort_by: str,
+    reference_recipe: Path,
     tuning_summary: Path | None = None,
     selected: Path | None = None,
-    sort_by: str = "config",
 ) -> None:
     """The summary tables, the figures and the Markdown report, from one reading of the records
-    (`sort_by`: the order of the report's results tables, config `report.sort_by`)."""
+    (`sort_by`: the order of the report's results tables, config `report.sort_by`;
+    `reference_recipe`: config/reference-recipe.yaml, the reference's recipe in words)."""
     from ftcompare.figures import plot_figures
     from ftcompare.report import write_report
     from ftcompare.tables import Results, write_summary_csv
@@ -292,4 +295,11 @@ def report_job(
     write_summary_csv(table=results.table, path=summary_path)
     write_summary_csv(table=results.comparison, path=comparison_path)
     figures = plot_figures(results=results, paths=figure_paths)
-    write_report(results=results, figures=figures, report_path=report_path, reference=reference, sort_by=sort_by)
+    write_report(
+        results=results,
+        figures=figures,
+        report_path=report_path,
+        reference=reference,
+        sort_by=sort_by,
+        reference_recipe=reference_recipe,
+    )

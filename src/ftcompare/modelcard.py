@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ftcompare.adapters import virtual_tokens
-from ftcompare.config import WHOLE_MODEL_METHODS
 from ftcompare.files import atomic_write_bytes
+from ftcompare.methods import WHOLE_MODEL_METHODS
 from ftcompare.sources import is_hub_id
 
 METHOD_NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (LoRA on a 4-bit NF4 base)", "ia3": "IA3"}
@@ -342,3 +342,13 @@ def _adds_virtual_tokens(method: str, config: Mapping[str, Any]) -> bool:
 
 def write_model_card(path: Path, **card: Any) -> None:
     atomic_write_bytes(Path(path), render_model_card(**card).encode())
+
+
+def write_unfinished_card(path: Path, *, train: Mapping[str, Any], status: str, reason: str | None) -> None:
+    """The card of a run that did not finish ok: what it was, and why it has no model to use."""
+    text = (
+        f"# `{train.get('strategy')}`, seed {train.get('seed')}: no model\n\n"
+        f"This run ended {status}: {reason or 'no reason recorded'}. Its records (train.json, eval.json) say more; "
+        "a plain rerun of the workflow retries it.\n"
+    )
+    atomic_write_bytes(Path(path), text.encode())

@@ -1,4 +1,4 @@
-"""Model sources and the fine-tuning methods (config.METHOD_TABLE): full, BitFit and
+"""Model sources and the fine-tuning methods (methods.METHOD_TABLE): full, BitFit and
 every PEFT method, named or by its config.
 
 A strategy is data (config `strategies.<name>`); `build_model` turns one into a module
@@ -40,7 +40,8 @@ import torch
 
 from ftcompare.adapters import check_default_targets, default_target_checks, peft_settings, virtual_tokens
 from ftcompare.batching import TokenizedSplit
-from ftcompare.config import METHOD_BLOCKS, METHODS, WHOLE_MODEL_METHODS, RunSpec
+from ftcompare.config import RunSpec
+from ftcompare.methods import METHOD_BLOCKS, METHODS, WHOLE_MODEL_METHODS, check_widths
 from ftcompare.sources import check_module_lists, max_sequence_length, resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,21 @@ class StrategyUnavailable(RuntimeError):
 def module_names(name_or_path: str) -> list[str]:
     """Every module name of the sequence classifier built from a model, the head included,
     as PEFT sees them; built on the meta device, so no weights are read or allocated."""
+    return [name for name, _ in _meta_model(name_or_path).named_modules()]
+
+
+def module_widths(name_or_path: str) -> dict[str, int]:
+    """Each Linear module's input width in the sequence classifier built from a model
+    (on the meta device, as `module_names`)."""
+    return linear_widths(_meta_model(name_or_path))
+
+
+def _meta_model(name_or_path: str) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(resolve_model_path(name_or_path))
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config)
-    return [name for name, _ in model.named_modules()]
+        return AutoModelForSequenceClassification.from_config(config)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -234,6 +244,7 @@ def add_method(model: torch.nn.Module, *, spec: RunSpec, total_steps: int | None
     )
     for key, peft_type in default_target_checks(spec.strategy, blocks, spec.method):
         check_default_targets(key, peft_type, getattr(model.config, "model_type", None))
+    check_widths(spec.strategy, spec.method, blocks, linear_widths(model))
     # No prepare_model_for_kbit_training for a 4-bit base: it upcasts every non-quantised
     # weight to fp32, a cost an encoder this size does not need (the fp32 cast of the
     # trainable weights below is the part that matters), and turns on gradient
@@ -248,6 +259,11 @@ def add_method(model: torch.nn.Module, *, spec: RunSpec, total_steps: int | None
     _fit_to_encoder(model)
     _trainable_to_fp32(model)
     return model
+
+
+def linear_widths(model: torch.nn.Module) -> dict[str, int]:
+    """Each Linear module's input width, by module name (4-bit layers are Linear too)."""
+    return {name: module.in_features for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
 
 
 def _bitfit(model: torch.nn.Module) -> None:

@@ -1,4 +1,10 @@
-"""A run's status and its attempt file: what a job leaves for the next invocation.
+"""The records the jobs write, and reading them back: a run's status, its attempt file,
+the format every record carries, and the one migration of older records.
+
+Every record (train.json, eval.json, a trial's train.json, the attempt files, the data
+summary, the tuning selection) carries `format_version`. Whatever reads a record reads it
+through `upgrade` (`read_record`, `read_selection`): a record of an older format comes
+out as the current format says, so that old results/ folders still report.
 
 Torch-free: the Snakefile reads attempt files while it builds the job graph.
 
@@ -20,11 +26,94 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from ftcompare.methods import BLOCKS
 from ftcompare.provenance import write_json
 
 FIRST_ATTEMPT = "first"
+# The records' format. 1: each record says `format_version`; a train record's settings hold
+# every training key, and only the blocks the run has. 0: no version.
+FORMAT_VERSION = 1
+# Settings a format-0 train record may lack (they came later): the run behaved as these say.
+FORMAT_0_SETTINGS: dict[str, Any] = {
+    "max_tokens_per_batch": None,
+    "gradient_checkpointing": False,
+    "bucket_width": None,
+    "cuda_graphs": False,
+    "eval_max_tokens_per_batch": None,
+}
+# Format 0 wrote these blocks into every run's settings, null where unused (the others
+# only where used). Snakemake reruns a job whose params change, compared in order, so the
+# fine-tune jobs' params keep this form (`run_params`): finished studies do not retrain.
+FORMAT_0_BLOCKS = ("lora", "ia3", "quantization")
+
+
+def versioned(record: Mapping[str, Any]) -> dict[str, Any]:
+    """`record` as the jobs write it: with the current format version."""
+    return {"format_version": FORMAT_VERSION, **record}
+
+
+def upgrade(record: Mapping[str, Any], *, kind: str | None = None) -> dict[str, Any]:
+    """A record of any format as the current format has it: the one migration of old records.
+    `kind`: "train" for a run's or a trial's train record, where its settings are upgraded."""
+    version = record.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"record format_version {version!r} is newer than this version of ftcompare reads ({FORMAT_VERSION}): "
+            "update ftcompare"
+        )
+    upgraded = dict(record)
+    settings = record.get("config")
+    # Settings a run recorded (every run's name its batch_size): the later ones as the run had them.
+    if version == 0 and kind == "train" and isinstance(settings, Mapping) and "batch_size" in settings:
+        upgraded["config"] = {**FORMAT_0_SETTINGS, **settings}
+    upgraded["format_version"] = FORMAT_VERSION
+    return upgraded
+
+
+def read_record(path: str | Path, *, kind: str | None = None) -> dict[str, Any]:
+    """A JSON record (train.json, eval.json, a data summary), upgraded to the current format.
+    Raises ValueError naming the file when it is not a record (of `kind`, where given)."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    if kind is not None and record.get("kind") != kind:
+        raise ValueError(f"{path}: kind {record.get('kind')!r} where {kind!r} was expected")
+    try:
+        return upgrade(record, kind=kind)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def run_params(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's settings (RunSpec.to_dict()) in the form the job graph compares (see FORMAT_0_BLOCKS)."""
+    plain = {key: value for key, value in settings.items() if key not in BLOCKS}
+    first = {block: settings.get(block) for block in FORMAT_0_BLOCKS}
+    later = {key: value for key, value in settings.items() if key in BLOCKS and key not in FORMAT_0_BLOCKS}
+    return {**plain, **first, **later}
+
+
+def write_selection(path: str | Path, selected: Mapping[str, Any]) -> None:
+    """The tuning selection (results/tuning/selected.yaml): per tuned strategy, its choice."""
+    record = versioned({"selected": dict(selected)})
+    Path(path).write_text(yaml.safe_dump(record, sort_keys=False))
+
+
+def read_selection(path: str | Path) -> dict[str, Any]:
+    """Per tuned strategy, its choice; format 0 held the mapping alone."""
+    loaded = yaml.safe_load(Path(path).read_text()) or {}
+    if "format_version" not in loaded:
+        return dict(loaded)
+    return dict(upgrade(loaded)["selected"] or {})
 
 
 class Status(enum.StrEnum):
@@ -43,7 +132,8 @@ class Status(enum.StrEnum):
 
 def write_attempt(path: str | Path, *, status: Status, retry_marker: str, finished_at: str, retry: bool = True) -> None:
     write_json(
-        Path(path), {"status": str(status), "retry_marker": retry_marker, "finished_at": finished_at, "retry": retry}
+        Path(path),
+        versioned({"status": str(status), "retry_marker": retry_marker, "finished_at": finished_at, "retry": retry}),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ftcompare.config import REFERENCE_RECIPE, load_yaml
+from ftcompare.config import load_yaml
 from ftcompare.figures import FIGURE_CAPTIONS, memory_metric
 from ftcompare.records import Status
 from ftcompare.tables import Results, RunRecord, number
@@ -20,9 +20,9 @@ from ftcompare.tables import Results, RunRecord, number
 REFERENCE_TEST_SIZE = 25_000
 
 
-def reference_recipe() -> str:
-    """The reference notebook's recipe in words, read from config/reference-recipe.yaml."""
-    overlay = load_yaml(REFERENCE_RECIPE)
+def reference_recipe(path: Path) -> str:
+    """The reference notebook's recipe in words, read from its overlay (config/reference-recipe.yaml)."""
+    overlay = load_yaml(path)
     training, strategies = overlay["training"], overlay.get("strategies") or {}
     rates = sorted({float(entry["learning_rate"]) for entry in strategies.values() if "learning_rate" in entry})
     return (
@@ -111,7 +111,7 @@ def sorted_rows(frame: pd.DataFrame, sort_by: str, accuracy: str) -> pd.DataFram
     return frame.sort_values(accuracy, ascending=False, na_position="last", kind="stable")
 
 
-def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]], sort_by: str = "config") -> str:
+def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]], sort_by: str) -> str:
     agg = sorted_rows(agg, sort_by, "accuracy_mean")
     memory_column, memory_label = memory_metric(agg)
     header = [
@@ -342,9 +342,13 @@ def _environment(runs: Sequence[RunRecord]) -> str:
     return "\n".join(lines)
 
 
-def _reference_section(reference: Mapping[str, Any] | None, table: pd.DataFrame, agg: pd.DataFrame) -> str:
+def _reference_section(
+    reference: Mapping[str, Any] | None, recipe: Path | None, table: pd.DataFrame, agg: pd.DataFrame
+) -> str:
     if reference is None:
         return "No reference results were given."
+    if recipe is None:
+        raise ValueError("reference results need the reference's recipe (config/reference-recipe.yaml)")
     results = reference.get("results")
     if not isinstance(results, Mapping):
         raise ValueError(
@@ -369,7 +373,7 @@ def _reference_section(reference: Mapping[str, Any] | None, table: pd.DataFrame,
     hardware = str(reference.get("hardware") or "unknown hardware")
     seeds = reference.get("seeds")
     runs = "" if seeds is None else f", {seeds} seed{'s' if seeds != 1 else ''}"
-    notes = [f"Reference: the reference notebook ({reference_recipe()}{runs}), run on {hardware}."]
+    notes = [f"Reference: the reference notebook ({reference_recipe(recipe)}{runs}), run on {hardware}."]
     if (published := reference.get("published_full_ft_accuracy")) is not None:
         notes.append(f"Published accuracy for full fine-tuning: {_fmt_pct(float(published))}.")
     notes.append(_caveat(table, hardware))
@@ -388,7 +392,7 @@ def _caveat(table: pd.DataFrame, hardware: str) -> str:
     )
 
 
-def _comparison_section(results: Results, sort_by: str = "config") -> str:
+def _comparison_section(results: Results, sort_by: str) -> str:
     comparison, baseline = results.comparison, results.baseline
     if comparison is None or baseline is None:
         return "No paired comparison: the report was given no per-review predictions."
@@ -518,11 +522,14 @@ def render_markdown(
     results: Results,
     figures: Mapping[str, Path],
     report_path: Path,
+    sort_by: str,
     reference: Mapping[str, Any] | None = None,
-    sort_by: str = "config",
+    reference_recipe: Path | None = None,
 ) -> str:
     """The Markdown report; figure links are relative to ``report_path``'s folder.
-    `sort_by` (config `report.sort_by`): the results tables' order, `config` or `accuracy`."""
+    `sort_by` (config `report.sort_by`): the results tables' order, `config` or `accuracy`.
+    `reference` (config `report.reference`): the reference's results, whose recipe is the
+    overlay `reference_recipe` (config/reference-recipe.yaml)."""
     table, agg, runs = results.table, results.agg, results.runs
     mismatch = _matches_reference(runs, table) if reference is not None else None
     sections = [
@@ -550,7 +557,7 @@ def render_markdown(
         (
             f"Left out: the reference notebook's setting differs ({mismatch}), so its numbers would not compare."
             if mismatch
-            else _reference_section(reference, table, agg)
+            else _reference_section(reference, reference_recipe, table, agg)
         ),
     ]
     return "\n\n".join(sections) + "\n"
@@ -561,12 +568,20 @@ def write_report(
     results: Results,
     figures: Mapping[str, Path],
     report_path: Path,
+    sort_by: str,
     reference: Mapping[str, Any] | None = None,
-    sort_by: str = "config",
+    reference_recipe: Path | None = None,
 ) -> Path:
     report_path = Path(report_path)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(
-        render_markdown(results=results, figures=figures, report_path=report_path, reference=reference, sort_by=sort_by)
+        render_markdown(
+            results=results,
+            figures=figures,
+            report_path=report_path,
+            sort_by=sort_by,
+            reference=reference,
+            reference_recipe=reference_recipe,
+        )
     )
     return report_path

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ftcompare.config import method_family
-from ftcompare.records import Status
+from ftcompare.methods import method_family
+from ftcompare.records import Status, read_record, read_selection
 from ftcompare.stats import holm, mean_interval, paired_comparison
 
 # What a trained run costs to apply, from the evaluate job (eval.json metrics of the same
@@ -72,7 +72,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     # every adapter trains beside them (absent from records made before the split).
     "method_params",
     "head_params",
-    # The method's family (config.FAMILIES): the figures group strategies by it.
+    # The method's family (methods.FAMILIES): the figures group strategies by it.
     "family",
 )
 TEXT_COLUMNS: frozenset[str] = frozenset(
@@ -116,14 +116,7 @@ class RunRecord:
 
 
 def _read_record(path: Path, kind: str) -> dict[str, Any]:
-    try:
-        record = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(record, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
-    if record.get("kind") != kind:
-        raise ValueError(f"{path}: kind {record.get('kind')!r} where {kind!r} was expected")
+    record = read_record(path, kind=kind)  # any format, as the current one has it
     if record.get("status") not in list(Status):
         raise ValueError(f"{path}: status {record.get('status')!r} is not one of {[str(s) for s in Status]}")
     if not isinstance(record.get("strategy"), str) or not record["strategy"]:
@@ -423,7 +416,6 @@ class Results:
         selected: Path | None = None,
     ) -> Results:
         """`prediction_paths` run parallel to `eval_paths` (each run's predictions.parquet)."""
-        import yaml
 
         runs = load_runs(train_paths=train_paths, eval_paths=eval_paths)
         predictions = None
@@ -439,5 +431,5 @@ class Results:
             predictions=predictions,
             baseline=baseline,
             tuning=None if tuning_summary is None else pd.read_csv(tuning_summary),
-            selected=None if selected is None else yaml.safe_load(Path(selected).read_text()),
+            selected=None if selected is None else read_selection(selected),
         )

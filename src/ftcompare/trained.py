@@ -29,7 +29,7 @@ import pandas as pd
 from ftcompare.config import ConfigError, RunSpec
 from ftcompare.data import DataError, read_csv
 from ftcompare.fetch import FETCHED_FROM
-from ftcompare.records import Status
+from ftcompare.records import Status, upgrade
 from ftcompare.sources import (
     ADAPTER_WEIGHT_FILES,
     PACKAGE_PREFIX,
@@ -102,6 +102,10 @@ def open_run(run_dir: str | Path) -> TrainedRun:
                 f"({records[kind].get('reason') or 'no reason recorded'}); only a run whose training and "
                 "evaluation ended ok can be used"
             )
+        try:  # a record of any format, as the current one has it
+            records[kind] = upgrade(records[kind], kind=kind)
+        except ValueError as exc:
+            raise UsageError(f"{path}: {exc}") from exc
     model_dir = run_dir / "model"
     missing = [
         name for name in ("config.json", "tokenizer.json", "tokenizer_config.json") if not (model_dir / name).is_file()

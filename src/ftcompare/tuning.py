@@ -22,15 +22,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ftcompare.config import (
-    METHOD_BLOCKS,
-    TRAINING_OVERRIDES,
-    ConfigError,
-    RunSpec,
-    load_schema,
-    resolve_run,
-    validate_config,
-)
+from ftcompare.config import RunSpec, resolve_run, training_overrides
+from ftcompare.errors import ConfigError
+from ftcompare.methods import BLOCK_SCHEMAS, METHOD_BLOCKS
 
 TRIAL_ID = re.compile(r"^[A-Za-z0-9_.+=,-]+$")
 
@@ -74,21 +68,21 @@ def trials(config: Mapping[str, Any]) -> dict[str, list[Trial]]:
 
 def check_grid(config: Mapping[str, Any]) -> None:
     """A grid entry for a strategy that is not configured, a key the strategy cannot take,
-    or a value its schema refuses is a config error naming it."""
+    or values that cannot name a trial folder is a config error naming it. (Each trial's
+    values are checked as a config of its own by ftcompare.checks.)"""
     tuning = config["tuning"]
     if not tuning["enabled"]:
         return
     grid = {strategy: keys for strategy, keys in (tuning["grid"] or {}).items() if keys}
     if not grid:
         raise ConfigError("tuning.enabled = true but tuning.grid is empty: name values to try, or set enabled: false")
-    schema = load_schema()
     for strategy, keys in grid.items():
         if strategy not in config["strategies"]:
             raise ConfigError(f"tuning.grid.{strategy}: no such strategy; configured: {list(config['strategies'])}")
         method = config["strategies"][strategy]["method"]
         for key in keys:
-            allowed = tunable_keys(method, schema)
-            # A peft: block passes any key to PEFT (checked with each trial's config below).
+            allowed = tunable_keys(method)
+            # A peft: block passes any key to PEFT (checked with each trial's config).
             if key not in allowed and not (method == "peft" and key.startswith("peft.") and key != "peft.peft_type"):
                 raise ConfigError(
                     f"tuning.grid.{strategy}.{key}: strategy {strategy!r} (method {method!r}) cannot take it; "
@@ -98,24 +92,17 @@ def check_grid(config: Mapping[str, Any]) -> None:
         for trial in strategy_trials:
             if not TRIAL_ID.match(trial.id):
                 raise ConfigError(f"tuning.grid.{trial.strategy}: values {trial.values} cannot name a trial folder")
-            candidate = with_values(config, trial.strategy, trial.values)
-            candidate["tuning"] = {**candidate["tuning"], "enabled": False}  # this check, not again
-            try:
-                validate_config(candidate)
-            except ConfigError as exc:
-                raise ConfigError(f"tuning.grid.{trial.strategy} trial {trial.id}: {exc}") from None
 
 
-def tunable_keys(method: str, schema: Mapping[str, Any] | None = None) -> list[str]:
+def tunable_keys(method: str) -> list[str]:
     """The keys a strategy of `method` may tune: its training overrides and its blocks' keys
     (a `peft:` block's are those of its PEFT config: `peft.<key>`)."""
-    schema = schema or load_schema()
-    keys = list(TRAINING_OVERRIDES)
+    keys = list(training_overrides())
     for block in METHOD_BLOCKS[method]:
         if block == "peft":
             keys.append("peft.<a setting of its PEFT config>")
             continue
-        keys += [f"{block}.{key}" for key in schema["$defs"][block]["properties"]]
+        keys += [f"{block}.{key}" for key in BLOCK_SCHEMAS[block]["properties"]]
     return keys
 
 

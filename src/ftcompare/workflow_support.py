@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ftcompare.config import ConfigError
 from ftcompare.data import DataError
+from ftcompare.errors import ConfigError
 from ftcompare.sources import (
     ModelSourceError,
     check_model_source,
@@ -180,6 +180,7 @@ def _check_local_model(name_or_path: str, *, max_length: int, strategies: Mappin
         _check_virtual_tokens(strategies, limit=limit, model=name_or_path)
     _check_module_lists(strategies, folder=folder, model=name_or_path)
     _check_default_targets(strategies, model_type=model_config.get("model_type"))
+    _check_widths(strategies, folder=folder)
 
 
 # Text tokens a prompt-learning strategy must keep: below this, the virtual tokens leave
@@ -210,6 +211,24 @@ def _check_default_targets(strategies: Mapping[str, Any], *, model_type: str | N
             continue
         for key, peft_type in default_target_checks(name, entry, entry["method"]):
             check_default_targets(key, peft_type, model_type)
+
+
+def _check_widths(strategies: Mapping[str, Any], *, folder: Path) -> None:
+    """The methods whose settings must fit the model's module widths (OFT's block size)."""
+    from ftcompare.methods import METHOD_TABLE, check_widths
+
+    checked = [
+        name
+        for name, entry in strategies.items()
+        if "method" in entry and METHOD_TABLE[entry["method"]].check_widths is not None
+    ]
+    if not checked:
+        return
+    from ftcompare.models import module_widths  # imports torch and transformers: a few seconds
+
+    widths = module_widths(str(folder))
+    for name in checked:
+        check_widths(name, strategies[name]["method"], strategies[name], widths)
 
 
 def _check_module_lists(strategies: Mapping[str, Any], *, folder: Path, model: str) -> None:

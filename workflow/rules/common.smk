@@ -8,21 +8,21 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 import re
 
-import yaml
-
-from ftcompare.config import resolve_run, validate_config
+from ftcompare.checks import checked_config
+from ftcompare.config import REFERENCE_RECIPE, resolve_run
 from ftcompare.figures import figure_names
 from ftcompare.data import settings_used
-from ftcompare.records import retry_marker
+from ftcompare.records import read_selection, retry_marker, run_params
 from ftcompare.sources import is_hub_id
 from ftcompare.tuning import apply_selection, trial_spec, trials
-from ftcompare.workflow_support import cache_key, preflight
+from ftcompare.workflow_support import cache_key
 
 # Every key checked against workflow/schemas/config.schema.yaml, defaults filled in.
 # An unknown key, a wrong type or an unknown strategy stops here, before any job runs;
-# so does bad input (preflight: paths, columns, encodings, labels, classes, row counts,
-# a local model's limits and module names), which in a job would cost its start-up.
-VALIDATED = validate_config(config, preflight=preflight)
+# so does a setting PEFT would refuse or change, and bad input (paths, columns, encodings,
+# labels, classes, row counts, a local model's limits and module names), which in a job
+# would cost its start-up: ftcompare.checks.
+VALIDATED = checked_config(config, sources=True)
 STRATEGIES = list(VALIDATED["strategies"])
 SEEDS = VALIDATED["seeds"]
 
@@ -82,8 +82,8 @@ def config_for(strategy):
     (the selection has run by then: see after_selection)."""
     if strategy not in TUNED:
         return VALIDATED
-    with open(checkpoints.select_settings.get().output.selected) as handle:
-        return apply_selection(VALIDATED, yaml.safe_load(handle))
+    selected = checkpoints.select_settings.get().output.selected
+    return apply_selection(VALIDATED, read_selection(selected))
 
 
 def after_selection(wildcards):
@@ -96,17 +96,18 @@ def after_selection(wildcards):
 
 def run_settings(wildcards):
     """One run's resolved settings: a change to them reruns that run alone."""
-    return resolve_run(
+    spec = resolve_run(
         config_for(wildcards.strategy),
         strategy=wildcards.strategy,
         seed=int(wildcards.seed),
-    ).to_dict()
+    )
+    return run_params(spec.to_dict())
 
 
 def trial_settings(wildcards):
     """One trial run's settings: its grid values, the trials' epochs."""
     trial = TRIALS[(wildcards.strategy, wildcards.trial)]
-    return trial_spec(VALIDATED, trial, seed=int(wildcards.seed)).to_dict()
+    return run_params(trial_spec(VALIDATED, trial, seed=int(wildcards.seed)).to_dict())
 
 
 def all_trial_records(wildcards):

@@ -4,13 +4,13 @@ rule evaluate:
         record="results/runs/{strategy}/seed{seed}/train.json",
         model="results/runs/{strategy}/seed{seed}/model",
         base_model=base_model,
-        # For the model card (README.md) the job writes into the model folder: the card
-        # needs the test metrics. Snakemake dates a directory by its .snakemake_timestamp,
-        # so the card changes nothing in the plan.
+        # For the model card: the data it was trained and tested on.
         data_summary=f"{DATA_DIR}/summary.json",
     output:
         record="results/runs/{strategy}/seed{seed}/eval.json",
         predictions="results/runs/{strategy}/seed{seed}/predictions.parquet",
+        # The run's model card: it needs the test metrics, so this job writes it.
+        card="results/runs/{strategy}/seed{seed}/README.md",
     log:
         "results/logs/evaluate/{strategy}_seed{seed}.log",
     benchmark:

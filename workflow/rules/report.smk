@@ -5,6 +5,8 @@ rule report:
         # Parallel to eval_records: each run's per-review predictions, for the paired tests.
         predictions=all_predictions,
         tuning=TUNING_OUTPUTS,
+        # The reference's recipe, which the report states beside its results.
+        reference_recipe=REFERENCE_RECIPE,
     output:
         summary=report(
             "results/summary.csv", caption="../report/summary.rst", category="Summary"

@@ -10,6 +10,7 @@ jobs.evaluate_job(
     model_dir=snakemake.input.model,
     record_path=snakemake.output.record,
     predictions_path=snakemake.output.predictions,
+    card_path=snakemake.output.card,
     attempt_path=snakemake.params.attempt,
     retry_marker=snakemake.params.retry_marker,
     base_model_dir=snakemake.input.get("base_model") or None,

@@ -18,4 +18,5 @@ jobs.report_job(
     tuning_summary=tuning[0],
     selected=tuning[1],
     sort_by=snakemake.params.sort_by,
+    reference_recipe=snakemake.input.reference_recipe,
 )

@@ -1,0 +1,121 @@
+"""Every check of a study's config before any job runs, in one place: the coordinator.
+
+`checked_config` is what the Snakefile calls (workflow/rules/common.smk): the config
+validated and resolved (ftcompare.config), then the checks that span modules: each
+strategy's method (its own checks, ftcompare.methods; a `peft:` block and a 4-bit base
+against the installed PEFT, ftcompare.adapters), the data paths, the sources themselves
+(ftcompare.workflow_support.preflight: files, labels, the model's limits and module
+names), batch shapes and token budgets, the report's baseline, and every tuning trial's
+settings, each checked as a config of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ftcompare import methods, tuning
+from ftcompare.config import validate_config
+from ftcompare.errors import ConfigError
+
+
+def checked_config(config: Mapping[str, Any], *, sources: bool = False) -> dict[str, Any]:
+    """`config` validated and resolved (ftcompare.config.validate_config), once every check
+    passes; raises ConfigError naming the first problem. `sources`: also read the data
+    and a local model (ftcompare.workflow_support.preflight), as the Snakefile does."""
+    resolved = validate_config(config)
+    for name, entry in resolved["strategies"].items():
+        _check_strategy(name, entry, given=config["strategies"][name] or {})
+    _check_data_paths(resolved["data"])
+    if sources:
+        from ftcompare.workflow_support import preflight
+
+        # Before the checks between keys: a max_length beyond the model's limit must be
+        # reported as that, not as a token budget too small for it.
+        preflight(resolved)
+    _check_batch_shapes(resolved["training"])
+    _check_token_budgets(resolved)
+    baseline = resolved["report"]["baseline"]
+    if baseline not in resolved["strategies"]:
+        raise ConfigError(
+            f"report.baseline = {baseline!r} is not a configured strategy; configured: {list(resolved['strategies'])}"
+        )
+    _check_trials(resolved)
+    return resolved
+
+
+def _check_strategy(name: str, entry: Mapping[str, Any], *, given: Mapping[str, Any]) -> None:
+    """`entry` resolved; `given` as the config has it (a message names the value given)."""
+    method = entry["method"]
+    if method == "peft":
+        from ftcompare.adapters import check_peft_block  # imports PEFT: only for configs that use it
+
+        check_peft_block(name, given["peft"])
+    if entry.get("quantization") is not None and "quantization" not in methods.METHOD_BLOCKS[method]:
+        from ftcompare.adapters import check_quantization
+
+        peft_type = entry["peft"]["peft_type"] if method == "peft" else methods.METHOD_TABLE[method].peft_type
+        check_quantization(name, method, peft_type)
+    methods.check_block(name, method, entry)
+
+
+def _check_trials(config: Mapping[str, Any]) -> None:
+    """Every trial's settings are a config that passes these checks (its sources are the study's)."""
+    tuning.check_grid(config)
+    for strategy_trials in tuning.trials(config).values():
+        for trial in strategy_trials:
+            candidate = tuning.with_values(config, trial.strategy, trial.values)
+            candidate["tuning"] = {**candidate["tuning"], "enabled": False}  # this check, not again
+            try:
+                checked_config(candidate)
+            except ConfigError as exc:
+                raise ConfigError(f"tuning.grid.{trial.strategy} trial {trial.id}: {exc}") from None
+
+
+def _check_data_paths(data: Mapping[str, Any]) -> None:
+    source = data["source"]
+    if source == "hub":
+        return
+    if not data.get("train"):
+        raise ConfigError(f"data.source = {source!r} needs data.train (a path); got {data.get('train')!r}")
+    if source != "aclimdb" and not data.get("test"):
+        raise ConfigError(f"data.source = {source!r} needs data.test (a path); got {data.get('test')!r}")
+
+
+def _check_batch_shapes(training: Mapping[str, Any]) -> None:
+    if training["bucket_width"] is not None and not training["group_by_length"]:
+        raise ConfigError(
+            f"training.bucket_width = {training['bucket_width']} groups reviews by length, but "
+            "training.group_by_length = false: set bucket_width to null, or group_by_length to true"
+        )
+    if training["cuda_graphs"] and training["bucket_width"] is None:
+        raise ConfigError(
+            "training.cuda_graphs = true needs training.bucket_width (e.g. 32): without buckets every batch "
+            "width is its own shape, and each shape is one more graph to record"
+        )
+    if training["cuda_graphs"] and training["compile"]:
+        raise ConfigError("training.cuda_graphs and training.compile cannot both be true: choose one")
+
+
+def _check_token_budgets(config: Mapping[str, Any]) -> None:
+    """Every token budget must hold one review of `max_length` tokens, padded."""
+    training = config["training"]
+    multiple = training["bucket_width"] or training["pad_to_multiple_of"]
+    widest = -(-training["max_length"] // multiple) * multiple
+    budgets = {"training.max_tokens_per_batch": training["max_tokens_per_batch"]}
+    eval_budget = training["eval_max_tokens_per_batch"]
+    eval_widest = -(-training["max_length"] // training["pad_to_multiple_of"]) * training["pad_to_multiple_of"]
+    if eval_budget is not None and eval_budget < eval_widest:
+        raise ConfigError(
+            f"training.eval_max_tokens_per_batch = {eval_budget} cannot hold one review of training.max_length = "
+            f"{training['max_length']} tokens ({eval_widest} padded): use at least {eval_widest}, or null for no budget"
+        )
+    for name, entry in config["strategies"].items():
+        if "max_tokens_per_batch" in entry:
+            budgets[f"strategies.{name}.max_tokens_per_batch"] = entry["max_tokens_per_batch"]
+    for key, budget in budgets.items():
+        if budget is not None and budget < widest:
+            raise ConfigError(
+                f"{key} = {budget} cannot hold one review of training.max_length = {training['max_length']} "
+                f"tokens ({widest} padded to a multiple of {multiple}): use at least {widest}, or null for no budget"
+            )
