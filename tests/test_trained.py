@@ -24,6 +24,7 @@ from specs import CPU, make_spec, tokenized_sample
 
 from ftcompare import cli, trained
 from ftcompare.config import METHOD_TABLE
+from ftcompare.errors import ConfigError
 from ftcompare.trained import UsageError, read_texts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -409,6 +410,30 @@ def test_a_base_a_run_folder_names_as_a_package_is_never_imported(lora_run, tmp_
         with pytest.raises(UsageError, match="never imports a module a run folder names"):
             trained.export_merged(trained.open_run(run), tmp_path / "merged")
     assert not marker.exists() and not (tmp_path / "merged").exists()
+
+
+def test_the_evaluate_job_never_imports_a_package_a_train_record_names(
+    lora_run, tiny_roberta, tiny_tokenized, tmp_path, monkeypatch
+):
+    from ftcompare.jobs import evaluate_job
+
+    run = copy_of(lora_run, tmp_path)
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_probe.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    record = json.loads((run / "train.json").read_text())
+    record["config"]["model_name_or_path"] = "package:evil_probe"
+    (run / "train.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="names model 'package:evil_probe', the study's model.name_or_path is"):
+        evaluate_job(
+            train_record_path=run / "train.json",
+            tokenized_dir=tiny_tokenized,
+            model_dir=run / "model",
+            record_path=run / "eval2.json",
+            predictions_path=run / "predictions2.parquet",
+            study_model=str(tiny_roberta),
+        )
+    assert not marker.exists() and "evil_probe" not in sys.modules
 
 
 def test_a_base_the_user_names_replaces_the_one_the_adapter_names(lora_run, tiny_roberta, tiny_tokenized, tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ftcompare.config import RunSpec
+from ftcompare.errors import ConfigError
 from ftcompare.provenance import now, provenance, write_json
 from ftcompare.records import Status, read_record, versioned, write_attempt, write_selection
 
@@ -154,6 +155,7 @@ def evaluate_job(
     retry_marker: str = "first",
     base_model_dir: Path | None = None,
     data_summary_path: Path | None = None,
+    study_model: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained run on the test split; a run that did not train passes its status on.
 
@@ -161,7 +163,9 @@ def evaluate_job(
     rerun retries a failed evaluation; `base_model_dir` as in `finetune`. `card_path`: the
     run's model card (its folder's README.md), which needs the test metrics and the data
     (`data_summary_path`, the prepared data's summary.json); a run that did not finish ok
-    gets a card that says so."""
+    gets a card that says so. `study_model`: the model the study's config names (the
+    workflow passes it); a train.json that names another is refused before its model is
+    resolved, so that no file in a run folder decides which package is imported."""
     import pandas as pd
 
     from ftcompare.evaluation import evaluate_run
@@ -169,7 +173,13 @@ def evaluate_job(
 
     started = now()
     train_record = read_record(train_record_path, kind="train")
-    spec = _load_from(RunSpec.from_dict(train_record["config"]), base_model_dir)
+    spec = RunSpec.from_dict(train_record["config"])
+    if study_model is not None and spec.model_name_or_path != study_model:
+        raise ConfigError(
+            f"{train_record_path}: the run names model {spec.model_name_or_path!r}, the study's "
+            f"model.name_or_path is {study_model!r}: this run folder is not the study's (retrain it)"
+        )
+    spec = _load_from(spec, base_model_dir)
     if train_record["status"] == Status.OK:
         result = evaluate_run(spec=spec, tokenized_dir=tokenized_dir, model_dir=model_dir)
         status, reason, metrics, device = result.status, result.reason, result.metrics, result.device

@@ -29,5 +29,8 @@ rule evaluate:
         # As in finetune: a failed evaluation is retried by a plain rerun.
         retry_marker=evaluate_retry_marker,
         attempt=EVALUATE_ATTEMPT,
+        # The model as the config names it: train.json is checked against it, never
+        # trusted to name a package to import.
+        study_model=config["model"]["name_or_path"],
     script:
         "../scripts/evaluate.py"

@@ -15,4 +15,5 @@ jobs.evaluate_job(
     retry_marker=snakemake.params.retry_marker,
     base_model_dir=snakemake.input.get("base_model") or None,
     data_summary_path=snakemake.input.data_summary,
+    study_model=snakemake.params.study_model,
 )
