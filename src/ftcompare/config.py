@@ -108,7 +108,7 @@ TRAINING_OVERRIDES = tuple(load_schema()["$defs"]["training_overrides"])
 # Sections whose missing keys come from config/config.yaml, the one source of defaults
 # (Snakemake layers every --configfile over it anyway; this serves callers that pass a
 # partial config, such as tests).
-DEFAULTED_SECTIONS = ("data", "training", "method_defaults", "report", "tuning")
+DEFAULTED_SECTIONS = ("data", "training", "method_defaults", "report", "tuning", "monitoring")
 
 
 class ConfigError(ValueError):
