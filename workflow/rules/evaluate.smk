@@ -9,7 +9,13 @@ rule evaluate:
         # so the card changes nothing in the plan.
         data_summary=f"{DATA_DIR}/summary.json",
     output:
-        record="results/runs/{strategy}/seed{seed}/eval.json",
+        record=report(
+            "results/runs/{strategy}/seed{seed}/eval.json",
+            caption="../report/eval_record.rst",
+            category=REPORT_TASK,
+            subcategory=REPORT_MODEL,
+            labels={"strategy": "{strategy}", "seed": "{seed}", "item": "test record"},
+        ),
         predictions="results/runs/{strategy}/seed{seed}/predictions.parquet",
     log:
         "results/logs/evaluate/{strategy}_seed{seed}.log",
