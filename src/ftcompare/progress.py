@@ -245,7 +245,10 @@ class Reporter:
             best_val_accuracy=best,
         )
         if self.files.tensorboard is not None:
-            self._writer = open_events(self.files.tensorboard, resume_step=step)
+            try:
+                self._writer = open_events(self.files.tensorboard, resume_step=step)
+            except (ImportError, OSError) as exc:  # the curves are a side product: train without them
+                log.warning("no TensorBoard events for %s: %s", self.label, exc)
         log.info(
             "%s: %s at step %d of %d (%d epochs), a line every %d steps or %.0f s",
             self.label,
