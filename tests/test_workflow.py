@@ -224,16 +224,38 @@ def test_the_html_report_opens_with_the_summary_and_groups_by_task_model_strateg
     result = snakemake(workdir, base, args=("--report", str(html)))
     assert result.returncode == 0, result.stderr[-3000:]
     browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000"]
-    page = html.resolve().as_uri()
-    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=300).stdout
-    # The rendered page (the report is drawn by its scripts): the study's summary first, then
-    # the results under the task's and the model's names.
-    assert "Which fine-tuning strategy, at what cost?" in dom
-    assert "5 strategies (full, lora, qlora, ia3, broken)" in dom
-    assert "data/train.parquet" in dom  # the task, as the config names its data
-    shot = tmp_path / "report.png"
-    subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1400,1000", page], timeout=300, check=True)
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+    def render(page: Path) -> str:
+        """The page as drawn by its scripts (the report is a React app), and its first screen."""
+        shot = page.with_suffix(".png")
+        subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1400,1000", page.as_uri()], timeout=300)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+        return subprocess.run(
+            [*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=300
+        ).stdout
+
+    first = render(html)
+    assert "Which fine-tuning strategy, at what cost?" in first  # the study's summary opens it
+    assert "5 strategies (full, lora, qlora, ia3, broken)" in first
+    # The results of the task (as the config names its data) and the model: a table with a
+    # strategy, seed and item column, one row per record, drawn cells (">...<") rather than
+    # the data the page carries.
+    task, model = "data/train.parquet", str(tiny_roberta_of(workdir))
+    page = html.read_text()
+    at = page.rindex("</body>")
+    show = f"app.setView({{navbarMode: 'subcategory', category: {json.dumps(task)}, subcategory: {json.dumps(model)}}})"
+    results = tmp_path / "results.html"
+    results.write_text(f"{page[:at]}<script>setTimeout(() => {show}, 500);</script>{page[at:]}")
+    drawn = render(results)
+    assert ">strategy<" in drawn and ">seed<" in drawn and ">item<" in drawn
+    assert drawn.count(">training record<") == drawn.count(">test record<") == 5
+    assert all(f">{strategy}<" in drawn for strategy in ("full", "lora", "qlora", "ia3", "broken", "all"))
+    assert ">written comparison<" in drawn and ">figure: accuracy<" in drawn
+
+
+def tiny_roberta_of(workdir: Path) -> str:
+    """The model the shared study's config names."""
+    return yaml.safe_load((workdir / "study.yaml").read_text())["model"]["name_or_path"]
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

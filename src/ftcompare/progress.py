@@ -131,6 +131,7 @@ class Reporter:
         self.log_every, self.heartbeat_s, self._clock = max(1, log_every), heartbeat_s, clock
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._changed = threading.Event()
         self._thread: threading.Thread | None = None
         self._writer: Any = None
         self._finished = False
@@ -184,7 +185,19 @@ class Reporter:
             self.finish("stopped", reason)
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
+        """The file is written here, off the training thread (an atomic write fsyncs): at
+        each change it is told of, and every heartbeat."""
+        while True:
+            self._changed.wait(self.heartbeat_s)
+            if self._stop.is_set():
+                return
+            self._changed.clear()
+            self._write()
+
+    def _publish(self) -> None:
+        if self._thread is not None:
+            self._changed.set()
+        else:
             self._write()
 
     def _write(self) -> None:
@@ -209,8 +222,10 @@ class Reporter:
         """The job's outcome (ok, skipped, failed, or stopped when it was interrupted)."""
         self._finished = True
         self._stop.set()
+        self._changed.set()
         if self._thread is not None:
             self._thread.join()
+            self._thread = None
         first_line = (str(reason).splitlines() or [""])[0][:500] if reason is not None else None
         self._update(state=str(status), reason=first_line, phase="done", eta_s=0.0 if status == "ok" else None)
         self._write()
@@ -259,7 +274,7 @@ class Reporter:
             self.log_every,
             self.heartbeat_s,
         )
-        self._write()
+        self._publish()
 
     def tick(self, *, step: int, epoch: float, tokens: int, window_loss: Callable[[], float]) -> None:
         """After every optimizer step: cheap unless HEARTBEAT_S passed since the last line;
@@ -320,7 +335,7 @@ class Reporter:
                 phase="training",
                 eta_s=self._eta(now),
             )
-        self._write()
+        self._publish()
         if self._writer is not None:
             self._writer.add_scalar("validation/accuracy", accuracy, step)
             self._writer.add_scalar("validation/loss", loss, step)
@@ -359,7 +374,7 @@ class Reporter:
         parts.append(f"elapsed {duration(now - self._t0)}")
         parts.append(f"ETA {duration(eta)}" + ("" if eta is None else f" (~{clock_time(time.time() + eta)})"))
         log.info("  ".join(parts))
-        self._write()
+        self._publish()
 
     # ------------------------------------------------------------------ inference
 
@@ -389,7 +404,7 @@ class Reporter:
                 what,
                 duration((total - done) * per_batch),
             )
-            self._write()
+            self._publish()
 
 
 def _finite(value: Any) -> Any:
