@@ -183,6 +183,9 @@ def read_row(folder: Path, row: Row, *, now: float, host: str) -> Row:
     for name in ("eval-progress.json", "progress.json"):
         progress = _read(folder / name)
         if progress is not None and _from_progress(row, progress, now=now, host=host):
+            if name == "eval-progress.json" and row.took_s is not None:  # the run's length: training too
+                trained = _seconds((_read(folder / "train.json") or {}).get("provenance"))
+                row.took_s = None if trained is None else row.took_s + trained
             return row
     train = _read(folder / "train.json")
     _from_records(row, train, _read(folder / "eval.json") if row.trial is None and train else None)
