@@ -387,10 +387,10 @@ class Reporter:
         what = "test" if self.kind == "eval" else "validation"
         with self._lock:
             self.snapshot.update(batches=[done, total], phase="testing" if self.kind == "eval" else "validating")
-            # Timed from the first batch's end: the batches since then.
-            per_batch = (now - self._batch_t0) / max(done - 1, 1)
+            # Timed from the first batch's end: the batches since then (none yet: unknown).
+            per_batch = (now - self._batch_t0) / (done - 1) if done > 1 else None
             if self.kind == "eval":
-                self.snapshot["eta_s"] = (total - done) * per_batch
+                self.snapshot["eta_s"] = None if per_batch is None else (total - done) * per_batch
         if done % self.log_every == 0 or now - self._last_line >= self.heartbeat_s:
             self._last_line = now
             log.info(
@@ -402,7 +402,7 @@ class Reporter:
                 100 * done / total,
                 duration(now - self._batch_t0),
                 what,
-                duration((total - done) * per_batch),
+                duration(None if per_batch is None else (total - done) * per_batch),
             )
             self._publish()
 
