@@ -16,6 +16,10 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# The HTML report (snakemake --report report.html) opens with this summary of the study.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/fetch.smk"
 include: "workflow/rules/data.smk"

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -24,9 +25,12 @@ import yaml
 
 from ftcompare import cli
 from ftcompare.records import read_selection
+from ftcompare.status import render, study_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
+# CI sets this so that a missing browser fails the HTML report's test instead of skipping it.
+REQUIRE_BROWSER = "FTCOMPARE_REQUIRE_BROWSER"
 
 
 def snakemake_command(
@@ -181,6 +185,78 @@ def prepared_test_split(run: Path) -> Path:
 def assert_probabilities_equal(got: pd.DataFrame, expected: pd.DataFrame, atol: float) -> None:
     columns = [c for c in expected.columns if c.startswith("prob_")]
     np.testing.assert_allclose(got[columns].to_numpy(), expected[columns].to_numpy(), atol=atol, rtol=0)
+
+
+def test_status_and_tensorboard_show_the_finished_study(study):
+    workdir, base = study
+    results = workdir / "results"
+    rows = {row.strategy: row for row in study_rows(results)}
+    assert {s: r.status for s, r in rows.items()} == {
+        "full": "ok",
+        "lora": "ok",
+        "qlora": "ok",
+        "ia3": "ok",
+        "broken": "failed",
+    }
+    assert rows["broken"].reason.startswith("diverged: training loss became")
+    for strategy in ("full", "lora", "qlora", "ia3"):
+        evaluation = json.loads((results / "runs" / strategy / "seed0" / "eval.json").read_text())
+        assert rows[strategy].test_accuracy == evaluation["metrics"]["accuracy"]
+        assert list((results / "tensorboard" / strategy / "seed0").glob("events.out.tfevents.*"))
+    assert render(list(rows.values())).splitlines()[-1] == "5 jobs: 4 ok, 1 failed; study ETA 0:00:00"
+    # The events are a side product: switching them off reruns nothing.
+    off = overlay(workdir, "no-tensorboard", {"monitoring": {"tensorboard": False}})
+    assert planned_jobs(workdir, base, off) == {}
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if found is None:
+        if os.environ.get(REQUIRE_BROWSER):
+            pytest.fail(f"no Chromium here, and {REQUIRE_BROWSER} is set (apt-get install chromium)")
+        pytest.skip("no Chromium here (apt-get install chromium)")
+    return found
+
+
+@pytest.mark.browser
+def test_the_html_report_opens_with_the_summary_and_groups_by_task_model_strategy(study, tmp_path):
+    workdir, base = study
+    html = tmp_path / "report.html"
+    result = snakemake(workdir, base, args=("--report", str(html)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000"]
+
+    def render(page: Path) -> str:
+        """The page as drawn by its scripts (the report is a React app), and its first screen."""
+        shot = page.with_suffix(".png")
+        subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1400,1000", page.as_uri()], timeout=300)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+        return subprocess.run(
+            [*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=300
+        ).stdout
+
+    first = render(html)
+    assert "Which fine-tuning strategy, at what cost?" in first  # the study's summary opens it
+    assert "5 strategies (full, lora, qlora, ia3, broken)" in first
+    # The results of the task (as the config names its data) and the model: a table with a
+    # strategy, seed and item column, one row per record, drawn cells (">...<") rather than
+    # the data the page carries.
+    task, model = "data/train.parquet", str(tiny_roberta_of(workdir))
+    page = html.read_text()
+    at = page.rindex("</body>")
+    show = f"app.setView({{navbarMode: 'subcategory', category: {json.dumps(task)}, subcategory: {json.dumps(model)}}})"
+    results = tmp_path / "results.html"
+    results.write_text(f"{page[:at]}<script>setTimeout(() => {show}, 500);</script>{page[at:]}")
+    drawn = render(results)
+    assert ">strategy<" in drawn and ">seed<" in drawn and ">item<" in drawn
+    assert drawn.count(">training record<") == drawn.count(">test record<") == 5
+    assert all(f">{strategy}<" in drawn for strategy in ("full", "lora", "qlora", "ia3", "broken", "all"))
+    assert ">written comparison<" in drawn and ">figure: accuracy<" in drawn
+
+
+def tiny_roberta_of(workdir: Path) -> str:
+    """The model the shared study's config names."""
+    return yaml.safe_load((workdir / "study.yaml").read_text())["model"]["name_or_path"]
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -2,6 +2,7 @@
 
     ftcompare predict RUN_DIR --input FILE [--output FILE]
     ftcompare export RUN_DIR --merged OUT
+    ftcompare status [RESULTS_DIR] [--watch [SECONDS]]
 
 Kept light: `ftcompare --help` imports neither torch nor transformers; each command
 imports what it needs when it runs (ftcompare.trained).
@@ -80,6 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace OUT if it exists and is not empty")
     export.add_argument("--base", metavar="PATH_OR_HUB_ID", help=BASE_HELP)
     export.set_defaults(handler=_export)
+
+    status = commands.add_parser(
+        "status",
+        help="one table of a study's runs and trials: status, progress, ETA, validation and test accuracy",
+        description=(
+            "One table of every run and trial of a study, from the files its jobs write (no torch: it runs on a "
+            "login node while the jobs run elsewhere): status (running, ok, failed with its reason, skipped, "
+            "died, waiting), step / total, ETA, best validation accuracy so far, test accuracy, and a last line "
+            "with the counts and the study's ETA."
+        ),
+    )
+    status.add_argument("results", nargs="?", default="results", metavar="RESULTS_DIR", help="default: results")
+    status.add_argument(
+        "--watch", nargs="?", const=10.0, type=float, metavar="SECONDS", help="refresh every SECONDS (default 10)"
+    )
+    status.set_defaults(handler=_status)
     return parser
 
 
@@ -120,8 +137,20 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from ftcompare import status
+
+    try:
+        return status.show(args.results, watch=args.watch)
+    except FileNotFoundError as exc:
+        print(f"ftcompare status: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "status":  # before the imports below, which bring torch: a login node has no need of it
+        return args.handler(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from ftcompare.data import DataError
     from ftcompare.sources import ModelSourceError

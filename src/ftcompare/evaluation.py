@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,17 @@ def predictions_frame(*, labels: np.ndarray, logits: np.ndarray) -> pd.DataFrame
 
 
 def evaluate_run(
-    *, spec: RunSpec, tokenized_dir: Path, model_dir: Path, device: torch.device | None = None
+    *,
+    spec: RunSpec,
+    tokenized_dir: Path,
+    model_dir: Path,
+    device: torch.device | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Test-set metrics of the model saved in `model_dir` (rebuilt the way it was trained),
     and what it costs to run: test throughput at eval_batch_size and single-review latency,
-    for the adapter as trained and, where it can be merged into its base, merged."""
+    for the adapter as trained and, where it can be merged into its base, merged.
+    `on_batch(done, total)`: progress through the test split's batches (ftcompare.progress)."""
     device = device or select_device()
     try:
         precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
@@ -96,7 +103,9 @@ def evaluate_run(
         model = load_trained(
             spec=spec, model_dir=model_dir, num_labels=data.num_labels, device=device, precision=precision
         )
-        logits, eval_time, latencies = _measure(model, test, spec=spec, data=data, device=device, precision=precision)
+        logits, eval_time, latencies = _measure(
+            model, test, spec=spec, data=data, device=device, precision=precision, on_batch=on_batch
+        )
     except Exception as exc:  # failure isolation, as in training
         log.exception("evaluation of %s/seed%d failed", spec.strategy, spec.seed)
         return EvalResult(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}"[:2000], device=device)
@@ -135,7 +144,14 @@ def evaluate_run(
 
 
 def _measure(
-    model: torch.nn.Module, test: TokenizedSplit, *, spec: RunSpec, data: TokenizedData, device, precision
+    model: torch.nn.Module,
+    test: TokenizedSplit,
+    *,
+    spec: RunSpec,
+    data: TokenizedData,
+    device,
+    precision,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """The test split's logits, the seconds they took, and single-review latencies (seconds)."""
     if device.type == "cuda":
@@ -150,6 +166,7 @@ def _measure(
         pad_to_multiple_of=spec.pad_to_multiple_of,
         device=device,
         precision=precision,
+        on_batch=on_batch,
     )  # (predict_logits copies to the host at the end, so the clock is honest)
     eval_time = time.perf_counter() - started
     latencies = review_latencies(

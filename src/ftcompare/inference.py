@@ -4,6 +4,7 @@ and `ftcompare predict` share, and single-review latency."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -24,23 +25,27 @@ def predict_logits(
     device: torch.device,
     precision: Precision,
     max_tokens: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Logits for every row of `split`, in the split's order (batches sorted by length).
 
     `max_tokens` caps each batch's padded tokens as in training. Validation passes the
     run's budget: it runs inside the training process, and an inference batch of
     256 x 512 tokens would otherwise set the peak memory of a run whose training batches
-    are far smaller (QLoRA's). The evaluate job, a process of its own, does not."""
+    are far smaller (QLoRA's). The evaluate job, a process of its own, does not.
+    `on_batch(done, total)` after each batch: a job's progress (ftcompare.progress)."""
     was_training = model.training
     model.eval()
     pieces: list[tuple[np.ndarray, torch.Tensor]] = []
     batches = eval_batches(
         split.lengths, batch_size=batch_size, max_tokens=max_tokens, pad_to_multiple_of=pad_to_multiple_of
     )
-    for indices in batches:
+    for done, indices in enumerate(batches, start=1):
         batch = collate(split, indices, pad_token_id=pad_token_id, pad_to_multiple_of=pad_to_multiple_of)
         logits = forward_logits(model, batch, device=device, precision=precision)
         pieces.append((indices, logits))  # stays on the device: one copy at the end
+        if on_batch is not None:
+            on_batch(done, len(batches))
     model.train(was_training)
     num_labels = pieces[0][1].shape[-1]
     out = np.empty((len(split), num_labels), dtype=np.float32)

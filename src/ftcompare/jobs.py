@@ -18,6 +18,7 @@ from typing import Any
 
 from ftcompare.config import RunSpec
 from ftcompare.errors import ConfigError
+from ftcompare.progress import JobFiles, Reporter
 from ftcompare.provenance import now, provenance, write_json
 from ftcompare.records import Status, read_record, versioned, write_attempt, write_selection
 
@@ -93,54 +94,66 @@ def finetune_job(
     retry_marker: str,
     trial: str | None = None,
     base_model_dir: Path | None = None,
+    files: JobFiles | None = None,
 ) -> dict[str, Any]:
     """Train one run and write its record, and the attempt file that
     `ftcompare.records.retry_marker` reads to decide whether to retry it. A tuning
     `trial` keeps no model: its record, with the validation scores, is its result.
 
     `base_model_dir`: the fetched copy of a hub model, loaded instead of the hub id;
-    the record keeps the configured source."""
+    the record keeps the configured source. `files`: where the run reports its progress
+    while it trains (ftcompare.progress)."""
     from ftcompare.training import train_run
 
     started = now()
     strategy, seed = spec.strategy, spec.seed
     if model_dir is not None:
         Path(model_dir).mkdir(parents=True, exist_ok=True)  # declared output, even if the run fails
-    result = train_run(
-        spec=_load_from(spec, base_model_dir),
-        tokenized_dir=tokenized_dir,
-        model_out_dir=model_dir,
-        checkpoint_dir=checkpoint_dir,
-        base_model=spec.model_name_or_path,  # as configured: what a saved adapter names as its base
-    )
-    record = versioned(
-        {
-            "kind": "train",
-            "strategy": strategy,
-            "method": spec.method,
-            "seed": seed,
-            "trial": trial,
-            "status": result.status,
-            "reason": result.reason,
-            "config": spec.to_dict(),
-            "tokenized_dir": str(tokenized_dir),
-            "metrics": result.metrics,
-            "loss_curve": result.loss_curve,
-            "val_curve": result.val_curve,
-            "provenance": provenance(device=result.device, started_at=started),
-            "retry_marker": retry_marker,
-        }
-    )
-    write_json(record_path, record)
-    write_attempt(
-        attempt_path,
-        status=result.status,
-        retry_marker=retry_marker,
-        finished_at=record["provenance"]["finished_at"],
-        retry=result.retry,
-    )
+    with _reporter(spec, kind="train" if trial is None else "trial", trial=trial, files=files) as reporter:
+        result = train_run(
+            spec=_load_from(spec, base_model_dir),
+            tokenized_dir=tokenized_dir,
+            model_out_dir=model_dir,
+            checkpoint_dir=checkpoint_dir,
+            base_model=spec.model_name_or_path,  # as configured: what a saved adapter names as its base
+            reporter=reporter,
+        )
+        record = versioned(
+            {
+                "kind": "train",
+                "strategy": strategy,
+                "method": spec.method,
+                "seed": seed,
+                "trial": trial,
+                "status": result.status,
+                "reason": result.reason,
+                "config": spec.to_dict(),
+                "tokenized_dir": str(tokenized_dir),
+                "metrics": result.metrics,
+                "loss_curve": result.loss_curve,
+                "val_curve": result.val_curve,
+                "provenance": provenance(device=result.device, started_at=started),
+                "retry_marker": retry_marker,
+            }
+        )
+        write_json(record_path, record)
+        write_attempt(
+            attempt_path,
+            status=result.status,
+            retry_marker=retry_marker,
+            finished_at=record["provenance"]["finished_at"],
+            retry=result.retry,
+        )
+        reporter.finish(result.status, result.reason)
     log.info("%s/seed%d: %s%s", strategy, seed, result.status, f" ({result.reason})" if result.reason else "")
     return record
+
+
+def _reporter(spec: RunSpec, *, kind: str, trial: str | None = None, files: JobFiles | None = None) -> Reporter:
+    """A job's progress reporter (ftcompare.progress), named as its run is."""
+    label = "/".join([spec.strategy, *([trial] if trial else []), f"seed{spec.seed}"])
+    identity = {"strategy": spec.strategy, "seed": spec.seed, "trial": trial, "model": spec.model_name_or_path}
+    return Reporter(label=label, kind=kind, files=files, identity=identity, log_every=spec.log_every_steps)
 
 
 def evaluate_job(
@@ -156,6 +169,7 @@ def evaluate_job(
     base_model_dir: Path | None = None,
     data_summary_path: Path | None = None,
     study_model: str | None = None,
+    files: JobFiles | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained run on the test split; a run that did not train passes its status on.
 
@@ -165,7 +179,8 @@ def evaluate_job(
     (`data_summary_path`, the prepared data's summary.json); a run that did not finish ok
     gets a card that says so. `study_model`: the model the study's config names (the
     workflow passes it); a train.json that names another is refused before its model is
-    resolved, so that no file in a run folder decides which package is imported."""
+    resolved, so that no file in a run folder decides which package is imported. `files`:
+    where the evaluation reports its progress (ftcompare.progress)."""
     import pandas as pd
 
     from ftcompare.evaluation import evaluate_run
@@ -181,7 +196,11 @@ def evaluate_job(
         )
     spec = _load_from(spec, base_model_dir)
     if train_record["status"] == Status.OK:
-        result = evaluate_run(spec=spec, tokenized_dir=tokenized_dir, model_dir=model_dir)
+        with _reporter(spec, kind="eval", files=files) as reporter:
+            result = evaluate_run(
+                spec=spec, tokenized_dir=tokenized_dir, model_dir=model_dir, on_batch=reporter.batches
+            )
+            reporter.finish(result.status, result.reason)
         status, reason, metrics, device = result.status, result.reason, result.metrics, result.device
         predictions = result.predictions
     else:

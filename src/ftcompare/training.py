@@ -50,6 +50,7 @@ from ftcompare.models import (
     split_trainable,
     text_length,
 )
+from ftcompare.progress import Reporter
 from ftcompare.records import Status
 from ftcompare.sources import portable_model_name
 from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current_lr, peak_memory, select_device
@@ -140,6 +141,7 @@ def train_run(
     checkpoint_dir: Path,
     device: torch.device | None = None,
     base_model: str | None = None,
+    reporter: Reporter | None = None,
 ) -> TrainResult:
     """Train one run and save the best-on-validation weights to `model_out_dir` (None:
     a tuning trial, whose validation score is all that is kept), with what makes that
@@ -150,9 +152,13 @@ def train_run(
     Returns a TrainResult whose status is `ok`, `skipped` (the strategy cannot run on
     this machine) or `failed` (an error such as out-of-memory, with its message): one
     run's failure must not stop the study. Raises Preempted on SIGTERM after saving a
-    checkpoint, so that the job exits non-zero and its rerun resumes.
+    checkpoint, so that the job exits non-zero and its rerun resumes. `reporter`: where
+    progress goes (ftcompare.progress); by default, lines in the log only.
     """
     device = device or select_device()
+    reporter = reporter or Reporter(
+        label=f"{spec.strategy}/seed{spec.seed}", kind="train", log_every=spec.log_every_steps
+    )
     try:
         with sigterm_requests_stop() as stop:
             return _train(
@@ -163,6 +169,7 @@ def train_run(
                 device=device,
                 stop=stop,
                 base_model=portable_model_name(base_model or spec.model_name_or_path),
+                reporter=reporter,
             )
     except StrategyUnavailable as exc:
         log.warning("strategy %s skipped: %s", spec.strategy, exc)
@@ -193,6 +200,7 @@ def _train(
     device: torch.device,
     stop: threading.Event,
     base_model: str,
+    reporter: Reporter,
 ) -> TrainResult:
     precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
     data = load_tokenized(tokenized_dir, splits=("train", "validation"))  # never the test split
@@ -347,6 +355,15 @@ def _train(
             shapes.setdefault((batching.rows(train.lengths, indices), batching.width(train.lengths, indices)), indices)
         step_once.prepare([batching.collate(train, i, pad_token_id=data.pad_token_id) for i in shapes.values()])
         state["train_time_s"] += _elapsed(started, device)
+    best_so_far = None if state["best"] is None else state["best"]["val_accuracy"]
+    reporter.start_training(
+        total_steps=total_steps,
+        epochs=spec.epochs,
+        step=state["global_step"],
+        epoch=state["epoch"],
+        tokens=state["train_tokens"],
+        best=best_so_far,
+    )
     loss_sum = torch.zeros((), device=device)
     last_checkpoint = time.monotonic()
     while state["epoch"] < spec.epochs:
@@ -369,9 +386,22 @@ def _train(
                 state["loss_curve"].append(
                     {"step": step, "epoch": epochs_done, "loss": mean, "lr": current_lr(scheduler)}
                 )
-                log.info("step %d/%d epoch %.2f loss %.4f", step, total_steps, epochs_done, mean)
+                reporter.logged(
+                    step=step,
+                    epoch=epochs_done,
+                    loss=mean,
+                    lr=current_lr(scheduler),
+                    tokens=state["train_tokens"],
+                    memory=peak_memory(device, earlier=state["peak_memory"]),
+                )
                 loss_sum.zero_()
                 state["loss_sum"], state["loss_count"] = 0.0, 0
+            reporter.tick(
+                step=step,
+                epoch=epoch + state["batch_in_epoch"] / len(batches),
+                tokens=state["train_tokens"],
+                window_loss=lambda total=loss_sum: (state["loss_sum"] + total.item()) / max(state["loss_count"], 1),
+            )
 
             due_by_steps = spec.checkpoint_every_steps and step % spec.checkpoint_every_steps == 0
             due_by_time = (
@@ -403,6 +433,7 @@ def _train(
             device=device,
             precision=precision,
             max_tokens=spec.max_tokens_per_batch,
+            on_batch=reporter.batches,
         )
         if not np.isfinite(logits).all():
             raise diverged(f"validation logits are not finite after epoch {epoch + 1} (step {state['global_step']})")
@@ -432,6 +463,7 @@ def _train(
             val_loss,
             f" ({degenerate})" if degenerate else "",
         )
+        reporter.validated(epoch=epoch + 1, step=state["global_step"], accuracy=accuracy, loss=val_loss)
         if state["best"] is None or accuracy > state["best"]["val_accuracy"]:
             weights = {n: p.detach().to("cpu", copy=True) for n, p in trainable}
             state["best"] = {"epoch": epoch + 1, "val_accuracy": accuracy, "weights": weights, "degenerate": degenerate}

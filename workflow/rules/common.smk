@@ -14,6 +14,7 @@ from ftcompare.figures import figure_names
 from ftcompare.data import settings_used
 from ftcompare.records import read_selection, retry_marker, run_params
 from ftcompare.sources import is_hub_id
+from ftcompare.status import task_label, write_plan
 from ftcompare.tuning import apply_selection, trial_spec, trials
 from ftcompare.workflow_support import cache_key
 
@@ -50,6 +51,17 @@ TUNING_OUTPUTS = (
     ["results/tuning/summary.csv", "results/tuning/selected.yaml"] if TUNED else []
 )
 FIGURES = expand("results/figures/{name}.png", name=figure_names(tuning=bool(TUNED)))
+
+
+# The HTML report (snakemake --report) groups its items by task, then model, then strategy.
+REPORT_TASK = task_label(VALIDATED["data"])
+REPORT_MODEL = VALIDATED["model"]["name_or_path"]
+
+
+# Every planned run and trial, for `ftcompare status` to show those not started yet
+# (written when the study runs, not on a dry run; nothing depends on it).
+onstart:
+    write_plan(VALIDATED, "results/plan.json")
 
 
 # What the local fetch rules download before any job needs it (jobs have no network).

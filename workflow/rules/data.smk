@@ -8,7 +8,9 @@ rule prepare_data:
         summary=report(
             f"{DATA_DIR}/summary.json",
             caption="../report/data.rst",
-            category="Data",
+            category=REPORT_TASK,
+            subcategory="data",
+            labels={"strategy": "-", "seed": "-", "item": "data summary"},
         ),
     log:
         f"results/logs/prepare_data/{DATA_KEY}.log",

@@ -7,7 +7,13 @@ rule evaluate:
         # For the model card: the data it was trained and tested on.
         data_summary=f"{DATA_DIR}/summary.json",
     output:
-        record="results/runs/{strategy}/seed{seed}/eval.json",
+        record=report(
+            "results/runs/{strategy}/seed{seed}/eval.json",
+            caption="../report/eval_record.rst",
+            category=REPORT_TASK,
+            subcategory=REPORT_MODEL,
+            labels={"strategy": "{strategy}", "seed": "{seed}", "item": "test record"},
+        ),
         predictions="results/runs/{strategy}/seed{seed}/predictions.parquet",
         # The run's model card: it needs the test metrics, so this job writes it.
         card="results/runs/{strategy}/seed{seed}/README.md",

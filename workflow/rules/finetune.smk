@@ -4,7 +4,17 @@ rule finetune:
         selection=after_selection,
         base_model=base_model,
     output:
-        record="results/runs/{strategy}/seed{seed}/train.json",
+        record=report(
+            "results/runs/{strategy}/seed{seed}/train.json",
+            caption="../report/train_record.rst",
+            category=REPORT_TASK,
+            subcategory=REPORT_MODEL,
+            labels={
+                "strategy": "{strategy}",
+                "seed": "{seed}",
+                "item": "training record",
+            },
+        ),
         model=directory("results/runs/{strategy}/seed{seed}/model"),
     log:
         "results/logs/finetune/{strategy}_seed{seed}.log",

@@ -8,18 +8,42 @@ rule report:
         # The reference's recipe, which the report states beside its results.
         reference_recipe=REFERENCE_RECIPE,
     output:
+        # Grouped as the runs are (task, model), under the strategy "all".
         summary=report(
-            "results/summary.csv", caption="../report/summary.rst", category="Summary"
+            "results/summary.csv",
+            caption="../report/summary.rst",
+            category=REPORT_TASK,
+            subcategory=REPORT_MODEL,
+            labels={"strategy": "all", "seed": "all", "item": "summary table"},
         ),
         by_strategy=report(
             "results/summary_by_strategy.csv",
             caption="../report/summary_by_strategy.rst",
-            category="Summary",
+            category=REPORT_TASK,
+            subcategory=REPORT_MODEL,
+            labels={"strategy": "all", "seed": "all", "item": "per-strategy table"},
         ),
         report=report(
-            "results/report.md", caption="../report/report.rst", category="Summary"
+            "results/report.md",
+            caption="../report/report.rst",
+            category=REPORT_TASK,
+            subcategory=REPORT_MODEL,
+            labels={"strategy": "all", "seed": "all", "item": "written comparison"},
         ),
-        figures=report(FIGURES, caption="../report/figures.rst", category="Figures"),
+        figures=[
+            report(
+                figure,
+                caption="../report/figures.rst",
+                category=REPORT_TASK,
+                subcategory=REPORT_MODEL,
+                labels={
+                    "strategy": "all",
+                    "seed": "all",
+                    "item": f"figure: {Path(figure).stem}",
+                },
+            )
+            for figure in FIGURES
+        ],
     log:
         "results/logs/report.log",
     conda:

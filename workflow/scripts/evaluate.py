@@ -1,6 +1,6 @@
 import _bootstrap  # noqa: F401  (makes ftcompare importable)
 
-from ftcompare import jobs
+from ftcompare import jobs, progress
 
 # Before torch is imported: the log, no network, and for GPU rules a device of the job's own.
 jobs.start_job(log_path=snakemake.log[0], gpus=snakemake.resources.get("gpu", 0))
@@ -16,4 +16,5 @@ jobs.evaluate_job(
     base_model_dir=snakemake.input.get("base_model") or None,
     data_summary_path=snakemake.input.data_summary,
     study_model=snakemake.params.study_model,
+    files=progress.job_files(attempt=snakemake.params.attempt, wildcards=dict(snakemake.wildcards.items())),
 )

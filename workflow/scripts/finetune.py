@@ -2,7 +2,7 @@ import _bootstrap  # noqa: F401  (makes ftcompare importable)
 
 import sys
 
-from ftcompare import jobs
+from ftcompare import jobs, progress
 
 # Before torch is imported: the log, no network, and for GPU rules a device of the job's own.
 jobs.start_job(log_path=snakemake.log[0], gpus=snakemake.resources.get("gpu", 0))
@@ -21,6 +21,10 @@ try:
         retry_marker=snakemake.params.retry_marker,
         trial=snakemake.params.get("trial"),
         base_model_dir=snakemake.input.get("base_model") or None,
+        # Beside the outputs, so that they change nothing Snakemake reruns (README, "Watching a study").
+        files=progress.job_files(
+            attempt=snakemake.params.attempt, wildcards=dict(snakemake.wildcards.items()), config=snakemake.config
+        ),
     )
 except Preempted as stop:
     # Non-zero so that Snakemake (or SLURM's requeue) runs the job again; it resumes.

@@ -1,0 +1,163 @@
+"""`ftcompare status`: the table a user reads while a study runs, from the files its jobs
+write, without torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ftcompare import cli
+from ftcompare.status import render, study_rows, write_plan
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOW = 1_800_000_000.0
+HOST = socket.gethostname()
+
+
+def write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def progress(**values) -> dict:
+    return {
+        "format": 1,
+        "kind": "train",
+        "state": "running",
+        "phase": "training",
+        "pid": os.getpid(),
+        "host": HOST,
+        "heartbeat_s": 30.0,
+        "started_at": NOW - 600,
+        "updated_at": NOW - 5,
+        "step": 40,
+        "total_steps": 100,
+        "eta_s": 900.0,
+        "best_val_accuracy": 0.81,
+        **values,
+    }
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def record(status: str, *, reason: str | None = None, **metrics) -> dict:
+    return {
+        "status": status,
+        "reason": reason,
+        "metrics": metrics,
+        "provenance": {"started_at": "2027-01-15T08:00:00+00:00", "finished_at": "2027-01-15T08:20:00+00:00"},
+    }
+
+
+def study(results: Path) -> None:
+    """A study of five strategies x two seeds and two lora trials, in every state."""
+    plan = {
+        "task": "stanfordnlp/imdb",
+        "model": "roberta-base",
+        "runs": [{"strategy": s, "seed": seed} for s in ("full", "lora", "qlora", "ia3", "bitfit") for seed in (0, 1)],
+        "trials": [{"strategy": "lora", "trial": f"learning_rate={lr}", "seed": 0} for lr in ("0.0005", "0.001")],
+    }
+    write(results / "plan.json", plan)
+    trials = results / "tuning" / "trials" / "lora"
+    write(trials / "learning_rate=0.0005" / "seed0" / "train.json", record("ok", best_val_accuracy=0.84))
+    write(trials / "learning_rate=0.001" / "seed0" / "train.json", record("ok", best_val_accuracy=0.86))
+    runs = results / "runs"
+    write(runs / "full/seed0/train.json", record("ok", best_val_accuracy=0.9, optimizer_steps=100))
+    write(runs / "full/seed0/eval.json", record("ok", accuracy=0.912))
+    write(runs / "full/seed1/progress.json", progress())  # this process: alive
+    write(runs / "lora/seed0/train.json", record("ok", best_val_accuracy=0.88, optimizer_steps=100))
+    write(runs / "lora/seed0/eval-progress.json", progress(kind="eval", phase="testing", batches=[12, 50]))
+    reason = "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\nTraceback ..."
+    write(runs / "qlora/seed0/train.json", record("failed", reason=reason))
+    write(runs / "qlora/seed1/train.json", record("skipped", reason="bitsandbytes cannot be imported"))
+    write(runs / "ia3/seed0/progress.json", progress(pid=dead_pid()))  # same host, no process
+    write(runs / "ia3/seed1/progress.json", progress(host="gpu-node-7", updated_at=NOW - 3600))  # stale elsewhere
+    write(runs / "bitfit/seed0/progress.json", progress(host="gpu-node-7", updated_at=NOW - 20))  # fresh elsewhere
+    old = progress(state="stopped", reason="Preempted: preempted at step 12")
+    write(runs / "bitfit/seed1/progress.json", old)
+
+
+def test_one_table_of_every_run_and_trial_in_every_state(tmp_path):
+    study(tmp_path)
+    rows = {(r.strategy, r.trial, r.seed): r for r in study_rows(tmp_path, now=NOW)}
+    status = {key: r.status for key, r in rows.items()}
+    assert status == {
+        ("lora", "learning_rate=0.0005", 0): "ok",
+        ("lora", "learning_rate=0.001", 0): "ok",
+        ("full", None, 0): "ok",
+        ("full", None, 1): "running",
+        ("lora", None, 0): "running",
+        ("lora", None, 1): "waiting",
+        ("qlora", None, 0): "failed",
+        ("qlora", None, 1): "skipped",
+        ("ia3", None, 0): "died",
+        ("ia3", None, 1): "died",
+        ("bitfit", None, 0): "running",
+        ("bitfit", None, 1): "died",
+    }
+    assert rows[("qlora", None, 0)].reason == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert rows[("full", None, 0)].test_accuracy == 0.912 and rows[("full", None, 0)].progress == "100/100"
+    assert rows[("full", None, 1)].progress == "40/100" and rows[("full", None, 1)].eta_s == 895.0
+    assert rows[("lora", None, 0)].progress == "test 12/50"
+    assert rows[("bitfit", None, 1)].reason == "Preempted: preempted at step 12"
+    assert "gpu-node-7" in rows[("ia3", None, 1)].reason
+    table = render(list(rows.values()), now=NOW)
+    lines = table.splitlines()
+    assert lines[0].split() == ["task", "model", "strategy", "trial", "seed", "status", "progress", "ETA"] + [
+        "best",
+        "val",
+        "test",
+        "acc",
+        "reason",
+    ]
+    assert len(lines) == 1 + 12 + 1
+    assert lines[-1].startswith("12 jobs: 3 running, 3 ok, 1 failed, 1 skipped, 3 died, 1 waiting; study ETA ")
+    assert "study ETA ?" not in lines[-1]  # lora/seed1 waits as long as the finished lora run took
+
+
+def test_the_plan_lists_what_the_config_will_run(tmp_path):
+    from ftcompare.config import load_config, validate_config
+
+    config = validate_config(load_config())
+    write_plan(config, tmp_path / "plan.json")
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["task"] == "stanfordnlp/imdb" and plan["model"] == "roberta-base"
+    assert len(plan["runs"]) == 4 * 3 and len(plan["trials"]) == 4 * 5
+    rows = study_rows(tmp_path)
+    assert {r.status for r in rows} == {"waiting"} and len(rows) == 32
+
+
+def test_status_runs_without_torch_and_watch_refreshes(tmp_path):
+    study(tmp_path)
+    probe = (
+        "import sys; from ftcompare import cli; code = cli.main(['status', sys.argv[1]]); "
+        "print('torch' in sys.modules, 'pandas' in sys.modules); sys.exit(code)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "False False"
+    assert "12 jobs:" in out.stdout
+    watched = subprocess.Popen(
+        [sys.executable, "-m", "ftcompare", "status", str(tmp_path), "--watch", "0.2"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    time.sleep(3)
+    watched.terminate()
+    assert watched.stdout.read().count("12 jobs:") >= 2
+
+
+def test_a_missing_results_folder_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["status", str(tmp_path / "nowhere")]) == 2
+    assert "no results folder" in capsys.readouterr().err
