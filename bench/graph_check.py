@@ -3,8 +3,9 @@
     python bench/graph_check.py [--steps 12] [--strategies full lora qlora ia3] [--quick]
 
 Two copies of one model (roberta-base's shape, random weights, dropout off so that both
-draw nothing random) train on the same bucketed batches: one with `TrainStep`'s eager
-path, one recording each batch shape as a CUDA graph and replaying it. Printed per
+draw nothing random), each set up as a run is (`steps.setup_training`), train on the
+same bucketed batches: one with `TrainStep`'s eager path, one recording each batch
+shape as a CUDA graph and replaying it. Printed per
 strategy: whether graphs were used (or why recording failed), the largest loss and
 weight differences between the two, and the median time per step of each (the graph's
 is close to the GPU's own time, so eager minus graph is the per-step overhead).
@@ -25,56 +26,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput as tp  # noqa: E402  (sets up the allocator and the import path)
 import torch  # noqa: E402
+from random_roberta import NO_DROPOUT, write_random_roberta  # noqa: E402
 
 from ftcompare.batching import TrainBatching  # noqa: E402
 from ftcompare.checks import checked_config  # noqa: E402
 from ftcompare.config import load_config, resolve_run  # noqa: E402
-from ftcompare.models import StrategyUnavailable, build_model, resolve_precision  # noqa: E402
-from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, select_device  # noqa: E402
+from ftcompare.models import StrategyUnavailable  # noqa: E402
+from ftcompare.steps import select_device, setup_training  # noqa: E402
 
-
-def write_model(directory: Path, *, quick: bool) -> None:
-    from transformers import RobertaConfig, RobertaForSequenceClassification
-
-    shape = {
-        "max_position_embeddings": 514,
-        "type_vocab_size": 1,
-        "layer_norm_eps": 1e-5,
-        "num_labels": 2,
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
-        "classifier_dropout": 0.0,
-    }
-    if quick:
-        shape.update(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, vocab_size=1000)
-    torch.manual_seed(0)
-    RobertaForSequenceClassification(RobertaConfig(**shape)).save_pretrained(str(directory))
+QUICK_SHAPE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
 
 
 def train_copy(spec, *, device, split, batches, batching, graphs: bool) -> tuple[list[float], dict, list[float], dict]:
-    precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
     torch.manual_seed(0)
-    model = build_model(spec=spec, num_labels=2, device=device, precision=precision)
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = build_optimizer(
-        trainable,
-        weight_decay=spec.weight_decay,
-        learning_rate=spec.learning_rate,
+    setup = setup_training(
+        dataclasses.replace(spec, cuda_graphs=graphs),
+        num_labels=2,
         device=device,
-        capturable=graphs and device.type == "cuda",
+        total_steps=len(batches),
+        reviews_per_step=sum(len(b) for b in batches) / len(batches),
     )
-    scheduler = build_scheduler(optimizer, total_steps=len(batches), warmup_ratio=0.1)
-    step = TrainStep(
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        trainable=[p for _, p in trainable],
-        max_grad_norm=spec.max_grad_norm,
-        device=device,
-        precision=precision,
-        cuda_graphs=graphs,
-    )
-    model.train()
+    step, trainable = setup.step, setup.trainable
     losses, times = [], []
     for indices in batches:
         batch = batching.collate(split, indices, pad_token_id=tp.PAD_TOKEN_ID)
@@ -141,10 +113,11 @@ def main() -> int:
     lengths = tp.np.clip(lengths * max_length // 512, 4, max_length)
     rows = []
     with tempfile.TemporaryDirectory(prefix="graphcheck-") as tmp:
-        write_model(Path(tmp), quick=args.quick)
+        # Dropout off, so that both copies draw nothing random.
+        shape = {**NO_DROPOUT, **QUICK_SHAPE, "vocab_size": 1000} if args.quick else NO_DROPOUT
+        model_config = write_random_roberta(Path(tmp), **shape)
         config = checked_config(load_config())
-        vocab = 1000 if args.quick else 50265
-        split = tp.random_split(lengths=lengths, vocab_size=vocab, seed=0)
+        split = tp.random_split(lengths=lengths, vocab_size=model_config.vocab_size, seed=0)
         for strategy in args.strategies or list(config["strategies"]):
             spec = resolve_run(config, strategy=strategy, seed=0)
             lora = {"lora": {**spec.blocks["lora"], "dropout": 0.0}} if "lora" in spec.blocks else {}

@@ -27,12 +27,14 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
+sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 from ftcompare.allocator import prefer_expandable_segments  # noqa: E402 (torch-free)
 
 prefer_expandable_segments()  # as the workflow's rule scripts do, before torch is imported
 
-ROBERTA_BASE_VOCAB = 50265
+from random_roberta import ROBERTA_BASE, write_random_roberta  # noqa: E402 (torch-free)
+
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
@@ -98,7 +100,9 @@ def _bpe_for_random_roberta(*, train: Path, out: Path) -> Path:
     tokenizer_dir.mkdir(parents=True, exist_ok=True)
     texts = pd.read_parquet(train)["text"].tolist()
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=ROBERTA_BASE_VOCAB, min_frequency=2, special_tokens=SPECIAL_TOKENS)
+    bpe.train_from_iterator(
+        texts, vocab_size=ROBERTA_BASE["vocab_size"], min_frequency=2, special_tokens=SPECIAL_TOKENS
+    )
     bpe.save_model(str(tokenizer_dir))
     # from_pretrained(dir): transformers 5 ignores vocab_file=/merges_file= arguments.
     tokenizer = RobertaTokenizerFast.from_pretrained(str(tokenizer_dir), model_max_length=512)
@@ -110,25 +114,11 @@ def _bpe_for_random_roberta(*, train: Path, out: Path) -> Path:
 
 
 def _random_roberta(folder: Path, *, tokenizer_dir: Path, tiny: bool = False) -> Path:
+    """A random roberta-base (or, `tiny`, one as small as a model can be) with the tokenizer beside it."""
     import shutil
 
-    from transformers import RobertaConfig, RobertaForSequenceClassification
-
-    folder.mkdir(parents=True, exist_ok=True)
-    # roberta-base's exact shape: RobertaConfig()'s defaults (12 layers, width 768) plus
-    # its 514 positions (the default 512 would allow only 510 tokens), one token type and
-    # its LayerNorm epsilon, as bench/throughput.py's write_random_model builds it.
-    shape = {
-        "vocab_size": ROBERTA_BASE_VOCAB,
-        "max_position_embeddings": 514,
-        "type_vocab_size": 1,
-        "layer_norm_eps": 1e-5,
-        "num_labels": 2,
-    }
-    if tiny:
-        shape.update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
-    config = RobertaConfig(**shape)
-    RobertaForSequenceClassification(config).save_pretrained(str(folder))
+    tiny_shape = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    write_random_roberta(folder, **(tiny_shape if tiny else {}))
     for item in tokenizer_dir.iterdir():
         shutil.copy(item, folder / item.name)
     return folder
@@ -173,7 +163,7 @@ def run(
     for assignment in settings:
         _set(config, assignment)
     validated = checked_config(config)
-    train_records, eval_records, rows = [], [], []
+    train_records, eval_records, predictions, rows = [], [], [], []
     for strategy in strategies or list(validated["strategies"]):
         for seed in seeds:
             spec = resolve_run(validated, strategy=strategy, seed=seed)
@@ -196,6 +186,7 @@ def run(
             )
             train_records.append(run_dir / "train.json")
             eval_records.append(run_dir / "eval.json")
+            predictions.append(run_dir / "predictions.parquet")
             trained, evaluated = read_json(run_dir / "train.json"), read_json(run_dir / "eval.json")
             metrics, graphs = trained["metrics"], trained["metrics"].get("cuda_graphs") or {}
             rows.append(
@@ -216,15 +207,18 @@ def run(
                     "reason": trained["reason"] or evaluated["reason"] or graphs.get("fallback_reason"),
                 }
             )
-    from ftcompare.figures import FIGURE_NAMES
+    from ftcompare.figures import figure_names
 
     jobs.report_job(
         train_records=train_records,
         eval_records=eval_records,
+        prediction_paths=predictions,
         summary_path=out / "summary.csv",
+        comparison_path=out / "summary_by_strategy.csv",
         report_path=out / "report.md",
-        figure_paths=[out / "figures" / f"{name}.png" for name in FIGURE_NAMES],
+        figure_paths=[out / "figures" / f"{name}.png" for name in figure_names(tuning=False)],
         reference=validated["report"]["reference"],
+        baseline=validated["report"]["baseline"],
     )
     return rows
 

@@ -52,14 +52,16 @@ def progress(message: str) -> None:
     print(f"[{time.perf_counter() - T0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
+from random_roberta import write_random_roberta  # noqa: E402
+
 from ftcompare import models  # noqa: E402
 from ftcompare.batching import TokenizedSplit, TrainBatching, collate, eval_batches, padded_width  # noqa: E402
 from ftcompare.checks import checked_config  # noqa: E402
 from ftcompare.config import REFERENCE_RECIPE, ConfigError, RunSpec, load_config, resolve_run  # noqa: E402
 from ftcompare.inference import predict_logits  # noqa: E402
-from ftcompare.models import Precision, StrategyUnavailable, build_model, count_parameters, resolve_precision  # noqa: E402
+from ftcompare.models import Precision, StrategyUnavailable, build_model, count_parameters  # noqa: E402
 from ftcompare.provenance import package_versions  # noqa: E402
-from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, peak_memory, select_device  # noqa: E402
+from ftcompare.steps import TrainSetup, TrainStep, peak_memory, select_device, setup_training  # noqa: E402
 
 FP32 = Precision(autocast_dtype=None, base_dtype=torch.float32)
 
@@ -234,26 +236,6 @@ def systematic_sample(*, widths: np.ndarray, count: int) -> np.ndarray:
     return np.sort(picks)
 
 
-def write_random_model(*, directory: Path, quick: bool) -> Any:
-    """roberta-base's exact shape (or a small one for --quick), random weights, saved for from_pretrained."""
-    import transformers
-    from transformers import RobertaConfig, RobertaForSequenceClassification
-
-    shape: dict[str, Any] = {"max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5}
-    if quick:
-        # A small vocabulary too: 50k x 256 embeddings would be most of a 4-layer model.
-        shape.update(
-            hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024, vocab_size=8192
-        )
-    # RobertaConfig()'s defaults are roberta-base's except the three above (512 positions
-    # would allow only 510 tokens with RoBERTa's position offset).
-    config = RobertaConfig(**shape, num_labels=2)
-    torch.manual_seed(0)
-    transformers.utils.logging.disable_progress_bar()  # a "Loading weights" bar per recipe is noise
-    RobertaForSequenceClassification(config).save_pretrained(str(directory))
-    return config
-
-
 # ----------------------------------------------------------------------------- measuring
 
 
@@ -362,19 +344,45 @@ def reference_eval(
     model.train()
 
 
-def build_reference(*, spec: RunSpec, device: torch.device) -> torch.nn.Module:
-    """The notebook's model: fp32 base; for a 4-bit base (QLoRA) fp32 compute + prepare_model_for_kbit_training."""
+def build_reference(*, spec: RunSpec, reference: RunSpec, device: torch.device) -> TrainSetup:
+    """The notebook's recipe: fp32 model (for a 4-bit base (QLoRA) fp32 compute +
+    prepare_model_for_kbit_training); plain AdamW, one tensor at a time, no schedule, no clipping."""
     if spec.quantization is None:
-        return build_model(spec=spec, num_labels=2, device=device, precision=FP32)
-    from peft import get_peft_model, prepare_model_for_kbit_training
+        model = build_model(spec=spec, num_labels=2, device=device, precision=FP32)
+    else:
+        from peft import get_peft_model, prepare_model_for_kbit_training
 
-    fp32_compute = dataclasses.replace(
-        spec, blocks={**spec.blocks, "quantization": {**spec.quantization, "compute_dtype": "float32"}}
+        fp32_compute = dataclasses.replace(
+            spec, blocks={**spec.blocks, "quantization": {**spec.quantization, "compute_dtype": "float32"}}
+        )
+        model = models.load_base_model(spec=fp32_compute, num_labels=2, device=device, precision=FP32)
+        model = prepare_model_for_kbit_training(model)  # upcasts non-4-bit weights, gradient checkpointing on
+        # (load_base_model already keeps bitsandbytes' CPU layout trainable.)
+        model = get_peft_model(model, models.peft_config(spec))
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in trainable]
+    learning_rate = reference.effective_learning_rate()
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, foreach=False, fused=False)
+    model.train()
+    step = TrainStep(
+        model=model,
+        optimizer=optimizer,
+        scheduler=None,
+        trainable=params,
+        max_grad_norm=None,
+        device=device,
+        precision=FP32,
     )
-    model = models.load_base_model(spec=fp32_compute, num_labels=2, device=device, precision=FP32)
-    model = prepare_model_for_kbit_training(model)  # upcasts non-4-bit weights, gradient checkpointing on
-    # (load_base_model already keeps bitsandbytes' CPU layout trainable.)
-    return get_peft_model(model, models.peft_config(spec))
+    return TrainSetup(
+        model=model,
+        precision=FP32,
+        trainable=trainable,
+        optimizer=optimizer,
+        scheduler=None,
+        step=step,
+        method=None,
+        learning_rate=learning_rate,
+    )
 
 
 def non_embedding_params(model: torch.nn.Module) -> int:
@@ -384,6 +392,162 @@ def non_embedding_params(model: torch.nn.Module) -> int:
 def useful_flops(*, lengths: np.ndarray, params: int, layers: int, hidden: int) -> float:
     ell = lengths.astype(np.float64)
     return float((6.0 * params * ell + 12.0 * layers * hidden * ell**2).sum())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Sample:
+    """The batches one recipe runs: its training epoch's, and the test set's as the
+    evaluate job cuts them, each sampled so that lengths appear in proportion."""
+
+    batching: TrainBatching
+    reviews_per_step: float  # mean over the epoch's batches
+    widths: np.ndarray  # of every batch of the epoch
+    rows: np.ndarray
+    picks: np.ndarray  # positions of the timed batches in the epoch
+    timed: list[np.ndarray]
+    warm: list[np.ndarray]  # one batch per shape to warm up (or record) before timing
+    graphs: bool  # the workflow's steps are to be CUDA graphs: every shape of the epoch is warm
+    eval_batch_size: int
+    multiple: int  # what eval batches are padded to a multiple of
+    eval_budget: int | None
+    eval_timed: list[np.ndarray]
+    eval_split: TokenizedSplit  # the timed eval batches' reviews
+
+
+def sample_batches(
+    *,
+    settings: RunSpec,
+    workflow: bool,
+    graphs: bool,
+    seed: int,
+    train: TokenizedSplit,
+    test: TokenizedSplit,
+    steps: int,
+    eval_count: int,
+) -> Sample:
+    """`settings`: the variant's spec, or the reference's (no eval budget, one batch shape)."""
+    batching = TrainBatching.from_spec(settings)
+    # Training batches: the workflow's epoch order (grouped by length); the reference's
+    # are random and all one shape.
+    epoch = batching.epoch(train.lengths, seed=seed, epoch=0)
+    widths = np.array([batching.width(train.lengths, b) for b in epoch])
+    rows = np.array([batching.rows(train.lengths, b) for b in epoch])
+    picks = systematic_sample(widths=widths, count=steps)
+    timed = [epoch[i] for i in picks]
+    # One batch per distinct shape (a token budget varies the review count as well); with
+    # CUDA graphs every shape of the epoch, since each is recorded once per run.
+    warm = {(int(rows[i]), int(widths[i])): epoch[i] for i in (range(len(epoch)) if graphs else picks)}
+
+    # Test-set evaluation as the evaluate job does it: eval_batch_size reviews within its token budget.
+    eval_budget = settings.eval_max_tokens_per_batch if workflow else None
+    multiple = settings.pad_to_multiple_of
+    sorted_eval = eval_batches(
+        test.lengths, batch_size=settings.eval_batch_size, max_tokens=eval_budget, pad_to_multiple_of=multiple
+    )
+    eval_widths = np.array([padded_width(test.lengths[b].max(), multiple) for b in sorted_eval])
+    eval_timed = [sorted_eval[i] for i in systematic_sample(widths=eval_widths, count=eval_count)]
+    return Sample(
+        batching=batching,
+        reviews_per_step=len(train) / len(epoch),
+        widths=widths,
+        rows=rows,
+        picks=picks,
+        timed=timed,
+        warm=list(warm.values()) if workflow else timed[:1],  # the reference has one shape
+        graphs=graphs,
+        eval_batch_size=settings.eval_batch_size,
+        multiple=multiple,
+        eval_budget=eval_budget,
+        eval_timed=eval_timed,
+        eval_split=subset(test, np.concatenate(eval_timed)),
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainTiming:
+    warmup_s: float  # the warm-up steps (and graph recording)
+    train_s: float  # the timed steps
+    graphs_used: bool
+    graph_fallback: str | None
+    mfu_params: int  # non-embedding parameters of full fine-tuning (0: no MFU)
+
+
+def time_training(
+    setup: TrainSetup, *, label: str, sample: Sample, train: TokenizedSplit, device: torch.device, full: bool
+) -> TrainTiming:
+    """Warm every batch shape up as the training loop does (CUDA graphs: every shape
+    recorded first), then time the sampled steps; releases the step's graphs."""
+    step, batching = setup.step, sample.batching
+    progress(f"{label}: warm-up over {len(sample.warm)} batch shape(s)")
+    sync(device)
+    started = time.perf_counter()
+    step.prepare([batching.collate(train, b, pad_token_id=PAD_TOKEN_ID) for b in sample.warm])
+    train_steps(step=step, batching=batching, split=train, batches=sample.warm, device=device)
+    warmup_s = time.perf_counter() - started
+
+    progress(f"{label}: timing {len(sample.timed)} training steps (up to {batching.batch_size} reviews)")
+    started = time.perf_counter()
+    train_steps(step=step, batching=batching, split=train, batches=sample.timed, device=device)
+    train_s = time.perf_counter() - started
+    timing = TrainTiming(
+        warmup_s=warmup_s,
+        train_s=train_s,
+        graphs_used=step.use_graphs,
+        graph_fallback=step.graph_failure,
+        mfu_params=non_embedding_params(setup.model) if full else 0,
+    )
+    step.release()
+    return timing
+
+
+def time_evaluation(
+    model: torch.nn.Module,
+    *,
+    label: str,
+    sample: Sample,
+    test: TokenizedSplit,
+    workflow: bool,
+    precision: Precision,
+    device: torch.device,
+) -> tuple[float, float, Memory]:
+    """(warm-up s, timed s, memory) of evaluation: the workflow's evaluate job over the
+    sampled batches, or the notebook's. The evaluate job is a process of its own: the
+    model and inference, nothing of training."""
+
+    def evaluate(batches: list) -> None:
+        if workflow:
+            predict_logits(
+                model,
+                sample.eval_split,
+                batch_size=sample.eval_batch_size,
+                pad_token_id=PAD_TOKEN_ID,
+                pad_to_multiple_of=sample.multiple,
+                device=device,
+                precision=precision,
+                max_tokens=sample.eval_budget,
+            )
+        else:
+            reference_eval(model=model, split=test, batches=batches, max_length=sample.multiple, device=device)
+        sync(device)
+
+    with PeakMemory(device) as eval_memory:
+        started = time.perf_counter()
+        evaluate(sample.eval_timed[:1])
+        warmup_s = time.perf_counter() - started
+        progress(f"{label}: timing {len(sample.eval_timed)} eval batches (batch {sample.eval_batch_size})")
+        started = time.perf_counter()
+        evaluate(sample.eval_timed)
+        eval_s = time.perf_counter() - started
+    # The evaluate job holds the model too, which the baseline above already counted.
+    model_gb = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()) if t.is_cuda) / 1e9
+    result = eval_memory.result
+    if result.baseline_gb is not None:
+        result = dataclasses.replace(
+            result,
+            baseline_gb=result.baseline_gb - model_gb,
+            reserved_baseline_gb=result.reserved_baseline_gb - model_gb,
+        )
+    return warmup_s, eval_s, result
 
 
 def run_recipe(
@@ -401,161 +565,107 @@ def run_recipe(
 ) -> RecipeResult:
     """Build the model of one (strategy, recipe), warm every batch shape up, time training and eval.
     `recipe` is "reference" (the notebook's settings in `reference`, from
-    config/reference-recipe.yaml) or the name of a workflow variant (its settings in `spec`)."""
+    config/reference-recipe.yaml) or the name of a workflow variant (its settings in `spec`),
+    set up as a run of the workflow is (`steps.setup_training`)."""
     workflow = recipe != "reference"
-    if workflow:
-        precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
-        batching = TrainBatching.from_spec(spec)
-        eval_batch_size, multiple = spec.eval_batch_size, spec.pad_to_multiple_of
-    else:
-        precision = FP32
-        batching = TrainBatching.from_spec(reference)
-        eval_batch_size, multiple = reference.eval_batch_size, reference.pad_to_multiple_of
     graphs = workflow and spec.cuda_graphs and device.type == "cuda"
-
-    # Training batches: the workflow's epoch order (grouped by length); the reference's
-    # are random and all one shape. Both are sampled so lengths appear in proportion.
-    epoch = batching.epoch(train.lengths, seed=spec.seed, epoch=0)
-    reviews_per_step = len(train) / len(epoch)
-    widths = np.array([batching.width(train.lengths, b) for b in epoch])
-    rows = np.array([batching.rows(train.lengths, b) for b in epoch])
-    picks = systematic_sample(widths=widths, count=steps)
-    timed = [epoch[i] for i in picks]
-    # One batch per distinct shape (a token budget varies the review count as well); with
-    # CUDA graphs every shape of the epoch, since each is recorded once per run.
-    warm = {(int(rows[i]), int(widths[i])): epoch[i] for i in (range(len(epoch)) if graphs else picks)}
-    warm_batches = list(warm.values()) if workflow else timed[:1]  # the reference has one shape
-
-    # Test-set evaluation as the evaluate job does it: eval_batch_size reviews within its token budget.
-    eval_budget = spec.eval_max_tokens_per_batch if workflow else None
-    sorted_eval = eval_batches(
-        test.lengths, batch_size=eval_batch_size, max_tokens=eval_budget, pad_to_multiple_of=multiple
+    sample = sample_batches(
+        settings=spec if workflow else reference,
+        workflow=workflow,
+        graphs=graphs,
+        seed=spec.seed,
+        train=train,
+        test=test,
+        steps=steps,
+        eval_count=eval_count,
     )
-    eval_widths = np.array([padded_width(test.lengths[b].max(), multiple) for b in sorted_eval])
-    eval_timed = [sorted_eval[i] for i in systematic_sample(widths=eval_widths, count=eval_count)]
-    eval_split = subset(test, np.concatenate(eval_timed))
-
+    label = f"{spec.strategy}/{recipe}"
     with PeakMemory(device) as memory:
-        model = (
-            build_reference(spec=spec, device=device)
-            if not workflow
-            else build_model(spec=spec, num_labels=2, device=device, precision=precision)
-        )
-        trainable_count, total_count = count_parameters(model)
-        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        params = [p for _, p in trainable]
         if workflow:
-            learning_rate = spec.effective_learning_rate(
-                reviews_per_step=reviews_per_step if batching.max_tokens else None
+            setup = setup_training(
+                spec,
+                num_labels=2,
+                device=device,
+                total_steps=math.ceil(STUDY_TRAIN_REVIEWS / sample.reviews_per_step) * spec.epochs,
+                reviews_per_step=sample.reviews_per_step,
             )
-            optimizer = build_optimizer(
-                trainable, weight_decay=spec.weight_decay, learning_rate=learning_rate, device=device, capturable=graphs
-            )
-            scheduler = build_scheduler(
-                optimizer,
-                total_steps=math.ceil(STUDY_TRAIN_REVIEWS / reviews_per_step) * spec.epochs,
-                warmup_ratio=spec.warmup_ratio,
-            )
-            forward = torch.compile(model, dynamic=True) if spec.compile else model
-            clip = spec.max_grad_norm
         else:
-            # The notebook's optimizer: plain AdamW, one tensor at a time, no schedule, no clipping.
-            optimizer = torch.optim.AdamW(params, lr=reference.effective_learning_rate(), foreach=False, fused=False)
-            scheduler, forward, clip = None, model, None
-        model.train()
-        step = TrainStep(
-            model=forward,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            trainable=params,
-            max_grad_norm=clip,
-            device=device,
-            precision=precision,
-            cuda_graphs=graphs,
+            setup = build_reference(spec=spec, reference=reference, device=device)
+        model, precision = setup.model, setup.precision
+        counts = count_parameters(model)
+        timing = time_training(
+            setup, label=label, sample=sample, train=train, device=device, full=spec.method == "full"
         )
-        common = dict(step=step, batching=batching, split=train, device=device)
-
-        progress(f"{spec.strategy}/{recipe}: warm-up over {len(warm_batches)} batch shape(s)")
-        sync(device)
-        started = time.perf_counter()
-        # As the training loop does: every shape recorded first (CUDA graphs only), then run.
-        step.prepare([batching.collate(train, b, pad_token_id=PAD_TOKEN_ID) for b in warm_batches])
-        train_steps(batches=warm_batches, **common)
-        warmup_train_s = time.perf_counter() - started
-
-        progress(f"{spec.strategy}/{recipe}: timing {len(timed)} training steps (up to {batching.batch_size} reviews)")
-        started = time.perf_counter()
-        train_steps(batches=timed, **common)
-        train_s = time.perf_counter() - started
-        mfu_params = non_embedding_params(model) if spec.method == "full" else 0
-        graphs_used, graph_fallback = step.use_graphs, step.graph_failure
-        step.release()
-        del step, common, optimizer, scheduler, forward
-
-    # The evaluate job is a process of its own: the model and inference, nothing of training.
-    with PeakMemory(device) as eval_memory:
-
-        def evaluate(net: torch.nn.Module, batches: list) -> None:
-            """The workflow's evaluate job (the whole split), or the reference's `batches`."""
-            if workflow:
-                predict_logits(
-                    net,
-                    eval_split,
-                    batch_size=eval_batch_size,
-                    pad_token_id=PAD_TOKEN_ID,
-                    pad_to_multiple_of=multiple,
-                    device=device,
-                    precision=precision,
-                    max_tokens=eval_budget,
-                )
-            else:
-                reference_eval(model=net, split=test, batches=batches, max_length=multiple, device=device)
-            sync(device)
-
-        started = time.perf_counter()
-        evaluate(model, eval_timed[:1])
-        warmup_s = warmup_train_s + time.perf_counter() - started
-
-        progress(f"{spec.strategy}/{recipe}: timing {len(eval_timed)} eval batches (batch {eval_batch_size})")
-        started = time.perf_counter()
-        evaluate(model, eval_timed)
-        eval_s = time.perf_counter() - started
-    # The evaluate job holds the model too, which the baseline above already counted.
-    model_gb = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()) if t.is_cuda) / 1e9
-    eval_result = eval_memory.result
-    if eval_result.baseline_gb is not None:
-        eval_result = dataclasses.replace(
-            eval_result,
-            baseline_gb=eval_result.baseline_gb - model_gb,
-            reserved_baseline_gb=eval_result.reserved_baseline_gb - model_gb,
-        )
+        del setup  # the optimizer's state with it: what the evaluate job does not hold
+    eval_warmup_s, eval_s, eval_memory = time_evaluation(
+        model, label=label, sample=sample, test=test, workflow=workflow, precision=precision, device=device
+    )
     del model
+    return recipe_result(
+        recipe=recipe,
+        spec=spec,
+        workflow=workflow,
+        precision=precision,
+        device=device,
+        sample=sample,
+        train=train,
+        timing=timing,
+        counts=counts,
+        eval_warmup_s=eval_warmup_s,
+        eval_s=eval_s,
+        memory=memory.result,
+        eval_memory=eval_memory,
+        model_config=model_config,
+        peak=peak,
+    )
 
-    timed_idx = np.concatenate(timed)
+
+def recipe_result(
+    *,
+    recipe: str,
+    spec: RunSpec,
+    workflow: bool,
+    precision: Precision,
+    device: torch.device,
+    sample: Sample,
+    train: TokenizedSplit,
+    timing: TrainTiming,
+    counts: tuple[int, int],
+    eval_warmup_s: float,
+    eval_s: float,
+    memory: Memory,
+    eval_memory: Memory,
+    model_config: Any,
+    peak: Peak,
+) -> RecipeResult:
+    """The numbers of one recipe, projected to the study's size."""
+    batching, train_s = sample.batching, timing.train_s
+    timed_idx = np.concatenate(sample.timed)
     real = int(train.lengths[timed_idx].sum())
-    padded = int(sum(rows[i] * widths[i] for i in picks))
-    eval_reviews = len(eval_split)
+    padded = int(sum(sample.rows[i] * sample.widths[i] for i in sample.picks))
+    eval_reviews = len(sample.eval_split)
+    eval_tokens = int(sample.eval_split.lengths.sum())
     # What recording graphs (or compiling) costs once per run, beyond the steps' own time.
     setup_s = (
-        max(0.0, warmup_train_s - len(warm_batches) * train_s / len(timed))
-        if (graphs or spec.compile) and workflow
+        max(0.0, timing.warmup_s - len(sample.warm) * train_s / len(sample.timed))
+        if (sample.graphs or spec.compile) and workflow
         else 0.0
     )
     mfu = None
-    if mfu_params:
+    if timing.mfu_params:
         flops = useful_flops(
             lengths=train.lengths[timed_idx],
-            params=mfu_params,
+            params=timing.mfu_params,
             layers=model_config.num_hidden_layers,
             hidden=model_config.hidden_size,
         )
         mfu = flops / train_s / (peak.tflops * 1e12)
-    padding = f"all to {multiple}"
+    padding = f"all to {sample.multiple}"
     if workflow:
         padding = (
             f"buckets of {batching.bucket_width}"
             if batching.bucket_width
-            else f"multiple of {multiple}, length-grouped"
+            else f"multiple of {sample.multiple}, length-grouped"
         )
     return RecipeResult(
         strategy=spec.strategy,
@@ -563,34 +673,34 @@ def run_recipe(
         precision=precision.name + (f" base {str(precision.base_dtype).removeprefix('torch.')}" if workflow else ""),
         batch_size=batching.batch_size,
         max_tokens=batching.max_tokens,
-        reviews_per_step=reviews_per_step,
-        eval_batch_size=eval_batch_size,
+        reviews_per_step=sample.reviews_per_step,
+        eval_batch_size=sample.eval_batch_size,
         padding=padding,
         optimizer=("AdamW fused" if device.type == "cuda" else "AdamW") if workflow else "AdamW foreach=False",
         compiled=bool(workflow and spec.compile),
-        cuda_graphs=graphs_used,
-        graph_fallback=graph_fallback,
+        cuda_graphs=timing.graphs_used,
+        graph_fallback=timing.graph_fallback,
         setup_s=setup_s,
         # The reference's QLoRA gets it from prepare_model_for_kbit_training.
         gradient_checkpointing=spec.gradient_checkpointing if workflow else spec.method == "qlora",
-        trainable_params=trainable_count,
-        total_params=total_count,
-        warmup_s=warmup_s,
-        train_steps=len(timed),
+        trainable_params=counts[0],
+        total_params=counts[1],
+        warmup_s=timing.warmup_s + eval_warmup_s,
+        train_steps=len(sample.timed),
         train_reviews=len(timed_idx),
         train_real_tokens=real,
         train_padded_tokens=padded,
         train_s=train_s,
-        eval_batches=len(eval_timed),
+        eval_batches=len(sample.eval_timed),
         eval_reviews=eval_reviews,
-        eval_real_tokens=int(eval_split.lengths.sum()),
+        eval_real_tokens=eval_tokens,
         eval_s=eval_s,
         tokens_per_s=real / train_s,
-        eval_tokens_per_s=int(eval_split.lengths.sum()) / eval_s,
+        eval_tokens_per_s=eval_tokens / eval_s,
         projected_train_s=train_s / len(timed_idx) * STUDY_TRAIN_REVIEWS * spec.epochs,
         projected_eval_s=eval_s / eval_reviews * STUDY_TEST_REVIEWS,
-        memory=memory.result,
-        eval_memory=eval_result,
+        memory=memory,
+        eval_memory=eval_memory,
         mfu=mfu,
     )
 
@@ -639,6 +749,12 @@ def format_table(results: list[StrategyResult], *, device: torch.device) -> str:
                 f"{result.setup_s:>7.1f} {memory:>18} {eval_memory:>17} {mfu:>6} {speedup:>7.2f}x"
             )
     return "\n".join(lines)
+
+
+def print_variant_totals(totals: dict[str, tuple[float, float]]) -> None:
+    print(f"{'variant':<14} {'study s':>8} {'speed-up':>8}")
+    for name, (study_s, reference_s) in totals.items():
+        print(f"{name:<14} {study_s:>8.1f} {reference_s / study_s if study_s else float('nan'):>7.2f}x")
 
 
 def study_totals(results: list[StrategyResult], variant: str) -> tuple[float, float]:
@@ -747,125 +863,136 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.save_lengths:
-        if args.imdb is None or args.imdb.suffix == ".npy":
-            raise SystemExit("--save-lengths needs --imdb pointing at a Parquet file of reviews")
-        np.save(args.save_lengths, bpe_lengths(parquet=args.imdb, seed=args.seed).astype(np.int32))
-        return 0
-    quick = args.quick
-    device = select_device()
-    if quick and device.type == "cpu":
-        # One intra-op thread: on a small shared CPU, OpenMP threads wait for each other
-        # whenever one is descheduled, and a 2-core box measured 3x slower and erratic.
-        torch.set_num_threads(1)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Bench:
+    """What every recipe of one invocation shares: its settings, the lengths, the device."""
 
-    config = checked_config(load_config(*args.config))
-    # The notebook's settings: the same overlay a user layers to rerun its recipe.
-    reference_config = checked_config(load_config(*args.config, REFERENCE_RECIPE))
-    args.strategies = args.strategies or list(config["strategies"])
-    missing = [s for s in args.strategies if s not in config["strategies"]]
-    if missing:
-        raise SystemExit(f"strategies {missing} are not in the config")
-    max_length = 128 if quick else int(config["training"]["max_length"])
-    reviews = args.reviews or (2_000 if quick else STUDY_TRAIN_REVIEWS)
-    steps = args.train_steps or (6 if quick else 60)
-    ref_steps = args.ref_steps or (3 if quick else 20)
-    eval_count = args.eval_batches or (2 if quick else 8)
-    ref_eval_count = args.ref_eval_batches or (2 if quick else 16)
+    args: argparse.Namespace
+    config: dict[str, Any]
+    reference_config: dict[str, Any]  # the notebook's settings
+    variants: list[tuple[str, dict[str, Any]]]
+    max_length: int
+    steps: int  # timed workflow training steps
+    ref_steps: int
+    eval_count: int  # timed workflow eval batches
+    ref_eval_count: int
+    lengths: Lengths
+    peak: Peak
+    device: torch.device
 
-    lengths = study_lengths(
-        imdb=args.imdb, count=reviews, max_length=max_length, scale=max_length / 512 if quick else 1.0, seed=args.seed
-    )
-    progress(
-        f"lengths: {lengths.source}: median {lengths.median_unclipped:.0f} tokens, "
-        f"{lengths.fraction_over_512:.1%} over 512 (roberta-base on IMDB: ~{ROBERTA_MEDIAN_TOKENS}, "
-        f"~{ROBERTA_FRACTION_OVER_512:.0%}); clipped to {max_length}, mean {lengths.train.mean():.0f}"
-    )
-    peak = measure_peak(device=device)
-    progress(f"peak: {peak.device_name}: {peak.tflops:.1f} TFLOP/s ({peak.what})")
+    @classmethod
+    def of(cls, args: argparse.Namespace, *, device: torch.device) -> Bench:
+        quick = args.quick
+        config = checked_config(load_config(*args.config))
+        # The notebook's settings: the same overlay a user layers to rerun its recipe.
+        reference_config = checked_config(load_config(*args.config, REFERENCE_RECIPE))
+        missing = [s for s in args.strategies or [] if s not in config["strategies"]]
+        if missing:
+            raise SystemExit(f"strategies {missing} are not in the config")
+        max_length = 128 if quick else int(config["training"]["max_length"])
+        lengths = study_lengths(
+            imdb=args.imdb,
+            count=args.reviews or (2_000 if quick else STUDY_TRAIN_REVIEWS),
+            max_length=max_length,
+            scale=max_length / 512 if quick else 1.0,
+            seed=args.seed,
+        )
+        progress(
+            f"lengths: {lengths.source}: median {lengths.median_unclipped:.0f} tokens, "
+            f"{lengths.fraction_over_512:.1%} over 512 (roberta-base on IMDB: ~{ROBERTA_MEDIAN_TOKENS}, "
+            f"~{ROBERTA_FRACTION_OVER_512:.0%}); clipped to {max_length}, mean {lengths.train.mean():.0f}"
+        )
+        peak = measure_peak(device=device)
+        progress(f"peak: {peak.device_name}: {peak.tflops:.1f} TFLOP/s ({peak.what})")
+        return cls(
+            args=args,
+            config=config,
+            reference_config=reference_config,
+            variants=args.variant or [("workflow", {})],
+            max_length=max_length,
+            steps=args.train_steps or (6 if quick else 60),
+            ref_steps=args.ref_steps or (3 if quick else 20),
+            eval_count=args.eval_batches or (2 if quick else 8),
+            ref_eval_count=args.ref_eval_batches or (2 if quick else 16),
+            lengths=lengths,
+            peak=peak,
+            device=device,
+        )
 
-    variants = args.variant or [("workflow", {})]
-    results: list[StrategyResult] = []
-    with tempfile.TemporaryDirectory(prefix="ftbench-") as tmp:
-        progress(f"writing a random {'small' if quick else 'roberta-base'} model to {tmp}")
-        model_config = write_random_model(directory=Path(tmp), quick=quick)
-        train = random_split(lengths=lengths.train, vocab_size=model_config.vocab_size, seed=args.seed)
-        test = random_split(lengths=lengths.test, vocab_size=model_config.vocab_size, seed=args.seed + 1)
-        for strategy in args.strategies:
-            spec = resolve_run(config, strategy=strategy, seed=args.seed)
-            overrides: dict[str, Any] = {"model_name_or_path": tmp, "max_length": max_length, "compile": args.compile}
-            if args.batch_size:
-                overrides["batch_size"] = args.batch_size
-            if args.max_tokens is not NOT_GIVEN:
-                widest = padded_width(max_length, spec.pad_to_multiple_of)
-                if args.max_tokens is not None and args.max_tokens < widest:
-                    raise SystemExit(
-                        f"--max-tokens {args.max_tokens} cannot hold one review of {max_length} tokens "
-                        f"({widest} padded): use at least {widest}, or 'none'"
-                    )
-                overrides["max_tokens_per_batch"] = args.max_tokens
-            elif quick and spec.max_tokens_per_batch:
-                # Scaled with the lengths, so the budget binds as often as at full size.
-                overrides["max_tokens_per_batch"] = max(round(spec.max_tokens_per_batch * max_length / 512), max_length)
-            if args.eval_batch_size:
-                overrides["eval_batch_size"] = args.eval_batch_size
-            spec = dataclasses.replace(spec, **overrides)
-            # bitsandbytes' CPU backend is very slow: QLoRA on a CPU gets a token number of steps.
-            slow = spec.quantization is not None and device.type == "cpu"
-            try:
-                # Padded to max_length, whatever it is here (--quick uses 128).
-                ref_spec = dataclasses.replace(
-                    resolve_run(reference_config, strategy=strategy, seed=args.seed),
-                    max_length=max_length,
-                    pad_to_multiple_of=max_length,
-                )
-                reference = run_recipe(
-                    recipe="reference",
-                    spec=spec,
-                    reference=ref_spec,
-                    device=device,
-                    train=train,
-                    test=test,
-                    steps=1 if slow else ref_steps,
-                    eval_count=1 if slow else ref_eval_count,
-                    model_config=model_config,
-                    peak=peak,
-                )
-                measured = {}
-                for name, settings in variants:
-                    measured[name] = run_recipe(
-                        recipe=name,
-                        spec=variant_spec(spec, settings, config=config),
-                        reference=ref_spec,
-                        device=device,
-                        train=train,
-                        test=test,
-                        steps=1 if slow else steps,
-                        eval_count=1 if slow else eval_count,
-                        model_config=model_config,
-                        peak=peak,
-                    )
-                results.append(StrategyResult(strategy=strategy, reference=reference, variants=measured))
-            except StrategyUnavailable as exc:  # e.g. QLoRA without bitsandbytes
-                results.append(StrategyResult(strategy=strategy, reference=None, skipped=str(exc)))
-                progress(f"{strategy}: skipped: {exc}")
-            except torch.OutOfMemoryError as exc:  # one strategy's OOM must not hide the others' numbers
-                results.append(
-                    StrategyResult(strategy=strategy, reference=None, skipped=f"out of memory: {str(exc)[:200]}")
-                )
 
+def bench_spec(bench: Bench, strategy: str, *, directory: str) -> RunSpec:
+    """The strategy's run as the config resolves it, on the random model in `directory`,
+    with the command line's changes."""
+    args, max_length = bench.args, bench.max_length
+    spec = resolve_run(bench.config, strategy=strategy, seed=args.seed)
+    overrides: dict[str, Any] = {"model_name_or_path": directory, "max_length": max_length, "compile": args.compile}
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    if args.max_tokens is not NOT_GIVEN:
+        widest = padded_width(max_length, spec.pad_to_multiple_of)
+        if args.max_tokens is not None and args.max_tokens < widest:
+            raise SystemExit(
+                f"--max-tokens {args.max_tokens} cannot hold one review of {max_length} tokens "
+                f"({widest} padded): use at least {widest}, or 'none'"
+            )
+        overrides["max_tokens_per_batch"] = args.max_tokens
+    elif args.quick and spec.max_tokens_per_batch:
+        # Scaled with the lengths, so the budget binds as often as at full size.
+        overrides["max_tokens_per_batch"] = max(round(spec.max_tokens_per_batch * max_length / 512), max_length)
+    if args.eval_batch_size:
+        overrides["eval_batch_size"] = args.eval_batch_size
+    return dataclasses.replace(spec, **overrides)
+
+
+def measure_strategy(bench: Bench, spec: RunSpec, **data: Any) -> StrategyResult:
+    """The reference recipe and every variant of one strategy; `data`: run_recipe's
+    train, test and model_config."""
+    common = {**data, "device": bench.device, "peak": bench.peak}
+    # bitsandbytes' CPU backend is very slow: QLoRA on a CPU gets a token number of steps.
+    slow = spec.quantization is not None and bench.device.type == "cpu"
+    try:
+        # Padded to max_length, whatever it is here (--quick uses 128).
+        ref_spec = dataclasses.replace(
+            resolve_run(bench.reference_config, strategy=spec.strategy, seed=spec.seed),
+            max_length=bench.max_length,
+            pad_to_multiple_of=bench.max_length,
+        )
+        reference = run_recipe(
+            recipe="reference",
+            spec=spec,
+            reference=ref_spec,
+            steps=1 if slow else bench.ref_steps,
+            eval_count=1 if slow else bench.ref_eval_count,
+            **common,
+        )
+        measured = {}
+        for name, settings in bench.variants:
+            measured[name] = run_recipe(
+                recipe=name,
+                spec=variant_spec(spec, settings, config=bench.config),
+                reference=ref_spec,
+                steps=1 if slow else bench.steps,
+                eval_count=1 if slow else bench.eval_count,
+                **common,
+            )
+        return StrategyResult(strategy=spec.strategy, reference=reference, variants=measured)
+    except StrategyUnavailable as exc:  # e.g. QLoRA without bitsandbytes
+        progress(f"{spec.strategy}: skipped: {exc}")
+        return StrategyResult(strategy=spec.strategy, reference=None, skipped=str(exc))
+    except torch.OutOfMemoryError as exc:  # one strategy's OOM must not hide the others' numbers
+        return StrategyResult(strategy=spec.strategy, reference=None, skipped=f"out of memory: {str(exc)[:200]}")
+
+
+def print_results(results: list[StrategyResult], bench: Bench, *, info: dict[str, str | None], stamp: str) -> None:
+    """The table and the notes under it (the totals' lines come after)."""
     done = [r for r in results if not r.skipped]
-    info = versions()
-    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
+    reference_config, peak = bench.reference_config, bench.peak
     print(
-        f"Projected study: {STUDY_TRAIN_REVIEWS:,} train reviews x {config['training']['epochs']} epochs + "
-        f"{STUDY_TEST_REVIEWS:,} test reviews per strategy; lengths: {lengths.source}"
-        + (" (QUICK: small model, max_length 128: not a number to quote)" if quick else "")
+        f"Projected study: {STUDY_TRAIN_REVIEWS:,} train reviews x {bench.config['training']['epochs']} epochs + "
+        f"{STUDY_TEST_REVIEWS:,} test reviews per strategy; lengths: {bench.lengths.source}"
+        + (" (QUICK: small model, max_length 128: not a number to quote)" if bench.args.quick else "")
     )
-    print(format_table(results, device=device))
+    print(format_table(results, device=bench.device))
     ref_training = reference_config["training"]
     rates = sorted(
         {
@@ -876,8 +1003,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"reference ({REFERENCE_RECIPE.name}): fp32, pad to max_length, batch {ref_training['batch_size']}, "
         f"AdamW foreach=False lr {'/'.join(rates)}, eval batch {ref_training['eval_batch_size']};"
-        f" variants: config/config.yaml{''.join(f' + {c}' for c in args.config)} via resolve_run + build_model, with: "
-        + "; ".join(f"{name} {settings or '(as configured)'}" for name, settings in variants)
+        f" variants: config/config.yaml{''.join(f' + {c}' for c in bench.args.config)} via resolve_run + "
+        "setup_training, with: "
+        + "; ".join(f"{name} {settings or '(as configured)'}" for name, settings in bench.variants)
         + "; train s and eval s: projected for the study; setup s: one-time cost per run (graph recording,"
         " compiling); speed-up = reference (train+eval) / recipe (train+eval+setup);"
         f" MFU (full) = (6 N_nonemb l + 12 L d l^2) per review / time / {peak.tflops:.3g} TFLOP/s ({peak.what})"
@@ -897,57 +1025,112 @@ def main(argv: list[str] | None = None) -> int:
         print("left out of the totals: " + "; ".join(f"{r.strategy} ({r.skipped})" for r in results if r.skipped))
     print(f"device: {peak.device_name}; " + ", ".join(f"{k} {v}" for k, v in info.items()) + f"; {stamp}")
 
-    totals = {name: study_totals(results, name) for name, _ in variants}
-    if len(variants) > 1:
-        print(f"{'variant':<14} {'study s':>8} {'speed-up':>8}")
-        for name, (study_s, reference_s) in totals.items():
-            print(f"{name:<14} {study_s:>8.1f} {reference_s / study_s if study_s else float('nan'):>7.2f}x")
-    workflow_s, reference_s = totals[variants[0][0]]
-    speedup = reference_s / workflow_s if workflow_s > 0 else float("nan")
+
+def json_payload(
+    results: list[StrategyResult],
+    bench: Bench,
+    *,
+    totals: dict[str, tuple[float, float]],
+    info: dict[str, str | None],
+    stamp: str,
+) -> dict[str, Any]:
+    """Every number of the run, for --json."""
+    workflow_s, reference_s = totals[bench.variants[0][0]]
+    lengths, peak = bench.lengths, bench.peak
+    return {
+        "device": peak.device_name,
+        "peak_tflops": peak.tflops,
+        "peak_what": peak.what,
+        "versions": info,
+        "date": stamp,
+        "quick": bench.args.quick,
+        "lengths": {
+            "source": lengths.source,
+            "median_unclipped": lengths.median_unclipped,
+            "fraction_over_512": lengths.fraction_over_512,
+            "max_length": bench.max_length,
+        },
+        "variants": {
+            name: {
+                "settings": settings,
+                "study_projected_s": totals[name][0],
+                "study_speedup_vs_reference": totals[name][1] / totals[name][0] if totals[name][0] else None,
+            }
+            for name, settings in bench.variants
+        },
+        "strategies": {
+            r.strategy: {"skipped": r.skipped}
+            if r.skipped
+            else {
+                "reference": dataclasses.asdict(r.reference) | {"projected_s": r.reference.projected_s},
+                "workflow": dataclasses.asdict(r.workflow) | {"projected_s": r.workflow.projected_s},
+                "variants": {
+                    name: dataclasses.asdict(v) | {"projected_s": v.projected_s} for name, v in r.variants.items()
+                },
+                "speedup": r.reference.projected_s / r.workflow.projected_s,
+            }
+            for r in results
+        },
+        "study_projected_s": workflow_s,
+        "reference_study_projected_s": reference_s,
+        "study_speedup_vs_reference": reference_s / workflow_s if workflow_s > 0 else float("nan"),
+    }
+
+
+# A small vocabulary too: 50k x 256 embeddings would be most of a 4-layer model.
+QUICK_SHAPE = {
+    "hidden_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 1024,
+    "vocab_size": 8192,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.save_lengths:
+        if args.imdb is None or args.imdb.suffix == ".npy":
+            raise SystemExit("--save-lengths needs --imdb pointing at a Parquet file of reviews")
+        np.save(args.save_lengths, bpe_lengths(parquet=args.imdb, seed=args.seed).astype(np.int32))
+        return 0
+    device = select_device()
+    if args.quick and device.type == "cpu":
+        # One intra-op thread: on a small shared CPU, OpenMP threads wait for each other
+        # whenever one is descheduled, and a 2-core box measured 3x slower and erratic.
+        torch.set_num_threads(1)
+    bench = Bench.of(args, device=device)
+    lengths = bench.lengths
+    with tempfile.TemporaryDirectory(prefix="ftbench-") as tmp:
+        progress(f"writing a random {'small' if args.quick else 'roberta-base'} model to {tmp}")
+        model_config = write_random_roberta(Path(tmp), **(QUICK_SHAPE if args.quick else {}))
+        train = random_split(lengths=lengths.train, vocab_size=model_config.vocab_size, seed=args.seed)
+        test = random_split(lengths=lengths.test, vocab_size=model_config.vocab_size, seed=args.seed + 1)
+        results = [
+            measure_strategy(
+                bench,
+                bench_spec(bench, strategy, directory=tmp),
+                train=train,
+                test=test,
+                model_config=model_config,
+            )
+            for strategy in args.strategies or list(bench.config["strategies"])
+        ]
+
+    info = versions()
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    print_results(results, bench, info=info, stamp=stamp)
+    totals = {name: study_totals(results, name) for name, _ in bench.variants}
+    if len(bench.variants) > 1:
+        print_variant_totals(totals)
+    workflow_s, reference_s = totals[bench.variants[0][0]]
     if args.json:
-        payload = {
-            "device": peak.device_name,
-            "peak_tflops": peak.tflops,
-            "peak_what": peak.what,
-            "versions": info,
-            "date": stamp,
-            "quick": quick,
-            "lengths": {
-                "source": lengths.source,
-                "median_unclipped": lengths.median_unclipped,
-                "fraction_over_512": lengths.fraction_over_512,
-                "max_length": max_length,
-            },
-            "variants": {
-                name: {
-                    "settings": settings,
-                    "study_projected_s": totals[name][0],
-                    "study_speedup_vs_reference": totals[name][1] / totals[name][0] if totals[name][0] else None,
-                }
-                for name, settings in variants
-            },
-            "strategies": {
-                r.strategy: {"skipped": r.skipped}
-                if r.skipped
-                else {
-                    "reference": dataclasses.asdict(r.reference) | {"projected_s": r.reference.projected_s},
-                    "workflow": dataclasses.asdict(r.workflow) | {"projected_s": r.workflow.projected_s},
-                    "variants": {
-                        name: dataclasses.asdict(v) | {"projected_s": v.projected_s} for name, v in r.variants.items()
-                    },
-                    "speedup": r.reference.projected_s / r.workflow.projected_s,
-                }
-                for r in results
-            },
-            "study_projected_s": workflow_s,
-            "reference_study_projected_s": reference_s,
-            "study_speedup_vs_reference": speedup,
-        }
+        payload = json_payload(results, bench, totals=totals, info=info, stamp=stamp)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"study_projected_s: {workflow_s:.1f}")
-    print(f"study_speedup_vs_reference: {speedup:.3f}")
-    return 0 if done else 1
+    print(f"study_speedup_vs_reference: {reference_s / workflow_s if workflow_s > 0 else float('nan'):.3f}")
+    return 0 if any(not r.skipped for r in results) else 1
 
 
 def variant_spec(spec: RunSpec, settings: dict[str, Any], *, config: dict[str, Any]) -> RunSpec:

@@ -17,8 +17,8 @@ import torch
 from specs import make_spec
 
 from ftcompare.batching import TrainBatching, load_tokenized
-from ftcompare.models import build_model, method_step, resolve_precision
-from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current_lr, peak_memory
+from ftcompare.models import build_model, resolve_precision
+from ftcompare.steps import TrainStep, build_optimizer, current_lr, peak_memory, setup_training
 
 CPU = torch.device("cpu")
 
@@ -43,37 +43,25 @@ class CallingRecorder:
 
 
 def train(spec, tokenized, *, steps: int, recorder=None):
-    """`steps` steps of bucketed batches; returns (losses, trainable weights, lr after)."""
-    precision = resolve_precision(requested="auto", method=spec.method, device=CPU)
+    """`steps` steps of bucketed batches, set up as a run's (graphs with `recorder`);
+    returns (losses, trainable weights, lr after, the step)."""
     data = load_tokenized(tokenized, splits=("train",))
     split = data.splits["train"]
     batching = TrainBatching.from_spec(spec)
     batches = batching.epoch(split.lengths, seed=0, epoch=0)[:steps]
     torch.manual_seed(0)
-    model = build_model(spec=spec, num_labels=2, device=CPU, precision=precision, total_steps=steps)
-    after_step = method_step(model)
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = build_optimizer(
-        trainable, weight_decay=spec.weight_decay, learning_rate=1e-3, device=CPU, capturable=recorder is not None
-    )
-    scheduler = build_scheduler(optimizer, total_steps=2 * steps, warmup_ratio=0.25)
-    step = TrainStep(
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        trainable=[p for _, p in trainable],
-        max_grad_norm=spec.max_grad_norm,
+    # A schedule twice as long as the steps taken: the rate after them is not yet zero.
+    setup = setup_training(
+        dataclasses.replace(spec, learning_rate=1e-3, warmup_ratio=0.25, cuda_graphs=recorder is not None),
+        num_labels=2,
         device=CPU,
-        precision=precision,
-        cuda_graphs=recorder is not None,
+        total_steps=2 * steps,
+        reviews_per_step=spec.batch_size,
         recorder=recorder,
-        after_step=after_step,
-        graph_refusal=None if after_step is None else after_step.graph_refusal,
     )
-    model.train()
     torch.manual_seed(1)  # dropout draws from here on
-    losses = [float(step(batching.collate(split, b, pad_token_id=data.pad_token_id))) for b in batches]
-    return losses, {n: p.detach().clone() for n, p in trainable}, current_lr(scheduler), step
+    losses = [float(setup.step(batching.collate(split, b, pad_token_id=data.pad_token_id))) for b in batches]
+    return losses, {n: p.detach().clone() for n, p in setup.trainable}, current_lr(setup.scheduler), setup.step
 
 
 @pytest.mark.parametrize("strategy", ["full", "lora"])

@@ -1,4 +1,7 @@
-"""One optimizer step, as the training loop and the bench both run it.
+"""One run's training recipe and its optimizer step, as the training loop and the bench both run them.
+
+`setup_training` builds what trains a run (model, optimizer, schedule, step) from its
+settings; the loop, bench/throughput.py and bench/graph_check.py all call it.
 
 `TrainStep` does forward (under autocast), backward, gradient clipping, the optimizer and
 scheduler step, eagerly or, with `cuda_graphs`, by replaying a CUDA graph per batch shape:
@@ -24,11 +27,14 @@ import dataclasses
 import logging
 import resource
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ftcompare.models import Precision
+from ftcompare.models import Precision, build_model, method_step, resolve_precision
+
+if TYPE_CHECKING:
+    from ftcompare.config import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +325,77 @@ class TrainStep:
             [dict(k)["input_ids"] for k in recorded],
             len(self._recorded),
         )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainSetup:
+    """One run's model and what trains it, as `setup_training` builds them."""
+
+    model: torch.nn.Module  # in training mode; validation and saving use it (`step` may hold a compiled wrapper)
+    precision: Precision
+    trainable: list[tuple[str, torch.nn.Parameter]]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any | None
+    step: TrainStep
+    # What the method does after each optimizer step, with state of its own to checkpoint
+    # (models.method_step: AdaLoRA's rank allocation); None for most methods.
+    method: Any | None
+    learning_rate: float  # as applied: the configured rate scaled to the mean batch
+
+
+def setup_training(
+    spec: RunSpec,
+    *,
+    num_labels: int,
+    device: torch.device,
+    total_steps: int,
+    reviews_per_step: float,
+    recorder: Any | None = None,
+) -> TrainSetup:
+    """The model of `spec`'s strategy and its optimizer, schedule and step, ready for the
+    first step. `total_steps`: the run's optimizer steps (the schedule and AdaLoRA's rank
+    budget are set in them); `reviews_per_step`: the mean batch, which sets the rate under
+    a token budget. `recorder` stands in for CUDA graph recording (tests)."""
+    precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
+    model = build_model(spec=spec, num_labels=num_labels, device=device, precision=precision, total_steps=total_steps)
+    method = method_step(model)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    learning_rate = spec.effective_learning_rate(
+        reviews_per_step=None if spec.max_tokens_per_batch is None else reviews_per_step
+    )
+    graphs = spec.cuda_graphs and (device.type == "cuda" or recorder is not None)
+    optimizer = build_optimizer(
+        trainable,
+        weight_decay=spec.weight_decay,
+        learning_rate=learning_rate,
+        device=device,
+        capturable=graphs and method is None,  # a method step that a graph cannot hold trains eagerly
+    )
+    scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup_ratio=spec.warmup_ratio)
+    model.train()
+    step = TrainStep(
+        model=torch.compile(model, dynamic=True) if spec.compile else model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        trainable=[p for _, p in trainable],
+        max_grad_norm=spec.max_grad_norm,
+        device=device,
+        precision=precision,
+        cuda_graphs=graphs,
+        recorder=recorder,
+        after_step=method,
+        graph_refusal=None if method is None else method.graph_refusal,
+    )
+    return TrainSetup(
+        model=model,
+        precision=precision,
+        trainable=trainable,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        step=step,
+        method=method,
+        learning_rate=learning_rate,
+    )
 
 
 def _shape_key(batch: dict[str, torch.Tensor]) -> tuple:

@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,16 +36,13 @@ import numpy as np
 import torch
 
 from ftcompare import checkpoint as ckpt
-from ftcompare.batching import TrainBatching, load_tokenized
+from ftcompare.batching import TokenizedSplit, TrainBatching, load_tokenized
 from ftcompare.config import RunSpec
 from ftcompare.inference import predict_logits, softmax_cross_entropy
 from ftcompare.models import (
     Precision,
     StrategyUnavailable,
-    build_model,
     count_parameters,
-    method_step,
-    resolve_precision,
     save_trained,
     split_trainable,
     text_length,
@@ -53,7 +50,7 @@ from ftcompare.models import (
 from ftcompare.progress import Reporter
 from ftcompare.records import Status
 from ftcompare.sources import portable_model_name
-from ftcompare.steps import TrainStep, build_optimizer, build_scheduler, current_lr, peak_memory, select_device
+from ftcompare.steps import TrainSetup, current_lr, peak_memory, select_device, setup_training
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +188,112 @@ def train_run(
         return TrainResult(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}"[:2000], device=device)
 
 
+@dataclasses.dataclass(kw_only=True)
+class BestEpoch:
+    """The epoch with the highest validation accuracy so far, and its trainable weights (on the CPU)."""
+
+    epoch: int
+    val_accuracy: float
+    weights: dict[str, torch.Tensor]
+    degenerate: str | None = None  # why its predictions say nothing (one class for every review), if they do
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrainState:
+    """Where a run stands: everything the loop changes, what a checkpoint saves and a resume restores."""
+
+    epoch: int = 0  # epochs done
+    batch_in_epoch: int = 0  # batches of the current epoch done
+    global_step: int = 0
+    train_time_s: float = 0.0
+    checkpoint_time_s: float = 0.0
+    train_tokens: int = 0
+    # The loss of the steps since the last log point that a checkpoint read off the device.
+    loss_sum: float = 0.0
+    loss_count: int = 0  # steps since the last log point
+    loss_curve: list[dict[str, float | None]] = dataclasses.field(default_factory=list)
+    val_curve: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    best: BestEpoch | None = None
+    resumed_from_steps: list[int] = dataclasses.field(default_factory=list)
+    peak_memory: dict[str, float | None] | None = None  # the earlier processes' peaks, when resumed
+
+    def advance(self, *, tokens: int) -> None:
+        """One optimizer step done on a batch of `tokens` real tokens."""
+        self.loss_count += 1
+        self.batch_in_epoch += 1
+        self.global_step += 1
+        self.train_tokens += tokens
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        """Plain data, loadable with weights_only=True."""
+        saved = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        if self.best is not None:
+            saved["best"] = {field.name: getattr(self.best, field.name) for field in dataclasses.fields(self.best)}
+        return saved
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any]) -> TrainState:
+        best = saved.get("best")
+        return cls(**{**saved, "best": None if best is None else BestEpoch(**best)})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunData:
+    """The splits a run reads (never the test split), cut to the text tokens it reads."""
+
+    train: TokenizedSplit
+    validation: TokenizedSplit
+    num_labels: int
+    pad_token_id: int
+    label_names: list[str] | None
+    text_length: int  # max_length, or fewer where virtual tokens take positions
+
+    @classmethod
+    def load(cls, spec: RunSpec, tokenized_dir: Path) -> RunData:
+        data = load_tokenized(tokenized_dir, splits=("train", "validation"))
+        train, validation = data.splits["train"], data.splits["validation"]
+        length = text_length(spec)
+        if length < spec.max_length:  # virtual tokens take the rest of the positions
+            log.info(
+                "%s reads the first %d tokens of each review (max_length %d)", spec.strategy, length, spec.max_length
+            )
+            train, validation = train.truncated(length), validation.truncated(length)
+        return cls(
+            train=train,
+            validation=validation,
+            num_labels=data.num_labels,
+            pad_token_id=data.pad_token_id,
+            label_names=data.label_names,
+            text_length=length,
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainPlan:
+    """Every epoch's batches, up front: the schedule needs the step count, which a token
+    budget makes depend on the lengths; (seed, epoch) fixes them, so a resume agrees."""
+
+    batching: TrainBatching
+    epochs: list[list[np.ndarray]]
+    total_steps: int
+    reviews_per_step: float  # the mean batch
+
+    @classmethod
+    def of(cls, spec: RunSpec, train: TokenizedSplit) -> TrainPlan:
+        batching = TrainBatching.from_spec(spec)
+        epochs = [batching.epoch(train.lengths, seed=spec.seed, epoch=epoch) for epoch in range(spec.epochs)]
+        total_steps = sum(len(batches) for batches in epochs)
+        return cls(
+            batching=batching,
+            epochs=epochs,
+            total_steps=total_steps,
+            reviews_per_step=len(train) * spec.epochs / total_steps,
+        )
+
+    def epochs_done(self, state: TrainState) -> float:
+        return state.epoch + state.batch_in_epoch / len(self.epochs[state.epoch])
+
+
 def _train(
     *,
     spec: RunSpec,
@@ -202,286 +305,43 @@ def _train(
     base_model: str,
     reporter: Reporter,
 ) -> TrainResult:
-    precision = resolve_precision(requested=spec.precision, method=spec.method, device=device)
-    data = load_tokenized(tokenized_dir, splits=("train", "validation"))  # never the test split
-    train, validation = data.splits["train"], data.splits["validation"]
-    length = text_length(spec)
-    if length < spec.max_length:  # virtual tokens take the rest of the positions
-        log.info("%s reads the first %d tokens of each review (max_length %d)", spec.strategy, length, spec.max_length)
-        train, validation = train.truncated(length), validation.truncated(length)
+    data = RunData.load(spec, tokenized_dir)
     seed_everything(spec.seed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-    # Every epoch's batches up front: the schedule needs the step count, which a token
-    # budget makes depend on the lengths; (seed, epoch) fixes them, so a resume agrees.
-    batching = TrainBatching.from_spec(spec)
-    plan = [batching.epoch(train.lengths, seed=spec.seed, epoch=epoch) for epoch in range(spec.epochs)]
-    total_steps = sum(len(batches) for batches in plan)
-    reviews_per_step = len(train) * spec.epochs / total_steps
-    learning_rate = spec.effective_learning_rate(
-        reviews_per_step=None if spec.max_tokens_per_batch is None else reviews_per_step
-    )
-
-    model = build_model(
-        spec=spec, num_labels=data.num_labels, device=device, precision=precision, total_steps=total_steps
-    )
-    after_step = method_step(model)
-    trainable_count, total_count = count_parameters(model)
-    method_count, head_count = split_trainable(model)
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    log.info(
-        "%s/seed%d on %s (%s): %s trainable of %s parameters, lr %.3g (%.1f reviews per step, at most %d%s)",
-        spec.strategy,
-        spec.seed,
-        device,
-        precision.name,
-        f"{trainable_count:,}",
-        f"{total_count:,}",
-        learning_rate,
-        reviews_per_step,
-        spec.batch_size,
-        "" if spec.max_tokens_per_batch is None else f" and {spec.max_tokens_per_batch} padded tokens",
-    )
-    forward = torch.compile(model, dynamic=True) if spec.compile else model
-
-    graphs = spec.cuda_graphs and device.type == "cuda"
-    optimizer = build_optimizer(
-        trainable,
-        weight_decay=spec.weight_decay,
-        learning_rate=learning_rate,
+    plan = TrainPlan.of(spec, data.train)
+    setup = setup_training(
+        spec,
+        num_labels=data.num_labels,
         device=device,
-        capturable=graphs and after_step is None,  # a method step that a graph cannot hold trains eagerly
+        total_steps=plan.total_steps,
+        reviews_per_step=plan.reviews_per_step,
     )
-    scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup_ratio=spec.warmup_ratio)
+    counts = parameter_counts(setup.model)
+    _log_start(spec, setup=setup, plan=plan, counts=counts, device=device)
+    resumed = _resume(checkpoint_dir, spec=spec, setup=setup)
 
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "batch_in_epoch": 0,
-        "global_step": 0,
-        "train_time_s": 0.0,
-        "checkpoint_time_s": 0.0,
-        "train_tokens": 0,
-        "loss_sum": 0.0,
-        "loss_count": 0,
-        "loss_curve": [],
-        "val_curve": [],
-        "best": None,  # {"epoch", "val_accuracy", "weights"}
-        "resumed_from_steps": [],
-        "peak_memory": None,  # the earlier processes' peaks, when resumed
-    }
-    resumed = _resume(
-        checkpoint_dir,
+    loop = _Loop(
         spec=spec,
-        precision=precision,
-        trainable=trainable,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        state=state,
-        method=after_step,
-    )
-
-    settings = (
-        f"learning_rate {spec.learning_rate:g}, {learning_rate:.3g} as applied; max_grad_norm "
-        f"{'null' if spec.max_grad_norm is None else f'{spec.max_grad_norm:g}'}): lower "
-        f"strategies.{spec.strategy}.learning_rate"
-    )
-
-    def diverged(what: str) -> Diverged:
-        return Diverged(f"{what} ({settings}", loss_curve=state["loss_curve"], val_curve=state["val_curve"])
-
-    # The loss is summed on the device and read only at log points and checkpoints (each
-    # read is a host sync): cross-entropy is never negative, so the sum is non-finite
-    # exactly when some step's loss was, and one check per read covers every step.
-    checked_through = state["global_step"]
-
-    def check_loss(window_sum: float) -> None:
-        nonlocal checked_through
-        step = state["global_step"]
-        if not math.isfinite(window_sum):
-            kind = "NaN" if math.isnan(window_sum) else "infinite"
-            where = (
-                f"at step {step}" if step == checked_through + 1 else f"between steps {checked_through + 1} and {step}"
-            )
-            epochs_done = state["epoch"] + state["batch_in_epoch"] / len(plan[state["epoch"]])
-            state["loss_curve"].append({"step": step, "epoch": epochs_done, "loss": None, "lr": current_lr(scheduler)})
-            raise diverged(f"training loss became {kind} {where} of {total_steps}")
-        checked_through = step
-
-    def save_checkpoint() -> None:
-        started = time.perf_counter()
-        state["peak_memory"] = peak_memory(device, earlier=state["peak_memory"])
-        weights = {n: p.detach().cpu() for n, p in trainable}
-        # A finite loss does not prove finite weights: the step that read it may have
-        # broken them. A checkpoint resumed from must never hold a diverged run.
-        broken = [n for n, tensor in weights.items() if not bool(torch.isfinite(tensor).all())]
-        if broken:
-            raise diverged(
-                f"weights became non-finite by step {state['global_step']} ({len(broken)} tensors, e.g. {broken[0]})"
-            )
-        payload = {
-            "spec": spec.to_dict(),
-            "precision": precision.name,
-            "state": state,
-            "trainable": weights,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
-            # What the method keeps between steps beyond its weights (AdaLoRA's importance scores).
-            "method_state": None if after_step is None else after_step.state_dict(),
-        }
-        ckpt.save_checkpoint(payload, directory=checkpoint_dir, step=state["global_step"])
-        state["checkpoint_time_s"] += time.perf_counter() - started
-
-    model.train()
-    step_once = TrainStep(
-        model=forward,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        trainable=[p for _, p in trainable],
-        max_grad_norm=spec.max_grad_norm,
+        data=data,
+        plan=plan,
+        setup=setup,
+        state=resumed or TrainState(),
         device=device,
-        precision=precision,
-        cuda_graphs=graphs,
-        after_step=after_step,
-        graph_refusal=None if after_step is None else after_step.graph_refusal,
+        checkpoint_dir=checkpoint_dir,
+        stop=stop,
+        reporter=reporter,
     )
-    if step_once.use_graphs:
-        # Every batch shape the remaining epochs use, recorded before the first step; the
-        # time it takes counts as training time.
-        started = time.perf_counter()
-        shapes: dict[tuple[int, int], Any] = {}
-        for indices in (i for batches in plan[state["epoch"] :] for i in batches):
-            shapes.setdefault((batching.rows(train.lengths, indices), batching.width(train.lengths, indices)), indices)
-        step_once.prepare([batching.collate(train, i, pad_token_id=data.pad_token_id) for i in shapes.values()])
-        state["train_time_s"] += _elapsed(started, device)
-    best_so_far = None if state["best"] is None else state["best"]["val_accuracy"]
-    reporter.start_training(
-        total_steps=total_steps,
-        epochs=spec.epochs,
-        step=state["global_step"],
-        epoch=state["epoch"],
-        tokens=state["train_tokens"],
-        best=best_so_far,
-    )
-    loss_sum = torch.zeros((), device=device)
-    last_checkpoint = time.monotonic()
-    while state["epoch"] < spec.epochs:
-        epoch = state["epoch"]
-        batches = plan[epoch]
-        segment_start = time.perf_counter()
-        for indices in batches[state["batch_in_epoch"] :]:
-            loss_sum += step_once(batching.collate(train, indices, pad_token_id=data.pad_token_id))
-            # summed on the device: no host sync per step
-            state["loss_count"] += 1
-            state["batch_in_epoch"] += 1
-            state["global_step"] += 1
-            state["train_tokens"] += int(train.lengths[indices].sum())
-            step = state["global_step"]
-            if step % spec.log_every_steps == 0 or state["batch_in_epoch"] == len(batches):
-                window_sum = loss_sum.item()
-                check_loss(window_sum)
-                mean = (state["loss_sum"] + window_sum) / state["loss_count"]
-                epochs_done = epoch + state["batch_in_epoch"] / len(batches)
-                state["loss_curve"].append(
-                    {"step": step, "epoch": epochs_done, "loss": mean, "lr": current_lr(scheduler)}
-                )
-                reporter.logged(
-                    step=step,
-                    epoch=epochs_done,
-                    loss=mean,
-                    lr=current_lr(scheduler),
-                    tokens=state["train_tokens"],
-                    memory=peak_memory(device, earlier=state["peak_memory"]),
-                )
-                loss_sum.zero_()
-                state["loss_sum"], state["loss_count"] = 0.0, 0
-            reporter.tick(
-                step=step,
-                epoch=epoch + state["batch_in_epoch"] / len(batches),
-                tokens=state["train_tokens"],
-                window_loss=lambda total=loss_sum: (state["loss_sum"] + total.item()) / max(state["loss_count"], 1),
-            )
+    state = loop.run()
+    setup.step.release()
 
-            due_by_steps = spec.checkpoint_every_steps and step % spec.checkpoint_every_steps == 0
-            due_by_time = (
-                spec.checkpoint_every_minutes is not None
-                and time.monotonic() - last_checkpoint > 60 * spec.checkpoint_every_minutes
-            )
-            # The epoch's last batch is checkpointed after validation, below.
-            ends_epoch = state["batch_in_epoch"] == len(batches)
-            if stop.is_set() or ((due_by_steps or due_by_time) and not ends_epoch):
-                state["train_time_s"] += _elapsed(segment_start, device)
-                window_sum = loss_sum.item()
-                check_loss(window_sum)
-                state["loss_sum"] += window_sum
-                loss_sum.zero_()
-                save_checkpoint()
-                last_checkpoint = time.monotonic()
-                if stop.is_set():
-                    log.warning("SIGTERM: checkpoint saved at step %d; exiting so a rerun resumes", step)
-                    raise Preempted(f"preempted at step {step}")
-                segment_start = time.perf_counter()
-        state["train_time_s"] += _elapsed(segment_start, device)
-
-        logits = predict_logits(
-            model,
-            validation,
-            batch_size=spec.eval_batch_size,
-            pad_token_id=data.pad_token_id,
-            pad_to_multiple_of=spec.pad_to_multiple_of,
-            device=device,
-            precision=precision,
-            max_tokens=spec.max_tokens_per_batch,
-            on_batch=reporter.batches,
-        )
-        if not np.isfinite(logits).all():
-            raise diverged(f"validation logits are not finite after epoch {epoch + 1} (step {state['global_step']})")
-        predicted = logits.argmax(axis=1)
-        accuracy = float((predicted == validation.labels).mean())
-        val_loss = softmax_cross_entropy(logits, validation.labels)
-        classes = np.unique(predicted)
-        state["val_curve"].append(
-            {
-                "step": state["global_step"],
-                "epoch": epoch + 1,
-                "accuracy": accuracy,
-                "loss": val_loss,
-                "predicted_classes": len(classes),
-            }
-        )
-        # One class for every review: what a model whose updates blew up (the loss in the
-        # hundreds) or collapsed predicts; its accuracy is that class's share, not skill.
-        degenerate = (
-            f"all {len(predicted)} validation predictions are class {classes[0]}" if len(classes) == 1 else None
-        )
-        log.log(
-            logging.WARNING if degenerate else logging.INFO,
-            "epoch %d: validation accuracy %.4f loss %.4f%s",
-            epoch + 1,
-            accuracy,
-            val_loss,
-            f" ({degenerate})" if degenerate else "",
-        )
-        reporter.validated(epoch=epoch + 1, step=state["global_step"], accuracy=accuracy, loss=val_loss)
-        if state["best"] is None or accuracy > state["best"]["val_accuracy"]:
-            weights = {n: p.detach().to("cpu", copy=True) for n, p in trainable}
-            state["best"] = {"epoch": epoch + 1, "val_accuracy": accuracy, "weights": weights, "degenerate": degenerate}
-        state["epoch"] += 1
-        state["batch_in_epoch"] = 0
-        if state["epoch"] < spec.epochs:
-            save_checkpoint()  # every epoch boundary, whatever the time-based setting
-            last_checkpoint = time.monotonic()
-
-    step_once.release()
-    best = state["best"]
     with torch.no_grad():
-        for name, param in trainable:
-            param.copy_(best["weights"][name])
+        for name, param in setup.trainable:
+            param.copy_(state.best.weights[name])
     adapter_size_mb = None
     if model_out_dir is not None:
         adapter_size_mb = save_trained(
-            model,
+            setup.model,
             out_dir=model_out_dir,
             label_names=data.label_names,
             tokenizer_source=spec.model_name_or_path,
@@ -489,39 +349,346 @@ def _train(
             base_model=base_model,
         )
     ckpt.remove_checkpoints(checkpoint_dir)
+    # The run is over: where one ends (its record, what it reports), its numbers are these.
+    metrics = run_metrics(
+        state, setup=setup, plan=plan, counts=counts, adapter_size_mb=adapter_size_mb, data=data, device=device
+    )
+    if resumed is not None:
+        metrics["resumed"] = True
+    return TrainResult(
+        status=Status.OK, metrics=metrics, loss_curve=state.loss_curve, val_curve=state.val_curve, device=device
+    )
 
-    train_time = state["train_time_s"]
-    metrics = {
-        "train_time_s": train_time,
-        "checkpoint_time_s": state["checkpoint_time_s"],
-        "tokens_per_s": state["train_tokens"] / train_time if train_time > 0 else None,
-        "train_tokens": state["train_tokens"],
-        "optimizer_steps": state["global_step"],
-        "best_epoch": best["epoch"],
-        "best_val_accuracy": best["val_accuracy"],
-        # Set when the chosen epoch predicted one class for every validation review.
-        "degenerate_validation": best.get("degenerate"),
-        "effective_learning_rate": learning_rate,
-        "mean_reviews_per_step": reviews_per_step,
-        "precision": precision.name,
+
+def parameter_counts(model: torch.nn.Module) -> dict[str, Any]:
+    """What a run trains, as its record has it."""
+    trainable_count, total_count = count_parameters(model)
+    method_count, head_count = split_trainable(model)
+    return {
         "trainable_params": trainable_count,
         # Of those, the method's own and the classification head's (which every adapter trains too).
         "method_params": method_count,
         "head_params": head_count,
         "total_params": total_count,
         "trainable_pct": 100.0 * trainable_count / total_count,
-        "adapter_size_mb": adapter_size_mb,
-        "resumed_from_steps": state["resumed_from_steps"],
-        "cuda_graphs": step_once.describe(),
-        # Text tokens per review: max_length, or fewer where virtual tokens take positions.
-        "text_max_length": length,
-        **peak_memory(device, earlier=state["peak_memory"]),
     }
-    if resumed:
-        metrics["resumed"] = True
-    return TrainResult(
-        status=Status.OK, metrics=metrics, loss_curve=state["loss_curve"], val_curve=state["val_curve"], device=device
+
+
+def _log_start(
+    spec: RunSpec, *, setup: TrainSetup, plan: TrainPlan, counts: dict[str, Any], device: torch.device
+) -> None:
+    log.info(
+        "%s/seed%d on %s (%s): %s trainable of %s parameters, lr %.3g (%.1f reviews per step, at most %d%s)",
+        spec.strategy,
+        spec.seed,
+        device,
+        setup.precision.name,
+        f"{counts['trainable_params']:,}",
+        f"{counts['total_params']:,}",
+        setup.learning_rate,
+        plan.reviews_per_step,
+        spec.batch_size,
+        "" if spec.max_tokens_per_batch is None else f" and {spec.max_tokens_per_batch} padded tokens",
     )
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Loop:
+    """The epochs of one run: steps, the loss read at log points, checkpoints, validation.
+    What it changes is in `state`; the rest is fixed for the run. Each event has one place:
+    an optimizer step in `_train_epoch` (`state.advance`), a loss point in `_log_loss`, an
+    epoch's validation in `_end_epoch`; the run's end is `_train`'s `run_metrics`."""
+
+    spec: RunSpec
+    data: RunData
+    plan: TrainPlan
+    setup: TrainSetup
+    state: TrainState
+    device: torch.device
+    checkpoint_dir: Path
+    stop: threading.Event  # set by SIGTERM: checkpoint and exit
+    reporter: Reporter  # progress lines, the progress file and TensorBoard events
+
+    def __post_init__(self) -> None:
+        # The loss is summed on the device and read only at log points and checkpoints
+        # (each read is a host sync): cross-entropy is never negative, so the sum is
+        # non-finite exactly when some step's loss was, and one check per read covers every step.
+        self.loss_window = torch.zeros((), device=self.device)
+        self.checked_through = self.state.global_step
+        self.last_checkpoint = time.monotonic()
+
+    def run(self) -> TrainState:
+        self._record_graphs()
+        self.last_checkpoint = time.monotonic()
+        state = self.state
+        self.reporter.start_training(
+            total_steps=self.plan.total_steps,
+            epochs=self.spec.epochs,
+            step=state.global_step,
+            epoch=state.epoch,
+            tokens=state.train_tokens,
+            best=None if state.best is None else state.best.val_accuracy,
+        )
+        while self.state.epoch < self.spec.epochs:
+            self._train_epoch()
+            self._end_epoch()
+        return self.state
+
+    def _record_graphs(self) -> None:
+        """Every batch shape the remaining epochs use, recorded before the first step; the
+        time it takes counts as training time. No-op without CUDA graphs."""
+        step, batching, train = self.setup.step, self.plan.batching, self.data.train
+        if not step.use_graphs:
+            return
+        started = time.perf_counter()
+        shapes: dict[tuple[int, int], Any] = {}
+        for indices in (i for batches in self.plan.epochs[self.state.epoch :] for i in batches):
+            shapes.setdefault((batching.rows(train.lengths, indices), batching.width(train.lengths, indices)), indices)
+        step.prepare([batching.collate(train, i, pad_token_id=self.data.pad_token_id) for i in shapes.values()])
+        self.state.train_time_s += _elapsed(started, self.device)
+
+    def _train_epoch(self) -> None:
+        """The current epoch's remaining batches, with a checkpoint where one is due (the
+        last batch's comes after validation) and on SIGTERM."""
+        state, train = self.state, self.data.train
+        batches = self.plan.epochs[state.epoch]
+        segment_start = time.perf_counter()
+        for indices in batches[state.batch_in_epoch :]:
+            self.loss_window += self.setup.step(
+                self.plan.batching.collate(train, indices, pad_token_id=self.data.pad_token_id)
+            )
+            state.advance(tokens=int(train.lengths[indices].sum()))  # one optimizer step done
+            ends_epoch = state.batch_in_epoch == len(batches)
+            if state.global_step % self.spec.log_every_steps == 0 or ends_epoch:
+                self._log_loss()
+            self.reporter.tick(
+                step=state.global_step,
+                epoch=state.epoch + state.batch_in_epoch / len(batches),
+                tokens=state.train_tokens,
+                # Read (a host sync) only when a timed line is due.
+                window_loss=lambda: (state.loss_sum + self.loss_window.item()) / max(state.loss_count, 1),
+            )
+            if self.stop.is_set() or (self._checkpoint_due() and not ends_epoch):
+                state.train_time_s += _elapsed(segment_start, self.device)
+                state.loss_sum += self._read_loss()
+                self._save_checkpoint()
+                if self.stop.is_set():
+                    log.warning("SIGTERM: checkpoint saved at step %d; exiting so a rerun resumes", state.global_step)
+                    raise Preempted(f"preempted at step {state.global_step}")
+                segment_start = time.perf_counter()
+        state.train_time_s += _elapsed(segment_start, self.device)
+
+    def _log_loss(self) -> None:
+        """A point of the loss curve: the mean loss since the last one."""
+        state = self.state
+        mean = (state.loss_sum + self._read_loss()) / state.loss_count
+        epochs_done = self.plan.epochs_done(state)
+        state.loss_curve.append(
+            {"step": state.global_step, "epoch": epochs_done, "loss": mean, "lr": current_lr(self.setup.scheduler)}
+        )
+        self.reporter.logged(
+            step=state.global_step,
+            epoch=epochs_done,
+            loss=mean,
+            lr=current_lr(self.setup.scheduler),
+            tokens=state.train_tokens,
+            memory=peak_memory(self.device, earlier=state.peak_memory),
+        )
+        state.loss_sum, state.loss_count = 0.0, 0
+
+    def _read_loss(self) -> float:
+        """The loss summed on the device since the last read (a host sync); Diverged if it is not finite."""
+        state, window_sum = self.state, self.loss_window.item()
+        self.loss_window.zero_()
+        if not math.isfinite(window_sum):
+            kind = "NaN" if math.isnan(window_sum) else "infinite"
+            first, step = self.checked_through + 1, state.global_step
+            where = f"at step {step}" if step == first else f"between steps {first} and {step}"
+            state.loss_curve.append(
+                {
+                    "step": step,
+                    "epoch": self.plan.epochs_done(state),
+                    "loss": None,
+                    "lr": current_lr(self.setup.scheduler),
+                }
+            )
+            raise self._diverged(f"training loss became {kind} {where} of {self.plan.total_steps}")
+        self.checked_through = state.global_step
+        return window_sum
+
+    def _checkpoint_due(self) -> bool:
+        spec = self.spec
+        due_by_steps = spec.checkpoint_every_steps and self.state.global_step % spec.checkpoint_every_steps == 0
+        due_by_time = (
+            spec.checkpoint_every_minutes is not None
+            and time.monotonic() - self.last_checkpoint > 60 * spec.checkpoint_every_minutes
+        )
+        return bool(due_by_steps or due_by_time)
+
+    def _end_epoch(self) -> None:
+        """Validate, keep the epoch's weights if they are the best so far, and checkpoint
+        at the epoch boundary (whatever the time-based setting) unless it was the last."""
+        state = self.state
+        result = validate(
+            self.setup.model,
+            self.data.validation,
+            spec=self.spec,
+            precision=self.setup.precision,
+            pad_token_id=self.data.pad_token_id,
+            device=self.device,
+            on_batch=self.reporter.batches,
+        )
+        if result is None:
+            raise self._diverged(
+                f"validation logits are not finite after epoch {state.epoch + 1} (step {state.global_step})"
+            )
+        state.val_curve.append(
+            {
+                "step": state.global_step,
+                "epoch": state.epoch + 1,
+                "accuracy": result.accuracy,
+                "loss": result.loss,
+                "predicted_classes": result.predicted_classes,
+            }
+        )
+        log.log(
+            logging.WARNING if result.degenerate else logging.INFO,
+            "epoch %d: validation accuracy %.4f loss %.4f%s",
+            state.epoch + 1,
+            result.accuracy,
+            result.loss,
+            f" ({result.degenerate})" if result.degenerate else "",
+        )
+        self.reporter.validated(
+            epoch=state.epoch + 1, step=state.global_step, accuracy=result.accuracy, loss=result.loss
+        )
+        if state.best is None or result.accuracy > state.best.val_accuracy:
+            state.best = BestEpoch(
+                epoch=state.epoch + 1,
+                val_accuracy=result.accuracy,
+                weights={n: p.detach().to("cpu", copy=True) for n, p in self.setup.trainable},
+                degenerate=result.degenerate,
+            )
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        if state.epoch < self.spec.epochs:
+            self._save_checkpoint()
+
+    def _save_checkpoint(self) -> None:
+        state, setup = self.state, self.setup
+        started = time.perf_counter()
+        state.peak_memory = peak_memory(self.device, earlier=state.peak_memory)
+        weights = {n: p.detach().cpu() for n, p in setup.trainable}
+        # A finite loss does not prove finite weights: the step that read it may have
+        # broken them. A checkpoint resumed from must never hold a diverged run.
+        broken = [n for n, tensor in weights.items() if not bool(torch.isfinite(tensor).all())]
+        if broken:
+            raise self._diverged(
+                f"weights became non-finite by step {state.global_step} ({len(broken)} tensors, e.g. {broken[0]})"
+            )
+        payload = {
+            "spec": self.spec.to_dict(),
+            "precision": setup.precision.name,
+            "state": state.to_checkpoint(),
+            "trainable": weights,
+            "optimizer": setup.optimizer.state_dict(),
+            "scheduler": setup.scheduler.state_dict(),
+            "rng": rng_state(),
+            # What the method keeps between steps beyond its weights (AdaLoRA's importance scores).
+            "method_state": None if setup.method is None else setup.method.state_dict(),
+        }
+        ckpt.save_checkpoint(payload, directory=self.checkpoint_dir, step=state.global_step)
+        state.checkpoint_time_s += time.perf_counter() - started
+        self.last_checkpoint = time.monotonic()
+
+    def _diverged(self, what: str) -> Diverged:
+        spec = self.spec
+        settings = (
+            f"learning_rate {spec.learning_rate:g}, {self.setup.learning_rate:.3g} as applied; max_grad_norm "
+            f"{'null' if spec.max_grad_norm is None else f'{spec.max_grad_norm:g}'}): lower "
+            f"strategies.{spec.strategy}.learning_rate"
+        )
+        return Diverged(f"{what} ({settings}", loss_curve=self.state.loss_curve, val_curve=self.state.val_curve)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Validation:
+    accuracy: float
+    loss: float
+    predicted_classes: int
+    # One class for every review: what a model whose updates blew up (the loss in the
+    # hundreds) or collapsed predicts; its accuracy is that class's share, not skill.
+    degenerate: str | None
+
+
+def validate(
+    model: torch.nn.Module,
+    split: TokenizedSplit,
+    *,
+    spec: RunSpec,
+    precision: Precision,
+    pad_token_id: int,
+    device: torch.device,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> Validation | None:
+    """Accuracy and loss on the validation split; None where the logits are not finite.
+    `on_batch(done, total)` after each batch (a job's progress)."""
+    logits = predict_logits(
+        model,
+        split,
+        batch_size=spec.eval_batch_size,
+        pad_token_id=pad_token_id,
+        pad_to_multiple_of=spec.pad_to_multiple_of,
+        device=device,
+        precision=precision,
+        max_tokens=spec.max_tokens_per_batch,
+        on_batch=on_batch,
+    )
+    if not np.isfinite(logits).all():
+        return None
+    predicted = logits.argmax(axis=1)
+    classes = np.unique(predicted)
+    return Validation(
+        accuracy=float((predicted == split.labels).mean()),
+        loss=softmax_cross_entropy(logits, split.labels),
+        predicted_classes=len(classes),
+        degenerate=f"all {len(predicted)} validation predictions are class {classes[0]}" if len(classes) == 1 else None,
+    )
+
+
+def run_metrics(
+    state: TrainState,
+    *,
+    setup: TrainSetup,
+    plan: TrainPlan,
+    counts: dict[str, Any],
+    adapter_size_mb: float | None,
+    data: RunData,
+    device: torch.device,
+) -> dict[str, Any]:
+    """A finished run's numbers, as its record (train.json) has them."""
+    train_time, best = state.train_time_s, state.best
+    return {
+        "train_time_s": train_time,
+        "checkpoint_time_s": state.checkpoint_time_s,
+        "tokens_per_s": state.train_tokens / train_time if train_time > 0 else None,
+        "train_tokens": state.train_tokens,
+        "optimizer_steps": state.global_step,
+        "best_epoch": best.epoch,
+        "best_val_accuracy": best.val_accuracy,
+        # Set when the chosen epoch predicted one class for every validation review.
+        "degenerate_validation": best.degenerate,
+        "effective_learning_rate": setup.learning_rate,
+        "mean_reviews_per_step": plan.reviews_per_step,
+        "precision": setup.precision.name,
+        **counts,
+        "adapter_size_mb": adapter_size_mb,
+        "resumed_from_steps": state.resumed_from_steps,
+        "cuda_graphs": setup.step.describe(),
+        # Text tokens per review: max_length, or fewer where virtual tokens take positions.
+        "text_max_length": data.text_length,
+        **peak_memory(device, earlier=state.peak_memory),
+    }
 
 
 def _elapsed(start: float, device: torch.device) -> float:
@@ -533,48 +700,42 @@ def _elapsed(start: float, device: torch.device) -> float:
 CHECKPOINT_KEYS = ("spec", "precision", "state", "trainable", "optimizer", "scheduler", "rng")
 
 
-def _resume(
-    directory: Path,
-    *,
-    spec: RunSpec,
-    precision: Precision,
-    trainable: list[tuple[str, torch.nn.Parameter]],
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    state: dict[str, Any],
-    method: Any | None = None,
-) -> bool:
-    """Restore the newest good checkpoint into the objects given; False if there is none.
+def _checkpoint_problem(saved: Any, *, spec: RunSpec, precision: Precision, shapes: dict[str, tuple]) -> str | None:
+    """Why `saved` is not one of this run's checkpoints, or None (also for one of other settings: see _resume)."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("spec"), dict):
+        return "not a training checkpoint: no settings ('spec') in it"
+    if saved["spec"] != spec.to_dict() or saved.get("precision") != precision.name:
+        return None  # a checkpoint of other settings: handled by _resume
+    if missing := [key for key in CHECKPOINT_KEYS if key not in saved]:
+        return f"not a training checkpoint: it lacks {missing}"
+    weights = saved["trainable"]
+    if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+        return "not a training checkpoint: 'trainable' is not a mapping of tensors"
+    if {name: tuple(tensor.shape) for name, tensor in weights.items()} != shapes:
+        return "its parameters do not fit this model (other names or shapes)"
+    return None
+
+
+def _resume(directory: Path, *, spec: RunSpec, setup: TrainSetup) -> TrainState | None:
+    """Restore the newest good checkpoint into `setup` and return its state; None if there is none.
 
     A checkpoint that loads but is not one of this run's (not a mapping of the expected
     parts, parameters of other names or shapes) is moved aside and the next older one
     tried; one made with other settings or precision means the run starts from scratch."""
+    precision, trainable = setup.precision, setup.trainable
     shapes = {name: tuple(param.shape) for name, param in trainable}
-
-    def problem(saved: Any) -> str | None:
-        if not isinstance(saved, dict) or not isinstance(saved.get("spec"), dict):
-            return "not a training checkpoint: no settings ('spec') in it"
-        if saved["spec"] != spec.to_dict() or saved.get("precision") != precision.name:
-            return None  # a checkpoint of other settings: handled below
-        if missing := [key for key in CHECKPOINT_KEYS if key not in saved]:
-            return f"not a training checkpoint: it lacks {missing}"
-        weights = saved["trainable"]
-        if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
-            return "not a training checkpoint: 'trainable' is not a mapping of tensors"
-        if {name: tuple(tensor.shape) for name, tensor in weights.items()} != shapes:
-            return "its parameters do not fit this model (other names or shapes)"
-        return None
-
-    found = ckpt.load_latest_checkpoint(directory, check=problem)
+    found = ckpt.load_latest_checkpoint(
+        directory, check=lambda saved: _checkpoint_problem(saved, spec=spec, precision=precision, shapes=shapes)
+    )
     if found is None:
-        return False
+        return None
     saved, path = found
     if saved["spec"] != spec.to_dict():
         current = spec.to_dict()
         changed = sorted(k for k in {*saved["spec"], *current} if saved["spec"].get(k) != current.get(k))
         log.warning("checkpoint %s was made with other settings (%s): starting from scratch", path, changed)
         ckpt.remove_checkpoints(directory)
-        return False
+        return None
     if saved.get("precision") != precision.name:
         log.warning(
             "checkpoint %s was made at precision %s, this run trains at %s: starting from scratch",
@@ -583,18 +744,18 @@ def _resume(
             precision.name,
         )
         ckpt.remove_checkpoints(directory)
-        return False
+        return None
     try:
         with torch.no_grad():
             for name, param in trainable:
                 param.copy_(saved["trainable"][name])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state.update(saved["state"])
-        state["resumed_from_steps"] = [*state["resumed_from_steps"], state["global_step"]]
+        setup.optimizer.load_state_dict(saved["optimizer"])
+        setup.scheduler.load_state_dict(saved["scheduler"])
+        state = TrainState.from_checkpoint(saved["state"])
+        state.resumed_from_steps = [*state.resumed_from_steps, state.global_step]
         set_rng_state(saved["rng"])
-        if method is not None and saved.get("method_state") is not None:
-            method.load_state_dict(saved["method_state"])
+        if setup.method is not None and saved.get("method_state") is not None:
+            setup.method.load_state_dict(saved["method_state"])
     except Exception as exc:  # malformed parts; the objects are half restored, so this run cannot go on
         ckpt.quarantine(path, f"cannot be restored: {type(exc).__name__}: {exc}"[:500])
         raise RuntimeError(
@@ -603,9 +764,9 @@ def _resume(
         ) from exc
     log.warning(
         "resumed from step %d (epoch %d, batch %d) using %s",
-        state["global_step"],
-        state["epoch"],
-        state["batch_in_epoch"],
+        state.global_step,
+        state.epoch,
+        state.batch_in_epoch,
         path.name,
     )
-    return True
+    return state
