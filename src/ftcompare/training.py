@@ -43,6 +43,7 @@ from ftcompare.models import (
     Precision,
     StrategyUnavailable,
     count_parameters,
+    fit_text_budget,
     save_trained,
     split_trainable,
     text_length,
@@ -257,7 +258,8 @@ class RunData:
             log.info(
                 "%s reads the first %d tokens of each review (max_length %d)", spec.strategy, length, spec.max_length
             )
-            train, validation = train.truncated(length), validation.truncated(length)
+        # Cut as the evaluate job and `ftcompare predict` cut, in the one place that does it.
+        train, validation = fit_text_budget(train, spec), fit_text_budget(validation, spec)
         return cls(
             train=train,
             validation=validation,
