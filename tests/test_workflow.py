@@ -671,8 +671,9 @@ def test_tuning_chooses_on_validation_and_keeps_the_test_split_out(tuning_study)
     # The final runs used the chosen rate; the trials kept no model and have no test results.
     final = json.loads((workdir / "results" / "runs" / "lora" / "seed0" / "train.json").read_text())
     assert final["config"]["learning_rate"] == best["learning_rate"]
+    # (progress.json: what `ftcompare status` reads while a trial runs.)
     for folder in (tuning / "trials" / "lora").iterdir():
-        assert sorted(p.name for p in (folder / "seed0").iterdir()) == ["attempt.json", "train.json"]
+        assert sorted(p.name for p in (folder / "seed0").iterdir()) == ["attempt.json", "progress.json", "train.json"]
     report = (workdir / "results" / "report.md").read_text()
     section = report.split("## Tuning")[1].split("## ")[0]
     assert "| lora | learning_rate: 1e-08, 0.005 |" in section and "Runner-up" in section
