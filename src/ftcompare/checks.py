@@ -14,16 +14,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ftcompare import methods, tuning
+from ftcompare import methods, study, tuning
 from ftcompare.config import validate_config
+from ftcompare.study import Cell
 from ftcompare.errors import ConfigError
 
 
-def checked_config(config: Mapping[str, Any], *, sources: bool = False) -> dict[str, Any]:
-    """`config` validated and resolved (ftcompare.config.validate_config), once every check
-    passes; raises ConfigError naming the first problem. `sources`: also read the data
-    and a local model (ftcompare.workflow_support.preflight), as the Snakefile does."""
+def checked_study(config: Mapping[str, Any], *, sources: bool = False) -> tuple[dict[str, Any], dict[Cell, dict[str, Any]]]:
+    """The study's config validated (ftcompare.config.validate_config), and each cell's
+    config (ftcompare.study.cell_config) once every check of it passes: what the Snakefile
+    calls. Raises ConfigError naming the cell and the first problem. `sources`: also read
+    the data and a local model (ftcompare.workflow_support.preflight)."""
     resolved = validate_config(config)
+    checked = {}
+    for cell in study.cells(resolved):
+        try:
+            checked[cell] = checked_config(study.cell_config(config, cell), sources=sources)
+        except ConfigError as exc:
+            if len(resolved["tasks"]) == 1 and len(resolved["models"]) == 1:
+                raise
+            raise ConfigError(f"task {cell.task!r} with model {cell.model!r}: {exc}") from None
+    return resolved, checked
+
+
+def checked_config(config: Mapping[str, Any], *, sources: bool = False) -> dict[str, Any]:
+    """A one-cell `config` (one task, one model: a cell's config) validated and resolved
+    (ftcompare.config.validate_config), once every check passes; raises ConfigError naming
+    the first problem. `sources`: also read the data and a local model
+    (ftcompare.workflow_support.preflight), as the Snakefile does."""
+    resolved = validate_config(config)
+    study.the_cell(resolved)
     for name, entry in resolved["strategies"].items():
         _check_strategy(name, entry, given=config["strategies"][name] or {})
     _check_data_paths(resolved["data"])

@@ -21,6 +21,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from ftcompare import study
 from ftcompare.errors import ConfigError
 from ftcompare.methods import BLOCK_SCHEMAS, BLOCKS, DEFAULTED_BLOCKS, METHOD_BLOCKS, METHOD_TABLE, METHODS
 
@@ -53,6 +54,12 @@ def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     properties = schema["properties"]
     properties["training"]["properties"] = {**overrides, **defs["training_settings"]}
     properties["method_defaults"]["properties"] = {block: blocks[block] for block in DEFAULTED_BLOCKS}
+    # A model's own method_defaults are checked as the study's; a task or a model entry is
+    # the data or model block, each key optional (the rest comes from `data` or `model`).
+    properties["model"]["properties"]["method_defaults"] = copy.deepcopy(properties["method_defaults"])
+    for matrix, block in (("tasks", "data"), ("models", "model")):
+        entry = {key: value for key, value in properties[block].items() if key not in ("required", "description")}
+        properties[matrix]["additionalProperties"] = {**entry, "type": ["object", "null"]}
     strategy = properties["strategies"]["additionalProperties"]
     strategy["properties"] = {**strategy["properties"], **overrides, **blocks}
     return schema
@@ -76,6 +83,8 @@ class RunSpec:
     comes from the config (config/config.yaml holds the defaults); the field order is the
     order of a run's recorded settings."""
 
+    task: str
+    model: str
     strategy: str
     method: str
     seed: int
@@ -104,6 +113,10 @@ class RunSpec:
     # The method's blocks by name (config `method_defaults` merged with the strategy's
     # own), and `quantization` where the base is 4-bit: ftcompare.methods.
     blocks: Mapping[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def label(self, trial: str | None = None) -> str:
+        """How logs name the run: task/model/strategy[/trial]/seedN, its folders' path."""
+        return "/".join([self.task, self.model, self.strategy, *([trial] if trial else []), f"seed{self.seed}"])
 
     def block(self, name: str) -> dict[str, Any] | None:
         return self.blocks.get(name)
@@ -191,6 +204,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
             hint = " (YAML reads numbers like 2e-5 as text: write 2.0e-5)"
         return f"{where} = {value!r} must be of type {error.validator_value}{hint}"
     if "propertyNames" in error.relative_schema_path:  # reported as its inner `pattern`
+        if where in ("tasks", "models"):  # folder names
+            return f"{where[:-1]} name {value!r} is not allowed: use letters, digits, '_', '-' and '.'"
         return f"strategy name {value!r} is not allowed: use letters, digits, '_' and '-'"
     if validator == "required":
         return f"{where} is missing required key(s): {error.message}"
@@ -222,6 +237,16 @@ def validate_config(config: Mapping[str, Any], *, schema_path: str | Path = SCHE
         name: _resolve_strategy_entry(name, entry, method_defaults=resolved["method_defaults"])
         for name, entry in config["strategies"].items()
     }
+    # The matrix, each task and model block whole (ftcompare.study: a cell's config).
+    resolved["tasks"] = study.task_blocks(resolved)
+    resolved["models"] = study.model_blocks(resolved)
+    for name, model in resolved["models"].items():
+        unknown = sorted(set(model.get("skip_strategies") or ()) - set(resolved["strategies"]))
+        if unknown:
+            raise ConfigError(
+                f"models.{name}.skip_strategies names {unknown}, not configured strategies; "
+                f"configured: {list(resolved['strategies'])}"
+            )
     return resolved
 
 
@@ -268,17 +293,21 @@ def _resolve_strategy_entry(
 
 
 def resolve_run(config: Mapping[str, Any], *, strategy: str, seed: int) -> RunSpec:
-    """The settings of one (strategy, seed) run from a validated config: every `training`
-    key, the strategy's overrides of them, and its blocks."""
+    """The settings of one (strategy, seed) run from a validated one-cell config (a cell's
+    config: ftcompare.study.cell_config): every `training` key, the strategy's overrides
+    of them, and its blocks."""
     strategies = config["strategies"]
     if strategy not in strategies:
         raise ConfigError(f"unknown strategy {strategy!r}; configured: {list(strategies)}")
     entry = strategies[strategy]
+    cell = study.the_cell(config)
     training = {
         key: entry.get(key, value) if key in training_overrides() else value
         for key, value in config["training"].items()
     }
     return RunSpec(
+        task=cell.task,
+        model=cell.model,
         strategy=strategy,
         method=entry["method"],
         seed=int(seed),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ftcompare.config import RunSpec
+from ftcompare.data import SPLITS
 from ftcompare.errors import ConfigError
 from ftcompare.progress import JobFiles, Reporter
 from ftcompare.provenance import now, provenance, write_json
@@ -51,6 +52,14 @@ def start_job(*, log_path: str | Path | None, gpus: int = 0, network: bool = Fal
         # Ties this log to the cluster's records (sacct, the scheduler's own log file).
         log.info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"], os.uname().nodename)
     return claim_for_job(gpus)
+
+
+def fetched_splits(folder: str | Path | None) -> dict[str, Path]:
+    """The Parquet file of each split the fetch_data rule wrote into `folder` (train, test,
+    and validation where the data has one); none for local sources (no folder)."""
+    if not folder:
+        return {}
+    return {split: Path(folder) / f"{split}.parquet" for split in SPLITS if (Path(folder) / f"{split}.parquet").is_file()}
 
 
 def prepare_data_job(
@@ -121,6 +130,8 @@ def finetune_job(
         record = versioned(
             {
                 "kind": "train",
+                "task": spec.task,
+                "model": spec.model,
                 "strategy": strategy,
                 "method": spec.method,
                 "seed": seed,
@@ -145,13 +156,13 @@ def finetune_job(
             retry=result.retry,
         )
         reporter.finish(result.status, result.reason)
-    log.info("%s/seed%d: %s%s", strategy, seed, result.status, f" ({result.reason})" if result.reason else "")
+    log.info("%s: %s%s", spec.label(trial), result.status, f" ({result.reason})" if result.reason else "")
     return record
 
 
 def _reporter(spec: RunSpec, *, kind: str, trial: str | None = None, files: JobFiles | None = None) -> Reporter:
     """A job's progress reporter (ftcompare.progress), named as its run is."""
-    label = "/".join([spec.strategy, *([trial] if trial else []), f"seed{spec.seed}"])
+    label = spec.label(trial)
     identity = {"strategy": spec.strategy, "seed": spec.seed, "trial": trial, "model": spec.model_name_or_path}
     return Reporter(label=label, kind=kind, files=files, identity=identity, log_every=spec.log_every_steps)
 
@@ -256,14 +267,16 @@ def select_settings_job(
 
     from ftcompare.tuning import Trial, select, trial_result
 
-    results = []
+    results, where = [], {"task": None, "model": None}
     for path in trial_records:
         record = read_record(path, kind="train")
+        where = {key: record["config"].get(key) for key in where}  # one cell's trials
         values = grid[f"{record['strategy']}/{record['trial']}"]
         results.append(trial_result(record, Trial(strategy=record["strategy"], values=dict(values))))
     keys = list(dict.fromkeys(key for result in results for key in result.values))
     rows = [
         {
+            **where,
             "strategy": r.strategy,
             "trial": r.trial,
             **{key: r.values.get(key) for key in keys},
@@ -277,7 +290,7 @@ def select_settings_job(
     ]
     Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(
-        rows, columns=["strategy", "trial", *keys, "seed", "status", "val_accuracy", "val_loss", "train_time_s"]
+        rows, columns=["task", "model", "strategy", "trial", *keys, "seed", "status", "val_accuracy", "val_loss", "train_time_s"]
     ).to_csv(summary_path, index=False)
     selected = select(results)
     write_selection(selected_path, selected)
@@ -303,8 +316,9 @@ def report_job(
     baseline: str,
     sort_by: str,
     reference_recipe: Path,
-    tuning_summary: Path | None = None,
-    selected: Path | None = None,
+    tuning_summaries: Sequence[Path] = (),
+    selections: Sequence[Path] = (),
+    tuning_summary_path: Path | None = None,
 ) -> None:
     """The summary tables, the figures and the Markdown report, from one reading of the records
     (`sort_by`: the order of the report's results tables, config `report.sort_by`;
@@ -313,13 +327,19 @@ def report_job(
     from ftcompare.report import write_report
     from ftcompare.tables import Results, write_summary_csv
 
+    if tuning_summaries:
+        import pandas as pd
+
+        # Every cell's trials in one table (each cell's has its task and model columns).
+        frames = [pd.read_csv(path) for path in tuning_summaries]
+        write_summary_csv(table=pd.concat(frames, ignore_index=True), path=Path(tuning_summary_path))
     results = Results.load(
         train_paths=train_records,
         eval_paths=eval_records,
         prediction_paths=prediction_paths,
         baseline=baseline,
-        tuning_summary=tuning_summary,
-        selected=selected,
+        tuning_summary=tuning_summary_path if tuning_summaries else None,
+        selected=selections[0] if selections else None,
     )
     write_summary_csv(table=results.table, path=summary_path)
     write_summary_csv(table=results.comparison, path=comparison_path)

@@ -272,7 +272,7 @@ def render_model_card(
     run_dir: str,
     merged: bool = False,
 ) -> str:
-    """The card of the model in `folder` (as a user reaches it, e.g. results/runs/lora/seed0/model):
+    """The card of the model in `folder` (as a user reaches it, e.g. results/runs/imdb/roberta-base/lora/seed0/model):
     the run's strategy and settings, data, test metrics with their interval, how to load it
     and where it comes from. `merged`: the folder holds the run's adapter merged into its base."""
     config = train.get("config") or {}

@@ -56,11 +56,13 @@ class JobFiles:
     tensorboard: Path | None = None
 
 
-def tensorboard_dir(*, strategy: str, seed: int | str, trial: str | None = None, root: Path = TENSORBOARD_ROOT) -> Path:
-    """A run's event folder: <strategy>/seed<N>, a trial's <strategy>/tuning/<trial>/seed<N>,
-    so that TensorBoard lists each strategy's runs together (task and model levels go
-    in front of <strategy> when a study has them)."""
-    parts = [strategy, *(["tuning", trial] if trial else []), f"seed{seed}"]
+def tensorboard_dir(
+    *, task: str, model: str, strategy: str, seed: int | str, trial: str | None = None, root: Path = TENSORBOARD_ROOT
+) -> Path:
+    """A run's event folder: <task>/<model>/<strategy>/seed<N>, a trial's
+    <task>/<model>/<strategy>/tuning/<trial>/seed<N>, so that TensorBoard lists each
+    strategy's runs together, within their cell of the study."""
+    parts = [task, model, strategy, *(["tuning", trial] if trial else []), f"seed{seed}"]
     return Path(root).joinpath(*parts)
 
 
@@ -89,7 +91,11 @@ def job_files(
     tensorboard = None
     if config is not None and tensorboard_enabled(config):
         tensorboard = tensorboard_dir(
-            strategy=wildcards["strategy"], seed=wildcards["seed"], trial=wildcards.get("trial")
+            task=wildcards["task"],
+            model=wildcards["model"],
+            strategy=wildcards["strategy"],
+            seed=wildcards["seed"],
+            trial=wildcards.get("trial"),
         )
     return JobFiles(progress=progress_path(attempt), tensorboard=tensorboard)
 

@@ -37,8 +37,12 @@ from ftcompare.provenance import write_json
 
 FIRST_ATTEMPT = "first"
 # The records' format. 1: each record says `format_version`; a train record's settings hold
-# every training key, and only the blocks the run has. 0: no version.
-FORMAT_VERSION = 1
+# every training key, and only the blocks the run has. 0: no version. 2: a study is a matrix
+# of tasks and models (ftcompare.study): a run's settings name its `task` and `model`.
+FORMAT_VERSION = 2
+# What a run of a format before 2 was: the one task of its study, its model named after
+# its name_or_path (ftcompare.study.default_model_name).
+FORMAT_1_TASK = "task"
 # Settings a format-0 train record may lack (they came later): the run behaved as these say.
 FORMAT_0_SETTINGS: dict[str, Any] = {
     "max_tokens_per_batch": None,
@@ -71,7 +75,12 @@ def upgrade(record: Mapping[str, Any], *, kind: str | None = None) -> dict[str, 
     settings = record.get("config")
     # Settings a run recorded (every run's name its batch_size): the later ones as the run had them.
     if version == 0 and kind == "train" and isinstance(settings, Mapping) and "batch_size" in settings:
-        upgraded["config"] = {**FORMAT_0_SETTINGS, **settings}
+        upgraded["config"] = settings = {**FORMAT_0_SETTINGS, **settings}
+    if version < 2 and kind == "train" and isinstance(settings, Mapping) and "model_name_or_path" in settings:
+        from ftcompare.study import default_model_name
+
+        cell = {"task": FORMAT_1_TASK, "model": default_model_name(str(settings["model_name_or_path"]))}
+        upgraded["config"] = {**cell, **settings}
     upgraded["format_version"] = FORMAT_VERSION
     return upgraded
 

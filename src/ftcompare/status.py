@@ -54,35 +54,29 @@ class Row:
 # --------------------------------------------------------------------------- the plan
 
 
-def write_plan(config: Mapping[str, Any], path: str | Path) -> None:
-    """The study's runs and trials (a validated config's), for `ftcompare status` to list the
-    ones not yet started; rewritten only when it changes."""
+def write_plan(cells: Mapping[Any, Mapping[str, Any]], path: str | Path) -> None:
+    """The study's runs and trials, cell by cell (each cell's checked config, keyed by its
+    ftcompare.study.Cell), for `ftcompare status` to list the ones not yet started;
+    rewritten only when it changes."""
     from ftcompare.files import atomic_write_bytes
     from ftcompare.tuning import trials
 
-    plan = {
-        "task": task_label(config["data"]),
-        "model": config["model"]["name_or_path"],
-        "runs": [{"strategy": s, "seed": seed} for s in config["strategies"] for seed in config["seeds"]],
-        "trials": [
-            {"strategy": trial.strategy, "trial": trial.id, "seed": seed}
+    plan: dict[str, Any] = {"runs": [], "trials": []}
+    for cell, config in cells.items():
+        where = {"task": cell.task, "model": cell.model}
+        plan["runs"] += [{**where, "strategy": s, "seed": seed} for s in config["strategies"] for seed in config["seeds"]]
+        plan["trials"] += [
+            {**where, "strategy": trial.strategy, "trial": trial.id, "seed": seed}
             for strategy_trials in trials(config).values()
             for trial in strategy_trials
             for seed in config["tuning"]["seeds"]
-        ],
-    }
+        ]
     data = json.dumps(plan, indent=1).encode()
     path = Path(path)
     if path.is_file() and path.read_bytes() == data:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
-
-
-def task_label(data: Mapping[str, Any]) -> str:
-    """What the study's task is called: a hub dataset's id, else its training file (its
-    folder and name)."""
-    return str(data["name"]) if data["source"] == "hub" else "/".join(Path(data["train"]).parts[-2:])
 
 
 # --------------------------------------------------------------------------- reading
@@ -202,22 +196,25 @@ def study_rows(results: str | Path, *, now: float | None = None) -> list[Row]:
     results = Path(results)
     now, host = time.time() if now is None else now, socket.gethostname()
     plan = _read(results / PLAN) or {}
-    task, model = str(plan.get("task", "-")), str(plan.get("model", "-"))
-    keys: dict[tuple[str, str | None, int], Path] = {}
+    keys: dict[tuple[str, str, str, str | None, int], Path] = {}
     for trial in plan.get("trials", []):
-        keys[(trial["strategy"], trial["trial"], int(trial["seed"]))] = (
-            results / "tuning" / "trials" / trial["strategy"] / trial["trial"] / f"seed{trial['seed']}"
+        task, model, strategy, name, seed = (trial[k] for k in ("task", "model", "strategy", "trial", "seed"))
+        keys[(task, model, strategy, name, int(seed))] = (
+            results / "tuning" / task / model / "trials" / strategy / name / f"seed{seed}"
         )
-    for folder in sorted((results / "tuning" / "trials").glob("*/*/seed*")):
+    for folder in sorted((results / "tuning").glob("*/*/trials/*/*/seed*")):
         if (seed := _seed(folder.name)) is not None:
-            keys.setdefault((folder.parent.parent.name, folder.parent.name, seed), folder)
+            task, model, _, strategy, name = folder.parts[-6:-1]
+            keys.setdefault((task, model, strategy, name, seed), folder)
     for run in plan.get("runs", []):
-        keys[(run["strategy"], None, int(run["seed"]))] = results / "runs" / run["strategy"] / f"seed{run['seed']}"
-    for folder in sorted((results / "runs").glob("*/seed*")):
+        task, model, strategy, seed = (run[k] for k in ("task", "model", "strategy", "seed"))
+        keys[(task, model, strategy, None, int(seed))] = results / "runs" / task / model / strategy / f"seed{seed}"
+    for folder in sorted((results / "runs").glob("*/*/*/seed*")):
         if (seed := _seed(folder.name)) is not None:
-            keys.setdefault((folder.parent.name, None, seed), folder)
+            task, model, strategy = folder.parts[-4:-1]
+            keys.setdefault((task, model, strategy, None, seed), folder)
     rows = []
-    for (strategy, trial, seed), folder in keys.items():
+    for (task, model, strategy, trial, seed), folder in keys.items():
         row = Row(task=task, model=model, strategy=strategy, seed=seed, trial=trial)
         rows.append(read_row(folder, row, now=now, host=host))
     return rows

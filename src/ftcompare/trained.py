@@ -7,7 +7,7 @@ batches sorted by length within the run's eval_batch_size and token budget under
 inference_mode (inference.predict_logits, the evaluate job's own code), on the GPU if
 there is one. On the test split that reproduces the run's predictions.parquet.
 
-A run folder is results/runs/<strategy>/seed<N>: its train.json and eval.json say how it
+A run folder is results/runs/<task>/<model>/<strategy>/seed<N>: its train.json and eval.json say how it
 was trained and that it finished, its model/ folder holds the model (models.save_trained).
 """
 
@@ -30,6 +30,7 @@ from ftcompare.config import ConfigError, RunSpec
 from ftcompare.data import DataError, read_csv
 from ftcompare.fetch import FETCHED_FROM
 from ftcompare.records import Status, upgrade
+from ftcompare import study
 from ftcompare.sources import (
     ADAPTER_WEIGHT_FILES,
     PACKAGE_PREFIX,
@@ -79,7 +80,7 @@ def open_run(run_dir: str | Path) -> TrainedRun:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         what = "is a file, not a folder" if run_dir.exists() else "does not exist"
-        raise UsageError(f"run folder {str(run_dir)!r} {what} (a run folder is e.g. results/runs/lora/seed0)")
+        raise UsageError(f"run folder {str(run_dir)!r} {what} (a run folder is e.g. results/runs/imdb/roberta-base/lora/seed0)")
     if not (run_dir / "train.json").is_file() and (run_dir.parent / "train.json").is_file():
         raise UsageError(f"{str(run_dir)!r} is a run's model folder; give the run folder, {str(run_dir.parent)!r}")
     records = {}
@@ -87,7 +88,7 @@ def open_run(run_dir: str | Path) -> TrainedRun:
         path = run_dir / f"{kind}.json"
         if not path.is_file():
             raise UsageError(
-                f"{str(run_dir)!r} has no {kind}.json: not a run folder (e.g. results/runs/lora/seed0), or a run "
+                f"{str(run_dir)!r} has no {kind}.json: not a run folder (e.g. results/runs/imdb/roberta-base/lora/seed0), or a run "
                 f"that has not finished; `snakemake {path}` runs it"
             )
         try:
@@ -282,7 +283,7 @@ def write_predictions(frame: pd.DataFrame, path: str | None) -> None:
 def base_model_source(run: TrainedRun, base: str | None = None) -> str:
     """Where an adapter's base model loads from: `base` where the user names one (a folder,
     a hub id, or `package:NAME`, which the user may name), else the study's fetched copy of
-    a hub model when it is this model's (results/sources/model beside results/runs), else
+    a hub model when it is this model's (results/sources/models/ beside results/runs/), else
     the folder or hub id its adapter config names. A whole model's run: its own folder.
 
     A run folder is data: what its files name is never resolved as `package:NAME`, which
@@ -310,9 +311,9 @@ def base_model_source(run: TrainedRun, base: str | None = None) -> str:
             f"(the study saves a base as a folder or a hub id); {hint}"
         )
     if is_hub_id(named):
-        resolved = run.run_dir.resolve()
-        if len(resolved.parents) > 2:
-            fetched = resolved.parents[2] / "sources" / "model"
+        folder = study.study_folder(run.run_dir)
+        if folder is not None:
+            fetched = study.fetched_model_folder(folder / "results", named)
             marker = fetched / FETCHED_FROM
             if marker.is_file() and json.loads(marker.read_text()).get("repo_id") == named:
                 return str(fetched)
@@ -476,13 +477,13 @@ def predict(run: TrainedRun, texts: list[str], *, device: Any | None = None, bas
 
 def _study_file(run: TrainedRun, recorded: str | None) -> Path | None:
     """A path a record holds, relative to the study's folder (where Snakemake ran: the
-    folder holding results/), found from the run folder results/runs/<strategy>/seed<N>."""
+    folder holding results/), found from the run folder results/runs/<task>/<model>/<strategy>/seed<N>."""
     if not recorded:
         return None
     path = Path(recorded)
     if not path.is_absolute():
-        parents = run.run_dir.resolve().parents
-        path = parents[3] / path if len(parents) > 3 else path
+        folder = study.study_folder(run.run_dir)
+        path = folder / path if folder is not None else path
     return path if path.exists() else None
 
 

@@ -155,7 +155,7 @@ def train_run(
     """
     device = device or select_device()
     reporter = reporter or Reporter(
-        label=f"{spec.strategy}/seed{spec.seed}", kind="train", log_every=spec.log_every_steps
+        label=spec.label(), kind="train", log_every=spec.log_every_steps
     )
     try:
         with sigterm_requests_stop() as stop:
@@ -173,7 +173,7 @@ def train_run(
         log.warning("strategy %s skipped: %s", spec.strategy, exc)
         return TrainResult(status=Status.SKIPPED, reason=str(exc), device=device)
     except Diverged as exc:
-        log.error("run %s/seed%d failed: %s", spec.strategy, spec.seed, exc)
+        log.error("run %s failed: %s", spec.label(), exc)
         return TrainResult(
             status=Status.FAILED,
             reason=f"diverged: {exc}",
@@ -183,7 +183,7 @@ def train_run(
             device=device,
         )
     except Exception as exc:  # failure isolation: record it, let the other runs finish
-        log.error("run %s/seed%d failed:\n%s", spec.strategy, spec.seed, traceback.format_exc())
+        log.error("run %s failed:\n%s", spec.label(), traceback.format_exc())
         if device.type == "cuda":
             torch.cuda.empty_cache()
         return TrainResult(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}"[:2000], device=device)
@@ -380,9 +380,8 @@ def _log_start(
     spec: RunSpec, *, setup: TrainSetup, plan: TrainPlan, counts: dict[str, Any], device: torch.device
 ) -> None:
     log.info(
-        "%s/seed%d on %s (%s): %s trainable of %s parameters, lr %.3g (%.1f reviews per step, at most %d%s)",
-        spec.strategy,
-        spec.seed,
+        "%s on %s (%s): %s trainable of %s parameters, lr %.3g (%.1f reviews per step, at most %d%s)",
+        spec.label(),
         device,
         setup.precision.name,
         f"{counts['trainable_params']:,}",

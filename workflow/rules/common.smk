@@ -8,126 +8,174 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 import re
 
-from ftcompare.checks import checked_config
+from ftcompare.checks import checked_study
 from ftcompare.config import REFERENCE_RECIPE, resolve_run
-from ftcompare.figures import figure_names
 from ftcompare.data import settings_used
+from ftcompare.figures import figure_names
 from ftcompare.records import read_selection, retry_marker, run_params
 from ftcompare.sources import is_hub_id
-from ftcompare.status import task_label, write_plan
+from ftcompare.status import write_plan
+from ftcompare.study import Cell
 from ftcompare.tuning import apply_selection, trial_spec, trials
+from ftcompare.study import hub_data_settings, hub_folder
 from ftcompare.workflow_support import cache_key
 
-# Every key checked against workflow/schemas/config.schema.yaml, defaults filled in.
-# An unknown key, a wrong type or an unknown strategy stops here, before any job runs;
-# so does a setting PEFT would refuse or change, and bad input (paths, columns, encodings,
-# labels, classes, row counts, a local model's limits and module names), which in a job
-# would cost its start-up: ftcompare.checks.
-VALIDATED = checked_config(config, sources=True)
-STRATEGIES = list(VALIDATED["strategies"])
-SEEDS = VALIDATED["seeds"]
+# Every key checked against workflow/schemas/config.schema.yaml, defaults filled in, and
+# each cell of the study (a task with a model: ftcompare.study) checked as a config of its
+# own. An unknown key, a wrong type or an unknown strategy stops here, before any job
+# runs; so does a setting PEFT would refuse or change, a method that cannot apply to a
+# model, and bad input (paths, columns, encodings, labels, classes, row counts, a local
+# model's limits and module names), which in a job would cost its start-up: ftcompare.checks.
+STUDY, CELLS = checked_study(config, sources=True)
+SEEDS = STUDY["seeds"]
+STRATEGIES = {cell: list(cfg["strategies"]) for cell, cfg in CELLS.items()}
+
+
+def cell_of(wildcards):
+    return Cell(wildcards.task, wildcards.model)
+
+
+# Hub sources, fetched by the local fetch rules before any job needs them (jobs have no
+# network); a folder per hub model and per hub dataset (with its configuration and splits).
+HUB_MODELS = {
+    hub_folder(cfg["model"]["name_or_path"]): cfg["model"]["name_or_path"]
+    for cfg in CELLS.values()
+    if is_hub_id(cfg["model"]["name_or_path"])
+}
+HUB_DATA = {
+    hub_folder(cfg["data"]["name"], settings): settings
+    for cfg in CELLS.values()
+    if cfg["data"]["source"] == "hub"
+    for settings in [hub_data_settings(cfg["data"])]
+}
+
+
+def fetched_model(cfg):
+    """The fetched copy of a cell's hub model (an input); None for a local model."""
+    name_or_path = cfg["model"]["name_or_path"]
+    return f"results/sources/models/{hub_folder(name_or_path)}" if is_hub_id(name_or_path) else None
+
+
+def fetched_data(data):
+    """The fetched copy of a task's hub dataset (a folder of Parquet files); None for local files."""
+    if data["source"] != "hub":
+        return None
+    return f"results/sources/data/{hub_folder(data['name'], hub_data_settings(data))}"
+
 
 # The data and tokenized caches live under a key of exactly the settings that produce
-# them (see cache_key): a failed or abandoned edit writes elsewhere, and restoring the
-# config finds these outputs untouched, so nothing downstream reruns. Finished runs of
-# another config are not kept (results/runs/ holds one study).
-DATA_SETTINGS = settings_used(VALIDATED["data"])
-DATA_KEY = cache_key(DATA_SETTINGS)
-DATA_DIR = f"results/data/{DATA_KEY}"
-TOKENIZE_SETTINGS = {
-    "data": DATA_DIR,
-    "model": VALIDATED["model"]["name_or_path"],
-    "max_length": VALIDATED["training"]["max_length"],
+# them (see cache_key): tasks and models whose settings agree share them, a failed or
+# abandoned edit writes elsewhere, and restoring the config finds these outputs untouched,
+# so nothing downstream reruns.
+DATA = {}  # data key -> {"settings", "hub"}
+TOKENIZED = {}  # tokenized key -> {"data_key", "model", "max_length", "base_model"}
+DATA_KEY = {}  # cell -> its data key
+TOKENIZED_KEY = {}  # cell -> its tokenized key
+for cell, cfg in CELLS.items():
+    settings = settings_used(cfg["data"])
+    data_key = cache_key(settings)
+    DATA[data_key] = {"settings": settings, "hub": fetched_data(cfg["data"])}
+    tokenize = {
+        "data": f"results/data/{data_key}",
+        "model": cfg["model"]["name_or_path"],
+        "max_length": cfg["training"]["max_length"],
+    }
+    tokenized_key = cache_key(tokenize)
+    TOKENIZED[tokenized_key] = {**tokenize, "data_key": data_key, "base_model": fetched_model(cfg)}
+    DATA_KEY[cell], TOKENIZED_KEY[cell] = data_key, tokenized_key
+
+
+def data_dir(wildcards):
+    return f"results/data/{DATA_KEY[cell_of(wildcards)]}"
+
+
+def tokenized_dir(wildcards):
+    return f"results/tokenized/{TOKENIZED_KEY[cell_of(wildcards)]}"
+
+
+def base_model(wildcards):
+    """A cell's fetched hub model, as an input; nothing for a local model."""
+    return fetched_model(CELLS[cell_of(wildcards)]) or []
+
+
+# Tuning (ftcompare.tuning): each cell's trials of every tuned strategy; none when it is off.
+TRIALS = {
+    cell: {(t.strategy, t.id): t for ts in trials(cfg).values() for t in ts} for cell, cfg in CELLS.items()
 }
-TOKENIZED_KEY = cache_key(TOKENIZE_SETTINGS)
-TOKENIZED_DIR = f"results/tokenized/{TOKENIZED_KEY}"
-
-
-# Tuning (ftcompare.tuning): the trials of every tuned strategy; none when it is off.
-TRIALS = {(t.strategy, t.id): t for ts in trials(VALIDATED).values() for t in ts}
-TRIAL_VALUES = {f"{s}/{i}": t.values for (s, i), t in TRIALS.items()}
-TUNED = sorted({strategy for strategy, _ in TRIALS})
-TUNING_OUTPUTS = (
-    ["results/tuning/summary.csv", "results/tuning/selected.yaml"] if TUNED else []
-)
-FIGURES = expand("results/figures/{name}.png", name=figure_names(tuning=bool(TUNED)))
-
-
-# The HTML report (snakemake --report) groups its items by task, then model, then strategy.
-REPORT_TASK = task_label(VALIDATED["data"])
-REPORT_MODEL = VALIDATED["model"]["name_or_path"]
+TUNED = {cell: sorted({strategy for strategy, _ in cell_trials}) for cell, cell_trials in TRIALS.items()}
+TUNED_CELLS = [cell for cell in CELLS if TUNED[cell]]
+TUNING_OUTPUTS = {
+    "summaries": [f"results/tuning/{cell.path}/summary.csv" for cell in TUNED_CELLS],
+    "selections": [f"results/tuning/{cell.path}/selected.yaml" for cell in TUNED_CELLS],
+}
+FIGURES = expand("results/figures/{name}.png", name=figure_names(tuning=bool(TUNED_CELLS)))
 
 
 # Every planned run and trial, for `ftcompare status` to show those not started yet
 # (written when the study runs, not on a dry run; nothing depends on it).
 onstart:
-    write_plan(VALIDATED, "results/plan.json")
+    write_plan(CELLS, "results/plan.json")
 
 
-# What the local fetch rules download before any job needs it (jobs have no network).
-MODEL_FROM_HUB = is_hub_id(VALIDATED["model"]["name_or_path"])
-DATA_FROM_HUB = VALIDATED["data"]["source"] == "hub"
-FETCHED_MODEL = "results/sources/model"
-FETCHED_DATA = {
-    split: f"results/sources/data/{split}.parquet" for split in ["train", "test"]
-}
-
-
-def base_model(wildcards):
-    """The fetched copy of a hub model, as an input; nothing for a local model."""
-    return FETCHED_MODEL if MODEL_FROM_HUB else []
-
-
-def hub_data(wildcards):
-    """The fetched copies of a hub dataset's splits (unpack() them); nothing for local files."""
-    return FETCHED_DATA if DATA_FROM_HUB else {}
+def names(values):
+    return "|".join(re.escape(value) for value in values) or "(?!)"
 
 
 wildcard_constraints:
-    strategy="|".join(STRATEGIES),
+    task=names(STUDY["tasks"]),
+    model=names(STUDY["models"]),
+    strategy=names({s for cfg in CELLS.values() for s in cfg["strategies"]}),
     seed=r"\d+",
-    trial="|".join(re.escape(i) for _, i in TRIALS) or "(?!)",
+    trial=names({i for cell_trials in TRIALS.values() for _, i in cell_trials}),
+    data_key=r"[0-9a-f]{12}",
+    tokenized_key=r"[0-9a-f]{12}",
+    hub=r"[^/]+",
 
 
-def config_for(strategy):
-    """The config a strategy's final runs use: for a tuned one, with its chosen values
-    (the selection has run by then: see after_selection)."""
-    if strategy not in TUNED:
-        return VALIDATED
-    selected = checkpoints.select_settings.get().output.selected
-    return apply_selection(VALIDATED, read_selection(selected))
+def config_for(wildcards):
+    """The config a cell's strategy's final runs use: for a tuned one, with its chosen
+    values (the selection has run by then: see after_selection)."""
+    cell = cell_of(wildcards)
+    if wildcards.strategy not in TUNED[cell]:
+        return CELLS[cell]
+    selected = checkpoints.select_settings.get(task=cell.task, model=cell.model).output.selected
+    return apply_selection(CELLS[cell], read_selection(selected))
 
 
 def after_selection(wildcards):
-    """The final runs of a tuned strategy wait for the selection, a checkpoint, without
-    taking its file as an input: a new trial that does not win retrains none of them."""
-    if wildcards.strategy in TUNED:
-        checkpoints.select_settings.get()
+    """The final runs of a tuned strategy wait for their cell's selection, a checkpoint,
+    without taking its file as an input: a new trial that does not win retrains none of them."""
+    cell = cell_of(wildcards)
+    if wildcards.strategy in TUNED[cell]:
+        checkpoints.select_settings.get(task=cell.task, model=cell.model)
     return []
 
 
 def run_settings(wildcards):
     """One run's resolved settings: a change to them reruns that run alone."""
-    spec = resolve_run(
-        config_for(wildcards.strategy),
-        strategy=wildcards.strategy,
-        seed=int(wildcards.seed),
-    )
+    spec = resolve_run(config_for(wildcards), strategy=wildcards.strategy, seed=int(wildcards.seed))
     return run_params(spec.to_dict())
 
 
 def trial_settings(wildcards):
     """One trial run's settings: its grid values, the trials' epochs."""
-    trial = TRIALS[(wildcards.strategy, wildcards.trial)]
-    return run_params(trial_spec(VALIDATED, trial, seed=int(wildcards.seed)).to_dict())
+    cell = cell_of(wildcards)
+    trial = TRIALS[cell][(wildcards.strategy, wildcards.trial)]
+    return run_params(trial_spec(CELLS[cell], trial, seed=int(wildcards.seed)).to_dict())
 
 
-def all_trial_records(wildcards):
+def cell_trial_records(wildcards):
+    cell = cell_of(wildcards)
     return [
-        f"results/tuning/trials/{strategy}/{trial}/seed{seed}/train.json"
-        for strategy, trial in TRIALS
-        for seed in VALIDATED["tuning"]["seeds"]
+        f"results/tuning/{cell.path}/trials/{strategy}/{trial}/seed{seed}/train.json"
+        for strategy, trial in TRIALS[cell]
+        for seed in CELLS[cell]["tuning"]["seeds"]
     ]
+
+
+def trial_values(wildcards):
+    cell = cell_of(wildcards)
+    return {f"{s}/{i}": t.values for (s, i), t in TRIALS[cell].items()}
 
 
 def minutes(first_attempt):
@@ -137,11 +185,13 @@ def minutes(first_attempt):
     return lambda wildcards, attempt: first_attempt * attempt
 
 
-# Attempt files: beside a job's outputs, not among them, so that Snakemake never
-# deletes them; each job writes one and its retry marker reads it back.
-FINETUNE_ATTEMPT = "results/runs/{strategy}/seed{seed}/attempt.json"
-EVALUATE_ATTEMPT = "results/runs/{strategy}/seed{seed}/eval-attempt.json"
-TRIAL_ATTEMPT = "results/tuning/trials/{strategy}/{trial}/seed{seed}/attempt.json"
+# A run's folder; a trial's. Attempt files: beside a job's outputs, not among them, so
+# that Snakemake never deletes them; each job writes one and its retry marker reads it back.
+RUN = "results/runs/{task}/{model}/{strategy}/seed{seed}"
+TRIAL = "results/tuning/{task}/{model}/trials/{strategy}/{trial}/seed{seed}"
+FINETUNE_ATTEMPT = f"{RUN}/attempt.json"
+EVALUATE_ATTEMPT = f"{RUN}/eval-attempt.json"
+TRIAL_ATTEMPT = f"{TRIAL}/attempt.json"
 
 
 def finetune_retry_marker(wildcards):
@@ -159,21 +209,23 @@ def evaluate_retry_marker(wildcards):
     return retry_marker(EVALUATE_ATTEMPT.format(**wildcards))
 
 
+def every_run(file):
+    """`file` of every run of the study, cell by cell."""
+    return [
+        f"{RUN}/{file}".format(task=cell.task, model=cell.model, strategy=strategy, seed=seed)
+        for cell, cfg in CELLS.items()
+        for strategy in cfg["strategies"]
+        for seed in SEEDS
+    ]
+
+
 def all_train_records(wildcards):
-    return expand(
-        "results/runs/{strategy}/seed{seed}/train.json", strategy=STRATEGIES, seed=SEEDS
-    )
+    return every_run("train.json")
 
 
 def all_eval_records(wildcards):
-    return expand(
-        "results/runs/{strategy}/seed{seed}/eval.json", strategy=STRATEGIES, seed=SEEDS
-    )
+    return every_run("eval.json")
 
 
 def all_predictions(wildcards):
-    return expand(
-        "results/runs/{strategy}/seed{seed}/predictions.parquet",
-        strategy=STRATEGIES,
-        seed=SEEDS,
-    )
+    return every_run("predictions.parquet")

@@ -1,19 +1,20 @@
 rule prepare_data:
     input:
-        unpack(hub_data),
+        # The fetched copy of a hub dataset; nothing for local files.
+        hub=lambda wildcards: DATA[wildcards.data_key]["hub"] or [],
     output:
-        train=f"{DATA_DIR}/train.parquet",
-        validation=f"{DATA_DIR}/validation.parquet",
-        test=f"{DATA_DIR}/test.parquet",
+        train="results/data/{data_key}/train.parquet",
+        validation="results/data/{data_key}/validation.parquet",
+        test="results/data/{data_key}/test.parquet",
         summary=report(
-            f"{DATA_DIR}/summary.json",
+            "results/data/{data_key}/summary.json",
             caption="../report/data.rst",
-            category=REPORT_TASK,
+            category="data",
             subcategory="data",
             labels={"strategy": "-", "seed": "-", "item": "data summary"},
         ),
     log:
-        f"results/logs/prepare_data/{DATA_KEY}.log",
+        "results/logs/prepare_data/{data_key}.log",
     conda:
         "../envs/data.yaml"
     # IMDB's 50k reviews take well under 1 GB in pandas.
@@ -21,6 +22,6 @@ rule prepare_data:
         mem_mb=4000,
         runtime=minutes(30),
     params:
-        data=DATA_SETTINGS,
+        data=lambda wildcards: DATA[wildcards.data_key]["settings"],
     script:
         "../scripts/prepare_data.py"

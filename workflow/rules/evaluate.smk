@@ -1,26 +1,26 @@
 rule evaluate:
     input:
-        dataset=TOKENIZED_DIR,
-        record="results/runs/{strategy}/seed{seed}/train.json",
-        model="results/runs/{strategy}/seed{seed}/model",
+        dataset=tokenized_dir,
+        record=f"{RUN}/train.json",
+        model=f"{RUN}/model",
         base_model=base_model,
         # For the model card: the data it was trained and tested on.
-        data_summary=f"{DATA_DIR}/summary.json",
+        data_summary=lambda wildcards: f"{data_dir(wildcards)}/summary.json",
     output:
         record=report(
-            "results/runs/{strategy}/seed{seed}/eval.json",
+            f"{RUN}/eval.json",
             caption="../report/eval_record.rst",
-            category=REPORT_TASK,
-            subcategory=REPORT_MODEL,
+            category="{task}",
+            subcategory="{model}",
             labels={"strategy": "{strategy}", "seed": "{seed}", "item": "test record"},
         ),
-        predictions="results/runs/{strategy}/seed{seed}/predictions.parquet",
+        predictions=f"{RUN}/predictions.parquet",
         # The run's model card: it needs the test metrics, so this job writes it.
-        card="results/runs/{strategy}/seed{seed}/README.md",
+        card=f"{RUN}/README.md",
     log:
-        "results/logs/evaluate/{strategy}_seed{seed}.log",
+        "results/logs/evaluate/{task}/{model}/{strategy}_seed{seed}.log",
     benchmark:
-        "results/benchmarks/evaluate/{strategy}_seed{seed}.tsv"
+        "results/benchmarks/evaluate/{task}/{model}/{strategy}_seed{seed}.tsv"
     conda:
         "../envs/train.yaml"
     # On a GPU these feed the data, and 4 is plenty: `--cores 16 --resources gpu=4` runs
@@ -37,6 +37,6 @@ rule evaluate:
         attempt=EVALUATE_ATTEMPT,
         # The model as the config names it: train.json is checked against it, never
         # trusted to name a package to import.
-        study_model=config["model"]["name_or_path"],
+        study_model=lambda wildcards: CELLS[cell_of(wildcards)]["model"]["name_or_path"],
     script:
         "../scripts/evaluate.py"

@@ -10,26 +10,28 @@ localrules:
 
 rule fetch_model:
     output:
-        model=directory(FETCHED_MODEL),
+        model=directory("results/sources/models/{hub}"),
     log:
-        "results/logs/fetch_model.log",
+        "results/logs/fetch_model/{hub}.log",
     conda:
         "../envs/train.yaml"
     params:
-        model=VALIDATED["model"]["name_or_path"],
+        model=lambda wildcards: HUB_MODELS[wildcards.hub],
     script:
         "../scripts/fetch_model.py"
 
 
 rule fetch_data:
     output:
-        train=FETCHED_DATA["train"],
-        test=FETCHED_DATA["test"],
+        # A Parquet file per split it reads (train, test, and validation where the data has one).
+        data=directory("results/sources/data/{hub}"),
     log:
-        "results/logs/fetch_data.log",
+        "results/logs/fetch_data/{hub}.log",
     conda:
         "../envs/data.yaml"
     params:
-        name=VALIDATED["data"]["name"],
+        name=lambda wildcards: HUB_DATA[wildcards.hub]["name"],
+        config=lambda wildcards: HUB_DATA[wildcards.hub]["config"],
+        splits=lambda wildcards: HUB_DATA[wildcards.hub]["splits"],
     script:
         "../scripts/fetch_data.py"

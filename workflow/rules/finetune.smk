@@ -1,25 +1,25 @@
 rule finetune:
     input:
-        dataset=TOKENIZED_DIR,
+        dataset=tokenized_dir,
         selection=after_selection,
         base_model=base_model,
     output:
         record=report(
-            "results/runs/{strategy}/seed{seed}/train.json",
+            f"{RUN}/train.json",
             caption="../report/train_record.rst",
-            category=REPORT_TASK,
-            subcategory=REPORT_MODEL,
+            category="{task}",
+            subcategory="{model}",
             labels={
                 "strategy": "{strategy}",
                 "seed": "{seed}",
                 "item": "training record",
             },
         ),
-        model=directory("results/runs/{strategy}/seed{seed}/model"),
+        model=directory(f"{RUN}/model"),
     log:
-        "results/logs/finetune/{strategy}_seed{seed}.log",
+        "results/logs/finetune/{task}/{model}/{strategy}_seed{seed}.log",
     benchmark:
-        "results/benchmarks/finetune/{strategy}_seed{seed}.tsv"
+        "results/benchmarks/finetune/{task}/{model}/{strategy}_seed{seed}.tsv"
     conda:
         "../envs/train.yaml"
     # On a GPU these feed the data, and 4 is plenty: `--cores 16 --resources gpu=4` runs
@@ -42,7 +42,7 @@ rule finetune:
         retry_marker=finetune_retry_marker,
         # Outside the outputs: Snakemake deletes a failed job's outputs, and a
         # preempted job must find its checkpoints when it is rerun.
-        checkpoints="results/checkpoints/{strategy}/seed{seed}",
+        checkpoints="results/checkpoints/{task}/{model}/{strategy}/seed{seed}",
         # Not an output either, so that it survives the job's own rerun.
         attempt=FINETUNE_ATTEMPT,
     script:

@@ -4,7 +4,7 @@ rule report:
         eval_records=all_eval_records,
         # Parallel to eval_records: each run's per-review predictions, for the paired tests.
         predictions=all_predictions,
-        tuning=TUNING_OUTPUTS,
+        **TUNING_OUTPUTS,
         # The reference's recipe, which the report states beside its results.
         reference_recipe=REFERENCE_RECIPE,
     output:
@@ -12,30 +12,34 @@ rule report:
         summary=report(
             "results/summary.csv",
             caption="../report/summary.rst",
-            category=REPORT_TASK,
-            subcategory=REPORT_MODEL,
+            category="study",
+            subcategory="across tasks and models",
             labels={"strategy": "all", "seed": "all", "item": "summary table"},
         ),
         by_strategy=report(
             "results/summary_by_strategy.csv",
             caption="../report/summary_by_strategy.rst",
-            category=REPORT_TASK,
-            subcategory=REPORT_MODEL,
+            category="study",
+            subcategory="across tasks and models",
             labels={"strategy": "all", "seed": "all", "item": "per-strategy table"},
         ),
         report=report(
             "results/report.md",
             caption="../report/report.rst",
-            category=REPORT_TASK,
-            subcategory=REPORT_MODEL,
+            category="study",
+            subcategory="across tasks and models",
             labels={"strategy": "all", "seed": "all", "item": "written comparison"},
+        ),
+        # Every tuned cell's trials in one table, beside each cell's own.
+        **(
+            {"tuning_summary": "results/tuning/summary.csv"} if TUNED_CELLS else {}
         ),
         figures=[
             report(
                 figure,
                 caption="../report/figures.rst",
-                category=REPORT_TASK,
-                subcategory=REPORT_MODEL,
+                category="study",
+                subcategory="across tasks and models",
                 labels={
                     "strategy": "all",
                     "seed": "all",
@@ -52,8 +56,8 @@ rule report:
         mem_mb=2000,
         runtime=minutes(15),
     params:
-        reference=VALIDATED["report"]["reference"],
-        baseline=VALIDATED["report"]["baseline"],
-        sort_by=VALIDATED["report"]["sort_by"],
+        reference=STUDY["report"]["reference"],
+        baseline=STUDY["report"]["baseline"],
+        sort_by=STUDY["report"]["sort_by"],
     script:
         "../scripts/report.py"

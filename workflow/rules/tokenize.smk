@@ -1,15 +1,18 @@
 rule tokenize:
     input:
-        train=f"{DATA_DIR}/train.parquet",
-        validation=f"{DATA_DIR}/validation.parquet",
-        test=f"{DATA_DIR}/test.parquet",
-        base_model=base_model,
+        unpack(
+            lambda wildcards: {
+                split: f"{TOKENIZED[wildcards.tokenized_key]['data']}/{split}.parquet"
+                for split in ("train", "validation", "test")
+            }
+        ),
+        base_model=lambda wildcards: TOKENIZED[wildcards.tokenized_key]["base_model"] or [],
     output:
-        dataset=directory(TOKENIZED_DIR),
+        dataset=directory("results/tokenized/{tokenized_key}"),
     log:
-        f"results/logs/tokenize/{TOKENIZED_KEY}.log",
+        "results/logs/tokenize/{tokenized_key}.log",
     benchmark:
-        f"results/benchmarks/tokenize/{TOKENIZED_KEY}.tsv"
+        "results/benchmarks/tokenize/{tokenized_key}.tsv"
     conda:
         "../envs/train.yaml"
     # All the cores Snakemake may give (it caps threads at --cores): torch's CPU
@@ -19,7 +22,7 @@ rule tokenize:
         mem_mb=4000,
         runtime=minutes(30),
     params:
-        model=TOKENIZE_SETTINGS["model"],
-        max_length=TOKENIZE_SETTINGS["max_length"],
+        model=lambda wildcards: TOKENIZED[wildcards.tokenized_key]["model"],
+        max_length=lambda wildcards: TOKENIZED[wildcards.tokenized_key]["max_length"],
     script:
         "../scripts/tokenize.py"

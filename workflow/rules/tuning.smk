@@ -1,13 +1,13 @@
 rule tune:
     input:
-        dataset=TOKENIZED_DIR,
+        dataset=tokenized_dir,
         base_model=base_model,
     output:
-        record="results/tuning/trials/{strategy}/{trial}/seed{seed}/train.json",
+        record=f"{TRIAL}/train.json",
     log:
-        "results/logs/tune/{strategy}/{trial}_seed{seed}.log",
+        "results/logs/tune/{task}/{model}/{strategy}/{trial}_seed{seed}.log",
     benchmark:
-        "results/benchmarks/tune/{strategy}/{trial}_seed{seed}.tsv"
+        "results/benchmarks/tune/{task}/{model}/{strategy}/{trial}_seed{seed}.tsv"
     conda:
         "../envs/train.yaml"
     # As finetune (see there); a trial runs tuning.epochs, often fewer.
@@ -21,7 +21,7 @@ rule tune:
         run=trial_settings,
         trial="{trial}",
         retry_marker=trial_retry_marker,
-        checkpoints="results/checkpoints/tuning/{strategy}/{trial}/seed{seed}",
+        checkpoints="results/checkpoints/tuning/{task}/{model}/{strategy}/{trial}/seed{seed}",
         attempt=TRIAL_ATTEMPT,
     script:
         "../scripts/finetune.py"
@@ -33,15 +33,15 @@ rule tune:
 # unchanged; their evaluations rerun, see docs/tuning-and-statistics.md).
 checkpoint select_settings:
     input:
-        trials=all_trial_records,
+        trials=cell_trial_records,
     output:
-        summary="results/tuning/summary.csv",
-        selected="results/tuning/selected.yaml",
+        summary="results/tuning/{task}/{model}/summary.csv",
+        selected="results/tuning/{task}/{model}/selected.yaml",
     log:
-        "results/logs/select_settings.log",
+        "results/logs/select_settings/{task}/{model}.log",
     conda:
         "../envs/report.yaml"
     params:
-        grid=TRIAL_VALUES,
+        grid=trial_values,
     script:
         "../scripts/select_settings.py"

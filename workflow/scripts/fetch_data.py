@@ -7,4 +7,9 @@ jobs.start_job(log_path=snakemake.log[0], network=True)
 
 from ftcompare.fetch import fetch_dataset  # noqa: E402
 
-fetch_dataset(snakemake.params.name, {split: snakemake.output[split] for split in ("train", "test")})
+fetch_dataset(
+    snakemake.params.name,
+    {split: f"{snakemake.output.data}/{split}.parquet" for split in snakemake.params.splits},
+    config=snakemake.params.config,
+    splits=snakemake.params.splits,
+)

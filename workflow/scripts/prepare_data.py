@@ -8,6 +8,6 @@ jobs.prepare_data_job(
     data_config=snakemake.params.data,
     out_paths={split: snakemake.output[split] for split in ("train", "validation", "test")},
     summary_path=snakemake.output.summary,
-    # The fetched copy of a hub dataset; empty for local sources.
-    hub_files=dict(snakemake.input.items()),
+    # The fetched copy of a hub dataset (a Parquet file per split); none for local sources.
+    hub_files=jobs.fetched_splits(snakemake.input.get("hub")),
 )

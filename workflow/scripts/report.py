@@ -4,7 +4,8 @@ from ftcompare import jobs
 
 # Before torch is imported: the log, no network, and for GPU rules a device of the job's own.
 jobs.start_job(log_path=snakemake.log[0])
-tuning = snakemake.input.get("tuning") or [None, None]
+# Each tuned cell's trial summary and selection (none when tuning is off).
+tuning = [snakemake.input.get("summaries", []), snakemake.input.get("selections", [])]
 jobs.report_job(
     train_records=snakemake.input.train_records,
     eval_records=snakemake.input.eval_records,
@@ -15,8 +16,9 @@ jobs.report_job(
     figure_paths=snakemake.output.figures,
     reference=snakemake.params.reference,
     baseline=snakemake.params.baseline,
-    tuning_summary=tuning[0],
-    selected=tuning[1],
+    tuning_summaries=list(tuning[0]),
+    selections=list(tuning[1]),
+    tuning_summary_path=snakemake.output.get("tuning_summary"),
     sort_by=snakemake.params.sort_by,
     reference_recipe=snakemake.input.reference_recipe,
 )

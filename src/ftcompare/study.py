@@ -1,0 +1,189 @@
+"""A study is a matrix: tasks × models × strategies × seeds. This module turns the matrix
+into cells, one per (task, model), each with a config of the one-task, one-model shape
+that the rest of the library takes.
+
+Config: `data` and `model` are what every task and every model start from; `tasks` and
+`models` map a name to the keys that differ (a task's data block, a model's block). A
+config without `tasks` is one task, `data` itself, named after its source; without
+`models`, one model, `model` itself, named after its name_or_path. So a config written
+before the matrix is a study of one cell.
+
+A model block may set what must differ between architectures: `max_length` (overrides
+training.max_length), `method_defaults` (over the study's: e.g. DeBERTa's module names),
+`skip_strategies` (strategies that cannot apply to it) and `model_type` (its
+architecture, so that the methods' checks run before a hub model is downloaded).
+
+Kept free of torch: the Snakefile builds the job graph from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ftcompare.errors import ConfigError
+
+# Task and model names are folder names (results/runs/<task>/<model>/...).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# The keys of a model block besides name_or_path that change a cell's config.
+MODEL_CELL_KEYS = ("max_length", "method_defaults", "skip_strategies", "model_type")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Cell:
+    """One (task, model) of a study: its runs live under results/runs/<task>/<model>/."""
+
+    task: str
+    model: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.task}/{self.model}"
+
+
+def _folder_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "data"
+    return name if re.match(NAME_PATTERN, name) else f"x{name}"
+
+
+def default_task_name(data: Mapping[str, Any]) -> str:
+    """The one task of a config without `tasks`: a hub dataset's last name part (and its
+    configuration), else the folder of its training file (aclImdb: the folder itself)."""
+    if data.get("source", "hub") == "hub":
+        name = str(data.get("name") or "data").rsplit("/", 1)[-1]
+        return _folder_name(f"{name}-{data['config']}" if data.get("config") else name)
+    train = PurePosixPath(str(data.get("train") or "data"))
+    return _folder_name(train.name if data.get("source") == "aclimdb" else train.parent.name or train.stem)
+
+
+def default_model_name(name_or_path: str) -> str:
+    """The one model of a config without `models`: a hub id's or a folder's last part,
+    package:NAME's NAME."""
+    if name_or_path.startswith("package:"):
+        return _folder_name(name_or_path.removeprefix("package:"))
+    return _folder_name(PurePosixPath(name_or_path.rstrip("/")).name)
+
+
+def task_blocks(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each task's data block: `data` with the task's keys over it."""
+    data = dict(config.get("data") or {})
+    tasks = config.get("tasks")
+    if not tasks:
+        return {default_task_name(data): data}
+    return {name: {**data, **(block or {})} for name, block in tasks.items()}
+
+
+def model_blocks(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each model's block: `model` with the model's keys over it."""
+    model = dict(config.get("model") or {})
+    models = config.get("models")
+    if not models:
+        if "name_or_path" not in model:
+            raise ConfigError("model.name_or_path is missing: name the encoder to fine-tune")
+        return {default_model_name(model["name_or_path"]): model}
+    return {name: {**model, **(block or {})} for name, block in models.items()}
+
+
+def cells(config: Mapping[str, Any]) -> list[Cell]:
+    """Every (task, model) of the study, tasks in config order, then models."""
+    return [Cell(task, model) for task in task_blocks(config) for model in model_blocks(config)]
+
+
+def _layer(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _layer(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def cell_config(config: Mapping[str, Any], cell: Cell) -> dict[str, Any]:
+    """The config of one cell, of the one-task, one-model shape: `data` is the task's block,
+    `model` the model's; the model's `max_length`, `method_defaults` and `skip_strategies`
+    applied; `tasks` and `models` name the cell alone. Works on a config as written or
+    as validated, and on a cell's config (it is its own cell)."""
+    tasks, models = task_blocks(config), model_blocks(config)
+    if cell.task not in tasks:
+        raise ConfigError(f"unknown task {cell.task!r}; configured: {list(tasks)}")
+    if cell.model not in models:
+        raise ConfigError(f"unknown model {cell.model!r}; configured: {list(models)}")
+    data, model = tasks[cell.task], models[cell.model]
+    out = copy.deepcopy(dict(config))
+    out["data"] = copy.deepcopy(data)
+    out["model"] = copy.deepcopy(model)
+    out["tasks"] = {cell.task: copy.deepcopy(data)}
+    out["models"] = {cell.model: copy.deepcopy(model)}
+    if model.get("max_length") is not None:
+        out["training"] = {**(out.get("training") or {}), "max_length": model["max_length"]}
+    if model.get("method_defaults"):
+        out["method_defaults"] = _layer(out.get("method_defaults") or {}, model["method_defaults"])
+    skipped = set(model.get("skip_strategies") or ())
+    if skipped:
+        # Applied: the cell's strategies are the others (and a cell is its own cell).
+        for block in (out["model"], out["models"][cell.model]):
+            block.pop("skip_strategies")
+        out["strategies"] = {name: entry for name, entry in config["strategies"].items() if name not in skipped}
+        grid = (out.get("tuning") or {}).get("grid")
+        if grid:
+            out["tuning"] = {**out["tuning"], "grid": {k: v for k, v in grid.items() if k not in skipped}}
+    return out
+
+
+def the_cell(config: Mapping[str, Any]) -> Cell:
+    """The cell of a one-cell config (a cell's config); an error for a study of many."""
+    found = cells(config)
+    if len(found) != 1:
+        raise ConfigError(
+            f"this needs one task and one model, the config has {len(found)} cells "
+            f"({', '.join(c.path for c in found)}): take one cell's config (ftcompare.study.cell_config)"
+        )
+    return found[0]
+
+
+# --------------------------------------------------------------------------- layout
+# A run folder is results/runs/<task>/<model>/<strategy>/seed<N>; hub sources are fetched
+# into results/sources/ (the workflow's rules, workflow/rules/common.smk).
+RUN_DEPTH = 5  # from a run folder up to the study's folder (the one holding results/)
+
+
+def study_folder(run_dir: str | Path) -> Path | None:
+    """The study's folder (where Snakemake ran, holding results/) of a run folder; None
+    when the folder is not where a study puts runs."""
+    parents = Path(run_dir).resolve().parents
+    return parents[RUN_DEPTH - 1] if len(parents) >= RUN_DEPTH else None
+
+
+def fetched_model_folder(results: str | Path, name_or_path: str) -> Path:
+    """Where the fetch_model rule copies hub model `name_or_path` under `results`."""
+    return Path(results) / "sources" / "models" / hub_folder(name_or_path)
+
+
+def hub_data_settings(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What the fetch_data rule downloads for a task's hub dataset: the dataset, its
+    configuration, and which of its splits each of ours reads (validation only when the
+    data has one to use as given)."""
+    splits = {"train": data.get("train_split", "train"), "test": data.get("test_split", "test")}
+    if data.get("validation_split"):
+        splits["validation"] = data["validation_split"]
+    return {"name": data["name"], "config": data.get("config"), "splits": splits}
+
+
+def hub_folder(name: str, settings: Mapping[str, Any] | None = None) -> str:
+    """A readable folder name for a hub model (org--name) or dataset (with a key of its
+    configuration and splits: MNLI matched and mismatched read the same dataset)."""
+    folder = name.replace("/", "--")
+    return folder if settings is None else f"{folder}-{_key(settings)[:8]}"
+
+
+
+
+def _key(settings: Mapping[str, Any]) -> str:
+    from ftcompare.workflow_support import cache_key
+
+    return cache_key(settings)

