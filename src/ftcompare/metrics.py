@@ -11,7 +11,8 @@
 the same numbers from confusion matrices, vectorised over any leading axes: the paired
 bootstrap (ftcompare.stats) scores thousands of resampled test sets that way.
 
-Torch-free.
+Torch-free, and scikit-learn is imported where `score` runs: the Snakefile reads records
+(ftcompare.records) while it builds the job graph.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from ftcompare.errors import ConfigError
 
@@ -50,8 +50,12 @@ def applicable(num_labels: int) -> tuple[str, ...]:
     return tuple(metric for metric in METRICS if metric != "f1" or num_labels == 2)
 
 
-def score(metric: str, labels: Sequence[int] | np.ndarray, predictions: Sequence[int] | np.ndarray, *, num_labels: int) -> float:
+def score(
+    metric: str, labels: Sequence[int] | np.ndarray, predictions: Sequence[int] | np.ndarray, *, num_labels: int
+) -> float:
     """`metric` of `predictions` against `labels` (integers 0..num_labels-1), as a float."""
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
     check_metric(metric, num_labels=num_labels)
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     if labels.shape != predictions.shape or labels.ndim != 1 or not len(labels):
@@ -101,7 +105,5 @@ def from_confusion(metric: str, matrix: np.ndarray) -> np.ndarray:
     # Multi-class MCC (Gorodkin's R_K), as scikit-learn computes it.
     correct = tp.sum(axis=-1)
     numerator = correct * total - (predicted_counts * true_counts).sum(axis=-1)
-    denominator = np.sqrt(
-        (total**2 - (predicted_counts**2).sum(axis=-1)) * (total**2 - (true_counts**2).sum(axis=-1))
-    )
+    denominator = np.sqrt((total**2 - (predicted_counts**2).sum(axis=-1)) * (total**2 - (true_counts**2).sum(axis=-1)))
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
