@@ -149,7 +149,7 @@ def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]], sort_
             r["method"],
             accuracy,
             ci,
-            _fmt_pct(r["f1_mean"]),
+            _fmt_pct(r["macro_f1_mean"]),
             _fmt_seconds(r["train_time_s_mean"]),
             _fmt_count(r["tokens_per_s_mean"]),
             _fmt_count(r["eval_reviews_per_s_mean"]),
