@@ -91,12 +91,15 @@ def test_classification_metrics_by_hand() -> None:
     # precision per class 2/3, 2/3, 3/4; recall 2/4, 2/3, 3/3; F1 4/7, 2/3, 6/7.
     assert metrics["precision"] == pytest.approx(25 / 36)
     assert metrics["recall"] == pytest.approx(13 / 18)
-    assert metrics["f1"] == pytest.approx(44 / 63)
+    assert metrics["macro_f1"] == pytest.approx(44 / 63)
+    assert "f1" not in metrics  # the positive class's F1: binary tasks only
+    # MCC: c=7, s=10, predicted (3, 3, 4), true (4, 3, 3): (70 - 33) / sqrt((100 - 34) (100 - 34))
+    assert metrics["mcc"] == pytest.approx(37 / 66)
     assert metrics["n_test"] == 10
     assert metrics["labels"] == [0, 1, 2]
     low, high = wilson_interval(7, 10)
     assert (metrics["accuracy_ci_low"], metrics["accuracy_ci_high"]) == (low, high)
-    assert all(isinstance(metrics[k], float) for k in ("accuracy", "f1", "precision", "recall"))
+    assert all(isinstance(metrics[k], float) for k in ("accuracy", "macro_f1", "mcc", "precision", "recall"))
 
 
 def test_confusion_matrix_is_not_transposed() -> None:
@@ -107,14 +110,16 @@ def test_confusion_matrix_is_not_transposed() -> None:
     # precision: class 0 never predicted -> 0, class 1 = 1/4; recall: 0, 1.
     assert metrics["precision"] == pytest.approx(0.125)
     assert metrics["recall"] == pytest.approx(0.5)
-    assert metrics["f1"] == pytest.approx((0 + 2 * 0.25 * 1 / 1.25) / 2)
+    assert metrics["macro_f1"] == pytest.approx((0 + 2 * 0.25 * 1 / 1.25) / 2)
+    assert metrics["f1"] == pytest.approx(2 * 0.25 * 1 / 1.25)  # the positive class's (label 1)
+    assert metrics["mcc"] == 0.0  # one class predicted for every review
 
 
 def test_classes_absent_from_the_test_set_count_in_the_macro_average() -> None:
     metrics = classification_metrics(labels=np.array([0, 1, 1]), predictions=np.array([0, 1, 1]), num_labels=3)
     assert metrics["accuracy"] == 1.0
     assert metrics["confusion_matrix"] == [[1, 0, 0], [0, 2, 0], [0, 0, 0]]
-    assert metrics["f1"] == pytest.approx(2 / 3)
+    assert metrics["macro_f1"] == pytest.approx(2 / 3)
 
 
 # --- softmax and predictions_frame -------------------------------------------------------

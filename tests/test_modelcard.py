@@ -40,7 +40,7 @@ EVAL = {
         "accuracy_ci_low": 0.9279,
         "accuracy_ci_high": 0.9343,
         "n_test": 25000,
-        "f1": 0.93,
+        "macro_f1": 0.93,
         "eval_reviews_per_s": 1500.0,
         "latency_p50_ms": 9.5,
         "latency_p95_ms": 11.0,

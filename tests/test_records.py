@@ -159,14 +159,41 @@ def test_a_train_record_without_a_version_is_read_as_the_current_format(tmp_path
 
     spec = make_spec(tmp_path / "model", "lora")
     # As the first format wrote it: no version, no settings that came later, null blocks.
-    older = {k: v for k, v in spec.to_dict().items() if k not in ("bucket_width", "cuda_graphs")}
+    older = {k: v for k, v in spec.to_dict().items() if k not in ("bucket_width", "cuda_graphs", "metric")}
     record = {"kind": "train", "strategy": "lora", "seed": 0, "status": "ok", "config": {**older, "ia3": None}}
     path = write_record(tmp_path / "train.json", record)
     upgraded = read_record(path, kind="train")
     assert upgraded["format_version"] == FORMAT_VERSION
     loaded = RunSpec.from_dict(upgraded["config"])
     assert (loaded.bucket_width, loaded.cuda_graphs) == (None, False)  # how such a run trained
+    assert loaded.metric == "accuracy"  # its best epoch was chosen on accuracy
     assert loaded.block("lora") == spec.block("lora") and loaded.block("ia3") is None
+
+
+def test_format_1_metrics_read_as_format_2(tmp_path: Path) -> None:
+    from ftcompare.records import read_record
+
+    # Format 1: `f1` was the macro-F1; the best epoch was chosen on accuracy.
+    matrix = [[3, 1], [1, 5]]  # 5 of the positive class right, 1 missed, 1 false alarm
+    eval_path = write_record(
+        tmp_path / "eval.json",
+        {
+            "kind": "eval",
+            "format_version": 1,
+            "status": "ok",
+            "metrics": {"accuracy": 0.8, "f1": 0.79, "confusion_matrix": matrix},
+        },
+    )
+    metrics = read_record(eval_path, kind="eval")["metrics"]
+    assert metrics["macro_f1"] == 0.79
+    assert metrics["f1"] == pytest.approx(2 * 5 / (2 * 5 + 1 + 1))  # the positive class's now
+    assert metrics["mcc"] == pytest.approx((5 * 3 - 1 * 1) / 24)  # (tp tn - fp fn) / sqrt(6 * 6 * 4 * 4)
+    train_path = write_record(
+        tmp_path / "train.json",
+        {"kind": "train", "format_version": 1, "status": "ok", "metrics": {"best_val_accuracy": 0.9}},
+    )
+    train = read_record(train_path, kind="train")["metrics"]
+    assert (train["best_val_metric"], train["best_val_score"]) == ("accuracy", 0.9)
 
 
 def test_a_record_of_a_newer_format_is_refused_naming_it(tmp_path: Path) -> None:

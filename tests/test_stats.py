@@ -79,3 +79,73 @@ def test_mean_interval_is_students_t():
     assert (low, high) == pytest.approx((0.92 - half, 0.92 + half))
     with pytest.raises(ValueError, match="at least two"):
         mean_interval([0.9])
+
+
+# --- the paired bootstrap: a metric that is not a mean over reviews ------------------------
+
+
+def bootstrap_case(*, strategy_right: float, baseline_right: float, n: int = 400, seeds: int = 1):
+    """Balanced binary labels; each side right on the given share of each class (in
+    shuffled positions, one draw per seed)."""
+    from ftcompare.stats import paired_bootstrap  # noqa: F401  (the module under test)
+
+    rng = np.random.default_rng(123)
+    labels = np.repeat([0, 1], n // 2)
+    sides = []
+    for share in (strategy_right, baseline_right):
+        runs = {}
+        for seed in range(seeds):
+            wrong = rng.random(n) >= share
+            runs[seed] = np.where(wrong, 1 - labels, labels)
+        sides.append(runs)
+    return labels, sides[0], sides[1]
+
+
+@pytest.mark.parametrize("metric", ["mcc", "macro_f1", "f1"])
+def test_the_bootstrap_finds_a_clear_difference_and_none_where_there_is_none(metric):
+    from ftcompare.metrics import score
+    from ftcompare.stats import paired_bootstrap
+
+    labels, better, worse = bootstrap_case(strategy_right=0.9, baseline_right=0.65)
+    clear = paired_bootstrap(metric, labels, better, worse, num_labels=2, replicates=2000)
+    expected = score(metric, labels, better[0], num_labels=2) - score(metric, labels, worse[0], num_labels=2)
+    assert clear.delta == pytest.approx(100 * expected)
+    assert clear.p_value < 0.001 and 0 < clear.delta_ci_low < clear.delta < clear.delta_ci_high
+    assert (clear.metric, clear.test) == (metric, "paired bootstrap")
+    # The same predictions on both sides: no difference, p = 1.
+    same = paired_bootstrap(metric, labels, better, better, num_labels=2, replicates=2000)
+    assert same.delta == 0 and same.p_value == 1.0
+    # Two draws of the same quality: a large p-value and an interval around zero.
+    labels, one, other = bootstrap_case(strategy_right=0.8, baseline_right=0.8, seeds=2)
+    alike = paired_bootstrap(metric, labels, one, other, num_labels=2, replicates=2000)
+    assert alike.p_value > 0.2 and alike.delta_ci_low < 0 < alike.delta_ci_high
+    assert alike.seeds == (0, 1)
+
+
+def test_the_bootstrap_is_reproducible_with_its_seed_and_agrees_with_mcnemar_on_accuracy():
+    from ftcompare.stats import paired_bootstrap
+
+    labels, a, b = bootstrap_case(strategy_right=0.8, baseline_right=0.75, seeds=2)
+    first = paired_bootstrap("mcc", labels, a, b, num_labels=2, seed=7, replicates=3000)
+    assert paired_bootstrap("mcc", labels, a, b, num_labels=2, seed=7, replicates=3000) == first
+    assert paired_bootstrap("mcc", labels, a, b, num_labels=2, seed=8, replicates=3000) != first
+    # On accuracy the bootstrap and McNemar's exact test (one seed: the sign test weighs
+    # every discordant review alike) measure the same difference, and agree roughly on p.
+    labels, a, b = bootstrap_case(strategy_right=0.8, baseline_right=0.75)
+    boot = paired_bootstrap("accuracy", labels, a, b, num_labels=2, replicates=3000)
+    exact = paired_comparison({s: a[s] == labels for s in a}, {s: b[s] == labels for s in b})
+    assert boot.delta == pytest.approx(exact.delta)
+    assert (boot.better, boot.worse) == (exact.better, exact.worse)
+    assert boot.p_value == pytest.approx(exact.p_value, abs=0.05)
+
+
+def test_the_bootstrap_takes_multiclass_metrics_and_refuses_a_binary_one():
+    from ftcompare.errors import ConfigError
+    from ftcompare.stats import paired_bootstrap
+
+    labels = np.array([0, 1, 2] * 50)
+    right, off = {0: labels.copy()}, {0: (labels + 1) % 3}
+    result = paired_bootstrap("macro_f1", labels, right, off, num_labels=3, replicates=500)
+    assert result.delta == pytest.approx(100.0) and result.p_value == pytest.approx(1 / 501)
+    with pytest.raises(ConfigError, match="binary tasks"):
+        paired_bootstrap("f1", labels, right, off, num_labels=3)

@@ -194,3 +194,37 @@ def test_strategies_are_compared_with_the_baseline_on_the_same_reviews(tmp_path:
     )
     assert math.isnan(table.loc["full", "p_value"])  # the baseline is not compared with itself
     assert math.isnan(table.loc["ia3", "p_value"]) and table.loc["ia3", "n_ok"] == 0
+    assert (lora_row["metric_name"], lora_row["test"]) == ("accuracy", "exact sign test (McNemar)")
+    assert lora_row["metric_mean"] == pytest.approx(0.84)  # the primary metric is accuracy here
+
+
+def test_a_task_scored_on_mcc_is_compared_by_the_paired_bootstrap(tmp_path: Path) -> None:
+    from ftcompare.metrics import score
+
+    # 200 reviews; full right on 180, lora on 120: MCC about 0.8 against 0.2.
+    full = [True] * 180 + [False] * 20
+    lora = [True] * 120 + [False] * 80
+    pairs = []
+    for strategy, correct in (("full", full), ("lora", lora)):
+        frame = predictions(correct)
+        mcc = score("mcc", frame["label"], frame["prediction"], num_labels=2)
+        train, ev = train_record(strategy, 0), eval_record(strategy, 0, accuracy=sum(correct) / 200, n_test=200)
+        train["config"]["metric"] = "mcc"
+        ev["metrics"] |= {"mcc": mcc, "macro_f1": 0.5}
+        ev["format_version"] = train["format_version"] = 2  # (older records' MCC comes from the confusion matrix)
+        pairs.append((train, ev, frame, mcc))
+    train_paths, eval_paths = write_records(tmp_path, [(train, ev) for train, ev, _, _ in pairs])
+    prediction_paths = [path.parent / "predictions.parquet" for path in eval_paths]
+    for path, (_, _, frame, _) in zip(prediction_paths, pairs):
+        frame.to_parquet(path)
+    results = Results.load(
+        train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+    )
+    assert list(results.table["metric_name"]) == ["mcc", "mcc"]
+    assert list(results.table["metric"]) == pytest.approx([pairs[0][3], pairs[1][3]])
+    assert results.agg.set_index("strategy").loc["lora", "metric_mean"] == pytest.approx(pairs[1][3])
+    row = results.comparison.set_index("strategy").loc["lora"]
+    assert (row["metric_name"], row["test"]) == ("mcc", "paired bootstrap")
+    assert row["delta_vs_baseline"] == pytest.approx(100 * (pairs[1][3] - pairs[0][3]))
+    assert row["p_value"] < 0.001 and row["delta_ci_low"] < row["delta_vs_baseline"] < row["delta_ci_high"] < 0
+    assert row["accuracy_mean"] == pytest.approx(0.6)  # accuracy stays beside the metric

@@ -422,6 +422,49 @@ def test_one_class_for_every_validation_review_is_flagged(tiny_roberta, tiny_tok
     assert result.val_curve[0]["predicted_classes"] == 1
 
 
+def test_the_best_epoch_is_chosen_on_the_tasks_metric(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+    # Epoch 1 errs on 28% of each class; epoch 2 on 60% of the positives alone. On a
+    # balanced split epoch 1 has the higher accuracy (0.72 vs 0.70), epoch 2 the higher
+    # MCC (0.5 vs 0.44): the choice must follow the metric the spec names.
+    from ftcompare.metrics import score
+
+    labels = load_tokenized(tiny_tokenized, splits=("validation",)).splits["validation"].labels
+    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    balanced_errors, positive_errors = labels.copy(), labels.copy()
+    for index in (*positives[: round(0.28 * len(positives))], *negatives[: round(0.28 * len(negatives))]):
+        balanced_errors[index] = 1 - labels[index]
+    positive_errors[positives[: round(0.6 * len(positives))]] = 0
+    by_epoch = [balanced_errors, positive_errors]
+    accuracies = [score("accuracy", labels, p, num_labels=2) for p in by_epoch]
+    mccs = [score("mcc", labels, p, num_labels=2) for p in by_epoch]
+    assert accuracies[0] > accuracies[1] and mccs[1] > mccs[0]  # the case is what it says
+
+    def predict(model, split, **kwargs):
+        epoch = predict.calls % 2
+        predict.calls += 1
+        return np.eye(2, dtype=np.float32)[by_epoch[epoch]] * 4 - 2
+
+    chosen = {}
+    for metric in ("accuracy", "mcc"):
+        predict.calls = 0
+        monkeypatch.setattr(training, "predict_logits", predict)
+        spec = dataclasses.replace(make_spec(tiny_roberta, "lora", epochs=2), metric=metric)
+        result = run(spec, tiny_tokenized, tmp_path, metric)
+        assert result.status == "ok", result.reason
+        chosen[metric] = result.metrics
+        # Every metric of every epoch is recorded, whatever the primary one.
+        assert [point["mcc"] for point in result.val_curve] == pytest.approx(mccs)
+        assert [point["accuracy"] for point in result.val_curve] == pytest.approx(accuracies)
+        assert {"macro_f1", "f1"} <= set(result.val_curve[0])
+    assert chosen["accuracy"]["best_epoch"] == 1 and chosen["mcc"]["best_epoch"] == 2
+    assert chosen["mcc"]["best_val_metric"] == "mcc"
+    assert chosen["mcc"]["best_val_score"] == pytest.approx(mccs[1])
+    assert chosen["mcc"]["best_val_accuracy"] == pytest.approx(accuracies[1])  # the chosen epoch's
+    assert (
+        chosen["accuracy"]["best_val_score"] == chosen["accuracy"]["best_val_accuracy"] == pytest.approx(accuracies[0])
+    )
+
+
 def test_non_finite_validation_logits_fail_the_run(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
     constant_logits(monkeypatch, [math.nan, 0.0])
     result = run(make_spec(tiny_roberta, "lora"), tiny_tokenized, tmp_path, "nanval")

@@ -34,13 +34,18 @@ def result(
     params: float = 1000,
     seconds: float = 10.0,
     values: dict | None = None,
+    metric: str = "accuracy",
+    score: float | None = None,
 ) -> TrialResult:
+    """A trial run scored `accuracy`, and `score` on `metric` (where it is not accuracy)."""
     return TrialResult(
         strategy=strategy,
         trial=trial,
         values=values or {"learning_rate": float(trial)},
         seed=seed,
         status=status,
+        metric=metric,
+        val_score=accuracy if metric == "accuracy" else score,
         val_accuracy=accuracy,
         val_loss=None,
         train_time_s=seconds,
@@ -159,8 +164,37 @@ def test_the_best_mean_validation_accuracy_is_chosen():
             result("ia3", "0.01", 0.70),
         ]
     )
-    assert chosen["lora"] == {"values": {"learning_rate": 0.002}, "val_accuracy": pytest.approx(0.86), "trial": "0.002"}
+    assert chosen["lora"] == {
+        "values": {"learning_rate": 0.002},
+        "metric": "accuracy",
+        "val_score": pytest.approx(0.86),
+        "val_accuracy": pytest.approx(0.86),
+        "trial": "0.002",
+    }
     assert chosen["ia3"]["trial"] == "0.01"
+
+
+def test_the_tasks_metric_chooses_not_accuracy():
+    # 0.001 has the better mean accuracy (0.85 vs 0.83), 0.002 the better macro-F1 (0.80 vs 0.70).
+    runs = [
+        result("lora", "0.001", 0.84, seed=0, metric="macro_f1", score=0.72),
+        result("lora", "0.001", 0.86, seed=1, metric="macro_f1", score=0.68),
+        result("lora", "0.002", 0.82, seed=0, metric="macro_f1", score=0.79),
+        result("lora", "0.002", 0.84, seed=1, metric="macro_f1", score=0.81),
+    ]
+    chosen = select(runs)["lora"]
+    assert (chosen["trial"], chosen["metric"]) == ("0.002", "macro_f1")
+    assert chosen["val_score"] == pytest.approx(0.80) and chosen["val_accuracy"] == pytest.approx(0.83)
+    # Equal scores on the metric: the tie still goes to the cheaper setting, whatever the accuracy.
+    tied = select(
+        [
+            result("lora", "r16", 0.90, params=2000, values={"lora.r": 16}, metric="macro_f1", score=0.8),
+            result("lora", "r4", 0.80, params=500, values={"lora.r": 4}, metric="macro_f1", score=0.8),
+        ]
+    )
+    assert tied["lora"]["values"] == {"lora.r": 4}
+    with pytest.raises(ValueError, match="different metrics"):
+        select([*runs, result("lora", "0.003", 0.9)])
 
 
 def test_a_tie_goes_to_the_cheaper_setting():
@@ -221,6 +255,11 @@ def test_a_trial_record_gives_its_best_epoch_and_loss():
     }
     got = trial_result(record, Trial(strategy="lora", values={"learning_rate": 1.0e-3}))
     assert (got.trial, got.val_accuracy, got.val_loss, got.train_time_s) == ("learning_rate=0.001", 0.8, 0.5, 12.0)
+    assert (got.metric, got.val_score) == ("accuracy", 0.8)  # a record from before tasks had a metric
+    # Chosen on MCC at epoch 1, whose accuracy is lower: its loss is epoch 1's.
+    record["metrics"] |= {"best_epoch": 1, "best_val_metric": "mcc", "best_val_score": 0.4, "best_val_accuracy": 0.7}
+    got = trial_result(record, Trial(strategy="lora", values={"learning_rate": 1.0e-3}))
+    assert (got.metric, got.val_score, got.val_accuracy, got.val_loss) == ("mcc", 0.4, 0.7, 0.6)
 
 
 def test_a_trial_never_reads_the_test_split(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):

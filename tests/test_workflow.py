@@ -667,10 +667,13 @@ def test_tuning_chooses_on_validation_and_keeps_the_test_split_out(tuning_study)
         "learning_rate",
         "seed",
         "status",
+        "metric",
+        "val_score",
         "val_accuracy",
         "val_loss",
         "train_time_s",
     ]
+    assert set(trials["metric"]) == {"accuracy"} and trials["val_score"].equals(trials["val_accuracy"])
     assert list(trials["trial"]) == ["learning_rate=1e-08", "learning_rate=0.005"] and set(trials["status"]) == {"ok"}
     selected = read_selection(tuning / "selected.yaml")
     # A tiny random model may score both rates alike: ties go to the cheaper trial, here

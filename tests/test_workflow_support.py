@@ -54,6 +54,16 @@ def test_preflight_accepts_good_local_sources(tmp_path: Path) -> None:
     preflight(study(train=data, test=data, model=str(model), max_length=512))
 
 
+def test_preflight_refuses_the_positive_class_f1_for_three_classes(tmp_path: Path) -> None:
+    data = parquet(tmp_path / "d.parquet", text=["a", "b", "c"], label=[0, 1, 2])
+    config = study(train=data, test=data)
+    config["data"]["metric"] = "f1"
+    with pytest.raises(ConfigError, match="data.metric = 'f1' is the F1 of the positive class, for binary tasks"):
+        preflight(config)
+    config["data"]["metric"] = "macro_f1"
+    preflight(config)
+
+
 def test_preflight_leaves_hub_sources_to_the_jobs(tmp_path: Path) -> None:
     preflight(study(source="hub"))
 

@@ -89,6 +89,8 @@ class RunSpec:
     method: str
     seed: int
     model_name_or_path: str
+    # The task's primary metric (data.metric, ftcompare.metrics): the best epoch is chosen on it.
+    metric: str
     max_length: int
     learning_rate: float
     epochs: int
@@ -312,6 +314,7 @@ def resolve_run(config: Mapping[str, Any], *, strategy: str, seed: int) -> RunSp
         method=entry["method"],
         seed=int(seed),
         model_name_or_path=config["model"]["name_or_path"],
+        metric=config["data"]["metric"],
         **training,
         blocks={block: copy.deepcopy(entry[block]) for block in BLOCKS if entry.get(block) is not None},
     )

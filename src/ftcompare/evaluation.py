@@ -18,6 +18,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from ftcompare.batching import TokenizedData, TokenizedSplit, load_tokenized
 from ftcompare.config import RunSpec
 from ftcompare.inference import NonFiniteLogits, check_finite, latency_sample, predict_logits, review_latencies
+from ftcompare.metrics import all_scores
 from ftcompare.models import NotMergeable, fit_text_budget, load_merged, load_trained, resolve_precision
 from ftcompare.records import Status
 from ftcompare.steps import select_device
@@ -42,16 +43,20 @@ def wilson_interval(successes: int, trials: int, *, z: float = Z_95) -> tuple[fl
 
 
 def classification_metrics(*, labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[str, Any]:
+    """Every metric the task has (ftcompare.metrics: accuracy, macro_f1, mcc, and f1 of the
+    positive class where binary), accuracy's Wilson interval, the macro precision and
+    recall, and the confusion matrix."""
     correct = int((labels == predictions).sum())
     low, high = wilson_interval(correct, len(labels))
-    precision, recall, f1, _ = precision_recall_fscore_support(
+    precision, recall, _, _ = precision_recall_fscore_support(
         labels, predictions, labels=list(range(num_labels)), average="macro", zero_division=0
     )
+    scores = all_scores(labels, predictions, num_labels=num_labels)
     return {
         "accuracy": correct / len(labels),
         "accuracy_ci_low": low,
         "accuracy_ci_high": high,
-        "f1": float(f1),
+        **{metric: value for metric, value in scores.items() if metric != "accuracy"},
         "precision": float(precision),
         "recall": float(recall),
         "n_test": int(len(labels)),
@@ -120,11 +125,12 @@ def evaluate_run(
     metrics["eval_tokens_per_s"] = float(test.lengths.sum()) / eval_time
     metrics |= latency_metrics(latencies)
     log.info(
-        "test accuracy %.4f [%.4f, %.4f] macro-F1 %.4f in %.1f s; one review: p50 %.1f ms, p95 %.1f ms",
+        "test accuracy %.4f [%.4f, %.4f] macro-F1 %.4f MCC %.4f in %.1f s; one review: p50 %.1f ms, p95 %.1f ms",
         metrics["accuracy"],
         metrics["accuracy_ci_low"],
         metrics["accuracy_ci_high"],
-        metrics["f1"],
+        metrics["macro_f1"],
+        metrics["mcc"],
         eval_time,
         metrics["latency_p50_ms"],
         metrics["latency_p95_ms"],

@@ -19,8 +19,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ftcompare.methods import FAMILIES  # noqa: E402
+from ftcompare.metrics import LABELS as METRIC_LABELS  # noqa: E402
 from ftcompare.records import Status  # noqa: E402
 from ftcompare.tables import Results, RunRecord  # noqa: E402
+from ftcompare.tuning import summary_keys, summary_score  # noqa: E402
 
 FIGURE_CAPTIONS: dict[str, str] = {
     "accuracy": "Test accuracy per strategy (mean over successful seeds, 95% CI; one dot per seed), "
@@ -425,11 +427,8 @@ def plot_figures(*, results: Results, paths: Sequence[str | Path]) -> dict[str, 
 def _plot_tuning(trials: pd.DataFrame, selected: dict[str, Any], colors: dict[str, Any], path: Path) -> Path:
     """Validation accuracy (mean over trial seeds) against each tuned key's value, one
     line per strategy; where a strategy tunes several keys, each value shows its best trial."""
-    keys = [
-        c
-        for c in trials.columns
-        if c not in ("strategy", "trial", "seed", "status", "val_accuracy", "val_loss", "train_time_s")
-    ]
+    keys = summary_keys(trials)
+    score, metric = summary_score(trials)
     ok = trials[trials["status"] == Status.OK]
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(6.0 * max(1, len(keys)), 4.5), squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -437,7 +436,7 @@ def _plot_tuning(trials: pd.DataFrame, selected: dict[str, Any], colors: dict[st
             group = group.dropna(subset=[key])
             if group.empty:
                 continue
-            per_trial = group.groupby("trial", sort=False).agg(value=(key, "first"), accuracy=("val_accuracy", "mean"))
+            per_trial = group.groupby("trial", sort=False).agg(value=(key, "first"), accuracy=(score, "mean"))
             best = per_trial.groupby("value")["accuracy"].max().sort_index()
             ax.plot(best.index, best.to_numpy() * 100, marker="o", color=colors.get(strategy), label=strategy)
             choice = (selected.get(strategy) or {}).get("values") or {}
@@ -455,7 +454,8 @@ def _plot_tuning(trials: pd.DataFrame, selected: dict[str, Any], colors: dict[st
         # Rates span orders of magnitude: a log axis spaces a factor-2 grid evenly.
         if len(values) and (values > 0).all() and values.max() / values.min() >= 10:
             ax.set_xscale("log")
-        ax.set(xlabel=key, ylabel="Validation accuracy (%)", title=f"Validation accuracy vs {key} (★ chosen)")
+        label = f"Validation {METRIC_LABELS.get(metric, metric)}"
+        ax.set(xlabel=key, ylabel=f"{label} (%)", title=f"{label} vs {key} (★ chosen)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path)

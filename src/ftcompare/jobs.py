@@ -282,6 +282,8 @@ def select_settings_job(
             **{key: r.values.get(key) for key in keys},
             "seed": r.seed,
             "status": r.status,
+            "metric": r.metric,
+            "val_score": r.val_score,
             "val_accuracy": r.val_accuracy,
             "val_loss": r.val_loss,
             "train_time_s": r.train_time_s,
@@ -290,7 +292,21 @@ def select_settings_job(
     ]
     Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(
-        rows, columns=["task", "model", "strategy", "trial", *keys, "seed", "status", "val_accuracy", "val_loss", "train_time_s"]
+        rows,
+        columns=[
+            "task",
+            "model",
+            "strategy",
+            "trial",
+            *keys,
+            "seed",
+            "status",
+            "metric",  # the task's primary metric, which val_score is and the choice was made on
+            "val_score",
+            "val_accuracy",
+            "val_loss",
+            "train_time_s",
+        ],
     ).to_csv(summary_path, index=False)
     selected = select(results)
     write_selection(selected_path, selected)

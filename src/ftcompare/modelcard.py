@@ -224,7 +224,8 @@ def _metrics_section(evaluation: Mapping[str, Any] | None) -> str:
             f"{_pct(m.get('accuracy'))} (95% CI {_pct(m.get('accuracy_ci_low'))} to {_pct(m.get('accuracy_ci_high'))}, "
             f"Wilson, {_num(m.get('n_test'))} test reviews)",
         ),
-        ("Macro F1 / precision / recall", " / ".join(_pct(m.get(key)) for key in ("f1", "precision", "recall"))),
+        ("Macro F1 / precision / recall", " / ".join(_pct(m.get(key)) for key in ("macro_f1", "precision", "recall"))),
+        ("MCC", _num(m.get("mcc"), 3)),
         ("Test reviews/s (batched)", _num(m.get("eval_reviews_per_s"))),
         (
             "One review, p50 / p95",

@@ -33,12 +33,17 @@ from typing import Any
 import yaml
 
 from ftcompare.methods import BLOCKS
+from ftcompare.metrics import applicable, from_confusion
 from ftcompare.provenance import write_json
 
 FIRST_ATTEMPT = "first"
-# The records' format. 1: each record says `format_version`; a train record's settings hold
-# every training key, and only the blocks the run has. 0: no version. 2: a study is a matrix
-# of tasks and models (ftcompare.study): a run's settings name its `task` and `model`.
+# The records' format. 2: a study is a matrix of tasks and models (ftcompare.study): a run's
+# settings name its `task` and `model`, and its primary metric (`metric`); its train metrics
+# the best epoch's score on it (`best_val_metric`, `best_val_score`) and every metric per
+# validation epoch; eval metrics hold `macro_f1`, `mcc` and, for a binary task, `f1` of the
+# positive class (format 1's `f1` was the macro-F1). 1: each record says `format_version`;
+# a train record's settings hold every training key, and only the blocks the run has.
+# 0: no version.
 FORMAT_VERSION = 2
 # What a run of a format before 2 was: the one task of its study, its model named after
 # its name_or_path (ftcompare.study.default_model_name).
@@ -76,13 +81,38 @@ def upgrade(record: Mapping[str, Any], *, kind: str | None = None) -> dict[str, 
     # Settings a run recorded (every run's name its batch_size): the later ones as the run had them.
     if version == 0 and kind == "train" and isinstance(settings, Mapping) and "batch_size" in settings:
         upgraded["config"] = settings = {**FORMAT_0_SETTINGS, **settings}
-    if version < 2 and kind == "train" and isinstance(settings, Mapping) and "model_name_or_path" in settings:
-        from ftcompare.study import default_model_name
-
-        cell = {"task": FORMAT_1_TASK, "model": default_model_name(str(settings["model_name_or_path"]))}
-        upgraded["config"] = {**cell, **settings}
+    if version < 2:
+        upgraded = _metrics_of_format_1(upgraded, kind=kind)
     upgraded["format_version"] = FORMAT_VERSION
     return upgraded
+
+
+def _metrics_of_format_1(record: dict[str, Any], *, kind: str | None) -> dict[str, Any]:
+    """Before format 2 a study was one task and one model, every run chose its best epoch on
+    validation accuracy, and its eval record's `f1` was the macro-F1; the other metrics
+    follow from its confusion matrix."""
+    settings, metrics = record.get("config"), record.get("metrics")
+    if kind == "train" and isinstance(settings, Mapping) and "batch_size" in settings:
+        from ftcompare.study import default_model_name
+
+        cell = {"task": FORMAT_1_TASK, "model": default_model_name(str(settings.get("model_name_or_path", "model")))}
+        record["config"] = {**cell, **settings, "metric": settings.get("metric", "accuracy")}
+    if kind == "train" and isinstance(metrics, Mapping) and metrics.get("best_val_accuracy") is not None:
+        record["metrics"] = {
+            **metrics,
+            "best_val_metric": "accuracy",
+            "best_val_score": metrics["best_val_accuracy"],
+        }
+    if kind == "eval" and isinstance(metrics, Mapping) and "f1" in metrics:
+        upgraded = {key: value for key, value in metrics.items() if key != "f1"}
+        upgraded["macro_f1"] = metrics["f1"]
+        matrix = metrics.get("confusion_matrix")
+        if matrix:
+            for metric in applicable(len(matrix)):
+                if metric not in ("accuracy", "macro_f1"):
+                    upgraded[metric] = float(from_confusion(metric, matrix))
+        record["metrics"] = upgraded
+    return record
 
 
 def read_record(path: str | Path, *, kind: str | None = None) -> dict[str, Any]:

@@ -13,8 +13,10 @@ import pandas as pd
 
 from ftcompare.config import load_yaml
 from ftcompare.figures import FIGURE_CAPTIONS, memory_metric
+from ftcompare.metrics import LABELS as METRIC_LABELS
 from ftcompare.records import Status
 from ftcompare.tables import Results, RunRecord, number
+from ftcompare.tuning import summary_keys, summary_score
 
 # The full IMDB test split; the reference notebook evaluated on all of it.
 REFERENCE_TEST_SIZE = 25_000
@@ -147,7 +149,7 @@ def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]], sort_
             r["method"],
             accuracy,
             ci,
-            _fmt_pct(r["f1_mean"]),
+            _fmt_pct(r["macro_f1_mean"]),
             _fmt_seconds(r["train_time_s_mean"]),
             _fmt_count(r["tokens_per_s_mean"]),
             _fmt_count(r["eval_reviews_per_s_mean"]),
@@ -459,12 +461,10 @@ def _tuning_section(results: Results) -> str:
     trials, selected = results.tuning, results.selected or {}
     if trials is None:
         return "Tuning was off: every strategy ran at its configured settings."
-    keys = [
-        c
-        for c in trials.columns
-        if c not in ("strategy", "trial", "seed", "status", "val_accuracy", "val_loss", "train_time_s")
-    ]
-    header = ["Strategy", "Grid", "Chosen", "Validation accuracy", "Runner-up (margin)", "Trials ok"]
+    keys = summary_keys(trials)
+    score, metric = summary_score(trials)
+    label = METRIC_LABELS.get(metric, metric)
+    header = ["Strategy", "Grid", "Chosen", f"Validation {label}", "Runner-up (margin)", "Trials ok"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for strategy, group in trials.groupby("strategy", sort=False):
         grid = "; ".join(
@@ -473,24 +473,26 @@ def _tuning_section(results: Results) -> str:
             if group[key].notna().any()
         )
         ok = group[group["status"] == Status.OK]
-        per_trial = ok.groupby("trial", sort=False)["val_accuracy"].mean().sort_values(ascending=False)
+        per_trial = ok.groupby("trial", sort=False)[score].mean().sort_values(ascending=False)
         choice = selected.get(strategy) or {}
         if not choice.get("values"):
             chosen, accuracy, runner = f"none: {choice.get('reason', 'no trial ended ok')}", _MISSING, _MISSING
         else:
             chosen = ", ".join(f"{k} = {_fmt_value(v)}" for k, v in choice["values"].items())
-            accuracy = _fmt_pct(choice["val_accuracy"])
+            chosen_score = choice.get(score, choice.get("val_accuracy"))
+            accuracy = _fmt_pct(chosen_score)
             others = per_trial.drop(choice.get("trial"), errors="ignore")
             runner = _MISSING
             if not others.empty:
-                margin = 100 * (choice["val_accuracy"] - others.iloc[0])
+                margin = 100 * (chosen_score - others.iloc[0])
                 runner = f"{others.index[0]}: {_fmt_pct(others.iloc[0])} ({margin:+.2f})"
         trials_ok = f"{group[group['status'] == Status.OK]['trial'].nunique()}/{group['trial'].nunique()}"
         lines.append(f"| {strategy} | {grid} | {chosen} | {accuracy} | {runner} | {trials_ok} |")
     seeds = ", ".join(str(s) for s in sorted(trials["seed"].unique()))
     return (
         "\n".join(lines) + f"\n\nEach trial trained on the training split with seed(s) {seeds} and was scored on "
-        "the validation split only (no trial saw the test split); the best mean validation accuracy was chosen, "
+        "the validation split only (no trial saw the test split); the best mean validation "
+        f"{label} was chosen, "
         "a tie going to the cheaper setting. The final runs used the chosen values (their `train.json` shows them)."
     )
 

@@ -13,6 +13,11 @@ re-measure the same reviews). Then:
   test when there is one seed, its natural extension to several;
 - p-values across strategies are Holm-adjusted (the family is every strategy against
   the baseline).
+
+A task whose primary metric is not accuracy (macro-F1, F1, MCC: ftcompare.metrics) is not
+a mean over reviews, so the sign test does not apply: `paired_bootstrap` resamples the
+test reviews jointly for both strategies and every seed, rescoring each resample, for the
+difference's interval and a two-sided p-value.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class PairedComparison:
     better: int  # reviews the strategy got right more often than the baseline
     worse: int  # and the other way round
     p_value: float
+    metric: str = "accuracy"  # what delta is the difference of
+    test: str = "exact sign test (McNemar)"  # what p_value comes from
 
 
 def paired_comparison(
@@ -78,6 +85,78 @@ def _bootstrap_interval(diff: np.ndarray, *, seed: int) -> tuple[float, float]:
     draws = rng.multinomial(len(diff), counts / len(diff), size=BOOTSTRAP_REPLICATES)
     means = draws @ values / len(diff)
     return float(np.quantile(means, ALPHA / 2)), float(np.quantile(means, 1 - ALPHA / 2))
+
+
+BOOTSTRAP_TEST = "paired bootstrap"
+
+
+def paired_bootstrap(
+    metric: str,
+    labels: np.ndarray,
+    strategy: Mapping[int, np.ndarray],
+    baseline: Mapping[int, np.ndarray],
+    *,
+    num_labels: int,
+    seed: int = 0,
+    replicates: int = BOOTSTRAP_REPLICATES,
+) -> PairedComparison:
+    """`metric` of the strategy minus the baseline's, each averaged over the seeds both ran,
+    in points, with a 95% percentile interval and a two-sided p-value from resampling the
+    test reviews (the same reviews for both sides and every seed, so their pairing is kept).
+    `strategy` and `baseline` map seed -> predicted labels in the order of `labels`.
+
+    The p-value is the share of resampled differences at least as far from the observed one
+    as the observed one is from zero (the bootstrap distribution shifted to the null of no
+    difference), (1 + count) / (1 + replicates): never 0, and 1 where the sides agree."""
+    from ftcompare.metrics import check_metric, from_confusion
+
+    check_metric(metric, num_labels=num_labels)
+    seeds = tuple(sorted(set(strategy) & set(baseline)))
+    if not seeds:
+        raise ValueError(f"no seed in common: strategy has {sorted(strategy)}, baseline has {sorted(baseline)}")
+    labels = np.asarray(labels)
+    columns = [strategy[s] for s in seeds] + [baseline[s] for s in seeds]
+    if {len(column) for column in columns} != {len(labels)}:
+        raise ValueError(f"predictions differ in length from the {len(labels)} labels")
+    # Reviews with the same label and the same predictions everywhere are interchangeable:
+    # a resample is how many land on each such pattern (a multinomial), cheap at any n.
+    patterns, counts = np.unique(np.stack([labels, *columns], axis=1), axis=0, return_counts=True)
+    cells = num_labels * num_labels
+    # Per side and seed, each pattern's cell of the confusion matrix, one-hot: (runs, patterns, cells).
+    onehot = np.eye(cells)[patterns[:, :1].T * num_labels + patterns[:, 1:].T]
+    k = len(seeds)
+
+    def deltas(weights: np.ndarray) -> np.ndarray:
+        """Strategy minus baseline for resamples `weights` (replicates, patterns)."""
+        matrices = np.einsum("bp,rpc->brc", weights, onehot).reshape(len(weights), 2 * k, num_labels, num_labels)
+        scores = from_confusion(metric, matrices)
+        return scores[:, :k].mean(axis=1) - scores[:, k:].mean(axis=1)
+
+    observed = float(deltas(counts[None, :].astype(float))[0])
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // (len(patterns) * 2 * k))
+    resampled = np.concatenate(
+        [
+            deltas(rng.multinomial(len(labels), counts / len(labels), size=min(chunk, replicates - done)))
+            for done in range(0, replicates, chunk)
+        ]
+    )
+    p_value = (1 + np.count_nonzero(np.abs(resampled - observed) >= abs(observed) - 1e-12)) / (1 + replicates)
+    correct = np.mean([strategy[s] == labels for s in seeds], axis=0) - np.mean(
+        [baseline[s] == labels for s in seeds], axis=0
+    )
+    return PairedComparison(
+        seeds=seeds,
+        n_reviews=len(labels),
+        delta=100 * observed,
+        delta_ci_low=100 * float(np.quantile(resampled, ALPHA / 2)),
+        delta_ci_high=100 * float(np.quantile(resampled, 1 - ALPHA / 2)),
+        better=int((correct > 0).sum()),
+        worse=int((correct < 0).sum()),
+        p_value=float(min(1.0, p_value)),
+        metric=metric,
+        test=BOOTSTRAP_TEST,
+    )
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

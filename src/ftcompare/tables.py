@@ -18,7 +18,7 @@ import pandas as pd
 
 from ftcompare.methods import method_family
 from ftcompare.records import Status, read_record, read_selection
-from ftcompare.stats import holm, mean_interval, paired_comparison
+from ftcompare.stats import holm, mean_interval, paired_bootstrap, paired_comparison
 
 # What a trained run costs to apply, from the evaluate job (eval.json metrics of the same
 # names): single-review latency, and the adapter merged into its base weights, with the
@@ -74,6 +74,12 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "head_params",
     # The method's family (methods.FAMILIES): the figures group strategies by it.
     "family",
+    # The task's other metrics (ftcompare.metrics; `f1` above is the positive class's, binary
+    # tasks only), and its primary one: `metric_name` and the run's test score on it, `metric`.
+    "macro_f1",
+    "mcc",
+    "metric_name",
+    "metric",
 )
 TEXT_COLUMNS: frozenset[str] = frozenset(
     {
@@ -86,6 +92,7 @@ TEXT_COLUMNS: frozenset[str] = frozenset(
         "degenerate_validation",
         "merged_error",
         "family",
+        "metric_name",
     }
 )
 AGGREGATE_COLUMNS: tuple[str, ...] = (
@@ -95,6 +102,9 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
     *INFERENCE_COLUMNS,
     "method_params",
     "head_params",
+    "macro_f1",
+    "mcc",
+    "metric",
 )
 
 
@@ -113,6 +123,11 @@ class RunRecord:
     @property
     def ok(self) -> bool:
         return self.status == Status.OK
+
+    @property
+    def metric(self) -> str:
+        """The task's primary metric, as the run's settings say (records before it: accuracy)."""
+        return str((self.train.get("config") or {}).get("metric") or "accuracy")
 
 
 def _read_record(path: Path, kind: str) -> dict[str, Any]:
@@ -232,6 +247,10 @@ def summary_table(*, runs: Sequence[RunRecord]) -> pd.DataFrame:
                 "method_params": number(train_m, "method_params"),
                 "head_params": number(train_m, "head_params"),
                 "family": method_family(run.method),
+                "macro_f1": number(eval_m, "macro_f1"),
+                "mcc": number(eval_m, "mcc"),
+                "metric_name": run.metric,
+                "metric": number(eval_m, run.metric),
             }
         )
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
@@ -294,6 +313,19 @@ def aggregate_by_strategy(*, table: pd.DataFrame) -> pd.DataFrame:
         ["accuracy_mean_ci_low", "accuracy_mean_ci_high"]
     ].clip(0.0, 1.0)
     out["accuracy_ci_method"] = np.where(over_seeds, "t over seeds", np.where(n == 1, "binomial", None))
+    # The primary metric's mean with a t interval over seeds (one seed: accuracy's binomial
+    # interval where the metric is accuracy, else none).
+    names = table.groupby("strategy", sort=False)["metric_name"].first().reindex(strategies).to_numpy()
+    out.insert(out.columns.get_loc("metric_mean"), "metric_name", names)
+    k = out["metric_count"]
+    intervals = [
+        mean_interval(ok.loc[ok["strategy"] == s, "metric"].dropna()) if count >= 2 else (math.nan, math.nan)
+        for s, count in zip(strategies, k)
+    ]
+    low, high = (np.array(side) for side in zip(*intervals)) if intervals else (np.array([]), np.array([]))
+    one_accuracy = (k == 1) & (out["metric_name"] == "accuracy")
+    out["metric_mean_ci_low"] = np.where(k >= 2, low, np.where(one_accuracy, out["accuracy_mean_ci_low"], math.nan))
+    out["metric_mean_ci_high"] = np.where(k >= 2, high, np.where(one_accuracy, out["accuracy_mean_ci_high"], math.nan))
     return out
 
 
@@ -315,6 +347,15 @@ COMPARISON_COLUMNS: tuple[str, ...] = (
     "reviews_better",
     "reviews_worse",
     "eval_reviews_per_s",
+    # The task's primary metric over seeds; the delta, its interval and the p-value are on it,
+    # from `test`: McNemar's exact test (its extension to seeds) for accuracy, else the
+    # paired bootstrap (ftcompare.stats).
+    "metric_name",
+    "metric_mean",
+    "metric_sd",
+    "metric_ci_low",
+    "metric_ci_high",
+    "test",
 )
 
 
@@ -324,16 +365,39 @@ def correctness(predictions: pd.DataFrame) -> np.ndarray:
     return ordered["prediction"].to_numpy() == ordered["label"].to_numpy()
 
 
+def outcomes(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:
+    """A run's test labels and predicted labels in the test split's order, and the number of
+    classes (its probability columns)."""
+    ordered = predictions.sort_values("row")
+    seen = int(max(ordered["label"].max(), ordered["prediction"].max())) + 1
+    num_labels = max(sum(column.startswith("prob_") for column in ordered.columns), seen, 2)
+    return ordered["label"].to_numpy(), ordered["prediction"].to_numpy(), num_labels
+
+
 def compare_strategies(
-    *, agg: pd.DataFrame, runs: Sequence[RunRecord], correct: Mapping[tuple[str, int], np.ndarray], baseline: str
+    *,
+    agg: pd.DataFrame,
+    runs: Sequence[RunRecord],
+    correct: Mapping[tuple[str, int], np.ndarray],
+    baseline: str,
+    predicted: Mapping[tuple[str, int], tuple[np.ndarray, np.ndarray, int]] | None = None,
 ) -> pd.DataFrame:
     """One row per strategy against `baseline` on the same test reviews (ftcompare.stats):
-    accuracy over seeds, the paired difference in points with its 95% interval, the exact
-    p-value and its Holm adjustment across strategies. Empty where a side has no ok run."""
-    ok_seeds: dict[str, dict[int, np.ndarray]] = {}
+    accuracy and the task's metric over seeds, the paired difference on the metric in
+    points with its 95% interval, the p-value (`test`: McNemar's exact test on accuracy,
+    from `correct`; the paired bootstrap on another metric, from `predicted`, each run's
+    `outcomes`) and its Holm adjustment across strategies. Empty where a side has no ok run."""
+    names = set(agg["metric_name"].dropna()) if "metric_name" in agg else set()
+    if len(names) > 1:
+        raise ValueError(f"runs of one comparison name different metrics: {sorted(names)}")
+    metric = names.pop() if names else "accuracy"
+    if metric != "accuracy" and predicted is None:
+        raise ValueError(f"comparing on {metric} needs each run's predictions (`predicted`)")
+    per_run = correct if metric == "accuracy" else predicted
+    ok_seeds: dict[str, dict[int, Any]] = {}
     for run in runs:
-        if run.ok and (run.strategy, run.seed) in correct:
-            ok_seeds.setdefault(run.strategy, {})[run.seed] = correct[(run.strategy, run.seed)]
+        if run.ok and (run.strategy, run.seed) in per_run:
+            ok_seeds.setdefault(run.strategy, {})[run.seed] = per_run[(run.strategy, run.seed)]
     base = ok_seeds.get(baseline, {})
     rows = []
     for record in agg.to_dict("records"):
@@ -347,10 +411,26 @@ def compare_strategies(
             "accuracy_ci_low": record["accuracy_mean_ci_low"],
             "accuracy_ci_high": record["accuracy_mean_ci_high"],
             "eval_reviews_per_s": record["eval_reviews_per_s_mean"],
+            "metric_name": metric,
+            "metric_mean": record.get("metric_mean"),
+            "metric_sd": record.get("metric_std"),
+            "metric_ci_low": record.get("metric_mean_ci_low"),
+            "metric_ci_high": record.get("metric_mean_ci_high"),
         }
         if strategy != baseline and seeds and base and set(seeds) & set(base):
-            compared = paired_comparison(seeds, base)
+            if metric == "accuracy":
+                compared = paired_comparison(seeds, base)
+            else:
+                labels, _, num_labels = next(iter(base.values()))
+                compared = paired_bootstrap(
+                    metric,
+                    labels,
+                    {seed: predictions for seed, (_, predictions, _) in seeds.items()},
+                    {seed: predictions for seed, (_, predictions, _) in base.items()},
+                    num_labels=num_labels,
+                )
             row |= {
+                "test": compared.test,
                 "delta_vs_baseline": compared.delta,
                 "delta_ci_low": compared.delta_ci_low,
                 "delta_ci_high": compared.delta_ci_high,
@@ -393,7 +473,8 @@ class Results:
         comparison = None
         if predictions is not None and baseline is not None:
             correct = {key: correctness(frame) for key, frame in predictions.items() if len(frame)}
-            comparison = compare_strategies(agg=agg, runs=runs, correct=correct, baseline=baseline)
+            predicted = {key: outcomes(frame) for key, frame in predictions.items() if len(frame)}
+            comparison = compare_strategies(agg=agg, runs=runs, correct=correct, baseline=baseline, predicted=predicted)
         return cls(
             runs=list(runs),
             table=table,

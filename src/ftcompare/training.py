@@ -6,7 +6,8 @@ checkpoint I/O, there is no per-step host synchronisation (losses are summed on 
 device and read every `log_every_steps`), and a resumed run continues with the same
 model, optimizer, scheduler, RNG and data order as if it had never stopped.
 
-The best epoch is chosen on the validation split; the test split is not touched here.
+The best epoch is chosen on the validation split, on the task's primary metric
+(`spec.metric`; every metric is recorded per epoch); the test split is not touched here.
 
 Divergence is a failure, never a result: a non-finite training loss stops the run
 (status `failed`, the reason naming the steps and the learning rate), as do non-finite
@@ -39,6 +40,7 @@ from ftcompare import checkpoint as ckpt
 from ftcompare.batching import TokenizedSplit, TrainBatching, load_tokenized
 from ftcompare.config import RunSpec
 from ftcompare.inference import predict_logits, softmax_cross_entropy
+from ftcompare.metrics import all_scores
 from ftcompare.models import (
     Precision,
     StrategyUnavailable,
@@ -191,10 +193,11 @@ def train_run(
 
 @dataclasses.dataclass(kw_only=True)
 class BestEpoch:
-    """The epoch with the highest validation accuracy so far, and its trainable weights (on the CPU)."""
+    """The epoch with the highest validation score (spec.metric) so far, and its trainable weights (on the CPU)."""
 
     epoch: int
     val_accuracy: float
+    val_score: float  # on spec.metric; the first epoch of the highest wins
     weights: dict[str, torch.Tensor]
     degenerate: str | None = None  # why its predictions say nothing (one class for every review), if they do
 
@@ -353,7 +356,14 @@ def _train(
     ckpt.remove_checkpoints(checkpoint_dir)
     # The run is over: where one ends (its record, what it reports), its numbers are these.
     metrics = run_metrics(
-        state, setup=setup, plan=plan, counts=counts, adapter_size_mb=adapter_size_mb, data=data, device=device
+        state,
+        spec=spec,
+        setup=setup,
+        plan=plan,
+        counts=counts,
+        adapter_size_mb=adapter_size_mb,
+        data=data,
+        device=device,
     )
     if resumed is not None:
         metrics["resumed"] = True
@@ -534,6 +544,7 @@ class _Loop:
             self.setup.model,
             self.data.validation,
             spec=self.spec,
+            num_labels=self.data.num_labels,
             precision=self.setup.precision,
             pad_token_id=self.data.pad_token_id,
             device=self.device,
@@ -547,26 +558,28 @@ class _Loop:
             {
                 "step": state.global_step,
                 "epoch": state.epoch + 1,
-                "accuracy": result.accuracy,
+                **result.scores,  # accuracy and every other metric the task has
                 "loss": result.loss,
                 "predicted_classes": result.predicted_classes,
             }
         )
         log.log(
             logging.WARNING if result.degenerate else logging.INFO,
-            "epoch %d: validation accuracy %.4f loss %.4f%s",
+            "epoch %d: validation accuracy %.4f%s loss %.4f%s",
             state.epoch + 1,
             result.accuracy,
+            "" if self.spec.metric == "accuracy" else f" {self.spec.metric} {result.score:.4f}",
             result.loss,
             f" ({result.degenerate})" if result.degenerate else "",
         )
         self.reporter.validated(
             epoch=state.epoch + 1, step=state.global_step, accuracy=result.accuracy, loss=result.loss
         )
-        if state.best is None or result.accuracy > state.best.val_accuracy:
+        if state.best is None or result.score > state.best.val_score:
             state.best = BestEpoch(
                 epoch=state.epoch + 1,
                 val_accuracy=result.accuracy,
+                val_score=result.score,
                 weights={n: p.detach().to("cpu", copy=True) for n, p in self.setup.trainable},
                 degenerate=result.degenerate,
             )
@@ -614,12 +627,21 @@ class _Loop:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Validation:
-    accuracy: float
+    scores: dict[str, float]  # every metric the task has (ftcompare.metrics.all_scores)
+    metric: str  # the primary one: what the best epoch is chosen on
     loss: float
     predicted_classes: int
     # One class for every review: what a model whose updates blew up (the loss in the
     # hundreds) or collapsed predicts; its accuracy is that class's share, not skill.
     degenerate: str | None
+
+    @property
+    def accuracy(self) -> float:
+        return self.scores["accuracy"]
+
+    @property
+    def score(self) -> float:
+        return self.scores[self.metric]
 
 
 def validate(
@@ -627,12 +649,13 @@ def validate(
     split: TokenizedSplit,
     *,
     spec: RunSpec,
+    num_labels: int,
     precision: Precision,
     pad_token_id: int,
     device: torch.device,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> Validation | None:
-    """Accuracy and loss on the validation split; None where the logits are not finite.
+    """Every metric and the loss on the validation split; None where the logits are not finite.
     `on_batch(done, total)` after each batch (a job's progress)."""
     logits = predict_logits(
         model,
@@ -650,7 +673,8 @@ def validate(
     predicted = logits.argmax(axis=1)
     classes = np.unique(predicted)
     return Validation(
-        accuracy=float((predicted == split.labels).mean()),
+        scores=all_scores(split.labels, predicted, num_labels=num_labels),
+        metric=spec.metric,
         loss=softmax_cross_entropy(logits, split.labels),
         predicted_classes=len(classes),
         degenerate=f"all {len(predicted)} validation predictions are class {classes[0]}" if len(classes) == 1 else None,
@@ -660,6 +684,7 @@ def validate(
 def run_metrics(
     state: TrainState,
     *,
+    spec: RunSpec,
     setup: TrainSetup,
     plan: TrainPlan,
     counts: dict[str, Any],
@@ -677,6 +702,9 @@ def run_metrics(
         "optimizer_steps": state.global_step,
         "best_epoch": best.epoch,
         "best_val_accuracy": best.val_accuracy,
+        # What the best epoch was chosen on, and its score (every metric per epoch: val_curve).
+        "best_val_metric": spec.metric,
+        "best_val_score": best.val_score,
         # Set when the chosen epoch predicted one class for every validation review.
         "degenerate_validation": best.degenerate,
         "effective_learning_rate": setup.learning_rate,

@@ -5,7 +5,8 @@ override (`learning_rate`, or a method setting as a dotted key such as `lora.r`)
 combination is a trial; each trial trains on the training split with each of
 `tuning.seeds` and is scored on the validation split alone (the trial jobs never load
 the test split and no evaluation job exists for them). The setting with the best mean
-validation accuracy over the trial seeds is chosen; a tie goes to the cheaper setting
+validation score on the task's metric (`data.metric`: each trial's best epoch is chosen on
+it too) over the trial seeds is chosen; a tie goes to the cheaper setting
 (fewer trainable parameters, then less training time). Only trials whose runs all ended
 `ok` count: a diverged trial has status `failed` and can never be chosen.
 
@@ -139,7 +140,9 @@ class TrialResult:
     values: dict[str, Any]
     seed: int
     status: str
-    val_accuracy: float | None
+    metric: str  # the task's primary metric, what the trial's best epoch was chosen on
+    val_score: float | None  # the best epoch's validation score on it
+    val_accuracy: float | None  # the best epoch's validation accuracy
     val_loss: float | None
     train_time_s: float | None
     trainable_params: float | None
@@ -149,14 +152,26 @@ def trial_result(record: Mapping[str, Any], trial: Trial) -> TrialResult:
     metrics = record.get("metrics") or {}
     curve = record.get("val_curve") or []
     best = metrics.get("best_val_accuracy")
-    # The validation loss at the epoch that set the best accuracy.
-    loss = next((point.get("loss") for point in curve if point.get("accuracy") == best), None)
+    metric = metrics.get("best_val_metric") or (record.get("config") or {}).get("metric") or "accuracy"
+    score = metrics.get("best_val_score", best if metric == "accuracy" else None)
+    # The validation loss at the chosen epoch (records that do not say which: the one that set the best accuracy).
+    epoch = metrics.get("best_epoch")
+    loss = next(
+        (
+            point.get("loss")
+            for point in curve
+            if (point.get("epoch") == epoch if epoch is not None else point.get("accuracy") == best)
+        ),
+        None,
+    )
     return TrialResult(
         strategy=trial.strategy,
         trial=trial.id,
         values=trial.values,
         seed=int(record["seed"]),
         status=str(record["status"]),
+        metric=str(metric),
+        val_score=score,
         val_accuracy=best,
         val_loss=loss,
         train_time_s=metrics.get("train_time_s"),
@@ -164,30 +179,72 @@ def trial_result(record: Mapping[str, Any], trial: Trial) -> TrialResult:
     )
 
 
+# results/tuning/summary.csv's columns besides the tuned keys (ftcompare.jobs writes it).
+SUMMARY_COLUMNS = (
+    "strategy",
+    "trial",
+    "seed",
+    "status",
+    "metric",
+    "val_score",
+    "val_accuracy",
+    "val_loss",
+    "train_time_s",
+)
+
+
+def summary_keys(summary: Any) -> list[str]:
+    """The tuned keys of a tuning summary frame: its columns that are not SUMMARY_COLUMNS."""
+    return [column for column in summary.columns if column not in SUMMARY_COLUMNS]
+
+
+def summary_score(summary: Any) -> tuple[str, str]:
+    """The column a tuning summary frame's choice was made on, and its metric's name
+    (summaries written before tasks had a metric: val_accuracy, accuracy)."""
+    if "val_score" in summary.columns and summary["val_score"].notna().any():
+        return "val_score", str(summary["metric"].dropna().iloc[0])
+    return "val_accuracy", "accuracy"
+
+
 def select(results: Sequence[TrialResult]) -> dict[str, dict[str, Any]]:
-    """Per strategy, the chosen trial: `{values, val_accuracy, trial}`; a strategy whose
-    trials all failed gets `{values: None, val_accuracy: None, reason}`."""
+    """Per strategy, the chosen trial: `{values, metric, val_score, val_accuracy, trial}`
+    (`val_score`: the mean over seeds on `metric`, what chose it); a strategy whose trials
+    all failed gets `{values: None, metric, val_score: None, val_accuracy: None, reason}`."""
     by_strategy: dict[str, dict[str, list[TrialResult]]] = {}
     for result in results:
         by_strategy.setdefault(result.strategy, {}).setdefault(result.trial, []).append(result)
     chosen = {}
     for strategy, by_trial in by_strategy.items():
+        metrics = {run.metric for runs in by_trial.values() for run in runs}
+        if len(metrics) != 1:  # one task's trials: scores on different metrics do not compare
+            raise ValueError(f"{strategy}'s trials were scored on different metrics {sorted(metrics)}")
+        metric = metrics.pop()
         scored = []
         for trial, runs in by_trial.items():
-            if all(run.status == "ok" and run.val_accuracy is not None for run in runs):
-                accuracy = sum(run.val_accuracy for run in runs) / len(runs)
+            if all(run.status == "ok" and run.val_score is not None for run in runs):
+                score = sum(run.val_score for run in runs) / len(runs)
                 cost = (_mean([run.trainable_params for run in runs]), _mean([run.train_time_s for run in runs]))
-                scored.append((accuracy, cost, trial, runs[0].values))
+                accuracies = [run.val_accuracy for run in runs]
+                accuracy = None if None in accuracies else sum(accuracies) / len(accuracies)
+                scored.append((score, cost, trial, runs[0].values, accuracy))
         if not scored:
             chosen[strategy] = {
                 "values": None,
+                "metric": metric,
+                "val_score": None,
                 "val_accuracy": None,
                 "reason": "no trial ended ok: the final runs use the configured settings",
             }
             continue
-        # Highest accuracy; among equals, the fewest parameters, then the shortest training.
-        accuracy, _, trial, values = min(scored, key=lambda item: (-item[0], item[1]))
-        chosen[strategy] = {"values": dict(values), "val_accuracy": accuracy, "trial": trial}
+        # Highest score; among equals, the fewest parameters, then the shortest training.
+        score, _, trial, values, accuracy = min(scored, key=lambda item: (-item[0], item[1]))
+        chosen[strategy] = {
+            "values": dict(values),
+            "metric": metric,
+            "val_score": score,
+            "val_accuracy": accuracy,
+            "trial": trial,
+        }
     return chosen
 
 

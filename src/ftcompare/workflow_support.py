@@ -56,6 +56,7 @@ def preflight(config: Mapping[str, Any]) -> None:
 
 def _check_data_source(data: Mapping[str, Any]) -> None:
     from ftcompare.data import check_labels, check_size, describe_source
+    from ftcompare.metrics import check_metric
 
     source = data["source"]
     if source == "hub":
@@ -73,7 +74,8 @@ def _check_data_source(data: Mapping[str, Any]) -> None:
             if not path.is_file():
                 raise ConfigError(f"data.{split} = {data[split]!r} does not exist")
             labels[describe_source(data, split)] = _file_labels(path, data=data, split=split)
-    check_labels(labels)
+    # The task's metric must fit its classes (f1 is the positive class's: binary only).
+    check_metric(data.get("metric", "accuracy"), num_labels=check_labels(labels))
     for split, where in zip(("train", "test"), labels):
         check_size(data.get(f"{split}_size"), rows=len(labels[where]), key=f"data.{split}_size", where=where)
 

@@ -1,0 +1,109 @@
+"""A task's metrics: its primary one (the config's `data.metric`) and every other one a record keeps.
+
+- `accuracy`: the share of rows labelled right (the default);
+- `macro_f1`: the F1 of each class, averaged with equal weight (a rare class counts as much
+  as a common one);
+- `f1`: the F1 of the positive class (label 1), for binary tasks only (GLUE's MRPC and QQP);
+- `mcc`: Matthews' correlation between labels and predictions, in [-1, 1], 0 for chance
+  or a constant prediction (GLUE's CoLA, whose classes are unbalanced).
+
+`score` and `all_scores` use scikit-learn on labels and predictions. `from_confusion` gives
+the same numbers from confusion matrices, vectorised over any leading axes: the paired
+bootstrap (ftcompare.stats) scores thousands of resampled test sets that way.
+
+Torch-free, and scikit-learn is imported where `score` runs: the Snakefile reads records
+(ftcompare.records) while it builds the job graph.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from ftcompare.errors import ConfigError
+
+METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "f1", "mcc")
+DEFAULT_METRIC = "accuracy"
+LABELS = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "f1": "F1 (positive class)",
+    "mcc": "MCC",
+}
+
+
+def check_metric(metric: str, *, num_labels: int) -> None:
+    """ConfigError where `metric` is unknown or does not apply to a task of `num_labels` classes."""
+    if metric not in METRICS:
+        raise ConfigError(f"data.metric = {metric!r} is not allowed; choose one of {list(METRICS)}")
+    if metric == "f1" and num_labels != 2:
+        raise ConfigError(
+            f"data.metric = 'f1' is the F1 of the positive class, for binary tasks; this task has {num_labels} "
+            "classes: use macro_f1 (or accuracy, mcc)"
+        )
+
+
+def applicable(num_labels: int) -> tuple[str, ...]:
+    """The metrics a task of `num_labels` classes has (f1 only where binary)."""
+    return tuple(metric for metric in METRICS if metric != "f1" or num_labels == 2)
+
+
+def score(
+    metric: str, labels: Sequence[int] | np.ndarray, predictions: Sequence[int] | np.ndarray, *, num_labels: int
+) -> float:
+    """`metric` of `predictions` against `labels` (integers 0..num_labels-1), as a float."""
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    check_metric(metric, num_labels=num_labels)
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    if labels.shape != predictions.shape or labels.ndim != 1 or not len(labels):
+        raise ValueError(f"labels {labels.shape} and predictions {predictions.shape} must be equal, non-empty vectors")
+    classes = list(range(num_labels))
+    if metric == "accuracy":
+        return float(accuracy_score(labels, predictions))
+    if metric == "macro_f1":
+        # Every class counts, also one never predicted (F1 0): the classes are the task's, not the sample's.
+        return float(f1_score(labels, predictions, labels=classes, average="macro", zero_division=0))
+    if metric == "f1":
+        return float(f1_score(labels, predictions, pos_label=1, average="binary", zero_division=0))
+    with warnings.catch_warnings():  # one class in both: MCC is 0, no need to warn
+        warnings.simplefilter("ignore", UserWarning)
+        return float(matthews_corrcoef(labels, predictions))
+
+
+def all_scores(
+    labels: Sequence[int] | np.ndarray, predictions: Sequence[int] | np.ndarray, *, num_labels: int
+) -> dict[str, float]:
+    """Every metric the task has (`applicable`), by name."""
+    return {metric: score(metric, labels, predictions, num_labels=num_labels) for metric in applicable(num_labels)}
+
+
+def confusion(labels: np.ndarray, predictions: np.ndarray, *, num_labels: int) -> np.ndarray:
+    """The (num_labels, num_labels) count matrix: rows are labels, columns predictions."""
+    cells = np.asarray(labels) * num_labels + np.asarray(predictions)
+    return np.bincount(cells, minlength=num_labels * num_labels).reshape(num_labels, num_labels)
+
+
+def from_confusion(metric: str, matrix: np.ndarray) -> np.ndarray:
+    """`metric` of confusion matrices `matrix` (..., K, K), rows labels, columns predictions:
+    an array of the leading shape. Agrees with `score` (zero where a ratio is 0/0, as
+    scikit-learn's zero_division=0 and its MCC have it)."""
+    matrix = np.asarray(matrix, dtype=float)
+    num_labels = matrix.shape[-1]
+    check_metric(metric, num_labels=num_labels)
+    total = matrix.sum(axis=(-2, -1))
+    tp = np.diagonal(matrix, axis1=-2, axis2=-1)
+    if metric == "accuracy":
+        return tp.sum(axis=-1) / total
+    true_counts, predicted_counts = matrix.sum(axis=-1), matrix.sum(axis=-2)
+    if metric in ("macro_f1", "f1"):
+        denominator = true_counts + predicted_counts  # 2tp + fp + fn
+        per_class = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+        return per_class[..., 1] if metric == "f1" else per_class.mean(axis=-1)
+    # Multi-class MCC (Gorodkin's R_K), as scikit-learn computes it.
+    correct = tp.sum(axis=-1)
+    numerator = correct * total - (predicted_counts * true_counts).sum(axis=-1)
+    denominator = np.sqrt((total**2 - (predicted_counts**2).sum(axis=-1)) * (total**2 - (true_counts**2).sum(axis=-1)))
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
