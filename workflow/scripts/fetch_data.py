@@ -7,4 +7,12 @@ jobs.start_job(log_path=snakemake.log[0], network=True)
 
 from ftcompare.fetch import fetch_dataset  # noqa: E402
 
-fetch_dataset(snakemake.params.name, {split: snakemake.output[split] for split in ("train", "test")})
+# params: name, config (null: none) and splits ({role: hub split}); one output per role.
+# A rule without the last two fetches train and test, as before they existed.
+splits = snakemake.params.get("splits") or {"train": "train", "test": "test"}
+fetch_dataset(
+    snakemake.params.name,
+    {role: snakemake.output[role] for role in splits},
+    config=snakemake.params.get("config"),
+    splits=splits,
+)
