@@ -97,9 +97,8 @@ def _patch_datasets(module) -> None:
         _record("load_dataset", name=name, config=config)
         if config is not None:
             if not (folder / config).is_dir():  # as the hub's datasets says of an unknown configuration
-                raise ValueError(
-                    f"BuilderConfig {config!r} not found. Available: {sorted(p.name for p in folder.iterdir() if p.is_dir())}"
-                )
+                available = sorted(p.name for p in folder.iterdir() if p.is_dir())
+                raise ValueError(f"BuilderConfig {config!r} not found. Available: {available}")
             folder = folder / config
         names_file = folder / "label_names.json"
         names = json.loads(names_file.read_text()) if names_file.is_file() else ["neg", "pos"]
