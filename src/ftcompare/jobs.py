@@ -69,7 +69,7 @@ def prepare_data_job(
 
 
 def tokenize_job(*, split_paths: Mapping[str, Path], model_name_or_path: str, max_length: int, out_dir: Path) -> None:
-    from ftcompare.data import prepared_label_names
+    from ftcompare.data import prepared_label_names, prepared_text_columns
     from ftcompare.tokenization import tokenize_splits
 
     tokenize_splits(
@@ -80,6 +80,7 @@ def tokenize_job(*, split_paths: Mapping[str, Path], model_name_or_path: str, ma
         # prepare_data keeps the class names in the training split's metadata (None where
         # the data names none, or the split was prepared before it kept them).
         label_names=prepared_label_names(Path(split_paths["train"])),
+        text_columns=prepared_text_columns(Path(split_paths["train"])),
     )
 
 
