@@ -130,6 +130,9 @@ def finetune_job(
                 "reason": result.reason,
                 "config": spec.to_dict(),
                 "tokenized_dir": str(tokenized_dir),
+                # Which source columns the model reads (a pair task: two): what `ftcompare
+                # predict` and the model card read, wherever the run folder goes.
+                "text_columns": _text_columns(tokenized_dir),
                 "metrics": result.metrics,
                 "loss_curve": result.loss_curve,
                 "val_curve": result.val_curve,
@@ -148,6 +151,14 @@ def finetune_job(
         reporter.finish(result.status, result.reason)
     log.info("%s/seed%d: %s%s", strategy, seed, result.status, f" ({result.reason})" if result.reason else "")
     return record
+
+
+def _text_columns(tokenized_dir: Path) -> dict[str, str | None]:
+    import json
+
+    meta = Path(tokenized_dir) / "tokenization.json"
+    columns = json.loads(meta.read_text()).get("text_columns") if meta.is_file() else None
+    return dict(columns) if columns else {"text": "text", "text_pair": None}
 
 
 def _reporter(spec: RunSpec, *, kind: str, trial: str | None = None, files: JobFiles | None = None) -> Reporter:
