@@ -248,9 +248,9 @@ def test_split_missing_a_class(tmp_path: Path) -> None:
 
 def test_negative_label(tmp_path: Path) -> None:
     train = synthetic(5)
-    train.loc[0, "label"] = -1
+    train.loc[0, "label"] = -2  # -1 marks an unlabelled row (test_unlabelled_rows...)
     message = data_error(write_parquet_pair(tmp_path, train, synthetic(5)))
-    assert "-1" in message and "0..K-1" in message
+    assert "-2" in message and "0..K-1" in message
 
 
 def test_single_class(tmp_path: Path) -> None:
@@ -343,8 +343,9 @@ def test_nullable_labels_with_missing_values_are_named(tmp_path: Path) -> None:
     train["label"] = pd.array([0, 1] * 9 + [None, 1], dtype="Int64")
     message = data_error(write_parquet_pair(tmp_path, train, synthetic(5)))
     assert message == (
-        f"data.train = '{tmp_path / 'train.parquet'}': label column 'label' has 1 missing value(s), "
-        "the first in row 18; give every row a label 0..K-1 or drop those rows"
+        f"the train split (data.train = '{tmp_path / 'train.parquet'}') has 1 unlabelled row(s) of 20 "
+        "(label column 'label' missing or -1, the first in row 18); drop those rows, give them labels, "
+        "or choose a labelled split"
     )
 
 
@@ -465,3 +466,184 @@ def test_a_csv_row_with_an_unquoted_comma_is_refused_not_cut(tmp_path: Path) -> 
     config["model"]["name_or_path"] = "roberta-base"  # a hub id: preflight leaves it to the jobs
     with pytest.raises(ConfigError, match="line 2 holds 3 fields"):
         preflight(config)
+
+
+# --- hub configurations, named splits, hidden labels (issue 19) -------------------------------
+
+FAKE_HUB = Path(__file__).resolve().parent / "fake_hub"
+
+
+def pairs(n_per_class: int, *, prefix: str = "", label: int | None = None) -> pd.DataFrame:
+    """A sentence-pair split as GLUE's MRPC has it: sentence1, sentence2, label, idx."""
+    frame = synthetic(n_per_class, prefix=prefix)
+    return pd.DataFrame(
+        {
+            "sentence1": frame["text"],
+            "sentence2": "second " + frame["text"],
+            "label": frame["label"] if label is None else label,
+            "idx": range(len(frame)),
+        }
+    )
+
+
+def glue_like(root: Path) -> Path:
+    """A hub dataset with two configurations as nyu-mll/glue has them: sst2 (one sentence)
+    and mrpc (a pair), each with train, validation and a test split whose labels are -1."""
+    for config, make, text in (("sst2", synthetic, "text"), ("mrpc", pairs, None)):
+        folder = root / "glue" / config
+        folder.mkdir(parents=True)
+        for split, n, prefix in (("train", 20, "tr "), ("validation", 6, "va "), ("test", 5, "te ")):
+            frame = make(n, prefix=prefix)
+            if text:
+                frame = frame.rename(columns={"text": "sentence"})
+            if split == "test":
+                frame["label"] = -1  # hidden, as on the hub
+            frame.to_parquet(folder / f"{split}.parquet", index=False)
+        (folder / "label_names.json").write_text(json.dumps(["no", "yes"]))
+    return root / "glue"
+
+
+def fetch_with_fake_hub(tmp_path: Path, *, name: str, folder: Path, config: str | None, splits: dict[str, str]):
+    """Run ftcompare.fetch.fetch_dataset in a process where the hub is the tests' fake hub
+    (tests/fake_hub, as the workflow tests use it): returns the files by role and the hub calls."""
+    import os
+    import subprocess
+    import sys
+
+    files = {role: tmp_path / "fetched" / f"{role}.parquet" for role in splits}
+    log_path = tmp_path / "hub.jsonl"
+    log_path.touch()
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(FAKE_HUB), str(Path(__file__).resolve().parents[1] / "src")]),
+        FAKE_HUB_LOG=str(log_path),
+        FAKE_HUB_DATASETS=json.dumps({name: str(folder)}),
+    )
+    code = (
+        "import json, sys; from ftcompare.fetch import fetch_dataset; "
+        "args = json.loads(sys.argv[1]); print(json.dumps(fetch_dataset(args['name'], args['files'], "
+        "config=args['config'], splits=args['splits'])))"
+    )
+    args = {"name": name, "files": {k: str(v) for k, v in files.items()}, "config": config, "splits": splits}
+    result = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)], env=env, capture_output=True, text=True, timeout=300
+    )
+    events = [json.loads(line) for line in log_path.read_text().splitlines()]
+    return result, files, events
+
+
+def test_a_glue_task_fetches_its_configuration_and_tests_on_its_validation_split(tmp_path: Path) -> None:
+    """GLUE's test labels are hidden: test = the hub's validation split, validation carved
+    from train. The fetch asks the (fake) hub for the configuration and writes one file a role."""
+    folder = glue_like(tmp_path / "hub")
+    data = data_config(
+        source="hub",
+        name="nyu-mll/glue",
+        config="sst2",
+        test_split="validation",
+        text_column="sentence",
+        validation_fraction=0.25,
+    )
+    from ftcompare.data import hub_splits
+
+    result, files, events = fetch_with_fake_hub(
+        tmp_path, name="nyu-mll/glue", folder=folder, config="sst2", splits=hub_splits(data)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout) == {"train": 40, "test": 12}
+    assert [(e["event"], e["name"], e["config"]) for e in events] == [("load_dataset", "nyu-mll/glue", "sst2")]
+    assert sorted(p.name for p in files["train"].parent.iterdir()) == ["test.parquet", "train.parquet"]
+    prepared = prepare(data, hub_files=files)
+    # The test split is the hub's validation split, whole; validation is a quarter of train.
+    assert sorted(prepared.splits["test"]["text"]) == sorted(
+        pd.read_parquet(folder / "sst2" / "validation.parquet")["sentence"]
+    )
+    assert (len(prepared.splits["train"]), len(prepared.splits["validation"])) == (30, 10)
+    assert all(t.startswith("tr ") for t in prepared.splits["validation"]["text"])
+    assert prepared.label_names == ["no", "yes"]
+
+
+def test_a_validation_split_the_hub_has_is_used_as_given_not_carved(tmp_path: Path) -> None:
+    folder = glue_like(tmp_path / "hub")
+    data = data_config(
+        source="hub",
+        name="org/glue",
+        config="mrpc",
+        validation_split="validation",
+        test_split="validation",
+        text_column="sentence1",
+        text_pair_column="sentence2",
+    )
+    from ftcompare.data import hub_splits
+
+    with pytest.raises(DataError, match="'validation' is configured for test and validation"):
+        hub_splits(data)
+    # Train on part of train, choose on the hub's validation split, test on... the hidden test: refused below.
+    data = {**data, "train_split": "train", "test_split": "test"}
+    result, files, _ = fetch_with_fake_hub(
+        tmp_path, name="org/glue", folder=folder, config="mrpc", splits=hub_splits(data)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert set(files) == {"train", "validation", "test"} and all(p.is_file() for p in files.values())
+    message = str(pytest.raises(DataError, prepare, data, hub_files=files).value)
+    assert "org/glue/mrpc" in message and "test split" in message and "10 unlabelled row(s) of 10" in message
+    assert "GLUE hides its test labels" in message and "test_split: validation" in message
+    # With a labelled test split (here the fake hub's train split renamed would do; use a local copy instead).
+    labelled = tmp_path / "labelled-test.parquet"
+    pairs(5, prefix="lt ").to_parquet(labelled, index=False)
+    prepared = prepare(data, hub_files={**files, "test": labelled})
+    assert len(prepared.splits["train"]) == 40  # nothing carved from train
+    assert sorted(prepared.splits["validation"]["text"]) == sorted(pairs(6, prefix="va ")["sentence1"])
+    for frame in prepared.splits.values():
+        assert list(frame.columns) == ["text", "text_pair", "label"]
+        assert (frame["text_pair"] == "second " + frame["text"]).all()  # the pair stays together
+    assert prepared.text_columns == {"text": "sentence1", "text_pair": "sentence2"}
+
+
+def test_an_unknown_configuration_or_split_names_what_the_hub_has(tmp_path: Path) -> None:
+    folder = glue_like(tmp_path / "hub")
+    result, _, _ = fetch_with_fake_hub(
+        tmp_path, name="nyu-mll/glue", folder=folder, config="sst2", splits={"train": "train", "test": "dev"}
+    )
+    assert result.returncode != 0
+    assert "data.test_split = 'dev'" in result.stderr and "'validation'" in result.stderr
+    result, _, _ = fetch_with_fake_hub(
+        tmp_path, name="nyu-mll/glue", folder=folder, config="sst-2", splits={"train": "train", "test": "test"}
+    )
+    assert result.returncode != 0 and "set data.config" in result.stderr
+
+
+def test_unlabelled_rows_in_a_local_split_stop_with_the_file_split_and_count(tmp_path: Path) -> None:
+    train, test = synthetic(10), synthetic(5, prefix="t ")
+    test["label"] = test["label"].astype("float")
+    test.loc[[1, 3], "label"] = np.nan
+    test.loc[4, "label"] = -1
+    data = write_parquet_pair(tmp_path, train, test)
+    message = data_error({**data, "validation_fraction": 0.2})
+    assert "the test split" in message and "3 unlabelled row(s) of 10" in message and "test.parquet" in message
+    assert "GLUE" not in message  # a local file: no hidden hub labels to blame
+
+
+def test_a_local_validation_file_is_used_as_given(tmp_path: Path) -> None:
+    data = write_parquet_pair(tmp_path, synthetic(10), synthetic(5, prefix="t "))
+    synthetic(4, prefix="v ").to_parquet(tmp_path / "validation.parquet", index=False)
+    prepared = prepare({**data, "validation": str(tmp_path / "validation.parquet")})
+    assert len(prepared.splits["train"]) == 20
+    assert sorted(prepared.splits["validation"]["text"]) == sorted(synthetic(4, prefix="v ")["text"])
+
+
+def test_new_data_keys_move_the_cache_only_when_set() -> None:
+    from ftcompare.data import settings_used
+
+    default = data_config()
+    assert set(settings_used(default)) == {"source", "name", *COMMON_SETTING_KEYS}  # as before the new keys
+    glue = settings_used(
+        data_config(name="nyu-mll/glue", config="mrpc", test_split="validation", text_pair_column="s2")
+    )
+    assert (glue["config"], glue["test_split"], glue["text_pair_column"]) == ("mrpc", "validation", "s2")
+    assert "validation_split" not in glue and "train_split" not in glue
+    local = settings_used(data_config(source="parquet", train="a", test="b", validation="v", config="ignored"))
+    assert local["validation"] == "v" and "config" not in local  # a key the source ignores moves nothing
+
+
+COMMON_SETTING_KEYS = ("text_column", "label_column", "train_size", "test_size", "validation_fraction", "split_seed")

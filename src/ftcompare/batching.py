@@ -40,15 +40,57 @@ class TokenizedSplit:
     input_ids: list[np.ndarray]
     labels: np.ndarray
     lengths: np.ndarray
+    # A sentence-pair task: each row's two texts' token counts before any cut (n x 2) and
+    # the special tokens its pair template puts before, between and after them (PairLayout).
+    pair_tokens: np.ndarray | None = None
+    pair_layout: tuple[int, int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def truncated(self, length: int) -> TokenizedSplit:
         """Every row cut to at most `length` tokens as the tokenizer truncates: the first
-        length - 1 tokens and the row's closing (special) token."""
+        length - 1 tokens and the row's closing (special) token; a pair as the tokenizer
+        cuts a pair at `length` (longest_first: the longer text loses tokens first)."""
+        if self.pair_tokens is not None and self.pair_layout is not None:
+            ids = [cut_pair(row, full, self.pair_layout, length) for row, full in zip(self.input_ids, self.pair_tokens)]
+            return dataclasses.replace(self, input_ids=ids, lengths=np.array([len(row) for row in ids], dtype=np.int64))
         ids = [row if len(row) <= length else np.concatenate([row[: length - 1], row[-1:]]) for row in self.input_ids]
-        return TokenizedSplit(input_ids=ids, labels=self.labels, lengths=np.minimum(self.lengths, length))
+        return dataclasses.replace(self, input_ids=ids, lengths=np.minimum(self.lengths, length))
+
+
+def longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
+    """The tokens of two texts of `first` and `second` tokens that the `tokenizers`
+    library keeps within `budget` (max_length less the pair's special tokens) under its
+    longest_first strategy (TruncationStrategy::LongestFirst, right-hand truncation)."""
+    if first + second <= budget:
+        return first, second
+    short, long_ = min(first, second), max(first, second)
+    long_ = short if short > budget else max(short, budget - short)
+    if short + long_ > budget:
+        short = budget // 2
+        long_ = short + budget % 2
+    return (long_, short) if first > second else (short, long_)
+
+
+def cut_pair(row: np.ndarray, full: np.ndarray, layout: tuple[int, int, int], length: int) -> np.ndarray:
+    """A pair's ids `row` (before, text, between, pair, after) cut to `length` tokens as the
+    tokenizer would cut the texts of `full` = (first, second) tokens at `length`."""
+    before, between, after = layout
+    specials = before + between + after
+    kept = longest_first(int(full[0]), int(full[1]), len(row) - specials)  # the row as it is
+    first, second = longest_first(int(full[0]), int(full[1]), length - specials)
+    if (first, second) == kept:
+        return row
+    pair_start = before + kept[0] + between
+    return np.concatenate(
+        [
+            row[: before + first],
+            row[before + kept[0] : pair_start],
+            row[pair_start : pair_start + second],
+            row[pair_start + kept[1] :],
+        ]
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -58,6 +100,8 @@ class TokenizedData:
     pad_token_id: int
     max_length: int
     label_names: list[str] | None = None  # label k's name; None: the data names its classes by number
+    # The source's columns behind `text` and `text_pair` (None: one text a row).
+    text_columns: dict[str, str | None] = dataclasses.field(default_factory=lambda: {"text": "text", "text_pair": None})
 
 
 def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "validation", "test")) -> TokenizedData:
@@ -74,10 +118,13 @@ def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "vali
         ids = table.column("input_ids").combine_chunks()
         flat = ids.values.to_numpy(zero_copy_only=False)
         offsets = ids.offsets.to_numpy()
+        pair = "pair_tokens" in table.column_names
         loaded[name] = TokenizedSplit(
             input_ids=[flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)],
             labels=table.column("label").to_numpy().astype(np.int64),
             lengths=table.column("length").to_numpy().astype(np.int64),
+            pair_tokens=np.stack(table.column("pair_tokens").to_pylist()).astype(np.int64) if pair else None,
+            pair_layout=tuple(meta["pair_layout"]) if pair else None,
         )
     return TokenizedData(
         splits=loaded,
@@ -85,6 +132,7 @@ def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "vali
         pad_token_id=int(meta["pad_token_id"]),
         max_length=int(meta["max_length"]),
         label_names=meta.get("label_names"),
+        text_columns=meta.get("text_columns") or {"text": "text", "text_pair": None},
     )
 
 

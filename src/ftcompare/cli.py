@@ -49,7 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV, TSV or Parquet (by extension) with a text column, or plain text with one review a line; - reads "
         "standard input (plain text unless --format says otherwise)",
     )
-    predict.add_argument("--text-column", help="the column of a CSV, TSV or Parquet input (default: text)")
+    predict.add_argument(
+        "--text-column",
+        help="the column of a CSV, TSV or Parquet input (default: text; a sentence-pair run: its first text column)",
+    )
+    predict.add_argument(
+        "--pair-column",
+        help="a sentence-pair run's second text column (default: the run's, as its train.json records it)",
+    )
     predict.add_argument(
         "--format", choices=INPUT_FORMATS, help="the input's format, where its extension does not say (e.g. stdin)"
     )
@@ -118,9 +125,23 @@ def _predict(args: argparse.Namespace) -> int:
     trained.base_model_source(run, args.base)
     trained.check_weights(run)
     device = trained.parse_device(args.device)
-    texts = trained.read_texts(args.input, fmt=args.format, column=args.text_column)
+    columns = run.text_columns
+    if run.pair:  # two columns, named as in the run's data unless told
+        texts, pairs = trained.read_pairs(
+            args.input,
+            fmt=args.format,
+            column=args.text_column or columns["text"],
+            pair_column=args.pair_column or columns["text_pair"],
+        )
+    elif args.pair_column is not None:
+        raise trained.UsageError(
+            f"--pair-column {args.pair_column!r}: run {str(run.run_dir)!r} classifies one text a row "
+            f"(column {columns['text']!r}); leave --pair-column out"
+        )
+    else:
+        texts, pairs = trained.read_texts(args.input, fmt=args.format, column=args.text_column), None
     _quiet_libraries()
-    frame = trained.predict(run, texts, device=device, base=args.base)
+    frame = trained.predict(run, texts, pairs=pairs, device=device, base=args.base)
     trained.write_predictions(frame, args.output)
     if args.output is not None:
         print(f"wrote {len(frame)} predictions to {args.output}", file=sys.stderr)

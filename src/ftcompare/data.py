@@ -49,10 +49,14 @@ class PreparedData:
     num_labels: int
     dropped_empty: dict[str, int]
     label_names: list[str] | None = None  # label k is named label_names[k]; None: the source names none
+    # The source's columns behind the prepared `text` and `text_pair` (None: one text a row):
+    # what `ftcompare predict` and the model card read by default.
+    text_columns: dict[str, str | None] = dataclasses.field(default_factory=lambda: {"text": "text", "text_pair": None})
 
     def summary(self) -> dict[str, Any]:
         return {
             "num_labels": self.num_labels,
+            "text_columns": self.text_columns,
             "label_names": self.label_names,
             "rows": {name: len(frame) for name, frame in self.splits.items()},
             "label_counts": {
@@ -76,6 +80,16 @@ SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "aclimdb": ("train",),
 }
 COMMON_KEYS = ("text_column", "label_column", "train_size", "test_size", "validation_fraction", "split_seed")
+# Keys that came later, with the value that reads the data as before they existed. They
+# join the settings only when set otherwise, so that a study that does not use them keeps
+# its cache keys (and its finished outputs).
+OPTIONAL_KEYS: dict[str, dict[str, Any]] = {
+    "hub": {"config": None, "train_split": "train", "validation_split": None, "test_split": "test"},
+    "parquet": {"validation": None},
+    "csv": {"validation": None},
+    "aclimdb": {},
+}
+COMMON_OPTIONAL_KEYS: dict[str, Any] = {"text_pair_column": None}
 
 
 def settings_used(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,7 +97,39 @@ def settings_used(data: Mapping[str, Any]) -> dict[str, Any]:
     source = data["source"]
     if source not in SOURCE_KEYS:
         raise DataError(f"data.source = {source!r}; allowed: {', '.join(SOURCE_KEYS)}")
-    return {"source": source, **{key: data[key] for key in (*SOURCE_KEYS[source], *COMMON_KEYS)}}
+    used = {"source": source, **{key: data[key] for key in (*SOURCE_KEYS[source], *COMMON_KEYS)}}
+    for key, neutral in {**OPTIONAL_KEYS[source], **COMMON_OPTIONAL_KEYS}.items():
+        if data.get(key, neutral) != neutral:
+            used[key] = data[key]
+    return used
+
+
+def hub_splits(data: Mapping[str, Any]) -> dict[str, str]:
+    """The hub split each role reads (train, test, and validation where one is configured;
+    else validation is carved from train). A split in two roles would let the test split
+    take part in a choice, or train on what is scored: refused."""
+    splits = {"train": data.get("train_split") or "train", "test": data.get("test_split") or "test"}
+    if data.get("validation_split"):
+        splits["validation"] = data["validation_split"]
+    roles: dict[str, list[str]] = {}
+    for role, split in splits.items():
+        roles.setdefault(split, []).append(role)
+    if shared := {split: names for split, names in roles.items() if len(names) > 1}:
+        split, names = next(iter(shared.items()))
+        raise DataError(
+            f"hub dataset {data.get('name')!r}: split {split!r} is configured for {' and '.join(names)} "
+            f"({', '.join(f'data.{n}_split' for n in names)}); each role needs its own split. Where the test "
+            "labels are hidden (GLUE), set test_split to the validation split and validation_split: null, "
+            "which carves validation from train"
+        )
+    return splits
+
+
+def roles(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The splits the configured source provides: train and test, and validation where one
+    is configured (a hub split or a local file) rather than carved from train."""
+    given = data.get("validation_split") if data["source"] == "hub" else data.get("validation")
+    return ("train", "validation", "test") if given else ("train", "test")
 
 
 # --- reading each source -------------------------------------------------------------
@@ -202,42 +248,72 @@ def read_aclimdb_split(folder: Path) -> pd.DataFrame:
 ACLIMDB_CLASSES = ("neg", "pos")  # label 0, label 1
 
 
-def load_hub(name: str) -> dict[str, Any]:
-    """The train and test splits of hub dataset `name`, as `datasets.Dataset`s (which keep
-    the columns' features, class names included)."""
+DEFAULT_HUB_SPLITS = {"train": "train", "test": "test"}
+
+
+def load_hub(name: str, *, config: str | None = None, splits: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The splits of hub dataset `name` (configuration `config`, e.g. "sst2" of
+    "nyu-mll/glue") by role, `splits` = {role: hub split name} (default: its train and
+    test splits), as `datasets.Dataset`s (which keep the columns' features, class names
+    included)."""
     import datasets  # heavy import, only for this source
 
-    loaded = datasets.load_dataset(name)
-    missing = [s for s in ("train", "test") if s not in loaded]
+    splits = dict(splits or DEFAULT_HUB_SPLITS)
+    what = f"hub dataset {name!r}" + (f" (configuration {config!r})" if config else "")
+    try:
+        # Without a configuration, called as before one could be given.
+        loaded = datasets.load_dataset(name, config) if config else datasets.load_dataset(name)
+    except ValueError as exc:  # a configuration it lacks, or one it needs: datasets says which exist
+        raise DataError(f"{what} does not load ({exc}); set data.config to one of its configurations") from exc
+    missing = {role: split for role, split in splits.items() if split not in loaded}
     if missing:
-        raise DataError(f"hub dataset {name!r} has no split(s) {missing}; it has {list(loaded)}")
-    return {split: loaded[split] for split in ("train", "test")}
+        keys = ", ".join(f"data.{role}_split = {split!r}" for role, split in missing.items())
+        raise DataError(f"{what} has no split for {keys}; it has {list(loaded)}")
+    return {role: loaded[split] for role, split in splits.items()}
 
 
-def read_hub(name: str) -> dict[str, pd.DataFrame]:
-    return {split: dataset.to_pandas() for split, dataset in load_hub(name).items()}
+def read_hub(data: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    loaded = load_hub(data["name"], config=data.get("config"), splits=hub_splits(data))
+    return {role: dataset.to_pandas() for role, dataset in loaded.items()}
+
+
+def describe_task(data: Mapping[str, Any]) -> str:
+    """The data in a message: the hub dataset and its configuration, or the source's files."""
+    if data["source"] == "hub":
+        return f"{data['name']}" + (f"/{data['config']}" if data.get("config") else "")
+    if data["source"] == "aclimdb":
+        return f"aclImdb folder {data['train']}"
+    return ", ".join(str(data[role]) for role in roles(data))
 
 
 def describe_source(data: Mapping[str, Any], split: str) -> str:
     """How messages name where a raw split comes from: the config key and its value."""
     if data["source"] == "hub":
-        return f"hub dataset {data['name']!r} ({split} split)"
+        config = f", configuration {data['config']!r}" if data.get("config") else ""
+        hub_split = hub_splits(data).get(split, split)
+        return f"hub dataset {data['name']!r}{config} ({hub_split} split, data.{split}_split)"
     if data["source"] == "aclimdb":
         return f"data.train = {data['train']!r} ({split}/)"
     return f"data.{split} = {data[split]!r}"
 
 
 def read_source(data: Mapping[str, Any], *, hub_files: Mapping[str, Path] | None = None) -> dict[str, pd.DataFrame]:
-    """Raw train and test frames from the configured source (columns as in the files).
+    """Raw frames by role (train, test, and validation where the data has one: `roles`)
+    from the configured source (columns as in the files).
 
-    `hub_files`: for the hub source, the Parquet copies of its splits that the workflow's
-    fetch_data rule wrote (ftcompare.fetch); without them the hub is asked directly."""
+    `hub_files`: for the hub source, the Parquet copies of its splits by role that the
+    workflow's fetch_data rule wrote (ftcompare.fetch); without them the hub is asked directly."""
     source = data["source"]
     if source == "hub":
         if hub_files:
-            return {split: read_parquet(Path(hub_files[split])) for split in ("train", "test")}
-        return read_hub(data["name"])
+            missing = [role for role in roles(data) if role not in hub_files]
+            if missing:
+                raise DataError(f"no fetched copy of the {missing} split(s) of {describe_task(data)}: rerun fetch_data")
+            return {role: read_parquet(Path(hub_files[role])) for role in roles(data)}
+        return read_hub(data)
     if source == "aclimdb":
+        if data.get("validation"):
+            raise DataError("data.validation: the aclImdb folders have no validation split; leave it null (carved)")
         root = _require_file(data["train"], key="data.train")
         return {split: read_aclimdb_split(root / split) for split in ("train", "test")}
     reader = {"parquet": read_parquet, "csv": read_csv}.get(source)
@@ -245,7 +321,7 @@ def read_source(data: Mapping[str, Any], *, hub_files: Mapping[str, Path] | None
         raise DataError(f"data.source = {source!r}; allowed: hub, parquet, csv, aclimdb")
     return {
         split: reader(_require_file(data[split], key=f"data.{split}"), where=describe_source(data, split))
-        for split in ("train", "test")
+        for split in roles(data)
     }
 
 
@@ -282,13 +358,11 @@ def source_label_names(data: Mapping[str, Any], *, hub_files: Mapping[str, Path]
     if source == "csv":
         return None
     if source == "hub" and not hub_files:
-        found = {
-            split: class_label_names(dataset.features.to_dict(), column)
-            for split, dataset in load_hub(data["name"]).items()
-        }
+        loaded = load_hub(data["name"], config=data.get("config"), splits=hub_splits(data))
+        found = {split: class_label_names(dataset.features.to_dict(), column) for split, dataset in loaded.items()}
     else:
-        paths = hub_files if source == "hub" else {split: data[split] for split in ("train", "test")}
-        found = {split: parquet_label_names(Path(paths[split]), column) for split in ("train", "test")}
+        paths = hub_files if source == "hub" else {split: data[split] for split in roles(data)}
+        found = {split: parquet_label_names(Path(paths[split]), column) for split in roles(data)}
     named = {split: names for split, names in found.items() if names is not None}
     if len({tuple(names) for names in named.values()}) > 1:
         where = "; ".join(f"{describe_source(data, split)}: {names}" for split, names in named.items())
@@ -369,21 +443,60 @@ def check_texts(texts: pd.Series, *, where: str, column: str) -> None:
         raise DataError(f"{where}: text column {column!r} must hold strings; row {row} holds {texts[row]!r}")
 
 
-def standardise(frame: pd.DataFrame, *, where: str, text_column: str, label_column: str) -> pd.DataFrame:
-    """Keep `text` and integer `label`, or raise DataError naming what is wrong."""
-    missing = [c for c in (text_column, label_column) if c not in frame.columns]
+def check_labelled(
+    labels: pd.Series, *, where: str, column: str, task: str | None, split: str, hidden_hint: bool = False
+) -> None:
+    """Every row of a split that needs labels has one: a missing label or -1 (how hub
+    datasets such as GLUE mark a hidden label) stops with the task, the split, the count
+    and what to do. `hidden_hint`: the split is a hub test split, whose labels may be hidden."""
+    unlabelled = labels.isna() | (pd.to_numeric(labels, errors="coerce") == -1)
+    count = int(unlabelled.sum())
+    if not count:
+        return
+    if hidden_hint:
+        todo = (
+            "its labels are hidden, as GLUE hides its test labels: set test_split to a labelled split "
+            "(test_split: validation, with validation_split: null, which carves validation from train)"
+        )
+    else:
+        todo = "drop those rows, give them labels, or choose a labelled split"
+    raise DataError(
+        ("" if task is None else f"task {task}: ")
+        + f"the {split} split ({where}) has {count} unlabelled row(s) of {len(labels)} "
+        f"(label column {column!r} missing or -1, the first in row {labels.index[unlabelled][0]}); {todo}"
+    )
+
+
+def standardise(
+    frame: pd.DataFrame, *, where: str, text_column: str, label_column: str, text_pair_column: str | None = None
+) -> pd.DataFrame:
+    """Keep `text` (and `text_pair` for a sentence-pair task) and integer `label`, or raise
+    DataError naming what is wrong."""
+    columns = (text_column, *([text_pair_column] if text_pair_column else []), label_column)
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(
             f"{where} has no column(s) {missing}; it has {list(frame.columns)} "
-            "(set data.text_column / data.label_column)"
+            "(set data.text_column / data.text_pair_column / data.label_column)"
         )
     labels = label_values(frame[label_column], where=where, column=label_column)
     check_texts(frame[text_column], where=where, column=text_column)
-    return pd.DataFrame({"text": frame[text_column].to_numpy(), "label": labels})
+    standard = {"text": frame[text_column].to_numpy()}
+    if text_pair_column:
+        check_texts(frame[text_pair_column], where=where, column=text_pair_column)
+        standard["text_pair"] = frame[text_pair_column].to_numpy()
+    return pd.DataFrame({**standard, "label": labels})
+
+
+TEXT_COLUMNS = ("text", "text_pair")  # the prepared splits' text columns (text_pair: pair tasks only)
 
 
 def drop_empty_texts(frame: pd.DataFrame, *, split: str) -> tuple[pd.DataFrame, int]:
-    empty = frame["text"].str.strip() == ""
+    """Rows whose text (or, in a pair, either text) is empty or whitespace are dropped."""
+    empty = np.zeros(len(frame), dtype=bool)
+    for column in TEXT_COLUMNS:
+        if column in frame.columns:
+            empty |= (frame[column].str.strip() == "").to_numpy()
     count = int(empty.sum())
     if count:
         log.warning("%s split: dropped %d empty or whitespace-only text(s)", split, count)
@@ -449,8 +562,22 @@ def prepare(data: Mapping[str, Any], *, hub_files: Mapping[str, Path] | None = N
     dropped: dict[str, int] = {}
     where = {split: describe_source(data, split) for split in raw}
     for split, frame in raw.items():
+        if data["label_column"] in frame.columns:
+            check_labelled(
+                frame[data["label_column"]],
+                where=where[split],
+                column=data["label_column"],
+                # A hub dataset is named by its id and configuration; a local file by `where`.
+                task=describe_task(data) if data["source"] == "hub" else None,
+                split=split,
+                hidden_hint=data["source"] == "hub" and split == "test",
+            )
         standard = standardise(
-            frame, where=where[split], text_column=data["text_column"], label_column=data["label_column"]
+            frame,
+            where=where[split],
+            text_column=data["text_column"],
+            label_column=data["label_column"],
+            text_pair_column=data.get("text_pair_column"),
         )
         frames[split], dropped[split] = drop_empty_texts(standard, split=split)
     check_labels({where[split]: frame["label"].to_numpy() for split, frame in frames.items()})
@@ -470,15 +597,18 @@ def prepare(data: Mapping[str, Any], *, hub_files: Mapping[str, Path] | None = N
         key="data.test_size",
         where=f"{where['test']} (non-empty texts)",
     )
-    try:
-        train, validation = train_test_split(
-            train, test_size=data["validation_fraction"], stratify=train["label"], random_state=seed
-        )
-    except ValueError as exc:
-        raise DataError(
-            f"cannot carve a stratified validation split of {data['validation_fraction']} "
-            f"from {len(train)} training rows: {exc}"
-        ) from exc
+    if "validation" in frames:  # the data's own validation split, used as given
+        validation = frames["validation"]
+    else:
+        try:
+            train, validation = train_test_split(
+                train, test_size=data["validation_fraction"], stratify=train["label"], random_state=seed
+            )
+        except ValueError as exc:
+            raise DataError(
+                f"cannot carve a stratified validation split of {data['validation_fraction']} "
+                f"from {len(train)} training rows: {exc}"
+            ) from exc
     splits = {
         "train": train.reset_index(drop=True),
         "validation": validation.reset_index(drop=True),
@@ -486,7 +616,13 @@ def prepare(data: Mapping[str, Any], *, hub_files: Mapping[str, Path] | None = N
     }
     num_labels = check_labels({f"the {name} split": frame["label"].to_numpy() for name, frame in splits.items()})
     names = check_label_names(source_label_names(data, hub_files=hub_files), num_labels=num_labels)
-    return PreparedData(splits=splits, num_labels=num_labels, dropped_empty=dropped, label_names=names)
+    return PreparedData(
+        splits=splits,
+        num_labels=num_labels,
+        dropped_empty=dropped,
+        label_names=names,
+        text_columns={"text": data["text_column"], "text_pair": data.get("text_pair_column")},
+    )
 
 
 def write_prepared(
@@ -507,7 +643,7 @@ def write_prepared(
     for split in SPLITS:
         Path(out_paths[split]).parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(prepared.splits[split], preserve_index=False)
-        names = json.dumps({"label_names": prepared.label_names}).encode()
+        names = json.dumps({"label_names": prepared.label_names, "text_columns": prepared.text_columns}).encode()
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), PREPARED_METADATA: names})
         pq.write_table(table, out_paths[split])
     summary = prepared.summary() if settings is None else {**prepared.summary(), "settings": dict(settings)}
@@ -516,6 +652,16 @@ def write_prepared(
 
 # The Parquet metadata key under which prepare_data keeps what a split's columns do not say.
 PREPARED_METADATA = b"ftcompare"
+
+
+def prepared_text_columns(path: Path) -> dict[str, str | None]:
+    """The source columns prepare_data kept in a split's metadata behind `text` and
+    `text_pair` (a split prepared before it kept them: one text, named `text`)."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(path).metadata or {}
+    columns = json.loads(metadata.get(PREPARED_METADATA, b"{}")).get("text_columns")
+    return dict(columns) if columns else {"text": "text", "text_pair": None}
 
 
 def prepared_label_names(path: Path) -> list[str] | None:

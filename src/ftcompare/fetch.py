@@ -62,17 +62,27 @@ def fetch_model(repo_id: str, out_dir: Path) -> Path:
     return out_dir
 
 
-def fetch_dataset(name: str, out_paths: Mapping[str, Path]) -> dict[str, int]:
-    """Download hub dataset `name` and write its train and test splits to Parquet
-    (`out_paths[split]`; all columns, as the hub has them, and `datasets`' record of their
-    features, which names a ClassLabel's classes). Returns the rows per split."""
-    from ftcompare.data import load_hub
+def fetch_dataset(
+    name: str,
+    out_paths: Mapping[str, Path],
+    *,
+    config: str | None = None,
+    splits: Mapping[str, str] | None = None,
+) -> dict[str, int]:
+    """Download hub dataset `name` (configuration `config`) and write the split each role
+    reads, `splits` = {role: hub split name} (default: train and test), to Parquet
+    (`out_paths[role]`; all columns, as the hub has them, and `datasets`' record of their
+    features, which names a ClassLabel's classes). Returns the rows per role."""
+    from ftcompare.data import DEFAULT_HUB_SPLITS, load_hub
 
+    splits = dict(splits or DEFAULT_HUB_SPLITS)
+    if missing := sorted(set(splits) - set(out_paths)):
+        raise ValueError(f"fetch_dataset: no output path for role(s) {missing}")
     rows = {}
-    for split, dataset in load_hub(name).items():
-        path = Path(out_paths[split])
+    for role, dataset in load_hub(name, config=config, splits=splits).items():
+        path = Path(out_paths[role])
         path.parent.mkdir(parents=True, exist_ok=True)
         dataset.to_parquet(str(path))
-        rows[split] = len(dataset)
-    log.info("fetched dataset %s: %s rows", name, rows)
+        rows[role] = len(dataset)
+    log.info("fetched dataset %s%s: %s rows", name, f" ({config})" if config else "", rows)
     return rows

@@ -78,7 +78,7 @@ def prepare_data_job(
 
 
 def tokenize_job(*, split_paths: Mapping[str, Path], model_name_or_path: str, max_length: int, out_dir: Path) -> None:
-    from ftcompare.data import prepared_label_names
+    from ftcompare.data import prepared_label_names, prepared_text_columns
     from ftcompare.tokenization import tokenize_splits
 
     tokenize_splits(
@@ -89,6 +89,7 @@ def tokenize_job(*, split_paths: Mapping[str, Path], model_name_or_path: str, ma
         # prepare_data keeps the class names in the training split's metadata (None where
         # the data names none, or the split was prepared before it kept them).
         label_names=prepared_label_names(Path(split_paths["train"])),
+        text_columns=prepared_text_columns(Path(split_paths["train"])),
     )
 
 
@@ -140,6 +141,9 @@ def finetune_job(
                 "reason": result.reason,
                 "config": spec.to_dict(),
                 "tokenized_dir": str(tokenized_dir),
+                # Which source columns the model reads (a pair task: two): what `ftcompare
+                # predict` and the model card read, wherever the run folder goes.
+                "text_columns": _text_columns(tokenized_dir),
                 "metrics": result.metrics,
                 "loss_curve": result.loss_curve,
                 "val_curve": result.val_curve,
@@ -158,6 +162,14 @@ def finetune_job(
         reporter.finish(result.status, result.reason)
     log.info("%s: %s%s", spec.label(trial), result.status, f" ({result.reason})" if result.reason else "")
     return record
+
+
+def _text_columns(tokenized_dir: Path) -> dict[str, str | None]:
+    import json
+
+    meta = Path(tokenized_dir) / "tokenization.json"
+    columns = json.loads(meta.read_text()).get("text_columns") if meta.is_file() else None
+    return dict(columns) if columns else {"text": "text", "text_pair": None}
 
 
 def _reporter(spec: RunSpec, *, kind: str, trial: str | None = None, files: JobFiles | None = None) -> Reporter:

@@ -25,6 +25,11 @@ METHOD_NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (LoR
 # What the snippets classify: any text would do; two reviews show both classes. Written
 # with json.dumps: double quotes, as ruff formats the docs' copy of a snippet.
 EXAMPLE_REVIEWS = ["A moving, beautifully acted film.", "Dull, and far too long."]
+# A sentence-pair run's snippet classifies pairs: each first text with its second.
+EXAMPLE_PAIRS = (
+    ["The film was moving and beautifully acted.", "The company's shares fell sharply on Monday."],
+    ["It was a moving, well-acted film.", "The weather was sunny all week."],
+)
 
 
 def load_snippet(
@@ -34,23 +39,31 @@ def load_snippet(
     quantization: Mapping[str, Any] | None = None,
     virtual_tokens: bool = False,
     run_dir: str | None = None,
+    pair: bool = False,
 ) -> str:
     """Python that loads the model in `folder` with plain transformers (a whole model) or
     PEFT (an adapter on its base: AutoPeftModelForSequenceClassification, with the
     trained head) and prints each example review's class and probabilities.
 
     `quantization`: a QLoRA run's settings, to rebuild its 4-bit base as it was trained.
-    `virtual_tokens`: a prompt-learning run (of `run_dir`), which loads through ftcompare."""
+    `virtual_tokens`: a prompt-learning run (of `run_dir`), which loads through ftcompare.
+    `pair`: a sentence-pair run, whose snippet classifies pairs (the tokenizer's pair encoding)."""
     if virtual_tokens:
-        return _ftcompare_snippet(run_dir or str(Path(folder).parent))
+        return _ftcompare_snippet(run_dir or str(Path(folder).parent), pair=pair)
     if not adapter:
+        inputs = (
+            json.dumps([{"text": a, "text_pair": b} for a, b in zip(*EXAMPLE_PAIRS)])
+            if pair
+            else json.dumps(EXAMPLE_REVIEWS)
+        )
         return "\n".join(
             [
                 "from transformers import pipeline",
                 "",
                 f'classify = pipeline("text-classification", model="{folder}")',
                 "# truncation: at the run's max_length, as in training; top_k=None: every class's probability",
-                f"print(classify({json.dumps(EXAMPLE_REVIEWS)}, truncation=True, top_k=None))",
+                *(["# Each input a pair: text and text_pair, encoded together as in training"] if pair else []),
+                f"print(classify({inputs}, truncation=True, top_k=None))",
             ]
         )
     lines = [
@@ -80,8 +93,21 @@ def load_snippet(
         "model = AutoPeftModelForSequenceClassification.from_pretrained(",
         f"    folder, id2label=labels.id2label, label2id=labels.label2id{extra}",
         ").eval()",
-        f"reviews = {json.dumps(EXAMPLE_REVIEWS)}",
-        'batch = tokenizer(reviews, truncation=True, padding=True, return_tensors="pt").to(model.device)',
+    ]
+    if pair:
+        lines += [
+            f"reviews = {json.dumps(EXAMPLE_PAIRS[0])}",
+            f"second = {json.dumps(EXAMPLE_PAIRS[1])}  # each text's second text: a sentence pair",
+            "# The tokenizer's pair encoding, the longer text cut first, as in training",
+            'batch = tokenizer(reviews, second, truncation="longest_first", padding=True, return_tensors="pt")',
+            "batch = batch.to(model.device)",
+        ]
+    else:
+        lines += [
+            f"reviews = {json.dumps(EXAMPLE_REVIEWS)}",
+            'batch = tokenizer(reviews, truncation=True, padding=True, return_tensors="pt").to(model.device)',
+        ]
+    lines += [
         "with torch.inference_mode():",
         "    probabilities = model(**batch).logits.softmax(dim=-1)",
         "for review, p in zip(reviews, probabilities.tolist()):",
@@ -90,7 +116,7 @@ def load_snippet(
     return "\n".join(lines)
 
 
-def _ftcompare_snippet(run_dir: str) -> str:
+def _ftcompare_snippet(run_dir: str, *, pair: bool = False) -> str:
     """Prompt, prefix and P-tuning runs: their head reads the text's <s>/[CLS] behind the
     virtual tokens, prefix tuning passes its keys and values in a way transformers 5's
     encoders take only through ftcompare's forward, and the text is cut to leave the
@@ -103,8 +129,18 @@ def _ftcompare_snippet(run_dir: str) -> str:
             "# Rebuilt as trained: the head reads <s>/[CLS], not a virtual token, and the text is cut to leave the",
             "# virtual tokens their positions. Plain transformers + PEFT does neither: load such a run this way.",
             f'run = trained.open_run("{run_dir}")',
-            f"reviews = {json.dumps(EXAMPLE_REVIEWS)}",
-            "predictions = trained.predict(run, reviews)  # per review: prediction, prob_<class>",
+            *(
+                [
+                    f"reviews = {json.dumps(EXAMPLE_PAIRS[0])}",
+                    f"second = {json.dumps(EXAMPLE_PAIRS[1])}  # each text's second text: a sentence pair",
+                    "predictions = trained.predict(run, reviews, pairs=second)  # per pair: prediction, prob_<class>",
+                ]
+                if pair
+                else [
+                    f"reviews = {json.dumps(EXAMPLE_REVIEWS)}",
+                    "predictions = trained.predict(run, reviews)  # per review: prediction, prob_<class>",
+                ]
+            ),
             'probabilities = predictions.filter(like="prob_").to_numpy().tolist()',
             'for review, label, p in zip(reviews, predictions["prediction"], probabilities):',
             "    print(label, p, review)",
@@ -186,14 +222,21 @@ def _data_section(data: Mapping[str, Any] | None, label_names: list[str] | None)
     settings = data.get("settings") or {}
     source = settings.get("source")
     if source == "hub":
-        where = f"the Hugging Face dataset `{settings.get('name')}`"
+        where = f"the Hugging Face dataset `{settings.get('name')}`" + (
+            f" (configuration `{settings['config']}`)" if settings.get("config") else ""
+        )
     elif source == "aclimdb":
         where = f"the aclImdb folder `{settings.get('train')}`"
     elif source is not None:
         where = f"{source} files `{settings.get('train')}` (train) and `{settings.get('test')}` (test)"
     else:  # a summary written without its settings: the data's numbers are still known
         where = "the prepared data (its settings were not recorded)"
-    if source is not None:
+    if source is not None and settings.get("text_pair_column"):
+        where += (
+            f", sentence pairs of columns `{settings.get('text_column')}` and `{settings.get('text_pair_column')}`, "
+            f"labels `{settings.get('label_column')}`"
+        )
+    elif source is not None:
         where += f", columns `{settings.get('text_column')}` and `{settings.get('label_column')}`"
     seed = f", seed {settings['split_seed']}" if settings.get("split_seed") is not None else ""
     rows = data.get("rows") or {}
@@ -204,8 +247,13 @@ def _data_section(data: Mapping[str, Any] | None, label_names: list[str] | None)
         else f"{data.get('num_labels')} classes, named by their numbers"
     )
     return (
-        f"From {where}: {_num(rows.get('train'))} training, {_num(rows.get('validation'))} validation (carved "
-        f"from train, stratified{seed}) and {_num(rows.get('test'))} test reviews. Classes: {classes}. The "
+        f"From {where}: {_num(rows.get('train'))} training, {_num(rows.get('validation'))} validation ("
+        + (
+            "the data's own validation split"
+            if settings.get("validation_split") or settings.get("validation")
+            else f"carved from train, stratified{seed}"
+        )
+        + f") and {_num(rows.get('test'))} test reviews. Classes: {classes}. The "
         "validation split chose the epoch; the test split was used for the numbers below only."
     )
 
@@ -298,8 +346,14 @@ def render_model_card(
         what = f"`{base}` with its biases and classification head trained (BitFit), saved whole."
     else:
         what = f"`{base}` fine-tuned whole (every weight trained)."
+    columns = train.get("text_columns") or {}
+    predict_input = (
+        f"pairs.csv` (columns `{columns['text']}` and `{columns['text_pair']}`)"
+        if columns.get("text_pair")
+        else "reviews.txt`"
+    )
     usage = (
-        f"`ftcompare predict {run_dir} --input reviews.txt` labels new text the way the study evaluated it"
+        f"`ftcompare predict {run_dir} --input {predict_input} labels new text the way the study evaluated it"
         + (
             f"; `ftcompare export {run_dir} --merged OUT` writes the adapter merged into its base, which "
             '`transformers.pipeline("text-classification", model=OUT)` loads without PEFT'
@@ -314,6 +368,7 @@ def render_model_card(
         quantization=config.get("quantization") if adapter else None,
         virtual_tokens=prompt,
         run_dir=run_dir,
+        pair=bool((train.get("text_columns") or {}).get("text_pair")),
     )
     sections = [
         "\n".join(front),

@@ -166,12 +166,10 @@ def fetched_model_folder(results: str | Path, name_or_path: str) -> Path:
 
 def hub_data_settings(data: Mapping[str, Any]) -> dict[str, Any]:
     """What the fetch_data rule downloads for a task's hub dataset: the dataset, its
-    configuration, and which of its splits each of ours reads (validation only when the
-    data has one to use as given)."""
-    splits = {"train": data.get("train_split", "train"), "test": data.get("test_split", "test")}
-    if data.get("validation_split"):
-        splits["validation"] = data["validation_split"]
-    return {"name": data["name"], "config": data.get("config"), "splits": splits}
+    configuration, and which of its splits each of ours reads (ftcompare.data.hub_splits)."""
+    from ftcompare.data import hub_splits
+
+    return {"name": data["name"], "config": data.get("config"), "splits": hub_splits(data)}
 
 
 def hub_folder(name: str, settings: Mapping[str, Any] | None = None) -> str:

@@ -45,18 +45,69 @@ def load_tokenizer(name_or_path: str, *, max_length: int) -> tuple[Any, int]:
     if pad_id is None:
         raise ModelSourceError(f"model.name_or_path = {name_or_path!r}: its tokenizer has no padding token ({pad!r})")
     tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=max_length)
+    # longest_first: a pair loses tokens from its longer text first (the tokenizer's default).
+    tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
     return tokenizer, pad_id
 
 
 def encode(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of each text: what the tokenize stage stores, and what `ftcompare predict`
     feeds the model, so that both see the same ids."""
+    return [encoding.ids for encoding in _encodings(tokenizer, list(texts))]
+
+
+def _encodings(tokenizer: Any, inputs: list[Any]) -> list[Any]:
     return [
-        encoding.ids
-        for start in range(0, len(texts), ENCODE_BATCH)
-        for encoding in tokenizer.encode_batch(list(texts[start : start + ENCODE_BATCH]))
+        encoding
+        for start in range(0, len(inputs), ENCODE_BATCH)
+        for encoding in tokenizer.encode_batch(inputs[start : start + ENCODE_BATCH])
     ]
+
+
+def _segments(encoding: Any) -> tuple[tuple[int, int], tuple[int, int, int]]:
+    """A pair encoding's (first, second) text tokens and its layout: the special tokens
+    before, between and after the texts (sequence_ids None)."""
+    sequence_ids = encoding.sequence_ids
+    first = [i for i, s in enumerate(sequence_ids) if s == 0]
+    second = [i for i, s in enumerate(sequence_ids) if s == 1]
+    if not first or not second or first[-1] - first[0] + 1 != len(first) or second[-1] - second[0] + 1 != len(second):
+        raise ValueError(f"a pair encoding whose texts are not two runs of tokens (sequence ids {sequence_ids})")
+    layout = (first[0], second[0] - first[-1] - 1, len(sequence_ids) - second[-1] - 1)
+    return (len(first), len(second)), layout
+
+
+def encode_pairs(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str]) -> tuple[list[list[int]], Any, tuple]:
+    """Token ids of each pair of texts by the tokenizer's own pair encoding (its pair
+    template, truncation longest_first at its max_length); what the tokenize stage stores
+    and `ftcompare predict` feeds the model. Also each pair's two texts' token counts
+    before any cut (n x 2) and the template's layout, with which batching.cut_pair cuts a
+    pair to a shorter budget as the tokenizer would (models.fit_text_budget)."""
+    import numpy as np
+
+    from ftcompare.batching import longest_first
+
+    inputs = list(zip(texts, pairs))
+    encodings = _encodings(tokenizer, inputs)
+    truncation = tokenizer.truncation
+    tokenizer.no_truncation()
+    try:
+        whole = _encodings(tokenizer, inputs)
+    finally:
+        tokenizer.enable_truncation(**truncation)
+    counts, layouts = zip(*(_segments(e) for e in whole)) if whole else ((), ())
+    if len(set(layouts)) > 1:
+        raise ValueError(f"the tokenizer's pair template varies between rows ({sorted(set(layouts))})")
+    layout = layouts[0] if layouts else (0, 0, 0)
+    # The cut batching.cut_pair makes must be the tokenizer's own: checked on every row.
+    budget = truncation["max_length"] - sum(layout)
+    for row, (encoding, full) in enumerate(zip(encodings, counts)):
+        kept, _ = _segments(encoding)
+        if kept != longest_first(*full, budget):
+            raise ValueError(
+                f"pair {row}: the tokenizer kept {kept} of {full} tokens, not longest_first's "
+                f"{longest_first(*full, budget)}: a truncation this code does not reproduce"
+            )
+    return [e.ids for e in encodings], np.array(counts, dtype=np.int64).reshape(-1, 2), layout
 
 
 def tokenize_splits(
@@ -66,6 +117,7 @@ def tokenize_splits(
     max_length: int,
     out_dir: Path,
     label_names: Sequence[str] | None = None,
+    text_columns: Mapping[str, str | None] | None = None,
 ) -> dict[str, int]:
     """Tokenize train/validation/test Parquet files into `out_dir`.
 
@@ -85,10 +137,18 @@ def tokenize_splits(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    stats, num_labels = {}, 0
+    stats, num_labels, pair_layout = {}, 0, None
     for split in SPLITS:
         frame = pd.read_parquet(split_paths[split])
-        ids = encode(tokenizer, frame["text"].tolist())
+        columns = {}
+        if "text_pair" in frame.columns:  # a sentence-pair task (data.text_pair_column)
+            ids, pair_tokens, layout = encode_pairs(tokenizer, frame["text"].tolist(), frame["text_pair"].tolist())
+            if pair_layout not in (None, layout):
+                raise ValueError(f"the pair template differs between splits ({pair_layout} and {layout})")
+            pair_layout = layout
+            columns["pair_tokens"] = pa.array(list(pair_tokens), type=pa.list_(pa.int32(), 2))
+        else:
+            ids = encode(tokenizer, frame["text"].tolist())
         lengths = pd.Series([len(row) for row in ids], dtype="int32")
         # int32 ids: half the cache of int64, and every vocabulary fits.
         table = pa.table(
@@ -96,6 +156,7 @@ def tokenize_splits(
                 "input_ids": pa.array(ids, type=pa.list_(pa.int32())),
                 "label": pa.array(frame["label"].to_numpy(), type=pa.int64()),
                 "length": pa.array(lengths.to_numpy(), type=pa.int32()),
+                **columns,
             }
         )
         with pa.OSFile(str(out_dir / f"{split}.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
@@ -117,6 +178,11 @@ def tokenize_splits(
         "label_names": None if label_names is None else list(label_names),
         # Batches are padded later with this id; RoBERTa's is 1, BERT's 0.
         "pad_token_id": pad_token_id,
+        # The source's columns behind `text` and `text_pair` (prepare_data keeps them):
+        # what the runs record, so that `ftcompare predict` and the model card know a pair task.
+        "text_columns": text_columns or {"text": "text", "text_pair": None},
+        # A pair task's template: special tokens before, between and after its two texts.
+        "pair_layout": None if pair_layout is None else list(pair_layout),
         "splits": stats,
     }
     (out_dir / "tokenization.json").write_text(json.dumps(meta, indent=2) + "\n")

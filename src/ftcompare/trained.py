@@ -74,6 +74,16 @@ class TrainedRun:
     def adapter(self) -> bool:
         return (self.model_dir / "adapter_config.json").is_file()
 
+    @property
+    def text_columns(self) -> dict[str, str | None]:
+        """The data's columns behind the text and, for a sentence-pair task, its second
+        text (train.json; a run recorded before pairs existed read one column, `text`)."""
+        return dict(self.train.get("text_columns") or {"text": "text", "text_pair": None})
+
+    @property
+    def pair(self) -> bool:
+        return bool(self.text_columns.get("text_pair"))
+
 
 def open_run(run_dir: str | Path) -> TrainedRun:
     """A run folder that finished ok and whose model folder loads alone, or UsageError."""
@@ -147,6 +157,46 @@ def input_format(source: str, requested: str | None = None) -> str:
     if source == "-":
         return "text"
     return INPUT_FORMATS.get(Path(source).suffix.lower(), "text")
+
+
+def read_pairs(
+    source: str, *, fmt: str | None = None, column: str | None = None, pair_column: str | None = None
+) -> tuple[list[str], list[str] | None]:
+    """The texts to label and, with `pair_column`, each one's second text (a sentence-pair
+    run's input: two columns of a CSV, TSV or Parquet file)."""
+    if pair_column is None:
+        return read_texts(source, fmt=fmt, column=column), None
+    fmt = input_format(source, fmt)
+    where = "standard input" if source == "-" else f"--input {source!r}"
+    if fmt == "text":
+        raise UsageError(
+            f"--pair-column {pair_column!r}: {where} is read as plain text, one text a line, which has no columns; "
+            "a sentence-pair run reads two columns of a .csv, .tsv or .parquet file (or --format csv, tsv or parquet)"
+        )
+    raw = sys.stdin.buffer.read() if source == "-" else _read_input(source, where=where)
+    frame = _frame(raw, fmt=fmt, where=where)
+    column = column or "text"
+    missing = [c for c in (column, pair_column) if c not in frame.columns]
+    if missing:
+        raise UsageError(
+            f"{where} has no column(s) {missing}; its columns are {list(frame.columns)}: choose them with "
+            "--text-column and --pair-column"
+        )
+    texts = _checked(frame[column].tolist(), where=f"{where}, column {column!r}", unit="row")
+    pairs = _checked(frame[pair_column].tolist(), where=f"{where}, column {pair_column!r}", unit="row")
+    return texts, pairs
+
+
+def _frame(raw: bytes, *, fmt: str, where: str) -> pd.DataFrame:
+    if fmt == "parquet":
+        try:
+            return pd.read_parquet(io.BytesIO(raw))
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise UsageError(f"{where} is not a readable Parquet file: {exc}") from exc
+    try:
+        return read_csv(raw, where=where, sep=CSV_SEPARATORS[fmt])
+    except DataError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def read_texts(source: str, *, fmt: str | None = None, column: str | None = None) -> list[str]:
@@ -426,27 +476,51 @@ def parse_device(text: str) -> Any:
     return device
 
 
-def predict(run: TrainedRun, texts: list[str], *, device: Any | None = None, base: str | None = None) -> pd.DataFrame:
+def predict(
+    run: TrainedRun,
+    texts: list[str],
+    *,
+    pairs: list[str] | None = None,
+    device: Any | None = None,
+    base: str | None = None,
+) -> pd.DataFrame:
     """One row per text, in order: `row`, `prediction` (the class's name where the data
-    named its classes, else its number) and `prob_<class>` for each class. The texts are
-    tokenized as the tokenize job did and cut to the run's text budget as the evaluate
-    job cuts them (models.fit_text_budget); non-finite logits are refused as it refuses
-    them (inference.check_finite)."""
+    named its classes, else its number) and `prob_<class>` for each class. The texts (and
+    for a sentence-pair run, each one's second text in `pairs`) are tokenized as the
+    tokenize job did and cut to the run's text budget as the evaluate job cuts them
+    (models.fit_text_budget); non-finite logits are refused as it refuses them
+    (inference.check_finite)."""
     from ftcompare.batching import TokenizedSplit
     from ftcompare.evaluation import softmax
     from ftcompare.inference import NonFiniteLogits, check_finite, predict_logits
     from ftcompare.models import fit_text_budget
     from ftcompare.steps import select_device
-    from ftcompare.tokenization import encode, load_tokenizer
+    from ftcompare.tokenization import encode, encode_pairs, load_tokenizer
 
+    columns = run.text_columns
+    if run.pair and pairs is None:
+        raise UsageError(
+            f"run {str(run.run_dir)!r} classifies sentence pairs ({columns['text']!r} and {columns['text_pair']!r}): "
+            "give each text its second text (--pair-column)"
+        )
+    if pairs is not None and not run.pair:
+        raise UsageError(f"run {str(run.run_dir)!r} classifies one text a row ({columns['text']!r}): give no pairs")
+    if pairs is not None and len(pairs) != len(texts):
+        raise UsageError(f"{len(texts)} texts and {len(pairs)} second texts: give one second text per text")
     device = device or select_device()
     spec = run_spec(run, base)
     tokenizer, pad_token_id = load_tokenizer(str(run.model_dir), max_length=spec.max_length)
-    ids = encode(tokenizer, texts)
+    pair_tokens = pair_layout = None
+    if pairs is None:
+        ids = encode(tokenizer, texts)
+    else:
+        ids, pair_tokens, pair_layout = encode_pairs(tokenizer, texts, pairs)
     split = TokenizedSplit(
         input_ids=[np.asarray(row, dtype=np.int64) for row in ids],
         labels=np.zeros(len(ids), dtype=np.int64),
         lengths=np.array([len(row) for row in ids], dtype=np.int64),
+        pair_tokens=pair_tokens,
+        pair_layout=pair_layout,
     )
     split = fit_text_budget(split, spec)
     model, precision = load_for_inference(run, device=device, base=base)

@@ -68,15 +68,19 @@ def _check_data_source(data: Mapping[str, Any]) -> None:
                 raise ConfigError(f"data.train = {data['train']!r}: no {split}/ folder (an unpacked aclImdb root)")
         labels = {describe_source(data, split): _aclimdb_labels(root / split) for split in ("train", "test")}
     else:
+        from ftcompare.data import roles
+
         labels = {}
-        for split in ("train", "test"):
+        for split in roles(data):  # train, test, and a validation file where one is given
             path = Path(data[split]).expanduser()
             if not path.is_file():
                 raise ConfigError(f"data.{split} = {data[split]!r} does not exist")
             labels[describe_source(data, split)] = _file_labels(path, data=data, split=split)
     # The task's metric must fit its classes (f1 is the positive class's: binary only).
     check_metric(data.get("metric", "accuracy"), num_labels=check_labels(labels))
-    for split, where in zip(("train", "test"), labels):
+    for split, where in zip(("train", "validation", "test") if len(labels) == 3 else ("train", "test"), labels):
+        if split == "validation":
+            continue  # used whole: no size to check
         check_size(data.get(f"{split}_size"), rows=len(labels[where]), key=f"data.{split}_size", where=where)
 
 
@@ -102,14 +106,16 @@ def _file_labels(path: Path, *, data: Mapping[str, Any], split: str) -> Any:
 
     where = describe_source(data, split)
     text_column, label_column = data["text_column"], data["label_column"]
+    pair_column = data.get("text_pair_column")  # a sentence pair's second text: checked as the first
+    text_columns = [text_column, *([pair_column] if pair_column else [])]
     if data["source"] == "csv":
         check_utf8(path, where=where)  # the whole file: a bad byte after the header fails here too
     columns = _columns(path, source=data["source"], key=f"data.{split}")
-    missing = [c for c in (text_column, label_column) if c not in columns]
+    missing = [c for c in (*text_columns, label_column) if c not in columns]
     if missing:
         raise ConfigError(
             f"data.{split} = {data[split]!r} has no column(s) {missing}; it has {columns} "
-            "(set data.text_column / data.label_column)"
+            "(set data.text_column / data.text_pair_column / data.label_column)"
         )
     if data["source"] == "csv":
         # Empty CSV cells are read as '' (dropped later as empty texts), never as null.
@@ -117,15 +123,15 @@ def _file_labels(path: Path, *, data: Mapping[str, Any], split: str) -> Any:
         return label_values(labels, where=where, column=label_column)
     try:
         labels = pd.read_parquet(path, columns=[label_column])[label_column]
-        texts = (
-            None
-            if _parquet_texts_are_plain_strings(path, text_column)
-            else (pd.read_parquet(path, columns=[text_column])[text_column])
-        )
+        texts = {
+            column: pd.read_parquet(path, columns=[column])[column]
+            for column in text_columns
+            if not _parquet_texts_are_plain_strings(path, column)
+        }
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise ConfigError(f"{where} is not a readable Parquet file: {exc}") from exc
-    if texts is not None:
-        check_texts(texts, where=where, column=text_column)
+    for column, values in texts.items():
+        check_texts(values, where=where, column=column)
     return label_values(labels, where=where, column=label_column)
 
 

@@ -4,8 +4,10 @@ on PYTHONPATH): the Hugging Face Hub replaced by local files, and no network at 
 - Any internet socket connection or name lookup fails and is recorded.
 - `huggingface_hub.snapshot_download` and `datasets.load_dataset` copy the models and
   data sets named in FAKE_HUB_MODELS / FAKE_HUB_DATASETS (JSON: id -> folder) instead
-  of downloading (a data set's label column a ClassLabel named neg/pos, as on the hub's
-  IMDB); called in a process with the hub switched off (HF_HUB_OFFLINE=1 /
+  of downloading. A data set's splits are its folder's <split>.parquet files, or with a
+  configuration (load_dataset(id, config)) those of its subfolder <config>/; its `label`
+  column is a ClassLabel named as the folder's label_names.json says, else neg/pos (as on
+  the hub's IMDB). Called in a process with the hub switched off (HF_HUB_OFFLINE=1 /
   HF_DATASETS_OFFLINE=1), they fail as the real ones would.
 - Every process that imports transformers records whether the hub was off for it.
 
@@ -87,19 +89,27 @@ def _patch_hub(module) -> None:
 
 
 def _patch_datasets(module) -> None:
-    def load_dataset(name, *args, **kwargs):
+    def load_dataset(name, config=None, *args, **kwargs):
         _offline("HF_DATASETS_OFFLINE", f"load_dataset({name!r})")
         import pandas as pd
 
         folder = Path(_DATASETS[name])
-        _record("load_dataset", name=name)
-        features = module.Features({"text": module.Value("string"), "label": module.ClassLabel(names=["neg", "pos"])})
-        return module.DatasetDict(
-            {
-                split: module.Dataset.from_pandas(pd.read_parquet(folder / f"{split}.parquet"), features=features)
-                for split in ("train", "test")
-            }
-        )
+        _record("load_dataset", name=name, config=config)
+        if config is not None:
+            if not (folder / config).is_dir():  # as the hub's datasets says of an unknown configuration
+                available = sorted(p.name for p in folder.iterdir() if p.is_dir())
+                raise ValueError(f"BuilderConfig {config!r} not found. Available: {available}")
+            folder = folder / config
+        names_file = folder / "label_names.json"
+        names = json.loads(names_file.read_text()) if names_file.is_file() else ["neg", "pos"]
+        splits = {}
+        for path in sorted(folder.glob("*.parquet")):
+            frame = pd.read_parquet(path)
+            features = module.Dataset.from_pandas(frame, preserve_index=False).features
+            if "label" in features:
+                features["label"] = module.ClassLabel(names=names)
+            splits[path.stem] = module.Dataset.from_pandas(frame, features=features, preserve_index=False)
+        return module.DatasetDict(splits)
 
     module.load_dataset = load_dataset
 

@@ -7,9 +7,11 @@ jobs.start_job(log_path=snakemake.log[0], network=True)
 
 from ftcompare.fetch import fetch_dataset  # noqa: E402
 
+# params: the dataset, its configuration (null: none) and which hub split each of ours
+# reads ({role: hub split}); a Parquet file per role in the output folder.
 fetch_dataset(
     snakemake.params.name,
-    {split: f"{snakemake.output.data}/{split}.parquet" for split in snakemake.params.splits},
+    {role: f"{snakemake.output.data}/{role}.parquet" for role in snakemake.params.splits},
     config=snakemake.params.config,
     splits=snakemake.params.splits,
 )
