@@ -26,6 +26,7 @@ def checked_config(config: Mapping[str, Any], *, sources: bool = False) -> dict[
     resolved = validate_config(config)
     for name, entry in resolved["strategies"].items():
         _check_strategy(name, entry, given=config["strategies"][name] or {})
+    _check_methods_apply(resolved["model"], resolved["strategies"])
     _check_data_paths(resolved["data"])
     if sources:
         from ftcompare.workflow_support import preflight
@@ -57,6 +58,16 @@ def _check_strategy(name: str, entry: Mapping[str, Any], *, given: Mapping[str, 
         peft_type = entry["peft"]["peft_type"] if method == "peft" else methods.METHOD_TABLE[method].peft_type
         check_quantization(name, method, peft_type)
     methods.check_block(name, method, entry)
+
+
+def _check_methods_apply(model: Mapping[str, Any], strategies: Mapping[str, Any]) -> None:
+    """Every strategy's method applies to the model's architecture, as the config states it
+    (a hub model is not read before its jobs; preflight checks a local one's config.json)."""
+    model_type = model.get("model_type")
+    if model_type is None:
+        return
+    for name, entry in strategies.items():
+        methods.check_model(name, entry["method"], entry, model_type=model_type, model=model["name_or_path"])
 
 
 def _check_trials(config: Mapping[str, Any]) -> None:

@@ -17,6 +17,8 @@ rule fetch_model:
         "../envs/train.yaml"
     params:
         model=VALIDATED["model"]["name_or_path"],
+        # As the config states it (or None): the fetched config.json must agree.
+        model_type=VALIDATED["model"].get("model_type"),
     script:
         "../scripts/fetch_model.py"
 
