@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from specs import CPU, tokenized_sample
+from specs import tokenized_sample
 
 from ftcompare import methods
 from ftcompare.batching import collate, load_tokenized
@@ -146,12 +146,11 @@ def test_every_method_trains_on_each_encoder_or_is_refused_before_any_job(tiny_e
     for method in NAMED:
         config = cell_config(model_type, folder, {method: {}})
         if methods.inapplicable(method, {}, model_type=model_type, model_config=model_config) is not None:
-            for sources in (False, True):  # the stated model_type, and the local config.json
-                with pytest.raises(ConfigError) as info:
-                    checked_config(config, sources=sources)
-                message = str(info.value)
-                assert f"strategies.{method} (method {method!r}) cannot apply to model {str(folder)!r}" in message
-                assert f"skip_strategies: [{method}]" in message
+            with pytest.raises(ConfigError) as info:
+                checked_config(config, sources=True)  # the local model's config.json (hub ids: below)
+            message = str(info.value)
+            assert f"strategies.{method} (method {method!r}) cannot apply to model {str(folder)!r}" in message
+            assert f"skip_strategies: [{method}]" in message
             refused.append(method)
             continue
         resolved = checked_config(config, sources=True)  # module names checked against the model
@@ -172,3 +171,99 @@ def test_every_method_trains_on_each_encoder_or_is_refused_before_any_job(tiny_e
         "modernbert": ["bitfit", "prompt_tuning", "prefix_tuning", "p_tuning"],
     }
     assert refused == expected_refusals[model_type]
+
+
+def forced(model_type: str, tiny_encoders, method: str, monkeypatch) -> torch.nn.Module:
+    """`method` built on the tiny model past its refusal, to show what the refusal prevents."""
+    (folder, base), _ = tiny_encoders[model_type], None
+    monkeypatch.setattr(methods, "INAPPLICABLE", {})
+    spec = resolve_run(checked_config(cell_config(model_type, folder, {method: {}})), strategy=method, seed=0)
+    return add_method(copy.deepcopy(base), spec=spec, total_steps=10)
+
+
+@pytest.mark.parametrize("model_type", ["deberta-v2", "modernbert"])
+def test_the_refusals_facts_hold_in_the_models(tiny_encoders, model_type, monkeypatch):
+    models, tokenized = tiny_encoders
+    # Prefix tuning: the prefix never reaches attention, and PEFT's extended mask breaks the step.
+    with pytest.raises(RuntimeError, match="must match the size"):
+        one_step(forced(model_type, models, "prefix_tuning", monkeypatch), tokenized)
+    if model_type == "modernbert":
+        # BitFit on ModernBERT: no bias anywhere, the head alone would train.
+        assert split_trainable(forced(model_type, models, "bitfit", monkeypatch))[0] == 0
+
+
+def test_virtual_tokens_leave_the_text_first_where_each_head_reads(tiny_encoders, tmp_path, tiny_roberta):
+    """DeBERTa-v2's backbone reads its encoder's hidden states, not its output, and ModernBERT
+    has no encoder module: the virtual positions are dropped at the backbone's output, so
+    the head reads the text (a ModernBERT that pools [CLS] takes prompt tuning)."""
+    models, _ = tiny_encoders
+    cls_folder = save_tiny(tmp_path / "cls", tiny_roberta, "modernbert", classifier_pooling="cls")
+    from transformers import AutoModelForSequenceClassification
+
+    cases = {"deberta-v2": models["deberta-v2"], "modernbert": (cls_folder, None)}
+    for model_type, (folder, base) in cases.items():
+        base = base or AutoModelForSequenceClassification.from_pretrained(str(folder))
+        spec = resolve_run(
+            checked_config(cell_config(model_type, folder, {"prompt_tuning": {}}), sources=True),
+            strategy="prompt_tuning",
+            seed=0,
+        )
+        model = add_method(copy.deepcopy(base), spec=spec, total_steps=10).eval()
+        backbone = model.get_base_model().base_model
+        seen: list[int] = []
+        backbone.register_forward_hook(lambda module, args, output, seen=seen: seen.append(output[0].shape[1]))
+        ids = torch.randint(5, 900, (2, 24))
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        assert seen == [24], model_type  # the 20 virtual positions are gone before the head
+
+
+def test_a_stated_model_type_must_match_the_models_own(tiny_encoders):
+    folder = tiny_encoders[0]["bert"][0]
+    config = cell_config("bert", folder, {"lora": {}})
+    config["model"]["model_type"] = "modernbert"
+    with pytest.raises(ConfigError, match="states model_type 'modernbert', its config.json says 'bert'"):
+        checked_config(config, sources=True)
+
+
+def test_encoders_yaml_refuses_before_any_download(monkeypatch):
+    # Hub ids, nothing fetched: the stated model_type decides, from the config alone.
+    config = load_config()
+    block = ENCODERS["deberta-v3-base"]
+    config["model"] = {"name_or_path": block["name_or_path"], "model_type": block["model_type"]}
+    config["strategies"]["prefix"] = {"method": "prefix_tuning"}
+    with pytest.raises(ConfigError) as info:
+        checked_config(config)
+    message = str(info.value)
+    assert "strategies.prefix (method 'prefix_tuning') cannot apply to model 'microsoft/deberta-v3-base'" in message
+    assert "model_type 'deberta-v2'" in message and "skip_strategies: [prefix]" in message
+    # Any PEFT method by config is held to its named method's facts.
+    config["strategies"]["prefix"] = {"method": "peft", "peft": {"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 4}}
+    with pytest.raises(ConfigError, match=r"strategies.prefix \(method 'peft' \(prefix_tuning\)\) cannot apply"):
+        checked_config(config)
+    # Every model block's keys are the schema's.
+    import jsonschema
+
+    from ftcompare.config import load_schema
+
+    schema = load_schema()
+    for entry in ENCODERS.values():
+        jsonschema.validate(entry, {**schema, **schema["$defs"]["model_block"]})
+
+
+def test_fetch_model_refuses_another_model_type(tmp_path, monkeypatch, tiny_encoders):
+    import huggingface_hub
+
+    from ftcompare.fetch import fetch_model
+    from ftcompare.sources import ModelSourceError
+
+    source = tiny_encoders[0]["modernbert"][0]
+    # The hub's copy, as snapshot_download leaves it.
+    monkeypatch.setattr(
+        huggingface_hub,
+        "snapshot_download",
+        lambda repo, local_dir, **kw: shutil.copytree(source, local_dir, dirs_exist_ok=True),
+    )
+    fetch_model("answerdotai/ModernBERT-base", tmp_path / "ok", model_type="modernbert")
+    with pytest.raises(ModelSourceError, match="states model_type 'bert', the fetched config.json says 'modernbert'"):
+        fetch_model("answerdotai/ModernBERT-base", tmp_path / "bad", model_type="bert")

@@ -62,9 +62,12 @@ def _check_strategy(name: str, entry: Mapping[str, Any], *, given: Mapping[str, 
 
 def _check_methods_apply(model: Mapping[str, Any], strategies: Mapping[str, Any]) -> None:
     """Every strategy's method applies to the model's architecture, as the config states it
-    (a hub model is not read before its jobs; preflight checks a local one's config.json)."""
+    for a hub model (not read before its jobs). A local model's own config.json decides
+    (preflight), as its settings may lift a refusal (a ModernBERT that pools [CLS])."""
+    from ftcompare.sources import is_hub_id
+
     model_type = model.get("model_type")
-    if model_type is None:
+    if model_type is None or not is_hub_id(model["name_or_path"]):
         return
     for name, entry in strategies.items():
         methods.check_model(name, entry["method"], entry, model_type=model_type, model=model["name_or_path"])

@@ -54,7 +54,8 @@ def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     properties["training"]["properties"] = {**overrides, **defs["training_settings"]}
     properties["method_defaults"]["properties"] = {block: blocks[block] for block in DEFAULTED_BLOCKS}
     # A model's own method_defaults (`models:` entries) take the same blocks.
-    defs["model_block"]["properties"]["method_defaults"]["properties"] = {block: blocks[block] for block in DEFAULTED_BLOCKS}
+    model_defaults = defs["model_block"]["properties"]["method_defaults"]
+    model_defaults["properties"] = {block: blocks[block] for block in DEFAULTED_BLOCKS}
     strategy = properties["strategies"]["additionalProperties"]
     strategy["properties"] = {**strategy["properties"], **overrides, **blocks}
     return schema

@@ -312,7 +312,7 @@ def _fit_to_encoder(model: Any) -> None:
         return
     backbone = getattr(base, base.base_model_prefix, None)
     if backbone is None:
-        raise ValueError(f"{type(base).__name__} has no backbone {base.base_model_prefix!r} to drop virtual tokens from")
+        raise ValueError(f"{type(base).__name__} has no backbone {base.base_model_prefix!r} to drop virtual tokens at")
     # Where the text's first position must be back in front: at the encoder where the
     # backbone pools inside itself (BERT's pooler reads the encoder's output), else at the
     # backbone's output, which is what the head reads (RoBERTa, DeBERTa-v2, whose backbone
