@@ -111,7 +111,6 @@ def test_a_problem_in_one_cell_names_the_task_and_the_model():
     [
         ({"tasks": {"bad/name": None}}, "task name 'bad/name' is not allowed"),
         ({"models": {"../up": None}}, "model name '../up' is not allowed"),
-        ({"models": {"x": {"skip_strategies": ["nope"]}}}, r"models.x.skip_strategies names \['nope'\]"),
         ({"models": {"x": {"max_length": "long"}}}, "models.x.max_length = 'long' must be of type"),
         ({"tasks": {"x": {"unknown_key": 1}}}, r"unknown key\(s\) \['unknown_key'\] under tasks.x"),
     ],

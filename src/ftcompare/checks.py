@@ -43,9 +43,10 @@ def checked_config(config: Mapping[str, Any], *, sources: bool = False) -> dict[
     the first problem. `sources`: also read the data and a local model
     (ftcompare.workflow_support.preflight), as the Snakefile does."""
     resolved = validate_config(config)
-    study.the_cell(resolved)
+    cell = study.the_cell(resolved)
     for name, entry in resolved["strategies"].items():
         _check_strategy(name, entry, given=config["strategies"][name] or {})
+    _check_methods_apply(cell.model, resolved["model"], resolved["strategies"])
     _check_data_paths(resolved["data"])
     if sources:
         from ftcompare.workflow_support import preflight
@@ -77,6 +78,19 @@ def _check_strategy(name: str, entry: Mapping[str, Any], *, given: Mapping[str, 
         peft_type = entry["peft"]["peft_type"] if method == "peft" else methods.METHOD_TABLE[method].peft_type
         check_quantization(name, method, peft_type)
     methods.check_block(name, method, entry)
+
+
+def _check_methods_apply(name: str, model: Mapping[str, Any], strategies: Mapping[str, Any]) -> None:
+    """Every strategy's method applies to the model's architecture, as the config states it
+    for a hub model (not read before its jobs). A local model's own config.json decides
+    (preflight), as its settings may lift a refusal (a ModernBERT that pools [CLS])."""
+    from ftcompare.sources import is_hub_id
+
+    model_type = model.get("model_type")
+    if model_type is None or not is_hub_id(model["name_or_path"]):
+        return
+    for strategy, entry in strategies.items():
+        methods.check_model(strategy, entry["method"], entry, model_type=model_type, model=name)
 
 
 def _check_trials(config: Mapping[str, Any]) -> None:

@@ -38,9 +38,11 @@ FALLBACK_WEIGHT_PATTERNS = ["pytorch_model*.bin"]
 FETCHED_FROM = "ftcompare-fetched.json"
 
 
-def fetch_model(repo_id: str, out_dir: Path) -> Path:
+def fetch_model(repo_id: str, out_dir: Path, *, model_type: str | None = None) -> Path:
     """Download hub model `repo_id` into the plain folder `out_dir`, which from_pretrained
-    then loads offline. Fails naming what is missing if the folder cannot load."""
+    then loads offline. Fails naming what is missing if the folder cannot load, or if its
+    config.json's model_type is not `model_type`, the one the config states (on which the
+    study's checks of which methods apply, before any job, relied)."""
     import huggingface_hub
 
     out_dir = Path(out_dir)
@@ -56,6 +58,13 @@ def fetch_model(repo_id: str, out_dir: Path) -> Path:
         log.info("%s has no safetensors weights; fetching %s", repo_id, FALLBACK_WEIGHT_PATTERNS)
         huggingface_hub.snapshot_download(repo_id, local_dir=str(out_dir), allow_patterns=FALLBACK_WEIGHT_PATTERNS)
     check_model_source(str(out_dir))
+    fetched_type = json.loads((out_dir / "config.json").read_text()).get("model_type")
+    if model_type is not None and fetched_type != model_type:
+        raise ModelSourceError(
+            f"model {repo_id!r}: the config states model_type {model_type!r}, the fetched config.json says "
+            f"{fetched_type!r}; set its model_type to {fetched_type!r} (which methods apply, and their module "
+            "names, depend on it) and run the study again"
+        )
     (out_dir / FETCHED_FROM).write_text(json.dumps({"repo_id": repo_id}) + "\n")
     size_mb = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 1e6
     log.info("fetched model %s into %s (%.0f MB)", repo_id, out_dir, size_mb)

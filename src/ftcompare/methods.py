@@ -386,3 +386,107 @@ def check_widths(strategy: str, method: str, blocks: Mapping[str, Any], widths: 
     if entry.check_widths is not None:
         block = METHOD_BLOCKS[method][0]
         entry.check_widths(f"strategies.{strategy}.{block}", blocks[block], widths)
+
+
+# --------------------------------------------------------------------------- where a method cannot apply
+
+# A model's config.json settings (None: not read yet, a hub model before fetch_model).
+ModelConfig = Mapping[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Inapplicable:
+    """Why a method cannot apply to an architecture: it would fail, or train something else in
+    silence (only the head, or a head reading virtual tokens). Checked before any job."""
+
+    reason: str
+    # Whether it holds for a model's config.json; None: always. An unread config (a hub model
+    # before its fetch) counts as the published checkpoints' settings, i.e. it holds.
+    holds: Callable[[Mapping[str, Any]], bool] | None = None
+
+    def applies_to(self, model_config: ModelConfig) -> bool:
+        return self.holds is None or model_config is None or self.holds(model_config)
+
+
+def _modernbert_has_no_biases(model_config: Mapping[str, Any]) -> bool:
+    # ModernBertConfig's defaults, as in answerdotai/ModernBERT-base's config.json: all false.
+    return not any(model_config.get(key, False) for key in ("attention_bias", "mlp_bias", "norm_bias"))
+
+
+def _modernbert_pools_the_mean(model_config: Mapping[str, Any]) -> bool:
+    # ModernBertConfig defaults to "cls"; answerdotai/ModernBERT-base's config.json says "mean".
+    return model_config.get("classifier_pooling", "cls") == "mean"
+
+
+_NO_CACHE = (
+    "its encoder takes no key/value cache ({cls}.forward drops unknown keyword arguments): PEFT's "
+    "prefix keys and values never reach attention, and the attention mask PEFT extends over the "
+    "prefix no longer fits the input (a size mismatch at the first step)"
+)
+_MEAN_POOLED_PROMPT = (
+    "its head (classifier_pooling = mean in its config.json) averages every position the attention mask "
+    "covers, and PEFT extends that mask over the virtual tokens: the head would average the virtual "
+    "tokens into the text's representation, unlike every other encoder here, whose head reads the "
+    "text's first token (a ModernBERT whose config.json says classifier_pooling: cls is accepted)"
+)
+
+# method -> model_type (config.json's) -> why the method cannot apply to it. Methods read
+# via `method: peft` are looked up by their PEFT type (PREFIX_TUNING: prefix_tuning's entry).
+# The rest of the facts about an architecture are module names, which differ per model:
+# config/encoders.yaml gives each model's targets, and preflight (local models) or the job
+# (hub models) checks every name against the model itself.
+INAPPLICABLE: dict[str, dict[str, Inapplicable]] = {
+    "bitfit": {
+        "modernbert": Inapplicable(
+            reason="ModernBERT's linear layers and LayerNorms have no bias terms (attention_bias, mlp_bias and "
+            "norm_bias are false in its config.json): BitFit would train the classification head alone",
+            holds=_modernbert_has_no_biases,
+        ),
+    },
+    "prefix_tuning": {
+        "deberta-v2": Inapplicable(reason=_NO_CACHE.format(cls="DebertaV2ForSequenceClassification")),
+        "modernbert": Inapplicable(reason=_NO_CACHE.format(cls="ModernBertForSequenceClassification")),
+    },
+    "prompt_tuning": {"modernbert": Inapplicable(reason=_MEAN_POOLED_PROMPT, holds=_modernbert_pools_the_mean)},
+    "p_tuning": {"modernbert": Inapplicable(reason=_MEAN_POOLED_PROMPT, holds=_modernbert_pools_the_mean)},
+}
+
+
+def _named_method(method: str, entry: Mapping[str, Any]) -> str:
+    """The named method whose facts apply: `peft` blocks by their PEFT type."""
+    if method != "peft":
+        return method
+    peft_type = str((entry.get("peft") or {}).get("peft_type", "")).upper()
+    named = [name for name, known in METHOD_TABLE.items() if known.peft_type == peft_type and not known.reads]
+    return named[0] if named else method
+
+
+def inapplicable(method: str, entry: Mapping[str, Any], *, model_type: str | None, model_config: ModelConfig = None):
+    """Why `method` (with its resolved strategy `entry`) cannot apply to `model_type`, or None."""
+    fact = INAPPLICABLE.get(_named_method(method, entry), {}).get(model_type or "")
+    return fact if fact is not None and fact.applies_to(model_config) else None
+
+
+def check_model(
+    strategy: str,
+    method: str,
+    entry: Mapping[str, Any],
+    *,
+    model_type: str | None,
+    model: str,
+    model_config: ModelConfig = None,
+) -> None:
+    """Refuse a strategy whose method cannot apply to the model (INAPPLICABLE), naming the
+    strategy, its method, the model and what to do. `model`: its name in the config (the
+    models block's key, or model.name_or_path); `model_type`: config.json's, or as the config
+    states it for a hub model not yet fetched (None: unknown, nothing to check)."""
+    fact = inapplicable(method, entry, model_type=model_type, model_config=model_config)
+    if fact is None:
+        return
+    named = _named_method(method, entry)
+    how = f"method {method!r}" + (f" ({named})" if named != method else "")
+    raise ConfigError(
+        f"strategies.{strategy} ({how}) cannot apply to model {model!r} (model_type {model_type!r}): "
+        f"{fact.reason}. Leave it out for this model (models.{model}.skip_strategies: [{strategy}]), "
+        "or use another method for it"
+    )

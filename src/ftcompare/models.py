@@ -41,7 +41,7 @@ import torch
 from ftcompare.adapters import check_default_targets, default_target_checks, peft_settings, virtual_tokens
 from ftcompare.batching import TokenizedSplit
 from ftcompare.config import RunSpec
-from ftcompare.methods import METHOD_BLOCKS, METHODS, WHOLE_MODEL_METHODS, check_widths
+from ftcompare.methods import METHOD_BLOCKS, METHODS, WHOLE_MODEL_METHODS, check_model, check_widths
 from ftcompare.sources import check_module_lists, max_sequence_length, resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,8 @@ def load_base_model(
     kwargs: dict[str, Any] = {
         "num_labels": num_labels,
         "dtype": precision.base_dtype,
-        "attn_implementation": "sdpa",
+        # No attn_implementation: transformers' default is SDPA where the architecture has
+        # it, eager where not (DeBERTa-v2 has no SDPA path; asking for it fails the load).
     }
     if spec.quantization is not None:
         kwargs["quantization_config"] = _quantization_config(spec.quantization, device=device)
@@ -228,6 +229,17 @@ def build_model(
 def add_method(model: torch.nn.Module, *, spec: RunSpec, total_steps: int | None = None) -> torch.nn.Module:
     """The strategy's method on a loaded base model: only the method's parameters (and the
     classification head) require grad afterwards."""
+    blocks = {block: spec.block(block) for block in METHOD_BLOCKS[spec.method]}
+    # Before any training, for a hub model whose config stated no model_type: a method that
+    # cannot apply to the architecture must fail, not train something else.
+    check_model(
+        spec.strategy,
+        spec.method,
+        blocks,
+        model_type=getattr(model.config, "model_type", None),
+        model=spec.model,
+        model_config=model.config.to_dict(),
+    )
     if spec.method == "full":
         return model
     if spec.method == "bitfit":
@@ -236,7 +248,6 @@ def add_method(model: torch.nn.Module, *, spec: RunSpec, total_steps: int | None
         return model
     from peft import get_peft_model
 
-    blocks = {block: spec.block(block) for block in METHOD_BLOCKS[spec.method]}
     # Before any training: PEFT itself drops an entry that matches nothing as long as
     # another one matches (preflight checks the same for local models).
     check_module_lists(
@@ -249,7 +260,10 @@ def add_method(model: torch.nn.Module, *, spec: RunSpec, total_steps: int | None
     # weight to fp32, a cost an encoder this size does not need (the fp32 cast of the
     # trainable weights below is the part that matters), and turns on gradient
     # checkpointing, which is the config's choice here (`gradient_checkpointing`).
-    model = get_peft_model(model, peft_config(spec, total_steps=total_steps))
+    config = peft_config(spec, total_steps=total_steps)
+    if config.peft_type == "LN_TUNING":
+        config.exclude_modules = _weightless_targets(model, config.target_modules)
+    model = get_peft_model(model, config)
     for name, param in model.named_parameters():
         # AdaLoRA's rank count divides its update: a constant (PEFT neither trains it on
         # purpose nor saves it), which PEFT 0.21 leaves requiring grad. Trained, it would
@@ -259,6 +273,19 @@ def add_method(model: torch.nn.Module, *, spec: RunSpec, total_steps: int | None
     _fit_to_encoder(model)
     _trainable_to_fp32(model)
     return model
+
+
+def _weightless_targets(model: torch.nn.Module, targets: Any) -> list[str] | None:
+    """Targeted modules without weights, which LN tuning has nothing to train in (and PEFT
+    fails on): ModernBERT's first layer has an Identity where the others have `attn_norm`."""
+    if not isinstance(targets, (list, set, tuple)):
+        return None
+    found = [
+        name
+        for name, module in model.named_modules()
+        if any(name == entry or name.endswith("." + entry) for entry in targets) and not list(module.parameters())
+    ]
+    return found or None
 
 
 def linear_widths(model: torch.nn.Module) -> dict[str, int]:
@@ -283,15 +310,17 @@ def _fit_to_encoder(model: Any) -> None:
     if config.peft_type == "PREFIX_TUNING":  # PEFT's type names are str enums
         model._prefix_tuning_forward = _prefix_tuning_forward(model, _cache_keyword(base))
         return
-    encoder = getattr(getattr(base, base.base_model_prefix, None), "encoder", None)
-    if encoder is None:
-        log.warning(
-            "%s has no encoder module under %r: its head reads position 0, the first virtual token",
-            type(base).__name__,
-            base.base_model_prefix,
-        )
-        return
-    encoder.register_forward_hook(_drop_virtual_positions(config.num_virtual_tokens))
+    backbone = getattr(base, base.base_model_prefix, None)
+    if backbone is None:
+        raise ValueError(f"{type(base).__name__} has no backbone {base.base_model_prefix!r} to drop virtual tokens at")
+    # Where the text's first position must be back in front: at the encoder where the
+    # backbone pools inside itself (BERT's pooler reads the encoder's output), else at the
+    # backbone's output, which is what the head reads (RoBERTa, DeBERTa-v2, whose backbone
+    # reads its encoder's hidden states rather than its last output, and ModernBERT, which
+    # has no encoder module).
+    pools_inside = getattr(backbone, "pooler", None) is not None
+    target = backbone.encoder if pools_inside else backbone
+    target.register_forward_hook(_drop_virtual_positions(config.num_virtual_tokens))
 
 
 def _drop_virtual_positions(count: int):

@@ -47,10 +47,15 @@ def preflight(config: Mapping[str, Any]) -> None:
         _check_data_source(config["data"])
     except DataError as exc:
         raise ConfigError(str(exc)) from exc
+    from ftcompare.study import cells
+
+    names = {cell.model for cell in cells(config)}
     _check_local_model(
         config["model"]["name_or_path"],
         max_length=config["training"]["max_length"],
         strategies=config.get("strategies") or {},
+        model_type=config["model"].get("model_type"),
+        name=names.pop() if len(names) == 1 else None,
     )
 
 
@@ -168,7 +173,16 @@ def _columns(path: Path, *, source: str, key: str) -> list[str]:
         return next(csv.reader(handle), [])
 
 
-def _check_local_model(name_or_path: str, *, max_length: int, strategies: Mapping[str, Any]) -> None:
+def _check_local_model(
+    name_or_path: str,
+    *,
+    max_length: int,
+    strategies: Mapping[str, Any],
+    model_type: str | None = None,
+    name: str | None = None,
+) -> None:
+    """A local model's config.json and modules against the config; `model_type`: as the
+    config states it (None: not stated)."""
     try:
         check_model_source(name_or_path)
         folder = Path(resolve_model_path(name_or_path)).expanduser()
@@ -178,6 +192,8 @@ def _check_local_model(name_or_path: str, *, max_length: int, strategies: Mappin
     if not config_file.is_file():
         return  # a hub id: the tokenize and fine-tune jobs check it once downloaded
     model_config = json.loads(config_file.read_text())
+    _check_model_type(model_config, stated=model_type, model=name_or_path)
+    _check_methods_apply(strategies, model_config=model_config, model=name or name_or_path)
     if "max_position_embeddings" in model_config:  # else no limit stated: the tokenize job checks it
         limit = position_limit(model_config)
         if max_length > limit:
@@ -189,6 +205,30 @@ def _check_local_model(name_or_path: str, *, max_length: int, strategies: Mappin
     _check_module_lists(strategies, folder=folder, model=name_or_path)
     _check_default_targets(strategies, model_type=model_config.get("model_type"))
     _check_widths(strategies, folder=folder)
+
+
+def _check_model_type(model_config: Mapping[str, Any], *, stated: str | None, model: str) -> None:
+    actual = model_config.get("model_type")
+    if stated is not None and actual != stated:
+        raise ConfigError(
+            f"model {model!r}: the config states model_type {stated!r}, its config.json says {actual!r}; "
+            f"set model_type: {actual} (the architecture decides which methods apply and their module names)"
+        )
+
+
+def _check_methods_apply(strategies: Mapping[str, Any], *, model_config: Mapping[str, Any], model: str) -> None:
+    from ftcompare.methods import check_model
+
+    for name, entry in strategies.items():
+        if "method" in entry:  # resolved by validate_config (not a caller's partial config)
+            check_model(
+                name,
+                entry["method"],
+                entry,
+                model_type=model_config.get("model_type"),
+                model=model,
+                model_config=model_config,
+            )
 
 
 # Text tokens a prompt-learning strategy must keep: below this, the virtual tokens leave

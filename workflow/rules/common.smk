@@ -38,7 +38,7 @@ def cell_of(wildcards):
 # Hub sources, fetched by the local fetch rules before any job needs them (jobs have no
 # network); a folder per hub model and per hub dataset (with its configuration and splits).
 HUB_MODELS = {
-    hub_folder(cfg["model"]["name_or_path"]): cfg["model"]["name_or_path"]
+    hub_folder(cfg["model"]["name_or_path"]): cfg["model"]
     for cfg in CELLS.values()
     if is_hub_id(cfg["model"]["name_or_path"])
 }

@@ -16,7 +16,9 @@ rule fetch_model:
     conda:
         "../envs/train.yaml"
     params:
-        model=lambda wildcards: HUB_MODELS[wildcards.hub],
+        model=lambda wildcards: HUB_MODELS[wildcards.hub]["name_or_path"],
+        # As the config states it (or None): the fetched config.json must agree.
+        model_type=lambda wildcards: HUB_MODELS[wildcards.hub].get("model_type"),
     script:
         "../scripts/fetch_model.py"
 

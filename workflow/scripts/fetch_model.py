@@ -7,4 +7,4 @@ jobs.start_job(log_path=snakemake.log[0], network=True)
 
 from ftcompare.fetch import fetch_model  # noqa: E402
 
-fetch_model(snakemake.params.model, snakemake.output.model)
+fetch_model(snakemake.params.model, snakemake.output.model, model_type=snakemake.params.model_type)
