@@ -11,6 +11,7 @@ settings, each checked as a config of its own.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,10 +27,17 @@ def checked_study(config: Mapping[str, Any], *, sources: bool = False) -> tuple[
     calls. Raises ConfigError naming the cell and the first problem. `sources`: also read
     the data and a local model (ftcompare.workflow_support.preflight)."""
     resolved = validate_config(config)
-    checked = {}
+    checked: dict[Cell, dict[str, Any]] = {}
+    trials_checked: set[str] = set()
     for cell in study.cells(resolved):
         try:
-            checked[cell] = checked_config(study.cell_config(config, cell), sources=sources)
+            checked[cell] = checked_config(study.cell_config(config, cell), sources=sources, trials=False)
+            # The trials' checks read no data: cells whose other settings agree (a model's
+            # cells across tasks) share them, which keeps a GLUE x encoders plan quick.
+            key = json.dumps({k: v for k, v in checked[cell].items() if k not in ("data", "tasks")}, sort_keys=True)
+            if key not in trials_checked:
+                _check_trials(checked[cell])
+                trials_checked.add(key)
         except ConfigError as exc:
             if len(resolved["tasks"]) == 1 and len(resolved["models"]) == 1:
                 raise
@@ -37,11 +45,12 @@ def checked_study(config: Mapping[str, Any], *, sources: bool = False) -> tuple[
     return resolved, checked
 
 
-def checked_config(config: Mapping[str, Any], *, sources: bool = False) -> dict[str, Any]:
+def checked_config(config: Mapping[str, Any], *, sources: bool = False, trials: bool = True) -> dict[str, Any]:
     """A one-cell `config` (one task, one model: a cell's config) validated and resolved
     (ftcompare.config.validate_config), once every check passes; raises ConfigError naming
     the first problem. `sources`: also read the data and a local model
-    (ftcompare.workflow_support.preflight), as the Snakefile does."""
+    (ftcompare.workflow_support.preflight), as the Snakefile does. `trials`: also check
+    every tuning trial's settings (checked_study does that once for cells that share them)."""
     resolved = validate_config(config)
     cell = study.the_cell(resolved)
     for name, entry in resolved["strategies"].items():
@@ -61,7 +70,8 @@ def checked_config(config: Mapping[str, Any], *, sources: bool = False) -> dict[
         raise ConfigError(
             f"report.baseline = {baseline!r} is not a configured strategy; configured: {list(resolved['strategies'])}"
         )
-    _check_trials(resolved)
+    if trials:
+        _check_trials(resolved)
     return resolved
 
 

@@ -214,6 +214,19 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{where} = {value!r}: {error.message}"
 
 
+# Read once per process: a study checks every cell's config and every trial's (thousands
+# for GLUE x encoders x methods), and parsing the schema and config.yaml each time cost
+# over 90% of that.
+@functools.cache
+def _validator(schema_path: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(load_schema(schema_path))
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return load_yaml(DEFAULT_CONFIG)
+
+
 def validate_config(config: Mapping[str, Any], *, schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """Validate `config` against the schema and return a deep copy with the defaults filled
     in and each strategy resolved to its method and blocks.
@@ -221,14 +234,13 @@ def validate_config(config: Mapping[str, Any], *, schema_path: str | Path = SCHE
     Raises ConfigError listing every problem, each naming the key and what is allowed.
     The checks between keys and against the data, the model and PEFT: ftcompare.checks.
     """
-    schema = load_schema(schema_path)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _validator(str(schema_path))
     errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_describe(e) for e in errors))
 
     resolved = copy.deepcopy(dict(config))
-    defaults = load_yaml(DEFAULT_CONFIG)
+    defaults = copy.deepcopy(_defaults())
     for section in DEFAULTED_SECTIONS:
         resolved[section] = {**defaults[section], **(resolved.get(section) or {})}
     resolved["method_defaults"] = {
