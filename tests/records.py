@@ -10,6 +10,8 @@ from ftcompare.tables import load_runs
 
 # The columns summary.csv keeps, in this order: written out, not read from ftcompare.tables.
 REQUIRED_COLUMNS = [
+    "task",
+    "model",
     "strategy",
     "method",
     "seed",

@@ -169,7 +169,9 @@ def test_strategies_are_compared_with_the_baseline_on_the_same_reviews(tmp_path:
         train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
     )
     table = results.comparison.set_index("strategy")
-    assert list(results.comparison.columns[:12]) == [
+    assert list(results.comparison.columns[:14]) == [
+        "task",
+        "model",
         "strategy",
         "method",
         "n_ok",

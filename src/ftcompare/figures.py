@@ -428,7 +428,7 @@ def _plot_tuning(trials: pd.DataFrame, selected: dict[str, Any], colors: dict[st
     keys = [
         c
         for c in trials.columns
-        if c not in ("strategy", "trial", "seed", "status", "val_accuracy", "val_loss", "train_time_s")
+        if c not in ("task", "model", "strategy", "trial", "seed", "status", "val_accuracy", "val_loss", "train_time_s")
     ]
     ok = trials[trials["status"] == Status.OK]
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(6.0 * max(1, len(keys)), 4.5), squeeze=False)

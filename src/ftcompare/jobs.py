@@ -20,7 +20,7 @@ from ftcompare.config import RunSpec
 from ftcompare.errors import ConfigError
 from ftcompare.progress import JobFiles, Reporter
 from ftcompare.provenance import now, provenance, write_json
-from ftcompare.records import Status, read_record, versioned, write_attempt, write_selection
+from ftcompare.records import Status, cell_settings, read_record, versioned, write_attempt, write_selection
 
 log = logging.getLogger("ftcompare")
 
@@ -210,9 +210,12 @@ def evaluate_job(
         predictions = pd.DataFrame({"row": [], "label": [], "prediction": []}, dtype="int64")
     Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
     predictions.to_parquet(predictions_path, index=False)
+    cell = cell_settings(train_record)
     record = versioned(
         {
             "kind": "eval",
+            # The run's cell, as its train record names it: the report pairs the two by it.
+            **{key: cell[key] for key in ("task", "model")},
             "strategy": train_record["strategy"],
             "seed": train_record["seed"],
             "status": status,
@@ -262,8 +265,12 @@ def select_settings_job(
         values = grid[f"{record['strategy']}/{record['trial']}"]
         results.append(trial_result(record, Trial(strategy=record["strategy"], values=dict(values))))
     keys = list(dict.fromkeys(key for result in results for key in result.values))
+    cells = [cell_settings(read_record(path, kind="train")) for path in trial_records]
     rows = [
         {
+            # The cell the trials tuned (one per summary): the report's tuning table is split by it.
+            "task": cell["task"],
+            "model": cell["model"],
             "strategy": r.strategy,
             "trial": r.trial,
             **{key: r.values.get(key) for key in keys},
@@ -273,11 +280,11 @@ def select_settings_job(
             "val_loss": r.val_loss,
             "train_time_s": r.train_time_s,
         }
-        for r in results
+        for r, cell in zip(results, cells)
     ]
     Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(
-        rows, columns=["strategy", "trial", *keys, "seed", "status", "val_accuracy", "val_loss", "train_time_s"]
+        rows, columns=["task", "model", "strategy", "trial", *keys, "seed", "status", "val_accuracy", "val_loss", "train_time_s"]
     ).to_csv(summary_path, index=False)
     selected = select(results)
     write_selection(selected_path, selected)

@@ -51,6 +51,24 @@ FORMAT_0_SETTINGS: dict[str, Any] = {
 # only where used). Snakemake reruns a job whose params change, compared in order, so the
 # fine-tune jobs' params keep this form (`run_params`): finished studies do not retrain.
 FORMAT_0_BLOCKS = ("lora", "ia3", "quantization")
+# A run's cell in the study matrix: its settings name the task and the model, and the task's
+# primary metric. A record made before the matrix has none of them: it is the one task of its
+# study, scored on accuracy, and its model is named by its name_or_path's last part.
+SINGLE_TASK = "default"
+CELL_SETTINGS = ("task", "model", "metric")
+
+
+def single_cell(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The cell settings a record made before the matrix ran in (see SINGLE_TASK)."""
+    name = str(settings.get("model_name_or_path") or "").rstrip("/").split("/")[-1]
+    return {"task": SINGLE_TASK, "model": name or "default", "metric": "accuracy"}
+
+
+def cell_settings(train: Mapping[str, Any]) -> dict[str, str]:
+    """A train record's task, model and metric (upgrade fills them for older records; a
+    record not read through it gets the same)."""
+    settings = train.get("config") or {}
+    return {key: str(settings.get(key) or single_cell(settings)[key]) for key in CELL_SETTINGS}
 
 
 def versioned(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,7 +89,12 @@ def upgrade(record: Mapping[str, Any], *, kind: str | None = None) -> dict[str, 
     settings = record.get("config")
     # Settings a run recorded (every run's name its batch_size): the later ones as the run had them.
     if version == 0 and kind == "train" and isinstance(settings, Mapping) and "batch_size" in settings:
-        upgraded["config"] = {**FORMAT_0_SETTINGS, **settings}
+        upgraded["config"] = settings = {**FORMAT_0_SETTINGS, **settings}
+    # A run from before the study matrix: one task and one model (single_cell).
+    if kind == "train" and isinstance(settings, Mapping) and "batch_size" in settings:
+        missing = {k: v for k, v in single_cell(settings).items() if k not in settings}
+        if missing:
+            upgraded["config"] = {**settings, **missing}
     upgraded["format_version"] = FORMAT_VERSION
     return upgraded
 

@@ -462,7 +462,7 @@ def _tuning_section(results: Results) -> str:
     keys = [
         c
         for c in trials.columns
-        if c not in ("strategy", "trial", "seed", "status", "val_accuracy", "val_loss", "train_time_s")
+        if c not in ("task", "model", "strategy", "trial", "seed", "status", "val_accuracy", "val_loss", "train_time_s")
     ]
     header = ["Strategy", "Grid", "Chosen", "Validation accuracy", "Runner-up (margin)", "Trials ok"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
