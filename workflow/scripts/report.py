@@ -19,4 +19,8 @@ jobs.report_job(
     selected=tuning[1],
     sort_by=snakemake.params.sort_by,
     reference_recipe=snakemake.input.reference_recipe,
+    # Outputs and params of a study across tasks, where the rule declares them.
+    across_path=snakemake.output.get("across"),
+    tuning_path=snakemake.output.get("tuning_summary"),
+    datasets=snakemake.params.get("datasets"),
 )
