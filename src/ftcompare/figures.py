@@ -503,7 +503,7 @@ def plot_across_tasks(*, across: pd.DataFrame, tasks: Sequence[str], metrics: di
         fig.tight_layout()
         _save(fig, by_name["tasks_heatmap"])
 
-        fig, axes = plt.subplots(1, len(models), figsize=(6.0 * len(models), 0.45 * n_strategies + 2), squeeze=False)
+        fig, axes = plt.subplots(1, len(models), figsize=(6.0 * len(models), 0.45 * n_strategies + 2.5), squeeze=False)
         markers = ("o", "s", "^", "D", "v", "P", "X", "*")
         for ax, model in zip(axes[0], models):
             rows = across[across["model"] == model].sort_values("mean_rank", na_position="last", kind="stable")
@@ -513,9 +513,10 @@ def plot_across_tasks(*, across: pd.DataFrame, tasks: Sequence[str], metrics: di
                 ax.scatter(rows[f"rank_{task}"], ys, marker=markers[i % len(markers)], color="black", zorder=3, label=task)
             ax.set_yticks(ys, rows["strategy"])
             ax.set_ylim(len(rows) - 0.5, -0.5)  # best first, at the top
-            ax.set(title=model, xlabel="rank (1 = best)")
+            ax.set(title=model, xlabel="rank (1 = best)", xlim=(0, len(rows) + 0.5))
             ax.grid(axis="x", alpha=0.3)
-            ax.legend(fontsize=8, loc="lower right")
+            # Below the axes, where it covers no marker.
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(4, len(tasks) + 1))
         fig.suptitle("Mean rank over tasks (bars) and the rank on each task (markers)")
         fig.tight_layout()
         _save(fig, by_name["tasks_ranks"])

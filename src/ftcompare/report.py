@@ -601,9 +601,14 @@ def _ratio(value: float) -> str:
     return _MISSING if pd.isna(value) else f"{value:.2g}×"
 
 
+def _share(value: float) -> str:
+    """A ratio as a percentage, to 2 significant figures (100% stays 100%)."""
+    return _MISSING if pd.isna(value) else f"{float(f'{100 * value:.2g}'):g}%"
+
+
 def _cost_words(row: Mapping[str, Any], baseline: str) -> str:
     params = row["trainable_params_vs_baseline"]
-    params_text = "an unknown share" if pd.isna(params) else f"{100 * params:.2g}%"
+    params_text = "an unknown share" if pd.isna(params) else _share(params)
     return (
         f"`{row['strategy']}` trains in {_ratio(row['train_time_vs_baseline'])} `{baseline}`'s time, with "
         f"{params_text} of its trainable parameters and {_ratio(row['peak_memory_vs_baseline'])} its peak memory"
@@ -631,13 +636,14 @@ def opening_paragraph(across: pd.DataFrame, tasks: Sequence[str], baseline: str 
         if alike:
             parts.append(
                 f"{_names(alike)} {'is' if len(alike) == 1 else 'are'} indistinguishable from `{baseline}` on every "
-                "task they were compared on (no significant loss, and no significant win)"
+                "task compared (no significant loss and no significant win)"
             )
         for row in better.to_dict("records"):
-            parts.append(f"`{row['strategy']}` is never worse than `{baseline}` and better on {row['wins']} task(s)")
+            won = [t for t in tasks if row.get(f"outcome_{t}") == "win"]
+            parts.append(f"`{row['strategy']}` is never worse than `{baseline}` and better on {_names(won)}")
         for row in worse.to_dict("records"):
-            lost = [t for t in tasks if row.get(f"p_holm_{t}", math.nan) < 0.05 and _lost(row, t, rows, baseline)]
-            parts.append(f"`{row['strategy']}` is worse than `{baseline}` on {_names(lost) if lost else str(row['losses']) + ' task(s)'}")
+            lost = [t for t in tasks if row.get(f"outcome_{t}") == "loss"]
+            parts.append(f"`{row['strategy']}` is worse than `{baseline}` on {_names(lost)}")
         if not parts:
             parts.append(f"no strategy could be compared with `{baseline}`")
         costs = [_cost_words(row, baseline) for row in others.to_dict("records")]
@@ -646,12 +652,6 @@ def opening_paragraph(across: pd.DataFrame, tasks: Sequence[str], baseline: str 
             + (" Costs (means over tasks of each task's ratio): " + "; ".join(costs) + "." if costs else "")
         )
     return " ".join(sentences)
-
-
-def _lost(row: Mapping[str, Any], task: str, rows: pd.DataFrame, baseline: str) -> bool:
-    """Whether a significant difference on `task` is a loss: below the baseline's metric."""
-    base = rows[rows["strategy"] == baseline]
-    return not base.empty and row[task] < base[task].iloc[0]
 
 
 def across_table(across: pd.DataFrame, tasks: Sequence[str], metrics: Mapping[str, str]) -> str:
@@ -676,7 +676,7 @@ def across_table(across: pd.DataFrame, tasks: Sequence[str], metrics: Mapping[st
             _fmt_float(r["mean_rank"], 2),
             f"{r['wins']} / {r['ties']} / {r['losses']}",
             _ratio(r["train_time_vs_baseline"]),
-            _MISSING if pd.isna(r["trainable_params_vs_baseline"]) else f"{100 * r['trainable_params_vs_baseline']:.2g}%",
+            _share(r["trainable_params_vs_baseline"]),
             _ratio(r["peak_memory_vs_baseline"]),
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
@@ -712,7 +712,7 @@ def published_section(
                 theirs = float(entry[method])
                 diff = _MISSING if math.isnan(ours) else f"{ours - theirs:+.1f}"
                 rows.append(
-                    f"| {task} ({data.get('config')}) | {_model} | {metric} | {label} | {theirs:.1f} | "
+                    f"| {task} ({data.get('name')} {data.get('config')}) | {_model} | {metric} | {label} | {theirs:.1f} | "
                     f"`{strategy}`: {_fmt_float(ours, 1)} | {diff} |"
                 )
     if not rows:

@@ -713,7 +713,8 @@ def across_tasks(study: Study) -> pd.DataFrame:
     """results/summary_across_tasks.csv: one row per model × strategy. Per task (a column named
     by the task) the primary metric, then its mean over tasks, the mean rank (1 = best in each
     task), wins / ties / losses against the baseline from the per-task paired tests
-    (Holm-adjusted over all of them), each task's rank and adjusted p-value, and the costs
+    (Holm-adjusted over all of them), each task's rank, adjusted p-value and outcome (win, tie,
+    loss; empty where not compared), and the costs
     relative to the baseline (the mean over tasks of each task's ratio). The mean and the mean
     rank need a score in every task: a strategy without one somewhere has none (NaN)."""
     scores = cell_scores(study)
@@ -738,6 +739,7 @@ def across_tasks(study: Study) -> pd.DataFrame:
             "losses": outcomes.count("loss"),
             **{f"rank_{task}": rank for task, rank in zip(tasks, ranks)},
             **{f"p_holm_{task}": by_task["p_value_holm"].get(task, math.nan) for task in tasks},
+            **{f"outcome_{task}": by_task["outcome"].get(task) for task in tasks},
             **{name: group[name].mean() for name in ACROSS_COST_COLUMNS},
         }
         rows.append(row)
