@@ -268,16 +268,30 @@ def write_study(root: Path, *, baseline_fails: bool = False):
                 if baseline_fails and strategy == "full":
                     pairs.append(
                         (
-                            train_record(strategy, 0, status="failed", reason=OOM, metrics={},
-                                         model=name_or_path, cell=(task, model, "accuracy")),
+                            train_record(
+                                strategy,
+                                0,
+                                status="failed",
+                                reason=OOM,
+                                metrics={},
+                                model=name_or_path,
+                                cell=(task, model, "accuracy"),
+                            ),
                             eval_record(strategy, 0, status="skipped", reason="training failed", cell=(task, model)),
                         )
                     )
                     continue
                 pairs.append(
                     (
-                        train_record(strategy, 0, train_time=time, trainable=trainable, reserved=reserved,
-                                     model=name_or_path, cell=(task, model, "accuracy")),
+                        train_record(
+                            strategy,
+                            0,
+                            train_time=time,
+                            trainable=trainable,
+                            reserved=reserved,
+                            model=name_or_path,
+                            cell=(task, model, "accuracy"),
+                        ),
                         eval_record(strategy, 0, accuracy=sum(correct) / 100, n_test=100, cell=(task, model)),
                     )
                 )

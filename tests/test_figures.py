@@ -83,7 +83,9 @@ def test_figures_across_tasks_written(tmp_path: Path) -> None:
     from ftcompare.tables import Study, across_tasks
 
     train_paths, eval_paths, prediction_paths = write_study(tmp_path / "runs")
-    study = Study.load(train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full")
+    study = Study.load(
+        train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+    )
     paths = [tmp_path / "figures" / f"{name}.png" for name in ACROSS_FIGURE_CAPTIONS]
     drawn = plot_across_tasks(
         across=across_tasks(study), tasks=study.tasks, metrics={"sst2": "accuracy", "rte": "accuracy"}, paths=paths

@@ -338,12 +338,16 @@ def study_markdown(tmp_path: Path, datasets=GLUE, **kwargs) -> str:
     from ftcompare.tables import Study, across_tasks
 
     train_paths, eval_paths, prediction_paths = write_study(tmp_path / "runs", **kwargs)
-    study = Study.load(train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full")
+    study = Study.load(
+        train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+    )
     return render_study_markdown(
         study=study,
         across=across_tasks(study),
         cell_figures={},
-        across_figures={name: tmp_path / "results" / "figures" / f"{name}.png" for name in ("tasks_heatmap", "tasks_ranks")},
+        across_figures={
+            name: tmp_path / "results" / "figures" / f"{name}.png" for name in ("tasks_heatmap", "tasks_ranks")
+        },
         report_path=tmp_path / "results" / "report.md",
         sort_by="config",
         reference=None,
@@ -358,11 +362,18 @@ def test_one_cell_study_reports_as_today(mixed, tmp_path: Path) -> None:
 
     study = Study.of(mixed)
     figures = {name: tmp_path / "results" / "figures" / f"{name}.png" for name in FIGURE_NAMES}
-    kwargs = dict(report_path=tmp_path / "results" / "report.md", sort_by="config", reference=REFERENCE,
-                  reference_recipe=REFERENCE_RECIPE)
+    kwargs = dict(
+        report_path=tmp_path / "results" / "report.md",
+        sort_by="config",
+        reference=REFERENCE,
+        reference_recipe=REFERENCE_RECIPE,
+    )
     assert render_study_markdown(
-        study=study, across=across_tasks(study), cell_figures={("default", "roberta-tiny"): figures},
-        across_figures={}, **kwargs
+        study=study,
+        across=across_tasks(study),
+        cell_figures={("default", "roberta-tiny"): figures},
+        across_figures={},
+        **kwargs,
     ) == render_markdown(results=Results.of(mixed), figures=figures, **kwargs)
 
 
@@ -406,15 +417,22 @@ def test_report_job_across_tasks_writes_tables_figures_and_the_opening_paragraph
     opening = md.split("\n\n")[1]
     assert "on 2 tasks (`sst2` and `rte`) with 2 models" in opening
     assert "Holm-adjusted over all 8 tests at the 5% level" in opening
-    assert opening.count(
-        "`lora` is indistinguishable from `full` on every task compared (no significant loss and no significant win)"
-    ) == 2  # once per model
+    assert (
+        opening.count(
+            "`lora` is indistinguishable from `full` on every task compared "
+            "(no significant loss and no significant win)"
+        )
+        == 2
+    )  # once per model
     assert opening.count("`bitfit` is worse than `full` on `sst2`.") == 2
     assert (
         "`lora` trains in 0.33× `full`'s time, with 0.8% of its trainable parameters and 0.5× its peak memory"
         in opening
     )
-    assert "`bitfit` trains in 0.2× `full`'s time, with 0.08% of its trainable parameters and 0.4× its peak memory" in opening
+    assert (
+        "`bitfit` trains in 0.2× `full`'s time, with 0.08% of its trainable parameters and 0.4× its peak memory"
+        in opening
+    )
     # The across-task table and its figures come before the cells' sections.
     assert md.index("| bert | bitfit | 60.0 | 90.0 | 75.0 | 2.75 | 0 / 1 / 1 | 0.2× | 0.08% | 0.4× |") < md.index(
         "## sst2 × roberta-base"
@@ -429,7 +447,10 @@ def test_lora_paper_figures_stand_beside_ours_where_the_study_matches(tmp_path: 
     md = study_markdown(tmp_path)
     block = md[md.index("## Beside the LoRA paper") : md.index("## sst2 × roberta-base")]
     # roberta-base (FacebookAI/roberta-base) on GLUE's sst2 and rte; bert-base-uncased is not in the paper.
-    assert "| sst2 (nyu-mll/glue sst2) | roberta-base | accuracy | full fine-tuning | 94.8 | `full`: 90.0 | -4.8 |" in block
+    assert (
+        "| sst2 (nyu-mll/glue sst2) | roberta-base | accuracy | full fine-tuning | 94.8 | `full`: 90.0 | -4.8 |"
+        in block
+    )
     assert "| rte (nyu-mll/glue rte) | roberta-base | accuracy | LoRA | 86.6 | `lora`: 92.0 | +5.4 |" in block
     assert "| bert |" not in block
     assert "arXiv:2106.09685" in block

@@ -207,7 +207,9 @@ def load_study(root: Path, **kwargs):
     from ftcompare.tables import Study
 
     train_paths, eval_paths, prediction_paths = write_study(root, **kwargs)
-    return Study.load(train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full")
+    return Study.load(
+        train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+    )
 
 
 def test_runs_are_paired_aggregated_and_compared_within_their_cell(tmp_path: Path) -> None:
@@ -234,11 +236,24 @@ def test_across_tasks_scores_ranks_and_wins_ties_losses_holm_over_all(tmp_path: 
 
     across = across_tasks(load_study(tmp_path))
     assert list(across.columns[:10]) == [
-        "model", "strategy", "method", "sst2", "rte", "mean", "mean_rank", "wins", "ties", "losses"
+        "model",
+        "strategy",
+        "method",
+        "sst2",
+        "rte",
+        "mean",
+        "mean_rank",
+        "wins",
+        "ties",
+        "losses",
     ]
     assert across[["model", "strategy"]].values.tolist() == [
-        ["roberta-base", "full"], ["roberta-base", "lora"], ["roberta-base", "bitfit"],
-        ["bert", "full"], ["bert", "lora"], ["bert", "bitfit"],
+        ["roberta-base", "full"],
+        ["roberta-base", "lora"],
+        ["roberta-base", "bitfit"],
+        ["bert", "full"],
+        ["bert", "lora"],
+        ["bert", "bitfit"],
     ]
     rows = across[across["model"] == "bert"].set_index("strategy")
     assert rows.loc["lora", ["sst2", "rte", "mean"]].tolist() == pytest.approx([0.90, 0.92, 0.91])
@@ -316,8 +331,18 @@ def test_tuning_summaries_go_to_their_cell(tmp_path: Path) -> None:
         folder = tmp_path / "tuning" / task / model
         folder.mkdir(parents=True)
         pd.DataFrame(
-            {"task": [task], "model": [model], "strategy": ["lora"], "trial": ["t0"], "learning_rate": [1e-4],
-             "seed": [0], "status": ["ok"], "val_accuracy": [0.9], "val_loss": [0.3], "train_time_s": [10.0]}
+            {
+                "task": [task],
+                "model": [model],
+                "strategy": ["lora"],
+                "trial": ["t0"],
+                "learning_rate": [1e-4],
+                "seed": [0],
+                "status": ["ok"],
+                "val_accuracy": [0.9],
+                "val_loss": [0.3],
+                "train_time_s": [10.0],
+            }
         ).to_csv(folder / "summary.csv", index=False)
         write_selection(folder / "selected.yaml", {"lora": {"trial": "t0", "values": {"learning_rate": 1e-4}}})
         summaries.append(folder / "summary.csv")

@@ -471,7 +471,9 @@ ACROSS_FIGURE_CAPTIONS: dict[str, str] = {
 FIGURE_CAPTIONS.update(ACROSS_FIGURE_CAPTIONS)
 
 
-def plot_across_tasks(*, across: pd.DataFrame, tasks: Sequence[str], metrics: dict[str, str], paths: Sequence[str | Path]) -> dict[str, Path]:
+def plot_across_tasks(
+    *, across: pd.DataFrame, tasks: Sequence[str], metrics: dict[str, str], paths: Sequence[str | Path]
+) -> dict[str, Path]:
     """tasks_heatmap.png and tasks_ranks.png at the paths named so (`metrics`: task -> its
     primary metric's name, for the labels)."""
     import seaborn as sns  # here, not at the top: the Snakefile imports this module for the names
@@ -510,7 +512,9 @@ def plot_across_tasks(*, across: pd.DataFrame, tasks: Sequence[str], metrics: di
             ys = np.arange(len(rows))
             ax.barh(ys, rows["mean_rank"].fillna(0), color="lightsteelblue", label="mean rank")
             for i, task in enumerate(tasks):
-                ax.scatter(rows[f"rank_{task}"], ys, marker=markers[i % len(markers)], color="black", zorder=3, label=task)
+                ax.scatter(
+                    rows[f"rank_{task}"], ys, marker=markers[i % len(markers)], color="black", zorder=3, label=task
+                )
             ax.set_yticks(ys, rows["strategy"])
             ax.set_ylim(len(rows) - 0.5, -0.5)  # best first, at the top
             ax.set(title=model, xlabel="rank (1 = best)", xlim=(0, len(rows) + 0.5))

@@ -284,7 +284,19 @@ def select_settings_job(
     ]
     Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(
-        rows, columns=["task", "model", "strategy", "trial", *keys, "seed", "status", "val_accuracy", "val_loss", "train_time_s"]
+        rows,
+        columns=[
+            "task",
+            "model",
+            "strategy",
+            "trial",
+            *keys,
+            "seed",
+            "status",
+            "val_accuracy",
+            "val_loss",
+            "train_time_s",
+        ],
     ).to_csv(summary_path, index=False)
     selected = select(results)
     write_selection(selected_path, selected)
@@ -356,9 +368,11 @@ def report_job(
     cell_figures = {}
     for cell, results in study.cells.items():
         # One cell takes every figure; several take those under figures/{task}/{model}/.
-        mine = cell_paths if len(study.cells) == 1 else [
-            p for p in cell_paths if (p.parent.parent.name, p.parent.name) == cell
-        ]
+        mine = (
+            cell_paths
+            if len(study.cells) == 1
+            else [p for p in cell_paths if (p.parent.parent.name, p.parent.name) == cell]
+        )
         cell_figures[cell] = plot_figures(results=results, paths=mine)
     report_path = Path(report_path)
     report_path.parent.mkdir(parents=True, exist_ok=True)

@@ -623,8 +623,9 @@ def opening_paragraph(across: pd.DataFrame, tasks: Sequence[str], baseline: str 
     n_tests = int((across[["wins", "ties", "losses"]].sum(axis=1)).sum())
     sentences = [
         f"This study compares fine-tuning strategies on {len(tasks)} tasks ({_names(tasks)}) with "
-        f"{across['model'].nunique()} model{'s' if across['model'].nunique() != 1 else ''}, each against `{baseline}` "
-        f"by a paired test per task on the task's primary metric, Holm-adjusted over all {n_tests} tests at the 5% level."
+        f"{across['model'].nunique()} model{'s' if across['model'].nunique() != 1 else ''}, each against "
+        f"`{baseline}` by a paired test per task on the task's primary metric, Holm-adjusted over all {n_tests} "
+        "tests at the 5% level."
     ]
     for model, rows in across.groupby("model", sort=False):
         others = rows[rows["strategy"] != baseline]
@@ -648,7 +649,9 @@ def opening_paragraph(across: pd.DataFrame, tasks: Sequence[str], baseline: str 
             parts.append(f"no strategy could be compared with `{baseline}`")
         costs = [_cost_words(row, baseline) for row in others.to_dict("records")]
         sentences.append(
-            f"With `{model}`: " + "; ".join(parts) + "."
+            f"With `{model}`: "
+            + "; ".join(parts)
+            + "."
             + (" Costs (means over tasks of each task's ratio): " + "; ".join(costs) + "." if costs else "")
         )
     return " ".join(sentences)
@@ -712,8 +715,8 @@ def published_section(
                 theirs = float(entry[method])
                 diff = _MISSING if math.isnan(ours) else f"{ours - theirs:+.1f}"
                 rows.append(
-                    f"| {task} ({data.get('name')} {data.get('config')}) | {_model} | {metric} | {label} | {theirs:.1f} | "
-                    f"`{strategy}`: {_fmt_float(ours, 1)} | {diff} |"
+                    f"| {task} ({data.get('name')} {data.get('config')}) | {_model} | {metric} | {label} | "
+                    f"{theirs:.1f} | `{strategy}`: {_fmt_float(ours, 1)} | {diff} |"
                 )
     if not rows:
         return None

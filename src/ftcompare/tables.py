@@ -140,7 +140,6 @@ class RunRecord:
         return number(self.eval.get("metrics") or {}, self.metric)
 
 
-
 def _read_record(path: Path, kind: str) -> dict[str, Any]:
     record = read_record(path, kind=kind)  # any format, as the current one has it
     if record.get("status") not in list(Status):
@@ -185,16 +184,18 @@ def load_runs(*, train_paths: Sequence[Path], eval_paths: Sequence[Path]) -> lis
         record = _read_record(Path(path), "train")
         key = _train_key(record)
         if key in trains:
-            raise ValueError(f"{path}: a second train record for task {key[0]!r} model {key[1]!r} "
-                             f"strategy {key[2]!r} seed {key[3]}")
+            raise ValueError(
+                f"{path}: a second train record for task {key[0]!r} model {key[1]!r} strategy {key[2]!r} seed {key[3]}"
+            )
         trains[key] = record
     evals: dict[RunKey, dict[str, Any]] = {}
     for path in eval_paths:
         record = _read_record(Path(path), "eval")
         key = eval_key(record, list(trains))
         if key in evals:
-            raise ValueError(f"{path}: a second eval record for task {key[0]!r} model {key[1]!r} "
-                             f"strategy {key[2]!r} seed {key[3]}")
+            raise ValueError(
+                f"{path}: a second eval record for task {key[0]!r} model {key[1]!r} strategy {key[2]!r} seed {key[3]}"
+            )
         evals[key] = record
     if unpaired := sorted(set(trains) ^ set(evals)):
         raise ValueError(
@@ -326,7 +327,9 @@ def aggregate_by_strategy(*, table: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for cell in cells_of(table):
         part = _aggregate_cell(in_cell(table, cell))
-        parts.append(pd.concat([pd.DataFrame({"task": [cell[0]] * len(part), "model": [cell[1]] * len(part)}), part], axis=1))
+        parts.append(
+            pd.concat([pd.DataFrame({"task": [cell[0]] * len(part), "model": [cell[1]] * len(part)}), part], axis=1)
+        )
     if not parts:
         return pd.concat([pd.DataFrame(columns=list(CELL_COLUMNS)), _aggregate_cell(table)], axis=1)
     return pd.concat(parts, ignore_index=True)
@@ -678,7 +681,9 @@ def cell_scores(study: Study) -> pd.DataFrame:
             }
             if comparison is not None and strategy in comparison.index and strategy != study.baseline:
                 row["p_value"] = comparison.loc[strategy, "p_value"]
-                row["delta"] = comparison.loc[strategy, "delta_vs_baseline"] if "delta_vs_baseline" in comparison else math.nan
+                row["delta"] = (
+                    comparison.loc[strategy, "delta_vs_baseline"] if "delta_vs_baseline" in comparison else math.nan
+                )
             for name, column in zip(ACROSS_COST_COLUMNS, ("train_time_s", "trainable_params", memory_column)):
                 ours = agg.loc[strategy, f"{column}_mean"]
                 theirs = math.nan if base is None else base[f"{column}_mean"]
@@ -721,7 +726,9 @@ def across_tasks(study: Study) -> pd.DataFrame:
     tasks = study.tasks
     rows = []
     if scores.empty:
-        return pd.DataFrame(columns=["model", "strategy", "method", *tasks, "mean", "mean_rank", "wins", "ties", "losses"])
+        return pd.DataFrame(
+            columns=["model", "strategy", "method", *tasks, "mean", "mean_rank", "wins", "ties", "losses"]
+        )
     for (model, strategy), group in scores.groupby(["model", "strategy"], sort=False):
         by_task = group.set_index("task")
         per_task = [by_task["score"].get(task, math.nan) for task in tasks]
