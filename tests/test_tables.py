@@ -354,3 +354,27 @@ def test_tuning_summaries_go_to_their_cell(tmp_path: Path) -> None:
     assert study.cells[("rte", "bert")].selected["lora"]["trial"] == "t0"
     assert study.cells[("rte", "roberta-base")].tuning is None
     assert study.tuning[["task", "model"]].values.tolist() == [["sst2", "roberta-base"], ["rte", "bert"]]
+
+
+def test_tuning_summary_rows_name_their_cell(tmp_path: Path) -> None:
+    import json
+
+    from ftcompare.jobs import select_settings_job
+    from ftcompare.tuning import Trial
+
+    trials = [Trial(strategy="lora", values={"learning_rate": rate}) for rate in (1e-4, 2e-4)]
+    paths = []
+    for trial, accuracy in zip(trials, (0.8, 0.9)):
+        record = train_record("lora", 0, cell=("rte", "bert", "accuracy")) | {"trial": trial.id}
+        record["metrics"]["best_val_accuracy"] = accuracy
+        paths.append(tmp_path / f"{trial.id}.json")
+        paths[-1].write_text(json.dumps(record))
+    select_settings_job(
+        trial_records=paths,
+        grid={f"lora/{trial.id}": trial.values for trial in trials},
+        summary_path=tmp_path / "summary.csv",
+        selected_path=tmp_path / "selected.yaml",
+    )
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary.columns[:4]) == ["task", "model", "strategy", "trial"]
+    assert summary[["task", "model"]].drop_duplicates().values.tolist() == [["rte", "bert"]]
