@@ -10,6 +10,8 @@ from ftcompare.tables import load_runs
 
 # The columns summary.csv keeps, in this order: written out, not read from ftcompare.tables.
 REQUIRED_COLUMNS = [
+    "task",
+    "model",
     "strategy",
     "method",
     "seed",
@@ -63,7 +65,9 @@ def train_record(
     metrics: dict[str, Any] | None = None,
     device: str = "NVIDIA H200",
     model: str = "/models/roberta-tiny",
+    cell: tuple[str, str, str] | None = None,
 ) -> dict[str, Any]:
+    """`cell`: (task, model, metric) as a run of a study matrix records them; None: an older record."""
     if metrics is None:
         metrics = {
             "train_time_s": train_time,
@@ -86,7 +90,11 @@ def train_record(
         "seed": seed,
         "status": status,
         "reason": reason,
-        "config": {"lr": 2e-4, "model_name_or_path": model},
+        "config": {
+            "lr": 2e-4,
+            "model_name_or_path": model,
+            **({} if cell is None else dict(zip(("task", "model", "metric"), cell))),
+        },
         "metrics": metrics,
         "loss_curve": [
             {"step": 10, "epoch": 0.5, "loss": 0.6, "lr": 1e-4},
@@ -108,6 +116,7 @@ def eval_record(
     accuracy: float = 0.9,
     n_test: int = 1000,
     device: str = "NVIDIA H200",
+    cell: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     metrics = (
         {
@@ -127,6 +136,7 @@ def eval_record(
     )
     return {
         "kind": "eval",
+        **({} if cell is None else {"task": cell[0], "model": cell[1]}),
         "strategy": strategy,
         "seed": seed,
         "status": status,
@@ -220,3 +230,80 @@ def many_methods_runs(root: Path):
         record["metrics"] |= {"method_params": own, "head_params": 592_130}
         pairs.append((record, eval_record(method, 0, accuracy=0.5 + ((i * 7) % 16) / 40)))
     return load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(root, pairs))))
+
+
+# The synthetic study across tasks: 2 tasks x 2 models x 3 strategies, one seed, 100 test
+# reviews each. Per task, which reviews each strategy gets right (the first n of 100 right,
+# unless said otherwise): `full` (the baseline) 90; `lora` the same 90 on sst2, and on rte
+# those and 2 more (2 better, 0 worse: not significant); `bitfit` 60 of full's 90 on sst2
+# (30 worse, 0 better: p = 2 * 0.5**30, a loss after Holm) and full's 90 on rte.
+STUDY_TASKS = ("sst2", "rte")
+STUDY_MODELS = {"roberta-base": "FacebookAI/roberta-base", "bert": "bert-base-uncased"}
+STUDY_COSTS = {  # strategy: (train time, trainable params, peak reserved GPU GB)
+    "full": (300.0, 125_000_000, 20.0),
+    "lora": (100.0, 1_000_000, 10.0),
+    "bitfit": (60.0, 100_000, 8.0),
+}
+
+
+def study_correct(task: str, strategy: str) -> list[bool]:
+    if strategy == "lora" and task == "rte":
+        return [True] * 92 + [False] * 8
+    if strategy == "bitfit" and task == "sst2":
+        return [True] * 60 + [False] * 40
+    return [True] * 90 + [False] * 10
+
+
+def write_study(root: Path, *, baseline_fails: bool = False):
+    """Records and predictions of the synthetic study; returns (train, eval, prediction) paths.
+    `baseline_fails`: `full` fails on every cell (nothing can be compared)."""
+    import pandas as pd
+
+    train_paths, eval_paths, prediction_paths = [], [], []
+    for model, name_or_path in STUDY_MODELS.items():
+        for task in STUDY_TASKS:
+            pairs = []
+            for strategy, (time, trainable, reserved) in STUDY_COSTS.items():
+                correct = study_correct(task, strategy)
+                if baseline_fails and strategy == "full":
+                    pairs.append(
+                        (
+                            train_record(
+                                strategy,
+                                0,
+                                status="failed",
+                                reason=OOM,
+                                metrics={},
+                                model=name_or_path,
+                                cell=(task, model, "accuracy"),
+                            ),
+                            eval_record(strategy, 0, status="skipped", reason="training failed", cell=(task, model)),
+                        )
+                    )
+                    continue
+                pairs.append(
+                    (
+                        train_record(
+                            strategy,
+                            0,
+                            train_time=time,
+                            trainable=trainable,
+                            reserved=reserved,
+                            model=name_or_path,
+                            cell=(task, model, "accuracy"),
+                        ),
+                        eval_record(strategy, 0, accuracy=sum(correct) / 100, n_test=100, cell=(task, model)),
+                    )
+                )
+            trains, evals = write_records(root / task / model, pairs)
+            for path in evals:
+                record = json.loads(path.read_text())
+                correct = study_correct(task, record["strategy"]) if record["status"] == "ok" else []
+                frame = pd.DataFrame(
+                    {"row": range(len(correct)), "label": [1] * len(correct), "prediction": [int(c) for c in correct]}
+                ).astype("int64")
+                prediction_paths.append(path.parent / "predictions.parquet")
+                frame.to_parquet(prediction_paths[-1])
+            train_paths += trains
+            eval_paths += evals
+    return train_paths, eval_paths, prediction_paths

@@ -74,3 +74,25 @@ def test_fifteen_and_more_strategies_are_grouped_by_family_and_sorted(tmp_path: 
     for family in families:
         accuracies = ordered[ordered["family"] == family]["accuracy_mean"].tolist()
         assert accuracies == sorted(accuracies, reverse=True), family
+
+
+def test_figures_across_tasks_written(tmp_path: Path) -> None:
+    from records import write_study
+
+    from ftcompare.figures import ACROSS_FIGURE_CAPTIONS, plot_across_tasks
+    from ftcompare.tables import Study, across_tasks
+
+    train_paths, eval_paths, prediction_paths = write_study(tmp_path / "runs")
+    study = Study.load(
+        train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+    )
+    paths = [tmp_path / "figures" / f"{name}.png" for name in ACROSS_FIGURE_CAPTIONS]
+    drawn = plot_across_tasks(
+        across=across_tasks(study), tasks=study.tasks, metrics={"sst2": "accuracy", "rte": "accuracy"}, paths=paths
+    )
+    assert sorted(drawn) == ["tasks_heatmap", "tasks_ranks"]
+    for path in paths:
+        data = path.read_bytes()
+        assert len(data) > 1000 and data.startswith(PNG_SIGNATURE), path
+    with pytest.raises(ValueError, match="one per name"):
+        plot_across_tasks(across=across_tasks(study), tasks=study.tasks, metrics={}, paths=paths[:1])

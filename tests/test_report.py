@@ -324,3 +324,144 @@ def test_summary_keeps_trainable_params_and_splits_it(tmp_path: Path) -> None:
     assert table.loc["lora", "trainable_params"] == 887_042  # the total, as before the split
     assert (table.loc["lora", "method_params"], table.loc["lora", "head_params"]) == (294_912, 592_130)
     assert table.loc["prefix_tuning", "family"] == "virtual tokens" and table.loc["bitfit", "family"] == "selective"
+
+
+# ----------------------------------------------------------------------------- across tasks
+
+GLUE = {"sst2": {"name": "nyu-mll/glue", "config": "sst2"}, "rte": {"name": "nyu-mll/glue", "config": "rte"}}
+
+
+def study_markdown(tmp_path: Path, datasets=GLUE, **kwargs) -> str:
+    from records import write_study
+
+    from ftcompare.report import render_study_markdown
+    from ftcompare.tables import Study, across_tasks
+
+    train_paths, eval_paths, prediction_paths = write_study(tmp_path / "runs", **kwargs)
+    study = Study.load(
+        train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+    )
+    return render_study_markdown(
+        study=study,
+        across=across_tasks(study),
+        cell_figures={},
+        across_figures={
+            name: tmp_path / "results" / "figures" / f"{name}.png" for name in ("tasks_heatmap", "tasks_ranks")
+        },
+        report_path=tmp_path / "results" / "report.md",
+        sort_by="config",
+        reference=None,
+        reference_recipe=REFERENCE_RECIPE,
+        datasets=datasets,
+    )
+
+
+def test_one_cell_study_reports_as_today(mixed, tmp_path: Path) -> None:
+    from ftcompare.report import render_study_markdown
+    from ftcompare.tables import Study, across_tasks
+
+    study = Study.of(mixed)
+    figures = {name: tmp_path / "results" / "figures" / f"{name}.png" for name in FIGURE_NAMES}
+    kwargs = dict(
+        report_path=tmp_path / "results" / "report.md",
+        sort_by="config",
+        reference=REFERENCE,
+        reference_recipe=REFERENCE_RECIPE,
+    )
+    assert render_study_markdown(
+        study=study,
+        across=across_tasks(study),
+        cell_figures={("default", "roberta-tiny"): figures},
+        across_figures={},
+        **kwargs,
+    ) == render_markdown(results=Results.of(mixed), figures=figures, **kwargs)
+
+
+def test_report_job_across_tasks_writes_tables_figures_and_the_opening_paragraph(tmp_path: Path) -> None:
+    from records import write_study
+
+    from ftcompare import jobs
+
+    train_paths, eval_paths, prediction_paths = write_study(tmp_path / "runs")
+    results = tmp_path / "results"
+    across_figures = [results / "figures" / f"{name}.png" for name in ("tasks_heatmap", "tasks_ranks")]
+    cell_figures = [
+        results / "figures" / task / model / f"{name}.png"
+        for task in ("sst2", "rte")
+        for model in ("roberta-base", "bert")
+        for name in figure_names(tuning=False)
+    ]
+    jobs.report_job(
+        train_records=train_paths,
+        eval_records=eval_paths,
+        prediction_paths=prediction_paths,
+        summary_path=results / "summary.csv",
+        comparison_path=results / "summary_by_strategy.csv",
+        report_path=results / "report.md",
+        figure_paths=across_figures + cell_figures,
+        reference=None,
+        baseline="full",
+        sort_by="config",
+        reference_recipe=REFERENCE_RECIPE,
+        across_path=results / "summary_across_tasks.csv",
+        datasets=GLUE,
+    )
+    for path in across_figures + cell_figures:
+        assert path.read_bytes().startswith(b"\x89PNG"), path
+    assert list(pd.read_csv(results / "summary.csv").columns[:2]) == ["task", "model"]
+    assert list(pd.read_csv(results / "summary_by_strategy.csv").columns[:2]) == ["task", "model"]
+    across = pd.read_csv(results / "summary_across_tasks.csv")
+    assert len(across) == 6 and across.loc[2, "losses"] == 1
+
+    md = (results / "report.md").read_text()
+    opening = md.split("\n\n")[1]
+    assert "on 2 tasks (`sst2` and `rte`) with 2 models" in opening
+    assert "Holm-adjusted over all 8 tests at the 5% level" in opening
+    assert (
+        opening.count(
+            "`lora` is indistinguishable from `full` on every task compared "
+            "(no significant loss and no significant win)"
+        )
+        == 2
+    )  # once per model
+    assert opening.count("`bitfit` is worse than `full` on `sst2`.") == 2
+    assert (
+        "`lora` trains in 0.33× `full`'s time, with 0.8% of its trainable parameters and 0.5× its peak memory"
+        in opening
+    )
+    assert (
+        "`bitfit` trains in 0.2× `full`'s time, with 0.08% of its trainable parameters and 0.4× its peak memory"
+        in opening
+    )
+    # The across-task table and its figures come before the cells' sections.
+    assert md.index("| bert | bitfit | 60.0 | 90.0 | 75.0 | 2.75 | 0 / 1 / 1 | 0.2× | 0.08% | 0.4× |") < md.index(
+        "## sst2 × roberta-base"
+    )
+    assert "![tasks_heatmap](figures/tasks_heatmap.png)" in md and "![tasks_ranks](figures/tasks_ranks.png)" in md
+    cell = md[md.index("## rte × bert") :]
+    assert "### Results" in cell and "### Differences from the baseline" in cell
+    assert "![accuracy](figures/rte/bert/accuracy.png)" in cell
+
+
+def test_lora_paper_figures_stand_beside_ours_where_the_study_matches(tmp_path: Path) -> None:
+    md = study_markdown(tmp_path)
+    block = md[md.index("## Beside the LoRA paper") : md.index("## sst2 × roberta-base")]
+    # roberta-base (FacebookAI/roberta-base) on GLUE's sst2 and rte; bert-base-uncased is not in the paper.
+    assert (
+        "| sst2 (nyu-mll/glue sst2) | roberta-base | accuracy | full fine-tuning | 94.8 | `full`: 90.0 | -4.8 |"
+        in block
+    )
+    assert "| rte (nyu-mll/glue rte) | roberta-base | accuracy | LoRA | 86.6 | `lora`: 92.0 | +5.4 |" in block
+    assert "| bert |" not in block
+    assert "arXiv:2106.09685" in block
+    assert "best epoch" in block and "median of 5 runs" in block and "never used for a choice" in block
+
+
+@pytest.mark.parametrize(
+    "datasets",
+    [None, {"sst2": {"name": "stanfordnlp/sst2", "config": None}, "rte": {"name": "nyu-mll/glue", "config": "wnli"}}],
+)
+def test_lora_paper_block_left_out_where_the_study_does_not_match(tmp_path: Path, datasets) -> None:
+    md = study_markdown(tmp_path, datasets=datasets)
+    assert "LoRA paper" not in md and "2106.09685" not in md
+    assert md.startswith("# Fine-tuning strategies compared across tasks")

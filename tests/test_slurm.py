@@ -21,9 +21,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from specs import cell_runs
 
 from ftcompare import checkpoint as ckpt
-from specs import cell_runs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
@@ -113,9 +113,7 @@ def test_study_runs_through_the_slurm_profile_every_job_a_slurm_job(slurm_study)
         seen = set()
         for strategy in ("full", "lora", "qlora", "ia3"):
             job = slurm_job_in_log(workdir / "results" / "logs" / rule / f"{strategy}_seed0.log")
-            provenance = json.loads((cell_runs(workdir) / strategy / "seed0" / record).read_text())[
-                "provenance"
-            ]
+            provenance = json.loads((cell_runs(workdir) / strategy / "seed0" / record).read_text())["provenance"]
             assert provenance["slurm_job_id"] == job
             seen.add(job)
         assert seen == set(jobs[rule])  # each ran in the SLURM job Snakemake submitted for it

@@ -62,7 +62,9 @@ def study(results: Path) -> None:
     """A study of five strategies x two seeds and two lora trials, in every state."""
     cell = {"task": "imdb", "model": "roberta-base"}
     plan = {
-        "runs": [{**cell, "strategy": s, "seed": seed} for s in ("full", "lora", "qlora", "ia3", "bitfit") for seed in (0, 1)],
+        "runs": [
+            {**cell, "strategy": s, "seed": seed} for s in ("full", "lora", "qlora", "ia3", "bitfit") for seed in (0, 1)
+        ],
         "trials": [
             {**cell, "strategy": "lora", "trial": f"learning_rate={lr}", "seed": 0} for lr in ("0.0005", "0.001")
         ],
@@ -130,7 +132,10 @@ def test_the_plan_lists_what_the_config_will_run(tmp_path):
     from ftcompare.config import load_config
 
     config = load_config()
-    config["models"] = {"roberta-base": None, "bert": {"name_or_path": "bert-base-uncased", "skip_strategies": ["qlora"]}}
+    config["models"] = {
+        "roberta-base": None,
+        "bert": {"name_or_path": "bert-base-uncased", "skip_strategies": ["qlora"]},
+    }
     _, cells = checked_study(config)
     write_plan(cells, tmp_path / "plan.json")
     plan = json.loads((tmp_path / "plan.json").read_text())

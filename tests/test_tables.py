@@ -169,7 +169,9 @@ def test_strategies_are_compared_with_the_baseline_on_the_same_reviews(tmp_path:
         train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
     )
     table = results.comparison.set_index("strategy")
-    assert list(results.comparison.columns[:12]) == [
+    assert list(results.comparison.columns[:14]) == [
+        "task",
+        "model",
         "strategy",
         "method",
         "n_ok",
@@ -228,3 +230,185 @@ def test_a_task_scored_on_mcc_is_compared_by_the_paired_bootstrap(tmp_path: Path
     assert row["delta_vs_baseline"] == pytest.approx(100 * (pairs[1][3] - pairs[0][3]))
     assert row["p_value"] < 0.001 and row["delta_ci_low"] < row["delta_vs_baseline"] < row["delta_ci_high"] < 0
     assert row["accuracy_mean"] == pytest.approx(0.6)  # accuracy stays beside the metric
+
+
+# ----------------------------------------------------------------------------- across tasks
+
+
+def load_study(root: Path, **kwargs):
+    from records import write_study
+
+    from ftcompare.tables import Study
+
+    train_paths, eval_paths, prediction_paths = write_study(root, **kwargs)
+    return Study.load(
+        train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+    )
+
+
+def test_runs_are_paired_aggregated_and_compared_within_their_cell(tmp_path: Path) -> None:
+    study = load_study(tmp_path)
+    # The same (strategy, seed) in four cells: four runs, not a clash.
+    assert list(study.cells) == [("sst2", "roberta-base"), ("rte", "roberta-base"), ("sst2", "bert"), ("rte", "bert")]
+    table = study.table
+    assert list(table.columns[:3]) == ["task", "model", "strategy"] and len(table) == 12
+    bitfit = table[(table["strategy"] == "bitfit")].set_index(["task", "model"])["accuracy"]
+    assert bitfit[("sst2", "bert")] == pytest.approx(0.60) and bitfit[("rte", "bert")] == pytest.approx(0.90)
+    agg = study.cells[("sst2", "bert")].agg
+    assert agg[["task", "model"]].drop_duplicates().values.tolist() == [["sst2", "bert"]]
+    comparison = study.comparison.set_index(["task", "model", "strategy"])
+    assert list(study.comparison.columns[:3]) == ["task", "model", "strategy"]
+    # Holm within a cell: bitfit's sst2 test is one of two in its cell.
+    p = 2 * 0.5**30
+    assert comparison.loc[("sst2", "bert", "bitfit"), "p_value"] == pytest.approx(p)
+    assert comparison.loc[("sst2", "bert", "bitfit"), "p_value_holm"] == pytest.approx(2 * p)
+    assert comparison.loc[("rte", "bert", "lora"), "p_value"] == pytest.approx(0.5)
+
+
+def test_across_tasks_scores_ranks_and_wins_ties_losses_holm_over_all(tmp_path: Path) -> None:
+    from ftcompare.tables import across_tasks
+
+    across = across_tasks(load_study(tmp_path))
+    assert list(across.columns[:10]) == [
+        "model",
+        "strategy",
+        "method",
+        "sst2",
+        "rte",
+        "mean",
+        "mean_rank",
+        "wins",
+        "ties",
+        "losses",
+    ]
+    assert across[["model", "strategy"]].values.tolist() == [
+        ["roberta-base", "full"],
+        ["roberta-base", "lora"],
+        ["roberta-base", "bitfit"],
+        ["bert", "full"],
+        ["bert", "lora"],
+        ["bert", "bitfit"],
+    ]
+    rows = across[across["model"] == "bert"].set_index("strategy")
+    assert rows.loc["lora", ["sst2", "rte", "mean"]].tolist() == pytest.approx([0.90, 0.92, 0.91])
+    # sst2: full and lora tie at 0.90 (ranks 1.5), bitfit 3; rte: lora 1, full and bitfit 2.5.
+    assert rows["rank_sst2"].tolist() == [1.5, 1.5, 3.0] and rows["rank_rte"].tolist() == [2.5, 1.0, 2.5]
+    assert rows["mean_rank"].tolist() == [2.0, 1.25, 2.75]
+    # Eight tests in the study (2 strategies x 2 tasks x 2 models): Holm multiplies the smallest by 8.
+    assert rows.loc["bitfit", "p_holm_sst2"] == pytest.approx(8 * 2 * 0.5**30)
+    assert rows.loc["lora", "p_holm_rte"] == pytest.approx(1.0)  # 0.5, adjusted over the eight
+    assert rows.loc["bitfit", ["wins", "ties", "losses"]].tolist() == [0, 1, 1]
+    assert rows.loc["lora", ["wins", "ties", "losses"]].tolist() == [0, 2, 0]
+    assert rows.loc["full", ["wins", "ties", "losses"]].tolist() == [0, 0, 0]  # the baseline
+    assert rows.loc["bitfit", ["outcome_sst2", "outcome_rte"]].tolist() == ["loss", "tie"]
+    assert rows.loc["lora", "train_time_vs_baseline"] == pytest.approx(100 / 300)
+    assert rows.loc["lora", "trainable_params_vs_baseline"] == pytest.approx(0.008)
+    assert rows.loc["bitfit", "peak_memory_vs_baseline"] == pytest.approx(0.4)
+
+
+def test_holm_over_all_can_leave_a_per_task_difference_unconfirmed(tmp_path: Path) -> None:
+    # lora on rte: 7 reviews better than full, 0 worse: p = 2 / 128, significant after Holm
+    # within its cell (2 tests: 0.031) but not over the study's 8 (two smaller p-values first,
+    # then 6 x 2 / 128 = 0.094): a tie across tasks.
+    import records
+
+    from ftcompare.tables import across_tasks, cell_scores
+
+    original = records.study_correct
+
+    def correct(task: str, strategy: str) -> list[bool]:
+        if strategy == "lora" and task == "rte":
+            return [True] * 97 + [False] * 3
+        return original(task, strategy)
+
+    records.study_correct = correct
+    try:
+        study = load_study(tmp_path)
+    finally:
+        records.study_correct = original
+    scores = cell_scores(study).set_index(["task", "model", "strategy"])
+    assert scores.loc[("rte", "bert", "lora"), "p_value"] == pytest.approx(2 / 128)
+    cell = study.comparison.set_index(["task", "model", "strategy"])
+    assert cell.loc[("rte", "bert", "lora"), "p_value_holm"] == pytest.approx(2 * 2 / 128)
+    assert scores.loc[("rte", "bert", "lora"), "p_value_holm"] == pytest.approx(6 * 2 / 128)
+    row = across_tasks(study).set_index(["model", "strategy"]).loc[("bert", "lora")]
+    assert (row["wins"], row["ties"], row["outcome_rte"]) == (0, 2, "tie")
+
+
+def test_a_strategy_without_a_result_on_some_task_has_no_mean(tmp_path: Path) -> None:
+    from ftcompare.tables import across_tasks
+
+    across = across_tasks(load_study(tmp_path, baseline_fails=True)).set_index(["model", "strategy"])
+    full = across.loc[("bert", "full")]
+    assert math.isnan(full["sst2"]) and math.isnan(full["mean"]) and math.isnan(full["mean_rank"])
+    # Nothing to compare with: no wins, ties or losses, and no cost relative to the baseline.
+    assert across[["wins", "ties", "losses"]].to_numpy().sum() == 0
+    assert across["train_time_vs_baseline"].isna().all()
+
+
+def test_records_from_before_the_matrix_are_one_cell(mixed) -> None:
+    # train records without task/model/metric, eval records without task/model (tests/records.py's defaults).
+    assert {(run.task, run.model, run.metric) for run in mixed} == {("default", "roberta-tiny", "accuracy")}
+    table = summary_table(runs=mixed)
+    assert set(table["task"]) == {"default"} and set(table["model"]) == {"roberta-tiny"}
+
+
+def test_tuning_summaries_go_to_their_cell(tmp_path: Path) -> None:
+    from records import write_study
+
+    from ftcompare.records import write_selection
+    from ftcompare.tables import Study
+
+    train_paths, eval_paths, _ = write_study(tmp_path / "runs")
+    summaries, selections = [], []
+    for task, model in (("rte", "bert"), ("sst2", "roberta-base")):
+        folder = tmp_path / "tuning" / task / model
+        folder.mkdir(parents=True)
+        pd.DataFrame(
+            {
+                "task": [task],
+                "model": [model],
+                "strategy": ["lora"],
+                "trial": ["t0"],
+                "learning_rate": [1e-4],
+                "seed": [0],
+                "status": ["ok"],
+                "val_accuracy": [0.9],
+                "val_loss": [0.3],
+                "train_time_s": [10.0],
+            }
+        ).to_csv(folder / "summary.csv", index=False)
+        write_selection(folder / "selected.yaml", {"lora": {"trial": "t0", "values": {"learning_rate": 1e-4}}})
+        summaries.append(folder / "summary.csv")
+        selections.append(folder / "selected.yaml")
+    study = Study.load(
+        train_paths=train_paths, eval_paths=eval_paths, tuning_summaries=summaries, selections=selections
+    )
+    assert study.cells[("rte", "bert")].tuning["task"].tolist() == ["rte"]
+    assert study.cells[("rte", "bert")].selected["lora"]["trial"] == "t0"
+    assert study.cells[("rte", "roberta-base")].tuning is None
+    assert study.tuning[["task", "model"]].values.tolist() == [["sst2", "roberta-base"], ["rte", "bert"]]
+
+
+def test_tuning_summary_rows_name_their_cell(tmp_path: Path) -> None:
+    import json
+
+    from ftcompare.jobs import select_settings_job
+    from ftcompare.tuning import Trial
+
+    trials = [Trial(strategy="lora", values={"learning_rate": rate}) for rate in (1e-4, 2e-4)]
+    paths = []
+    for trial, accuracy in zip(trials, (0.8, 0.9)):
+        record = train_record("lora", 0, cell=("rte", "bert", "accuracy")) | {"trial": trial.id}
+        record["metrics"]["best_val_accuracy"] = accuracy
+        paths.append(tmp_path / f"{trial.id}.json")
+        paths[-1].write_text(json.dumps(record))
+    select_settings_job(
+        trial_records=paths,
+        grid={f"lora/{trial.id}": trial.values for trial in trials},
+        summary_path=tmp_path / "summary.csv",
+        selected_path=tmp_path / "selected.yaml",
+    )
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary.columns[:4]) == ["task", "model", "strategy", "trial"]
+    assert summary[["task", "model"]].drop_duplicates().values.tolist() == [["rte", "bert"]]

@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from specs import cell_runs, cell_tuning
 
 from ftcompare import cli
 from ftcompare.records import read_selection
 from ftcompare.status import render, study_rows
-from specs import cell_runs, cell_tuning
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -389,7 +389,9 @@ def test_the_docs_loading_snippet_is_a_cards_and_runs(study):
     workdir, _ = study
     page = (REPO_ROOT / "docs" / "using-a-run.md").read_text()
     block = page.split("<!-- snippet: load-adapter -->\n```python\n")[1].split("```")[0]
-    assert block.strip() == load_snippet(f"{run.relative_to(workdir).as_posix()}/model", adapter=True)
+    documented = "results/runs/imdb/roberta-base/lora/seed0"
+    assert block.strip() == load_snippet(f"{documented}/model", adapter=True)
+    block = block.replace(documented, (cell_runs(workdir) / "lora" / "seed0").relative_to(workdir).as_posix())
     proc = subprocess.run([sys.executable, "-c", block], cwd=workdir, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [line.split()[0] for line in proc.stdout.strip().splitlines()[-2:]] in (

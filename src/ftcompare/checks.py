@@ -17,11 +17,13 @@ from typing import Any
 
 from ftcompare import methods, study, tuning
 from ftcompare.config import validate_config
-from ftcompare.study import Cell
 from ftcompare.errors import ConfigError
+from ftcompare.study import Cell
 
 
-def checked_study(config: Mapping[str, Any], *, sources: bool = False) -> tuple[dict[str, Any], dict[Cell, dict[str, Any]]]:
+def checked_study(
+    config: Mapping[str, Any], *, sources: bool = False
+) -> tuple[dict[str, Any], dict[Cell, dict[str, Any]]]:
     """The study's config validated (ftcompare.config.validate_config), and each cell's
     config (ftcompare.study.cell_config) once every check of it passes: what the Snakefile
     calls. Raises ConfigError naming the cell and the first problem. `sources`: also read

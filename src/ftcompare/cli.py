@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
             "else its number) and prob_<class> for each class."
         ),
     )
-    predict.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. results/runs/imdb/roberta-base/lora/seed0")
+    predict.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a run folder, e.g. results/runs/imdb/roberta-base/lora/seed0"
+    )
     predict.add_argument(
         "--input",
         required=True,
@@ -83,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
             "dequantised first, so the merged model predicts as the QLoRA run does. Merged on the CPU in fp32."
         ),
     )
-    export.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. results/runs/imdb/roberta-base/lora/seed0")
+    export.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a run folder, e.g. results/runs/imdb/roberta-base/lora/seed0"
+    )
     export.add_argument("--merged", required=True, metavar="OUT", help="the new folder to write the merged model to")
     export.add_argument("--force", action="store_true", help="replace OUT if it exists and is not empty")
     export.add_argument("--base", metavar="PATH_OR_HUB_ID", help=BASE_HELP)

@@ -24,6 +24,7 @@ import yaml
 from ftcompare import study
 from ftcompare.errors import ConfigError
 from ftcompare.methods import BLOCK_SCHEMAS, BLOCKS, DEFAULTED_BLOCKS, METHOD_BLOCKS, METHOD_TABLE, METHODS
+from ftcompare.records import CELL_SETTINGS
 
 __all__ = ["ConfigError", "RunSpec", "load_config", "load_schema", "resolve_run", "validate_config"]
 
@@ -146,6 +147,9 @@ class RunSpec:
     def from_dict(cls, values: Mapping[str, Any]) -> RunSpec:
         """The inverse of `to_dict`; a block recorded as null is a block the run does not have."""
         known = {f.name for f in dataclasses.fields(cls)} - {"blocks"}
+        # records.upgrade names an older run's cell (task, model, metric); until RunSpec has
+        # those fields (the study matrix), they are read by the report and dropped here.
+        values = {k: v for k, v in values.items() if k in known or k not in CELL_SETTINGS}
         unknown = sorted(set(values) - known - set(BLOCKS))
         if unknown:
             raise ConfigError(f"unknown run settings {unknown}; allowed: {sorted(known | set(BLOCKS))}")

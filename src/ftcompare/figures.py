@@ -459,3 +459,69 @@ def _plot_tuning(trials: pd.DataFrame, selected: dict[str, Any], colors: dict[st
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+# The figures across tasks (results/figures/), drawn from tables.across_tasks.
+ACROSS_FIGURE_CAPTIONS: dict[str, str] = {
+    "tasks_heatmap": "The primary metric (× 100) of each strategy on each task (mean over successful seeds), "
+    "one panel per model.",
+    "tasks_ranks": "Mean rank of each strategy over tasks (1 = best in a task; bars), with its rank on each task "
+    "(dots), one panel per model.",
+}
+FIGURE_CAPTIONS.update(ACROSS_FIGURE_CAPTIONS)
+
+
+def plot_across_tasks(
+    *, across: pd.DataFrame, tasks: Sequence[str], metrics: dict[str, str], paths: Sequence[str | Path]
+) -> dict[str, Path]:
+    """tasks_heatmap.png and tasks_ranks.png at the paths named so (`metrics`: task -> its
+    primary metric's name, for the labels)."""
+    import seaborn as sns  # here, not at the top: the Snakefile imports this module for the names
+
+    by_name = {Path(path).stem: Path(path) for path in paths}
+    if sorted(by_name) != sorted(ACROSS_FIGURE_CAPTIONS):
+        raise ValueError(f"figure paths {sorted(by_name)} must be one per name {sorted(ACROSS_FIGURE_CAPTIONS)}")
+    for path in by_name.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    models = list(dict.fromkeys(across["model"]))
+    if not models or across[list(tasks)].isna().all().all():
+        for name, path in by_name.items():
+            _placeholder(path, ACROSS_FIGURE_CAPTIONS[name])
+        return by_name
+    labels = [f"{task}\n({metrics.get(task, '?')})" for task in tasks]
+    n_strategies = across.groupby("model").size().max()
+
+    with plt.rc_context({"font.size": 10, "axes.titlesize": 11}):
+        fig, axes = plt.subplots(
+            1, len(models), figsize=(1.3 * len(tasks) * len(models) + 3, 0.45 * n_strategies + 2), squeeze=False
+        )
+        for ax, model in zip(axes[0], models):
+            rows = across[across["model"] == model].set_index("strategy")
+            values = rows[list(tasks)].astype(float) * 100
+            values.columns = labels
+            sns.heatmap(values, annot=True, fmt=".1f", cmap="viridis", cbar=False, ax=ax, linewidths=0.5)
+            ax.set(title=model, xlabel="", ylabel="strategy")
+        fig.suptitle("Primary metric × 100 per strategy and task (mean over successful seeds)")
+        fig.tight_layout()
+        _save(fig, by_name["tasks_heatmap"])
+
+        fig, axes = plt.subplots(1, len(models), figsize=(6.0 * len(models), 0.45 * n_strategies + 2.5), squeeze=False)
+        markers = ("o", "s", "^", "D", "v", "P", "X", "*")
+        for ax, model in zip(axes[0], models):
+            rows = across[across["model"] == model].sort_values("mean_rank", na_position="last", kind="stable")
+            ys = np.arange(len(rows))
+            ax.barh(ys, rows["mean_rank"].fillna(0), color="lightsteelblue", label="mean rank")
+            for i, task in enumerate(tasks):
+                ax.scatter(
+                    rows[f"rank_{task}"], ys, marker=markers[i % len(markers)], color="black", zorder=3, label=task
+                )
+            ax.set_yticks(ys, rows["strategy"])
+            ax.set_ylim(len(rows) - 0.5, -0.5)  # best first, at the top
+            ax.set(title=model, xlabel="rank (1 = best)", xlim=(0, len(rows) + 0.5))
+            ax.grid(axis="x", alpha=0.3)
+            # Below the axes, where it covers no marker.
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(4, len(tasks) + 1))
+        fig.suptitle("Mean rank over tasks (bars) and the rank on each task (markers)")
+        fig.tight_layout()
+        _save(fig, by_name["tasks_ranks"])
+    return by_name

@@ -21,7 +21,7 @@ from ftcompare.data import SPLITS
 from ftcompare.errors import ConfigError
 from ftcompare.progress import JobFiles, Reporter
 from ftcompare.provenance import now, provenance, write_json
-from ftcompare.records import Status, read_record, versioned, write_attempt, write_selection
+from ftcompare.records import Status, cell_settings, read_record, versioned, write_attempt, write_selection
 
 log = logging.getLogger("ftcompare")
 
@@ -59,7 +59,9 @@ def fetched_splits(folder: str | Path | None) -> dict[str, Path]:
     and validation where the data has one); none for local sources (no folder)."""
     if not folder:
         return {}
-    return {split: Path(folder) / f"{split}.parquet" for split in SPLITS if (Path(folder) / f"{split}.parquet").is_file()}
+    return {
+        split: Path(folder) / f"{split}.parquet" for split in SPLITS if (Path(folder) / f"{split}.parquet").is_file()
+    }
 
 
 def prepare_data_job(
@@ -233,9 +235,12 @@ def evaluate_job(
         predictions = pd.DataFrame({"row": [], "label": [], "prediction": []}, dtype="int64")
     Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
     predictions.to_parquet(predictions_path, index=False)
+    cell = cell_settings(train_record)
     record = versioned(
         {
             "kind": "eval",
+            # The run's cell, as its train record names it: the report pairs the two by it.
+            **{key: cell[key] for key in ("task", "model")},
             "strategy": train_record["strategy"],
             "seed": train_record["seed"],
             "status": status,
@@ -344,39 +349,70 @@ def report_job(
     baseline: str,
     sort_by: str,
     reference_recipe: Path,
-    tuning_summaries: Sequence[Path] = (),
-    selections: Sequence[Path] = (),
-    tuning_summary_path: Path | None = None,
+    tuning_summary: Path | Sequence[Path] | None = None,
+    selected: Path | Sequence[Path] | None = None,
+    across_path: Path | None = None,
+    tuning_path: Path | None = None,
+    datasets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     """The summary tables, the figures and the Markdown report, from one reading of the records
     (`sort_by`: the order of the report's results tables, config `report.sort_by`;
-    `reference_recipe`: config/reference-recipe.yaml, the reference's recipe in words)."""
-    from ftcompare.figures import plot_figures
-    from ftcompare.report import write_report
-    from ftcompare.tables import Results, write_summary_csv
+    `reference_recipe`: config/reference-recipe.yaml, the reference's recipe in words).
+    Several (task, model) cells: `tuning_summary`/`selected` list each cell's, `figure_paths`
+    hold each cell's figures under figures/{task}/{model}/ and the across-task ones
+    (figures.ACROSS_FIGURE_CAPTIONS); `across_path` is summary_across_tasks.csv, `tuning_path`
+    every cell's trials in one table, `datasets` each task's data block (for the published
+    figures it may stand beside)."""
+    from ftcompare.figures import ACROSS_FIGURE_CAPTIONS, plot_across_tasks, plot_figures
+    from ftcompare.report import render_study_markdown
+    from ftcompare.tables import Study, across_tasks, write_summary_csv
 
-    if tuning_summaries:
-        import pandas as pd
+    def listed(value: Path | Sequence[Path] | None) -> list[Path]:
+        return [] if value is None else [Path(value)] if isinstance(value, (str, Path)) else [Path(v) for v in value]
 
-        # Every cell's trials in one table (each cell's has its task and model columns).
-        frames = [pd.read_csv(path) for path in tuning_summaries]
-        write_summary_csv(table=pd.concat(frames, ignore_index=True), path=Path(tuning_summary_path))
-    results = Results.load(
+    study = Study.load(
         train_paths=train_records,
         eval_paths=eval_records,
         prediction_paths=prediction_paths,
         baseline=baseline,
-        tuning_summary=tuning_summary_path if tuning_summaries else None,
-        selected=selections[0] if selections else None,
+        tuning_summaries=listed(tuning_summary),
+        selections=listed(selected),
     )
-    write_summary_csv(table=results.table, path=summary_path)
-    write_summary_csv(table=results.comparison, path=comparison_path)
-    figures = plot_figures(results=results, paths=figure_paths)
-    write_report(
-        results=results,
-        figures=figures,
-        report_path=report_path,
-        reference=reference,
-        sort_by=sort_by,
-        reference_recipe=reference_recipe,
+    write_summary_csv(table=study.table, path=summary_path)
+    write_summary_csv(table=study.comparison, path=comparison_path)
+    if tuning_path is not None and study.tuning is not None:
+        write_summary_csv(table=study.tuning, path=tuning_path)
+    across = across_tasks(study)
+    if across_path is not None:
+        write_summary_csv(table=across, path=across_path)
+
+    across_paths = [Path(p) for p in figure_paths if Path(p).stem in ACROSS_FIGURE_CAPTIONS]
+    cell_paths = [Path(p) for p in figure_paths if Path(p).stem not in ACROSS_FIGURE_CAPTIONS]
+    across_figures = {}
+    if across_paths:
+        metrics = {run.task: run.metric for results in study.cells.values() for run in results.runs}
+        across_figures = plot_across_tasks(across=across, tasks=study.tasks, metrics=metrics, paths=across_paths)
+    cell_figures = {}
+    for cell, results in study.cells.items():
+        # One cell takes every figure; several take those under figures/{task}/{model}/.
+        mine = (
+            cell_paths
+            if len(study.cells) == 1
+            else [p for p in cell_paths if (p.parent.parent.name, p.parent.name) == cell]
+        )
+        cell_figures[cell] = plot_figures(results=results, paths=mine)
+    report_path = Path(report_path)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(
+        render_study_markdown(
+            study=study,
+            across=across,
+            cell_figures=cell_figures,
+            across_figures=across_figures,
+            report_path=report_path,
+            sort_by=sort_by,
+            reference=reference,
+            reference_recipe=reference_recipe,
+            datasets=datasets,
+        )
     )

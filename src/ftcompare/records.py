@@ -45,9 +45,6 @@ FIRST_ATTEMPT = "first"
 # a train record's settings hold every training key, and only the blocks the run has.
 # 0: no version.
 FORMAT_VERSION = 2
-# What a run of a format before 2 was: the one task of its study, its model named after
-# its name_or_path (ftcompare.study.default_model_name).
-FORMAT_1_TASK = "task"
 # Settings a format-0 train record may lack (they came later): the run behaved as these say.
 FORMAT_0_SETTINGS: dict[str, Any] = {
     "max_tokens_per_batch": None,
@@ -60,6 +57,30 @@ FORMAT_0_SETTINGS: dict[str, Any] = {
 # only where used). Snakemake reruns a job whose params change, compared in order, so the
 # fine-tune jobs' params keep this form (`run_params`): finished studies do not retrain.
 FORMAT_0_BLOCKS = ("lora", "ia3", "quantization")
+# A run's cell in the study matrix: its settings name the task and the model, and the task's
+# primary metric. A record made before the matrix (format < 2) has none of them: it is the
+# one task of its study, scored on accuracy, its model named after its name_or_path
+# (ftcompare.study.default_model_name).
+SINGLE_TASK = "task"
+CELL_SETTINGS = ("task", "model", "metric")
+
+
+def single_cell(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The cell settings a record made before the matrix ran in (see SINGLE_TASK)."""
+    from ftcompare.study import default_model_name
+
+    return {
+        "task": SINGLE_TASK,
+        "model": default_model_name(str(settings.get("model_name_or_path") or "model")),
+        "metric": "accuracy",
+    }
+
+
+def cell_settings(train: Mapping[str, Any]) -> dict[str, str]:
+    """A train record's task, model and metric (upgrade fills them for older records; a
+    record not read through it gets the same)."""
+    settings = train.get("config") or {}
+    return {key: str(settings.get(key) or single_cell(settings)[key]) for key in CELL_SETTINGS}
 
 
 def versioned(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,10 +114,7 @@ def _metrics_of_format_1(record: dict[str, Any], *, kind: str | None) -> dict[st
     follow from its confusion matrix."""
     settings, metrics = record.get("config"), record.get("metrics")
     if kind == "train" and isinstance(settings, Mapping) and "batch_size" in settings:
-        from ftcompare.study import default_model_name
-
-        cell = {"task": FORMAT_1_TASK, "model": default_model_name(str(settings.get("model_name_or_path", "model")))}
-        record["config"] = {**cell, **settings, "metric": settings.get("metric", "accuracy")}
+        record["config"] = {**single_cell(settings), **settings}
     if kind == "train" and isinstance(metrics, Mapping) and metrics.get("best_val_accuracy") is not None:
         record["metrics"] = {
             **metrics,

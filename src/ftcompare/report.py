@@ -587,3 +587,203 @@ def write_report(
         )
     )
     return report_path
+
+
+# ----------------------------------------------------------------------------- across tasks
+
+LORA_PAPER = Path(__file__).resolve().parents[2] / "config" / "published" / "lora-paper.yaml"
+
+
+def _names(items: Sequence[str]) -> str:
+    quoted = [f"`{item}`" for item in items]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _ratio(value: float) -> str:
+    return _MISSING if pd.isna(value) else f"{value:.2g}×"
+
+
+def _share(value: float) -> str:
+    """A ratio as a percentage, to 2 significant figures (100% stays 100%)."""
+    return _MISSING if pd.isna(value) else f"{float(f'{100 * value:.2g}'):g}%"
+
+
+def _cost_words(row: Mapping[str, Any], baseline: str) -> str:
+    params = row["trainable_params_vs_baseline"]
+    params_text = "an unknown share" if pd.isna(params) else _share(params)
+    return (
+        f"`{row['strategy']}` trains in {_ratio(row['train_time_vs_baseline'])} `{baseline}`'s time, with "
+        f"{params_text} of its trainable parameters and {_ratio(row['peak_memory_vs_baseline'])} its peak memory"
+    )
+
+
+def opening_paragraph(across: pd.DataFrame, tasks: Sequence[str], baseline: str | None) -> str:
+    """In words, per model: which strategies show no Holm-significant loss against the baseline
+    on any task, which lose where, and what each costs relative to the baseline."""
+    if baseline is None:
+        return f"This study ran {len(tasks)} tasks ({_names(tasks)}); no baseline was named, so nothing was compared."
+    n_tests = int((across[["wins", "ties", "losses"]].sum(axis=1)).sum())
+    sentences = [
+        f"This study compares fine-tuning strategies on {len(tasks)} tasks ({_names(tasks)}) with "
+        f"{across['model'].nunique()} model{'s' if across['model'].nunique() != 1 else ''}, each against "
+        f"`{baseline}` by a paired test per task on the task's primary metric, Holm-adjusted over all {n_tests} "
+        "tests at the 5% level."
+    ]
+    for model, rows in across.groupby("model", sort=False):
+        others = rows[rows["strategy"] != baseline]
+        compared = others[others[["wins", "ties", "losses"]].sum(axis=1) > 0]
+        alike = compared[(compared["losses"] == 0) & (compared["wins"] == 0)]["strategy"].tolist()
+        better = compared[(compared["losses"] == 0) & (compared["wins"] > 0)]
+        worse = compared[compared["losses"] > 0]
+        parts = []
+        if alike:
+            parts.append(
+                f"{_names(alike)} {'is' if len(alike) == 1 else 'are'} indistinguishable from `{baseline}` on every "
+                "task compared (no significant loss and no significant win)"
+            )
+        for row in better.to_dict("records"):
+            won = [t for t in tasks if row.get(f"outcome_{t}") == "win"]
+            parts.append(f"`{row['strategy']}` is never worse than `{baseline}` and better on {_names(won)}")
+        for row in worse.to_dict("records"):
+            lost = [t for t in tasks if row.get(f"outcome_{t}") == "loss"]
+            parts.append(f"`{row['strategy']}` is worse than `{baseline}` on {_names(lost)}")
+        if not parts:
+            parts.append(f"no strategy could be compared with `{baseline}`")
+        costs = [_cost_words(row, baseline) for row in others.to_dict("records")]
+        sentences.append(
+            f"With `{model}`: "
+            + "; ".join(parts)
+            + "."
+            + (" Costs (means over tasks of each task's ratio): " + "; ".join(costs) + "." if costs else "")
+        )
+    return " ".join(sentences)
+
+
+def across_table(across: pd.DataFrame, tasks: Sequence[str], metrics: Mapping[str, str]) -> str:
+    header = [
+        "Model",
+        "Strategy",
+        *[f"{task} ({metrics.get(task, '?')})" for task in tasks],
+        "Mean",
+        "Mean rank",
+        "W / T / L",
+        "Train time",
+        "Trainable params",
+        "Peak memory",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in across.to_dict("records"):
+        cells = [
+            r["model"],
+            r["strategy"],
+            *[_fmt_float(100 * r[task], 1) for task in tasks],
+            _fmt_float(100 * r["mean"], 1),
+            _fmt_float(r["mean_rank"], 2),
+            f"{r['wins']} / {r['ties']} / {r['losses']}",
+            _ratio(r["train_time_vs_baseline"]),
+            _share(r["trainable_params_vs_baseline"]),
+            _ratio(r["peak_memory_vs_baseline"]),
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def published_section(
+    study: Any, datasets: Mapping[str, Mapping[str, Any]] | None, published: Mapping[str, Any]
+) -> str | None:
+    """The published figures beside ours where the study matches the paper: the model by its
+    name_or_path, the task by its hub dataset and configuration. None where nothing matches."""
+    if not datasets:
+        return None
+    rows = []
+    for (task, _model), results in study.cells.items():
+        data = datasets.get(task) or {}
+        if data.get("name") not in published["datasets"]:
+            continue
+        entry = (published.get("tasks") or {}).get(data.get("config"))
+        names = {str((run.train.get("config") or {}).get("model_name_or_path", "")) for run in results.runs}
+        if entry is None or not names or not names <= set(published["models"]):
+            continue
+        metric = entry["metric"]
+        for method, label in (("full", "full fine-tuning"), ("lora", "LoRA")):
+            for strategy in dict.fromkeys(run.strategy for run in results.runs if run.method == method):
+                values = [
+                    number(run.eval.get("metrics") or {}, metric)
+                    for run in results.runs
+                    if run.strategy == strategy and run.ok
+                ]
+                values = [v for v in values if not math.isnan(v)]
+                ours = 100 * sum(values) / len(values) if values else math.nan
+                theirs = float(entry[method])
+                diff = _MISSING if math.isnan(ours) else f"{ours - theirs:+.1f}"
+                rows.append(
+                    f"| {task} ({data.get('name')} {data.get('config')}) | {_model} | {metric} | {label} | "
+                    f"{theirs:.1f} | `{strategy}`: {_fmt_float(ours, 1)} | {diff} |"
+                )
+    if not rows:
+        return None
+    header = "| Task | Model | Metric | Method | Published | Ours (mean over seeds) | Ours − published |"
+    lines = [header, "|" + "---|" * 7, *rows]
+    return "\n".join(lines) + f"\n\nPublished: {published['citation']} Protocol: {published['protocol']}"
+
+
+def render_study_markdown(
+    *,
+    study: Any,
+    across: pd.DataFrame,
+    cell_figures: Mapping[tuple[str, str], Mapping[str, Path]],
+    across_figures: Mapping[str, Path],
+    report_path: Path,
+    sort_by: str,
+    reference: Mapping[str, Any] | None = None,
+    reference_recipe: Path | None = None,
+    datasets: Mapping[str, Mapping[str, Any]] | None = None,
+    published: Path | None = LORA_PAPER,
+) -> str:
+    """The report of a study (tables.Study). One cell: the report as `render_markdown` writes
+    it. Several: the opening paragraph across tasks, the across-task table and figures, the
+    published figures where the study matches (`datasets`: task -> its data block), then a
+    section per (task, model) with the one-cell report's body."""
+    cells = list(study.cells)
+    if len(cells) == 1 and not across_figures:
+        return render_markdown(
+            results=study.cells[cells[0]],
+            figures=cell_figures.get(cells[0], {}),
+            report_path=report_path,
+            sort_by=sort_by,
+            reference=reference,
+            reference_recipe=reference_recipe,
+        )
+    tasks = study.tasks
+    metrics = {
+        task: ", ".join(sorted({run.metric for (t, _), r in study.cells.items() if t == task for run in r.runs}))
+        for task in tasks
+    }
+    sections = [
+        "# Fine-tuning strategies compared across tasks",
+        opening_paragraph(across, tasks, study.baseline),
+        "## Across tasks",
+        across_table(across, tasks, metrics),
+        "Per task, the primary metric × 100 (mean over successful seeds); the mean over tasks and the mean rank "
+        "(1 = best in a task) need a result on every task. W / T / L: tasks where the strategy is significantly "
+        f"better than, indistinguishable from, or worse than `{study.baseline}` by the per-task paired test, "
+        "Holm-adjusted over every task, strategy and model together. Costs: relative to the baseline on the same "
+        "task and model, the mean over tasks (trainable parameters as a share of the baseline's).",
+        _figure_links(across_figures, report_path),
+    ]
+    if published is not None and Path(published).is_file():
+        if block := published_section(study, datasets, load_yaml(published)):
+            sections += ["## Beside the LoRA paper", block]
+    for cell in cells:
+        body = render_markdown(
+            results=study.cells[cell],
+            figures=cell_figures.get(cell, {}),
+            report_path=report_path,
+            sort_by=sort_by,
+            reference=reference,
+            reference_recipe=reference_recipe,
+        )
+        lines = body.splitlines()[1:]  # its title gives way to the cell's heading
+        lines = ["#" + line if line.startswith("## ") else line for line in lines]
+        sections.append(f"## {cell[0]} × {cell[1]}\n" + "\n".join(lines).rstrip())
+    return "\n\n".join(sections) + "\n"

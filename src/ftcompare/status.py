@@ -64,7 +64,9 @@ def write_plan(cells: Mapping[Any, Mapping[str, Any]], path: str | Path) -> None
     plan: dict[str, Any] = {"runs": [], "trials": []}
     for cell, config in cells.items():
         where = {"task": cell.task, "model": cell.model}
-        plan["runs"] += [{**where, "strategy": s, "seed": seed} for s in config["strategies"] for seed in config["seeds"]]
+        plan["runs"] += [
+            {**where, "strategy": s, "seed": seed} for s in config["strategies"] for seed in config["seeds"]
+        ]
         plan["trials"] += [
             {**where, "strategy": trial.strategy, "trial": trial.id, "seed": seed}
             for strategy_trials in trials(config).values()

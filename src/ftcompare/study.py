@@ -150,6 +150,7 @@ def the_cell(config: Mapping[str, Any]) -> Cell:
 # A run folder is results/runs/<task>/<model>/<strategy>/seed<N>; hub sources are fetched
 # into results/sources/ (the workflow's rules, workflow/rules/common.smk).
 RUN_DEPTH = 5  # from a run folder up to the study's folder (the one holding results/)
+RUN_EXAMPLE = "results/runs/imdb/roberta-base/lora/seed0"  # what messages and help show
 
 
 def study_folder(run_dir: str | Path) -> Path | None:
@@ -177,8 +178,6 @@ def hub_folder(name: str, settings: Mapping[str, Any] | None = None) -> str:
     configuration and splits: MNLI matched and mismatched read the same dataset)."""
     folder = name.replace("/", "--")
     return folder if settings is None else f"{folder}-{_key(settings)[:8]}"
-
-
 
 
 def _key(settings: Mapping[str, Any]) -> str:

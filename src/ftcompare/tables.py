@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ftcompare.methods import method_family
-from ftcompare.records import Status, read_record, read_selection
+from ftcompare.records import Status, cell_settings, read_record, read_selection
 from ftcompare.stats import holm, mean_interval, paired_bootstrap, paired_comparison
 
 # What a trained run costs to apply, from the evaluate job (eval.json metrics of the same
@@ -49,7 +49,11 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "peak_rss_gb",
     "adapter_size_mb",
 )
+# A run's cell in the study matrix (records' settings `task` and `model`): the first columns
+# of every table, and what every aggregate and comparison is computed within.
+CELL_COLUMNS: tuple[str, ...] = ("task", "model")
 SUMMARY_COLUMNS: tuple[str, ...] = (
+    *CELL_COLUMNS,
     "strategy",
     "method",
     "seed",
@@ -83,6 +87,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 )
 TEXT_COLUMNS: frozenset[str] = frozenset(
     {
+        *CELL_COLUMNS,
         "strategy",
         "method",
         "status",
@@ -108,9 +113,13 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
 )
 
 
+Cell = tuple[str, str]  # (task, model)
+RunKey = tuple[str, str, str, int]  # (task, model, strategy, seed)
+
+
 @dataclass(frozen=True)
 class RunRecord:
-    """One (strategy, seed) run: the paired train and eval records and the combined status."""
+    """One (task, model, strategy, seed) run: the paired train and eval records and the combined status."""
 
     strategy: str
     method: str
@@ -119,15 +128,26 @@ class RunRecord:
     reason: str | None
     train: dict[str, Any]
     eval: dict[str, Any]
+    task: str
+    model: str
+    metric: str  # the task's primary metric (records keep every metric)
 
     @property
     def ok(self) -> bool:
         return self.status == Status.OK
 
     @property
-    def metric(self) -> str:
-        """The task's primary metric, as the run's settings say (records before it: accuracy)."""
-        return str((self.train.get("config") or {}).get("metric") or "accuracy")
+    def cell(self) -> Cell:
+        return (self.task, self.model)
+
+    @property
+    def key(self) -> RunKey:
+        return (self.task, self.model, self.strategy, self.seed)
+
+    @property
+    def score(self) -> float:
+        """The primary metric on the test split; NaN where the run has none."""
+        return number(self.eval.get("metrics") or {}, self.metric)
 
 
 def _read_record(path: Path, kind: str) -> dict[str, Any]:
@@ -142,33 +162,63 @@ def _read_record(path: Path, kind: str) -> dict[str, Any]:
     return record
 
 
-def _index_records(paths: Sequence[Path], kind: str) -> dict[tuple[str, int], dict[str, Any]]:
-    records: dict[tuple[str, int], dict[str, Any]] = {}
-    for path in paths:
-        record = _read_record(Path(path), kind)
-        key = (record["strategy"], record["seed"])
-        if key in records:
-            raise ValueError(f"{path}: a second {kind} record for strategy {key[0]!r} seed {key[1]}")
-        records[key] = record
-    return records
+def _train_key(record: Mapping[str, Any]) -> RunKey:
+    cell = cell_settings(record)
+    return (cell["task"], cell["model"], record["strategy"], record["seed"])
+
+
+def eval_key(record: Mapping[str, Any], train_keys: Sequence[RunKey]) -> RunKey:
+    """The run an eval record belongs to. It names its task and model where the evaluate job
+    wrote them; an older one, without, is the train record's of the same (strategy, seed),
+    which must then be the only one."""
+    strategy, seed = record["strategy"], record["seed"]
+    if record.get("task") is not None and record.get("model") is not None:
+        return (str(record["task"]), str(record["model"]), strategy, seed)
+    matches = [key for key in train_keys if key[2:] == (strategy, seed)]
+    if len(matches) != 1:
+        raise ValueError(
+            f"an eval record of strategy {strategy!r} seed {seed} names no task and model, and "
+            f"{len(matches)} train records match it: {matches}"
+        )
+    return matches[0]
 
 
 def load_runs(*, train_paths: Sequence[Path], eval_paths: Sequence[Path]) -> list[RunRecord]:
-    """Pair train and eval records by (strategy, seed).
+    """Pair train and eval records by (task, model, strategy, seed).
 
-    Runs come out in the order strategies first appear in ``train_paths`` (the
-    config order), seeds ascending within a strategy.
+    Runs come out cell by cell in the order cells first appear in ``train_paths``, within a
+    cell in the order strategies first appear (the config order), seeds ascending.
     """
-    trains = _index_records(train_paths, "train")
-    evals = _index_records(eval_paths, "eval")
+    trains: dict[RunKey, dict[str, Any]] = {}
+    for path in train_paths:
+        record = _read_record(Path(path), "train")
+        key = _train_key(record)
+        if key in trains:
+            raise ValueError(
+                f"{path}: a second train record for task {key[0]!r} model {key[1]!r} strategy {key[2]!r} seed {key[3]}"
+            )
+        trains[key] = record
+    evals: dict[RunKey, dict[str, Any]] = {}
+    for path in eval_paths:
+        record = _read_record(Path(path), "eval")
+        key = eval_key(record, list(trains))
+        if key in evals:
+            raise ValueError(
+                f"{path}: a second eval record for task {key[0]!r} model {key[1]!r} strategy {key[2]!r} seed {key[3]}"
+            )
+        evals[key] = record
     if unpaired := sorted(set(trains) ^ set(evals)):
-        raise ValueError(f"(strategy, seed) pairs {unpaired} have only one of train/eval records; every run needs both")
-    strategy_order = list(dict.fromkeys(strategy for strategy, _ in trains))
-    keys = sorted(trains, key=lambda key: (strategy_order.index(key[0]), key[1]))
+        raise ValueError(
+            f"(task, model, strategy, seed) runs {unpaired} have only one of train/eval records; every run needs both"
+        )
+    cell_order = list(dict.fromkeys(key[:2] for key in trains))
+    strategy_order = list(dict.fromkeys(key[2] for key in trains))
+    keys = sorted(trains, key=lambda key: (cell_order.index(key[:2]), strategy_order.index(key[2]), key[3]))
 
     runs = []
-    for strategy, seed in keys:
-        train, ev = trains[(strategy, seed)], evals[(strategy, seed)]
+    for key in keys:
+        train, ev = trains[key], evals[key]
+        task, model, strategy, seed = key
         status = Status.worst(train["status"], ev["status"])
         reason = train.get("reason") or ev.get("reason")
         runs.append(
@@ -180,9 +230,21 @@ def load_runs(*, train_paths: Sequence[Path], eval_paths: Sequence[Path]) -> lis
                 reason=reason,
                 train=train,
                 eval=ev,
+                task=task,
+                model=model,
+                metric=cell_settings(train)["metric"],
             )
         )
     return runs
+
+
+def cells_of(frame: pd.DataFrame) -> list[Cell]:
+    """The (task, model) cells of a table with CELL_COLUMNS, in table order."""
+    return list(dict.fromkeys(zip(frame["task"], frame["model"])))
+
+
+def in_cell(frame: pd.DataFrame, cell: Cell) -> pd.DataFrame:
+    return frame[(frame["task"] == cell[0]) & (frame["model"] == cell[1])]
 
 
 def number(metrics: Mapping[str, Any], key: str) -> float:
@@ -217,6 +279,8 @@ def summary_table(*, runs: Sequence[RunRecord]) -> pd.DataFrame:
             gpu_mem = number(train_m, "peak_gpu_mem_allocated_gb")
         rows.append(
             {
+                "task": run.task,
+                "model": run.model,
                 "strategy": run.strategy,
                 "method": run.method,
                 "seed": run.seed,
@@ -271,7 +335,22 @@ def _require_columns(table: pd.DataFrame, columns: Sequence[str]) -> None:
 
 
 def aggregate_by_strategy(*, table: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (ddof=1) and count over the ok seeds of each strategy.
+    """Mean, std (ddof=1) and count over the ok seeds of each strategy within each (task,
+    model) cell, cells in table order (see _aggregate_cell); ``task, model`` first."""
+    _require_columns(table, CELL_COLUMNS)
+    parts = []
+    for cell in cells_of(table):
+        part = _aggregate_cell(in_cell(table, cell))
+        parts.append(
+            pd.concat([pd.DataFrame({"task": [cell[0]] * len(part), "model": [cell[1]] * len(part)}), part], axis=1)
+        )
+    if not parts:
+        return pd.concat([pd.DataFrame(columns=list(CELL_COLUMNS)), _aggregate_cell(table)], axis=1)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _aggregate_cell(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (ddof=1) and count over the ok seeds of each strategy of one cell.
 
     Columns: ``strategy, method, family, n_runs, n_ok``, then ``<col>_mean/_std/_count``
     for each of ``AGGREGATE_COLUMNS``, then ``accuracy_mean_ci_low/high`` and
@@ -330,6 +409,7 @@ def aggregate_by_strategy(*, table: pd.DataFrame) -> pd.DataFrame:
 
 
 COMPARISON_COLUMNS: tuple[str, ...] = (
+    *CELL_COLUMNS,
     "strategy",
     "method",
     "n_ok",
@@ -378,15 +458,39 @@ def compare_strategies(
     *,
     agg: pd.DataFrame,
     runs: Sequence[RunRecord],
-    correct: Mapping[tuple[str, int], np.ndarray],
+    correct: Mapping[RunKey, np.ndarray],
     baseline: str,
-    predicted: Mapping[tuple[str, int], tuple[np.ndarray, np.ndarray, int]] | None = None,
+    predicted: Mapping[RunKey, tuple[np.ndarray, np.ndarray, int]] | None = None,
 ) -> pd.DataFrame:
-    """One row per strategy against `baseline` on the same test reviews (ftcompare.stats):
-    accuracy and the task's metric over seeds, the paired difference on the metric in
-    points with its 95% interval, the p-value (`test`: McNemar's exact test on accuracy,
-    from `correct`; the paired bootstrap on another metric, from `predicted`, each run's
-    `outcomes`) and its Holm adjustment across strategies. Empty where a side has no ok run."""
+    """Within each (task, model) cell, one row per strategy against `baseline` on the same test
+    reviews (ftcompare.stats): accuracy and the task's metric over seeds, the paired
+    difference on the metric in points with its 95% interval, the p-value (`test`:
+    McNemar's exact test on accuracy, from `correct`; the paired bootstrap on another metric,
+    from `predicted`, each run's `outcomes`) and its Holm adjustment across the cell's
+    strategies. Empty where a side has no ok run."""
+    parts = [
+        _compare_cell(
+            agg=in_cell(agg, cell),
+            runs=[run for run in runs if run.cell == cell],
+            correct=correct,
+            predicted=predicted,
+            baseline=baseline,
+        )
+        for cell in cells_of(agg)
+    ]
+    if not parts:
+        return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _compare_cell(
+    *,
+    agg: pd.DataFrame,
+    runs: Sequence[RunRecord],
+    correct: Mapping[RunKey, np.ndarray],
+    predicted: Mapping[RunKey, tuple[np.ndarray, np.ndarray, int]] | None,
+    baseline: str,
+) -> pd.DataFrame:
     names = set(agg["metric_name"].dropna()) if "metric_name" in agg else set()
     if len(names) > 1:
         raise ValueError(f"runs of one comparison name different metrics: {sorted(names)}")
@@ -396,13 +500,15 @@ def compare_strategies(
     per_run = correct if metric == "accuracy" else predicted
     ok_seeds: dict[str, dict[int, Any]] = {}
     for run in runs:
-        if run.ok and (run.strategy, run.seed) in per_run:
-            ok_seeds.setdefault(run.strategy, {})[run.seed] = per_run[(run.strategy, run.seed)]
+        if run.ok and run.key in per_run:
+            ok_seeds.setdefault(run.strategy, {})[run.seed] = per_run[run.key]
     base = ok_seeds.get(baseline, {})
     rows = []
     for record in agg.to_dict("records"):
         strategy, seeds = record["strategy"], ok_seeds.get(record["strategy"], {})
         row = {
+            "task": record["task"],
+            "model": record["model"],
             "strategy": strategy,
             "method": record["method"],
             "n_ok": record["n_ok"],
@@ -440,7 +546,7 @@ def compare_strategies(
                 "reviews_worse": compared.worse,
             }
         rows.append(row)
-    table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)).astype({"p_value": float, "p_value_holm": float})
     tested = table["p_value"].notna()
     table.loc[tested, "p_value_holm"] = holm(table.loc[tested, "p_value"].tolist())
     return table
@@ -448,7 +554,8 @@ def compare_strategies(
 
 @dataclass(frozen=True)
 class Results:
-    """Everything the figures and the report are drawn from, computed once."""
+    """Everything the figures and the report of one (task, model) cell are drawn from, computed
+    once (`Results.of` accepts runs of several cells; `Study` splits a study into cells)."""
 
     runs: list[RunRecord]
     table: pd.DataFrame  # one row per run: SUMMARY_COLUMNS
@@ -463,7 +570,7 @@ class Results:
         cls,
         runs: Sequence[RunRecord],
         *,
-        predictions: Mapping[tuple[str, int], pd.DataFrame] | None = None,
+        predictions: Mapping[RunKey, pd.DataFrame] | None = None,
         baseline: str | None = None,
         tuning: pd.DataFrame | None = None,
         selected: dict[str, Any] | None = None,
@@ -497,20 +604,235 @@ class Results:
         selected: Path | None = None,
     ) -> Results:
         """`prediction_paths` run parallel to `eval_paths` (each run's predictions.parquet)."""
-
         runs = load_runs(train_paths=train_paths, eval_paths=eval_paths)
-        predictions = None
-        if prediction_paths is not None:
-            if len(prediction_paths) != len(eval_paths):
-                raise ValueError(f"{len(prediction_paths)} prediction files for {len(eval_paths)} eval records")
-            predictions = {}
-            for eval_path, path in zip(eval_paths, prediction_paths):
-                record = json.loads(Path(eval_path).read_text())
-                predictions[(record["strategy"], record["seed"])] = pd.read_parquet(path)
         return cls.of(
             runs,
-            predictions=predictions,
+            predictions=_read_predictions(runs, eval_paths, prediction_paths),
             baseline=baseline,
             tuning=None if tuning_summary is None else pd.read_csv(tuning_summary),
             selected=None if selected is None else read_selection(selected),
         )
+
+
+def _read_predictions(
+    runs: Sequence[RunRecord], eval_paths: Sequence[Path], prediction_paths: Sequence[Path] | None
+) -> dict[RunKey, pd.DataFrame] | None:
+    if prediction_paths is None:
+        return None
+    if len(prediction_paths) != len(eval_paths):
+        raise ValueError(f"{len(prediction_paths)} prediction files for {len(eval_paths)} eval records")
+    keys = [run.key for run in runs]
+    return {
+        eval_key(json.loads(Path(eval_path).read_text()), keys): pd.read_parquet(path)
+        for eval_path, path in zip(eval_paths, prediction_paths)
+    }
+
+
+def cell_tuning(
+    summaries: Sequence[Path], selections: Sequence[Path], cells: Sequence[Cell]
+) -> dict[Cell, tuple[pd.DataFrame, dict[str, Any]]]:
+    """Each cell's tuning trials and selection. `summaries` and `selections` are parallel (a
+    cell's summary.csv and selected.yaml); a summary names its cell in its task and model
+    columns, and one without them (a study before the matrix) belongs to the study's one cell."""
+    if len(summaries) != len(selections):
+        raise ValueError(f"{len(summaries)} tuning summaries for {len(selections)} selections")
+    tuned: dict[Cell, tuple[pd.DataFrame, dict[str, Any]]] = {}
+    for summary, selection in zip(summaries, selections):
+        trials = pd.read_csv(summary)
+        if not set(CELL_COLUMNS) <= set(trials.columns):
+            if len(cells) != 1:
+                raise ValueError(f"{summary}: no task and model columns, and the study has {len(cells)} cells")
+            trials.insert(0, "model", cells[0][1])
+            trials.insert(0, "task", cells[0][0])
+        found = cells_of(trials) or list(cells[:1])
+        if len(found) != 1:
+            raise ValueError(f"{summary}: trials of {len(found)} cells {found}; one summary per cell")
+        tuned[found[0]] = (trials, read_selection(selection))
+    return tuned
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study: its (task, model) cells, each a `Results`, in the order the records list them."""
+
+    cells: dict[Cell, Results]
+    baseline: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        runs: Sequence[RunRecord],
+        *,
+        predictions: Mapping[RunKey, pd.DataFrame] | None = None,
+        baseline: str | None = None,
+        tuning: Mapping[Cell, tuple[pd.DataFrame, dict[str, Any]]] | None = None,
+    ) -> Study:
+        by_cell: dict[Cell, list[RunRecord]] = {}
+        for run in runs:
+            by_cell.setdefault(run.cell, []).append(run)
+        tuning = tuning or {}
+        cells = {}
+        for cell, cell_runs in by_cell.items():
+            keys = {run.key for run in cell_runs}
+            trials, selected = tuning.get(cell, (None, None))
+            cells[cell] = Results.of(
+                cell_runs,
+                predictions=None if predictions is None else {k: v for k, v in predictions.items() if k in keys},
+                baseline=baseline,
+                tuning=trials,
+                selected=selected,
+            )
+        return cls(cells=cells, baseline=baseline)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        train_paths: Sequence[Path],
+        eval_paths: Sequence[Path],
+        prediction_paths: Sequence[Path] | None = None,
+        baseline: str | None = None,
+        tuning_summaries: Sequence[Path] = (),
+        selections: Sequence[Path] = (),
+    ) -> Study:
+        runs = load_runs(train_paths=train_paths, eval_paths=eval_paths)
+        cells = list(dict.fromkeys(run.cell for run in runs))
+        return cls.of(
+            runs,
+            predictions=_read_predictions(runs, eval_paths, prediction_paths),
+            baseline=baseline,
+            tuning=cell_tuning(tuning_summaries, selections, cells),
+        )
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(dict.fromkeys(task for task, _ in self.cells))
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(model for _, model in self.cells))
+
+    def _concat(self, frames: list[pd.DataFrame | None]) -> pd.DataFrame | None:
+        present = [frame for frame in frames if frame is not None]
+        return pd.concat(present, ignore_index=True) if present else None
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """results/summary.csv: every run, cell by cell."""
+        return self._concat([r.table for r in self.cells.values()])
+
+    @property
+    def comparison(self) -> pd.DataFrame | None:
+        """results/summary_by_strategy.csv: each cell's strategies against the baseline."""
+        return self._concat([r.comparison for r in self.cells.values()])
+
+    @property
+    def tuning(self) -> pd.DataFrame | None:
+        """results/tuning/summary.csv: every cell's trials, with task and model first."""
+        return self._concat([r.tuning for r in self.cells.values()])
+
+
+ACROSS_COST_COLUMNS: tuple[str, ...] = (
+    "train_time_vs_baseline",
+    "trainable_params_vs_baseline",
+    "peak_memory_vs_baseline",
+)
+
+
+def cell_scores(study: Study) -> pd.DataFrame:
+    """One row per (task, model, strategy): the primary metric (mean over ok seeds), its rank
+    among the cell's strategies (1 = best, ties share the mean rank), the per-task paired test
+    against the baseline (compare_strategies' p-value, whichever test it ran) and the costs
+    relative to the baseline's in the same cell."""
+    rows = []
+    for (task, model), results in study.cells.items():
+        agg = results.agg.set_index("strategy")
+        memory_column = "peak_gpu_mem_gb" if agg["peak_gpu_mem_gb_mean"].notna().any() else "peak_rss_gb"
+        comparison = None if results.comparison is None else results.comparison.set_index("strategy")
+        metrics = {run.metric for run in results.runs}
+        base = agg.loc[study.baseline] if study.baseline in agg.index else None
+        for strategy in agg.index:
+            scores = [run.score for run in results.runs if run.strategy == strategy and run.ok]
+            scores = [s for s in scores if not math.isnan(s)]
+            row = {
+                "task": task,
+                "model": model,
+                "strategy": strategy,
+                "method": agg.loc[strategy, "method"],
+                "metric": ", ".join(sorted(metrics)),
+                "score": float(np.mean(scores)) if scores else math.nan,
+                "p_value": math.nan,
+                "delta": math.nan,
+            }
+            if comparison is not None and strategy in comparison.index and strategy != study.baseline:
+                row["p_value"] = comparison.loc[strategy, "p_value"]
+                row["delta"] = (
+                    comparison.loc[strategy, "delta_vs_baseline"] if "delta_vs_baseline" in comparison else math.nan
+                )
+            for name, column in zip(ACROSS_COST_COLUMNS, ("train_time_s", "trainable_params", memory_column)):
+                ours = agg.loc[strategy, f"{column}_mean"]
+                theirs = math.nan if base is None else base[f"{column}_mean"]
+                row[name] = ours / theirs if theirs and not math.isnan(theirs) else math.nan
+            rows.append(row)
+    scores = pd.DataFrame(rows)
+    if scores.empty:
+        return scores
+    scores["rank"] = scores.groupby(["task", "model"], sort=False)["score"].rank(ascending=False, method="average")
+    # The family is every per-task test of the study: a verdict across tasks is one claim
+    # over all of them, so Holm adjusts over all tasks, strategies and models together.
+    tested = scores["p_value"].notna()
+    scores["p_value_holm"] = math.nan
+    if tested.any():
+        scores.loc[tested, "p_value_holm"] = holm(scores.loc[tested, "p_value"].astype(float).tolist())
+    # Which way a significant difference goes: the test's own difference where it reports one,
+    # else the primary metric's means.
+    base_scores = scores[scores["strategy"] == study.baseline].set_index(["task", "model"])["score"]
+    fallback = scores["score"] - [base_scores.get((t, m), math.nan) for t, m in zip(scores["task"], scores["model"])]
+    direction = scores["delta"].where(scores["delta"].notna(), fallback)
+    significant = scores["p_value_holm"] < ALPHA_ACROSS
+    scores["outcome"] = np.select(
+        [~tested, ~significant, direction > 0, direction < 0], [None, "tie", "win", "loss"], default="tie"
+    )
+    return scores
+
+
+ALPHA_ACROSS = 0.05
+
+
+def across_tasks(study: Study) -> pd.DataFrame:
+    """results/summary_across_tasks.csv: one row per model × strategy. Per task (a column named
+    by the task) the primary metric, then its mean over tasks, the mean rank (1 = best in each
+    task), wins / ties / losses against the baseline from the per-task paired tests
+    (Holm-adjusted over all of them), each task's rank, adjusted p-value and outcome (win, tie,
+    loss; empty where not compared), and the costs
+    relative to the baseline (the mean over tasks of each task's ratio). The mean and the mean
+    rank need a score in every task: a strategy without one somewhere has none (NaN)."""
+    scores = cell_scores(study)
+    tasks = study.tasks
+    rows = []
+    if scores.empty:
+        return pd.DataFrame(
+            columns=["model", "strategy", "method", *tasks, "mean", "mean_rank", "wins", "ties", "losses"]
+        )
+    for (model, strategy), group in scores.groupby(["model", "strategy"], sort=False):
+        by_task = group.set_index("task")
+        per_task = [by_task["score"].get(task, math.nan) for task in tasks]
+        ranks = [by_task["rank"].get(task, math.nan) for task in tasks]
+        outcomes = group["outcome"].dropna().tolist()
+        row = {
+            "model": model,
+            "strategy": strategy,
+            "method": group["method"].iloc[0],
+            **dict(zip(tasks, per_task)),
+            "mean": float(np.mean(per_task)) if not np.isnan(per_task).any() else math.nan,
+            "mean_rank": float(np.mean(ranks)) if not np.isnan(ranks).any() else math.nan,
+            "wins": outcomes.count("win"),
+            "ties": outcomes.count("tie"),
+            "losses": outcomes.count("loss"),
+            **{f"rank_{task}": rank for task, rank in zip(tasks, ranks)},
+            **{f"p_holm_{task}": by_task["p_value_holm"].get(task, math.nan) for task in tasks},
+            **{f"outcome_{task}": by_task["outcome"].get(task) for task in tasks},
+            **{name: group[name].mean() for name in ACROSS_COST_COLUMNS},
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)

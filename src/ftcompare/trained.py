@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ftcompare import study
 from ftcompare.config import ConfigError, RunSpec
 from ftcompare.data import DataError, read_csv
 from ftcompare.fetch import FETCHED_FROM
 from ftcompare.records import Status, upgrade
-from ftcompare import study
 from ftcompare.sources import (
     ADAPTER_WEIGHT_FILES,
     PACKAGE_PREFIX,
@@ -90,7 +90,7 @@ def open_run(run_dir: str | Path) -> TrainedRun:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         what = "is a file, not a folder" if run_dir.exists() else "does not exist"
-        raise UsageError(f"run folder {str(run_dir)!r} {what} (a run folder is e.g. results/runs/imdb/roberta-base/lora/seed0)")
+        raise UsageError(f"run folder {str(run_dir)!r} {what} (a run folder is e.g. {study.RUN_EXAMPLE})")
     if not (run_dir / "train.json").is_file() and (run_dir.parent / "train.json").is_file():
         raise UsageError(f"{str(run_dir)!r} is a run's model folder; give the run folder, {str(run_dir.parent)!r}")
     records = {}
@@ -98,7 +98,7 @@ def open_run(run_dir: str | Path) -> TrainedRun:
         path = run_dir / f"{kind}.json"
         if not path.is_file():
             raise UsageError(
-                f"{str(run_dir)!r} has no {kind}.json: not a run folder (e.g. results/runs/imdb/roberta-base/lora/seed0), or a run "
+                f"{str(run_dir)!r} has no {kind}.json: not a run folder (e.g. {study.RUN_EXAMPLE}), or a run "
                 f"that has not finished; `snakemake {path}` runs it"
             )
         try:

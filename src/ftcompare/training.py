@@ -156,9 +156,7 @@ def train_run(
     progress goes (ftcompare.progress); by default, lines in the log only.
     """
     device = device or select_device()
-    reporter = reporter or Reporter(
-        label=spec.label(), kind="train", log_every=spec.log_every_steps
-    )
+    reporter = reporter or Reporter(label=spec.label(), kind="train", log_every=spec.log_every_steps)
     try:
         with sigterm_requests_stop() as stop:
             return _train(

@@ -181,6 +181,8 @@ def trial_result(record: Mapping[str, Any], trial: Trial) -> TrialResult:
 
 # results/tuning/summary.csv's columns besides the tuned keys (ftcompare.jobs writes it).
 SUMMARY_COLUMNS = (
+    "task",
+    "model",
     "strategy",
     "trial",
     "seed",

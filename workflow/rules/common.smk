@@ -11,7 +11,7 @@ import re
 from ftcompare.checks import checked_study
 from ftcompare.config import REFERENCE_RECIPE, resolve_run
 from ftcompare.data import settings_used
-from ftcompare.figures import figure_names
+from ftcompare.figures import ACROSS_FIGURE_CAPTIONS, figure_names
 from ftcompare.records import read_selection, retry_marker, run_params
 from ftcompare.sources import is_hub_id
 from ftcompare.status import write_plan
@@ -108,7 +108,16 @@ TUNING_OUTPUTS = {
     "summaries": [f"results/tuning/{cell.path}/summary.csv" for cell in TUNED_CELLS],
     "selections": [f"results/tuning/{cell.path}/selected.yaml" for cell in TUNED_CELLS],
 }
-FIGURES = expand("results/figures/{name}.png", name=figure_names(tuning=bool(TUNED_CELLS)))
+# A study of one cell has today's report: its figures in results/figures/. Several cells:
+# each cell's under results/figures/<task>/<model>/, and the comparison across tasks
+# (summary_across_tasks.csv, its heatmap and rank figures) beside them.
+ACROSS = len(CELLS) > 1
+if ACROSS:
+    FIGURES = [
+        f"results/figures/{cell.path}/{name}.png" for cell in CELLS for name in figure_names(tuning=bool(TUNED[cell]))
+    ] + [f"results/figures/{name}.png" for name in ACROSS_FIGURE_CAPTIONS]
+else:
+    FIGURES = expand("results/figures/{name}.png", name=figure_names(tuning=bool(TUNED_CELLS)))
 
 
 # Every planned run and trial, for `ftcompare status` to show those not started yet

@@ -31,8 +31,20 @@ rule report:
             labels={"strategy": "all", "seed": "all", "item": "written comparison"},
         ),
         # Every tuned cell's trials in one table, beside each cell's own.
+        **({"tuning_summary": "results/tuning/summary.csv"} if TUNED_CELLS else {}),
+        # Per model and strategy: the primary metric on each task, mean rank, wins/ties/losses.
         **(
-            {"tuning_summary": "results/tuning/summary.csv"} if TUNED_CELLS else {}
+            {
+                "across": report(
+                    "results/summary_across_tasks.csv",
+                    caption="../report/summary_across_tasks.rst",
+                    category="study",
+                    subcategory="across tasks and models",
+                    labels={"strategy": "all", "seed": "all", "item": "across-task table"},
+                )
+            }
+            if ACROSS
+            else {}
         ),
         figures=[
             report(
@@ -59,5 +71,7 @@ rule report:
         reference=STUDY["report"]["reference"],
         baseline=STUDY["report"]["baseline"],
         sort_by=STUDY["report"]["sort_by"],
+        # Each task's data block: where it is a GLUE task, the published figures stand beside ours.
+        datasets=STUDY["tasks"],
     script:
         "../scripts/report.py"

@@ -4,8 +4,6 @@ from ftcompare import jobs
 
 # Before torch is imported: the log, no network, and for GPU rules a device of the job's own.
 jobs.start_job(log_path=snakemake.log[0])
-# Each tuned cell's trial summary and selection (none when tuning is off).
-tuning = [snakemake.input.get("summaries", []), snakemake.input.get("selections", [])]
 jobs.report_job(
     train_records=snakemake.input.train_records,
     eval_records=snakemake.input.eval_records,
@@ -16,9 +14,13 @@ jobs.report_job(
     figure_paths=snakemake.output.figures,
     reference=snakemake.params.reference,
     baseline=snakemake.params.baseline,
-    tuning_summaries=list(tuning[0]),
-    selections=list(tuning[1]),
-    tuning_summary_path=snakemake.output.get("tuning_summary"),
+    # Each tuned cell's trial summary and selection (none when tuning is off).
+    tuning_summary=list(snakemake.input.get("summaries", [])),
+    selected=list(snakemake.input.get("selections", [])),
     sort_by=snakemake.params.sort_by,
     reference_recipe=snakemake.input.reference_recipe,
+    # Outputs and params of a study across tasks, where the rule declares them.
+    across_path=snakemake.output.get("across"),
+    tuning_path=snakemake.output.get("tuning_summary"),
+    datasets=snakemake.params.get("datasets"),
 )
