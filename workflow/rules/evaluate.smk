@@ -1,11 +1,9 @@
 rule evaluate:
     input:
-        dataset=tokenized_dir,
+        # The cell's tokenized data and fetched model, and for the model card its data summary.
+        unpack(evaluate_inputs),
         record=f"{RUN}/train.json",
         model=f"{RUN}/model",
-        base_model=base_model,
-        # For the model card: the data it was trained and tested on.
-        data_summary=lambda wildcards: f"{data_dir(wildcards)}/summary.json",
     output:
         record=report(
             f"{RUN}/eval.json",

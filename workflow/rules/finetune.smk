@@ -1,8 +1,7 @@
 rule finetune:
     input:
-        dataset=tokenized_dir,
-        selection=after_selection,
-        base_model=base_model,
+        # The cell's tokenized data and fetched model; a tuned strategy waits for its selection.
+        unpack(run_inputs),
     output:
         record=report(
             f"{RUN}/train.json",

@@ -1,13 +1,32 @@
 rule report:
     input:
+        **TUNING_OUTPUTS,
+        # The reference's recipe, which the report states beside its results.
         train_records=all_train_records,
         eval_records=all_eval_records,
         # Parallel to eval_records: each run's per-review predictions, for the paired tests.
         predictions=all_predictions,
-        **TUNING_OUTPUTS,
-        # The reference's recipe, which the report states beside its results.
         reference_recipe=REFERENCE_RECIPE,
     output:
+        **({"tuning_summary": "results/tuning/summary.csv"} if TUNED_CELLS else {}),
+        # Per model and strategy: the primary metric on each task, mean rank, wins/ties/losses.
+        **(
+            {
+                "across": report(
+                    "results/summary_across_tasks.csv",
+                    caption="../report/summary_across_tasks.rst",
+                    category="study",
+                    subcategory="across tasks and models",
+                    labels={
+                        "strategy": "all",
+                        "seed": "all",
+                        "item": "across-task table",
+                    },
+                )
+            }
+            if ACROSS
+            else {}
+        ),
         # Grouped as the runs are (task, model), under the strategy "all".
         summary=report(
             "results/summary.csv",
@@ -31,21 +50,6 @@ rule report:
             labels={"strategy": "all", "seed": "all", "item": "written comparison"},
         ),
         # Every tuned cell's trials in one table, beside each cell's own.
-        **({"tuning_summary": "results/tuning/summary.csv"} if TUNED_CELLS else {}),
-        # Per model and strategy: the primary metric on each task, mean rank, wins/ties/losses.
-        **(
-            {
-                "across": report(
-                    "results/summary_across_tasks.csv",
-                    caption="../report/summary_across_tasks.rst",
-                    category="study",
-                    subcategory="across tasks and models",
-                    labels={"strategy": "all", "seed": "all", "item": "across-task table"},
-                )
-            }
-            if ACROSS
-            else {}
-        ),
         figures=[
             report(
                 figure,

@@ -6,7 +6,8 @@ rule tokenize:
                 for split in ("train", "validation", "test")
             }
         ),
-        base_model=lambda wildcards: TOKENIZED[wildcards.tokenized_key]["base_model"] or [],
+        base_model=lambda wildcards: TOKENIZED[wildcards.tokenized_key]["base_model"]
+        or [],
     output:
         dataset=directory("results/tokenized/{tokenized_key}"),
     log:

@@ -1,7 +1,6 @@
 rule tune:
     input:
-        dataset=tokenized_dir,
-        base_model=base_model,
+        unpack(cell_inputs),
     output:
         record=f"{TRIAL}/train.json",
     log:
