@@ -15,9 +15,8 @@ from ftcompare.figures import ACROSS_FIGURE_CAPTIONS, figure_names
 from ftcompare.records import read_selection, retry_marker, run_params
 from ftcompare.sources import is_hub_id
 from ftcompare.status import write_plan
-from ftcompare.study import Cell
+from ftcompare.study import Cell, fetched_model_folder, hub_data_settings, hub_folder
 from ftcompare.tuning import apply_selection, trial_spec, trials
-from ftcompare.study import hub_data_settings, hub_folder
 from ftcompare.workflow_support import cache_key
 
 # Every key checked against workflow/schemas/config.schema.yaml, defaults filled in, and
@@ -28,7 +27,6 @@ from ftcompare.workflow_support import cache_key
 # model's limits and module names), which in a job would cost its start-up: ftcompare.checks.
 STUDY, CELLS = checked_study(config, sources=True)
 SEEDS = STUDY["seeds"]
-STRATEGIES = {cell: list(cfg["strategies"]) for cell, cfg in CELLS.items()}
 
 
 def cell_of(wildcards):
@@ -54,7 +52,7 @@ def fetched_model(cfg):
     """The fetched copy of a cell's hub model (an input); None for a local model."""
     name_or_path = cfg["model"]["name_or_path"]
     return (
-        f"results/sources/models/{hub_folder(name_or_path)}"
+        str(fetched_model_folder("results", name_or_path))
         if is_hub_id(name_or_path)
         else None
     )
