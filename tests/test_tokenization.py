@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftcompare.batching import load_tokenized
+from ftcompare.batching import collate, load_tokenized
 from ftcompare.sources import max_sequence_length
 from ftcompare.tokenization import load_tokenizer
 
@@ -154,6 +154,21 @@ def test_a_pair_is_the_tokenizers_own_pair_encoding_and_cuts_as_it_cuts(model, r
             firsts, seconds, truncation="longest_first", max_length=shorter
         )["input_ids"], shorter
         assert cut.lengths.tolist() == [len(row) for row in cut.input_ids]
+    # Segment ids: the tokenizer's own, cut or not, where the model reads them (MiniLM's
+    # type_vocab_size 2); none at all for RoBERTa's (1), whose batches stay as they were.
+    for length in (64, 40, 33, 17):
+        split = test if length == 64 else test.truncated(length)
+        batch = collate(split, np.arange(len(split)), pad_token_id=data.pad_token_id, pad_to_multiple_of=8)
+        if model == "tiny_roberta":
+            assert set(batch) == {"input_ids", "attention_mask", "labels"}
+            continue
+        encoded = reference(firsts, seconds, truncation="longest_first", max_length=length)
+        types = batch["token_type_ids"].numpy()
+        assert [types[i, : len(row)].tolist() for i, row in enumerate(encoded["token_type_ids"])] == encoded[
+            "token_type_ids"
+        ], length
+        assert (types[batch["attention_mask"].numpy() == 0] == 0).all()  # padding: segment 0
+        assert {tuple(r) for r in types.tolist()} != {tuple([0] * types.shape[1])}  # second texts are segment 1
 
 
 def test_longest_first_is_the_tokenizers_rule():
