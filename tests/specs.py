@@ -74,9 +74,7 @@ def cell_tuning(workdir: Path) -> Path:
     return found[0]
 
 
-def tokenized_pairs(
-    folder: Path, model: str, firsts: list[str], seconds: list[str], *, max_length: int = 64
-) -> Path:
+def tokenized_pairs(folder: Path, model: str, firsts: list[str], seconds: list[str], *, max_length: int = 64) -> Path:
     """Sentence pairs (`firsts[i]`, `seconds[i]`, labels alternating) as every split of a
     prepared pair task, tokenized at `max_length` tokens by `model`'s tokenizer."""
     import pandas as pd

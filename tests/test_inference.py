@@ -113,7 +113,9 @@ def test_a_bert_models_pair_logits_are_those_of_its_tokenizers_pair_encoding(min
             model, split, batch_size=8, pad_token_id=0, pad_to_multiple_of=8, device=CPU, precision=FP32
         )
         np.testing.assert_allclose(got, reference, atol=1e-5, err_msg=f"max_length {length}")
-    batching = TrainBatching(batch_size=8, max_tokens=None, group_by_length=False, pad_to_multiple_of=8, bucket_width=16)
+    batching = TrainBatching(
+        batch_size=8, max_tokens=None, group_by_length=False, pad_to_multiple_of=8, bucket_width=16
+    )
     for indices in batching.epoch(test.lengths, seed=0, epoch=0):
         batch = batching.collate(test, indices, pad_token_id=0)
         assert batch["token_type_ids"].shape == batch["input_ids"].shape

@@ -301,7 +301,8 @@ def collate(
         input_ids[row, : len(ids)] = ids
         attention_mask[row, : len(ids)] = 1
         if token_type_ids is not None:
-            token_type_ids[row, : len(ids)] = pair_type_ids(len(ids), split.pair_tokens[index], split.pair_layout, types)
+            full = split.pair_tokens[index]
+            token_type_ids[row, : len(ids)] = pair_type_ids(len(ids), full, split.pair_layout, types)
     batch = {
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": torch.from_numpy(attention_mask),
