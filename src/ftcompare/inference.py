@@ -57,12 +57,15 @@ def predict_logits(
 def forward_logits(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], *, device: torch.device, precision: Precision
 ) -> torch.Tensor:
-    """One batch's logits (fp32, on the device), under the run's autocast."""
+    """One batch's logits (fp32, on the device), under the run's autocast. A pair batch's
+    segment ids go in where collate made them (models that read them); labels never do."""
+    inputs = {name: batch[name].to(device, non_blocking=True) for name in MODEL_INPUTS if name in batch}
     with autocast(device, precision):
-        return model(
-            input_ids=batch["input_ids"].to(device, non_blocking=True),
-            attention_mask=batch["attention_mask"].to(device, non_blocking=True),
-        ).logits.float()
+        return model(**inputs).logits.float()
+
+
+# What a batch feeds the model at inference (token_type_ids: pair batches of BERT-style models).
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 # Latency is measured on this many test reviews, one at a time: p95 is then the 5th

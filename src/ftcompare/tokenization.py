@@ -76,15 +76,38 @@ def _segments(encoding: Any) -> tuple[tuple[int, int], tuple[int, int, int]]:
     return (len(first), len(second)), layout
 
 
-def encode_pairs(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str]) -> tuple[list[list[int]], Any, tuple]:
+def uses_segment_ids(name_or_path: str) -> bool:
+    """Whether the model reads segment ids (token_type_ids), which tell a pair's two texts
+    apart: a config type_vocab_size above 1 (BERT, MiniLM, DeBERTa-v2 with segments).
+    RoBERTa has 1 (every token segment 0: nothing to tell), ModernBERT none."""
+    config = json.loads(model_file(name_or_path, "config.json").read_text())
+    return int(config.get("type_vocab_size") or 0) > 1
+
+
+def _pair_types(encoding: Any) -> tuple[int, ...]:
+    """A pair encoding's segment ids per template part (batching.TokenizedSplit.pair_types):
+    each special token's, and one for each text's run of tokens."""
+    types, previous = [], None
+    for sequence, type_id in zip(encoding.sequence_ids, encoding.type_ids):
+        if sequence is None or sequence != previous:
+            types.append(int(type_id))
+        previous = sequence
+    return tuple(types)
+
+
+def encode_pairs(
+    tokenizer: Any, texts: Sequence[str], pairs: Sequence[str]
+) -> tuple[list[list[int]], Any, tuple, tuple[int, ...]]:
     """Token ids of each pair of texts by the tokenizer's own pair encoding (its pair
     template, truncation longest_first at its max_length); what the tokenize stage stores
     and `ftcompare predict` feeds the model. Also each pair's two texts' token counts
     before any cut (n x 2) and the template's layout, with which batching.cut_pair cuts a
-    pair to a shorter budget as the tokenizer would (models.fit_text_budget)."""
+    pair to a shorter budget as the tokenizer would (models.fit_text_budget), and the
+    template's segment ids per part (batching.pair_type_ids rebuilds a row's token_type_ids
+    from them)."""
     import numpy as np
 
-    from ftcompare.batching import longest_first
+    from ftcompare.batching import longest_first, pair_type_ids
 
     inputs = list(zip(texts, pairs))
     encodings = _encodings(tokenizer, inputs)
@@ -98,7 +121,9 @@ def encode_pairs(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str]) -> 
     if len(set(layouts)) > 1:
         raise ValueError(f"the tokenizer's pair template varies between rows ({sorted(set(layouts))})")
     layout = layouts[0] if layouts else (0, 0, 0)
-    # The cut batching.cut_pair makes must be the tokenizer's own: checked on every row.
+    types = _pair_types(whole[0]) if whole else (0,) * (sum(layout) + 2)
+    # The cut batching.cut_pair makes, and the segment ids batching.pair_type_ids gives
+    # the cut row, must be the tokenizer's own: checked on every row.
     budget = truncation["max_length"] - sum(layout)
     for row, (encoding, full) in enumerate(zip(encodings, counts)):
         kept, _ = _segments(encoding)
@@ -107,7 +132,11 @@ def encode_pairs(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str]) -> 
                 f"pair {row}: the tokenizer kept {kept} of {full} tokens, not longest_first's "
                 f"{longest_first(*full, budget)}: a truncation this code does not reproduce"
             )
-    return [e.ids for e in encodings], np.array(counts, dtype=np.int64).reshape(-1, 2), layout
+        if pair_type_ids(len(encoding.ids), np.array(full), layout, types).tolist() != list(encoding.type_ids):
+            raise ValueError(
+                f"pair {row}: the tokenizer's segment ids {encoding.type_ids} do not follow its pair template's {types}"
+            )
+    return [e.ids for e in encodings], np.array(counts, dtype=np.int64).reshape(-1, 2), layout, types
 
 
 def tokenize_splits(
@@ -134,18 +163,21 @@ def tokenize_splits(
             f"({limit} tokens, from its position embeddings); set training.max_length <= {limit}"
         )
     tokenizer, pad_token_id = load_tokenizer(model_name_or_path, max_length=max_length)
+    segment_ids = uses_segment_ids(model_name_or_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    stats, num_labels, pair_layout = {}, 0, None
+    stats, num_labels, pair_layout, pair_types = {}, 0, None, None
     for split in SPLITS:
         frame = pd.read_parquet(split_paths[split])
         columns = {}
         if "text_pair" in frame.columns:  # a sentence-pair task (data.text_pair_column)
-            ids, pair_tokens, layout = encode_pairs(tokenizer, frame["text"].tolist(), frame["text_pair"].tolist())
-            if pair_layout not in (None, layout):
+            ids, pair_tokens, layout, types = encode_pairs(
+                tokenizer, frame["text"].tolist(), frame["text_pair"].tolist()
+            )
+            if pair_layout not in (None, layout) or pair_types not in (None, types):
                 raise ValueError(f"the pair template differs between splits ({pair_layout} and {layout})")
-            pair_layout = layout
+            pair_layout, pair_types = layout, types
             columns["pair_tokens"] = pa.array(list(pair_tokens), type=pa.list_(pa.int32(), 2))
         else:
             ids = encode(tokenizer, frame["text"].tolist())
@@ -183,6 +215,9 @@ def tokenize_splits(
         "text_columns": text_columns or {"text": "text", "text_pair": None},
         # A pair task's template: special tokens before, between and after its two texts.
         "pair_layout": None if pair_layout is None else list(pair_layout),
+        # Its segment id per template part (batching.pair_type_ids), where the model reads
+        # segment ids (uses_segment_ids); null: batches carry no token_type_ids.
+        "pair_type_ids": list(pair_types) if pair_types is not None and segment_ids else None,
         "splits": stats,
     }
     (out_dir / "tokenization.json").write_text(json.dumps(meta, indent=2) + "\n")

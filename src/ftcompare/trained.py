@@ -495,7 +495,7 @@ def predict(
     from ftcompare.inference import NonFiniteLogits, check_finite, predict_logits
     from ftcompare.models import fit_text_budget
     from ftcompare.steps import select_device
-    from ftcompare.tokenization import encode, encode_pairs, load_tokenizer
+    from ftcompare.tokenization import encode, encode_pairs, load_tokenizer, uses_segment_ids
 
     columns = run.text_columns
     if run.pair and pairs is None:
@@ -510,17 +510,21 @@ def predict(
     device = device or select_device()
     spec = run_spec(run, base)
     tokenizer, pad_token_id = load_tokenizer(str(run.model_dir), max_length=spec.max_length)
-    pair_tokens = pair_layout = None
+    pair_tokens = pair_layout = pair_types = None
     if pairs is None:
         ids = encode(tokenizer, texts)
     else:
-        ids, pair_tokens, pair_layout = encode_pairs(tokenizer, texts, pairs)
+        ids, pair_tokens, pair_layout, pair_types = encode_pairs(tokenizer, texts, pairs)
+        # Segment ids where the model reads them, as the tokenize job decides (its config
+        # is saved beside the weights, an adapter's included).
+        pair_types = pair_types if uses_segment_ids(str(run.model_dir)) else None
     split = TokenizedSplit(
         input_ids=[np.asarray(row, dtype=np.int64) for row in ids],
         labels=np.zeros(len(ids), dtype=np.int64),
         lengths=np.array([len(row) for row in ids], dtype=np.int64),
         pair_tokens=pair_tokens,
         pair_layout=pair_layout,
+        pair_types=pair_types,
     )
     split = fit_text_budget(split, spec)
     model, precision = load_for_inference(run, device=device, base=base)
