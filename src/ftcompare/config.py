@@ -63,7 +63,24 @@ def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
         properties[matrix]["additionalProperties"] = {**entry, "type": ["object", "null"]}
     strategy = properties["strategies"]["additionalProperties"]
     strategy["properties"] = {**strategy["properties"], **overrides, **blocks}
-    return schema
+    return _inline_refs(schema, schema)
+
+
+def _inline_refs(node: Any, schema: Mapping[str, Any]) -> Any:
+    """`node` with each local `$ref` (#/$defs/...) replaced by what it points to: the same
+    schema, validated without resolving a reference per key (a study checks thousands of
+    trial configs; resolving took most of the time)."""
+    if isinstance(node, Mapping):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/") and len(node) == 1:
+            target: Any = schema
+            for part in ref[2:].split("/"):
+                target = target[part]
+            return _inline_refs(copy.deepcopy(target), schema)
+        return {key: _inline_refs(value, schema) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(value, schema) for value in node]
+    return node
 
 
 @functools.cache

@@ -1,7 +1,9 @@
-"""The report's figures, drawn from `tables.Results`.
+"""The report's figures, drawn from `tables.Results` (each cell's) and
+`tables.across_tasks` (the study's).
 
-Their names are declared here once, in `FIGURE_CAPTIONS`: the Snakefile builds the
-report rule's outputs from them, and the rule hands those paths back to `plot_figures`.
+Their names and captions are ftcompare.captions': the Snakefile builds the report rule's
+outputs from them without importing matplotlib, and the rule hands those paths back to
+`plot_figures` and `plot_across_tasks`.
 """
 
 from __future__ import annotations
@@ -18,31 +20,12 @@ import matplotlib.pyplot as plt  # noqa: E402  (must follow matplotlib.use)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ftcompare.captions import ACROSS_FIGURE_CAPTIONS, FIGURE_CAPTIONS, FIGURE_NAMES, figure_names  # noqa: E402, F401
 from ftcompare.methods import FAMILIES  # noqa: E402
 from ftcompare.metrics import LABELS as METRIC_LABELS  # noqa: E402
 from ftcompare.records import Status  # noqa: E402
 from ftcompare.tables import Results, RunRecord  # noqa: E402
 from ftcompare.tuning import summary_keys, summary_score  # noqa: E402
-
-FIGURE_CAPTIONS: dict[str, str] = {
-    "accuracy": "Test accuracy per strategy (mean over successful seeds, 95% CI; one dot per seed), "
-    "grouped by method family, best first within each.",
-    "train_time": "Wall-clock training time per strategy, grouped by method family.",
-    "trainable_params": "Trainable parameters per strategy (log scale): the method's own (solid) and with the "
-    "classification head it trains beside them (pale).",
-    "peak_memory": "Peak memory during training, grouped by method family.",
-    "pareto": "Accuracy against cost with error bars; Pareto-optimal strategies (*) and those within noise of the "
-    "frontier (≈) are marked.",
-    "loss_curves": "Training loss and validation accuracy per epoch, one line per seed, one row per method family.",
-    "tuning": "Validation accuracy of every tuning trial against each tuned value; the chosen setting is starred.",
-}
-FIGURE_NAMES: tuple[str, ...] = tuple(FIGURE_CAPTIONS)
-
-
-def figure_names(*, tuning: bool) -> list[str]:
-    """The figures of a study: `tuning` only when it tuned."""
-    return [name for name in FIGURE_NAMES if tuning or name != "tuning"]
-
 
 DPI = 150
 # One colour map per method family (methods.FAMILIES order); its strategies take shades of it.
@@ -459,16 +442,6 @@ def _plot_tuning(trials: pd.DataFrame, selected: dict[str, Any], colors: dict[st
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path)
-
-
-# The figures across tasks (results/figures/), drawn from tables.across_tasks.
-ACROSS_FIGURE_CAPTIONS: dict[str, str] = {
-    "tasks_heatmap": "The primary metric (× 100) of each strategy on each task (mean over successful seeds), "
-    "one panel per model.",
-    "tasks_ranks": "Mean rank of each strategy over tasks (1 = best in a task; bars), with its rank on each task "
-    "(dots), one panel per model.",
-}
-FIGURE_CAPTIONS.update(ACROSS_FIGURE_CAPTIONS)
 
 
 def plot_across_tasks(

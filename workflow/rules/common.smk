@@ -11,7 +11,7 @@ import re
 from ftcompare.checks import checked_study
 from ftcompare.config import REFERENCE_RECIPE, resolve_run
 from ftcompare.data import settings_used
-from ftcompare.figures import ACROSS_FIGURE_CAPTIONS, figure_names
+from ftcompare.captions import ACROSS_FIGURE_CAPTIONS, figure_names
 from ftcompare.records import read_selection, retry_marker, run_params
 from ftcompare.sources import is_hub_id
 from ftcompare.status import write_plan

@@ -1,0 +1,37 @@
+"""The report's figures by name, with their captions: what the Snakefile needs to name the
+report rule's outputs, kept apart from the drawing (ftcompare.figures), which imports
+matplotlib, seaborn and pandas: planning a study of thousands of jobs should not.
+"""
+
+from __future__ import annotations
+
+# Each (task, model) cell's figures: results/figures/ for a study of one cell, else
+# results/figures/<task>/<model>/.
+FIGURE_CAPTIONS: dict[str, str] = {
+    "accuracy": "Test accuracy per strategy (mean over successful seeds, 95% CI; one dot per seed), "
+    "grouped by method family, best first within each.",
+    "train_time": "Wall-clock training time per strategy, grouped by method family.",
+    "trainable_params": "Trainable parameters per strategy (log scale): the method's own (solid) and with the "
+    "classification head it trains beside them (pale).",
+    "peak_memory": "Peak memory during training, grouped by method family.",
+    "pareto": "Accuracy against cost with error bars; Pareto-optimal strategies (*) and those within noise of the "
+    "frontier (≈) are marked.",
+    "loss_curves": "Training loss and validation accuracy per epoch, one line per seed, one row per method family.",
+    "tuning": "Validation accuracy of every tuning trial against each tuned value; the chosen setting is starred.",
+}
+FIGURE_NAMES: tuple[str, ...] = tuple(FIGURE_CAPTIONS)
+
+
+def figure_names(*, tuning: bool) -> list[str]:
+    """The figures of a study: `tuning` only when it tuned."""
+    return [name for name in FIGURE_NAMES if tuning or name != "tuning"]
+
+
+# The figures across tasks (results/figures/), drawn from tables.across_tasks.
+ACROSS_FIGURE_CAPTIONS: dict[str, str] = {
+    "tasks_heatmap": "The primary metric (× 100) of each strategy on each task (mean over successful seeds), "
+    "one panel per model.",
+    "tasks_ranks": "Mean rank of each strategy over tasks (1 = best in a task; bars), with its rank on each task "
+    "(dots), one panel per model.",
+}
+FIGURE_CAPTIONS.update(ACROSS_FIGURE_CAPTIONS)
