@@ -149,7 +149,9 @@ def test_every_method_trains_on_each_encoder_or_is_refused_before_any_job(tiny_e
             with pytest.raises(ConfigError) as info:
                 checked_config(config, sources=True)  # the local model's config.json (hub ids: below)
             message = str(info.value)
-            assert f"strategies.{method} (method {method!r}) cannot apply to model {str(folder)!r}" in message
+            # The model by its name in the study (a config without `models:`: its folder's name).
+            assert f"strategies.{method} (method {method!r}) cannot apply to model {folder.name!r}" in message
+            assert f"models.{folder.name}.skip_strategies: [{method}]" in message
             assert f"skip_strategies: [{method}]" in message
             refused.append(method)
             continue
@@ -235,7 +237,8 @@ def test_encoders_yaml_refuses_before_any_download(monkeypatch):
     with pytest.raises(ConfigError) as info:
         checked_config(config)
     message = str(info.value)
-    assert "strategies.prefix (method 'prefix_tuning') cannot apply to model 'microsoft/deberta-v3-base'" in message
+    assert "strategies.prefix (method 'prefix_tuning') cannot apply to model 'deberta-v3-base'" in message
+    assert "models.deberta-v3-base.skip_strategies: [prefix]" in message
     assert "model_type 'deberta-v2'" in message and "skip_strategies: [prefix]" in message
     # Any PEFT method by config is held to its named method's facts.
     config["strategies"]["prefix"] = {"method": "peft", "peft": {"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 4}}

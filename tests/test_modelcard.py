@@ -99,7 +99,7 @@ def test_snippets_are_valid_python(adapter):
 def test_the_docs_show_a_lora_cards_snippet():
     page = (REPO_ROOT / "docs" / "using-a-run.md").read_text()
     block = page.split("<!-- snippet: load-adapter -->\n```python\n")[1].split("```")[0]
-    assert block.strip() == load_snippet("results/runs/lora/seed0/model", adapter=True)
+    assert block.strip() == load_snippet("results/runs/imdb/roberta-base/lora/seed0/model", adapter=True)
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora", "ia3"])

@@ -165,8 +165,10 @@ def test_inference_progress_counts_batches(caplog):
 
 
 def test_job_files_lie_beside_the_attempt_file_and_follow_the_switch(tmp_path):
-    assert progress_path("results/runs/lora/seed0/attempt.json") == Path("results/runs/lora/seed0/progress.json")
-    assert progress_path("results/runs/lora/seed0/eval-attempt.json").name == "eval-progress.json"
+    assert progress_path("results/runs/imdb/roberta-base/lora/seed0/attempt.json") == Path(
+        "results/runs/imdb/roberta-base/lora/seed0/progress.json"
+    )
+    assert progress_path("results/runs/imdb/roberta-base/lora/seed0/eval-attempt.json").name == "eval-progress.json"
     wildcards = {"task": "sst2", "model": "bert", "strategy": "lora", "trial": "learning_rate=0.001", "seed": "0"}
     files = job_files(attempt="results/tuning/sst2/bert/trials/x/attempt.json", wildcards=wildcards, config={})
     assert files.tensorboard == Path("results/tensorboard/sst2/bert/lora/tuning/learning_rate=0.001/seed0")

@@ -371,7 +371,7 @@ def test_one_cell_study_reports_as_today(mixed, tmp_path: Path) -> None:
     assert render_study_markdown(
         study=study,
         across=across_tasks(study),
-        cell_figures={("default", "roberta-tiny"): figures},
+        cell_figures={next(iter(study.cells)): figures},
         across_figures={},
         **kwargs,
     ) == render_markdown(results=Results.of(mixed), figures=figures, **kwargs)

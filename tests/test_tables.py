@@ -348,9 +348,10 @@ def test_a_strategy_without_a_result_on_some_task_has_no_mean(tmp_path: Path) ->
 
 def test_records_from_before_the_matrix_are_one_cell(mixed) -> None:
     # train records without task/model/metric, eval records without task/model (tests/records.py's defaults).
-    assert {(run.task, run.model, run.metric) for run in mixed} == {("default", "roberta-tiny", "accuracy")}
+    # (records.SINGLE_TASK; the model named after its name_or_path, ftcompare.study)
+    assert {(run.task, run.model, run.metric) for run in mixed} == {("task", "roberta-tiny", "accuracy")}
     table = summary_table(runs=mixed)
-    assert set(table["task"]) == {"default"} and set(table["model"]) == {"roberta-tiny"}
+    assert set(table["task"]) == {"task"} and set(table["model"]) == {"roberta-tiny"}
 
 
 def test_tuning_summaries_go_to_their_cell(tmp_path: Path) -> None:
