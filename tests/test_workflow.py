@@ -434,6 +434,25 @@ def test_fixing_the_failed_run_runs_it_alone_then_nothing_is_left(fixed_study):
     assert planned_jobs(workdir, *configs) == {}  # a second run does nothing
 
 
+def test_the_glue_overlay_plans_every_task_before_any_download(tmp_path):
+    """config/glue.yaml: GLUE's seven tasks with roberta-base, each tuned and run on its own;
+    one download of the model and one of each task's dataset, planned without the network."""
+    plan = planned_jobs(tmp_path, REPO_ROOT / "config" / "glue.yaml")
+    tasks, strategies, rates, seeds = 7, 4, 5, 3
+    assert plan == {
+        "fetch_data": tasks,
+        "fetch_model": 1,
+        "prepare_data": tasks,
+        "tokenize": tasks,
+        "tune": tasks * strategies * rates,
+        "select_settings": tasks,
+        "finetune": tasks * strategies * seeds,
+        "evaluate": tasks * strategies * seeds,
+        "report": 1,
+        "all": 1,
+    }
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
