@@ -119,3 +119,11 @@ def test_bad_matrix_entries_are_refused_naming_them(edit, message):
     config = {**load_config(), **edit}
     with pytest.raises(ConfigError, match=message):
         validate_config(config)
+
+
+def test_a_run_folder_knows_its_study_folder(tmp_path):
+    run = tmp_path / "results" / "runs" / "sst2" / "bert" / "lora" / "seed0"
+    assert study.study_folder(run) == tmp_path
+    assert study.fetched_model_folder(tmp_path / "results", "org/name") == tmp_path / "results/sources/models/org--name"
+    # A run folder moved out of a study has none: its records' paths are not resolved against it.
+    assert study.study_folder(tmp_path / "lora" / "seed0") is None

@@ -25,6 +25,7 @@ from specs import CPU, make_spec, tokenized_sample
 from ftcompare import cli, trained
 from ftcompare.config import METHOD_TABLE
 from ftcompare.errors import ConfigError
+from ftcompare.study import study_folder
 from ftcompare.trained import UsageError, read_texts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -559,7 +560,7 @@ def method_runs(tiny_roberta, imdb_sample, tmp_path_factory) -> dict[str, Path]:
 
 
 def method_texts(runs: dict[str, Path]) -> list[str]:
-    return pd.read_parquet(next(iter(runs.values())).parents[3] / "data" / "test.parquet")["text"].tolist()
+    return pd.read_parquet(study_folder(next(iter(runs.values()))) / "data" / "test.parquet")["text"].tolist()
 
 
 @pytest.mark.parametrize("strategy", [*NAMED, "lora_default_targets"])

@@ -149,7 +149,8 @@ def the_cell(config: Mapping[str, Any]) -> Cell:
 # --------------------------------------------------------------------------- layout
 # A run folder is results/runs/<task>/<model>/<strategy>/seed<N>; hub sources are fetched
 # into results/sources/ (the workflow's rules, workflow/rules/common.smk).
-RUN_DEPTH = 5  # from a run folder up to the study's folder (the one holding results/)
+# A run folder's path below the study's folder (the one holding results/) has this many parts.
+RUN_DEPTH = len(("results", "runs", "<task>", "<model>", "<strategy>", "seed<N>"))
 RUN_EXAMPLE = "results/runs/imdb/roberta-base/lora/seed0"  # what messages and help show
 
 
@@ -157,7 +158,7 @@ def study_folder(run_dir: str | Path) -> Path | None:
     """The study's folder (where Snakemake ran, holding results/) of a run folder; None
     when the folder is not where a study puts runs."""
     parents = Path(run_dir).resolve().parents
-    return parents[RUN_DEPTH - 1] if len(parents) >= RUN_DEPTH else None
+    return parents[RUN_DEPTH - 1] if len(parents) >= RUN_DEPTH and parents[RUN_DEPTH - 2].name == "results" else None
 
 
 def fetched_model_folder(results: str | Path, name_or_path: str) -> Path:
