@@ -178,9 +178,10 @@ def test_study_produces_summary_figures_and_report(study):
         "LoRA: r 8, alpha 16, dropout 0.1, on query, value" in card and "AutoPeftModelForSequenceClassification" in card
     )
     assert "300 training" not in card and "240 training, 60 validation" in card
-    assert not (workdir / "results" / "checkpoints" / "lora").exists()
-    assert (workdir / "results" / "logs" / "finetune" / "lora_seed0.log").stat().st_size > 0
-    assert (workdir / "results" / "benchmarks" / "finetune" / "lora_seed0.tsv").is_file()
+    cell = cell_runs(workdir).relative_to(workdir / "results" / "runs")  # <task>/<model>
+    assert not (workdir / "results" / "checkpoints" / cell / "lora").exists()
+    assert (workdir / "results" / "logs" / "finetune" / cell / "lora_seed0.log").stat().st_size > 0
+    assert (workdir / "results" / "benchmarks" / "finetune" / cell / "lora_seed0.tsv").is_file()
 
 
 # --- using what was trained -------------------------------------------------------------------
