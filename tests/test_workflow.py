@@ -27,6 +27,7 @@ from specs import cell_runs, cell_tuning
 from ftcompare import cli
 from ftcompare.records import read_selection
 from ftcompare.status import render, study_rows
+from ftcompare.study import study_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -196,7 +197,7 @@ NO_CPU_REPACKING = "import bitsandbytes.nn.modules as _m\n_m.has_avx512bf16 = la
 
 def prepared_test_split(run: Path) -> Path:
     """The prepared test split a run was evaluated on: its rows are predictions.parquet's."""
-    workdir = run.parents[3]
+    workdir = study_folder(run)
     tokenized = workdir / json.loads((run / "train.json").read_text())["tokenized_dir"]
     return workdir / json.loads((tokenized / "tokenization.json").read_text())["data"] / "test.parquet"
 
@@ -221,7 +222,8 @@ def test_status_and_tensorboard_show_the_finished_study(study):
     for strategy in ("full", "lora", "qlora", "ia3"):
         evaluation = json.loads((cell_runs(results.parent) / strategy / "seed0" / "eval.json").read_text())
         assert rows[strategy].test_accuracy == evaluation["metrics"]["accuracy"]
-        assert list((results / "tensorboard" / strategy / "seed0").glob("events.out.tfevents.*"))
+        cell = cell_runs(workdir).relative_to(results / "runs")  # <task>/<model>
+        assert list((results / "tensorboard" / cell / strategy / "seed0").glob("events.out.tfevents.*"))
     assert render(list(rows.values())).splitlines()[-1] == "5 jobs: 4 ok, 1 failed; study ETA 0:00:00"
     # The events are a side product: switching them off reruns nothing.
     off = overlay(workdir, "no-tensorboard", {"monitoring": {"tensorboard": False}})
@@ -257,10 +259,10 @@ def test_the_html_report_opens_with_the_summary_and_groups_by_task_model_strateg
     first = render(html)
     assert "Which fine-tuning strategy, at what cost?" in first  # the study's summary opens it
     assert "5 strategies (full, lora, qlora, ia3, broken)" in first
-    # The results of the task (as the config names its data) and the model: a table with a
+    # The results of the task and the model (their names in the study): a table with a
     # strategy, seed and item column, one row per record, drawn cells (">...<") rather than
     # the data the page carries.
-    task, model = "data/train.parquet", str(tiny_roberta_of(workdir))
+    task, model = cell_runs(workdir).parts[-2:]
     page = html.read_text()
     at = page.rindex("</body>")
     show = f"app.setView({{navbarMode: 'subcategory', category: {json.dumps(task)}, subcategory: {json.dumps(model)}}})"
@@ -271,11 +273,6 @@ def test_the_html_report_opens_with_the_summary_and_groups_by_task_model_strateg
     assert drawn.count(">training record<") == drawn.count(">test record<") == 5
     assert all(f">{strategy}<" in drawn for strategy in ("full", "lora", "qlora", "ia3", "broken", "all"))
     assert ">written comparison<" in drawn and ">figure: accuracy<" in drawn
-
-
-def tiny_roberta_of(workdir: Path) -> str:
-    """The model the shared study's config names."""
-    return yaml.safe_load((workdir / "study.yaml").read_text())["model"]["name_or_path"]
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
