@@ -21,6 +21,7 @@ from ftcompare.batching import collate, load_tokenized
 from ftcompare.checks import checked_config
 from ftcompare.config import REPO_ROOT, ConfigError, load_config, load_yaml, resolve_run
 from ftcompare.models import add_method, in_head, split_trainable
+from ftcompare.study import Cell
 
 ENCODERS = load_yaml(REPO_ROOT / "config" / "encoders.yaml")["models"]
 # The tiny architecture standing in for each encoders.yaml model (roberta-base's is conftest's).
@@ -244,14 +245,15 @@ def test_encoders_yaml_refuses_before_any_download(monkeypatch):
     config["strategies"]["prefix"] = {"method": "peft", "peft": {"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 4}}
     with pytest.raises(ConfigError, match=r"strategies.prefix \(method 'peft' \(prefix_tuning\)\) cannot apply"):
         checked_config(config)
-    # Every model block's keys are the schema's.
-    import jsonschema
+    # The overlay as a study: every model block's keys the schema's, every cell checked, no download;
+    # with every method, the strategies each model cannot run are skipped by its skip_strategies.
+    from ftcompare.checks import checked_study
 
-    from ftcompare.config import load_schema
-
-    schema = load_schema()
-    for entry in ENCODERS.values():
-        jsonschema.validate(entry, {**schema, **schema["$defs"]["model_block"]})
+    for overlays in (["encoders.yaml"], ["encoders.yaml", "methods.yaml"]):
+        _, cells = checked_study(load_config(*(REPO_ROOT / "config" / name for name in overlays)))
+        assert [cell.model for cell in cells] == list(ENCODERS)
+    assert "prefix_tuning" not in cells[Cell("imdb", "deberta-v3-base")]["strategies"]
+    assert {"bitfit", "prompt_tuning", "p_tuning"}.isdisjoint(cells[Cell("imdb", "ModernBERT-base")]["strategies"])
 
 
 def test_fetch_model_refuses_another_model_type(tmp_path, monkeypatch, tiny_encoders):
