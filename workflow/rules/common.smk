@@ -138,6 +138,16 @@ else:
     )
 
 
+# The HTML report (snakemake --report) groups its items by task, then model: the study's
+# own items (tables, figures, report.md) beside the runs in a study of one cell, else
+# under "study".
+REPORT_CATEGORY, REPORT_SUBCATEGORY = (
+    (next(iter(CELLS)).task, next(iter(CELLS)).model)
+    if len(CELLS) == 1
+    else ("study", "across tasks and models")
+)
+
+
 # Every planned run and trial, for `ftcompare status` to show those not started yet
 # (written when the study runs, not on a dry run; nothing depends on it).
 onstart:

@@ -15,8 +15,8 @@ rule report:
                 "across": report(
                     "results/summary_across_tasks.csv",
                     caption="../report/summary_across_tasks.rst",
-                    category="study",
-                    subcategory="across tasks and models",
+                    category=REPORT_CATEGORY,
+                    subcategory=REPORT_SUBCATEGORY,
                     labels={
                         "strategy": "all",
                         "seed": "all",
@@ -31,22 +31,22 @@ rule report:
         summary=report(
             "results/summary.csv",
             caption="../report/summary.rst",
-            category="study",
-            subcategory="across tasks and models",
+            category=REPORT_CATEGORY,
+            subcategory=REPORT_SUBCATEGORY,
             labels={"strategy": "all", "seed": "all", "item": "summary table"},
         ),
         by_strategy=report(
             "results/summary_by_strategy.csv",
             caption="../report/summary_by_strategy.rst",
-            category="study",
-            subcategory="across tasks and models",
+            category=REPORT_CATEGORY,
+            subcategory=REPORT_SUBCATEGORY,
             labels={"strategy": "all", "seed": "all", "item": "per-strategy table"},
         ),
         report=report(
             "results/report.md",
             caption="../report/report.rst",
-            category="study",
-            subcategory="across tasks and models",
+            category=REPORT_CATEGORY,
+            subcategory=REPORT_SUBCATEGORY,
             labels={"strategy": "all", "seed": "all", "item": "written comparison"},
         ),
         # Every tuned cell's trials in one table, beside each cell's own.
@@ -54,8 +54,8 @@ rule report:
             report(
                 figure,
                 caption="../report/figures.rst",
-                category="study",
-                subcategory="across tasks and models",
+                category=REPORT_CATEGORY,
+                subcategory=REPORT_SUBCATEGORY,
                 labels={
                     "strategy": "all",
                     "seed": "all",
