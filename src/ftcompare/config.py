@@ -180,17 +180,7 @@ def load_config(*overlays: str | Path, base: str | Path = DEFAULT_CONFIG) -> dic
     included) is replaced."""
     merged = load_yaml(base)
     for overlay in overlays:
-        merged = _layer(merged, load_yaml(overlay))
-    return merged
-
-
-def _layer(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(dict(base))
-    for key, value in overlay.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _layer(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
+        merged = study.layer(merged, load_yaml(overlay))
     return merged
 
 

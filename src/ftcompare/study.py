@@ -93,11 +93,13 @@ def cells(config: Mapping[str, Any]) -> list[Cell]:
     return [Cell(task, model) for task in task_blocks(config) for model in model_blocks(config)]
 
 
-def _layer(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+def layer(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """`overlay` over `base` as Snakemake layers config files: mappings merge key by key,
+    anything else (lists included) is replaced."""
     merged = copy.deepcopy(dict(base))
     for key, value in overlay.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _layer(merged[key], value)
+            merged[key] = layer(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -122,7 +124,7 @@ def cell_config(config: Mapping[str, Any], cell: Cell) -> dict[str, Any]:
     if model.get("max_length") is not None:
         out["training"] = {**(out.get("training") or {}), "max_length": model["max_length"]}
     if model.get("method_defaults"):
-        out["method_defaults"] = _layer(out.get("method_defaults") or {}, model["method_defaults"])
+        out["method_defaults"] = layer(out.get("method_defaults") or {}, model["method_defaults"])
     skipped = set(model.get("skip_strategies") or ())
     if skipped:
         # Applied: the cell's strategies are the others (and a cell is its own cell).
