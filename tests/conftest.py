@@ -13,10 +13,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from workflow_runs import CORES
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Torch's threads in this process and in every process a test starts (set before torch is
+# imported): this worker's share of the cores (workflow_runs.CORES).
+os.environ.setdefault("OMP_NUM_THREADS", str(CORES))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end modules (minutes each) first: pytest-xdist hands out whole modules
+    (`--dist loadfile`) in this order, so that none of them starts last, alone."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # 1,000 train and 1,000 test reviews, each half negative, half positive (.test/data/README.md).

