@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 
 from ftcompare.errors import ConfigError
-from ftcompare.metrics import METRICS, all_scores, confusion, from_confusion, score
+from ftcompare.metrics import METRICS, all_scores, confusion, from_confusion, macro_precision_recall, score
 
 # Binary: 3 true positives, 1 false negative, 1 false positive, 5 true negatives.
 BINARY_LABELS = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
@@ -51,12 +52,34 @@ def test_unknown_metric_is_a_config_error():
 
 
 @pytest.mark.parametrize("num_labels", [2, 3])
-def test_confusion_form_agrees_with_scikit_learn(num_labels):
+def test_every_metric_agrees_with_scikit_learn(num_labels):
+    from sklearn import metrics as sk
+
+    reference = {
+        "accuracy": sk.accuracy_score,
+        "macro_f1": lambda y, p: sk.f1_score(y, p, labels=list(range(num_labels)), average="macro", zero_division=0),
+        "f1": lambda y, p: sk.f1_score(y, p, pos_label=1, average="binary", zero_division=0),
+        "mcc": sk.matthews_corrcoef,
+    }
     rng = np.random.default_rng(0)
     cases = [(rng.integers(0, num_labels, 50), rng.integers(0, num_labels, 50)) for _ in range(20)]
     cases.append((np.zeros(5, int), np.zeros(5, int)))  # one class only: ratios of 0/0
     matrices = np.stack([confusion(labels, predictions, num_labels=num_labels) for labels, predictions in cases])
-    for metric in all_scores(*cases[0], num_labels=num_labels):
-        vectorised = from_confusion(metric, matrices)
-        expected = [score(metric, labels, predictions, num_labels=num_labels) for labels, predictions in cases]
-        np.testing.assert_allclose(vectorised, expected, atol=1e-12, err_msg=metric)
+    with warnings.catch_warnings():  # scikit-learn warns of the one-class case's MCC; it is 0
+        warnings.simplefilter("ignore", UserWarning)
+        for metric in all_scores(*cases[0], num_labels=num_labels):
+            expected = [reference[metric](labels, predictions) for labels, predictions in cases]
+            got = [score(metric, labels, predictions, num_labels=num_labels) for labels, predictions in cases]
+            np.testing.assert_allclose(got, expected, atol=1e-12, err_msg=metric)
+            np.testing.assert_allclose(from_confusion(metric, matrices), expected, atol=1e-12, err_msg=metric)
+    for (labels, predictions), matrix in zip(cases, matrices):
+        np.testing.assert_array_equal(matrix, sk.confusion_matrix(labels, predictions, labels=list(range(num_labels))))
+        precision, recall, _, _ = sk.precision_recall_fscore_support(
+            labels, predictions, labels=list(range(num_labels)), average="macro", zero_division=0
+        )
+        assert macro_precision_recall(matrix) == pytest.approx((precision, recall), abs=1e-12)
+
+
+def test_labels_outside_the_classes_are_refused():
+    with pytest.raises(ValueError, match=r"labels range over \[0, 2\]; classes are 0..1"):
+        score("accuracy", [0, 2], [0, 1], num_labels=2)

@@ -13,12 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from ftcompare.batching import TokenizedData, TokenizedSplit, load_tokenized
 from ftcompare.config import RunSpec
 from ftcompare.inference import NonFiniteLogits, check_finite, latency_sample, predict_logits, review_latencies
-from ftcompare.metrics import all_scores
+from ftcompare.metrics import all_scores, confusion, macro_precision_recall
 from ftcompare.models import NotMergeable, fit_text_budget, load_merged, load_trained, resolve_precision
 from ftcompare.records import Status
 from ftcompare.steps import select_device
@@ -48,9 +47,8 @@ def classification_metrics(*, labels: np.ndarray, predictions: np.ndarray, num_l
     recall, and the confusion matrix."""
     correct = int((labels == predictions).sum())
     low, high = wilson_interval(correct, len(labels))
-    precision, recall, _, _ = precision_recall_fscore_support(
-        labels, predictions, labels=list(range(num_labels)), average="macro", zero_division=0
-    )
+    matrix = confusion(labels, predictions, num_labels=num_labels)
+    precision, recall = macro_precision_recall(matrix)
     scores = all_scores(labels, predictions, num_labels=num_labels)
     return {
         "accuracy": correct / len(labels),
@@ -61,7 +59,7 @@ def classification_metrics(*, labels: np.ndarray, predictions: np.ndarray, num_l
         "recall": float(recall),
         "n_test": int(len(labels)),
         "labels": list(range(num_labels)),
-        "confusion_matrix": confusion_matrix(labels, predictions, labels=list(range(num_labels))).tolist(),
+        "confusion_matrix": matrix.tolist(),
     }
 
 
