@@ -76,7 +76,7 @@ def confusion(
     for name, values in (("labels", labels), ("predictions", predictions)):
         if values.min() < 0 or values.max() >= num_labels:
             raise ValueError(f"{name} range over [{values.min()}, {values.max()}]; classes are 0..{num_labels - 1}")
-    cells = labels.astype(np.int64) * num_labels + predictions
+    cells = labels.astype(np.int64) * num_labels + predictions.astype(np.int64)
     return np.bincount(cells, minlength=num_labels * num_labels).reshape(num_labels, num_labels)
 
 
