@@ -7,12 +7,12 @@
 - `mcc`: Matthews' correlation between labels and predictions, in [-1, 1], 0 for chance
   or a constant prediction (GLUE's CoLA, whose classes are unbalanced).
 
-`score` and `all_scores` use scikit-learn on labels and predictions. `from_confusion` gives
-the same numbers from confusion matrices, vectorised over any leading axes: the paired
-bootstrap (ftcompare.stats) scores thousands of resampled test sets that way.
-
-Torch-free, and scikit-learn is imported where `score` runs: the Snakefile reads records
-(ftcompare.records) while it builds the job graph.
+Each is computed from the confusion matrix (`from_confusion`), vectorised over any leading
+axes: `score` and `all_scores` for one set of labels and predictions, the paired bootstrap
+(ftcompare.stats) for thousands of resampled test sets. The numbers are scikit-learn's
+(tests/test_metrics.py compares them), without its import: two seconds of every training
+and evaluation job. Torch-free: the Snakefile reads records (ftcompare.records) while it
+builds the job graph.
 """
 
 from __future__ import annotations
@@ -52,9 +52,8 @@ def applicable(num_labels: int) -> tuple[str, ...]:
 def score(
     metric: str, labels: Sequence[int] | np.ndarray, predictions: Sequence[int] | np.ndarray, *, num_labels: int
 ) -> float:
-    """`metric` of `predictions` against `labels` (integers 0..num_labels-1), as a float:
-    from their confusion matrix (`from_confusion`), as scikit-learn computes each (tested)
-    without importing it, which costs every training and evaluation job two seconds."""
+    """`metric` of `predictions` against `labels` (integers 0..num_labels-1), as a float,
+    from their confusion matrix."""
     check_metric(metric, num_labels=num_labels)
     return float(from_confusion(metric, confusion(labels, predictions, num_labels=num_labels)))
 
@@ -93,8 +92,8 @@ def macro_precision_recall(matrix: np.ndarray) -> tuple[float, float]:
 
 def from_confusion(metric: str, matrix: np.ndarray) -> np.ndarray:
     """`metric` of confusion matrices `matrix` (..., K, K), rows labels, columns predictions:
-    an array of the leading shape. Agrees with `score` (zero where a ratio is 0/0, as
-    scikit-learn's zero_division=0 and its MCC have it)."""
+    an array of the leading shape. Zero where a ratio is 0/0, as scikit-learn's
+    zero_division=0 and its MCC have it."""
     matrix = np.asarray(matrix, dtype=float)
     num_labels = matrix.shape[-1]
     check_metric(metric, num_labels=num_labels)
