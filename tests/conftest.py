@@ -24,8 +24,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", str(CORES))
 
 
-# The end-to-end modules, longest first (seconds of CI's 2 workers: 640, 660, 700, 580,
-# 160); any other end-to-end module after them.
+# The end-to-end modules, longest first by CI's `--durations` (each is minutes; the first
+# three about equal); any other end-to-end module after them.
 LONGEST_FIRST = (
     "test_workflow_tuning.py",
     "test_slurm.py",
