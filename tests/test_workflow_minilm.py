@@ -4,6 +4,9 @@ sample: full fine-tuning learns, and the methods least like LoRA run through eve
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 from specs import cell_runs
@@ -33,6 +36,19 @@ def test_minilm_full_finetuning_learns(tmp_path, imdb_sample, minilm_path):
     metrics = record["metrics"]
     assert metrics["n_test"] == 1000
     assert metrics["accuracy_ci_low"] > 0.65, metrics  # chance is 0.5
+
+    # What its head reads (bench/head_inputs.py) on the real encoder: the pretrained
+    # encoder's at the start, the trained one's at the end, where a probe is above chance too.
+    probe = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "head_inputs.py"), str(cell_runs(tmp_path) / "full" / "seed0")],
+        capture_output=True,
+        text=True,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    rows = dict(re.findall(r"^\S+/full/seed0\s+(start|end)\s+(.+)$", probe.stdout, flags=re.M))
+    assert set(rows) == {"start", "end"} and rows["start"] != rows["end"], probe.stdout
+    cosine, accuracy = (float(value) for value in rows["end"].split())
+    assert -1.0 <= cosine <= 1.0 and accuracy > 0.6, probe.stdout
 
 
 def test_minilm_new_methods_run_through_the_workflow(tmp_path, imdb_sample):
