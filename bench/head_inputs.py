@@ -40,9 +40,12 @@ def first_rows(split, count: int):
     )
 
 
-def head_inputs(model, split, *, pad_token_id: int, pad_to_multiple_of: int) -> np.ndarray:
+def head_inputs(
+    model, split, *, batch_size: int, max_tokens: int | None, pad_token_id: int, pad_to_multiple_of: int
+) -> np.ndarray:
     """The classification head's input for every row of `split`, in the split's order:
-    captured by a hook on the head while the workflow's own inference runs."""
+    captured by a hook on the head while the workflow's own inference runs (batched as the
+    run's evaluation is: `batch_size` rows and `max_tokens` padded tokens at most)."""
     import torch
 
     from ftcompare.batching import eval_batches
@@ -52,13 +55,13 @@ def head_inputs(model, split, *, pad_token_id: int, pad_to_multiple_of: int) -> 
     captured: list[torch.Tensor] = []
     head = transformers_model(model).classifier  # BERT's, RoBERTa's, DeBERTa's and ModernBERT's head
     hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach().float()))
+    batching = {"batch_size": batch_size, "max_tokens": max_tokens, "pad_to_multiple_of": pad_to_multiple_of}
     try:
         predict_logits(
             model,
             split,
-            batch_size=len(split),
+            **batching,
             pad_token_id=pad_token_id,
-            pad_to_multiple_of=pad_to_multiple_of,
             device=torch.device("cpu"),
             precision=resolve_precision(requested="fp32", method="full", device=torch.device("cpu")),
         )
@@ -67,7 +70,7 @@ def head_inputs(model, split, *, pad_token_id: int, pad_to_multiple_of: int) -> 
     # RoBERTa's head reads the whole sequence and takes <s> itself; BERT's reads the pooled [CLS].
     features = torch.cat([batch[:, 0] if batch.ndim == 3 else batch for batch in captured]).numpy()
     # Inference batches the rows longest first: back to the split's order.
-    order = np.concatenate(eval_batches(split.lengths, batch_size=len(split), pad_to_multiple_of=pad_to_multiple_of))
+    order = np.concatenate(eval_batches(split.lengths, **batching))
     out = np.empty_like(features)
     out[order] = features
     return out
@@ -77,9 +80,11 @@ def describe(train: np.ndarray, train_labels: np.ndarray, val: np.ndarray, val_l
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    # The mean of u_i . u_j over pairs i != j, from the sum of the unit vectors: |sum u|^2 - n
+    # is twice the pairs' sum (no n x n matrix).
     unit = val / np.linalg.norm(val, axis=1, keepdims=True)
-    pairs = unit @ unit.T
-    cosine = float(pairs[np.triu_indices(len(val), 1)].mean())
+    n = len(unit)
+    cosine = float((np.square(unit.sum(axis=0)).sum() - n) / (n * (n - 1)))
     scaler = StandardScaler().fit(train)
     probe = LogisticRegression(max_iter=5000).fit(scaler.transform(train), train_labels)
     return {"cosine": cosine, "probe": float(probe.score(scaler.transform(val), val_labels))}
@@ -96,16 +101,19 @@ def main() -> None:
     from ftcompare import study
     from ftcompare.batching import load_tokenized
     from ftcompare.models import build_model, fit_text_budget, resolve_precision
-    from ftcompare.trained import load_for_inference, open_run
+    from ftcompare.trained import UsageError, load_for_inference, open_run
     from ftcompare.training import seed_everything
 
     cpu = torch.device("cpu")
     print(f"{'run':48s} {'when':8s} {'cosine':>7s} {'probe':>6s}")
     for run_dir in args.runs:
-        run = open_run(run_dir)
+        try:
+            run = open_run(run_dir)
+        except UsageError as exc:
+            raise SystemExit(f"head_inputs.py: {exc}") from None
         folder = study.study_folder(run_dir)
         if folder is None:
-            raise SystemExit(f"{run_dir} is not in a study's results/runs/ folder: its tokenized data cannot be found")
+            raise SystemExit(f"head_inputs.py: {run_dir} is not under a study's results/runs/ (no tokenized data)")
         data = load_tokenized(folder / run.train["tokenized_dir"], splits=("train", "validation"))
         spec = run.spec  # as trained: its base is the pretrained model (run_spec gives a full run's own weights)
         splits = {name: fit_text_budget(data.splits[name], spec) for name in ("train", "validation")}
@@ -122,10 +130,15 @@ def main() -> None:
             ),
             "end": load_for_inference(run, device=cpu)[0],
         }
-        padding = {"pad_token_id": data.pad_token_id, "pad_to_multiple_of": spec.pad_to_multiple_of}
+        batching = {
+            "batch_size": spec.eval_batch_size,
+            "max_tokens": spec.eval_max_tokens_per_batch,
+            "pad_token_id": data.pad_token_id,
+            "pad_to_multiple_of": spec.pad_to_multiple_of,
+        }
         name = f"{run.train['task']}/{run.train['strategy']}/seed{run.train['seed']}"
         for when, model in models.items():
-            train, val = (head_inputs(model, splits[split], **padding) for split in ("train", "validation"))
+            train, val = (head_inputs(model, splits[split], **batching) for split in ("train", "validation"))
             figures = describe(train, splits["train"].labels, val, splits["validation"].labels)
             print(f"{name:48s} {when:8s} {figures['cosine']:7.3f} {figures['probe']:6.3f}", flush=True)
 

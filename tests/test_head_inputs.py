@@ -35,7 +35,9 @@ def test_head_inputs_come_back_in_the_splits_order():
         labels=np.zeros(len(lengths), dtype=np.int64),
         lengths=np.array(lengths),
     )
-    features = head_inputs.head_inputs(Recorder(), split, pad_token_id=0, pad_to_multiple_of=8)
+    features = head_inputs.head_inputs(
+        Recorder(), split, batch_size=2, max_tokens=None, pad_token_id=0, pad_to_multiple_of=8
+    )
     assert features.tolist() == [[100.0 + i, float(n)] for i, n in enumerate(lengths)]
     first = head_inputs.first_rows(split, 2)
     assert first.lengths.tolist() == [5, 40] and len(first.input_ids) == len(first.labels) == 2

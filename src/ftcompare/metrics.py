@@ -61,8 +61,9 @@ def score(
 def all_scores(
     labels: Sequence[int] | np.ndarray, predictions: Sequence[int] | np.ndarray, *, num_labels: int
 ) -> dict[str, float]:
-    """Every metric the task has (`applicable`), by name."""
-    return {metric: score(metric, labels, predictions, num_labels=num_labels) for metric in applicable(num_labels)}
+    """Every metric the task has (`applicable`), by name, from one confusion matrix."""
+    matrix = confusion(labels, predictions, num_labels=num_labels)
+    return {metric: float(from_confusion(metric, matrix)) for metric in applicable(num_labels)}
 
 
 def confusion(
