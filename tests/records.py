@@ -299,8 +299,14 @@ def write_study(root: Path, *, baseline_fails: bool = False):
             for path in evals:
                 record = json.loads(path.read_text())
                 correct = study_correct(task, record["strategy"]) if record["status"] == "ok" else []
+                # Balanced labels: a run right on 60 of 100 learned, one class for all would not.
+                labels = [i % 2 for i in range(len(correct))]
                 frame = pd.DataFrame(
-                    {"row": range(len(correct)), "label": [1] * len(correct), "prediction": [int(c) for c in correct]}
+                    {
+                        "row": range(len(correct)),
+                        "label": labels,
+                        "prediction": [y if c else 1 - y for y, c in zip(labels, correct)],
+                    }
                 ).astype("int64")
                 prediction_paths.append(path.parent / "predictions.parquet")
                 frame.to_parquet(prediction_paths[-1])

@@ -265,11 +265,11 @@ def test_runs_are_paired_aggregated_and_compared_within_their_cell(tmp_path: Pat
     assert comparison.loc[("rte", "bert", "lora"), "p_value"] == pytest.approx(0.5)
 
 
-def test_across_tasks_scores_ranks_and_wins_ties_losses_holm_over_all(tmp_path: Path) -> None:
+def test_across_tasks_scores_ranks_and_verdicts_holm_over_all(tmp_path: Path) -> None:
     from ftcompare.tables import across_tasks
 
     across = across_tasks(load_study(tmp_path))
-    assert list(across.columns[:10]) == [
+    assert list(across.columns[:12]) == [
         "model",
         "strategy",
         "method",
@@ -277,9 +277,11 @@ def test_across_tasks_scores_ranks_and_wins_ties_losses_holm_over_all(tmp_path: 
         "rte",
         "mean",
         "mean_rank",
-        "wins",
-        "ties",
-        "losses",
+        "better",
+        "equivalent",
+        "inconclusive",
+        "worse",
+        "did_not_learn",
     ]
     assert across[["model", "strategy"]].values.tolist() == [
         ["roberta-base", "full"],
@@ -297,10 +299,13 @@ def test_across_tasks_scores_ranks_and_wins_ties_losses_holm_over_all(tmp_path: 
     # Eight tests in the study (2 strategies x 2 tasks x 2 models): Holm multiplies the smallest by 8.
     assert rows.loc["bitfit", "p_holm_sst2"] == pytest.approx(8 * 2 * 0.5**30)
     assert rows.loc["lora", "p_holm_rte"] == pytest.approx(1.0)  # 0.5, adjusted over the eight
-    assert rows.loc["bitfit", ["wins", "ties", "losses"]].tolist() == [0, 1, 1]
-    assert rows.loc["lora", ["wins", "ties", "losses"]].tolist() == [0, 2, 0]
-    assert rows.loc["full", ["wins", "ties", "losses"]].tolist() == [0, 0, 0]  # the baseline
-    assert rows.loc["bitfit", ["outcome_sst2", "outcome_rte"]].tolist() == ["loss", "tie"]
+    # The same predictions as the baseline's are equivalent (an interval of one point, 0); 2
+    # rows better of 100 is inside neither the test nor ±1 point: inconclusive.
+    counts = ["better", "equivalent", "inconclusive", "worse", "did_not_learn"]
+    assert rows.loc["bitfit", counts].tolist() == [0, 1, 0, 1, 0]
+    assert rows.loc["lora", counts].tolist() == [0, 1, 1, 0, 0]
+    assert rows.loc["full", counts].tolist() == [0, 0, 0, 0, 0]  # the baseline
+    assert rows.loc["bitfit", ["verdict_sst2", "verdict_rte"]].tolist() == ["worse", "equivalent"]
     assert rows.loc["lora", "train_time_vs_baseline"] == pytest.approx(100 / 300)
     assert rows.loc["lora", "trainable_params_vs_baseline"] == pytest.approx(0.008)
     assert rows.loc["bitfit", "peak_memory_vs_baseline"] == pytest.approx(0.4)
@@ -332,7 +337,7 @@ def test_holm_over_all_can_leave_a_per_task_difference_unconfirmed(tmp_path: Pat
     assert cell.loc[("rte", "bert", "lora"), "p_value_holm"] == pytest.approx(2 * 2 / 128)
     assert scores.loc[("rte", "bert", "lora"), "p_value_holm"] == pytest.approx(6 * 2 / 128)
     row = across_tasks(study).set_index(["model", "strategy"]).loc[("bert", "lora")]
-    assert (row["wins"], row["ties"], row["outcome_rte"]) == (0, 2, "tie")
+    assert (row["better"], row["equivalent"], row["verdict_rte"]) == (0, 1, "inconclusive")
 
 
 def test_a_strategy_without_a_result_on_some_task_has_no_mean(tmp_path: Path) -> None:
@@ -342,7 +347,7 @@ def test_a_strategy_without_a_result_on_some_task_has_no_mean(tmp_path: Path) ->
     full = across.loc[("bert", "full")]
     assert math.isnan(full["sst2"]) and math.isnan(full["mean"]) and math.isnan(full["mean_rank"])
     # Nothing to compare with: no wins, ties or losses, and no cost relative to the baseline.
-    assert across[["wins", "ties", "losses"]].to_numpy().sum() == 0
+    assert across[["better", "equivalent", "inconclusive", "worse"]].to_numpy().sum() == 0
     assert across["train_time_vs_baseline"].isna().all()
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 # results/figures/<task>/<model>/.
 FIGURE_CAPTIONS: dict[str, str] = {
     "accuracy": "Test accuracy per strategy (mean over successful seeds, 95% CI; one dot per seed), "
-    "grouped by method family, best first within each.",
+    "grouped by method family, best first within each; the dashed line is the majority class's share, and a "
+    "hatched bar a strategy that did not learn.",
     "train_time": "Wall-clock training time per strategy, grouped by method family.",
     "trainable_params": "Trainable parameters per strategy (log scale): the method's own (solid) and with the "
     "classification head it trains beside them (pale).",
     "peak_memory": "Peak memory during training, grouped by method family.",
     "pareto": "Accuracy against cost with error bars; Pareto-optimal strategies (*) and those within noise of the "
-    "frontier (≈) are marked.",
+    "frontier (≈) are marked; a strategy that did not learn (×) is never on the frontier.",
     "loss_curves": "Training loss and validation accuracy per epoch, one line per seed, one row per method family.",
     "tuning": "Validation accuracy of every tuning trial against each tuned value; the chosen setting is starred.",
 }
@@ -30,7 +31,8 @@ def figure_names(*, tuning: bool) -> list[str]:
 # The figures across tasks (results/figures/), drawn from tables.across_tasks.
 ACROSS_FIGURE_CAPTIONS: dict[str, str] = {
     "tasks_heatmap": "The primary metric (× 100) of each strategy on each task (mean over successful seeds), "
-    "one panel per model.",
+    "one panel per model; colour is each task's own scale (its lowest to its highest score), grey where the "
+    "strategy did not learn.",
     "tasks_ranks": "Mean rank of each strategy over tasks (1 = best in a task; bars), with its rank on each task "
     "(dots), one panel per model.",
 }

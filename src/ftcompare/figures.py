@@ -147,18 +147,31 @@ def _bars_with_std(agg: pd.DataFrame, column: str, colors: dict[str, Any], fmt: 
     return fig, ax
 
 
-def _plot_accuracy(agg: pd.DataFrame, seeds: pd.DataFrame, colors: dict[str, Any], path: Path) -> Path:
+def _did_not_learn(agg: pd.DataFrame) -> np.ndarray:
+    """Per row of `agg`, whether the strategy did not learn (tables: at least half its seeds)."""
+    if "did_not_learn" not in agg:
+        return np.zeros(len(agg), dtype=bool)
+    return agg["did_not_learn"].fillna(False).astype(bool).to_numpy()
+
+
+def _plot_accuracy(
+    agg: pd.DataFrame, seeds: pd.DataFrame, colors: dict[str, Any], path: Path, majority: Any = None
+) -> Path:
     ordered = grouped_order(agg, "accuracy_mean", descending=True)
     fig, ax, ys = _horizontal_axes(ordered)
     mean = ordered["accuracy_mean"].to_numpy() * 100
     low = ordered["accuracy_mean_ci_low"].fillna(ordered["accuracy_mean"]).to_numpy() * 100
     high = ordered["accuracy_mean_ci_high"].fillna(ordered["accuracy_mean"]).to_numpy() * 100
     points = seeds["accuracy"].to_numpy() * 100
+    level = None if majority is None else 100 * majority.share
     # Differences between strategies are a few points, invisible on a 0-100 axis.
     lowest, highest = min(low.min(), np.nanmin(points)), max(high.max(), np.nanmax(points))
+    if level is not None:
+        lowest, highest = min(lowest, level), max(highest, level)
     span = max(highest - lowest, 1.0)
     left = max(0.0, lowest - 0.3 * span)
-    ax.barh(
+    not_learned = _did_not_learn(ordered)
+    bars = ax.barh(
         ys,
         mean - left,
         left=left,
@@ -166,6 +179,20 @@ def _plot_accuracy(agg: pd.DataFrame, seeds: pd.DataFrame, colors: dict[str, Any
         capsize=3,
         color=[colors[s] for s in ordered["strategy"]],
     )
+    for bar, flat in zip(bars, not_learned):
+        if flat:  # a strategy that did not learn: hatched and pale, its score no classifier's
+            bar.set(hatch="xx", alpha=0.45, edgecolor="black")
+    if level is not None:
+        ax.axvline(level, color="crimson", linestyle="--", linewidth=1.2)
+        ax.annotate(
+            f"majority class ({majority.shown}): {level:.1f}%",
+            (level, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -10),
+            textcoords="offset points",
+            color="crimson",
+            fontsize=8,
+        )
     # Each seed as a dot on its bar: two seeds 3 points apart say more than their mean.
     # seaborn's strip plot jitters them apart; native_scale keeps the bars' y positions,
     # which leave gaps between method families.
@@ -180,9 +207,9 @@ def _plot_accuracy(agg: pd.DataFrame, seeds: pd.DataFrame, colors: dict[str, Any
         ax.set_ylabel("")
     ax.set_xlim(left, min(100.0, highest + 0.1 * span))
     # Labels inside the bars' visible base: an error bar clipped at 100% can't run into them.
-    for y, m in zip(ys, mean):
+    for y, m, flat in zip(ys, mean, not_learned):
         ax.annotate(
-            f"{m:.2f}%",
+            f"{m:.2f}%" + (" did not learn" if flat else ""),
             (left, y),
             xytext=(4, 0),
             textcoords="offset points",
@@ -194,7 +221,7 @@ def _plot_accuracy(agg: pd.DataFrame, seeds: pd.DataFrame, colors: dict[str, Any
     ax.set_xlabel("Test accuracy (%)")
     ax.set_title(
         "Test accuracy (%): mean over successful seeds, one dot per seed\n"
-        "error bars: 95% CI of the mean (≥2 seeds) or binomial CI (1 seed)"
+        "error bars: 95% CI of the mean (≥2 seeds) or binomial CI (1 seed); hatched: did not learn"
     )
     _family_legend(ax, agg)
     return _save(fig, path)
@@ -248,11 +275,14 @@ def _plot_peak_memory(agg: pd.DataFrame, colors: dict[str, Any], path: Path) -> 
     return _save(fig, path)
 
 
-def _pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """True where no other point has lower-or-equal cost x and higher-or-equal accuracy y, one strictly."""
+def _pareto_mask(x: np.ndarray, y: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
+    """True where no other eligible point has lower-or-equal cost x and higher-or-equal accuracy
+    y, one strictly. A point not `eligible` (a strategy that did not learn) is never on the
+    frontier and dominates nothing."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    dominated = [bool(np.any((x <= x[i]) & (y >= y[i]) & ((x < x[i]) | (y > y[i])))) for i in range(len(x))]
-    return ~np.array(dominated, dtype=bool)
+    eligible = np.ones(len(x), dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
+    dominated = [bool(np.any(eligible & (x <= x[i]) & (y >= y[i]) & ((x < x[i]) | (y > y[i])))) for i in range(len(x))]
+    return eligible & ~np.array(dominated, dtype=bool)
 
 
 def within_noise_of_frontier(x: np.ndarray, y: np.ndarray, y_high: np.ndarray, front: np.ndarray) -> np.ndarray:
@@ -263,16 +293,20 @@ def within_noise_of_frontier(x: np.ndarray, y: np.ndarray, y_high: np.ndarray, f
 
 
 def _pareto_panel(ax: plt.Axes, agg: pd.DataFrame, column: str, xlabel: str, colors: dict[str, Any]) -> None:
-    data = agg[
-        [
-            "strategy",
-            f"{column}_mean",
-            f"{column}_std",
-            "accuracy_mean",
-            "accuracy_mean_ci_low",
-            "accuracy_mean_ci_high",
+    data = (
+        agg[
+            [
+                "strategy",
+                f"{column}_mean",
+                f"{column}_std",
+                "accuracy_mean",
+                "accuracy_mean_ci_low",
+                "accuracy_mean_ci_high",
+            ]
         ]
-    ].dropna(subset=[f"{column}_mean", "accuracy_mean"])
+        .assign(did_not_learn=_did_not_learn(agg))
+        .dropna(subset=[f"{column}_mean", "accuracy_mean"])
+    )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Test accuracy (%)")
     if data.empty:
@@ -282,8 +316,9 @@ def _pareto_panel(ax: plt.Axes, agg: pd.DataFrame, column: str, xlabel: str, col
     y_low = data["accuracy_mean_ci_low"].fillna(data["accuracy_mean"]).to_numpy() * 100
     y_high = data["accuracy_mean_ci_high"].fillna(data["accuracy_mean"]).to_numpy() * 100
     x_err = data[f"{column}_std"].fillna(0.0).to_numpy()
-    front = _pareto_mask(x, y)
-    near = within_noise_of_frontier(x, y, y_high, front)
+    learned = ~data["did_not_learn"].to_numpy(dtype=bool)
+    front = _pareto_mask(x, y, learned)
+    near = within_noise_of_frontier(x, y, y_high, front) & learned
     order = np.argsort(x[front])
     # Step line: the best accuracy reachable for any budget up to the next frontier point.
     ax.step(x[front][order], y[front][order], where="post", color="black", alpha=0.6, label="Pareto frontier")
@@ -300,16 +335,19 @@ def _pareto_panel(ax: plt.Axes, agg: pd.DataFrame, column: str, xlabel: str, col
             capsize=3,
             zorder=2,
         )
-        ax.scatter(
-            xi,
-            yi,
-            s=120 if front[i] else 50,
-            color=colors[strategy] if not near[i] else "white",
-            edgecolors="black" if front[i] else colors[strategy],
-            linewidths=1.5,
-            zorder=3,
-        )
-        mark = " *" if front[i] else (" ≈" if near[i] else "")
+        if not learned[i]:  # no classifier: a grey cross, never on the frontier
+            ax.scatter(xi, yi, s=60, marker="x", color="grey", linewidths=1.5, zorder=3)
+        else:
+            ax.scatter(
+                xi,
+                yi,
+                s=120 if front[i] else 50,
+                color=colors[strategy] if not near[i] else "white",
+                edgecolors="black" if front[i] else colors[strategy],
+                linewidths=1.5,
+                zorder=3,
+            )
+        mark = " *" if front[i] else (" ≈" if near[i] else (" (did not learn)" if not learned[i] else ""))
         # Smaller labels with many strategies, so that neighbours overlap less.
         ax.annotate(
             strategy + mark, (xi, yi), xytext=(6, 4), textcoords="offset points", fontsize=9 if len(x) <= 8 else 7
@@ -329,7 +367,7 @@ def _plot_pareto(agg: pd.DataFrame, colors: dict[str, Any], path: Path) -> Path:
     right.set_title("Accuracy vs training time (s)")
     fig.suptitle(
         "Accuracy/cost trade-off (mean over successful seeds, 95% interval; * = Pareto-optimal, "
-        "≈ = within noise of the frontier)"
+        "≈ = within noise of the frontier, × = did not learn, never on the frontier)"
     )
     return _save(fig, path)
 
@@ -398,7 +436,7 @@ def plot_figures(*, results: Results, paths: Sequence[str | Path]) -> dict[str, 
                 if name != "tuning":
                     _placeholder(path, FIGURE_CAPTIONS[name])
             return by_name
-        _plot_accuracy(agg, seeds, colors, by_name["accuracy"])
+        _plot_accuracy(agg, seeds, colors, by_name["accuracy"], results.majority)
         _plot_train_time(agg, colors, by_name["train_time"])
         _plot_trainable_params(agg, colors, by_name["trainable_params"])
         _plot_peak_memory(agg, colors, by_name["peak_memory"])
@@ -444,6 +482,26 @@ def _plot_tuning(trials: pd.DataFrame, selected: dict[str, Any], colors: dict[st
     return _save(fig, path)
 
 
+def heatmap_data(across: pd.DataFrame, tasks: Sequence[str], model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One model's panel of the across-task heatmap: the scores (primary metric × 100, what the
+    cells say) and the colours, each task on its own scale (0 its lowest score among the
+    strategies that learned there, 1 its highest; 0.5 where they are all alike). A strategy
+    that did not learn on a task has no colour there (NaN): it is drawn apart, not ranked by hue."""
+    rows = across[across["model"] == model].set_index("strategy")
+    values = rows[list(tasks)].astype(float) * 100
+    learned = pd.DataFrame(
+        {
+            task: rows.get(f"verdict_{task}", pd.Series(index=rows.index, dtype=object)) != "did not learn"
+            for task in tasks
+        }
+    )
+    kept = values.where(learned)
+    low, high = kept.min(), kept.max()
+    spread = (high - low).where(high > low)
+    shades = ((kept - low) / spread).where(spread.notna(), kept * 0 + 0.5)
+    return values, shades
+
+
 def plot_across_tasks(
     *, across: pd.DataFrame, tasks: Sequence[str], metrics: dict[str, str], paths: Sequence[str | Path]
 ) -> dict[str, Path]:
@@ -469,12 +527,20 @@ def plot_across_tasks(
             1, len(models), figsize=(1.3 * len(tasks) * len(models) + 3, 0.45 * n_strategies + 2), squeeze=False
         )
         for ax, model in zip(axes[0], models):
-            rows = across[across["model"] == model].set_index("strategy")
-            values = rows[list(tasks)].astype(float) * 100
-            values.columns = labels
-            sns.heatmap(values, annot=True, fmt=".1f", cmap="viridis", cbar=False, ax=ax, linewidths=0.5)
+            values, shades = heatmap_data(across, tasks, model)
+            text = values.map(lambda v: "—" if pd.isna(v) else f"{v:.1f}")
+            text = text.where(shades.notna() | values.isna(), text + "\n✗ no learning")
+            values.columns = shades.columns = text.columns = labels
+            ax.set_facecolor("#d9d9d9")  # did not learn: grey, outside the colour scale
+            sns.heatmap(shades, annot=text, fmt="", cmap="viridis", vmin=0, vmax=1, cbar=False, ax=ax, linewidths=0.5)
+            for (i, j), flat in np.ndenumerate(shades.isna().to_numpy() & values.notna().to_numpy()):
+                if flat:
+                    ax.text(j + 0.5, i + 0.5, text.iat[i, j], ha="center", va="center", fontsize=8, color="black")
             ax.set(title=model, xlabel="", ylabel="strategy")
-        fig.suptitle("Primary metric × 100 per strategy and task (mean over successful seeds)")
+        fig.suptitle(
+            "Primary metric × 100 per strategy and task (mean over successful seeds)\n"
+            "colour: each task on its own scale, its lowest to its highest score; grey ✗: did not learn"
+        )
         fig.tight_layout()
         _save(fig, by_name["tasks_heatmap"])
 

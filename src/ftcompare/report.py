@@ -15,7 +15,8 @@ from ftcompare.config import load_yaml
 from ftcompare.figures import FIGURE_CAPTIONS, memory_metric
 from ftcompare.metrics import LABELS as METRIC_LABELS
 from ftcompare.records import Status
-from ftcompare.tables import Results, RunRecord, number
+from ftcompare.stats import ALPHA, NEARLY_ONE_CLASS, POWER, Verdict
+from ftcompare.tables import RANK_DECIMALS, Results, RunRecord, number
 from ftcompare.tuning import summary_keys, summary_score
 
 # The full IMDB test split; the reference notebook evaluated on all of it.
@@ -81,7 +82,7 @@ def _model_name(runs: Sequence[RunRecord]) -> str:
     return ", ".join(f"`{n}`" for n in shown)
 
 
-def _intro(table: pd.DataFrame, agg: pd.DataFrame, runs: Sequence[RunRecord]) -> str:
+def _intro(table: pd.DataFrame, agg: pd.DataFrame, runs: Sequence[RunRecord], unit: str) -> str:
     ok = table[table["status"] == Status.OK]
     strategies = ", ".join(f"`{s}`" if s == m else f"`{s}` ({m})" for s, m in zip(agg["strategy"], agg["method"]))
     seeds = ", ".join(str(s) for s in sorted(set(table["seed"])))
@@ -91,7 +92,7 @@ def _intro(table: pd.DataFrame, agg: pd.DataFrame, runs: Sequence[RunRecord]) ->
         f"This report compares {len(agg)} fine-tuning strategies of {_model_name(runs)} for text "
         f"classification: {strategies}, with seeds {seeds}; "
         f"{len(ok)} of {len(table)} runs succeeded. Test metrics come from {test_size} held-out test "
-        f"reviews, and runs executed on {devices}. Accuracy is the mean ± standard deviation over "
+        f"{unit}, and runs executed on {devices}. Accuracy is the mean ± standard deviation over "
         f"successful seeds; its 95% CI is that of the mean over seeds (Student t) when there are at "
         f"least two seeds, otherwise the single run's binomial interval."
     )
@@ -113,7 +114,9 @@ def sorted_rows(frame: pd.DataFrame, sort_by: str, accuracy: str) -> pd.DataFram
     return frame.sort_values(accuracy, ascending=False, na_position="last", kind="stable")
 
 
-def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]], sort_by: str) -> str:
+def _results_table(
+    agg: pd.DataFrame, degenerate: Mapping[str, list[int]], sort_by: str, unit: str, majority: Any = None
+) -> str:
     agg = sorted_rows(agg, sort_by, "accuracy_mean")
     memory_column, memory_label = memory_metric(agg)
     header = [
@@ -124,7 +127,7 @@ def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]], sort_
         "Macro F1",
         "Train time",
         "Tokens/s",
-        "Test reviews/s",
+        f"Test {unit}/s",
         "Trainable params",
         "Method / head params",
         "Trainable %",
@@ -139,6 +142,10 @@ def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]], sort_
             accuracy = f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f}%"
         if seeds := degenerate.get(r["strategy"]):
             accuracy += f" ⚠ degenerate predictions (seed {', '.join(map(str, seeds))})"
+        if r.get("did_not_learn"):
+            accuracy += f" ✗ did not learn (seed {r['did_not_learn_seeds']})"
+        elif isinstance(r.get("did_not_learn_seeds"), str):
+            accuracy += f" ⚠ seed {r['did_not_learn_seeds']} did not learn"
         ci = (
             _MISSING
             if pd.isna(r["accuracy_mean_ci_low"])
@@ -161,6 +168,17 @@ def _results_table(agg: pd.DataFrame, degenerate: Mapping[str, list[int]], sort_
             f"{r['n_ok']}/{r['n_runs']}",
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if majority is not None:
+        # The level every run must beat: labelling every test row with the most common class.
+        cells = [
+            f"majority class (`{majority.shown}`)",
+            "constant",
+            _fmt_pct(majority.scores["accuracy"]),
+            _MISSING,
+            _fmt_pct(majority.scores["macro_f1"]),
+            *[_MISSING] * (len(header) - 5),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -169,16 +187,17 @@ def _latency(p50: float, p95: float) -> str:
 
 
 def _inference_section(results: Results) -> str:
-    """What each strategy costs to apply: test throughput and single-review latency, as
+    """What each strategy costs to apply: test throughput and single-row latency, as
     trained and with the adapter merged into its base (means over ok seeds)."""
-    agg, runs = results.agg, results.runs
+    agg, runs, unit = results.agg, results.runs, results.unit
+    one = _singular(unit)
     header = [
         "Strategy",
         "Method",
-        "Test reviews/s",
-        "One review p50 / p95",
-        "Merged: test reviews/s",
-        "Merged: one review p50 / p95",
+        f"Test {unit}/s",
+        f"One {one} p50 / p95",
+        f"Merged: test {unit}/s",
+        f"Merged: one {one} p50 / p95",
         "Merged labels as trained",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -199,16 +218,16 @@ def _inference_section(results: Results) -> str:
     sample = results.table["latency_p50_ms"].notna()
     devices = ", ".join(_distinct(results.table.loc[sample, "device"])) or "no device (nothing measured)"
     notes = [
-        f"Test reviews/s: the whole test split in length-sorted batches of at most {batch} reviews"
+        f"Test {unit}/s: the whole test split in length-sorted batches of at most {batch} {unit}"
         + (f" and {budget:,} padded tokens" if budget else "")
-        + ". One review: the time to label a single review (a batch of one, from its token ids on the host to "
-        "its probabilities there), median and 95th percentile over the same fixed sample of test reviews for "
+        + f". One {one}: the time to label a single {one} (a batch of one, from its token ids on the host to "
+        f"its probabilities there), median and 95th percentile over the same fixed sample of test {unit} for "
         f"every run, after 10 untimed; on {devices}. Merged: the adapter merged into its base weights, as "
         "`ftcompare export --merged` writes it (QLoRA's 4-bit base dequantised first); full fine-tuning has "
-        "nothing to merge. The last column is the share of test reviews the merged model labels as the "
+        f"nothing to merge. The last column is the share of test {unit} the merged model labels as the "
         "adapter does."
     ]
-    if comparison := _qlora_against_lora(agg):
+    if comparison := _qlora_against_lora(agg, unit):
         notes.append(comparison)
     errors = [
         f"- `{row.strategy}` seed {row.seed}: merging failed: {_one_line(row.merged_error)}"
@@ -218,7 +237,7 @@ def _inference_section(results: Results) -> str:
     return "\n".join(lines) + "\n\n" + " ".join(notes) + ("\n\n" + "\n".join(errors) if errors else "")
 
 
-def _qlora_against_lora(agg: pd.DataFrame) -> str | None:
+def _qlora_against_lora(agg: pd.DataFrame, unit: str) -> str | None:
     """QLoRA's inference cost against LoRA's (the first strategy of each method with an ok run)."""
     measured = agg[agg["n_ok"] > 0].drop_duplicates("method").set_index("method")
     if not {"lora", "qlora"} <= set(measured.index):
@@ -227,16 +246,16 @@ def _qlora_against_lora(agg: pd.DataFrame) -> str | None:
     if pd.isna(lora["eval_reviews_per_s_mean"]) or pd.isna(qlora["eval_reviews_per_s_mean"]):
         return None
     text = (
-        f"`{qlora['strategy']}` (4-bit base) labels {_fmt_count(qlora['eval_reviews_per_s_mean'])} test reviews/s "
+        f"`{qlora['strategy']}` (4-bit base) labels {_fmt_count(qlora['eval_reviews_per_s_mean'])} test {unit}/s "
         f"against `{lora['strategy']}`'s {_fmt_count(lora['eval_reviews_per_s_mean'])} "
-        f"({qlora['eval_reviews_per_s_mean'] / lora['eval_reviews_per_s_mean']:.2f}x), and one review in "
+        f"({qlora['eval_reviews_per_s_mean'] / lora['eval_reviews_per_s_mean']:.2f}x), and one {_singular(unit)} in "
         f"{qlora['latency_p50_ms_mean']:,.1f} ms against {lora['latency_p50_ms_mean']:,.1f} ms (median)"
     )
     merged_qlora, merged_lora = qlora["merged_eval_reviews_per_s_mean"], lora["merged_eval_reviews_per_s_mean"]
     if not pd.isna(merged_qlora) and not pd.isna(merged_lora):
         text += (
             f"; merged, both are a plain model of the base's size: {_fmt_count(merged_qlora)} "
-            f"against {_fmt_count(merged_lora)} reviews/s"
+            f"against {_fmt_count(merged_lora)} {unit}/s"
         )
     return text + "."
 
@@ -247,7 +266,7 @@ def _settings_table(runs: Sequence[RunRecord]) -> str:
         "Strategy",
         "Precision",
         "Learning rate (applied)",
-        "Reviews per step (mean)",
+        "Rows per step (mean)",
         "Token budget",
         "Recomputes activations",
         "Epochs",
@@ -300,12 +319,18 @@ def _failures(runs: Sequence[RunRecord]) -> str:
 
 
 def _flagged(table: pd.DataFrame) -> str:
-    flagged = table[(table["status"] == Status.OK) & table["degenerate_validation"].notna()]
+    """Every ok run that did not learn (stats.learned), and every one whose best epoch labelled
+    all of validation with one class."""
+    ok = table[table["status"] == Status.OK]
     lines = [
+        f"- `{row.strategy}` seed {row.seed}: did not learn: {row.did_not_learn} (marked ✗ or ⚠ above; "
+        "a strategy most of whose seeds did not learn takes no verdict and no rank on this task)"
+        for row in ok[ok["did_not_learn"].notna()].itertuples()
+    ]
+    lines += [
         f"- `{row.strategy}` seed {row.seed}: {row.degenerate_validation} at its best epoch; its test accuracy "
-        f"({_fmt_pct(row.accuracy)}) is what one constant answer scores, not a trained classifier's "
-        "(counted in the means above, marked ⚠)"
-        for row in flagged.itertuples()
+        f"({_fmt_pct(row.accuracy)}) is what one constant answer scores, not a trained classifier's (marked ⚠)"
+        for row in ok[ok["degenerate_validation"].notna()].itertuples()
     ]
     return "\n".join(lines) if lines else "None."
 
@@ -395,66 +420,286 @@ def _caveat(table: pd.DataFrame, hardware: str) -> str:
 
 
 def _comparison_section(results: Results, sort_by: str) -> str:
-    comparison, baseline = results.comparison, results.baseline
+    comparison, baseline, unit = results.comparison, results.baseline, results.unit
     if comparison is None or baseline is None:
-        return "No paired comparison: the report was given no per-review predictions."
+        return f"No paired comparison: the report was given no per-{_singular(unit)} predictions."
+    metric = _metric_label(results)
     header = [
         "Strategy",
-        "Accuracy (mean)",
+        f"{metric.capitalize()} (mean)",
         f"Difference from {baseline} (points, 95% CI)",
+        "90% CI",
         "p (Holm)",
-        "Reviews better / worse",
-        "At the 5% level",
+        f"{unit.capitalize()} better / worse",
+        "Detects (80% power)",
+        "Verdict",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    alike, better, worse = [], [], []
     for r in sorted_rows(comparison, sort_by, "accuracy_mean").to_dict("records"):
-        if r["strategy"] == baseline:
-            verdict, difference, p, counts = "baseline", _MISSING, _MISSING, _MISSING
-        elif pd.isna(r["p_value_holm"]):
-            verdict, difference, p, counts = (
-                "not compared (no successful run on one side)",
-                _MISSING,
-                _MISSING,
-                _MISSING,
-            )
+        shown = str(r["verdict"])
+        if pd.isna(r["p_value_holm"]):
+            difference = ci90 = p = counts = detects = _MISSING
+            if shown == Verdict.NOT_COMPARED:
+                shown = "not compared (" + (f"`{baseline}` did not learn)" if r["n_ok"] else "no successful run)")
         else:
             difference = f"{r['delta_vs_baseline']:+.2f} ({r['delta_ci_low']:+.2f} to {r['delta_ci_high']:+.2f})"
+            ci90 = f"{r['delta_ci90_low']:+.2f} to {r['delta_ci90_high']:+.2f}"
             p, counts = f"{r['p_value_holm']:.3g}", f"{r['reviews_better']:.0f} / {r['reviews_worse']:.0f}"
-            if r["p_value_holm"] >= 0.05:
-                verdict = "indistinguishable"
-                alike.append(r["strategy"])
-            elif r["delta_vs_baseline"] > 0:
-                verdict = "better"
-                better.append(r["strategy"])
-            else:
-                verdict = "worse"
-                worse.append(r["strategy"])
+            detects = f"±{r['detectable_difference']:.1f}"
+        score = r["metric_mean"] if not pd.isna(r.get("metric_mean")) else r["accuracy_mean"]
         lines.append(
-            f"| {r['strategy']} | {_fmt_pct(r['accuracy_mean'])} | {difference} | {p} | {counts} | {verdict} |"
+            f"| {r['strategy']} | {_fmt_pct(score)} | {difference} | {ci90} | {p} | {counts} | {detects} | {shown} |"
         )
-
-    def names(items: list[str]) -> str:
-        return ", ".join(f"`{item}`" for item in items)
-
-    words = []
-    if alike:
-        words.append(
-            f"{names(alike)} {'is' if len(alike) == 1 else 'are'} indistinguishable from `{baseline}` at the "
-            "5% level (Holm-adjusted): the data do not show a difference either way"
-        )
-    if better:
-        words.append(f"{names(better)} {'is' if len(better) == 1 else 'are'} better than `{baseline}`")
-    if worse:
-        words.append(f"{names(worse)} {'is' if len(worse) == 1 else 'are'} worse than `{baseline}`")
-    summary = ("; ".join(words) + ".") if words else f"No strategy could be compared with `{baseline}`."
+    tests = sorted(set(comparison["test"].dropna()))
+    intervals = sorted(set(comparison["interval"].dropna()))
     method = (
-        "Each strategy is compared with the baseline review by review on the same test reviews, each review's "
-        "correctness averaged over the seeds both ran: the difference in accuracy with a bootstrap 95% interval "
-        "over reviews, and an exact sign test on the reviews where they differ (McNemar's exact test for one "
-        "seed), Holm-adjusted across strategies."
+        f"Each strategy is compared with `{baseline}` {_singular(unit)} by {_singular(unit)} on the same test "
+        f"{unit}, on the {metric}: the difference in points with its 95% interval ({', '.join(intervals) or 'none'}), "
+        f"the p-value of {', '.join(tests) or 'no test'}, Holm-adjusted across the strategies that learned. "
+        f"Better or worse: significant at the {ALPHA:.0%} level; equivalent: the 90% interval (two one-sided "
+        f"tests at {ALPHA:.0%}) lies inside ±{results.margin:g} points (report.equivalence_margin); inconclusive: "
+        f"neither. Detects: the smallest true difference the test finds with {POWER:.0%} power at this study's "
+        "size (its test rows and seeds; the bootstrap standard error, at Holm's strictest step)."
     )
-    return "\n".join(lines) + "\n\n" + summary + " " + method
+    return "\n".join(lines) + "\n\n" + _seeds_sentence([results]) + " " + method
+
+
+def _singular(unit: str) -> str:
+    """ "reviews" -> "review", "examples" -> "example"; a unit that is no plural stays."""
+    return unit[:-1] if unit.endswith("s") else unit
+
+
+def _metric_label(results: Results) -> str:
+    names = {run.metric for run in results.runs}
+    return ", ".join(METRIC_LABELS.get(name, name) for name in sorted(names)) or "accuracy"
+
+
+def _seeds_sentence(cells: Sequence[Results]) -> str:
+    """What the tests compare: two trained models (one seed) or two methods (seeds resampled)."""
+    counts = {int(n) for results in cells for n in results.agg["n_ok"] if n > 0}
+    if not counts:
+        return ""
+    if max(counts) <= 1:
+        return (
+            "With one seed per strategy, each test compares two trained models, not two methods: the spread "
+            "over seeds is unknown, and another seed could move a difference either way."
+        )
+    return (
+        f"With {max(counts)} seeds per strategy, intervals and p-values come from a bootstrap that resamples each "
+        "side's seeds, then the test rows, so they carry the spread over seeds as well as over rows."
+    )
+
+
+# At most this many optimizer steps per run: too short a training to rank methods by.
+SMALL_STUDY_STEPS = 100
+
+
+def too_small(cells: Sequence[Results]) -> str | None:
+    """The report's first line where the study cannot rank strategies, from its records: every
+    run trained at most SMALL_STUDY_STEPS steps, or one seed without tuning (each strategy at
+    one configured setting, once). None otherwise."""
+    runs = [run for results in cells for run in results.runs if run.ok]
+    if not runs:
+        return None
+    seeds = max(int(results.agg["n_ok"].max()) for results in cells)
+    tuned = any(results.tuning is not None for results in cells)
+    steps = [number(run.train.get("metrics") or {}, "optimizer_steps") for run in runs]
+    steps = [x for x in steps if not math.isnan(x)]
+    few = bool(steps) and max(steps) <= SMALL_STUDY_STEPS
+    if not few and not (seeds <= 1 and not tuned):
+        return None
+    reasons = []
+    if seeds <= 1:
+        reasons.append("one seed per strategy")
+    if not tuned:
+        reasons.append("no tuning")
+    if steps:
+        low, high = min(steps), max(steps)
+        reasons.append(f"{low:.0f}" + ("" if low == high else f"–{high:.0f}") + " optimizer steps per run")
+    return (
+        f"This study is too small to rank strategies ({', '.join(reasons)}): read it as a check that the "
+        "workflow runs, not as an answer."
+    )
+
+
+def _not_learned(results: Results) -> list[str]:
+    """The strategies that did not learn in a cell, with their seeds."""
+    agg = results.agg
+    if "did_not_learn" not in agg:
+        return []
+    return [
+        f"`{r['strategy']}` (seed {r['did_not_learn_seeds']})" for r in agg.to_dict("records") if r["did_not_learn"]
+    ]
+
+
+def _majority_words(results: Results) -> str:
+    majority = results.majority
+    if majority is None:
+        return "the majority class"
+    metric = next(iter({run.metric for run in results.runs}), "accuracy")
+    return (
+        f"labelling every test {_singular(results.unit)} with the majority class (`{majority.shown}`, "
+        f"{_fmt_pct(majority.share)} of the labels: {METRIC_LABELS.get(metric, metric)} "
+        f"{100 * majority.scores.get(metric, math.nan):.1f})"
+    )
+
+
+def cell_verdicts(results: Results) -> str:
+    """The one-cell report's verdict paragraph: each strategy's verdict against the baseline,
+    with its difference, and the runs that did not learn by name."""
+    comparison, baseline = results.comparison, results.baseline
+    sentences = []
+    if not_learned := _not_learned(results):
+        sentences.append(
+            f"Did not learn (no better than {_majority_words(results)}, or one class for "
+            f"{NEARLY_ONE_CLASS:.0%} or more of the predictions): {', '.join(not_learned)}; "
+            "no verdict and no rank for them."
+        )
+    if comparison is None or baseline is None:
+        return " ".join(sentences + ["No strategy was compared: the report was given no predictions."])
+    rows = comparison.set_index("strategy")
+    if baseline in rows.index and rows.loc[baseline, "verdict"] == Verdict.DID_NOT_LEARN:
+        sentences.append(f"The baseline `{baseline}` did not learn, so no strategy is compared with it.")
+    parts = []
+    for strategy, r in rows.iterrows():
+        if r["verdict"] in (Verdict.BASELINE, Verdict.DID_NOT_LEARN, Verdict.NOT_COMPARED):
+            continue
+        parts.append(
+            f"`{strategy}` is {r['verdict']} ({r['delta_vs_baseline']:+.1f} points, 95% CI "
+            f"{r['delta_ci_low']:+.1f} to {r['delta_ci_high']:+.1f}; "
+            f"the test detects ±{r['detectable_difference']:.1f})"
+        )
+    if parts:
+        sentences.insert(
+            0,
+            f"Against `{baseline}` on the {_metric_label(results)} (equivalent: the 90% interval inside "
+            f"±{results.margin:g} points): " + "; ".join(parts) + ".",
+        )
+    elif not sentences:
+        sentences.append(f"No strategy could be compared with `{baseline}`.")
+    sentences.append(_seeds_sentence([results]))
+    return " ".join(s for s in sentences if s)
+
+
+COSTS: tuple[tuple[str, str], ...] = (
+    ("Trainable parameters", "trainable_params"),
+    ("Peak memory", "memory"),
+    ("Training time", "train_time_s"),
+    ("Inference latency (median, one row at a time)", "latency_p50_ms"),
+)
+
+
+def _fmt_cost(column: str, value: float) -> str:
+    if column == "trainable_params":
+        return _fmt_count(value)
+    if column == "train_time_s":
+        return _fmt_seconds(value)
+    if column == "latency_p50_ms":
+        return f"{value:,.1f} ms"
+    return f"{value:.2f} GB"
+
+
+def which_strategy(cells: Mapping[str, Results], baseline: str | None) -> str:
+    """ "Which strategy?" for one model: `cells` maps each task to its Results. The best strategy
+    on the primary metric among those that learned on every task (one task: the highest mean;
+    several: the best mean rank, then the highest mean), and per measured cost the cheapest
+    strategy better than or equivalent to the best on every task (paired tests against the
+    best, as against the baseline), or undecided and why."""
+    tasks = list(cells)
+    strategies = list(dict.fromkeys(s for results in cells.values() for s in results.agg["strategy"]))
+    aggs = {task: results.agg.set_index("strategy") for task, results in cells.items()}
+
+    def learned(strategy: str, task: str) -> bool:
+        agg = aggs[task]
+        return (
+            strategy in agg.index
+            and agg.loc[strategy, "n_ok"] > 0
+            and not bool(agg.loc[strategy].get("did_not_learn", False))
+            and not pd.isna(agg.loc[strategy, "metric_mean"])
+        )
+
+    everywhere = [s for s in strategies if all(learned(s, task) for task in tasks)]
+    lines = []
+    if not everywhere:
+        return (
+            "Undecided: no strategy learned on every task"
+            + (f" ({', '.join(tasks)})" if len(tasks) > 1 else "")
+            + ", so there is no best to choose from and no cost to weigh."
+        )
+    ranks = {
+        task: aggs[task]
+        .loc[[s for s in strategies if learned(s, task)], "metric_mean"]
+        .round(RANK_DECIMALS)
+        .rank(ascending=False, method="average")
+        for task in tasks
+    }
+    mean_rank = {s: sum(ranks[task][s] for task in tasks) / len(tasks) for s in everywhere}
+    mean_score = {s: sum(aggs[task].loc[s, "metric_mean"] for task in tasks) / len(tasks) for s in everywhere}
+    best = min(everywhere, key=lambda s: (mean_rank[s], -round(mean_score[s], RANK_DECIMALS)))
+    scores = "; ".join(
+        f"{task} {100 * aggs[task].loc[best, 'metric_mean']:.1f} {_metric_label(cells[task])}" for task in tasks
+    )
+    how = "the highest mean" if len(tasks) == 1 else "the best mean rank over tasks"
+    lead = ""
+    if baseline is not None and best != baseline:
+        said = {
+            task: results.comparison.set_index("strategy")["verdict"].get(best)
+            for task, results in cells.items()
+            if results.comparison is not None
+        }
+        lead = "; against `{}`: {}".format(baseline, ", ".join(f"{v} on {t}" for t, v in said.items() if v))
+    lines.append(f"Best on the primary metric: `{best}` ({how}: {scores}{lead}).")
+    versus = {task: results.compared_with(best) for task, results in cells.items()}
+    if any(frame is None for frame in versus.values()):
+        return lines[0] + " The costs are undecided: the report was given no predictions to test against it."
+    verdicts = {task: frame.set_index("strategy")["verdict"] for task, frame in versus.items()}
+    detects = {task: frame["detectable_difference"].median() for task, frame in versus.items()}
+    margin = next(iter(cells.values())).margin
+    for name, column in COSTS:
+        if column == "memory":
+            column, label = memory_metric(next(iter(cells.values())).agg)
+            name = label.split(" (")[0]
+        costs = {
+            s: float(pd.Series([aggs[task].loc[s, f"{column}_mean"] for task in tasks if s in aggs[task].index]).mean())
+            for s in strategies
+        }
+        if pd.isna(costs.get(best, math.nan)):
+            lines.append(f"- {name}: not measured.")
+            continue
+        order = sorted(
+            (s for s in strategies if not pd.isna(costs[s])), key=lambda s: (round(costs[s], RANK_DECIMALS), s != best)
+        )
+        passed: list[str] = []
+        answer = None
+        for strategy in order:
+            if strategy == best:
+                answer = (
+                    f"`{best}` itself ({_fmt_cost(column, costs[best])})"
+                    + (f"; cheaper, but not as good: {'; '.join(passed)}" if passed else "")
+                    + "."
+                )
+                break
+            said = {task: str(verdicts[task].get(strategy, Verdict.NOT_COMPARED)) for task in tasks}
+            if all(v in (Verdict.BETTER, Verdict.EQUIVALENT) for v in said.values()):
+                answer = (
+                    f"`{strategy}` ({_fmt_cost(column, costs[strategy])} against {_fmt_cost(column, costs[best])}), "
+                    f"{' or '.join(sorted(set(said.values())))} to `{best}` on every task."
+                )
+                break
+            bad = [f"{v} on {t}" for t, v in said.items() if v in (Verdict.WORSE, Verdict.DID_NOT_LEARN)]
+            if bad:
+                passed.append(f"`{strategy}` ({', '.join(bad)})")
+                continue
+            open_tasks = [t for t, v in said.items() if v not in (Verdict.BETTER, Verdict.EQUIVALENT)]
+            why = ", ".join(f"{t} (the test detects ±{detects[t]:.1f} points there)" for t in open_tasks)
+            answer = (
+                f"undecided: `{strategy}` costs less ({_fmt_cost(column, costs[strategy])} against "
+                f"{_fmt_cost(column, costs[best])}) but is neither shown worse nor shown within ±{margin:g} points "
+                f"of `{best}` on {why}: too few test rows or seeds to tell."
+            )
+            break
+        lines.append(f"- {name}: {answer}")
+    return lines[0] + " Cheapest strategy as good as it, per cost:\n\n" + "\n".join(lines[1:])
 
 
 def _tuning_section(results: Results) -> str:
@@ -527,18 +772,28 @@ def render_markdown(
     sort_by: str,
     reference: Mapping[str, Any] | None = None,
     reference_recipe: Path | None = None,
+    imdb: bool | None = None,
+    environment: bool = True,
 ) -> str:
     """The Markdown report; figure links are relative to ``report_path``'s folder.
     `sort_by` (config `report.sort_by`): the results tables' order, `config` or `accuracy`.
     `reference` (config `report.reference`): the reference's results, whose recipe is the
-    overlay `reference_recipe` (config/reference-recipe.yaml)."""
+    overlay `reference_recipe` (config/reference-recipe.yaml), compared only where the task
+    is IMDB (`imdb`; None: not known, the reference's own checks decide). `environment`: end
+    with the hardware and versions (a study's report gives them once, at its end). It opens
+    with the answer: the verdicts, then "Which strategy?"."""
     table, agg, runs = results.table, results.agg, results.runs
     mismatch = _matches_reference(runs, table) if reference is not None else None
+    task = results.runs[0].task if results.runs else ""
+    small = too_small([results])
     sections = [
         "# Fine-tuning strategies compared",
-        _intro(table, agg, runs),
+        *([small] if small else []),
+        cell_verdicts(results) + " " + _intro(table, agg, runs, results.unit),
+        "## Which strategy?",
+        which_strategy({task: results}, results.baseline),
         "## Results",
-        _results_table(agg, _degenerate_seeds(table), sort_by),
+        _results_table(agg, _degenerate_seeds(table), sort_by, results.unit, results.majority),
         "## Inference cost",
         _inference_section(results),
         "## Differences from the baseline",
@@ -551,17 +806,20 @@ def render_markdown(
         _figure_links(figures, report_path),
         "## Skipped or failed runs",
         _failures(runs),
-        "## Runs with degenerate predictions",
+        "## Runs that did not learn",
         _flagged(table),
-        "## Hardware and software",
-        _environment(runs),
-        "## Comparison with the reference notebook",
-        (
-            f"Left out: the reference notebook's setting differs ({mismatch}), so its numbers would not compare."
-            if mismatch
-            else _reference_section(reference, reference_recipe, table, agg)
-        ),
     ]
+    if environment:
+        sections += ["## Hardware and software", _environment(runs)]
+    if imdb is not False:
+        sections += [
+            "## Comparison with the reference notebook",
+            (
+                f"Left out: the reference notebook's setting differs ({mismatch}), so its numbers would not compare."
+                if mismatch
+                else _reference_section(reference, reference_recipe, table, agg)
+            ),
+        ]
     return "\n\n".join(sections) + "\n"
 
 
@@ -617,56 +875,79 @@ def _cost_words(row: Mapping[str, Any], baseline: str) -> str:
     )
 
 
-def opening_paragraph(across: pd.DataFrame, tasks: Sequence[str], baseline: str | None) -> str:
-    """In words, per model: which strategies show no Holm-significant loss against the baseline
-    on any task, which lose where, and what each costs relative to the baseline."""
+def opening_paragraph(study: Any, across: pd.DataFrame, baseline: str | None) -> str:
+    """In words, per model: each strategy's verdicts against the baseline, task by task (better,
+    equivalent, inconclusive, worse), the strategies that did not learn where, what each costs
+    relative to the baseline, and what the tests can see (seeds, the smallest detectable
+    difference per task)."""
+    from ftcompare.stats import COUNTED_VERDICTS
+    from ftcompare.tables import VERDICT_COUNT_COLUMNS, detectable_by_task
+
+    tasks = study.tasks
     if baseline is None:
         return f"This study ran {len(tasks)} tasks ({_names(tasks)}); no baseline was named, so nothing was compared."
-    n_tests = int((across[["wins", "ties", "losses"]].sum(axis=1)).sum())
+    n_tests = int(across[[c for c in VERDICT_COUNT_COLUMNS if c != "did_not_learn"]].sum(axis=1).sum())
     sentences = [
         f"This study compares fine-tuning strategies on {len(tasks)} tasks ({_names(tasks)}) with "
         f"{across['model'].nunique()} model{'s' if across['model'].nunique() != 1 else ''}, each against "
         f"`{baseline}` by a paired test per task on the task's primary metric, Holm-adjusted over all {n_tests} "
-        "tests at the 5% level."
+        f"tests at the 5% level; equivalent means the difference's 90% interval lies inside ±{study.margin:g} points."
     ]
     for model, rows in across.groupby("model", sort=False):
-        others = rows[rows["strategy"] != baseline]
-        compared = others[others[["wins", "ties", "losses"]].sum(axis=1) > 0]
-        alike = compared[(compared["losses"] == 0) & (compared["wins"] == 0)]["strategy"].tolist()
-        better = compared[(compared["losses"] == 0) & (compared["wins"] > 0)]
-        worse = compared[compared["losses"] > 0]
         parts = []
-        if alike:
-            parts.append(
-                f"{_names(alike)} {'is' if len(alike) == 1 else 'are'} indistinguishable from `{baseline}` on every "
-                "task compared (no significant loss and no significant win)"
-            )
-        for row in better.to_dict("records"):
-            won = [t for t in tasks if row.get(f"outcome_{t}") == "win"]
-            parts.append(f"`{row['strategy']}` is never worse than `{baseline}` and better on {_names(won)}")
-        for row in worse.to_dict("records"):
-            lost = [t for t in tasks if row.get(f"outcome_{t}") == "loss"]
-            parts.append(f"`{row['strategy']}` is worse than `{baseline}` on {_names(lost)}")
+        not_learned = {task: [] for task in tasks}
+        for row in rows.to_dict("records"):
+            by_verdict = {v: [t for t in tasks if row.get(f"verdict_{t}") == v] for v in COUNTED_VERDICTS}
+            for task in by_verdict[Verdict.DID_NOT_LEARN]:
+                not_learned[task].append(row["strategy"])
+            if row["strategy"] == baseline:
+                continue
+            said = [f"{v} on {_plain(ts)}" for v, ts in by_verdict.items() if ts and v != Verdict.DID_NOT_LEARN]
+            if said:
+                parts.append(f"`{row['strategy']}` is " + ", ".join(said))
         if not parts:
             parts.append(f"no strategy could be compared with `{baseline}`")
+        dnl = [f"{_names(names)} on {task}" for task, names in not_learned.items() if names]
+        others = rows[rows["strategy"] != baseline]
         costs = [_cost_words(row, baseline) for row in others.to_dict("records")]
         sentences.append(
             f"With `{model}`: "
             + "; ".join(parts)
             + "."
+            + (
+                " Did not learn (no better than the majority class, or one class for nearly every prediction; no "
+                "verdict, no rank there): " + "; ".join(dnl) + "."
+                if dnl
+                else ""
+            )
             + (" Costs (means over tasks of each task's ratio): " + "; ".join(costs) + "." if costs else "")
         )
-    return " ".join(sentences)
+    sentences.append(_seeds_sentence(list(study.cells.values())))
+    detects = {task: value for task, value in detectable_by_task(study).items() if not math.isnan(value)}
+    if detects:
+        sentences.append(
+            "The smallest difference each task's test detects with 80% power at this size: "
+            + ", ".join(f"{task} ±{value:.1f} points" for task, value in detects.items())
+            + "; an inconclusive verdict says more test rows or seeds are needed to tell."
+        )
+    return " ".join(s for s in sentences if s)
+
+
+def _plain(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def across_table(across: pd.DataFrame, tasks: Sequence[str], metrics: Mapping[str, str]) -> str:
+    from ftcompare.tables import VERDICT_COUNT_COLUMNS
+
+    same = len(set(metrics.values())) <= 1
     header = [
         "Model",
         "Strategy",
         *[f"{task} ({metrics.get(task, '?')})" for task in tasks],
-        "Mean",
+        "Mean" if same else "Mean of different metrics",
         "Mean rank",
-        "W / T / L",
+        "Better / equivalent / inconclusive / worse / did not learn",
         "Train time",
         "Trainable params",
         "Peak memory",
@@ -676,10 +957,14 @@ def across_table(across: pd.DataFrame, tasks: Sequence[str], metrics: Mapping[st
         cells = [
             r["model"],
             r["strategy"],
-            *[_fmt_float(100 * r[task], 1) for task in tasks],
+            *[
+                _fmt_float(100 * r[task], 1)
+                + (" ✗ did not learn" if r.get(f"verdict_{task}") == Verdict.DID_NOT_LEARN else "")
+                for task in tasks
+            ],
             _fmt_float(100 * r["mean"], 1),
             _fmt_float(r["mean_rank"], 2),
-            f"{r['wins']} / {r['ties']} / {r['losses']}",
+            " / ".join(str(r[c]) for c in VERDICT_COUNT_COLUMNS),
             _ratio(r["train_time_vs_baseline"]),
             _share(r["trainable_params_vs_baseline"]),
             _ratio(r["peak_memory_vs_baseline"]),
@@ -741,10 +1026,14 @@ def render_study_markdown(
     published: Path | None = LORA_PAPER,
 ) -> str:
     """The report of a study (tables.Study). One cell: the report as `render_markdown` writes
-    it. Several: the opening paragraph across tasks, the across-task table and figures, the
-    published figures where the study matches (`datasets`: task -> its data block), then a
-    section per (task, model) with the one-cell report's body."""
+    it. Several: the title, the verdict paragraph across tasks, "Which strategy?" per model,
+    the across-task table and figures, the published figures where the study matches
+    (`datasets`: task -> its data block), a section per (task, model) with the one-cell
+    report's body, and the hardware and versions once."""
+    from ftcompare.study import is_imdb
+
     cells = list(study.cells)
+    datasets = datasets or {}
     if len(cells) == 1 and not across_figures:
         return render_markdown(
             results=study.cells[cells[0]],
@@ -753,37 +1042,73 @@ def render_study_markdown(
             sort_by=sort_by,
             reference=reference,
             reference_recipe=reference_recipe,
+            imdb=is_imdb(cells[0][0], datasets[cells[0][0]]) if cells[0][0] in datasets else None,
         )
     tasks = study.tasks
     metrics = {
-        task: ", ".join(sorted({run.metric for (t, _), r in study.cells.items() if t == task for run in r.runs}))
+        task: ", ".join(
+            sorted(
+                {
+                    METRIC_LABELS.get(run.metric, run.metric)
+                    for (t, _), r in study.cells.items()
+                    if t == task
+                    for run in r.runs
+                }
+            )
+        )
         for task in tasks
     }
+    small = too_small(list(study.cells.values()))
+    which = []
+    for model in study.models:
+        per_task = {task: results for (task, m), results in study.cells.items() if m == model}
+        answer = which_strategy(per_task, study.baseline)
+        which.append(answer if len(study.models) == 1 else f"With `{model}`: {answer}")
+    mixed = len(set(metrics.values())) > 1
     sections = [
         "# Fine-tuning strategies compared across tasks",
-        opening_paragraph(across, tasks, study.baseline),
+        *([small] if small else []),
+        opening_paragraph(study, across, study.baseline),
+        "## Which strategy?",
+        "\n\n".join(which),
         "## Across tasks",
         across_table(across, tasks, metrics),
-        "Per task, the primary metric × 100 (mean over successful seeds); the mean over tasks and the mean rank "
-        "(1 = best in a task) need a result on every task. W / T / L: tasks where the strategy is significantly "
-        f"better than, indistinguishable from, or worse than `{study.baseline}` by the per-task paired test, "
-        "Holm-adjusted over every task, strategy and model together. Costs: relative to the baseline on the same "
-        "task and model, the mean over tasks (trainable parameters as a share of the baseline's).",
+        "Per task, the primary metric × 100 (mean over successful seeds); "
+        + (
+            f"the mean over tasks averages different metrics ({', '.join(dict.fromkeys(metrics.values()))}), as "
+            "the GLUE score does: a summary, not a quantity; "
+            if mixed
+            else "the mean over tasks needs a result on every task; "
+        )
+        + "the mean rank (1 = best in a task; scores equal to 9 decimals tie) needs a rank on every task where "
+        "any strategy learned, and a strategy that did not learn on a task (✗) has none there. The verdict counts: "
+        f"tasks where the strategy is better than, equivalent to (90% interval inside ±{study.margin:g} points), "
+        f"inconclusive against, or worse than `{study.baseline}` by the per-task paired test, Holm-adjusted over "
+        "every task, strategy and model together, and tasks where it did not learn. Costs: relative to the "
+        "baseline on the same task and model, the mean over tasks (trainable parameters as a share of the "
+        "baseline's).",
         _figure_links(across_figures, report_path),
     ]
     if published is not None and Path(published).is_file():
         if block := published_section(study, datasets, load_yaml(published)):
             sections += ["## Beside the LoRA paper", block]
     for cell in cells:
+        results = study.cells[cell]
         body = render_markdown(
-            results=study.cells[cell],
+            results=results,
             figures=cell_figures.get(cell, {}),
             report_path=report_path,
             sort_by=sort_by,
             reference=reference,
             reference_recipe=reference_recipe,
+            imdb=is_imdb(cell[0], datasets[cell[0]]) if cell[0] in datasets else None,
+            environment=False,
         )
         lines = body.splitlines()[1:]  # its title gives way to the cell's heading
+        if small and lines[1:2] == [small]:
+            lines = lines[2:]  # said once, at the top
         lines = ["#" + line if line.startswith("## ") else line for line in lines]
         sections.append(f"## {cell[0]} × {cell[1]}\n" + "\n".join(lines).rstrip())
+    all_runs = [run for results in study.cells.values() for run in results.runs]
+    sections += ["## Hardware and software", _environment(all_runs)]
     return "\n\n".join(sections) + "\n"

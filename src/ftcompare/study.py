@@ -77,6 +77,19 @@ def task_blocks(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: {**data, **(block or {})} for name, block in tasks.items()}
 
 
+def task_unit(data: Mapping[str, Any]) -> str:
+    """What one test row of a task is, in the report's words: `data.unit` where set (IMDB:
+    reviews; SST-2: sentences), else pairs where the task reads a second text, else examples."""
+    return str(data.get("unit") or ("pairs" if data.get("text_pair_column") else "examples"))
+
+
+def is_imdb(task: str, data: Mapping[str, Any]) -> bool:
+    """Whether a task is IMDB (the reference notebook's task): the hub's stanfordnlp/imdb, an
+    aclImdb folder, or a task named imdb."""
+    name = str(data.get("name") or "") if data.get("source", "hub") == "hub" else ""
+    return data.get("source") == "aclimdb" or name.rsplit("/", 1)[-1] == "imdb" or task.lower() == "imdb"
+
+
 def model_blocks(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Each model's block: `model` with the model's keys over it."""
     model = dict(config.get("model") or {})

@@ -18,7 +18,20 @@ import pandas as pd
 
 from ftcompare.methods import method_family
 from ftcompare.records import Status, cell_settings, read_record, read_selection
-from ftcompare.stats import holm, mean_interval, paired_bootstrap, paired_comparison
+from ftcompare.stats import (
+    COUNTED_VERDICTS,
+    DEFAULT_EQUIVALENCE_MARGIN,
+    Learning,
+    Verdict,
+    detectable_difference,
+    holm,
+    learned,
+    majority_class,
+    mean_interval,
+    paired_bootstrap,
+    paired_comparison,
+    verdict,
+)
 
 # What a trained run costs to apply, from the evaluate job (eval.json metrics of the same
 # names): single-review latency, and the adapter merged into its base weights, with the
@@ -84,6 +97,13 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "mcc",
     "metric_name",
     "metric",
+    # Whether the run learned (stats.learned, from its predictions): why not, in words (empty
+    # where it did); the one-sided p-value against the majority class; the majority-class
+    # predictor's score on the primary metric; the largest share of predictions in one class.
+    "did_not_learn",
+    "learned_p_value",
+    "majority_score",
+    "top_prediction_share",
 )
 TEXT_COLUMNS: frozenset[str] = frozenset(
     {
@@ -98,6 +118,7 @@ TEXT_COLUMNS: frozenset[str] = frozenset(
         "merged_error",
         "family",
         "metric_name",
+        "did_not_learn",
     }
 )
 AGGREGATE_COLUMNS: tuple[str, ...] = (
@@ -265,10 +286,13 @@ def _provenance(run: RunRecord, key: str) -> str | None:
     return None
 
 
-def summary_table(*, runs: Sequence[RunRecord]) -> pd.DataFrame:
-    """One row per run, columns ``SUMMARY_COLUMNS``; missing metrics are NaN."""
+def summary_table(*, runs: Sequence[RunRecord], learning: Mapping[RunKey, Learning] | None = None) -> pd.DataFrame:
+    """One row per run, columns ``SUMMARY_COLUMNS``; missing metrics are NaN. `learning`:
+    per run, whether it learned (runs without predictions: NaN)."""
+    learning = learning or {}
     rows = []
     for run in runs:
+        learnt = learning.get(run.key)
         train_m = run.train.get("metrics") or {}
         eval_m = run.eval.get("metrics") or {}
         trainable, total = number(train_m, "trainable_params"), number(train_m, "total_params")
@@ -315,6 +339,10 @@ def summary_table(*, runs: Sequence[RunRecord]) -> pd.DataFrame:
                 "mcc": number(eval_m, "mcc"),
                 "metric_name": run.metric,
                 "metric": number(eval_m, run.metric),
+                "did_not_learn": None if learnt is None or learnt.learned else learnt.reason,
+                "learned_p_value": math.nan if learnt is None else learnt.p_value,
+                "majority_score": math.nan if learnt is None else learnt.majority_score,
+                "top_prediction_share": math.nan if learnt is None else learnt.top_share,
             }
         )
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
@@ -405,6 +433,14 @@ def _aggregate_cell(table: pd.DataFrame) -> pd.DataFrame:
     one_accuracy = (k == 1) & (out["metric_name"] == "accuracy")
     out["metric_mean_ci_low"] = np.where(k >= 2, low, np.where(one_accuracy, out["accuracy_mean_ci_low"], math.nan))
     out["metric_mean_ci_high"] = np.where(k >= 2, high, np.where(one_accuracy, out["accuracy_mean_ci_high"], math.nan))
+    # A strategy did not learn on this task where at least half its ok seeds did not (stats.learned):
+    # half a strategy's runs at the majority class's level is no result to recommend it on. Each
+    # such seed is named, also where the strategy as a whole learned.
+    flagged = ok[ok["did_not_learn"].notna()] if "did_not_learn" in ok else ok.iloc[:0]
+    seeds = flagged.groupby("strategy", sort=False)["seed"].apply(lambda s: ", ".join(map(str, sorted(s))))
+    n_flagged = flagged.groupby("strategy", sort=False).size().reindex(strategies).fillna(0).to_numpy()
+    out["did_not_learn_seeds"] = seeds.reindex(strategies).to_numpy()
+    out["did_not_learn"] = (out["n_ok"] > 0) & (2 * n_flagged >= out["n_ok"]) & (n_flagged > 0)
     return out
 
 
@@ -436,6 +472,17 @@ COMPARISON_COLUMNS: tuple[str, ...] = (
     "metric_ci_low",
     "metric_ci_high",
     "test",
+    # The 90% interval (the equivalence test's), what the intervals resample (test rows; seeds
+    # too with two or more), the smallest difference the test detects (stats.detectable_difference),
+    # and the verdict (stats.Verdict) at `equivalence_margin` points.
+    "delta_ci90_low",
+    "delta_ci90_high",
+    "interval",
+    "standard_error",
+    "detectable_difference",
+    "equivalence_margin",
+    "did_not_learn",
+    "verdict",
 )
 
 
@@ -461,13 +508,18 @@ def compare_strategies(
     correct: Mapping[RunKey, np.ndarray],
     baseline: str,
     predicted: Mapping[RunKey, tuple[np.ndarray, np.ndarray, int]] | None = None,
+    margin: float = DEFAULT_EQUIVALENCE_MARGIN,
 ) -> pd.DataFrame:
     """Within each (task, model) cell, one row per strategy against `baseline` on the same test
     reviews (ftcompare.stats): accuracy and the task's metric over seeds, the paired
-    difference on the metric in points with its 95% interval, the p-value (`test`:
-    McNemar's exact test on accuracy, from `correct`; the paired bootstrap on another metric,
-    from `predicted`, each run's `outcomes`) and its Holm adjustment across the cell's
-    strategies. Empty where a side has no ok run."""
+    difference on the metric in points with its 95% interval, the p-value (`test`: with one
+    seed, McNemar's exact test on accuracy, from `correct`, and the paired bootstrap over rows
+    on another metric, from `predicted`, each run's `outcomes`; with several, the bootstrap
+    over seeds and rows on any metric), its Holm adjustment across the cell's strategies that
+    learned, and the verdict (equivalent: the 90% interval inside ±`margin` points). A side
+    that did not learn (`agg`'s did_not_learn) is not tested: the strategy's verdict is
+    did-not-learn, or not compared where the baseline did not learn. Empty where a side has
+    no ok run."""
     parts = [
         _compare_cell(
             agg=in_cell(agg, cell),
@@ -475,6 +527,7 @@ def compare_strategies(
             correct=correct,
             predicted=predicted,
             baseline=baseline,
+            margin=margin,
         )
         for cell in cells_of(agg)
     ]
@@ -490,6 +543,7 @@ def _compare_cell(
     correct: Mapping[RunKey, np.ndarray],
     predicted: Mapping[RunKey, tuple[np.ndarray, np.ndarray, int]] | None,
     baseline: str,
+    margin: float,
 ) -> pd.DataFrame:
     names = set(agg["metric_name"].dropna()) if "metric_name" in agg else set()
     if len(names) > 1:
@@ -497,12 +551,16 @@ def _compare_cell(
     metric = names.pop() if names else "accuracy"
     if metric != "accuracy" and predicted is None:
         raise ValueError(f"comparing on {metric} needs each run's predictions (`predicted`)")
-    per_run = correct if metric == "accuracy" else predicted
+    several = any(n >= 2 for n in agg["n_ok"])
+    # Several seeds: the bootstrap over seeds and rows, on any metric (stats.paired_bootstrap).
+    bootstrap = metric != "accuracy" or (several and predicted is not None)
+    per_run = predicted if bootstrap else correct
     ok_seeds: dict[str, dict[int, Any]] = {}
     for run in runs:
         if run.ok and run.key in per_run:
             ok_seeds.setdefault(run.strategy, {})[run.seed] = per_run[run.key]
     base = ok_seeds.get(baseline, {})
+    not_learned = set(agg.loc[agg["did_not_learn"].astype(bool), "strategy"]) if "did_not_learn" in agg else set()
     rows = []
     for record in agg.to_dict("records"):
         strategy, seeds = record["strategy"], ok_seeds.get(record["strategy"], {})
@@ -523,8 +581,11 @@ def _compare_cell(
             "metric_ci_low": record.get("metric_mean_ci_low"),
             "metric_ci_high": record.get("metric_mean_ci_high"),
         }
-        if strategy != baseline and seeds and base and set(seeds) & set(base):
-            if metric == "accuracy":
+        row["did_not_learn"] = strategy in not_learned
+        if strategy in not_learned or baseline in not_learned:
+            pass  # no test: a side is the majority class's level, not a trained classifier's
+        elif strategy != baseline and seeds and base and set(seeds) & set(base):
+            if not bootstrap:
                 compared = paired_comparison(seeds, base)
             else:
                 labels, _, num_labels = next(iter(base.values()))
@@ -544,12 +605,93 @@ def _compare_cell(
                 "paired_seeds": ",".join(map(str, compared.seeds)),
                 "reviews_better": compared.better,
                 "reviews_worse": compared.worse,
+                "delta_ci90_low": compared.delta_ci90_low,
+                "delta_ci90_high": compared.delta_ci90_high,
+                "interval": compared.interval,
+                "standard_error": compared.standard_error,
             }
         rows.append(row)
-    table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)).astype({"p_value": float, "p_value_holm": float})
+    table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)).astype(
+        {"p_value": float, "p_value_holm": float, "detectable_difference": float}
+    )
     tested = table["p_value"].notna()
     table.loc[tested, "p_value_holm"] = holm(table.loc[tested, "p_value"].tolist())
+    table.loc[tested, "detectable_difference"] = [
+        detectable_difference(se, tests=int(tested.sum())) for se in table.loc[tested, "standard_error"]
+    ]
+    table["equivalence_margin"] = float(margin)
+    table["verdict"] = [
+        _verdict(row, baseline=baseline, baseline_learned=baseline not in not_learned, margin=margin)
+        for row in table.to_dict("records")
+    ]
     return table
+
+
+def _verdict(row: Mapping[str, Any], *, baseline: str, baseline_learned: bool, margin: float) -> Verdict:
+    """A comparison row's verdict (stats.verdict), from its Holm-adjusted p and 90% interval."""
+    if row["did_not_learn"]:
+        return Verdict.DID_NOT_LEARN
+    if row["strategy"] == baseline:
+        return Verdict.BASELINE
+    if not baseline_learned or pd.isna(row["p_value_holm"]):
+        return Verdict.NOT_COMPARED
+    return verdict(
+        p_holm=row["p_value_holm"],
+        delta=row["delta_vs_baseline"],
+        ci90_low=row["delta_ci90_low"],
+        ci90_high=row["delta_ci90_high"],
+        margin=margin,
+    )
+
+
+@dataclass(frozen=True)
+class Majority:
+    """Labelling every test row of a cell with its most common class: the level a run must beat."""
+
+    label: int
+    name: str | None  # the class's name where the data names its classes
+    share: float  # of the test labels
+    scores: dict[str, float]  # every metric the task has, of that constant answer
+
+    @property
+    def shown(self) -> str:
+        return self.name if self.name is not None else str(self.label)
+
+
+def label_names(runs: Sequence[RunRecord]) -> list[str] | None:
+    """The classes' names, from the tokenized data's tokenization.json (`label_names`) that a
+    train record names; None where nothing names them or the file is not there."""
+    for run in runs:
+        folder = run.train.get("tokenized_dir")
+        if not folder:
+            continue
+        try:
+            names = json.loads((Path(folder) / "tokenization.json").read_text()).get("label_names")
+        except (OSError, ValueError):
+            continue
+        if names:
+            return [str(name) for name in names]
+    return None
+
+
+def majority_of(
+    runs: Sequence[RunRecord], predicted: Mapping[RunKey, tuple[np.ndarray, np.ndarray, int]]
+) -> Majority | None:
+    """The majority class of a cell's test labels (any run's predictions hold them)."""
+    from ftcompare.metrics import all_scores
+
+    for run in runs:
+        if run.key in predicted:
+            labels, _, num_labels = predicted[run.key]
+            label, share = majority_class(labels, num_labels=num_labels)
+            names = label_names(runs)
+            return Majority(
+                label=label,
+                name=names[label] if names and label < len(names) else None,
+                share=share,
+                scores=all_scores(labels, np.full_like(labels, label), num_labels=num_labels),
+            )
+    return None
 
 
 @dataclass(frozen=True)
@@ -564,6 +706,13 @@ class Results:
     comparison: pd.DataFrame | None = None  # one row per strategy: COMPARISON_COLUMNS
     tuning: pd.DataFrame | None = None  # one row per trial run (results/tuning/summary.csv)
     selected: dict[str, Any] | None = None  # per tuned strategy, its choice (results/tuning/selected.yaml)
+    majority: Majority | None = None  # the majority class of the test labels (from the predictions)
+    unit: str = "examples"  # what a test row is, in words (config data.unit)
+    margin: float = DEFAULT_EQUIVALENCE_MARGIN  # report.equivalence_margin, in points
+    # Each strategy against the best one (`best`), as `comparison` is against the baseline:
+    # what "Which strategy?" rests on.
+    against_best: pd.DataFrame | None = None
+    predicted: Mapping[RunKey, tuple[np.ndarray, np.ndarray, int]] | None = None
 
     @classmethod
     def of(
@@ -574,14 +723,26 @@ class Results:
         baseline: str | None = None,
         tuning: pd.DataFrame | None = None,
         selected: dict[str, Any] | None = None,
+        unit: str = "examples",
+        margin: float = DEFAULT_EQUIVALENCE_MARGIN,
     ) -> Results:
-        table = summary_table(runs=runs)
+        correct = predicted = learning = majority = None
+        if predictions is not None:
+            correct = {key: correctness(frame) for key, frame in predictions.items() if len(frame)}
+            predicted = {key: outcomes(frame) for key, frame in predictions.items() if len(frame)}
+            learning = {
+                run.key: learned(run.metric, *predicted[run.key][:2], num_labels=predicted[run.key][2])
+                for run in runs
+                if run.ok and run.key in predicted
+            }
+            majority = majority_of(runs, predicted)
+        table = summary_table(runs=runs, learning=learning)
         agg = aggregate_by_strategy(table=table)
         comparison = None
         if predictions is not None and baseline is not None:
-            correct = {key: correctness(frame) for key, frame in predictions.items() if len(frame)}
-            predicted = {key: outcomes(frame) for key, frame in predictions.items() if len(frame)}
-            comparison = compare_strategies(agg=agg, runs=runs, correct=correct, baseline=baseline, predicted=predicted)
+            comparison = compare_strategies(
+                agg=agg, runs=runs, correct=correct, baseline=baseline, predicted=predicted, margin=margin
+            )
         return cls(
             runs=list(runs),
             table=table,
@@ -590,6 +751,27 @@ class Results:
             comparison=comparison,
             tuning=tuning,
             selected=selected,
+            majority=majority,
+            unit=unit,
+            margin=margin,
+            predicted=predicted,
+        )
+
+    def compared_with(self, reference: str) -> pd.DataFrame | None:
+        """Every strategy against `reference` as `comparison` is against the baseline (None
+        without predictions)."""
+        if self.predicted is None:
+            return None
+        if reference == self.baseline:
+            return self.comparison
+        correct = {key: labels == predictions for key, (labels, predictions, _) in self.predicted.items()}
+        return compare_strategies(
+            agg=self.agg,
+            runs=self.runs,
+            correct=correct,
+            baseline=reference,
+            predicted=self.predicted,
+            margin=self.margin,
         )
 
     @classmethod
@@ -602,6 +784,8 @@ class Results:
         baseline: str | None = None,
         tuning_summary: Path | None = None,
         selected: Path | None = None,
+        unit: str = "examples",
+        margin: float = DEFAULT_EQUIVALENCE_MARGIN,
     ) -> Results:
         """`prediction_paths` run parallel to `eval_paths` (each run's predictions.parquet)."""
         runs = load_runs(train_paths=train_paths, eval_paths=eval_paths)
@@ -611,6 +795,8 @@ class Results:
             baseline=baseline,
             tuning=None if tuning_summary is None else pd.read_csv(tuning_summary),
             selected=None if selected is None else read_selection(selected),
+            unit=unit,
+            margin=margin,
         )
 
 
@@ -657,6 +843,7 @@ class Study:
 
     cells: dict[Cell, Results]
     baseline: str | None = None
+    margin: float = DEFAULT_EQUIVALENCE_MARGIN  # report.equivalence_margin, in points
 
     @classmethod
     def of(
@@ -666,7 +853,10 @@ class Study:
         predictions: Mapping[RunKey, pd.DataFrame] | None = None,
         baseline: str | None = None,
         tuning: Mapping[Cell, tuple[pd.DataFrame, dict[str, Any]]] | None = None,
+        units: Mapping[str, str] | None = None,
+        margin: float = DEFAULT_EQUIVALENCE_MARGIN,
     ) -> Study:
+        """`units`: each task's test rows in words (config data.unit; default "examples")."""
         by_cell: dict[Cell, list[RunRecord]] = {}
         for run in runs:
             by_cell.setdefault(run.cell, []).append(run)
@@ -681,8 +871,10 @@ class Study:
                 baseline=baseline,
                 tuning=trials,
                 selected=selected,
+                unit=(units or {}).get(cell[0], "examples"),
+                margin=margin,
             )
-        return cls(cells=cells, baseline=baseline)
+        return cls(cells=cells, baseline=baseline, margin=margin)
 
     @classmethod
     def load(
@@ -694,6 +886,8 @@ class Study:
         baseline: str | None = None,
         tuning_summaries: Sequence[Path] = (),
         selections: Sequence[Path] = (),
+        units: Mapping[str, str] | None = None,
+        margin: float = DEFAULT_EQUIVALENCE_MARGIN,
     ) -> Study:
         runs = load_runs(train_paths=train_paths, eval_paths=eval_paths)
         cells = list(dict.fromkeys(run.cell for run in runs))
@@ -702,6 +896,8 @@ class Study:
             predictions=_read_predictions(runs, eval_paths, prediction_paths),
             baseline=baseline,
             tuning=cell_tuning(tuning_summaries, selections, cells),
+            units=units,
+            margin=margin,
         )
 
     @property
@@ -739,11 +935,18 @@ ACROSS_COST_COLUMNS: tuple[str, ...] = (
 )
 
 
+# Scores are rounded to this many decimals before ranking: two means of the same seed scores,
+# summed in another order, can differ in the last bit, and must still tie.
+RANK_DECIMALS = 9
+
+
 def cell_scores(study: Study) -> pd.DataFrame:
-    """One row per (task, model, strategy): the primary metric (mean over ok seeds), its rank
-    among the cell's strategies (1 = best, ties share the mean rank), the per-task paired test
-    against the baseline (compare_strategies' p-value, whichever test it ran) and the costs
-    relative to the baseline's in the same cell."""
+    """One row per (task, model, strategy): the primary metric (mean over ok seeds), whether
+    the strategy did not learn there, its rank among the cell's strategies that learned (1 =
+    best, exact ties share the mean rank; none where it did not learn), the per-task paired
+    test against the baseline (compare_strategies' p-value and 90% interval, whichever test
+    it ran), Holm-adjusted over every test of the study, its verdict (stats.Verdict), and the
+    costs relative to the baseline's in the same cell."""
     rows = []
     for (task, model), results in study.cells.items():
         agg = results.agg.set_index("strategy")
@@ -761,14 +964,22 @@ def cell_scores(study: Study) -> pd.DataFrame:
                 "method": agg.loc[strategy, "method"],
                 "metric": ", ".join(sorted(metrics)),
                 "score": float(np.mean(scores)) if scores else math.nan,
+                "did_not_learn": bool(agg.loc[strategy].get("did_not_learn", False)),
                 "p_value": math.nan,
                 "delta": math.nan,
+                "delta_ci90_low": math.nan,
+                "delta_ci90_high": math.nan,
+                "standard_error": math.nan,
             }
             if comparison is not None and strategy in comparison.index and strategy != study.baseline:
-                row["p_value"] = comparison.loc[strategy, "p_value"]
-                row["delta"] = (
-                    comparison.loc[strategy, "delta_vs_baseline"] if "delta_vs_baseline" in comparison else math.nan
-                )
+                for name, column in (
+                    ("p_value", "p_value"),
+                    ("delta", "delta_vs_baseline"),
+                    ("delta_ci90_low", "delta_ci90_low"),
+                    ("delta_ci90_high", "delta_ci90_high"),
+                    ("standard_error", "standard_error"),
+                ):
+                    row[name] = comparison.loc[strategy, column] if column in comparison else math.nan
             for name, column in zip(ACROSS_COST_COLUMNS, ("train_time_s", "trainable_params", memory_column)):
                 ours = agg.loc[strategy, f"{column}_mean"]
                 theirs = math.nan if base is None else base[f"{column}_mean"]
@@ -777,62 +988,109 @@ def cell_scores(study: Study) -> pd.DataFrame:
     scores = pd.DataFrame(rows)
     if scores.empty:
         return scores
-    scores["rank"] = scores.groupby(["task", "model"], sort=False)["score"].rank(ascending=False, method="average")
+    ranked = scores["score"].round(RANK_DECIMALS).where(~scores["did_not_learn"])
+    scores["rank"] = ranked.groupby([scores["task"], scores["model"]], sort=False).rank(
+        ascending=False, method="average"
+    )
     # The family is every per-task test of the study: a verdict across tasks is one claim
     # over all of them, so Holm adjusts over all tasks, strategies and models together.
     tested = scores["p_value"].notna()
     scores["p_value_holm"] = math.nan
     if tested.any():
         scores.loc[tested, "p_value_holm"] = holm(scores.loc[tested, "p_value"].astype(float).tolist())
-    # Which way a significant difference goes: the test's own difference where it reports one,
-    # else the primary metric's means.
-    base_scores = scores[scores["strategy"] == study.baseline].set_index(["task", "model"])["score"]
-    fallback = scores["score"] - [base_scores.get((t, m), math.nan) for t, m in zip(scores["task"], scores["model"])]
-    direction = scores["delta"].where(scores["delta"].notna(), fallback)
-    significant = scores["p_value_holm"] < ALPHA_ACROSS
-    scores["outcome"] = np.select(
-        [~tested, ~significant, direction > 0, direction < 0], [None, "tie", "win", "loss"], default="tie"
-    )
+    learned_baseline = {
+        (t, m): not d
+        for t, m, s, d in scores[["task", "model", "strategy", "did_not_learn"]].itertuples(index=False)
+        if s == study.baseline
+    }
+    verdicts = []
+    for row in scores.to_dict("records"):
+        if row["did_not_learn"]:
+            verdicts.append(Verdict.DID_NOT_LEARN)
+        elif row["strategy"] == study.baseline:
+            verdicts.append(Verdict.BASELINE)
+        elif not learned_baseline.get((row["task"], row["model"]), False) or pd.isna(row["p_value_holm"]):
+            verdicts.append(Verdict.NOT_COMPARED)
+        else:
+            verdicts.append(
+                verdict(
+                    p_holm=row["p_value_holm"],
+                    delta=row["delta"],
+                    ci90_low=row["delta_ci90_low"],
+                    ci90_high=row["delta_ci90_high"],
+                    margin=study.margin,
+                )
+            )
+    scores["verdict"] = [str(v) for v in verdicts]
     return scores
 
 
-ALPHA_ACROSS = 0.05
+# The columns of summary_across_tasks.csv whose names are fixed; each task adds its own,
+# named by the task (its score) and rank_<task>, p_holm_<task>, verdict_<task>. The counts are
+# stats.COUNTED_VERDICTS' (did not learn as did_not_learn).
+VERDICT_COUNT_COLUMNS: tuple[str, ...] = tuple(str(v).replace(" ", "_") for v in COUNTED_VERDICTS)
+ACROSS_COLUMNS: tuple[str, ...] = (
+    "model",
+    "strategy",
+    "method",
+    "mean",
+    "mean_rank",
+    *VERDICT_COUNT_COLUMNS,
+    *ACROSS_COST_COLUMNS,
+)
 
 
 def across_tasks(study: Study) -> pd.DataFrame:
     """results/summary_across_tasks.csv: one row per model × strategy. Per task (a column named
-    by the task) the primary metric, then its mean over tasks, the mean rank (1 = best in each
-    task), wins / ties / losses against the baseline from the per-task paired tests
-    (Holm-adjusted over all of them), each task's rank, adjusted p-value and outcome (win, tie,
-    loss; empty where not compared), and the costs
-    relative to the baseline (the mean over tasks of each task's ratio). The mean and the mean
-    rank need a score in every task: a strategy without one somewhere has none (NaN)."""
+    by the task) the primary metric, then its mean over tasks (of different metrics where the
+    tasks' differ), the mean rank over the tasks where any strategy learned (1 = best in each
+    task), the counts of each verdict against the baseline from the per-task paired tests
+    (Holm-adjusted over all of them; VERDICT_COUNT_COLUMNS), each task's rank, adjusted
+    p-value and verdict, and the costs relative to the baseline (the mean over tasks of each
+    task's ratio). The mean needs a score on every task, and the mean rank a rank on every
+    ranked task: a strategy without one (it failed, or did not learn) has none (NaN)."""
     scores = cell_scores(study)
     tasks = study.tasks
     rows = []
     if scores.empty:
-        return pd.DataFrame(
-            columns=["model", "strategy", "method", *tasks, "mean", "mean_rank", "wins", "ties", "losses"]
-        )
+        return pd.DataFrame(columns=list(ACROSS_COLUMNS[:3]) + tasks + list(ACROSS_COLUMNS[3:]))
     for (model, strategy), group in scores.groupby(["model", "strategy"], sort=False):
         by_task = group.set_index("task")
+        mine = scores[scores["model"] == model]
+        ranked_tasks = [task for task in tasks if mine.loc[mine["task"] == task, "rank"].notna().any()]
         per_task = [by_task["score"].get(task, math.nan) for task in tasks]
-        ranks = [by_task["rank"].get(task, math.nan) for task in tasks]
-        outcomes = group["outcome"].dropna().tolist()
+        ranks = [by_task["rank"].get(task, math.nan) for task in ranked_tasks]
+        verdicts = group["verdict"].tolist()
         row = {
             "model": model,
             "strategy": strategy,
             "method": group["method"].iloc[0],
             **dict(zip(tasks, per_task)),
             "mean": float(np.mean(per_task)) if not np.isnan(per_task).any() else math.nan,
-            "mean_rank": float(np.mean(ranks)) if not np.isnan(ranks).any() else math.nan,
-            "wins": outcomes.count("win"),
-            "ties": outcomes.count("tie"),
-            "losses": outcomes.count("loss"),
-            **{f"rank_{task}": rank for task, rank in zip(tasks, ranks)},
+            "mean_rank": float(np.mean(ranks)) if ranks and not np.isnan(ranks).any() else math.nan,
+            **{column: verdicts.count(str(v)) for column, v in zip(VERDICT_COUNT_COLUMNS, COUNTED_VERDICTS)},
+            **{f"rank_{task}": by_task["rank"].get(task, math.nan) for task in tasks},
             **{f"p_holm_{task}": by_task["p_value_holm"].get(task, math.nan) for task in tasks},
-            **{f"outcome_{task}": by_task["outcome"].get(task) for task in tasks},
+            **{f"verdict_{task}": by_task["verdict"].get(task) for task in tasks},
             **{name: group[name].mean() for name in ACROSS_COST_COLUMNS},
         }
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def detectable_by_task(study: Study) -> dict[str, float]:
+    """Per task, the smallest difference (points of its primary metric) that the study's
+    tests detect with 80% power (stats.detectable_difference): the median over the task's
+    comparisons of the bootstrap standard error, at the alpha Holm's strictest step gives
+    over every test of the study. NaN where nothing was compared."""
+    scores = cell_scores(study)
+    if scores.empty:
+        return {}
+    tested = scores[scores["p_value"].notna()]
+    return {
+        task: detectable_difference(float(group["standard_error"].median()), tests=len(tested))
+        if len(group)
+        else math.nan
+        for task in study.tasks
+        for group in [tested[tested["task"] == task]]
+    }
