@@ -354,6 +354,7 @@ def report_job(
     across_path: Path | None = None,
     tuning_path: Path | None = None,
     datasets: Mapping[str, Mapping[str, Any]] | None = None,
+    equivalence_margin: float | None = None,
 ) -> None:
     """The summary tables, the figures and the Markdown report, from one reading of the records
     (`sort_by`: the order of the report's results tables, config `report.sort_by`;
@@ -362,9 +363,12 @@ def report_job(
     hold each cell's figures under figures/{task}/{model}/ and the across-task ones
     (figures.ACROSS_FIGURE_CAPTIONS); `across_path` is summary_across_tasks.csv, `tuning_path`
     every cell's trials in one table, `datasets` each task's data block (for the published
-    figures it may stand beside)."""
+    figures it may stand beside, and its rows' name in words), `equivalence_margin` config
+    report.equivalence_margin (None: stats.DEFAULT_EQUIVALENCE_MARGIN)."""
     from ftcompare.figures import ACROSS_FIGURE_CAPTIONS, plot_across_tasks, plot_figures
     from ftcompare.report import render_study_markdown
+    from ftcompare.stats import DEFAULT_EQUIVALENCE_MARGIN
+    from ftcompare.study import task_unit
     from ftcompare.tables import Study, across_tasks, write_summary_csv
 
     def listed(value: Path | Sequence[Path] | None) -> list[Path]:
@@ -377,6 +381,8 @@ def report_job(
         baseline=baseline,
         tuning_summaries=listed(tuning_summary),
         selections=listed(selected),
+        units={task: task_unit(task, data) for task, data in (datasets or {}).items()},
+        margin=DEFAULT_EQUIVALENCE_MARGIN if equivalence_margin is None else float(equivalence_margin),
     )
     write_summary_csv(table=study.table, path=summary_path)
     write_summary_csv(table=study.comparison, path=comparison_path)

@@ -77,10 +77,14 @@ def task_blocks(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: {**data, **(block or {})} for name, block in tasks.items()}
 
 
-def task_unit(data: Mapping[str, Any]) -> str:
-    """What one test row of a task is, in the report's words: `data.unit` where set (IMDB:
-    reviews; SST-2: sentences), else pairs where the task reads a second text, else examples."""
-    return str(data.get("unit") or ("pairs" if data.get("text_pair_column") else "examples"))
+def task_unit(task: str, data: Mapping[str, Any]) -> str:
+    """What one test row of a task is, in the report's words: `data.unit` where set (SST-2:
+    sentences), else reviews for IMDB, pairs where the task reads a second text, else examples."""
+    if data.get("unit"):
+        return str(data["unit"])
+    if is_imdb(task, data):
+        return "reviews"
+    return "pairs" if data.get("text_pair_column") else "examples"
 
 
 def is_imdb(task: str, data: Mapping[str, Any]) -> bool:

@@ -75,6 +75,7 @@ rule report:
         reference=STUDY["report"]["reference"],
         baseline=STUDY["report"]["baseline"],
         sort_by=STUDY["report"]["sort_by"],
+        equivalence_margin=STUDY["report"]["equivalence_margin"],
         # Each task's data block: where it is a GLUE task, the published figures stand beside ours.
         datasets=STUDY["tasks"],
     script:

@@ -23,4 +23,5 @@ jobs.report_job(
     across_path=snakemake.output.get("across"),
     tuning_path=snakemake.output.get("tuning_summary"),
     datasets=snakemake.params.get("datasets"),
+    equivalence_margin=snakemake.params.equivalence_margin,
 )
