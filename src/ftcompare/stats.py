@@ -279,16 +279,20 @@ def learned(
     seed: int = 0,
     replicates: int = BOOTSTRAP_REPLICATES,
 ) -> Learning:
-    """Whether a run learned anything: its test score significantly above the majority-class
-    predictor's (one-sided, at ALPHA), and no one class for NEARLY_ONE_CLASS of its predictions
-    where fewer of the labels are that class.
+    """Whether a run learned anything: its test score significantly above what a label-blind
+    answer scores (one-sided, at ALPHA), and no one class for NEARLY_ONE_CLASS of its
+    predictions where fewer of the labels are that class.
 
-    - accuracy: the exact binomial test of the rows right against the majority's share;
-    - macro-F1, F1, MCC: a bootstrap over test rows of the run's score minus the constant
-      predictor's on the same resample (a multinomial over the confusion matrix's cells),
-      p = (1 + resamples where it is <= 0) / (1 + replicates). The constant predictor's
-      score is the floor a label-blind model reaches (MCC 0; F1 0 where the positive class is
-      the minority), so a run must beat it on the rows this test set happens to hold."""
+    - accuracy: the exact binomial test of the rows right against the majority's share (no
+      label-blind answer scores more: guessing with any class frequencies scores less);
+    - macro-F1, F1, MCC: a bootstrap over test rows (a multinomial over the confusion
+      matrix's cells) of the run's score minus the better of two label-blind answers on the
+      same resample: the best one-class answer (for F1, always the positive class can beat
+      the majority) and chance, the run's own class frequencies with no relation to the
+      labels (the expected confusion matrix at independence; MCC 0). Guessing at random
+      scores a balanced task's macro-F1 of 0.5, above the majority class's 0.33, so the
+      majority alone is too low a floor for these metrics.
+      p = (1 + resamples where the difference is <= 0) / (1 + replicates)."""
     from ftcompare.metrics import check_metric, confusion, from_confusion
 
     check_metric(metric, num_labels=num_labels)
@@ -297,30 +301,39 @@ def learned(
     n = int(matrix.sum())
     majority, share = majority_class(labels, num_labels=num_labels)
 
-    def constant(matrices: np.ndarray) -> np.ndarray:
-        """Confusion matrices of labelling every row `majority`, from `matrices`' label counts."""
-        out = np.zeros_like(matrices)
-        out[..., majority] = matrices.sum(axis=-1)
+    def constant(matrices: np.ndarray, label: int) -> np.ndarray:
+        """Confusion matrices of labelling every row `label`, from `matrices`' label counts."""
+        out = np.zeros(matrices.shape, dtype=float)
+        out[..., label] = matrices.sum(axis=-1)
         return out
 
-    majority_score = float(from_confusion(metric, constant(matrix)))
+    def floor(matrices: np.ndarray) -> np.ndarray:
+        """The best label-blind score for `matrices`' labels and predicted class frequencies."""
+        matrices = np.asarray(matrices, dtype=float)
+        rows, columns = matrices.sum(axis=-1), matrices.sum(axis=-2)
+        chance = rows[..., :, None] * columns[..., None, :] / matrices.sum(axis=(-2, -1))[..., None, None]
+        blind = [from_confusion(metric, constant(matrices, label)) for label in range(num_labels)]
+        return np.maximum(np.max(blind, axis=0), from_confusion(metric, chance))
+
+    majority_score = float(from_confusion(metric, constant(matrix, majority)))
     if metric == "accuracy":
         p_value = float(stats.binomtest(int(np.trace(matrix)), n, share, alternative="greater").pvalue)
+    elif from_confusion(metric, matrix) <= floor(matrix) + 1e-12:
+        p_value = 1.0
     else:
         rng = np.random.default_rng(seed)
         draws = rng.multinomial(n, matrix.ravel() / n, size=replicates).reshape(replicates, num_labels, num_labels)
-        gain = from_confusion(metric, draws) - from_confusion(metric, constant(draws))
-        if from_confusion(metric, matrix) <= majority_score:
-            p_value = 1.0
-        else:
-            p_value = float((1 + np.count_nonzero(gain <= 1e-12)) / (1 + replicates))
+        gain = from_confusion(metric, draws) - floor(draws)
+        p_value = float((1 + np.count_nonzero(gain <= 1e-12)) / (1 + replicates))
     predicted = matrix.sum(axis=0)
     top = int(np.argmax(predicted))
     top_share = float(predicted[top] / n)
     label_share = float(matrix.sum(axis=1)[top] / n)
     reasons = []
     if p_value >= ALPHA:
-        reasons.append(f"not significantly above the majority class's {100 * majority_score:.1f} (p = {p_value:.2g})")
+        level = 100 * (majority_score if metric == "accuracy" else float(floor(matrix)))
+        against = "the majority class's" if metric == "accuracy" else "a label-blind answer's"
+        reasons.append(f"not significantly above {against} {level:.1f} (p = {p_value:.2g})")
     if top_share >= NEARLY_ONE_CLASS and label_share < NEARLY_ONE_CLASS:
         reasons.append(f"predicts class {top} for {100 * top_share:.1f}% of test rows")
     return Learning(
