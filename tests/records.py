@@ -313,3 +313,77 @@ def write_study(root: Path, *, baseline_fails: bool = False):
             train_paths += trains
             eval_paths += evals
     return train_paths, eval_paths, prediction_paths
+
+
+def write_cells(root: Path, cells: dict[tuple[str, str, str], dict[str, Any]], *, seeds: int = 1):
+    """Records and predictions of a constructed study: `cells` maps (task, model, metric) to
+    {strategy: (labels, predictions)} (arrays of the test rows; `predictions` may be a list,
+    one array per seed), each strategy at STUDY_COSTS' cost. Returns (train, eval, prediction)
+    paths, as write_study."""
+    import numpy as np
+    import pandas as pd
+
+    from ftcompare.metrics import all_scores
+
+    train_paths, eval_paths, prediction_paths = [], [], []
+    for (task, model, metric), strategies in cells.items():
+        pairs, frames = [], []
+        for strategy, (labels, predicted) in strategies.items():
+            per_seed = predicted if isinstance(predicted, list) else [predicted] * seeds
+            time, trainable, reserved = STUDY_COSTS.get(strategy, (100.0, 1_000_000, 10.0))
+            for seed, predictions in enumerate(per_seed):
+                labels, predictions = np.asarray(labels), np.asarray(predictions)
+                num_labels = int(max(labels.max(), predictions.max())) + 1
+                train = train_record(
+                    strategy, seed, train_time=time, trainable=trainable, reserved=reserved, cell=(task, model, metric)
+                )
+                ev = eval_record(strategy, seed, n_test=len(labels), cell=(task, model))
+                ev["metrics"] |= all_scores(labels, predictions, num_labels=max(num_labels, 2))
+                accuracy = ev["metrics"]["accuracy"]
+                ev["metrics"] |= {
+                    "accuracy_ci_low": max(0, accuracy - 0.02),
+                    "accuracy_ci_high": min(1, accuracy + 0.02),
+                }
+                train["format_version"] = ev["format_version"] = 2
+                pairs.append((train, ev))
+                frames.append(pd.DataFrame({"row": range(len(labels)), "label": labels, "prediction": predictions}))
+        trains, evals = write_records(root / task / model, pairs)
+        for path, frame in zip(evals, frames):
+            prediction_paths.append(path.parent / "predictions.parquet")
+            frame.astype("int64").to_parquet(prediction_paths[-1])
+        train_paths += trains
+        eval_paths += evals
+    return train_paths, eval_paths, prediction_paths
+
+
+def right_on(labels, share: float, rng):
+    """Binary predictions right on `share` of the rows (at random positions)."""
+    import numpy as np
+
+    wrong = rng.random(len(labels)) >= share
+    return np.where(wrong, 1 - labels, labels)
+
+
+def all_majority_study(root: Path, units: dict[str, str] | None = None):
+    """sst2, where every strategy learned; agnews (4 classes, macro-F1), where every run labels
+    every row with the majority class, as the issue's one-epoch study did."""
+    import numpy as np
+
+    from ftcompare.tables import Study
+
+    rng = np.random.default_rng(11)
+    sst2 = np.tile([0, 1], 150)
+    agnews = np.repeat([0, 1, 2, 3], [120, 60, 60, 60])
+    shares = {"full": 0.92, "lora": 0.90, "bitfit": 0.80}
+    paths = write_cells(
+        root,
+        {
+            ("sst2", "roberta-base", "accuracy"): {
+                s: (sst2, right_on(sst2, share, rng)) for s, share in shares.items()
+            },
+            ("agnews", "roberta-base", "macro_f1"): {s: (agnews, np.zeros(300, dtype=int)) for s in shares},
+        },
+    )
+    return Study.load(
+        **dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full", units=units
+    )

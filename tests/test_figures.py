@@ -96,3 +96,33 @@ def test_figures_across_tasks_written(tmp_path: Path) -> None:
         assert len(data) > 1000 and data.startswith(PNG_SIGNATURE), path
     with pytest.raises(ValueError, match="one per name"):
         plot_across_tasks(across=across_tasks(study), tasks=study.tasks, metrics={}, paths=paths[:1])
+
+
+def test_pareto_mask_leaves_out_what_did_not_learn() -> None:
+    # The cheapest point dominates the others, but it learned nothing: never on the frontier,
+    # and it dominates nothing.
+    x, y = np.array([1.0, 2.0, 3.0]), np.array([90.0, 85.0, 88.0])
+    assert _pareto_mask(x, y).tolist() == [True, False, False]
+    assert _pareto_mask(x, y, np.array([False, True, True])).tolist() == [False, True, True]
+
+
+def test_a_task_where_nothing_learned_is_grey_in_the_heatmap_and_off_the_frontier(tmp_path: Path) -> None:
+    from records import all_majority_study
+
+    from ftcompare.figures import heatmap_data, plot_across_tasks
+    from ftcompare.tables import across_tasks
+
+    study = all_majority_study(tmp_path / "runs")
+    across = across_tasks(study)
+    values, shades = heatmap_data(across, study.tasks, "roberta-base")
+    assert shades["agnews"].isna().all() and values["agnews"].notna().all()  # shown, not coloured
+    # Each task on its own scale: sst2's best is 1, its worst 0, whatever the other task's scores.
+    assert shades["sst2"].tolist() == [1.0, pytest.approx(shades["sst2"]["lora"]), 0.0]
+    results = study.cells[("agnews", "roberta-base")]
+    assert results.agg["did_not_learn"].all()
+    paths = [tmp_path / "figures" / "agnews" / f"{name}.png" for name in figure_names(tuning=False)]
+    assert_pngs(plot_figures(results=results, paths=paths), tmp_path / "figures" / "agnews")
+    across_paths = [tmp_path / "figures" / f"{name}.png" for name in ("tasks_heatmap", "tasks_ranks")]
+    metrics = {"sst2": "accuracy", "agnews": "macro_f1"}
+    for path in plot_across_tasks(across=across, tasks=study.tasks, metrics=metrics, paths=across_paths).values():
+        assert path.read_bytes().startswith(b"\x89PNG")

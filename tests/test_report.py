@@ -481,3 +481,38 @@ def test_lora_paper_block_left_out_where_the_study_does_not_match(tmp_path: Path
     md = study_markdown(tmp_path, datasets=datasets)
     assert "LoRA paper" not in md and "2106.09685" not in md
     assert md.startswith("# Fine-tuning strategies compared across tasks")
+
+
+def test_runs_that_did_not_learn_are_named_first_and_the_majority_class_has_a_row(tmp_path: Path) -> None:
+    from records import all_majority_study
+
+    from ftcompare.report import render_study_markdown
+    from ftcompare.tables import across_tasks
+
+    study = all_majority_study(tmp_path / "runs", units={"sst2": "sentences"})
+    md = render_study_markdown(
+        study=study,
+        across=across_tasks(study),
+        cell_figures={},
+        across_figures={name: tmp_path / f"{name}.png" for name in ("tasks_heatmap", "tasks_ranks")},
+        report_path=tmp_path / "report.md",
+        sort_by="config",
+        datasets={"sst2": {"unit": "sentences"}, "agnews": {}},
+    )
+    opening = md.split("\n\n")[2]
+    assert "Did not learn (no better than the majority class" in opening
+    assert "`full`, `lora` and `bitfit` on agnews" in opening
+    assert "indistinguishable" not in md
+    # Which strategy? is answered on what learned; the mean of two metrics says it is one.
+    assert "Undecided: no strategy learned on every task (sst2, agnews)" in md
+    assert "| Model | Strategy | sst2 (accuracy) | agnews (macro-F1) | Mean of different metrics |" in md
+    assert "| roberta-base | lora | " in md and "✗ did not learn" in table_row(md, "roberta-base")
+    cell = md[md.index("## agnews × roberta-base") :]
+    assert table_row(cell, "majority class (`0`)").startswith(
+        "| majority class (`0`) | constant | 40.00% | — | 14.29% |"
+    )
+    assert "✗ did not learn (seed 0)" in table_row(cell, "full")
+    assert "Test examples/s" in cell and "reviews" not in md  # no task here is reviews
+    assert "Test sentences/s" in md[md.index("## sst2 × roberta-base") : md.index("## agnews × roberta-base")]
+    assert "## Comparison with the reference notebook" not in md  # neither task is IMDB
+    assert md.count("## Hardware and software") == 1

@@ -149,3 +149,59 @@ def test_the_bootstrap_takes_multiclass_metrics_and_refuses_a_binary_one():
     assert result.delta == pytest.approx(100.0) and result.p_value == pytest.approx(1 / 501)
     with pytest.raises(ConfigError, match="binary tasks"):
         paired_bootstrap("f1", labels, right, off, num_labels=3)
+
+
+def test_several_seeds_resample_seeds_then_rows():
+    # The strategy's two seeds are 95% and 75% right, the baseline's both 85%: the mean
+    # difference is 0, but another draw of seeds could put it 10 points either way. An
+    # interval over rows alone is about ±2 points at 2,000 rows; over seeds too it is wide.
+    from ftcompare.stats import SEED_BOOTSTRAP_TEST, paired_bootstrap
+
+    rng = np.random.default_rng(3)
+    labels = np.tile([0, 1], 1000)
+
+    def right_on(share):
+        return np.where(rng.random(len(labels)) >= share, 1 - labels, labels)
+
+    strategy, baseline = {0: right_on(0.95), 1: right_on(0.75)}, {0: right_on(0.85), 1: right_on(0.85)}
+    for metric in ("accuracy", "mcc"):
+        spread = paired_bootstrap(metric, labels, strategy, baseline, num_labels=2, replicates=4000)
+        assert spread.test == SEED_BOOTSTRAP_TEST and spread.interval == "bootstrap over seeds and test rows"
+        assert spread.delta_ci_high - spread.delta_ci_low > 12
+        assert spread.p_value > 0.2  # a seed's luck is not a method's difference
+        # Two seeds of the same quality: a much narrower interval.
+        steady = {0: right_on(0.85), 1: right_on(0.85)}
+        alike = paired_bootstrap(metric, labels, steady, baseline, num_labels=2, replicates=4000)
+        assert alike.delta_ci_high - alike.delta_ci_low < 0.6 * (spread.delta_ci_high - spread.delta_ci_low)
+    # One seed: rows only, as before.
+    one = paired_bootstrap("accuracy", labels, {0: strategy[0]}, {0: baseline[0]}, num_labels=2, replicates=2000)
+    assert one.test == "paired bootstrap" and one.interval == "bootstrap over test rows"
+
+
+def test_detectable_difference_is_the_normal_approximation_at_80_percent_power():
+    from ftcompare.stats import detectable_difference
+
+    assert detectable_difference(1.0) == pytest.approx(1.959964 + 0.841621, abs=1e-5)
+    # Holm's strictest step over 4 tests: alpha / 4.
+    assert detectable_difference(2.0, tests=4) == pytest.approx(2 * (2.497705 + 0.841621), abs=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1", "f1", "mcc"])
+def test_did_not_learn_against_a_label_blind_answer(metric):
+    from ftcompare.stats import learned
+
+    rng = np.random.default_rng(9)
+    labels = np.repeat([0, 1], 300)
+    guesses = rng.integers(0, 2, len(labels))
+    trained = np.where(rng.random(len(labels)) < 0.8, labels, 1 - labels)
+    mostly_one = np.where(rng.random(len(labels)) < 0.93, 1, labels)  # 96% class 1, 53% right
+    assert learned(metric, labels, trained, num_labels=2).learned
+    guessing = learned(metric, labels, guesses, num_labels=2)
+    assert not guessing.learned and guessing.reason.startswith("not significantly above")
+    rote = learned(metric, labels, mostly_one, num_labels=2)
+    assert not rote.learned and "predicts class 1 for 9" in rote.reason
+    # A skewed task's majority is no sign of rote answering: 95% of labels class 0.
+    skewed = np.r_[np.zeros(570, dtype=int), np.ones(30, dtype=int)]
+    good = skewed.copy()
+    good[:5] = 1
+    assert learned(metric, skewed, good, num_labels=2).learned

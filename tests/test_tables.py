@@ -5,9 +5,20 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-from records import NO_BNB, OOM, REQUIRED_COLUMNS, all_failed_runs, eval_record, mixed_runs, train_record, write_records
+from records import (
+    NO_BNB,
+    OOM,
+    REQUIRED_COLUMNS,
+    all_failed_runs,
+    eval_record,
+    mixed_runs,
+    right_on,
+    train_record,
+    write_records,
+)
 
 from ftcompare.tables import (
     SUMMARY_COLUMNS,
@@ -418,3 +429,149 @@ def test_tuning_summary_rows_name_their_cell(tmp_path: Path) -> None:
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert list(summary.columns[:4]) == ["task", "model", "strategy", "trial"]
     assert summary[["task", "model"]].drop_duplicates().values.tolist() == [["rte", "bert"]]
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+def verdict_case(case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, strategy's predictions, baseline's) of a constructed comparison."""
+    rng = np.random.default_rng(5)
+    labels = np.tile([0, 1], 1000)  # 2,000 balanced rows
+    if case == "better":
+        return labels, right_on(labels, 0.95, rng), right_on(labels, 0.85, rng)
+    if case == "worse":
+        return labels, right_on(labels, 0.85, rng), right_on(labels, 0.95, rng)
+    if case == "equivalent":  # the baseline's answers but for 6 rows, 3 each way
+        baseline = right_on(labels, 0.85, rng)
+        strategy = baseline.copy()
+        right, wrong = np.flatnonzero(baseline == labels), np.flatnonzero(baseline != labels)
+        strategy[right[:3]] = 1 - labels[right[:3]]
+        strategy[wrong[:3]] = labels[wrong[:3]]
+        return labels, strategy, baseline
+    if case == "inconclusive":  # 200 rows: 85% against 82% is inside the noise
+        labels = labels[:200]
+        return labels, right_on(labels, 0.85, rng), right_on(labels, 0.82, rng)
+    if case == "did not learn":  # guesses, with no relation to the labels
+        return labels, rng.integers(0, 2, len(labels)), right_on(labels, 0.85, rng)
+    raise ValueError(case)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1", "f1", "mcc"])
+@pytest.mark.parametrize("case", ["better", "worse", "equivalent", "inconclusive", "did not learn"])
+def test_each_verdict_on_constructed_predictions(tmp_path: Path, metric: str, case: str) -> None:
+    from records import write_cells
+
+    from ftcompare.tables import Study
+
+    labels, strategy, baseline = verdict_case(case)
+    paths = write_cells(tmp_path, {("task", "model", metric): {"full": (labels, baseline), "lora": (labels, strategy)}})
+    study = Study.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
+    row = study.comparison.set_index("strategy").loc["lora"]
+    print(
+        f"{metric:9} {case:13} -> {row['verdict']:13} delta {row['delta_vs_baseline']:+6.2f} "
+        f"90% CI {row['delta_ci90_low']:+6.2f} to {row['delta_ci90_high']:+6.2f} p(Holm) {row['p_value_holm']:.3g} "
+        f"detects ±{row['detectable_difference']:.2f}"
+    )
+    assert row["verdict"] == case
+    assert study.comparison.set_index("strategy").loc["full", "verdict"] == "baseline"
+    if case == "did not learn":
+        assert math.isnan(row["p_value"])  # not tested: it takes no verdict against the baseline
+        run = study.table.set_index("strategy").loc["lora"]
+        assert "not significantly above" in run["did_not_learn"]
+    else:
+        assert row["detectable_difference"] > 0 and row["equivalence_margin"] == 1.0
+
+
+def test_a_run_that_predicts_nearly_one_class_did_not_learn(tmp_path: Path) -> None:
+    # IMDB's LoRA: 185 of 200 reviews labelled one class, yet 57.5% right (above 50%, p = 0.02).
+    from records import write_cells
+
+    from ftcompare.tables import Study
+
+    labels = np.repeat([0, 1], 100)
+    lora = np.ones(200, dtype=int)
+    lora[:15] = 0  # 15 negatives right; 100 positives right
+    paths = write_cells(
+        tmp_path,
+        {("imdb", "model", "accuracy"): {"full": (labels, labels.copy()), "lora": (labels, lora)}},
+    )
+    study = Study.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
+    run = study.table.set_index("strategy").loc["lora"]
+    assert run["accuracy"] == pytest.approx(0.575)
+    assert run["did_not_learn"] == "predicts class 1 for 92.5% of test rows"
+    assert study.comparison.set_index("strategy").loc["lora", "verdict"] == "did not learn"
+
+
+def test_a_baseline_that_did_not_learn_compares_nothing(tmp_path: Path) -> None:
+    from records import write_cells
+
+    from ftcompare.tables import Study
+
+    labels = np.repeat([0, 1], 100)
+    paths = write_cells(
+        tmp_path,
+        {("rte", "model", "accuracy"): {"full": (labels, np.zeros(200, dtype=int)), "lora": (labels, labels.copy())}},
+    )
+    study = Study.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
+    verdicts = study.comparison.set_index("strategy")["verdict"]
+    assert verdicts.to_dict() == {"full": "did not learn", "lora": "not compared"}
+
+
+def test_a_strategy_most_of_whose_seeds_did_not_learn_did_not_learn(tmp_path: Path) -> None:
+    # Three seeds: one constant answer is named, the strategy still learned; two are not.
+    from records import write_cells
+
+    from ftcompare.tables import Study
+
+    labels = np.repeat([0, 1], 100)
+    flat = np.zeros(200, dtype=int)
+    paths = write_cells(
+        tmp_path,
+        {
+            ("sst2", "model", "accuracy"): {
+                "full": (labels, [labels, labels, labels]),
+                "lora": (labels, [labels, labels, flat]),
+                "ia3": (labels, [labels, flat, flat]),
+            }
+        },
+    )
+    study = Study.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
+    agg = study.cells[("sst2", "model")].agg.set_index("strategy")
+    assert agg.loc["lora", ["did_not_learn", "did_not_learn_seeds"]].tolist() == [False, "2"]
+    assert agg.loc["ia3", ["did_not_learn", "did_not_learn_seeds"]].tolist() == [True, "1, 2"]
+    verdicts = study.comparison.set_index("strategy")
+    assert verdicts.loc["ia3", "verdict"] == "did not learn" and verdicts.loc["lora", "verdict"] != "did not learn"
+    # Three seeds: the interval resamples seeds as well as rows.
+    assert verdicts.loc["lora", "test"] == "paired bootstrap over seeds and test rows"
+
+
+def test_scores_equal_but_for_the_last_bit_tie_in_rank(tmp_path: Path) -> None:
+    from ftcompare.tables import Study, cell_scores
+
+    pairs = [
+        (train_record(s, 0, cell=("sst2", "m", "accuracy")), eval_record(s, 0, accuracy=a, cell=("sst2", "m")))
+        for s, a in (("full", 0.3), ("lora", 0.1 + 0.2), ("ia3", 0.2))
+    ]
+    assert 0.1 + 0.2 != 0.3  # one ulp apart
+    runs = load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(tmp_path, pairs))))
+    ranks = cell_scores(Study.of(runs, baseline="full")).set_index("strategy")["rank"]
+    assert ranks.to_dict() == {"full": 1.5, "lora": 1.5, "ia3": 3.0}
+
+
+def test_a_task_where_every_run_predicts_the_majority_class_counts_for_nothing(tmp_path: Path) -> None:
+    from records import all_majority_study
+
+    from ftcompare.tables import across_tasks
+
+    study = all_majority_study(tmp_path)
+    across = across_tasks(study).set_index("strategy")
+    assert (across["verdict_agnews"] == "did not learn").all()
+    assert across["did_not_learn"].tolist() == [1, 1, 1]
+    assert across[["better", "equivalent", "inconclusive", "worse"]].sum(axis=1).tolist() == [0, 1, 1]
+    assert across["rank_agnews"].isna().all()
+    # The mean rank is over the tasks where anything learned: sst2's alone.
+    assert across["mean_rank"].tolist() == across["rank_sst2"].tolist() == [1.0, 2.0, 3.0]
+    majority = study.cells[("agnews", "roberta-base")].majority
+    assert (majority.label, majority.share) == (0, pytest.approx(0.4))
+    assert majority.scores["macro_f1"] == pytest.approx(2 * 0.4 / 1.4 / 4)

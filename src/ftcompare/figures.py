@@ -495,10 +495,12 @@ def heatmap_data(across: pd.DataFrame, tasks: Sequence[str], model: str) -> tupl
             for task in tasks
         }
     )
-    kept = values.where(learned)
+    kept = values.where(learned.to_numpy())
     low, high = kept.min(), kept.max()
-    spread = (high - low).where(high > low)
-    shades = ((kept - low) / spread).where(spread.notna(), kept * 0 + 0.5)
+    shades = kept.copy()
+    for task in kept.columns:
+        spread = high[task] - low[task]
+        shades[task] = (kept[task] - low[task]) / spread if spread > 0 else kept[task] * 0 + 0.5
     return values, shades
 
 
