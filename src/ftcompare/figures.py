@@ -321,7 +321,10 @@ def _pareto_panel(ax: plt.Axes, agg: pd.DataFrame, column: str, xlabel: str, col
     near = within_noise_of_frontier(x, y, y_high, front) & learned
     order = np.argsort(x[front])
     # Step line: the best accuracy reachable for any budget up to the next frontier point.
-    ax.step(x[front][order], y[front][order], where="post", color="black", alpha=0.6, label="Pareto frontier")
+    if front.any():
+        ax.step(x[front][order], y[front][order], where="post", color="black", alpha=0.6, label="Pareto frontier")
+    else:
+        ax.text(0.5, 0.95, "no frontier: no strategy learned", ha="center", va="top", transform=ax.transAxes)
     for i, (xi, yi, strategy) in enumerate(zip(x, y, data["strategy"])):
         # Error bars: the accuracy's 95% interval; the cost's standard deviation over seeds.
         ax.errorbar(
@@ -354,7 +357,8 @@ def _pareto_panel(ax: plt.Axes, agg: pd.DataFrame, column: str, xlabel: str, col
         )
     ax.margins(x=0.2, y=0.2)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    if front.any():
+        ax.legend(loc="lower right", fontsize=8)
 
 
 def _plot_pareto(agg: pd.DataFrame, colors: dict[str, Any], path: Path) -> Path:

@@ -454,14 +454,19 @@ def _comparison_section(results: Results, sort_by: str) -> str:
     intervals = sorted(set(comparison["interval"].dropna()))
     method = (
         f"Each strategy is compared with `{baseline}` {_singular(unit)} by {_singular(unit)} on the same test "
-        f"{unit}, on the {metric}: the difference in points with its 95% interval ({', '.join(intervals) or 'none'}), "
+        f"{unit}, on the primary metric ({metric}): the difference in points with its 95% interval "
+        f"({', '.join(intervals) or 'none'}), "
         f"the p-value of {', '.join(tests) or 'no test'}, Holm-adjusted across the strategies that learned. "
         f"Better or worse: significant at the {ALPHA:.0%} level; equivalent: the 90% interval (two one-sided "
-        f"tests at {ALPHA:.0%}) lies inside ±{results.margin:g} points (report.equivalence_margin); inconclusive: "
+        f"tests at {ALPHA:.0%}) lies inside {_points(results.margin)} (report.equivalence_margin); inconclusive: "
         f"neither. Detects: the smallest true difference the test finds with {POWER:.0%} power at this study's "
         "size (its test rows and seeds; the bootstrap standard error, at Holm's strictest step)."
     )
     return "\n".join(lines) + "\n\n" + _seeds_sentence([results]) + " " + method
+
+
+def _points(margin: float) -> str:
+    return f"±{margin:g} point" + ("" if margin == 1 else "s")
 
 
 def _singular(unit: str) -> str:
@@ -572,8 +577,8 @@ def cell_verdicts(results: Results) -> str:
     if parts:
         sentences.insert(
             0,
-            f"Against `{baseline}` on the {_metric_label(results)} (equivalent: the 90% interval inside "
-            f"±{results.margin:g} points): " + "; ".join(parts) + ".",
+            f"Against `{baseline}` on the primary metric ({_metric_label(results)}; equivalent: the 90% "
+            f"interval inside {_points(results.margin)}): " + "; ".join(parts) + ".",
         )
     elif not sentences:
         sentences.append(f"No strategy could be compared with `{baseline}`.")
@@ -618,13 +623,23 @@ def which_strategy(cells: Mapping[str, Results], baseline: str | None) -> str:
             and not pd.isna(agg.loc[strategy, "metric_mean"])
         )
 
+    # A task where no strategy learned says nothing about which to choose: set aside, and said.
+    silent = [task for task in tasks if not any(learned(s, task) for s in strategies)]
+    tasks = [task for task in tasks if task not in silent]
+    cells = {task: cells[task] for task in tasks}
+    aside = (
+        f" Set aside: {', '.join(silent)}, where no strategy learned (too few steps or rows for any of them)."
+        if silent
+        else ""
+    )
     everywhere = [s for s in strategies if all(learned(s, task) for task in tasks)]
     lines = []
+    if not tasks:
+        return "Undecided: no strategy learned on any task, so there is no best to choose from and no cost to weigh."
     if not everywhere:
         return (
-            "Undecided: no strategy learned on every task"
-            + (f" ({', '.join(tasks)})" if len(tasks) > 1 else "")
-            + ", so there is no best to choose from and no cost to weigh."
+            f"Undecided: no strategy learned on every task ({', '.join(tasks)}), so there is no best to choose "
+            "from and no cost to weigh." + aside
         )
     ranks = {
         task: aggs[task]
@@ -648,7 +663,7 @@ def which_strategy(cells: Mapping[str, Results], baseline: str | None) -> str:
             if results.comparison is not None
         }
         lead = "; against `{}`: {}".format(baseline, ", ".join(f"{v} on {t}" for t, v in said.items() if v))
-    lines.append(f"Best on the primary metric: `{best}` ({how}: {scores}{lead}).")
+    lines.append(f"Best on the primary metric: `{best}` ({how}: {scores}{lead}).{aside}")
     versus = {task: results.compared_with(best) for task, results in cells.items()}
     if any(frame is None for frame in versus.values()):
         return lines[0] + " The costs are undecided: the report was given no predictions to test against it."
@@ -694,7 +709,7 @@ def which_strategy(cells: Mapping[str, Results], baseline: str | None) -> str:
             why = ", ".join(f"{t} (the test detects ±{detects[t]:.1f} points there)" for t in open_tasks)
             answer = (
                 f"undecided: `{strategy}` costs less ({_fmt_cost(column, costs[strategy])} against "
-                f"{_fmt_cost(column, costs[best])}) but is neither shown worse nor shown within ±{margin:g} points "
+                f"{_fmt_cost(column, costs[best])}) but is neither shown worse nor shown within {_points(margin)} "
                 f"of `{best}` on {why}: too few test rows or seeds to tell."
             )
             break
@@ -891,7 +906,7 @@ def opening_paragraph(study: Any, across: pd.DataFrame, baseline: str | None) ->
         f"This study compares fine-tuning strategies on {len(tasks)} tasks ({_names(tasks)}) with "
         f"{across['model'].nunique()} model{'s' if across['model'].nunique() != 1 else ''}, each against "
         f"`{baseline}` by a paired test per task on the task's primary metric, Holm-adjusted over all {n_tests} "
-        f"tests at the 5% level; equivalent means the difference's 90% interval lies inside ±{study.margin:g} points."
+        f"tests at the 5% level; equivalent means the difference's 90% interval lies inside {_points(study.margin)}."
     ]
     for model, rows in across.groupby("model", sort=False):
         parts = []
@@ -1082,7 +1097,7 @@ def render_study_markdown(
         )
         + "the mean rank (1 = best in a task; scores equal to 9 decimals tie) needs a rank on every task where "
         "any strategy learned, and a strategy that did not learn on a task (✗) has none there. The verdict counts: "
-        f"tasks where the strategy is better than, equivalent to (90% interval inside ±{study.margin:g} points), "
+        f"tasks where the strategy is better than, equivalent to (90% interval inside {_points(study.margin)}), "
         f"inconclusive against, or worse than `{study.baseline}` by the per-task paired test, Holm-adjusted over "
         "every task, strategy and model together, and tasks where it did not learn. Costs: relative to the "
         "baseline on the same task and model, the mean over tasks (trainable parameters as a share of the "
