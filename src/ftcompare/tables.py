@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -709,10 +709,9 @@ class Results:
     majority: Majority | None = None  # the majority class of the test labels (from the predictions)
     unit: str = "examples"  # what a test row is, in words (config data.unit)
     margin: float = DEFAULT_EQUIVALENCE_MARGIN  # report.equivalence_margin, in points
-    # Each strategy against the best one (`best`), as `comparison` is against the baseline:
-    # what "Which strategy?" rests on.
-    against_best: pd.DataFrame | None = None
     predicted: Mapping[RunKey, tuple[np.ndarray, np.ndarray, int]] | None = None
+    # compared_with's tables by reference strategy, made once: the report asks more than once.
+    versus: dict[str, pd.DataFrame] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(
@@ -764,15 +763,17 @@ class Results:
             return None
         if reference == self.baseline:
             return self.comparison
-        correct = {key: labels == predictions for key, (labels, predictions, _) in self.predicted.items()}
-        return compare_strategies(
-            agg=self.agg,
-            runs=self.runs,
-            correct=correct,
-            baseline=reference,
-            predicted=self.predicted,
-            margin=self.margin,
-        )
+        if reference not in self.versus:
+            correct = {key: labels == predictions for key, (labels, predictions, _) in self.predicted.items()}
+            self.versus[reference] = compare_strategies(
+                agg=self.agg,
+                runs=self.runs,
+                correct=correct,
+                baseline=reference,
+                predicted=self.predicted,
+                margin=self.margin,
+            )
+        return self.versus[reference]
 
     @classmethod
     def load(
