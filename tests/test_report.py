@@ -518,3 +518,31 @@ def test_runs_that_did_not_learn_are_named_first_and_the_majority_class_has_a_ro
     assert "Test sentences/s" in md[md.index("## sst2 × roberta-base") : md.index("## agnews × roberta-base")]
     assert "## Comparison with the reference notebook" not in md  # neither task is IMDB
     assert md.count("## Hardware and software") == 1
+
+
+def test_the_majority_class_and_a_rote_answer_go_by_the_datas_class_names(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+    from records import write_cells
+
+    from ftcompare.tables import Study
+
+    labels = np.repeat([0, 1], [120, 80])
+    lora = np.ones(200, dtype=int)
+    lora[:10] = 0
+    paths = write_cells(
+        tmp_path / "runs", {("imdb", "m", "accuracy"): {"full": (labels, labels), "lora": (labels, lora)}}
+    )
+    tokenized = tmp_path / "tokenized"
+    tokenized.mkdir()
+    (tokenized / "tokenization.json").write_text(json.dumps({"label_names": ["neg", "pos"]}))
+    for path in paths[0]:
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps(record | {"tokenized_dir": str(tokenized)}))
+    study = Study.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
+    md = render_markdown(
+        results=study.cells[("imdb", "m")], figures={}, report_path=tmp_path / "report.md", sort_by="config"
+    )
+    assert table_row(md, "majority class (`neg`)").startswith("| majority class (`neg`) | constant | 60.00% |")
+    assert "predicts class pos for 95.0% of test rows" in md[md.index("## Runs that did not learn") :]

@@ -478,6 +478,7 @@ def test_each_verdict_on_constructed_predictions(tmp_path: Path, metric: str, ca
     if case == "did not learn":
         assert math.isnan(row["p_value"])  # not tested: it takes no verdict against the baseline
         run = study.table.set_index("strategy").loc["lora"]
+        print(f"          lora did not learn: {run['did_not_learn']}")
         assert "not significantly above" in run["did_not_learn"]
     else:
         assert row["detectable_difference"] > 0 and row["equivalence_margin"] == 1.0

@@ -278,6 +278,7 @@ def learned(
     num_labels: int,
     seed: int = 0,
     replicates: int = BOOTSTRAP_REPLICATES,
+    label_names: Sequence[str] | None = None,
 ) -> Learning:
     """Whether a run learned anything: its test score significantly above what a label-blind
     answer scores (one-sided, at ALPHA), and no one class for NEARLY_ONE_CLASS of its
@@ -292,7 +293,9 @@ def learned(
       labels (the expected confusion matrix at independence; MCC 0). Guessing at random
       scores a balanced task's macro-F1 of 0.5, above the majority class's 0.33, so the
       majority alone is too low a floor for these metrics.
-      p = (1 + resamples where the difference is <= 0) / (1 + replicates)."""
+      p = (1 + resamples where the difference is <= 0) / (1 + replicates).
+
+    `label_names`: the classes' names, for the reason in words (else their numbers)."""
     from ftcompare.metrics import check_metric, confusion, from_confusion
 
     check_metric(metric, num_labels=num_labels)
@@ -335,7 +338,8 @@ def learned(
         against = "the majority class's" if metric == "accuracy" else "a label-blind answer's"
         reasons.append(f"not significantly above {against} {level:.1f} (p = {p_value:.2g})")
     if top_share >= NEARLY_ONE_CLASS and label_share < NEARLY_ONE_CLASS:
-        reasons.append(f"predicts class {top} for {100 * top_share:.1f}% of test rows")
+        name = label_names[top] if label_names and top < len(label_names) else top
+        reasons.append(f"predicts class {name} for {100 * top_share:.1f}% of test rows")
     return Learning(
         learned=not reasons,
         reason="; ".join(reasons) or None,

@@ -729,8 +729,11 @@ class Results:
         if predictions is not None:
             correct = {key: correctness(frame) for key, frame in predictions.items() if len(frame)}
             predicted = {key: outcomes(frame) for key, frame in predictions.items() if len(frame)}
+            names = label_names(runs)
             learning = {
-                run.key: learned(run.metric, *predicted[run.key][:2], num_labels=predicted[run.key][2])
+                run.key: learned(
+                    run.metric, *predicted[run.key][:2], num_labels=predicted[run.key][2], label_names=names
+                )
                 for run in runs
                 if run.ok and run.key in predicted
             }
