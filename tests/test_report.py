@@ -427,6 +427,7 @@ def test_report_job_across_tasks_writes_tables_figures_and_the_opening_paragraph
     assert paragraphs[1].startswith(
         "This study is too small to rank strategies (one seed per strategy, no tuning, 100 optimizer steps per run)"
     )
+    assert md.count("This study is too small to rank strategies") == 1  # not again in each cell
     opening = paragraphs[2]
     assert paragraphs[3] == "## Which strategy?"
     assert md.index("## Which strategy?") < md.index("## Across tasks") < md.index("## sst2 × roberta-base")

@@ -789,18 +789,21 @@ def render_markdown(
     reference_recipe: Path | None = None,
     imdb: bool | None = None,
     environment: bool = True,
+    too_small_line: bool = True,
 ) -> str:
     """The Markdown report; figure links are relative to ``report_path``'s folder.
     `sort_by` (config `report.sort_by`): the results tables' order, `config` or `accuracy`.
     `reference` (config `report.reference`): the reference's results, whose recipe is the
     overlay `reference_recipe` (config/reference-recipe.yaml), compared only where the task
     is IMDB (`imdb`; None: not known, the reference's own checks decide). `environment`: end
-    with the hardware and versions (a study's report gives them once, at its end). It opens
+    with the hardware and versions (a study's report gives them once, at its end);
+    `too_small_line`: say first where the study is too small to rank (a study's report says it
+    once, at its top). It opens
     with the answer: the verdicts, then "Which strategy?"."""
     table, agg, runs = results.table, results.agg, results.runs
     mismatch = _matches_reference(runs, table) if reference is not None else None
     task = results.runs[0].task if results.runs else ""
-    small = too_small([results])
+    small = too_small([results]) if too_small_line else None
     sections = [
         "# Fine-tuning strategies compared",
         *([small] if small else []),
@@ -905,8 +908,9 @@ def opening_paragraph(study: Any, across: pd.DataFrame, baseline: str | None) ->
     sentences = [
         f"This study compares fine-tuning strategies on {len(tasks)} tasks ({_names(tasks)}) with "
         f"{across['model'].nunique()} model{'s' if across['model'].nunique() != 1 else ''}, each against "
-        f"`{baseline}` by a paired test per task on the task's primary metric, Holm-adjusted over all {n_tests} "
-        f"tests at the 5% level; equivalent means the difference's 90% interval lies inside {_points(study.margin)}."
+        f"`{baseline}` by a paired test per task on the task's primary metric, Holm-adjusted over "
+        + (f"all {n_tests} tests" if n_tests != 1 else "the 1 test")
+        + f" at the 5% level; equivalent means the difference's 90% interval lies inside {_points(study.margin)}."
     ]
     for model, rows in across.groupby("model", sort=False):
         parts = []
@@ -1118,10 +1122,9 @@ def render_study_markdown(
             reference_recipe=reference_recipe,
             imdb=is_imdb(cell[0], datasets[cell[0]]) if cell[0] in datasets else None,
             environment=False,
+            too_small_line=not small,
         )
         lines = body.splitlines()[1:]  # its title gives way to the cell's heading
-        if small and lines[1:2] == [small]:
-            lines = lines[2:]  # said once, at the top
         lines = ["#" + line if line.startswith("## ") else line for line in lines]
         sections.append(f"## {cell[0]} × {cell[1]}\n" + "\n".join(lines).rstrip())
     all_runs = [run for results in study.cells.values() for run in results.runs]
