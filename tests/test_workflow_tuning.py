@@ -92,7 +92,11 @@ def test_tuning_chooses_on_validation_and_keeps_the_test_split_out(tuning_study)
     assert "| lora | learning_rate: 1e-08, 0.005 |" in section and "Runner-up" in section
     assert (workdir / "results" / "figures" / "tuning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     by_strategy = pd.read_csv(workdir / "results" / "summary_by_strategy.csv").set_index("strategy")
-    assert by_strategy.loc["full", "n_ok"] == 1 and by_strategy["p_value_holm"].notna().sum() == 3
+    assert by_strategy.loc["full", "n_ok"] == 1 and by_strategy["verdict"].notna().all()
+    # A tiny random encoder may learn nothing: tested against the baseline wherever both sides learned.
+    others = by_strategy.drop(index="full")
+    both_learned = ~others["did_not_learn"] & (not by_strategy.loc["full", "did_not_learn"])
+    assert others["p_value_holm"].notna().tolist() == both_learned.tolist()
 
 
 def test_a_new_losing_value_reruns_its_trial_and_the_selection_not_the_final_runs(tuning_study):

@@ -214,7 +214,7 @@ def _plot_accuracy(
             xytext=(4, 0),
             textcoords="offset points",
             va="center",
-            color="white",
+            color="black" if flat else "white",  # the hatched bar is pale
             fontsize=8,
             fontweight="bold",
         )
@@ -535,7 +535,7 @@ def plot_across_tasks(
         for ax, model in zip(axes[0], models):
             values, shades = heatmap_data(across, tasks, model)
             text = values.map(lambda v: "—" if pd.isna(v) else f"{v:.1f}")
-            text = text.where(shades.notna() | values.isna(), text + "\n✗ no learning")
+            text = text.where(shades.notna() | values.isna(), text + "\n✗ did not learn")
             values.columns = shades.columns = text.columns = labels
             ax.set_facecolor("#d9d9d9")  # did not learn: grey, outside the colour scale
             sns.heatmap(shades, annot=text, fmt="", cmap="viridis", vmin=0, vmax=1, cbar=False, ax=ax, linewidths=0.5)
