@@ -50,7 +50,7 @@ rule report:
             labels={"strategy": "all", "seed": "all", "item": "written comparison"},
         ),
         # report.md as HTML, figures embedded: the HTML report's landing page shows it
-        # (workflow/report/workflow.rst reads it as report.md's path + ".html").
+        # (workflow/report/workflow.rst reads it beside report.md, named after it).
         page="results/report.md.html",
         # Every tuned cell's trials in one table, beside each cell's own.
         figures=[
