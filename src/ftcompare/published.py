@@ -4,7 +4,8 @@ Each paper is one YAML file in config/published/: its citation, where its figure
 checked (`source`), how its protocol differs from ours (`protocol`, one line), the encoders
 it used (`models`: name_or_path spellings), the hub datasets its tasks come from
 (`datasets`), each task's metric (`metrics`: hub configuration -> metric) and its rows
-(`rows`: the paper's label, the method it maps to, its figure per task; × 100). A study's
+(`rows`: the paper's label, the method it maps to, its figure per task; × 100, shown to the
+paper's `decimals`, 1 by default). A study's
 (task, model) cell matches a paper where the task's data is one of its datasets with a
 configuration it reports and every run of the cell starts from one of its encoders; each of
 the cell's strategies whose method is a row's stands beside that row.
@@ -69,7 +70,7 @@ def paper_rows(study: Any, datasets: Mapping[str, Mapping[str, Any]], paper: Map
                 shown = _MISSING if math.isnan(ours) else f"{ours:.1f}"
                 lines.append(
                     f"| {task} ({data.get('name')} {config}) | {model} | {metric} | {row['label']} | "
-                    f"{float(theirs):.1f} | `{strategy}`: {shown} | {diff} |"
+                    f"{float(theirs):.{paper.get('decimals', 1)}f} | `{strategy}`: {shown} | {diff} |"
                 )
     return lines
 
