@@ -153,10 +153,8 @@ REPORT_CATEGORY, REPORT_SUBCATEGORY = (
     else STUDY_CATEGORY
 )
 # Each figure beside its cell's runs, labelled with its task and model.
-FIGURE_PLACES = {
-    figure: figure_place(figure, [(cell.task, cell.model) for cell in CELLS])
-    for figure in FIGURES
-}
+CELL_PAIRS = [(cell.task, cell.model) for cell in CELLS]
+FIGURE_PLACES = {figure: figure_place(figure, CELL_PAIRS) for figure in FIGURES}
 
 
 # Every planned run and trial, for `ftcompare status` to show those not started yet
