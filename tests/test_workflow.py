@@ -169,8 +169,9 @@ def opening_paragraph(markdown: str) -> str:
 
 
 def page_text(dom: str) -> str:
-    """The words of a drawn page: tags dropped, entities decoded, whitespace folded."""
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
+    """The words of a drawn page: inline tags dropped, others a space; entities decoded, whitespace folded."""
+    inline = re.sub(r"</?(?:code|strong|em|a|span)\b[^>]*>", "", dom)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", inline)).split())
 
 
 @pytest.mark.browser
