@@ -169,8 +169,10 @@ def opening_paragraph(markdown: str) -> str:
 
 
 def page_text(dom: str) -> str:
-    """The words of a drawn page: inline tags dropped, others a space; entities decoded, whitespace folded."""
-    inline = re.sub(r"</?(?:code|strong|em|a|span)\b[^>]*>", "", dom)
+    """The words of a drawn page: scripts and styles dropped, inline tags joined, others a space,
+    entities decoded, whitespace folded."""
+    shown = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    inline = re.sub(r"</?(?:code|strong|em|a|span)\b[^>]*>", "", shown)
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", inline)).split())
 
 

@@ -5,7 +5,9 @@ which cannot read Markdown; the description includes this fragment as raw HTML. 
 whatever report.md says, converted (tables included), with each figure embedded, since the
 report is one self-contained file in which report.md's relative image paths resolve to
 nothing. The style block lets the landing page, a narrow column centred on the screen by
-Snakemake's layout, hold wide tables and open at the report's first line.
+Snakemake's layout beside the rule graph, hold wide tables, open at the report's first line
+with the rule graph below it, and show code as text (the page's typography would put
+backticks around it).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ PAGE_CLASS = "ftcompare-report"
 STYLE = f"""<style>
 .prose:has(.{PAGE_CLASS}) {{ max-width: min(72rem, 100%); }}
 .h-screen:has(.{PAGE_CLASS}) {{ align-items: flex-start; justify-content: flex-start; }}
+.flex:has(> * > .prose .{PAGE_CLASS}) {{ flex-wrap: wrap; }}
 .{PAGE_CLASS} table {{ display: block; overflow-x: auto; font-size: 0.8em; }}
 .{PAGE_CLASS} img {{ max-width: 100%; }}
+.{PAGE_CLASS} code::before, .{PAGE_CLASS} code::after {{ content: none; }}
 </style>"""
 
 
