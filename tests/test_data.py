@@ -647,3 +647,22 @@ def test_new_data_keys_move_the_cache_only_when_set() -> None:
 
 
 COMMON_SETTING_KEYS = ("text_column", "label_column", "train_size", "test_size", "validation_fraction", "split_seed")
+
+
+def test_local_files_name_their_classes_by_label_names(tmp_path: Path) -> None:
+    from ftcompare.checks import checked_config
+    from ftcompare.config import ConfigError, load_config
+
+    synthetic(20).to_csv(tmp_path / "train.csv", index=False)
+    synthetic(10).to_csv(tmp_path / "test.csv", index=False)
+    csv = data_config(source="csv", train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"))
+    named = prepare({**csv, "validation_fraction": 0.2, "label_names": ["negative", "positive"]})
+    assert named.label_names == ["negative", "positive"] and named.summary()["label_names"] == named.label_names
+    assert prepare(imdb_config(train_size=200, test_size=100, label_names=["neg", "pos"])).label_names == ["neg", "pos"]
+    # Names that cannot name every class apart: refused.
+    assert "distinct" in data_error({**csv, "validation_fraction": 0.2, "label_names": ["same", "same"]})
+    assert "names 1 classes" in data_error({**csv, "validation_fraction": 0.2, "label_names": ["negative"]})
+    config = load_config()
+    config["data"]["label_names"] = "negative"  # not a list
+    with pytest.raises(ConfigError, match="label_names"):
+        checked_config(config)

@@ -126,3 +126,35 @@ def test_a_task_where_nothing_learned_is_grey_in_the_heatmap_and_off_the_frontie
     metrics = {"sst2": "accuracy", "agnews": "macro_f1"}
     for path in plot_across_tasks(across=across, tasks=study.tasks, metrics=metrics, paths=across_paths).values():
         assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_loss_series_of_one_point_is_drawn_as_a_marker(tmp_path: Path, monkeypatch) -> None:
+    from records import train_record, write_records
+
+    from ftcompare import figures
+    from ftcompare.tables import load_runs
+
+    one = train_record("lora", 0)
+    one["loss_curve"] = one["loss_curve"][:1]  # a run that logged a single point
+    pairs = [(train_record("full", 0), eval_record_ok("full")), (one, eval_record_ok("lora"))]
+    runs = load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(tmp_path / "runs", pairs))))
+    drawn = {}
+
+    def keep(fig, path):
+        drawn[Path(path).stem] = fig
+        return Path(path)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    plot_figures(results=Results.of(runs), paths=declared(tmp_path / "figures"))
+    loss_axes = [ax for ax in drawn["loss_curves"].axes if ax.get_ylabel() == "Training loss"]
+    markers = {
+        line.get_label(): (len(line.get_xdata()), line.get_marker()) for ax in loss_axes for line in ax.get_lines()
+    }
+    assert markers["lora seed 0"] == (1, "o")
+    assert markers["full seed 0"] == (2, "None")
+
+
+def eval_record_ok(strategy: str):
+    from records import eval_record
+
+    return eval_record(strategy, 0)

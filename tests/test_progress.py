@@ -69,7 +69,7 @@ def test_events_match_the_run_record(tiny_roberta, tiny_tokenized, tmp_path, cap
     lines = [r.getMessage() for r in caplog.records if "  step " in r.getMessage()]
     for point in result.loss_curve:  # (a loaded machine may add lines between: one every 30 s)
         assert any(f"  step {point['step']}/50 " in line and f"loss {point['loss']:.4f}" in line for line in lines)
-    assert lines[0].startswith("lora/seed0  epoch 0.20/2  step 5/50 (10%)  loss ")
+    assert lines[0].startswith("lora/seed0  epoch 0.04/2  step 1/50 (2%)  loss ")  # 50 steps: every one
     assert all("tok/s" in line and "ETA " in line and "\r" not in line for line in lines)
     assert "step 50/50 (100%)" in lines[-1]  # its ETA: the last validation, at the first one's length
     record = json.loads((tmp_path / "run" / "progress.json").read_text())
@@ -82,7 +82,7 @@ def test_a_resumed_run_continues_its_curves_without_a_step_twice(tiny_roberta, t
     spec = make_spec(tiny_roberta, "full", epochs=2, checkpoint_every_steps=12)
     whole = train(spec, tiny_tokenized, tmp_path, "whole", reporter_for(tmp_path, "whole", spec))
 
-    # Killed at step 18: the checkpoint is step 12's, and the events of steps 15 and 20... not yet 20.
+    # Killed in step 18: the checkpoint is step 12's, and the events run to step 17 (a run this short logs every step).
     real_call = steps.TrainStep.__call__
     calls = []
 
@@ -96,7 +96,7 @@ def test_a_resumed_run_continues_its_curves_without_a_step_twice(tiny_roberta, t
     with pytest.raises(SystemExit):
         train(spec, tiny_tokenized, tmp_path, "killed", reporter_for(tmp_path, "killed", spec))
     monkeypatch.setattr(steps.TrainStep, "__call__", real_call)
-    assert [s for s, _ in events(tmp_path / "tb" / "killed")["train/loss"]] == [5, 10, 15]
+    assert [s for s, _ in events(tmp_path / "tb" / "killed")["train/loss"]] == list(range(1, 18))
     stopped = json.loads((tmp_path / "killed" / "progress.json").read_text())
     assert stopped["state"] == "stopped" and stopped["reason"] == "SystemExit: killed"
     assert ckpt.load_latest_checkpoint(tmp_path / "killed" / "ckpt")[0]["state"]["global_step"] == 12

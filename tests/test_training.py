@@ -71,7 +71,7 @@ def test_training_records_metrics_and_is_deterministic(tiny_roberta, tiny_tokeni
     assert metrics["peak_rss_gb"] > 0 and metrics["peak_gpu_mem_allocated_gb"] is None
     assert metrics["adapter_size_mb"] > 0
     assert [v["epoch"] for v in first.val_curve] == [1, 2]
-    assert first.loss_curve[0]["step"] == 5
+    assert [p["step"] for p in first.loss_curve] == list(range(1, 51))  # 50 steps: a point each
     # Same config and seed on CPU: the same numbers, exactly.
     assert first.loss_curve == second.loss_curve
     assert first.val_curve == second.val_curve
@@ -361,6 +361,8 @@ def test_non_finite_loss_fails_the_run_within_log_every_steps(
     tiny_roberta, tiny_tokenized, tmp_path, monkeypatch, value, word
 ):
     calls = poison_step(monkeypatch, at_call=7, value=value)
+    # The loss is read every log_every_steps here, not every step as a run this short logs.
+    monkeypatch.setattr(training, "CURVE_POINTS", 0)
     result = run(make_spec(tiny_roberta, "full", log_every_steps=5), tiny_tokenized, tmp_path, "nan")
     assert result.status == "failed"
     assert result.reason.startswith(f"diverged: training loss became {word} between steps 6 and 10 of 25 ")
@@ -518,3 +520,20 @@ def test_evaluation_measures_inference_cost_and_merged_where_it_can(tiny_roberta
     assert 0 < metrics["merged_latency_p50_ms"] <= metrics["merged_latency_p95_ms"]
     # On a CPU in fp32 the merged model's predictions are the adapter's, to float rounding.
     assert metrics["merged_agreement"] == 1.0 and metrics["merged_max_prob_diff"] < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("total_steps", "log_every", "expected"),
+    [(20, 20, 1), (49, 5, 1), (100, 20, 2), (1000, 20, 20), (5000, 20, 20), (300, 5, 5), (300, 20, 6)],
+)
+def test_short_runs_log_often_enough_for_a_curve(total_steps, log_every, expected):
+    interval = training.log_interval(total_steps, log_every)
+    assert interval == expected
+    # At least CURVE_POINTS points, or every step of a run with fewer steps; never rarer than asked.
+    assert total_steps // interval >= min(training.CURVE_POINTS, total_steps) and interval <= log_every
+
+
+def test_a_run_of_fewer_steps_than_curve_points_logs_every_step(tiny_roberta, tiny_tokenized, tmp_path):
+    result = run(make_spec(tiny_roberta, "lora", log_every_steps=20), tiny_tokenized, tmp_path, "short")
+    assert result.status == "ok", result.reason
+    assert [p["step"] for p in result.loss_curve] == list(range(1, 26))  # 400 reviews / 16: 25 steps

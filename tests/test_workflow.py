@@ -8,6 +8,7 @@ the rerun tests ask Snakemake for its plan (dry runs) after each edit.
 from __future__ import annotations
 
 import ast
+import html
 import json
 import os
 import re
@@ -161,11 +162,25 @@ def chromium() -> str:
     return found
 
 
+def opening_paragraph(markdown: str) -> str:
+    """report.md's first paragraph under its title, as a reader sees it (no Markdown marks)."""
+    paragraph = next(block for block in markdown.split("\n\n")[1:] if not block.startswith(("#", "|", "!")))
+    return " ".join(re.sub(r"\*\*|`", "", paragraph).split())
+
+
+def page_text(dom: str) -> str:
+    """The words of a drawn page: scripts and styles dropped, inline tags joined, others a space,
+    entities decoded, whitespace folded."""
+    shown = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    inline = re.sub(r"</?(?:code|strong|em|a|span)\b[^>]*>", "", shown)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", inline)).split())
+
+
 @pytest.mark.browser
-def test_the_html_report_opens_with_the_summary_and_groups_by_task_model_strategy(study, tmp_path):
+def test_the_html_report_opens_with_report_md_and_groups_by_task_model_strategy(study, tmp_path):
     workdir, base = study
-    html = tmp_path / "report.html"
-    result = snakemake(workdir, base, args=("--report", str(html)))
+    report_html = tmp_path / "report.html"
+    result = snakemake(workdir, base, args=("--report", str(report_html)))
     assert result.returncode == 0, result.stderr[-3000:]
     browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000"]
 
@@ -178,14 +193,19 @@ def test_the_html_report_opens_with_the_summary_and_groups_by_task_model_strateg
             [*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=300
         ).stdout
 
-    first = render(html)
-    assert "Which fine-tuning strategy, at what cost?" in first  # the study's summary opens it
-    assert "5 strategies (full, lora, qlora, ia3, broken)" in first
+    # The landing page: report.md as text, whatever it says, its tables drawn, no Markdown marks.
+    first = render(report_html)
+    landing = first[first.index('class="ftcompare-report"') :]
+    report_md = (workdir / "results" / "report.md").read_text()
+    assert opening_paragraph(report_md) in page_text(landing)
+    assert "<table>" in landing and "<td>lora</td>" in landing
+    assert "**" not in page_text(first) and "`" not in page_text(landing)
+    assert "5 strategies (full, lora, qlora, ia3, broken)" in page_text(first)  # the study, below it
     # The results of the task and the model (their names in the study): a table with a
     # strategy, seed and item column, one row per record, drawn cells (">...<") rather than
     # the data the page carries.
     task, model = cell_runs(workdir).parts[-2:]
-    page = html.read_text()
+    page = report_html.read_text()
     at = page.rindex("</body>")
     show = f"app.setView({{navbarMode: 'subcategory', category: {json.dumps(task)}, subcategory: {json.dumps(model)}}})"
     results = tmp_path / "results.html"
@@ -194,7 +214,10 @@ def test_the_html_report_opens_with_the_summary_and_groups_by_task_model_strateg
     assert ">strategy<" in drawn and ">seed<" in drawn and ">item<" in drawn
     assert drawn.count(">training record<") == drawn.count(">test record<") == 5
     assert all(f">{strategy}<" in drawn for strategy in ("full", "lora", "qlora", "ia3", "broken", "all"))
-    assert ">written comparison<" in drawn and ">figure: accuracy<" in drawn
+    assert ">written comparison<" in drawn
+    # Each figure labelled with its task and model: no two alike.
+    figures = re.findall(r">(figure: [^<]+)<", drawn)
+    assert f"figure: accuracy ({task}, {model})" in figures and len(figures) == len(set(figures)) >= 6
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -37,3 +37,24 @@ ACROSS_FIGURE_CAPTIONS: dict[str, str] = {
     "(dots), one panel per model.",
 }
 FIGURE_CAPTIONS.update(ACROSS_FIGURE_CAPTIONS)
+
+
+# summary_across_tasks.csv, beside summary.csv where the study has several cells.
+ACROSS_TABLE = "summary_across_tasks.csv"
+# Where the report rule puts the study's own items in the HTML report (its tables, report.md,
+# the figures across tasks) when it has several cells; one cell's stand beside its runs.
+STUDY_CATEGORY = ("study", "across tasks and models")
+
+
+def figure_place(path: str, cells: list[tuple[str, str]]) -> dict[str, str]:
+    """A figure's place in the HTML report (`category`, `subcategory`) and its `item` label,
+    which names its task and model: a cell's figures (results/figures/<task>/<model>/, or
+    results/figures/ in a study of one cell) stand beside the cell's runs, the figures across
+    tasks under STUDY_CATEGORY. `cells`: the study's (task, model) pairs."""
+    parts = path.split("/")
+    name = parts[-1].removesuffix(".png")
+    if name in ACROSS_FIGURE_CAPTIONS:
+        category, subcategory = STUDY_CATEGORY
+        return {"category": category, "subcategory": subcategory, "item": f"figure: {name} (every task and model)"}
+    task, model = (parts[-3], parts[-2]) if len(cells) > 1 else cells[0]
+    return {"category": task, "subcategory": model, "item": f"figure: {name} ({task}, {model})"}

@@ -89,7 +89,7 @@ OPTIONAL_KEYS: dict[str, dict[str, Any]] = {
     "csv": {"validation": None},
     "aclimdb": {},
 }
-COMMON_OPTIONAL_KEYS: dict[str, Any] = {"text_pair_column": None}
+COMMON_OPTIONAL_KEYS: dict[str, Any] = {"text_pair_column": None, "label_names": None}
 
 
 def settings_used(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -353,6 +353,8 @@ def source_label_names(data: Mapping[str, Any], *, hub_files: Mapping[str, Path]
     """The class names the configured source records (see the module's docstring), or None.
     Cheap: file metadata, not the data (hub datasets read without `hub_files` excepted)."""
     source, column = data["source"], data["label_column"]
+    if data.get("label_names"):  # named in the config: local files record no names
+        return [str(name) for name in data["label_names"]]
     if source == "aclimdb":
         return list(ACLIMDB_CLASSES)
     if source == "csv":

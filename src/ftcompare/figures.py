@@ -395,6 +395,8 @@ def _plot_curves(runs: Sequence[RunRecord], agg: pd.DataFrame, colors: dict[str,
             [p["epoch"] for p in loss],
             [p["loss"] for p in loss],
             style,
+            # A line needs two points: a run that logged one is drawn as a marker.
+            marker="o" if len(loss) == 1 else None,
             color=colors[run.strategy],
             label=label,
             alpha=0.85,

@@ -355,6 +355,7 @@ def report_job(
     tuning_path: Path | None = None,
     datasets: Mapping[str, Mapping[str, Any]] | None = None,
     equivalence_margin: float | None = None,
+    page_path: Path | None = None,
 ) -> None:
     """The summary tables, the figures and the Markdown report, from one reading of the records
     (`sort_by`: the order of the report's results tables, config `report.sort_by`;
@@ -364,9 +365,12 @@ def report_job(
     (figures.ACROSS_FIGURE_CAPTIONS); `across_path` is summary_across_tasks.csv, `tuning_path`
     every cell's trials in one table, `datasets` each task's data block (for the published
     figures it may stand beside, and its rows' name in words), `equivalence_margin` config
-    report.equivalence_margin (None: stats.DEFAULT_EQUIVALENCE_MARGIN)."""
+    report.equivalence_margin (None: stats.DEFAULT_EQUIVALENCE_MARGIN), `page_path` report.md
+    as HTML for the HTML report's landing page (ftcompare.report_page). What an earlier, larger
+    study left of these and this one no longer produces goes (remove_stale_report_outputs)."""
     from ftcompare.figures import ACROSS_FIGURE_CAPTIONS, plot_across_tasks, plot_figures
     from ftcompare.report import render_study_markdown
+    from ftcompare.report_page import write_report_page
     from ftcompare.stats import DEFAULT_EQUIVALENCE_MARGIN
     from ftcompare.study import task_unit
     from ftcompare.tables import Study, across_tasks, write_summary_csv
@@ -422,3 +426,32 @@ def report_job(
             datasets=datasets,
         )
     )
+    if page_path is not None:
+        write_report_page(report_path, page_path)
+    remove_stale_report_outputs(report_path.parent, figure_paths=figure_paths, across_path=across_path)
+
+
+def remove_stale_report_outputs(results: Path, *, figure_paths: Sequence[Path], across_path: Path | None) -> list[Path]:
+    """Remove what the report job wrote for an earlier study and this one does not produce:
+    the across-task table where the study has one cell, and under results/figures/ every
+    figure of the report's names that is not among `figure_paths` (a cell, or the tuning, that
+    is gone), then the folders left empty. Nothing else: runs, tuning and caches are other
+    jobs'. Returns what it removed."""
+    from ftcompare.captions import ACROSS_TABLE, FIGURE_CAPTIONS
+
+    results = Path(results)
+    stale = []
+    if across_path is None and (results / ACROSS_TABLE).is_file():
+        stale.append(results / ACROSS_TABLE)
+    figures = results / "figures"
+    keep = {Path(p).resolve() for p in figure_paths}
+    if figures.is_dir():
+        stale += sorted(p for p in figures.rglob("*.png") if p.stem in FIGURE_CAPTIONS and p.resolve() not in keep)
+    for path in stale:
+        log.info("removed %s: the study no longer produces it", path)
+        path.unlink()
+    if figures.is_dir():
+        for folder in sorted((p for p in figures.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            if not any(folder.iterdir()):
+                folder.rmdir()
+    return stale

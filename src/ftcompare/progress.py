@@ -250,9 +250,13 @@ class Reporter:
         epoch: int = 0,
         tokens: int = 0,
         best: float | None = None,
+        log_every: int | None = None,
     ) -> None:
         """The run's plan, and where it starts: step 0, or the step, completed epochs,
-        tokens and best validation accuracy of the checkpoint it resumed from."""
+        tokens and best validation accuracy of the checkpoint it resumed from; `log_every`:
+        the steps between its log points, where the loop logs more often than it was told."""
+        if log_every is not None:
+            self.log_every = max(1, log_every)
         now = self._clock()
         self._t0 = self._last_step_at = self._last_line = now
         self._window = (now, tokens)

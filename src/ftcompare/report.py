@@ -14,6 +14,7 @@ import pandas as pd
 from ftcompare.config import load_yaml
 from ftcompare.figures import FIGURE_CAPTIONS, memory_metric
 from ftcompare.metrics import LABELS as METRIC_LABELS
+from ftcompare.published import PUBLISHED_DIR, load_papers, published_section
 from ftcompare.records import Status
 from ftcompare.stats import ALPHA, NEARLY_ONE_CLASS, POWER, Verdict
 from ftcompare.tables import RANK_DECIMALS, Results, RunRecord, number
@@ -867,8 +868,6 @@ def write_report(
 
 # ----------------------------------------------------------------------------- across tasks
 
-LORA_PAPER = Path(__file__).resolve().parents[2] / "config" / "published" / "lora-paper.yaml"
-
 
 def _names(items: Sequence[str]) -> str:
     quoted = [f"`{item}`" for item in items]
@@ -992,45 +991,6 @@ def across_table(across: pd.DataFrame, tasks: Sequence[str], metrics: Mapping[st
     return "\n".join(lines)
 
 
-def published_section(
-    study: Any, datasets: Mapping[str, Mapping[str, Any]] | None, published: Mapping[str, Any]
-) -> str | None:
-    """The published figures beside ours where the study matches the paper: the model by its
-    name_or_path, the task by its hub dataset and configuration. None where nothing matches."""
-    if not datasets:
-        return None
-    rows = []
-    for (task, _model), results in study.cells.items():
-        data = datasets.get(task) or {}
-        if data.get("name") not in published["datasets"]:
-            continue
-        entry = (published.get("tasks") or {}).get(data.get("config"))
-        names = {str((run.train.get("config") or {}).get("model_name_or_path", "")) for run in results.runs}
-        if entry is None or not names or not names <= set(published["models"]):
-            continue
-        metric = entry["metric"]
-        for method, label in (("full", "full fine-tuning"), ("lora", "LoRA")):
-            for strategy in dict.fromkeys(run.strategy for run in results.runs if run.method == method):
-                values = [
-                    number(run.eval.get("metrics") or {}, metric)
-                    for run in results.runs
-                    if run.strategy == strategy and run.ok
-                ]
-                values = [v for v in values if not math.isnan(v)]
-                ours = 100 * sum(values) / len(values) if values else math.nan
-                theirs = float(entry[method])
-                diff = _MISSING if math.isnan(ours) else f"{ours - theirs:+.1f}"
-                rows.append(
-                    f"| {task} ({data.get('name')} {data.get('config')}) | {_model} | {metric} | {label} | "
-                    f"{theirs:.1f} | `{strategy}`: {_fmt_float(ours, 1)} | {diff} |"
-                )
-    if not rows:
-        return None
-    header = "| Task | Model | Metric | Method | Published | Ours (mean over seeds) | Ours − published |"
-    lines = [header, "|" + "---|" * 7, *rows]
-    return "\n".join(lines) + f"\n\nPublished: {published['citation']} Protocol: {published['protocol']}"
-
-
 def render_study_markdown(
     *,
     study: Any,
@@ -1042,7 +1002,7 @@ def render_study_markdown(
     reference: Mapping[str, Any] | None = None,
     reference_recipe: Path | None = None,
     datasets: Mapping[str, Mapping[str, Any]] | None = None,
-    published: Path | None = LORA_PAPER,
+    published: Path | None = PUBLISHED_DIR,
 ) -> str:
     """The report of a study (tables.Study). One cell: the report as `render_markdown` writes
     it. Several: the title, the verdict paragraph across tasks, "Which strategy?" per model,
@@ -1108,9 +1068,8 @@ def render_study_markdown(
         "baseline's).",
         _figure_links(across_figures, report_path),
     ]
-    if published is not None and Path(published).is_file():
-        if block := published_section(study, datasets, load_yaml(published)):
-            sections += ["## Beside the LoRA paper", block]
+    if published is not None and (block := published_section(study, datasets, load_papers(published))):
+        sections += ["## Beside published figures", block]
     for cell in cells:
         results = study.cells[cell]
         body = render_markdown(

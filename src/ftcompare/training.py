@@ -3,8 +3,9 @@
 The loop is written out rather than delegated to `transformers.Trainer` because what it
 measures and how it resumes are the product: training time excludes validation and
 checkpoint I/O, there is no per-step host synchronisation (losses are summed on the
-device and read every `log_every_steps`), and a resumed run continues with the same
-model, optimizer, scheduler, RNG and data order as if it had never stopped.
+device and read every `log_every_steps`, more often on a short run: `log_interval`), and a
+resumed run continues with the same model, optimizer, scheduler, RNG and data order as if it
+had never stopped.
 
 The best epoch is chosen on the validation split, on the task's primary metric
 (`spec.metric`; every metric is recorded per epoch); the test split is not touched here.
@@ -271,6 +272,20 @@ class RunData:
         )
 
 
+# A loss curve has at least this many points (every step where a run has fewer): a short run
+# logged every log_every_steps would draw a trend from a handful of points.
+CURVE_POINTS = 50
+
+
+def log_interval(total_steps: int, log_every_steps: int, points: int | None = None) -> int:
+    """Optimizer steps between loss points: `log_every_steps`, or fewer so that a run of
+    `total_steps` has at least `points` (CURVE_POINTS) of them; every step below that."""
+    points = CURVE_POINTS if points is None else points
+    if points <= 0:
+        return log_every_steps
+    return max(1, min(log_every_steps, total_steps // points))
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainPlan:
     """Every epoch's batches, up front: the schedule needs the step count, which a token
@@ -280,6 +295,7 @@ class TrainPlan:
     epochs: list[list[np.ndarray]]
     total_steps: int
     reviews_per_step: float  # the mean batch
+    log_every: int  # optimizer steps between loss points: spec.log_every_steps, or fewer on a short run
 
     @classmethod
     def of(cls, spec: RunSpec, train: TokenizedSplit) -> TrainPlan:
@@ -291,6 +307,7 @@ class TrainPlan:
             epochs=epochs,
             total_steps=total_steps,
             reviews_per_step=len(train) * spec.epochs / total_steps,
+            log_every=log_interval(total_steps, spec.log_every_steps),
         )
 
     def epochs_done(self, state: TrainState) -> float:
@@ -437,6 +454,7 @@ class _Loop:
             epoch=state.epoch,
             tokens=state.train_tokens,
             best=None if state.best is None else state.best.val_accuracy,
+            log_every=self.plan.log_every,
         )
         while self.state.epoch < self.spec.epochs:
             self._train_epoch()
@@ -468,7 +486,7 @@ class _Loop:
             )
             state.advance(tokens=int(train.lengths[indices].sum()))  # one optimizer step done
             ends_epoch = state.batch_in_epoch == len(batches)
-            if state.global_step % self.spec.log_every_steps == 0 or ends_epoch:
+            if state.global_step % self.plan.log_every == 0 or ends_epoch:
                 self._log_loss()
             self.reporter.tick(
                 step=state.global_step,

@@ -11,7 +11,13 @@ import re
 from ftcompare.checks import checked_study
 from ftcompare.config import REFERENCE_RECIPE, resolve_run
 from ftcompare.data import settings_used
-from ftcompare.captions import ACROSS_FIGURE_CAPTIONS, figure_names
+from ftcompare.captions import (
+    ACROSS_FIGURE_CAPTIONS,
+    ACROSS_TABLE,
+    STUDY_CATEGORY,
+    figure_names,
+    figure_place,
+)
 from ftcompare.records import read_selection, retry_marker, run_params
 from ftcompare.sources import is_hub_id
 from ftcompare.status import write_plan
@@ -144,8 +150,11 @@ else:
 REPORT_CATEGORY, REPORT_SUBCATEGORY = (
     (next(iter(CELLS)).task, next(iter(CELLS)).model)
     if len(CELLS) == 1
-    else ("study", "across tasks and models")
+    else STUDY_CATEGORY
 )
+# Each figure beside its cell's runs, labelled with its task and model.
+CELL_PAIRS = [(cell.task, cell.model) for cell in CELLS]
+FIGURE_PLACES = {figure: figure_place(figure, CELL_PAIRS) for figure in FIGURES}
 
 
 # Every planned run and trial, for `ftcompare status` to show those not started yet

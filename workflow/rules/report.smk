@@ -13,7 +13,7 @@ rule report:
         **(
             {
                 "across": report(
-                    "results/summary_across_tasks.csv",
+                    f"results/{ACROSS_TABLE}",
                     caption="../report/summary_across_tasks.rst",
                     category=REPORT_CATEGORY,
                     subcategory=REPORT_SUBCATEGORY,
@@ -49,17 +49,20 @@ rule report:
             subcategory=REPORT_SUBCATEGORY,
             labels={"strategy": "all", "seed": "all", "item": "written comparison"},
         ),
+        # report.md as HTML, figures embedded: the HTML report's landing page shows it
+        # (workflow/report/workflow.rst reads it beside report.md, named after it).
+        page="results/report.md.html",
         # Every tuned cell's trials in one table, beside each cell's own.
         figures=[
             report(
                 figure,
                 caption="../report/figures.rst",
-                category=REPORT_CATEGORY,
-                subcategory=REPORT_SUBCATEGORY,
+                category=FIGURE_PLACES[figure]["category"],
+                subcategory=FIGURE_PLACES[figure]["subcategory"],
                 labels={
                     "strategy": "all",
                     "seed": "all",
-                    "item": f"figure: {Path(figure).stem}",
+                    "item": FIGURE_PLACES[figure]["item"],
                 },
             )
             for figure in FIGURES

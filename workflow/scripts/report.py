@@ -11,6 +11,7 @@ jobs.report_job(
     summary_path=snakemake.output.summary,
     comparison_path=snakemake.output.by_strategy,
     report_path=snakemake.output.report,
+    page_path=snakemake.output.page,
     figure_paths=snakemake.output.figures,
     reference=snakemake.params.reference,
     baseline=snakemake.params.baseline,
