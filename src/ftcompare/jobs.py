@@ -177,7 +177,13 @@ def _text_columns(tokenized_dir: Path) -> dict[str, str | None]:
 def _reporter(spec: RunSpec, *, kind: str, trial: str | None = None, files: JobFiles | None = None) -> Reporter:
     """A job's progress reporter (ftcompare.progress), named as its run is."""
     label = spec.label(trial)
-    identity = {"strategy": spec.strategy, "seed": spec.seed, "trial": trial, "model": spec.model_name_or_path}
+    identity = {
+        "strategy": spec.strategy,
+        "seed": spec.seed,
+        "trial": trial,
+        "model": spec.model_name_or_path,
+        "metric": spec.metric,  # what best_val_score is on
+    }
     return Reporter(label=label, kind=kind, files=files, identity=identity, log_every=spec.log_every_steps)
 
 
