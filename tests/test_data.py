@@ -338,6 +338,15 @@ def test_non_utf8_error_gives_the_byte_offset_in_the_file_and_the_line(tmp_path:
     assert "iconv -f latin1 -t utf-8" in message
 
 
+@pytest.mark.parametrize(
+    ("head", "says"),
+    [(b"PAR1", "is a Parquet file, not text (CSV): read it as Parquet"), (b"\x1f\x8b\x08", "is a gzip file")],
+)
+def test_a_binary_file_read_as_csv_says_what_it_is(tmp_path: Path, head: bytes, says: str) -> None:
+    message = data_error(csv_pair(tmp_path, head + b"\x00\xd2\xff binary"))
+    assert f"data.train = '{tmp_path / 'train.csv'}' {says}" in message and "iconv" not in message
+
+
 def test_nullable_labels_with_missing_values_are_named(tmp_path: Path) -> None:
     train = synthetic(10)
     train["label"] = pd.array([0, 1] * 9 + [None, 1], dtype="Int64")

@@ -797,6 +797,11 @@ def cell_scores(study: Study) -> pd.DataFrame:
 
 
 ALPHA_ACROSS = 0.05
+# summary_across_tasks.csv's columns besides a column per task (between `method` and
+# `mean`), each task's own (a prefix and the task's name) and the costs: task names must
+# differ from all of them (ftcompare.checks).
+ACROSS_COLUMNS: tuple[str, ...] = ("model", "strategy", "method", "mean", "mean_rank", "wins", "ties", "losses")
+ACROSS_TASK_PREFIXES: tuple[str, ...] = ("rank_", "p_holm_", "outcome_")
 
 
 def across_tasks(study: Study) -> pd.DataFrame:
@@ -811,9 +816,7 @@ def across_tasks(study: Study) -> pd.DataFrame:
     tasks = study.tasks
     rows = []
     if scores.empty:
-        return pd.DataFrame(
-            columns=["model", "strategy", "method", *tasks, "mean", "mean_rank", "wins", "ties", "losses"]
-        )
+        return pd.DataFrame(columns=[*ACROSS_COLUMNS[:3], *tasks, *ACROSS_COLUMNS[3:]])
     for (model, strategy), group in scores.groupby(["model", "strategy"], sort=False):
         by_task = group.set_index("task")
         per_task = [by_task["score"].get(task, math.nan) for task in tasks]
@@ -829,9 +832,9 @@ def across_tasks(study: Study) -> pd.DataFrame:
             "wins": outcomes.count("win"),
             "ties": outcomes.count("tie"),
             "losses": outcomes.count("loss"),
-            **{f"rank_{task}": rank for task, rank in zip(tasks, ranks)},
-            **{f"p_holm_{task}": by_task["p_value_holm"].get(task, math.nan) for task in tasks},
-            **{f"outcome_{task}": by_task["outcome"].get(task) for task in tasks},
+            **{f"{ACROSS_TASK_PREFIXES[0]}{task}": rank for task, rank in zip(tasks, ranks)},
+            **{f"{ACROSS_TASK_PREFIXES[1]}{task}": by_task["p_value_holm"].get(task, math.nan) for task in tasks},
+            **{f"{ACROSS_TASK_PREFIXES[2]}{task}": by_task["outcome"].get(task) for task in tasks},
             **{name: group[name].mean() for name in ACROSS_COST_COLUMNS},
         }
         rows.append(row)
