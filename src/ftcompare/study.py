@@ -172,15 +172,19 @@ STUDY_FOLDERS = (
     "figures",
     "benchmarks",
 )
-# A folder holding one of these is a run's (or a trial's): the records its jobs write.
-RUN_RECORDS = ("train.json", "attempt.json")
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A run's (or a trial's) folder, wherever it was copied: its train record beside its
+    attempt file or its model folder (a train.json alone may be anyone's)."""
+    return (folder / "train.json").is_file() and ((folder / "attempt.json").is_file() or (folder / "model").is_dir())
 
 
 def _owner(path: Path) -> Path | None:
     """The study-owned folder `path` is or lies inside: a run folder (wherever it was
     copied), or one of STUDY_FOLDERS of a results/ folder."""
     for folder in (path, *path.parents):
-        if any((folder / name).is_file() for name in RUN_RECORDS):
+        if is_run_folder(folder):
             return folder
         if folder.name in STUDY_FOLDERS and folder.parent.name == "results":
             return folder
@@ -196,7 +200,7 @@ def _held(path: Path) -> Path | None:
         for candidate in (path / name, path / "results" / name):
             if candidate.is_dir() and candidate.parent.name == "results":
                 return candidate
-    return next((record.parent for name in RUN_RECORDS for record in path.rglob(name)), None)
+    return next((record.parent for record in path.rglob("train.json") if is_run_folder(record.parent)), None)
 
 
 def check_target(path: str | Path, *, option: str) -> None:
@@ -228,11 +232,11 @@ def check_target(path: str | Path, *, option: str) -> None:
 def _first_run(folder: Path) -> Path | None:
     """A run folder at or below `folder` (or the run folder `folder` lies in), for messages."""
     for candidate in (folder, *folder.parents):
-        if any((candidate / name).is_file() for name in RUN_RECORDS):
+        if is_run_folder(candidate):
             return candidate
     if not folder.is_dir():
         return None
-    return next((record.parent for record in sorted(folder.rglob("train.json"))), None)
+    return next((record.parent for record in sorted(folder.rglob("train.json")) if is_run_folder(record.parent)), None)
 
 
 def study_folder(run_dir: str | Path) -> Path | None:
