@@ -422,6 +422,39 @@ def test_a_hub_datasets_class_names_survive_the_fetched_copy(tmp_path: Path, mon
     assert prepare(data_config(source="hub", name="org/reviews", validation_fraction=0.2)).label_names == ["neg", "pos"]
 
 
+def test_a_hub_dataset_out_of_reach_is_one_line_in_the_fetch_rules_log(tmp_path: Path, monkeypatch) -> None:
+    import logging
+
+    import datasets
+
+    from ftcompare.fetch import fetch_dataset
+    from ftcompare.jobs import one_line_errors, setup_logging
+
+    def offline(*args):
+        raise ConnectionError("Couldn't reach 'org/reviews' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    log, root = tmp_path / "fetch_data.log", logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    setup_logging(log)
+    try:
+        with pytest.raises(SystemExit) as info, one_line_errors(DataError):
+            fetch_dataset("org/reviews", {"train": tmp_path / "train.parquet", "test": tmp_path / "test.parquet"})
+    finally:  # the test's handlers again, not the log file's
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.captureWarnings(False)
+    assert info.value.code == 1
+    (line,) = log.read_text().splitlines()
+    assert line.endswith(
+        "data.name = 'org/reviews': cannot download it from the Hugging Face Hub (ConnectionError: Couldn't reach "
+        "'org/reviews' on the Hub (OfflineModeIsEnabled)). Run where the Hub is reachable (HF_HUB_OFFLINE and "
+        "HF_DATASETS_OFFLINE unset), or point the task at local files (source: parquet or csv, train and test)"
+    )
+
+
 def test_parquet_written_by_datasets_keeps_its_names_plain_files_name_nothing(tmp_path: Path) -> None:
     hub_dataset(synthetic(20), ["bad", "good"]).to_parquet(str(tmp_path / "named.parquet"))
     hub_dataset(synthetic(10), ["bad", "good"]).to_parquet(str(tmp_path / "named-test.parquet"))

@@ -8,11 +8,12 @@ report can show every run; only preemption (SIGTERM) and bad input exit non-zero
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,17 @@ def setup_logging(log_path: str | Path | None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
     )
     logging.captureWarnings(True)
+
+
+@contextlib.contextmanager
+def one_line_errors(*kinds: type[BaseException]) -> Iterator[None]:
+    """Ends the job on an error of `kinds` (a message that says what to do) with that one
+    line in the rule's log and on stderr, not a traceback, and exit status 1."""
+    try:
+        yield
+    except kinds as exc:
+        log.error("%s", exc)
+        raise SystemExit(1) from None
 
 
 def start_job(*, log_path: str | Path | None, gpus: int = 0, network: bool = False) -> list[str]:
