@@ -416,6 +416,25 @@ def test_predict_on_the_test_split_reproduces_the_runs_predictions(lora_run, tin
     assert (got[columns] - expected[columns]).abs().to_numpy().max() <= 1e-6
 
 
+def test_the_cards_snippet_and_commands_work_from_any_folder(lora_run, tiny_tokenized, tmp_path, monkeypatch):
+    from ftcompare.jobs import evaluate_job
+
+    study = lora_run.parents[5]
+    monkeypatch.chdir(study)  # as Snakemake runs the job: paths relative to the study's folder
+    run = lora_run.relative_to(study)
+    evaluate_job(
+        train_record_path=run / "train.json",
+        tokenized_dir=tiny_tokenized,
+        model_dir=run / "model",
+        record_path=tmp_path / "eval.json",
+        predictions_path=tmp_path / "predictions.parquet",
+        card_path=tmp_path / "README.md",
+        data_summary_path=tiny_tokenized.parent / "summary.json",
+    )
+    card = (tmp_path / "README.md").read_text()
+    assert f'folder = "{lora_run / "model"}"' in card and f"`ftcompare predict {lora_run} --input" in card
+
+
 def test_the_run_folder_holds_its_card(lora_run):
     card = (lora_run / "README.md").read_text()
     accuracy = json.loads((lora_run / "eval.json").read_text())["metrics"]["accuracy"]

@@ -274,8 +274,10 @@ def evaluate_job(
             train=train_record,
             evaluation=record,
             data=read_record(summary) if summary is not None and summary.is_file() else None,
-            folder=str(model_dir),
-            run_dir=str(Path(model_dir).parent),
+            # Absolute: the card's snippet and commands work wherever they are pasted (the
+            # study may have run in another folder, e.g. snakemake --directory .test).
+            folder=str(Path(model_dir).resolve()),
+            run_dir=str(Path(model_dir).resolve().parent),
         )
     elif card_path is not None:
         write_unfinished_card(card_path, train=train_record, status=status, reason=reason)

@@ -651,8 +651,8 @@ def export_merged(run: TrainedRun, out: str | Path, *, force: bool = False, base
             train=run.train,
             evaluation=run.evaluation,
             data=data_summary(run),
-            folder=str(out),
-            run_dir=str(run.run_dir),
+            folder=str(out.resolve()),  # absolute, as the run's own card: it works from any folder
+            run_dir=str(run.run_dir.resolve()),
             merged=True,
         )
         if out.exists():
