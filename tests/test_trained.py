@@ -291,6 +291,9 @@ def test_an_unfinished_run_is_told_its_snakemake_target_and_a_folder_that_is_no_
 def test_no_output_or_export_replaces_what_a_study_wrote_force_or_not(tmp_path, capsys, monkeypatch):
     run = run_folder(tmp_path)
     other = run_folder(tmp_path / "study2")  # another study's run, and its predictions
+    first = other.parents[3] / "aaa" / "m" / "lora" / "seed0"  # a run of another task, listed first
+    (first / "model").mkdir(parents=True)
+    (first / "train.json").write_text("{}")
     (other / "predictions.parquet").write_bytes(b"the other run's")
     (other / "attempt.json").write_text("{}")
     reviews = tmp_path / "in.txt"

@@ -212,7 +212,7 @@ def check_target(path: str | Path, *, option: str) -> None:
     resolved = Path(path).resolve()
     inside = _owner(resolved)
     if inside is not None:
-        run = _first_run(inside)
+        run = _first_run(resolved) or _first_run(inside)  # one the target would replace, where it holds any
         raise UsageError(
             f"{option} {str(path)!r} lies inside {str(inside)!r}, which the study wrote"
             + (f" (the run {str(run)!r})" if run is not None else "")
