@@ -338,6 +338,15 @@ def test_non_utf8_error_gives_the_byte_offset_in_the_file_and_the_line(tmp_path:
     assert "iconv -f latin1 -t utf-8" in message
 
 
+@pytest.mark.parametrize(
+    ("head", "says"),
+    [(b"PAR1", "is a Parquet file, not text (CSV): read it as Parquet"), (b"\x1f\x8b\x08", "is a gzip file")],
+)
+def test_a_binary_file_read_as_csv_says_what_it_is(tmp_path: Path, head: bytes, says: str) -> None:
+    message = data_error(csv_pair(tmp_path, head + b"\x00\xd2\xff binary"))
+    assert f"data.train = '{tmp_path / 'train.csv'}' {says}" in message and "iconv" not in message
+
+
 def test_nullable_labels_with_missing_values_are_named(tmp_path: Path) -> None:
     train = synthetic(10)
     train["label"] = pd.array([0, 1] * 9 + [None, 1], dtype="Int64")
@@ -411,6 +420,39 @@ def test_a_hub_datasets_class_names_survive_the_fetched_copy(tmp_path: Path, mon
     assert prepared.summary()["label_names"] == ["neg", "pos"]
     # Read straight from the hub (no fetched copy), the names are the same.
     assert prepare(data_config(source="hub", name="org/reviews", validation_fraction=0.2)).label_names == ["neg", "pos"]
+
+
+def test_a_hub_dataset_out_of_reach_is_one_line_in_the_fetch_rules_log(tmp_path: Path, monkeypatch) -> None:
+    import logging
+
+    import datasets
+
+    from ftcompare.fetch import fetch_dataset
+    from ftcompare.jobs import one_line_errors, setup_logging
+
+    def offline(*args):
+        raise ConnectionError("Couldn't reach 'org/reviews' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    log, root = tmp_path / "fetch_data.log", logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    setup_logging(log)
+    try:
+        with pytest.raises(SystemExit) as info, one_line_errors(DataError):
+            fetch_dataset("org/reviews", {"train": tmp_path / "train.parquet", "test": tmp_path / "test.parquet"})
+    finally:  # the test's handlers again, not the log file's
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.captureWarnings(False)
+    assert info.value.code == 1
+    (line,) = log.read_text().splitlines()
+    assert line.endswith(
+        "data.name = 'org/reviews': cannot download it from the Hugging Face Hub (ConnectionError: Couldn't reach "
+        "'org/reviews' on the Hub (OfflineModeIsEnabled)). Run where the Hub is reachable (HF_HUB_OFFLINE and "
+        "HF_DATASETS_OFFLINE unset), or point the task at local files (source: parquet or csv, train and test)"
+    )
 
 
 def test_parquet_written_by_datasets_keeps_its_names_plain_files_name_nothing(tmp_path: Path) -> None:

@@ -196,3 +196,33 @@ def test_full_fine_tuning_has_nothing_to_merge(tiny_roberta, tmp_path):
     precision = resolve_precision(requested="auto", method="full", device=CPU)
     with pytest.raises(models.NotMergeable, match="already holds a plain model"):
         models.load_merged(spec=spec, model_dir=tmp_path / "model", num_labels=2, device=CPU, precision=precision)
+
+
+def test_a_new_heads_load_report_is_one_line_and_peft_does_not_warn(minilm_path, caplog):
+    import logging
+    import warnings
+
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from ftcompare.models import _from_pretrained, peft_wrapping
+
+    reports: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = reports.append
+    transformers_log = logging.getLogger("transformers.modeling_utils")
+    transformers_log.addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="ftcompare.models"), warnings.catch_warnings(record=True) as caught:
+            model = _from_pretrained(AutoModelForSequenceClassification, str(minilm_path), num_labels=2)
+            with peft_wrapping():
+                get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, target_modules=["query"]))
+    finally:
+        transformers_log.removeHandler(handler)
+    assert not [r for r in reports if "LOAD REPORT" in str(r.msg)]
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+    (line,) = [r.getMessage() for r in caplog.records if "classification head" in r.getMessage()]
+    assert line == (
+        f"{minilm_path}: new classification head (classifier.bias, classifier.weight), randomly initialised as "
+        "expected: the run trains it"
+    )

@@ -99,11 +99,138 @@ def test_a_config_of_many_cells_is_not_a_run_config():
         resolve_run(resolved, strategy="lora", seed=0)
 
 
-def test_a_problem_in_one_cell_names_the_task_and_the_model():
+def test_a_problem_in_one_cell_names_the_task_and_the_model_and_the_keys_as_written():
+    config = matrix()
+    config["tasks"]["local"] = {"source": "parquet", "train": "train.parquet"}  # no test file
+    message = "task 'local' with model 'roberta-base': tasks.local.source = 'parquet' needs data.test"
+    with pytest.raises(ConfigError, match=message):
+        checked_study(config)
+
+
+def test_a_model_that_skips_the_baseline_hears_of_skip_strategies():
     config = matrix()
     config["models"]["deberta"]["skip_strategies"] = ["full"]  # the baseline
-    with pytest.raises(ConfigError, match="task 'imdb' with model 'deberta': report.baseline = 'full'"):
+    with pytest.raises(ConfigError, match=r"models.deberta.skip_strategies skips 'full', the report's baseline"):
         checked_study(config)
+
+
+@pytest.mark.parametrize(
+    ("config", "cell", "message", "written"),
+    [
+        (
+            {"tasks": {"t": {"metric": "f1"}}},
+            Cell("t", "m"),
+            "data.metric = 'f1' is the F1 of the positive class",
+            "tasks.t.metric = 'f1' is the F1 of the positive class",
+        ),
+        ({"data": {"metric": "f1"}}, Cell("t", "m"), "data.metric = 'f1'", "data.metric = 'f1'"),
+        (
+            {"models": {"m": {"max_length": 9000}}},
+            Cell("t", "m"),
+            "training.max_length = 9000 exceeds; set training.max_length <= 512",
+            "models.m.max_length = 9000 exceeds; set models.m.max_length <= 512",
+        ),
+        ({"model": {"max_length": 9000}}, Cell("t", "m"), "training.max_length = 9000", "model.max_length = 9000"),
+        ({}, Cell("t", "m"), "training.max_length = 9000", "training.max_length = 9000"),
+        (
+            {"models": {"m": {"method_defaults": {"lora": {"target_modules": ["x"]}}}}, "strategies": {"lora": None}},
+            Cell("t", "m"),
+            "strategies.lora.lora.target_modules: 'x' matches no module",
+            "models.m.method_defaults.lora.target_modules: 'x' matches no module",
+        ),
+        (
+            {"method_defaults": {"lora": {"r": 0}}, "strategies": {"lora": {"lora": {"target_modules": ["x"]}}}},
+            Cell("t", "m"),
+            "strategies.lora.lora.r = 0; strategies.lora.lora.target_modules",
+            "method_defaults.lora.r = 0; strategies.lora.lora.target_modules",
+        ),
+    ],
+)
+def test_messages_about_a_cell_name_the_keys_the_user_wrote(config, cell, message, written):
+    from ftcompare.checks import as_written
+
+    assert as_written(message, config, cell) == written
+
+
+def two_tasks(**tasks) -> dict:
+    config = load_config()
+    config["tasks"] = {"imdb": None, **tasks}
+    return config
+
+
+SST2_FILES = {"source": "parquet", "train": "train.parquet", "test": "test.parquet"}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            two_tasks(sst2={**SST2_FILES, "validation_split": "validation"}),
+            r"tasks.sst2.validation_split = 'validation' \(task 'sst2', source 'parquet'\) would be ignored",
+        ),
+        (
+            two_tasks(sst2={"name": "nyu-mll/glue", "config": "sst2", "validation": "dev.parquet"}),
+            r"tasks.sst2.validation = 'dev.parquet' \(task 'sst2', source 'hub'\) would be ignored",
+        ),
+        (
+            {**load_config(), "data": {**load_config()["data"], "train": "train.parquet"}},
+            r"data.train = 'train.parquet' \(task 'imdb', source 'hub'\)",
+        ),
+        (
+            two_tasks(sst2={**SST2_FILES, "validation": "dev.parquet", "validation_fraction": 0.3}),
+            "tasks.sst2.validation_fraction = 0.3 .* no fraction is carved",
+        ),
+        (
+            two_tasks(rte={**SST2_FILES, "text_column": "s1", "text_pair_column": "s1"}),
+            "task 'rte': text_pair_column = text_column = 's1' would pair each text with itself",
+        ),
+    ],
+)
+def test_a_key_the_tasks_source_does_not_read_is_refused_naming_it(config, message):
+    with pytest.raises(ConfigError, match=message):
+        checked_study(config)
+
+
+def test_a_key_of_data_that_some_task_reads_is_not_refused():
+    # `data` is what every task starts from: its Parquet files are the local task's, not the hub one's.
+    config = load_config()
+    config["data"] = {**config["data"], **SST2_FILES}
+    config["tasks"] = {"local": None, "glue": {"source": "hub", "name": "nyu-mll/glue", "config": "sst2"}}
+    _, cells = checked_study(config)
+    assert len(cells) == 2
+
+
+@pytest.mark.parametrize(
+    "name", ["mean", "method", "model", "strategy", "wins", "ties", "losses", "Mean_Rank", "summary.csv"]
+)
+def test_a_task_named_as_an_outputs_column_or_file_is_refused_listing_the_reserved(name):
+    with pytest.raises(ConfigError, match=rf"task name '{name}' is a column or file name .*Reserved: \['model'"):
+        checked_study(two_tasks(**{name: None}))
+
+
+def test_reserved_names_come_from_the_outputs_definitions():
+    from ftcompare.captions import ACROSS_FIGURE_CAPTIONS
+    from ftcompare.checks import reserved_task_names
+    from ftcompare.tables import ACROSS_COLUMNS, ACROSS_COST_COLUMNS
+
+    reserved = reserved_task_names()
+    assert {*ACROSS_COLUMNS, *ACROSS_COST_COLUMNS} <= set(reserved)
+    assert {f"{name}.png" for name in ACROSS_FIGURE_CAPTIONS} <= set(reserved) and "summary.csv" in reserved
+    with pytest.raises(ConfigError, match="task name 'rank_imdb' is a column"):  # imdb's rank column
+        checked_study(two_tasks(rank_imdb=None))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"tasks": {"sst2": None, "SST2": None}}, "task names 'sst2' and 'SST2' differ only in case"),
+        ({"models": {"minilm": None, "MiniLM": None}}, "model names 'minilm' and 'MiniLM' differ only in case"),
+        ({"strategies": {"lora": None, "LoRA": {"method": "lora"}}}, "strategy names 'lora' and 'LoRA' differ"),
+    ],
+)
+def test_names_that_differ_only_in_case_are_refused(edit, message):
+    with pytest.raises(ConfigError, match=message):
+        checked_study({**load_config(), **edit})
 
 
 @pytest.mark.parametrize(

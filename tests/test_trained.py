@@ -138,7 +138,7 @@ def run_folder(tmp_path: Path, *, train_status="ok", eval_status="ok", with_toke
         ("eval-failed", "did not finish ok: its eval.json says 'failed' (CUDA out of memory)"),
         ("no-tokenizer", "lacks ['tokenizer.json', 'tokenizer_config.json']: the run was trained before"),
         ("model-folder", "is a run's model folder; give the run folder"),
-        ("no-records", "has no train.json: not a run folder"),
+        ("no-records", "is not a run folder: give a run folder of a study, results/runs/<task>/<model>/<strategy>"),
         ("not-a-record", "train.json is not a run record (JSON written by the workflow)"),
         ("old-record", "train.json holds no run settings this version of ftcompare reads"),
     ],
@@ -272,6 +272,69 @@ def test_an_output_that_would_replace_the_input_or_the_runs_files_is_refused(tmp
     assert reviews.read_bytes() == before and own.read_bytes() == b"the run's own"
 
 
+def test_an_unfinished_run_is_told_its_snakemake_target_and_a_folder_that_is_no_run_none(tmp_path):
+    run = run_folder(tmp_path)
+    (run / "eval.json").unlink()
+    with pytest.raises(UsageError) as info:
+        trained.open_run(run)
+    assert str(info.value) == (
+        f"run {str(run)!r} has no eval.json: it has not finished; `snakemake "
+        f"results/runs/imdb/tiny-roberta/lora/seed0/eval.json` in the study's folder ({tmp_path}) runs it"
+    )
+    for folder in (tmp_path / "elsewhere", tmp_path / "results" / "runs" / "imdb"):
+        folder.mkdir(exist_ok=True)
+        with pytest.raises(UsageError, match=r"is not a run folder: give a run folder of a study") as info:
+            trained.open_run(folder)
+        assert "snakemake" not in str(info.value)
+
+
+def test_no_output_or_export_replaces_what_a_study_wrote_force_or_not(tmp_path, capsys, monkeypatch):
+    run = run_folder(tmp_path)
+    other = run_folder(tmp_path / "study2")  # another study's run, and its predictions
+    first = other.parents[3] / "aaa" / "m" / "lora" / "seed0"  # a run of another task, listed first
+    (first / "model").mkdir(parents=True)
+    (first / "train.json").write_text("{}")
+    (other / "predictions.parquet").write_bytes(b"the other run's")
+    (other / "attempt.json").write_text("{}")
+    reviews = tmp_path / "in.txt"
+    reviews.write_text("Great.\n")
+    predict = ["--input", str(reviews), "--force", "--output"]
+    error = predict_error(capsys, run, *predict, str(other / "predictions.parquet"))
+    assert f"lies inside {str(other)!r}, which the study wrote (the run {str(other)!r})" in error
+    results = tmp_path / "results"
+    for target in (
+        results / "runs" / "imdb" / "x.csv",
+        results / "tuning" / "x.csv",
+        results / "data" / "k" / "p.parquet",
+    ):
+        assert "which the study wrote" in predict_error(capsys, run, *predict, str(target))
+    assert (other / "predictions.parquet").read_bytes() == b"the other run's"
+    loaded = trained.open_run(run)
+    for target, says in (
+        (other.parents[2], f"lies inside {str(other.parents[3])!r}, which the study wrote (the run {str(other)!r})"),
+        (tmp_path / "study2" / "results", "holds"),
+        (tmp_path / "study2", f"holds {str(tmp_path / 'study2' / 'results' / 'runs')!r}, which the study wrote"),
+        (results / "sources", "lies inside"),
+    ):
+        with pytest.raises(UsageError, match=re.escape(says)):
+            trained.check_export_folder(loaded, target, force=True)
+    assert (other / "predictions.parquet").read_bytes() == b"the other run's" and other.parents[2].is_dir()
+    # A file or folder of one's own beside the study's folders is the user's to replace.
+    monkeypatch.chdir(tmp_path)
+    mine = results / "my-predictions.csv"
+    mine.write_text("old")
+    trained.check_output(str(mine), run=loaded, force=True)
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / "config.json").write_text("{}")
+    assert trained.check_export_folder(loaded, tmp_path / "merged", force=True) == tmp_path / "merged"
+
+
+def test_a_pair_column_that_is_the_text_column_is_refused(tmp_path):
+    pd.DataFrame({"s1": ["a"], "s2": ["b"]}).to_csv(tmp_path / "in.csv", index=False)
+    with pytest.raises(UsageError, match="--pair-column 's1' is the text column too"):
+        trained.read_pairs(str(tmp_path / "in.csv"), column="s1", pair_column="s1")
+
+
 def test_an_existing_output_needs_force_and_a_folder_or_a_path_under_a_file_is_named(tmp_path, capsys):
     run = run_folder(tmp_path)
     reviews, out = tmp_path / "in.txt", tmp_path / "out.csv"
@@ -354,6 +417,25 @@ def test_predict_on_the_test_split_reproduces_the_runs_predictions(lora_run, tin
     assert got["prediction"].tolist() == expected["prediction"].tolist()
     columns = ["prob_0", "prob_1"]
     assert (got[columns] - expected[columns]).abs().to_numpy().max() <= 1e-6
+
+
+def test_the_cards_snippet_and_commands_work_from_any_folder(lora_run, tiny_tokenized, tmp_path, monkeypatch):
+    from ftcompare.jobs import evaluate_job
+
+    study = lora_run.parents[5]
+    monkeypatch.chdir(study)  # as Snakemake runs the job: paths relative to the study's folder
+    run = lora_run.relative_to(study)
+    evaluate_job(
+        train_record_path=run / "train.json",
+        tokenized_dir=tiny_tokenized,
+        model_dir=run / "model",
+        record_path=tmp_path / "eval.json",
+        predictions_path=tmp_path / "predictions.parquet",
+        card_path=tmp_path / "README.md",
+        data_summary_path=tiny_tokenized.parent / "summary.json",
+    )
+    card = (tmp_path / "README.md").read_text()
+    assert f'folder = "{lora_run / "model"}"' in card and f"`ftcompare predict {lora_run} --input" in card
 
 
 def test_the_run_folder_holds_its_card(lora_run):

@@ -144,7 +144,7 @@ def test_status_and_tensorboard_show_the_finished_study(study):
     assert rows["broken"].reason.startswith("diverged: training loss became")
     for strategy in ("full", "lora", "qlora", "ia3"):
         evaluation = json.loads((cell_runs(results.parent) / strategy / "seed0" / "eval.json").read_text())
-        assert rows[strategy].test_accuracy == evaluation["metrics"]["accuracy"]
+        assert rows[strategy].test_score == evaluation["metrics"]["accuracy"]
         cell = cell_runs(workdir).relative_to(results / "runs")  # <task>/<model>
         assert list((results / "tensorboard" / cell / strategy / "seed0").glob("events.out.tfevents.*"))
     assert render(list(rows.values())).splitlines()[-1] == "5 jobs: 4 ok, 1 failed; study ETA 0:00:00"

@@ -12,11 +12,13 @@ settings, each checked as a config of its own.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 from ftcompare import methods, study, tuning
-from ftcompare.config import validate_config
+from ftcompare.config import _defaults, validate_config
 from ftcompare.errors import ConfigError
 from ftcompare.study import Cell
 
@@ -29,6 +31,9 @@ def checked_study(
     calls. Raises ConfigError naming the cell and the first problem. `sources`: also read
     the data and a local model (ftcompare.workflow_support.preflight)."""
     resolved = validate_config(config)
+    _check_names(resolved)
+    _check_source_keys(config, resolved)
+    _check_baseline_kept(resolved)
     checked: dict[Cell, dict[str, Any]] = {}
     trials_checked: set[str] = set()
     for cell in study.cells(resolved):
@@ -41,10 +46,146 @@ def checked_study(
                 _check_trials(checked[cell])
                 trials_checked.add(key)
         except ConfigError as exc:
+            message = as_written(str(exc), config, cell)
             if len(resolved["tasks"]) == 1 and len(resolved["models"]) == 1:
-                raise
-            raise ConfigError(f"task {cell.task!r} with model {cell.model!r}: {exc}") from None
+                raise ConfigError(message) from None
+            raise ConfigError(f"task {cell.task!r} with model {cell.model!r}: {message}") from None
     return resolved, checked
+
+
+def as_written(message: str, config: Mapping[str, Any], cell: Cell) -> str:
+    """`message`, about a cell's config, with each key it names where the user set it: a
+    cell's config has its task's keys in `data`, its model's max_length in `training` and
+    its model's method_defaults in each strategy's blocks (ftcompare.study.cell_config)."""
+    task_block = (config.get("tasks") or {}).get(cell.task) or {}
+    model_blocks = [((config.get("models") or {}).get(cell.model) or {}, f"models.{cell.model}")]
+    model_blocks.append((config.get("model") or {}, "model"))
+    strategies = config.get("strategies") or {}
+
+    def model_key(*path: str) -> str | None:
+        """Where the model's blocks set `path` (its own first), or None."""
+        for block, where in model_blocks:
+            value: Any = block
+            for part in path:
+                value = value.get(part) if isinstance(value, Mapping) else None
+            if value is not None:
+                return ".".join((where, *path))
+        return None
+
+    def data_key(match: re.Match[str]) -> str:
+        return f"tasks.{cell.task}.{match[1]}" if match[1] in task_block else match[0]
+
+    def block_key(match: re.Match[str]) -> str:
+        strategy, block, key = match[1], match[2], match[3]
+        if block not in methods.BLOCKS or key in ((strategies.get(strategy) or {}).get(block) or {}):
+            return match[0]  # the strategy's own, as named
+        if (where := model_key("method_defaults", block, key)) is not None:
+            return where
+        if key in ((config.get("method_defaults") or {}).get(block) or {}):
+            return f"method_defaults.{block}.{key}"
+        return match[0]
+
+    message = re.sub(r"\bdata\.(\w+)", data_key, message)
+    if (where := model_key("max_length")) is not None:
+        message = re.sub(r"\btraining\.max_length\b", where, message)
+    return re.sub(r"\bstrategies\.([A-Za-z0-9_-]+)\.(\w+)\.(\w+)\b", block_key, message)
+
+
+def reserved_task_names() -> tuple[str, ...]:
+    """Names a task cannot have: the across-task table's columns besides the tasks'
+    (ftcompare.tables), and the files the study writes beside the task folders of
+    results/tuning/ and results/figures/."""
+    from ftcompare.captions import FIGURE_CAPTIONS
+    from ftcompare.tables import ACROSS_COLUMNS, ACROSS_COST_COLUMNS
+
+    files = (PurePosixPath(study.TUNING_SUMMARY).name, *(f"{name}.png" for name in FIGURE_CAPTIONS))
+    return (*ACROSS_COLUMNS, *ACROSS_COST_COLUMNS, *files)
+
+
+def _check_names(config: Mapping[str, Any]) -> None:
+    """Task names that are neither an output's column or file name nor another's up to a
+    prefix of the across-task table; task, model and strategy names distinct up to case
+    (folder names, on a file system that ignores case)."""
+    from ftcompare.tables import ACROSS_TASK_PREFIXES
+
+    tasks = list(config["tasks"])
+    reserved = reserved_task_names()
+    taken = {name.casefold() for name in reserved}
+    taken |= {f"{prefix}{task}".casefold() for prefix in ACROSS_TASK_PREFIXES for task in tasks}
+    for task in tasks:
+        if task.casefold() in taken:
+            raise ConfigError(
+                f"task name {task!r} is a column or file name of the study's outputs (summary_across_tasks.csv, the "
+                f"report's table, results/tuning/, results/figures/), up to case; rename the task. Reserved: "
+                f"{list(reserved)} and {', '.join(p + '<task>' for p in ACROSS_TASK_PREFIXES)} of each task"
+            )
+    for what, names in (("task", tasks), ("model", config["models"]), ("strategy", config["strategies"])):
+        _check_case(what, names)
+
+
+def _check_case(what: str, names: Iterable[str]) -> None:
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise ConfigError(
+                f"{what} names {other!r} and {name!r} differ only in case: their folders are one folder where "
+                f"the file system ignores case (macOS, Windows); rename one"
+            )
+
+
+def _check_source_keys(config: Mapping[str, Any], resolved: Mapping[str, Any]) -> None:
+    """Every `data` key a task sets is one its source reads (ftcompare.data.unread_keys),
+    else the plan stops naming it: a key set for a source that ignores it would be
+    silently ignored (validation carved from train instead of the split named). A key
+    equal to its default (config/config.yaml) is not one the user set; a key of `data`,
+    which every task starts from, is refused only where no task reads it."""
+    from ftcompare.data import unread_keys
+
+    defaults = _defaults()["data"]
+    own = {task: (block or {}) for task, block in (config.get("tasks") or {}).items()}
+    unread = {task: unread_keys(data) for task, data in resolved["tasks"].items()}
+    for task, data in resolved["tasks"].items():
+        for key in unread[task]:
+            if data.get(key) == defaults.get(key):
+                continue
+            if key in own.get(task, {}):
+                where = f"tasks.{task}.{key}"
+            elif any(key not in keys for keys in unread.values()):
+                continue  # `data`'s, for the tasks that read it
+            else:
+                where = f"data.{key}"
+            source = data["source"]
+            why = (
+                "validation is the split or file given (validation_split / validation), so no fraction is carved"
+                if key == "validation_fraction"
+                else f"source {source!r} does not read it"
+            )
+            raise ConfigError(
+                f"{where} = {data[key]!r} (task {task!r}, source {source!r}) would be ignored: {why}; remove it, "
+                "or set the source that reads it"
+            )
+        pair = data.get("text_pair_column")
+        if pair is not None and pair == data["text_column"]:
+            raise ConfigError(
+                f"task {task!r}: text_pair_column = text_column = {pair!r} would pair each text with itself; "
+                "name the column of the second texts, or leave text_pair_column null for one text a row"
+            )
+
+
+def _check_baseline_kept(config: Mapping[str, Any]) -> None:
+    """The report compares each model's strategies with the baseline: a model that skips
+    it has nothing to compare with."""
+    baseline = config["report"]["baseline"]
+    if baseline not in config["strategies"]:
+        return  # the cells' check names the strategies configured
+    for model, block in config["models"].items():
+        if baseline in (block.get("skip_strategies") or ()):
+            raise ConfigError(
+                f"models.{model}.skip_strategies skips {baseline!r}, the report's baseline (report.baseline), "
+                f"which each model's strategies are compared with: keep {baseline!r} for {model!r}, or set "
+                "report.baseline to a strategy every model runs"
+            )
 
 
 def checked_config(config: Mapping[str, Any], *, sources: bool = False, trials: bool = True) -> dict[str, Any]:

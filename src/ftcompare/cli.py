@@ -95,20 +95,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status",
-        help="one table of a study's runs and trials: status, progress, ETA, validation and test accuracy",
+        help="one table of a study's runs and trials: status, progress, ETA, validation and test scores",
         description=(
             "One table of every run and trial of a study, from the files its jobs write (no torch: it runs on a "
-            "login node while the jobs run elsewhere): status (running, ok, failed with its reason, skipped, "
-            "died, waiting), step / total, ETA, best validation accuracy so far, test accuracy, and a last line "
-            "with the counts and the study's ETA."
+            "login node while the jobs run elsewhere): status (running, trained and waiting for its evaluation, "
+            "ok, failed with its reason, skipped, died, waiting), step / total, ETA, the best validation score so "
+            "far and the test score on the task's primary metric, and a last line with the counts and the study's "
+            "ETA. Runs the config no longer plans are listed apart, and not counted."
         ),
     )
-    status.add_argument("results", nargs="?", default="results", metavar="RESULTS_DIR", help="default: results")
     status.add_argument(
-        "--watch", nargs="?", const=10.0, type=float, metavar="SECONDS", help="refresh every SECONDS (default 10)"
+        "results",
+        nargs="?",
+        default="results",
+        metavar="RESULTS_DIR",
+        help="the study's results folder, or the folder Snakemake ran it in (default: results)",
+    )
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        const=10.0,
+        type=_watch_seconds,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 10, at least 1)",
     )
     status.set_defaults(handler=_status)
     return parser
+
+
+def _watch_seconds(text: str) -> float:
+    from ftcompare.status import watch_seconds
+
+    try:
+        return watch_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _quiet_libraries() -> None:

@@ -90,6 +90,23 @@ OPTIONAL_KEYS: dict[str, dict[str, Any]] = {
     "aclimdb": {},
 }
 COMMON_OPTIONAL_KEYS: dict[str, Any] = {"text_pair_column": None, "label_names": None}
+# The keys one source reads and another does not; and validation_fraction, read only where
+# validation is carved from train (no validation split or file given).
+SOURCE_SPECIFIC_KEYS: tuple[str, ...] = tuple(
+    dict.fromkeys(key for source in SOURCE_KEYS for key in (*SOURCE_KEYS[source], *OPTIONAL_KEYS[source]))
+)
+
+
+def unread_keys(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The keys of a task's `data` block its source does not read (nor a prepared split
+    depends on): another source's keys, and validation_fraction beside a validation split.
+    ftcompare.checks refuses any the config sets."""
+    source = data["source"]
+    reads = {*SOURCE_KEYS[source], *OPTIONAL_KEYS[source]}
+    unread = [key for key in SOURCE_SPECIFIC_KEYS if key not in reads]
+    if "validation" in roles(data):
+        unread.append("validation_fraction")
+    return tuple(unread)
 
 
 def settings_used(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,6 +176,10 @@ def check_utf8(source: Path | bytes, *, where: str | None = None) -> None:
     offset = newlines = 0  # bytes and line breaks of the file before `block`
     name = "input.csv" if isinstance(source, bytes) else Path(source).name
     with _binary(source) as handle:
+        kind = binary_format(handle.read(8))
+        if kind is not None:
+            raise DataError(f"{where or repr(str(source))} is a {kind} file, not text (CSV): {BINARY_HINTS[kind]}")
+        handle.seek(0)
         while True:
             block = handle.read(1 << 24)
             pending = decoder.getstate()[0]  # the start of a character split across reads
@@ -177,6 +198,20 @@ def check_utf8(source: Path | bytes, *, where: str | None = None) -> None:
                 return
             offset += len(block)
             newlines += block.count(b"\n")
+
+
+# A binary file read as CSV: its format by its first bytes, and what to do instead.
+MAGIC = {b"PAR1": "Parquet", b"PK\x03\x04": "ZIP (or Excel .xlsx)", b"\x1f\x8b": "gzip"}
+BINARY_HINTS = {
+    "Parquet": "read it as Parquet (source: parquet; for ftcompare predict, a .parquet name or --format parquet)",
+    "ZIP (or Excel .xlsx)": "unpack it, or save the sheet as CSV (UTF-8)",
+    "gzip": "decompress it (gunzip)",
+}
+
+
+def binary_format(head: bytes) -> str | None:
+    """The binary format a file's first bytes announce (MAGIC), or None."""
+    return next((kind for magic, kind in MAGIC.items() if head.startswith(magic)), None)
 
 
 def _binary(source: Path | bytes) -> IO[bytes]:

@@ -82,13 +82,24 @@ def fetch_dataset(
     reads, `splits` = {role: hub split name} (default: train and test), to Parquet
     (`out_paths[role]`; all columns, as the hub has them, and `datasets`' record of their
     features, which names a ClassLabel's classes). Returns the rows per role."""
-    from ftcompare.data import DEFAULT_HUB_SPLITS, load_hub
+    from ftcompare.data import DEFAULT_HUB_SPLITS, DataError, load_hub
 
     splits = dict(splits or DEFAULT_HUB_SPLITS)
     if missing := sorted(set(splits) - set(out_paths)):
         raise ValueError(f"fetch_dataset: no output path for role(s) {missing}")
+    try:
+        loaded = load_hub(name, config=config, splits=splits)
+    except DataError:
+        raise
+    except Exception as exc:  # offline, no such dataset, gated, network: all say the same to the user
+        why = " ".join(str(exc).split())[:300]
+        raise DataError(
+            f"data.name = {name!r}: cannot download it from the Hugging Face Hub ({type(exc).__name__}: {why}). "
+            "Run where the Hub is reachable (HF_HUB_OFFLINE and HF_DATASETS_OFFLINE unset), or point the task "
+            "at local files (source: parquet or csv, train and test)"
+        ) from exc
     rows = {}
-    for role, dataset in load_hub(name, config=config, splits=splits).items():
+    for role, dataset in loaded.items():
         path = Path(out_paths[role])
         path.parent.mkdir(parents=True, exist_ok=True)
         dataset.to_parquet(str(path))

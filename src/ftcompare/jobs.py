@@ -8,11 +8,12 @@ report can show every run; only preemption (SIGTERM) and bad input exit non-zero
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,17 @@ def setup_logging(log_path: str | Path | None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
     )
     logging.captureWarnings(True)
+
+
+@contextlib.contextmanager
+def one_line_errors(*kinds: type[BaseException]) -> Iterator[None]:
+    """Ends the job on an error of `kinds` (a message that says what to do) with that one
+    line in the rule's log and on stderr, not a traceback, and exit status 1."""
+    try:
+        yield
+    except kinds as exc:
+        log.error("%s", exc)
+        raise SystemExit(1) from None
 
 
 def start_job(*, log_path: str | Path | None, gpus: int = 0, network: bool = False) -> list[str]:
@@ -177,7 +189,13 @@ def _text_columns(tokenized_dir: Path) -> dict[str, str | None]:
 def _reporter(spec: RunSpec, *, kind: str, trial: str | None = None, files: JobFiles | None = None) -> Reporter:
     """A job's progress reporter (ftcompare.progress), named as its run is."""
     label = spec.label(trial)
-    identity = {"strategy": spec.strategy, "seed": spec.seed, "trial": trial, "model": spec.model_name_or_path}
+    identity = {
+        "strategy": spec.strategy,
+        "seed": spec.seed,
+        "trial": trial,
+        "model": spec.model_name_or_path,
+        "metric": spec.metric,  # what best_val_score is on
+    }
     return Reporter(label=label, kind=kind, files=files, identity=identity, log_every=spec.log_every_steps)
 
 
@@ -256,8 +274,10 @@ def evaluate_job(
             train=train_record,
             evaluation=record,
             data=read_record(summary) if summary is not None and summary.is_file() else None,
-            folder=str(model_dir),
-            run_dir=str(Path(model_dir).parent),
+            # Absolute: the card's snippet and commands work wherever they are pasted (the
+            # study may have run in another folder, e.g. snakemake --directory .test).
+            folder=str(Path(model_dir).resolve()),
+            run_dir=str(Path(model_dir).resolve().parent),
         )
     elif card_path is not None:
         write_unfinished_card(card_path, train=train_record, status=status, reason=reason)

@@ -29,10 +29,13 @@ Where PEFT's methods meet an encoder classifier:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
 import math
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +49,20 @@ from ftcompare.sources import check_module_lists, max_sequence_length, resolve_m
 
 log = logging.getLogger(__name__)
 
+
 # The classification head's module names: PEFT trains a copy of the first it finds
 # beside any adapter (modules_to_save); BitFit trains it whole.
 HEAD_MODULES = ("classifier", "score")
+
+
+@contextlib.contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Around PEFT wrapping a model: PEFT 0.21 reads transformers 5's deprecated alias
+    `is_gradient_checkpointing` in PeftModel.__init__ (nothing of ours uses it), and every
+    job would print its FutureWarning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 class StrategyUnavailable(RuntimeError):
@@ -205,11 +219,55 @@ def load_base_model(
         kwargs["quantization_config"] = _quantization_config(spec.quantization, device=device)
         kwargs["device_map"] = {"": device}  # bitsandbytes quantises while loading onto the device
     source = source or resolve_model_path(spec.model_name_or_path)
-    model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
+    model = _from_pretrained(AutoModelForSequenceClassification, source, **kwargs)
     if spec.quantization is None:
         model.to(device)
     elif device.type == "cpu":
         _no_cpu_4bit_repacking(model)
+    return model
+
+
+class _HeldReport(logging.Filter):
+    """Holds transformers' load report, which from_pretrained logs as a warning, for
+    `_from_pretrained` to judge once it knows what the load found."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in str(record.msg):
+            self.held.append(record)
+            return False
+        return True
+
+
+def _from_pretrained(auto_class: Any, source: str, **kwargs: Any) -> torch.nn.Module:
+    """`auto_class.from_pretrained(source)`, with transformers' load report (a table on
+    every load) left out where it says only what a sequence classifier built from a
+    pretrained encoder expects: its new head's weights initialised (MISSING), the
+    checkpoint's own pretraining head unused (UNEXPECTED). One line says so instead;
+    anything else (an encoder weight missing, a shape mismatch) keeps the whole report."""
+    report_log = logging.getLogger("transformers.modeling_utils")
+    held = _HeldReport()
+    report_log.addFilter(held)
+    try:
+        model, info = auto_class.from_pretrained(source, output_loading_info=True, **kwargs)
+    finally:
+        report_log.removeFilter(held)
+    prefix = f"{model.base_model_prefix}."
+    head = {name for name, _ in model.named_parameters() if not name.startswith(prefix)}
+    missing = set(info.get("missing_keys") or ())
+    if missing <= head and not info.get("mismatched_keys") and not info.get("error_msgs"):
+        if missing:
+            log.info(
+                "%s: new classification head (%s), randomly initialised as expected: the run trains it",
+                source,
+                ", ".join(sorted(missing)),
+            )
+    else:
+        for record in held.held:
+            report_log.handle(record)
     return model
 
 
@@ -263,7 +321,8 @@ def add_method(model: torch.nn.Module, *, spec: RunSpec, total_steps: int | None
     config = peft_config(spec, total_steps=total_steps)
     if config.peft_type == "LN_TUNING":
         config.exclude_modules = _weightless_targets(model, config.target_modules)
-    model = get_peft_model(model, config)
+    with peft_wrapping():
+        model = get_peft_model(model, config)
     for name, param in model.named_parameters():
         # AdaLoRA's rank count divides its update: a constant (PEFT neither trains it on
         # purpose nor saves it), which PEFT 0.21 leaves requiring grad. Trained, it would
@@ -517,7 +576,8 @@ def load_trained(
         from peft import PeftModel
 
         base = load_base_model(spec=spec, num_labels=num_labels, device=device, precision=precision)
-        model = PeftModel.from_pretrained(base, str(model_dir))
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(base, str(model_dir))
         _fit_to_encoder(model)
     model.eval()
     return model
@@ -559,7 +619,8 @@ def load_merged(
     base = load_base_model(spec=spec, num_labels=num_labels, device=device, precision=precision)
     if getattr(base, "hf_quantizer", None) is not None:
         base = base.dequantize()
-    model = PeftModel.from_pretrained(base, str(model_dir))
+    with peft_wrapping():
+        model = PeftModel.from_pretrained(base, str(model_dir))
     if not hasattr(model.base_model, "merge_and_unload"):  # e.g. prompt learning: no weights to merge into
         raise NotMergeable(f"{spec.method} adds no weights that merge into the base model's")
     _trained_copies_in_place(model)

@@ -164,6 +164,8 @@ class Reporter:
             "tokens_per_s": None,
             "eta_s": None,
             "best_val_accuracy": None,
+            # On the task's primary metric (identity's `metric`), which ftcompare status shows.
+            "best_val_score": None,
         }
         now = clock()
         self._last_line = now
@@ -250,11 +252,13 @@ class Reporter:
         epoch: int = 0,
         tokens: int = 0,
         best: float | None = None,
+        best_score: float | None = None,
         log_every: int | None = None,
     ) -> None:
         """The run's plan, and where it starts: step 0, or the step, completed epochs,
-        tokens and best validation accuracy of the checkpoint it resumed from; `log_every`:
-        the steps between its log points, where the loop logs more often than it was told."""
+        tokens and best validation accuracy (and score on the primary metric) of the
+        checkpoint it resumed from; `log_every`: the steps between its log points, where the
+        loop logs more often than it was told."""
         if log_every is not None:
             self.log_every = max(1, log_every)
         now = self._clock()
@@ -268,6 +272,7 @@ class Reporter:
             epochs=epochs,
             epoch=float(epoch),
             best_val_accuracy=best,
+            best_val_score=best_score,
         )
         if self.files.tensorboard is not None:
             try:
@@ -327,8 +332,8 @@ class Reporter:
                 if value is not None:
                     self._writer.add_scalar(f"memory/{key.removeprefix('peak_')}", value, step)
 
-    def validated(self, *, epoch: int, step: int, accuracy: float, loss: float) -> None:
-        """After each validation (the loop logs its own line for it)."""
+    def validated(self, *, epoch: int, step: int, accuracy: float, loss: float, score: float | None = None) -> None:
+        """After each validation (the loop logs its own line for it); `score`: on the task's primary metric."""
         now = self._clock()
         spent = now - self._last_step_at
         self._val_seconds.append(spent)
@@ -337,7 +342,9 @@ class Reporter:
         self._epochs_done = epoch
         self._last_step_at = now
         with self._lock:
-            best = self.snapshot["best_val_accuracy"]
+            best, best_score = self.snapshot["best_val_accuracy"], self.snapshot["best_val_score"]
+            if score is not None:
+                self.snapshot["best_val_score"] = score if best_score is None else max(best_score, score)
             self.snapshot.update(
                 best_val_accuracy=accuracy if best is None else max(best, accuracy),
                 val_accuracy=accuracy,

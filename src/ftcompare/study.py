@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ftcompare.errors import ConfigError
+from ftcompare.errors import ConfigError, UsageError
 
 # Task and model names are folder names (results/runs/<task>/<model>/...).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -171,6 +171,89 @@ def the_cell(config: Mapping[str, Any]) -> Cell:
 # A run folder's path below the study's folder (the one holding results/) has this many parts.
 RUN_DEPTH = len(("results", "runs", "<task>", "<model>", "<strategy>", "seed<N>"))
 RUN_EXAMPLE = "results/runs/imdb/roberta-base/lora/seed0"  # what messages and help show
+# Every cell's trials in one table, beside the cells' folders results/tuning/<task>/ (the report rule).
+TUNING_SUMMARY = "results/tuning/summary.csv"
+
+
+# The folders a study writes under its results/ (the workflow's rules): runs and trials,
+# caches, fetched sources, logs, events, figures. Nothing but the workflow writes in them.
+STUDY_FOLDERS = (
+    "runs",
+    "tuning",
+    "checkpoints",
+    "data",
+    "tokenized",
+    "sources",
+    "logs",
+    "tensorboard",
+    "figures",
+    "benchmarks",
+)
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A run's (or a trial's) folder, wherever it was copied: its train record beside its
+    attempt file or its model folder (a train.json alone may be anyone's)."""
+    return (folder / "train.json").is_file() and ((folder / "attempt.json").is_file() or (folder / "model").is_dir())
+
+
+def _owner(path: Path) -> Path | None:
+    """The study-owned folder `path` is or lies inside: a run folder (wherever it was
+    copied), or one of STUDY_FOLDERS of a results/ folder."""
+    for folder in (path, *path.parents):
+        if is_run_folder(folder):
+            return folder
+        if folder.name in STUDY_FOLDERS and folder.parent.name == "results":
+            return folder
+    return None
+
+
+def _held(path: Path) -> Path | None:
+    """A run folder or study-owned folder that folder `path` holds, or None. Only what
+    replacing `path` would delete is searched."""
+    if not path.is_dir():
+        return None
+    for name in STUDY_FOLDERS:
+        for candidate in (path / name, path / "results" / name):
+            if candidate.is_dir() and candidate.parent.name == "results":
+                return candidate
+    return next((record.parent for record in path.rglob("train.json") if is_run_folder(record.parent)), None)
+
+
+def check_target(path: str | Path, *, option: str) -> None:
+    """Refuse (UsageError) a target a command of `ftcompare` would write or replace when it
+    is, holds or lies inside a run folder or a folder a study owns under its results/
+    (STUDY_FOLDERS): those hold what the study computed and its report reads, `--force` or
+    not. Every writing command calls this before any work; --force then replaces only the
+    one file or export folder the user named."""
+    resolved = Path(path).resolve()
+    inside = _owner(resolved)
+    if inside is not None:
+        run = _first_run(resolved) or _first_run(inside)  # one the target would replace, where it holds any
+        raise UsageError(
+            f"{option} {str(path)!r} lies inside {str(inside)!r}, which the study wrote"
+            + (f" (the run {str(run)!r})" if run is not None else "")
+            + ": write outside the study's results/ folders and run folders; --force replaces only a file or "
+            "export folder of your own"
+        )
+    held = _held(resolved)
+    if held is not None:
+        run = _first_run(held)
+        raise UsageError(
+            f"{option} {str(path)!r} holds {str(held)!r}, which the study wrote"
+            + (f" (the run {str(run)!r} among others)" if run is not None and run != held else "")
+            + ": give a new folder outside the study's results/ folders and run folders"
+        )
+
+
+def _first_run(folder: Path) -> Path | None:
+    """A run folder at or below `folder` (or the run folder `folder` lies in), for messages."""
+    for candidate in (folder, *folder.parents):
+        if is_run_folder(candidate):
+            return candidate
+    if not folder.is_dir():
+        return None
+    return next((record.parent for record in sorted(folder.rglob("train.json")) if is_run_folder(record.parent)), None)
 
 
 def study_folder(run_dir: str | Path) -> Path | None:

@@ -1042,6 +1042,9 @@ ACROSS_COLUMNS: tuple[str, ...] = (
     *VERDICT_COUNT_COLUMNS,
     *ACROSS_COST_COLUMNS,
 )
+# Each task's own columns: a prefix and the task's name (task names must differ from all of
+# these and from ACROSS_COLUMNS: ftcompare.checks).
+ACROSS_TASK_PREFIXES: tuple[str, ...] = ("rank_", "p_holm_", "verdict_")
 
 
 def across_tasks(study: Study) -> pd.DataFrame:
@@ -1073,9 +1076,9 @@ def across_tasks(study: Study) -> pd.DataFrame:
             "mean": float(np.mean(per_task)) if not np.isnan(per_task).any() else math.nan,
             "mean_rank": float(np.mean(ranks)) if ranks and not np.isnan(ranks).any() else math.nan,
             **{column: verdicts.count(str(v)) for column, v in zip(VERDICT_COUNT_COLUMNS, COUNTED_VERDICTS)},
-            **{f"rank_{task}": by_task["rank"].get(task, math.nan) for task in tasks},
-            **{f"p_holm_{task}": by_task["p_value_holm"].get(task, math.nan) for task in tasks},
-            **{f"verdict_{task}": by_task["verdict"].get(task) for task in tasks},
+            **{f"{ACROSS_TASK_PREFIXES[0]}{task}": by_task["rank"].get(task, math.nan) for task in tasks},
+            **{f"{ACROSS_TASK_PREFIXES[1]}{task}": by_task["p_value_holm"].get(task, math.nan) for task in tasks},
+            **{f"{ACROSS_TASK_PREFIXES[2]}{task}": by_task["verdict"].get(task) for task in tasks},
             **{name: group[name].mean() for name in ACROSS_COST_COLUMNS},
         }
         rows.append(row)

@@ -17,6 +17,7 @@ import dataclasses
 import io
 import json
 import logging
+import re
 import shutil
 import sys
 import tempfile
@@ -29,6 +30,7 @@ import pandas as pd
 from ftcompare import study
 from ftcompare.config import ConfigError, RunSpec
 from ftcompare.data import DataError, read_csv
+from ftcompare.errors import UsageError
 from ftcompare.fetch import FETCHED_FROM
 from ftcompare.records import Status, upgrade
 from ftcompare.sources import (
@@ -53,10 +55,6 @@ INPUT_FORMATS = {
 }  # anything else: text, a review a line
 CSV_SEPARATORS = {"csv": ",", "tsv": "\t"}
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet"}
-
-
-class UsageError(ValueError):
-    """A run, an input or an output the commands cannot use; the message says which and why."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -97,10 +95,7 @@ def open_run(run_dir: str | Path) -> TrainedRun:
     for kind in ("train", "eval"):
         path = run_dir / f"{kind}.json"
         if not path.is_file():
-            raise UsageError(
-                f"{str(run_dir)!r} has no {kind}.json: not a run folder (e.g. {study.RUN_EXAMPLE}), or a run "
-                f"that has not finished; `snakemake {path}` runs it"
-            )
+            raise UsageError(_no_record(run_dir, kind))
         try:
             records[kind] = json.loads(path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -148,6 +143,24 @@ def open_run(run_dir: str | Path) -> TrainedRun:
     )
 
 
+def _no_record(run_dir: Path, kind: str) -> str:
+    """Why `run_dir` without its `kind`.json cannot be used, and what to do: a folder where
+    the study puts a run (results/runs/<task>/<model>/<strategy>/seed<N>) has not finished,
+    and Snakemake, in the study's folder, runs it; any other folder is not a run's."""
+    folder = study.study_folder(run_dir)
+    if folder is None or not re.fullmatch(r"seed\d+", run_dir.resolve().name):
+        return (
+            f"{str(run_dir)!r} is not a run folder: give a run folder of a study, "
+            f"results/runs/<task>/<model>/<strategy>/seed<N> (e.g. {study.RUN_EXAMPLE}), which holds train.json and "
+            "eval.json"
+        )
+    target = run_dir.resolve().relative_to(folder) / f"{kind}.json"
+    return (
+        f"run {str(run_dir)!r} has no {kind}.json: it has not finished; `snakemake {target}` in the study's folder "
+        f"({folder}) runs it"
+    )
+
+
 # --- reading the input -------------------------------------------------------------------
 
 
@@ -181,6 +194,11 @@ def read_pairs(
         raise UsageError(
             f"{where} has no column(s) {missing}; its columns are {list(frame.columns)}: choose them with "
             "--text-column and --pair-column"
+        )
+    if pair_column == column:
+        raise UsageError(
+            f"--pair-column {pair_column!r} is the text column too: each text would be paired with itself; name the "
+            "column of the second texts (--pair-column), or the first texts' (--text-column)"
         )
     texts = _checked(frame[column].tolist(), where=f"{where}, column {column!r}", unit="row")
     pairs = _checked(frame[pair_column].tolist(), where=f"{where}, column {pair_column!r}", unit="row")
@@ -304,6 +322,7 @@ def check_output(path: str | None, *, run: TrainedRun, input_source: str | None 
             f"--output {path!r} is inside the run folder {str(run.run_dir)!r}, whose files the study wrote "
             "(predictions.parquet is its test predictions, which the report reads): write elsewhere"
         )
+    study.check_target(out, option="--output")  # nor in any other run, nor among the study's files
     if out.is_dir():
         raise UsageError(f"--output {path!r} is a folder: give a file's name (e.g. {str(out / 'predictions.csv')!r})")
     blocking = next((parent for parent in out.parents if parent.exists()), None)
@@ -587,6 +606,7 @@ def check_export_folder(run: TrainedRun, out: str | Path, *, force: bool = False
         raise UsageError(
             f"--merged {str(out)!r} holds or is inside the run folder {str(run.run_dir)!r}: write elsewhere"
         )
+    study.check_target(out, option="--merged")  # nor any other run, nor the study's files
     blocking = next((parent for parent in out.parents if parent.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise UsageError(f"--merged {str(out)!r}: {str(blocking)!r} is a file, not a folder")
@@ -631,8 +651,8 @@ def export_merged(run: TrainedRun, out: str | Path, *, force: bool = False, base
             train=run.train,
             evaluation=run.evaluation,
             data=data_summary(run),
-            folder=str(out),
-            run_dir=str(run.run_dir),
+            folder=str(out.resolve()),  # absolute, as the run's own card: it works from any folder
+            run_dir=str(run.run_dir.resolve()),
             merged=True,
         )
         if out.exists():

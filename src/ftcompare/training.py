@@ -454,6 +454,7 @@ class _Loop:
             epoch=state.epoch,
             tokens=state.train_tokens,
             best=None if state.best is None else state.best.val_accuracy,
+            best_score=None if state.best is None else state.best.val_score,
             log_every=self.plan.log_every,
         )
         while self.state.epoch < self.spec.epochs:
@@ -589,7 +590,11 @@ class _Loop:
             f" ({result.degenerate})" if result.degenerate else "",
         )
         self.reporter.validated(
-            epoch=state.epoch + 1, step=state.global_step, accuracy=result.accuracy, loss=result.loss
+            epoch=state.epoch + 1,
+            step=state.global_step,
+            accuracy=result.accuracy,
+            loss=result.loss,
+            score=result.score,
         )
         if state.best is None or result.score > state.best.val_score:
             state.best = BestEpoch(

@@ -21,7 +21,13 @@ from ftcompare.captions import (
 from ftcompare.records import read_selection, retry_marker, run_params
 from ftcompare.sources import is_hub_id
 from ftcompare.status import write_plan
-from ftcompare.study import Cell, fetched_model_folder, hub_data_settings, hub_folder
+from ftcompare.study import (
+    TUNING_SUMMARY,
+    Cell,
+    fetched_model_folder,
+    hub_data_settings,
+    hub_folder,
+)
 from ftcompare.tuning import apply_selection, trial_spec, trials
 from ftcompare.workflow_support import cache_key
 

@@ -8,7 +8,7 @@ rule report:
         predictions=all_predictions,
         reference_recipe=REFERENCE_RECIPE,
     output:
-        **({"tuning_summary": "results/tuning/summary.csv"} if TUNED_CELLS else {}),
+        **({"tuning_summary": TUNING_SUMMARY} if TUNED_CELLS else {}),
         # Per model and strategy: the primary metric on each task, mean rank, wins/ties/losses.
         **(
             {

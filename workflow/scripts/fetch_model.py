@@ -6,5 +6,7 @@ from ftcompare import jobs
 jobs.start_job(log_path=snakemake.log[0], network=True)
 
 from ftcompare.fetch import fetch_model  # noqa: E402
+from ftcompare.sources import ModelSourceError  # noqa: E402
 
-fetch_model(snakemake.params.model, snakemake.output.model, model_type=snakemake.params.model_type)
+with jobs.one_line_errors(ModelSourceError):
+    fetch_model(snakemake.params.model, snakemake.output.model, model_type=snakemake.params.model_type)
