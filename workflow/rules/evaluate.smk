@@ -19,6 +19,9 @@ rule evaluate:
         "results/logs/evaluate/{task}/{model}/{strategy}_seed{seed}.log",
     benchmark:
         "results/benchmarks/evaluate/{task}/{model}/{strategy}_seed{seed}.tsv"
+    # Sized as finetune's (ftcompare.cost): one pass over the test split.
+    group:
+        COSTS.group_of("evaluate")
     conda:
         "../envs/train.yaml"
     # On a GPU these feed the data, and 4 is plenty: `--cores 16 --resources gpu=4` runs
@@ -28,7 +31,7 @@ rule evaluate:
     resources:
         gpu=1,
         mem_mb=8000,
-        runtime=minutes(60),
+        runtime=COSTS.runtime_of("evaluate"),
     params:
         # As in finetune: a failed evaluation is retried by a plain rerun.
         retry_marker=evaluate_retry_marker,
