@@ -71,6 +71,11 @@ class Tokens:
     validation: float
     test: float
     source: str
+    rows: int = 0  # examples in the three splits together
+
+    @property
+    def mean_length(self) -> float:
+        return (self.train + self.validation + self.test) / self.rows if self.rows else 0.0
 
 
 def tokens_from_cache(meta: Mapping[str, Any]) -> Tokens | None:
@@ -87,6 +92,7 @@ def tokens_from_cache(meta: Mapping[str, Any]) -> Tokens | None:
     return Tokens(
         *(count(splits[split]) for split in SPLITS),
         source="tokenized cache" if exact else "tokenized cache (rows x median length)",
+        rows=sum(int(splits[split]["rows"]) for split in SPLITS),
     )
 
 
@@ -167,6 +173,7 @@ def estimated_tokens(data: Mapping[str, Any], *, max_length: int, summary: Mappi
     return Tokens(
         *(rows[split] * per_example for split in SPLITS),
         source=f"estimate: {rows_source} x {per_example:.0f} tokens ({length_source})",
+        rows=sum(rows[split] for split in SPLITS),
     )
 
 
