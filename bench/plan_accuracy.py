@@ -7,7 +7,7 @@ The study (default: the .test study) is copied to a fresh folder, calibrated on 
 (`ftcompare calibrate`), estimated from that calibration alone (ftcompare.cost: the
 tokenized caches' counts once tokenized, so the prepare and tokenize jobs run first), then
 run with Snakemake. Compared: each fine-tune's estimated training seconds (its epochs over
-the training split at the calibrated tokens/s) against train.json's train_time_s (the
+the training split at the calibrated tokens/s, and each step's fixed cost) against train.json's train_time_s (the
 steps alone, as the calibration times them), and the whole job's estimate (with the
 validation passes and the stated start-up allowance) against Snakemake's benchmark wall
 seconds. The issue's bound: median absolute error of training time at most 30%.
@@ -70,7 +70,7 @@ def main() -> None:
             spec = costs.spec(cell, strategy)
             train_rate, _ = costs.rates(spec)
             job = costs.estimate("finetune", cell, strategy)
-            estimates[(cell, strategy)] = (tokens.train * spec.epochs / train_rate.tokens_per_s, job.seconds)
+            estimates[(cell, strategy)] = (cost.training_seconds(tokens, spec=spec, train=train_rate), job.seconds)
     os.chdir(here)
     snakemake(folder, cores=args.cores)
     lines, errors, job_errors = [], [], []

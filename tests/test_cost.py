@@ -149,6 +149,17 @@ def test_a_calibration_is_stored_with_its_device_and_replaces_only_its_own_figur
         cost.read_calibration(path)
 
 
+def test_a_step_costs_its_fixed_part_so_short_texts_cost_more_per_token():
+    spec = type("Spec", (), {"epochs": 2, "batch_size": 16, "max_tokens_per_batch": 8192})()
+    short = cost.Tokens(train=3200, validation=0, test=0, source="", rows=320, train_rows=320)  # 10 tokens a row
+    long = cost.Tokens(train=3200, validation=0, test=0, source="", rows=20, train_rows=20)  # 160 tokens a row
+    assert cost.steps_per_epoch(short, batch_size=16, max_tokens_per_batch=8192) == 20  # batch_size caps
+    assert cost.steps_per_epoch(long, batch_size=64, max_tokens_per_batch=1600) == 2  # the budget caps
+    rate = cost.Rate(tokens_per_s=100.0, source="calibrated", step_s=0.5)
+    assert cost.training_seconds(short, spec=spec, train=rate) == pytest.approx(2 * 20 * 0.5 + 64)
+    assert cost.training_seconds(long, spec=spec, train=rate) == pytest.approx(2 * 2 * 0.5 + 64)
+
+
 # --------------------------------------------------------------------------- time limits
 
 
@@ -225,6 +236,7 @@ def test_the_plan_counts_every_job_and_the_tuning_share():
     t = planning.totals(rows)
     assert t["jobs"] == sum(r["trial_jobs"] + 6 for r in rows)
     assert 0 < t["tuning_share"] < 1 and t["hours"] == pytest.approx(sum(r["total_h"] for r in rows))
+    assert t["startup_hours"] == pytest.approx(t["jobs"] * cost.startup_seconds() / 3600)
 
 
 def run_plan(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:

@@ -48,8 +48,21 @@ def _batch(rows: int, width: int, *, vocab: int, device: Any) -> dict[str, Any]:
     }
 
 
-def time_one(spec: Any, *, length: int, steps: int, device: Any) -> tuple[float, float]:
-    """Training and evaluation tokens/s of `spec` on `device` at `length` tokens a row."""
+def _seconds_per_step(step: Any, batch: dict[str, Any], *, steps: int, sync: Any) -> float:
+    step(batch)  # untimed: the first step of a shape pays for what later ones reuse
+    sync()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step(batch)
+    sync()
+    return (time.perf_counter() - started) / steps
+
+
+def time_one(spec: Any, *, length: int, steps: int, device: Any) -> tuple[float, float, float]:
+    """`spec`'s training tokens/s and seconds per step beyond its tokens, and evaluation
+    tokens/s, on `device` at `length` tokens a row. A step of the full batch and one of a
+    quarter of its rows, at the same width, separate the step's fixed cost from its cost
+    per token."""
     import torch
 
     from ftcompare.steps import autocast, setup_training
@@ -57,30 +70,25 @@ def time_one(spec: Any, *, length: int, steps: int, device: Any) -> tuple[float,
     width = max(1, min(length, spec.max_length))
     rows = spec.batch_size if spec.max_tokens_per_batch is None else max(1, spec.max_tokens_per_batch // width)
     rows = min(rows, spec.batch_size)
-    setup = setup_training(spec, num_labels=2, device=device, total_steps=steps + 1, reviews_per_step=rows)
+    few = max(1, rows // 4)
+    setup = setup_training(spec, num_labels=2, device=device, total_steps=2 * steps + 2, reviews_per_step=rows)
     vocab = setup.model.config.vocab_size
-    batch = _batch(rows, width, vocab=vocab, device=device)
-    setup.step.prepare([batch])
-    setup.step(batch)  # untimed: the first step pays for what later ones reuse
+    full, small = (_batch(n, width, vocab=vocab, device=device) for n in (rows, few))
+    setup.step.prepare([full, small])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    started = time.perf_counter()
-    for _ in range(steps):
-        setup.step(batch)
-    sync()
-    train = rows * width * steps / (time.perf_counter() - started)
+    t_full = _seconds_per_step(setup.step, full, steps=steps, sync=sync)
+    t_small = _seconds_per_step(setup.step, small, steps=steps, sync=sync)
+    per_token = (t_full - t_small) / ((rows - few) * width) if rows > few else 0.0
+    if per_token <= 0 or per_token * rows * width > t_full:  # too noisy to separate: all per token
+        per_token, step_s = t_full / (rows * width), 0.0
+    else:
+        step_s = t_full - per_token * rows * width
     eval_rows = max(1, min(spec.eval_batch_size, (spec.eval_max_tokens_per_batch or rows * width) // width))
     eval_batch = _batch(eval_rows, width, vocab=vocab, device=device)
     setup.model.eval()
     with torch.no_grad(), autocast(device, setup.precision):
-        setup.model(**eval_batch)
-        sync()
-        started = time.perf_counter()
-        for _ in range(steps):
-            setup.model(**eval_batch)
-        sync()
-    evaluate = eval_rows * width * steps / (time.perf_counter() - started)
-    return train, evaluate
+        evaluate = eval_rows * width / _seconds_per_step(lambda b: setup.model(**b), eval_batch, steps=steps, sync=sync)
+    return 1.0 / per_token, step_s, evaluate
 
 
 def calibrate(
@@ -108,10 +116,13 @@ def calibrate(
     for (model, fam), entry in _shapes(costs).items():
         spec = entry["spec"]
         length = math.ceil(entry["tokens"] / entry["rows"]) if entry["rows"] else spec.max_length
-        train, evaluate = time_one(spec, length=length, steps=steps, device=torch_device)
+        train, step_s, evaluate = time_one(spec, length=length, steps=steps, device=torch_device)
         print(
-            f"{model}  {fam}  ({spec.strategy}, {length} tokens a row): train {train:,.0f} tokens/s, "
-            f"evaluate {evaluate:,.0f} tokens/s on {name}"
+            f"{model}  {fam}  ({spec.strategy}, {length} tokens a row): train {train:,.0f} tokens/s + "
+            f"{step_s:.3f} s a step, evaluate {evaluate:,.0f} tokens/s on {name}"
         )
-        found += [cost.Figure(model, fam, name, "train", train), cost.Figure(model, fam, name, "evaluate", evaluate)]
-    return cost.write_calibration(output or Path("results") / cost.CALIBRATION_FILE, found)
+        found += [
+            cost.Figure(model, fam, name, "train", train, step_s),
+            cost.Figure(model, fam, name, "evaluate", evaluate),
+        ]
+    return cost.write_calibration(output or Path("results") / cost.CALIBRATION_FILE, found).resolve()

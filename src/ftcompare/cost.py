@@ -72,6 +72,7 @@ class Tokens:
     test: float
     source: str
     rows: int = 0  # examples in the three splits together
+    train_rows: int = 0
 
     @property
     def mean_length(self) -> float:
@@ -93,6 +94,7 @@ def tokens_from_cache(meta: Mapping[str, Any]) -> Tokens | None:
         *(count(splits[split]) for split in SPLITS),
         source="tokenized cache" if exact else "tokenized cache (rows x median length)",
         rows=sum(int(splits[split]["rows"]) for split in SPLITS),
+        train_rows=int(splits["train"]["rows"]),
     )
 
 
@@ -174,6 +176,7 @@ def estimated_tokens(data: Mapping[str, Any], *, max_length: int, summary: Mappi
         *(rows[split] * per_example for split in SPLITS),
         source=f"estimate: {rows_source} x {per_example:.0f} tokens ({length_source})",
         rows=sum(rows[split] for split in SPLITS),
+        train_rows=rows["train"],
     )
 
 
@@ -201,10 +204,13 @@ def cell_tokens(
 
 @dataclasses.dataclass(frozen=True)
 class Rate:
-    """Tokens per second for one stage, and where the figure comes from."""
+    """Tokens per second for one stage, and where the figure comes from; for training,
+    also the seconds each optimizer step costs whatever its tokens (the optimizer's update,
+    launching the step), where measured: a task of short texts takes more steps per token."""
 
     tokens_per_s: float
     source: str
+    step_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +222,7 @@ class Figure:
     device: str
     stage: str
     tokens_per_s: float
+    step_s: float = 0.0
 
 
 def run_figures(results: str | Path) -> list[Figure]:
@@ -289,17 +296,18 @@ class Throughput:
         return self.calibrated[-1].device if self.calibrated else figures()["default_device"]
 
     def rate(self, *, model: str, family: str, device: str, stage: str) -> Rate:
-        def matching(found: list[Figure]) -> list[float]:
+        def matching(found: list[Figure]) -> list[Rate]:
             return [
-                f.tokens_per_s
+                Rate(f.tokens_per_s, "calibrated", f.step_s)
                 for f in found
                 if f.model == model and f.family == family and f.stage == stage and same_device(f.device, device)
             ]
 
         if rates := matching(self.measured):
-            return Rate(statistics.median(rates), f"measured: {len(rates)} finished run(s)")
+            median = statistics.median(r.tokens_per_s for r in rates)
+            return Rate(median, f"measured: {len(rates)} finished run(s)")
         if rates := matching(self.calibrated):
-            return Rate(rates[-1], "calibrated")
+            return rates[-1]
         assumed = figures()["devices"]
         name = next((d for d in assumed if same_device(d, device)), None)
         table = assumed[name or figures()["default_device"]]
@@ -327,11 +335,30 @@ def startup_seconds() -> float:
     return float(figures()["job_startup_s"])
 
 
-def train_estimate(tokens: Tokens, *, epochs: int, train: Rate, evaluate: Rate) -> Estimate:
-    """A fine-tune or trial: `epochs` passes over the training split, and validation after each."""
-    trained, validated = tokens.train * epochs, tokens.validation * epochs
-    seconds = startup_seconds() + trained / train.tokens_per_s + validated / evaluate.tokens_per_s
+def steps_per_epoch(tokens: Tokens, *, batch_size: int, max_tokens_per_batch: int | None) -> int:
+    """Optimizer steps per epoch: batches of examples of about the mean length, as many as
+    the token budget holds, at most batch_size (ftcompare.batching groups by length)."""
+    if not tokens.train_rows:
+        return 0
+    mean = max(tokens.train / tokens.train_rows, 1.0)
+    rows = batch_size if max_tokens_per_batch is None else max(1, min(batch_size, int(max_tokens_per_batch // mean)))
+    return math.ceil(tokens.train_rows / rows)
+
+
+def train_estimate(tokens: Tokens, *, spec: Any, train: Rate, evaluate: Rate) -> Estimate:
+    """A fine-tune or trial (`spec`: its RunSpec): its epochs over the training split, each
+    step's fixed cost, and validation after each epoch."""
+    trained, validated = tokens.train * spec.epochs, tokens.validation * spec.epochs
+    seconds = startup_seconds() + training_seconds(tokens, spec=spec, train=train) + validated / evaluate.tokens_per_s
     return Estimate(trained + validated, seconds, tokens.source, train.source)
+
+
+def training_seconds(tokens: Tokens, *, spec: Any, train: Rate) -> float:
+    """The optimizer steps alone (what a run's train.json records as train_time_s)."""
+    steps = spec.epochs * steps_per_epoch(
+        tokens, batch_size=spec.batch_size, max_tokens_per_batch=spec.max_tokens_per_batch
+    )
+    return steps * train.step_s + tokens.train * spec.epochs / train.tokens_per_s
 
 
 def evaluate_estimate(tokens: Tokens, *, evaluate: Rate) -> Estimate:
@@ -448,7 +475,7 @@ class StudyCosts:
         train, evaluate = self.rates(spec)
         if kind == "evaluate":
             return evaluate_estimate(tokens, evaluate=evaluate)
-        return train_estimate(tokens, epochs=spec.epochs, train=train, evaluate=evaluate)
+        return train_estimate(tokens, spec=spec, train=train, evaluate=evaluate)
 
     def runtime(self, kind: str, cell: Any, strategy: str, trial: str | None = None, *, attempt: int = 1) -> int:
         """The job's time limit in minutes (runtime_minutes)."""

@@ -99,6 +99,8 @@ def totals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "hours": total,
         "trial_hours": trials,
         "tuning_share": trials / total if total else 0.0,
+        # Of the hours, each job's start-up allowance (throughput.yaml's job_startup_s).
+        "startup_hours": sum(r[f"{kind}_jobs"] for r in known for kind in cost.KINDS) * cost.startup_seconds() / 3600,
         "unknown": len(rows) - len(known),
     }
 
@@ -154,7 +156,8 @@ def render(rows: Sequence[dict[str, Any]], *, device: str, as_csv: bool = False)
     text.append("")
     text.append(
         f"study on {device}: {t['jobs']:,} GPU jobs ({t['trial_jobs']:,} tuning trials), "
-        f"{t['hours']:,.2f} GPU-hours, tuning {t['tuning_share']:.0%} of them ({t['trial_hours']:,.2f} h)"
+        f"{t['hours']:,.2f} GPU-hours ({t['startup_hours']:,.2f} of them the jobs' start-up, "
+        f"{cost.startup_seconds():.0f} s each), tuning {t['tuning_share']:.0%} of them ({t['trial_hours']:,.2f} h)"
         + (f"; {t['unknown']} lines of unknown size not counted" if t["unknown"] else "")
     )
     return "\n".join(text) + "\n"
