@@ -3,16 +3,19 @@ device, measured, for ftcompare.cost to plan with instead of assumed figures.
 
 For each (model, family) the study has, one of its strategies is set up as a run is
 (`steps.setup_training`: precision, the method, the optimizer, CUDA graphs where
-configured) and timed over a few optimizer steps, after one untimed step per shape (the
-first pays for kernel selection and allocation), then evaluated over a few batches. The
-batches are random tokens at the study's mean length for that model (token-weighted over
-its cells, capped at max_length), as many rows as the token budget holds: speed depends on
-the lengths, not on the tokens. Tokens/s count real tokens, as a run's train.json does.
+configured) and timed over a few optimizer steps of a full batch and of a quarter of its
+rows, in turn, after one untimed step per shape (the first pays for kernel selection and
+allocation): the two separate each step's fixed cost from its cost per token. Then it is
+evaluated over a few batches. Each time is the median of its steps. The batches are
+random tokens at the study's mean length for that model (token-weighted over its cells,
+capped at max_length), as many rows as the token budget holds: speed depends on the
+lengths, not on the tokens. Tokens/s count real tokens, as a run's train.json does.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,14 +51,20 @@ def _batch(rows: int, width: int, *, vocab: int, device: Any) -> dict[str, Any]:
     }
 
 
-def _seconds_per_step(step: Any, batch: dict[str, Any], *, steps: int, sync: Any) -> float:
-    step(batch)  # untimed: the first step of a shape pays for what later ones reuse
-    sync()
-    started = time.perf_counter()
-    for _ in range(steps):
+def _step_seconds(step: Any, batches: list[dict[str, Any]], *, steps: int, sync: Any) -> list[float]:
+    """The median seconds of a step of each batch, the batches taken in turn: on a shared
+    machine a burst of load then falls on all of them alike, and the median drops it."""
+    for batch in batches:  # untimed: the first step of a shape pays for what later ones reuse
         step(batch)
-    sync()
-    return (time.perf_counter() - started) / steps
+    times: list[list[float]] = [[] for _ in batches]
+    for _ in range(steps):
+        for i, batch in enumerate(batches):
+            sync()
+            started = time.perf_counter()
+            step(batch)
+            sync()
+            times[i].append(time.perf_counter() - started)
+    return [statistics.median(t) for t in times]
 
 
 def time_one(spec: Any, *, length: int, steps: int, device: Any) -> tuple[float, float, float]:
@@ -76,8 +85,7 @@ def time_one(spec: Any, *, length: int, steps: int, device: Any) -> tuple[float,
     full, small = (_batch(n, width, vocab=vocab, device=device) for n in (rows, few))
     setup.step.prepare([full, small])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    t_full = _seconds_per_step(setup.step, full, steps=steps, sync=sync)
-    t_small = _seconds_per_step(setup.step, small, steps=steps, sync=sync)
+    t_full, t_small = _step_seconds(setup.step, [full, small], steps=steps, sync=sync)
     per_token = (t_full - t_small) / ((rows - few) * width) if rows > few else 0.0
     if per_token <= 0 or per_token * rows * width > t_full:  # too noisy to separate: all per token
         per_token, step_s = t_full / (rows * width), 0.0
@@ -87,7 +95,8 @@ def time_one(spec: Any, *, length: int, steps: int, device: Any) -> tuple[float,
     eval_batch = _batch(eval_rows, width, vocab=vocab, device=device)
     setup.model.eval()
     with torch.no_grad(), autocast(device, setup.precision):
-        evaluate = eval_rows * width / _seconds_per_step(lambda b: setup.model(**b), eval_batch, steps=steps, sync=sync)
+        (seconds,) = _step_seconds(lambda b: setup.model(**b), [eval_batch], steps=steps, sync=sync)
+    evaluate = eval_rows * width / seconds
     return 1.0 / per_token, step_s, evaluate
 
 
