@@ -131,10 +131,10 @@ def time_limits(job_ids: list[str]) -> dict[str, int]:
 
 def group_member_runtimes(output: str) -> list[int]:
     """The runtimes Snakemake printed for the members of the group job it submitted."""
-    lines = output[output.index("Group job short") :].splitlines()[1:]
-    # Its members are the indented lines that follow, up to the next line at the margin.
-    end = next((i for i, line in enumerate(lines) if line and not line[0].isspace()), len(lines))
-    return [int(value) for value in re.findall(r"runtime=(\d+)", "\n".join(lines[:end]))]
+    block = output[output.index("Group job short") :]
+    # Its members' descriptions, up to the line saying it was submitted.
+    block = block[: block.index("has been submitted with SLURM jobid")]
+    return [int(value) for value in re.findall(r"runtime=(\d+)", block)]
 
 
 def slurm_job_in_log(log: Path) -> str:
