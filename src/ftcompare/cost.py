@@ -314,7 +314,7 @@ class Throughput:
         entry = table["train" if stage == "train" else "evaluate"][family]
         where = entry["from"] + ("" if model == table["model"] else f", measured on {table['model']}")
         if name is None:
-            where += f"; nothing known for device {device!r}: {figures()['default_device']}'s figure"
+            where += f" (nothing known for device {device!r}: {figures()['default_device']}'s figure)"
         return Rate(float(entry["tokens_per_s"]), f"assumed: {where}")
 
 
