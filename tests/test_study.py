@@ -201,7 +201,7 @@ def test_a_key_of_data_that_some_task_reads_is_not_refused():
 
 
 @pytest.mark.parametrize(
-    "name", ["mean", "method", "model", "strategy", "wins", "ties", "losses", "Mean_Rank", "summary.csv"]
+    "name", ["mean", "method", "model", "strategy", "better", "equivalent", "did_not_learn", "Mean_Rank", "summary.csv"]
 )
 def test_a_task_named_as_an_outputs_column_or_file_is_refused_listing_the_reserved(name):
     with pytest.raises(ConfigError, match=rf"task name '{name}' is a column or file name .*Reserved: \['model'"):

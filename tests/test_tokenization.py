@@ -204,3 +204,10 @@ def test_minilm_records_its_pair_templates_segment_ids(imdb_sample, tmp_path):
     # [CLS] first [SEP] | second [SEP]
     assert json.loads((out / "tokenization.json").read_text())["pair_type_ids"] == [0, 0, 0, 1, 1]
     assert load_tokenized(out).splits["train"].pair_types == (0, 0, 0, 1, 1)
+
+
+def test_the_cache_counts_each_splits_tokens_for_a_plan(tiny_tokenized):
+    meta = json.loads((tiny_tokenized / "tokenization.json").read_text())
+    data = load_tokenized(tiny_tokenized)
+    for split, tokenized in data.splits.items():
+        assert meta["splits"][split]["tokens"] == int(tokenized.lengths.sum()) > 0

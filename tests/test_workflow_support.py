@@ -307,3 +307,18 @@ def test_preflight_checks_a_pair_column_like_the_text_column(tmp_path):
     frame.to_parquet(tmp_path / "test.parquet", index=False)
     with pytest.raises(Exception, match=r"text column 's2' has 1 missing \(null\) value"):
         _check_data_source(data)
+
+
+def test_a_cells_cache_keys_follow_its_data_then_its_model_and_length() -> None:
+    from ftcompare.checks import checked_study
+    from ftcompare.config import load_config
+    from ftcompare.workflow_support import cell_cache_keys
+
+    repo = Path(__file__).resolve().parents[1]
+    _, cells = checked_study(load_config(repo / "config" / "glue.yaml", repo / "config" / "encoders.yaml"))
+    keys = {(cell.task, cell.model): cell_cache_keys(cfg) for cell, cfg in cells.items()}
+    # Data is shared by a task's models; tokens are not.
+    assert (
+        keys[("rte", "roberta-base")][0] == keys[("rte", "bert-base-uncased")][0] != keys[("mnli", "roberta-base")][0]
+    )
+    assert keys[("rte", "roberta-base")][1] != keys[("rte", "bert-base-uncased")][1]

@@ -3,6 +3,8 @@
     ftcompare predict RUN_DIR --input FILE [--output FILE]
     ftcompare export RUN_DIR --merged OUT
     ftcompare status [RESULTS_DIR] [--watch [SECONDS]]
+    ftcompare plan [--directory D] [--configfile F ...] [--device NAME] [--csv]
+    ftcompare calibrate [--directory D] [--configfile F ...] [--steps N] [--output FILE]
 
 Kept light: `ftcompare --help` imports neither torch nor transformers; each command
 imports what it needs when it runs (ftcompare.trained).
@@ -120,6 +122,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="refresh every SECONDS (default 10, at least 1)",
     )
     status.set_defaults(handler=_status)
+
+    plan = commands.add_parser(
+        "plan",
+        help="what a study will cost: jobs, tokens and GPU-hours, before any job runs (no torch)",
+        description=(
+            "Each task x model x strategy's jobs (tuning trials, final runs, evaluations), the tokens they process "
+            "and their estimated hours on a device, and the study's total with the tuning share. Reads the config "
+            "as snakemake does with the same --directory and --configfile. Throughput: the study's finished runs, "
+            "else its calibration (ftcompare calibrate), else BENCHMARKS.md's H200 figures; each line says which."
+        ),
+    )
+    _study_arguments(plan)
+    plan.add_argument(
+        "--device",
+        metavar="NAME",
+        help="the device to estimate for (default: cost.device, else the calibration's, else NVIDIA H200)",
+    )
+    plan.add_argument("--calibration", metavar="FILE", help="a calibration file (default: results/calibration.json)")
+    plan.add_argument("--csv", action="store_true", help="CSV, one line per task x model x strategy")
+    plan.set_defaults(handler=_plan)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="time a few training steps of each model x method family on this device, for `ftcompare plan`",
+        description=(
+            "Times a few optimizer steps (and evaluation batches) of each model x method family of the study on this "
+            "device, with the study's max_length and token budget, and stores tokens/s with the device's name."
+        ),
+    )
+    _study_arguments(calibrate)
+    calibrate.add_argument("--steps", type=int, default=5, help="timed steps per model x family (default 5)")
+    calibrate.add_argument("--output", metavar="FILE", help="default: results/calibration.json of the study")
+    calibrate.add_argument("--device", default="auto", help="auto (a GPU if there is one, else the CPU), cpu, cuda:N")
+    calibrate.set_defaults(handler=_calibrate)
     return parser
 
 
@@ -130,6 +166,11 @@ def _watch_seconds(text: str) -> float:
         return watch_seconds(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _study_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--directory", "-d", default=".", metavar="D", help="the study's folder, as snakemake's")
+    command.add_argument("--configfile", nargs="+", default=[], metavar="F", help="config overlays, as snakemake's")
 
 
 def _quiet_libraries() -> None:
@@ -193,18 +234,46 @@ def _status(args: argparse.Namespace) -> int:
         return 2
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from ftcompare import planning
+
+    sys.stdout.write(
+        planning.plan(
+            args.directory, args.configfile, device=args.device, calibration=args.calibration, as_csv=args.csv
+        )
+    )
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from ftcompare import calibration
+
+    out = calibration.calibrate(
+        args.directory, args.configfile, steps=args.steps, output=args.output, device=args.device
+    )
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "status":  # before the imports below, which bring torch: a login node has no need of it
-        return args.handler(args)
+    if args.command in ("status", "plan"):  # before the imports below, which bring torch: no need of it
+        from ftcompare.errors import ConfigError
+
+        try:
+            return args.handler(args)
+        except ConfigError as exc:
+            print(f"ftcompare {args.command}: error: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from ftcompare.data import DataError
+    from ftcompare.errors import ConfigError
     from ftcompare.sources import ModelSourceError
     from ftcompare.trained import UsageError
 
     try:
         return args.handler(args)
-    except (UsageError, DataError, ModelSourceError) as exc:
+    except (UsageError, DataError, ModelSourceError, ConfigError) as exc:
         print(f"ftcompare {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

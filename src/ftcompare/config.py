@@ -92,7 +92,7 @@ def training_overrides() -> tuple[str, ...]:
 # Sections whose missing keys come from config/config.yaml, the one source of defaults
 # (Snakemake layers every --configfile over it anyway; this serves callers that pass a
 # partial config, such as tests).
-DEFAULTED_SECTIONS = ("data", "training", "method_defaults", "report", "tuning", "monitoring")
+DEFAULTED_SECTIONS = ("data", "training", "method_defaults", "report", "tuning", "monitoring", "cost")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

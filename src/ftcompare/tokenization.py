@@ -196,6 +196,8 @@ def tokenize_splits(
         num_labels = max(num_labels, int(frame["label"].max()) + 1)
         stats[split] = {
             "rows": len(frame),
+            # Every token of the split, what a plan's estimate of a run reads (ftcompare.cost).
+            "tokens": int(lengths.sum()),
             "median_length": float(lengths.median()),
             "truncated_fraction": float((lengths >= max_length).mean()),
         }

@@ -296,3 +296,17 @@ def _check_module_lists(strategies: Mapping[str, Any], *, folder: Path, model: s
         check_module_lists(strategies, module_names(str(folder)), model=model)
     except ModelSourceError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def cell_cache_keys(cfg: Mapping[str, Any]) -> tuple[str, str]:
+    """A cell's data and tokenized cache keys (results/data/<key>, results/tokenized/<key>):
+    the keys of exactly the settings each stage reads (cache_key)."""
+    from ftcompare.data import settings_used
+
+    data_key = cache_key(settings_used(cfg["data"]))
+    tokenize = {
+        "data": f"results/data/{data_key}",
+        "model": cfg["model"]["name_or_path"],
+        "max_length": cfg["training"]["max_length"],
+    }
+    return data_key, cache_key(tokenize)

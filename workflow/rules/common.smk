@@ -29,7 +29,8 @@ from ftcompare.study import (
     hub_folder,
 )
 from ftcompare.tuning import apply_selection, trial_spec, trials
-from ftcompare.workflow_support import cache_key
+from ftcompare.workflow_support import cell_cache_keys
+from ftcompare.cost import StudyCosts, minutes
 
 # Every key checked against workflow/schemas/config.schema.yaml, defaults filled in, and
 # each cell of the study (a task with a model: ftcompare.study) checked as a config of its
@@ -86,17 +87,15 @@ TOKENIZED = {}  # tokenized key -> {"data_key", "model", "max_length", "base_mod
 DATA_KEY = {}  # cell -> its data key
 TOKENIZED_KEY = {}  # cell -> its tokenized key
 for cell, cfg in CELLS.items():
-    settings = settings_used(cfg["data"])
-    data_key = cache_key(settings)
-    DATA[data_key] = {"settings": settings, "hub": fetched_data(cfg["data"])}
-    tokenize = {
+    data_key, tokenized_key = cell_cache_keys(cfg)
+    DATA[data_key] = {
+        "settings": settings_used(cfg["data"]),
+        "hub": fetched_data(cfg["data"]),
+    }
+    TOKENIZED[tokenized_key] = {
         "data": f"results/data/{data_key}",
         "model": cfg["model"]["name_or_path"],
         "max_length": cfg["training"]["max_length"],
-    }
-    tokenized_key = cache_key(tokenize)
-    TOKENIZED[tokenized_key] = {
-        **tokenize,
         "data_key": data_key,
         "base_model": fetched_model(cfg),
     }
@@ -246,11 +245,9 @@ def trial_values(wildcards):
     return {f"{s}/{i}": t.values for (s, i), t in TRIALS[cell].items()}
 
 
-def minutes(first_attempt):
-    """A `runtime` (minutes) that grows with each attempt: a job that ran out of time is
-    retried with more (a fine-tune resumes from its checkpoint, so it even needs less).
-    """
-    return lambda wildcards, attempt: first_attempt * attempt
+# Time limits (minutes), growing with each attempt; a GPU job's from its estimate
+# (ftcompare.cost), re-evaluated when it is scheduled, and its group on a cluster.
+COSTS = StudyCosts(CELLS, seeds=SEEDS, settings=STUDY["cost"])
 
 
 # A run's folder; a trial's. Attempt files: beside a job's outputs, not among them, so

@@ -19,16 +19,23 @@ rule evaluate:
         "results/logs/evaluate/{task}/{model}/{strategy}_seed{seed}.log",
     benchmark:
         "results/benchmarks/evaluate/{task}/{model}/{strategy}_seed{seed}.tsv"
+    # A short one runs in a group on a cluster (ftcompare.cost).
+    group:
+        COSTS.group_of("evaluate")
     conda:
         "../envs/train.yaml"
     # On a GPU these feed the data, and 4 is plenty: `--cores 16 --resources gpu=4` runs
     # four GPU jobs at once. On a CPU, torch's kernels use them (Snakemake caps threads
     # at --cores).
     threads: 4
+    # Runtime sized as finetune's: one pass over the test split. Its SLURM signal as
+    # finetune's: the members of a group must ask for the same sbatch flags (an
+    # evaluation signalled before its limit ends, and its retry starts it again).
     resources:
         gpu=1,
         mem_mb=8000,
-        runtime=minutes(60),
+        runtime=COSTS.runtime_of("evaluate"),
+        slurm_extra="'--signal=TERM@300'",
     params:
         # As in finetune: a failed evaluation is retried by a plain rerun.
         retry_marker=evaluate_retry_marker,

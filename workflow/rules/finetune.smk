@@ -19,22 +19,24 @@ rule finetune:
         "results/logs/finetune/{task}/{model}/{strategy}_seed{seed}.log",
     benchmark:
         "results/benchmarks/finetune/{task}/{model}/{strategy}_seed{seed}.tsv"
+    # Host memory: the CUDA context and libraries (~3 GB), the model loaded on the host
+    # first, and checkpoints, which copy the trainable weights and Adam's state there
+    # (1.5 GB for roberta-base). Runtime: the run's estimate times cost.safety_factor
+    # (ftcompare.cost), growing with each retry. On SLURM (ignored elsewhere): SIGTERM to
+    # the job's steps 5 minutes before its time limit, so that training checkpoints and
+    # exits non-zero and the retry resumes; a short run joins a group there.
+    group:
+        COSTS.group_of("finetune")
     conda:
         "../envs/train.yaml"
     # On a GPU these feed the data, and 4 is plenty: `--cores 16 --resources gpu=4` runs
     # four GPU jobs at once. On a CPU, torch's kernels use them (Snakemake caps threads
     # at --cores).
     threads: 4
-    # Host memory: the CUDA context and libraries (~3 GB), the model loaded on the host
-    # first, and checkpoints, which copy the trainable weights and Adam's state there
-    # (1.5 GB for roberta-base). Runtime: roberta-base's 3 epochs take minutes on an
-    # H200 (BENCHMARKS.md), so 4 hours leaves room for older GPUs and queued retries.
-    # On SLURM (ignored elsewhere): SIGTERM to the job's steps 5 minutes before its time
-    # limit, so that training checkpoints and exits non-zero and the retry resumes.
     resources:
         gpu=1,
         mem_mb=16000,
-        runtime=minutes(240),
+        runtime=COSTS.runtime_of("finetune"),
         slurm_extra="'--signal=TERM@300'",
     params:
         run=run_settings,

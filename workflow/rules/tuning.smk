@@ -7,6 +7,8 @@ rule tune:
         "results/logs/tune/{task}/{model}/{strategy}/{trial}_seed{seed}.log",
     benchmark:
         "results/benchmarks/tune/{task}/{model}/{strategy}/{trial}_seed{seed}.tsv"
+    group:
+        COSTS.group_of("trial")
     conda:
         "../envs/train.yaml"
     # As finetune (see there); a trial runs tuning.epochs, often fewer.
@@ -14,7 +16,7 @@ rule tune:
     resources:
         gpu=1,
         mem_mb=16000,
-        runtime=minutes(240),
+        runtime=COSTS.runtime_of("trial"),
         slurm_extra="'--signal=TERM@300'",
     params:
         run=trial_settings,
