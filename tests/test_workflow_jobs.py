@@ -29,8 +29,12 @@ def small_study(workdir: Path, data_dir: Path, model: str, **data) -> Path:
     settings = {
         "data": {
             "source": "parquet",
-            "train": str(data_dir / "train.parquet"),
-            "test": str(data_dir / "test.parquet"),
+            # A hub source reads no local files, and the plan refuses keys a source does not read.
+            **(
+                {}
+                if data.get("source") == "hub"
+                else {"train": str(data_dir / "train.parquet"), "test": str(data_dir / "test.parquet")}
+            ),
             "train_size": 300,
             "test_size": 100,
             "validation_fraction": 0.2,
