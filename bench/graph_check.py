@@ -28,11 +28,17 @@ import throughput as tp  # noqa: E402  (sets up the allocator and the import pat
 import torch  # noqa: E402
 from random_roberta import NO_DROPOUT, write_random_roberta  # noqa: E402
 
-from ftcompare.batching import TrainBatching  # noqa: E402
-from ftcompare.checks import checked_config  # noqa: E402
-from ftcompare.config import load_config, resolve_run  # noqa: E402
-from ftcompare.models import StrategyUnavailable  # noqa: E402
-from ftcompare.steps import select_device, setup_training  # noqa: E402
+from ftcompare.data import TrainBatching  # noqa: E402
+from ftcompare.model import (
+    StrategyUnavailable,  # noqa: E402
+    select_device,  # noqa: E402
+)
+from ftcompare.plan import (  # noqa: E402
+    checked_config,  # noqa: E402
+    load_config,
+    resolve_run,
+)
+from ftcompare.train import setup_training
 
 QUICK_SHAPE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
 

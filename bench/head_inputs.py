@@ -48,9 +48,8 @@ def head_inputs(
     run's evaluation is: `batch_size` rows and `max_tokens` padded tokens at most)."""
     import torch
 
-    from ftcompare.batching import eval_batches
-    from ftcompare.inference import predict_logits
-    from ftcompare.models import resolve_precision, transformers_model
+    from ftcompare.data import eval_batches
+    from ftcompare.model import predict_logits, resolve_precision, transformers_model
 
     captured: list[torch.Tensor] = []
     head = transformers_model(model).classifier  # BERT's, RoBERTa's, DeBERTa's and ModernBERT's head
@@ -98,11 +97,11 @@ def main() -> None:
 
     import torch
 
-    from ftcompare import study
-    from ftcompare.batching import load_tokenized
-    from ftcompare.models import build_model, fit_text_budget, resolve_precision
-    from ftcompare.trained import UsageError, load_for_inference, open_run
-    from ftcompare.training import seed_everything
+    from ftcompare.contract import UsageError, layout
+    from ftcompare.data import load_tokenized
+    from ftcompare.model import build_model, fit_text_budget, resolve_precision
+    from ftcompare.train import seed_everything
+    from ftcompare.use import load_for_inference, open_run
 
     cpu = torch.device("cpu")
     print(f"{'run':48s} {'when':8s} {'cosine':>7s} {'probe':>6s}")
@@ -111,7 +110,7 @@ def main() -> None:
             run = open_run(run_dir)
         except UsageError as exc:
             raise SystemExit(f"head_inputs.py: {exc}") from None
-        folder = study.study_folder(run_dir)
+        folder = layout.study_folder(run_dir)
         if folder is None:
             raise SystemExit(f"head_inputs.py: {run_dir} is not under a study's results/runs/ (no tokenized data)")
         data = load_tokenized(folder / run.train["tokenized_dir"], splits=("train", "validation"))

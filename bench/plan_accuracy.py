@@ -4,7 +4,7 @@ fine-tune's estimated and measured training time and the median absolute error.
     python bench/plan_accuracy.py [--study .test] [--cores 2] [--keep FOLDER]
 
 The study (default: the .test study) is copied to a fresh folder, calibrated on this device
-(`ftcompare calibrate`), estimated from that calibration alone (ftcompare.cost: the
+(`ftcompare calibrate`), estimated from that calibration alone (ftcompare.plan.cost: the
 tokenized caches' counts once tokenized, so the prepare and tokenize jobs run first), then
 run with Snakemake. Compared: each fine-tune's estimated training seconds (its epochs over
 the training split at the calibrated tokens/s, and each step's fixed cost) against train.json's train_time_s (the
@@ -29,7 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from ftcompare import cost, planning  # noqa: E402
+from ftcompare.plan import cost  # noqa: E402
+from ftcompare.plan import estimate as planning  # noqa: E402
 
 
 def snakemake(folder: Path, *targets: str, cores: int) -> None:
@@ -101,7 +102,7 @@ def main() -> None:
 
 
 def _tokenized_keys(folder: Path) -> list[str]:
-    from ftcompare.workflow_support import cell_cache_keys
+    from ftcompare.plan import cell_cache_keys
 
     here = Path.cwd()
     _, cells = planning.load_study(folder)

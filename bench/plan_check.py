@@ -25,7 +25,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-from ftcompare.config import load_config  # noqa: E402
+from ftcompare.plan import load_config  # noqa: E402
 
 OVERLAYS = ["config/glue.yaml", "config/encoders.yaml", "config/methods.yaml"]
 

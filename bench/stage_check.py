@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
-from ftcompare.allocator import prefer_expandable_segments  # noqa: E402 (torch-free)
+from ftcompare.contract import prefer_expandable_segments  # noqa: E402 (torch-free)
 
 prefer_expandable_segments()  # as the workflow's rule scripts do, before torch is imported
 
@@ -44,14 +44,13 @@ def prepare(
     """Tokenized IMDB subsets for `run`: with `model`, a copy of that model (weights in
     bf16, half the bytes to carry) and its tokenizer; without, a BPE for a random roberta-base."""
     from ftcompare.data import prepare as prepare_data
-    from ftcompare.data import write_prepared
-    from ftcompare.tokenization import tokenize_splits
+    from ftcompare.data import tokenize_splits, write_prepared
 
     if model is not None:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from ftcompare.sources import resolve_model_path
+        from ftcompare.contract import resolve_model_path
 
         source = resolve_model_path(model)
         model_dir = out / "model"
@@ -149,12 +148,13 @@ def run(
 ) -> list[dict]:
     """Fine-tune, evaluate and report every (strategy, seed) through the workflow's own
     job functions; returns one summary row per run."""
-    from ftcompare import jobs
-    from ftcompare.checks import checked_config
-    from ftcompare.config import load_config, resolve_run
-    from ftcompare.provenance import read_json
+    from ftcompare.contract import read_json, setup_logging
+    from ftcompare.evaluate import evaluate_job
+    from ftcompare.plan import checked_config, load_config, resolve_run
+    from ftcompare.report import report_job
+    from ftcompare.train import finetune_job
 
-    jobs.setup_logging(out / "stage_check.log")
+    setup_logging(out / "stage_check.log")
     model_dir = model or _random_roberta(out / "roberta-base-random", tokenizer_dir=bundle / "tokenizer")
     config = load_config()
     config["model"]["name_or_path"] = str(model_dir)
@@ -168,7 +168,7 @@ def run(
         for seed in seeds:
             spec = resolve_run(validated, strategy=strategy, seed=seed)
             run_dir = out / "runs" / strategy / f"seed{seed}"
-            jobs.finetune_job(
+            finetune_job(
                 spec=spec,
                 tokenized_dir=bundle / "tokenized",
                 model_dir=run_dir / "model",
@@ -177,7 +177,7 @@ def run(
                 attempt_path=run_dir / "attempt.json",
                 retry_marker="first",
             )
-            jobs.evaluate_job(
+            evaluate_job(
                 train_record_path=run_dir / "train.json",
                 tokenized_dir=bundle / "tokenized",
                 model_dir=run_dir / "model",
@@ -207,9 +207,9 @@ def run(
                     "reason": trained["reason"] or evaluated["reason"] or graphs.get("fallback_reason"),
                 }
             )
-    from ftcompare.figures import figure_names
+    from ftcompare.contract import figure_names
 
-    jobs.report_job(
+    report_job(
         train_records=train_records,
         eval_records=eval_records,
         prediction_paths=predictions,

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from ftcompare.status import render, study_rows  # noqa: E402
+from ftcompare.use import render, study_rows  # noqa: E402
 
 
 def fabricate(results: Path, runs: int) -> None:

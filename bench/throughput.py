@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("ftcompare") is None:  # not installed (e.g. a bare GPU image): use the checkout
     sys.path.insert(0, str(REPO_ROOT / "src"))
 
-from ftcompare.allocator import allocator_setting, prefer_expandable_segments  # noqa: E402 (torch-free)
+from ftcompare.contract import allocator_setting, prefer_expandable_segments  # noqa: E402 (torch-free)
 
 prefer_expandable_segments()  # as the workflow's jobs do; must precede CUDA's first allocation
 
@@ -54,14 +54,29 @@ def progress(message: str) -> None:
 
 from random_roberta import write_random_roberta  # noqa: E402
 
-from ftcompare import models  # noqa: E402
-from ftcompare.batching import TokenizedSplit, TrainBatching, collate, eval_batches, padded_width  # noqa: E402
-from ftcompare.checks import checked_config  # noqa: E402
-from ftcompare.config import REFERENCE_RECIPE, ConfigError, RunSpec, load_config, resolve_run  # noqa: E402
-from ftcompare.inference import predict_logits  # noqa: E402
-from ftcompare.models import Precision, StrategyUnavailable, build_model, count_parameters  # noqa: E402
-from ftcompare.provenance import package_versions  # noqa: E402
-from ftcompare.steps import TrainSetup, TrainStep, peak_memory, select_device, setup_training  # noqa: E402
+from ftcompare.contract import (  # noqa: E402
+    ConfigError,
+    package_versions,  # noqa: E402
+)
+from ftcompare.data import TokenizedSplit, TrainBatching, collate, eval_batches, padded_width  # noqa: E402
+from ftcompare.methods import RunSpec  # noqa: E402
+from ftcompare.model import (  # noqa: E402  # noqa: E402
+    Precision,
+    StrategyUnavailable,
+    build_model,
+    count_parameters,
+    peak_memory,
+    predict_logits,  # noqa: E402
+    select_device,
+)
+from ftcompare.model import build as models  # noqa: E402
+from ftcompare.plan import (  # noqa: E402
+    REFERENCE_RECIPE,
+    checked_config,  # noqa: E402
+    load_config,
+    resolve_run,
+)
+from ftcompare.train import TrainSetup, TrainStep, setup_training  # noqa: E402
 
 FP32 = Precision(autocast_dtype=None, base_dtype=torch.float32)
 
@@ -320,7 +335,7 @@ def measure_peak(*, device: torch.device) -> Peak:
 def train_steps(
     *, step: TrainStep, batching: TrainBatching, split: TokenizedSplit, batches: list[np.ndarray], device: torch.device
 ) -> None:
-    """The training loop's own step (`ftcompare.steps.TrainStep`) over `batches`."""
+    """The training loop's own step (`ftcompare.train.steps.TrainStep`) over `batches`."""
     loss_sum = torch.zeros((), device=device)
     for indices in batches:
         loss_sum += step(

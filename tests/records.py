@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ftcompare.tables import load_runs
+from ftcompare.report import load_runs
 
-# The columns summary.csv keeps, in this order: written out, not read from ftcompare.tables.
+# The columns summary.csv keeps, in this order: written out, not read from ftcompare.report.tables.
 REQUIRED_COLUMNS = [
     "task",
     "model",
@@ -323,7 +323,7 @@ def write_cells(root: Path, cells: dict[tuple[str, str, str], dict[str, Any]], *
     import numpy as np
     import pandas as pd
 
-    from ftcompare.metrics import all_scores
+    from ftcompare.contract import all_scores
 
     train_paths, eval_paths, prediction_paths = [], [], []
     for (task, model, metric), strategies in cells.items():
@@ -369,7 +369,7 @@ def all_majority_study(root: Path, units: dict[str, str] | None = None):
     every row with the majority class, as the issue's one-epoch study did."""
     import numpy as np
 
-    from ftcompare.tables import Study
+    from ftcompare.report import Study
 
     rng = np.random.default_rng(11)
     sst2 = np.tile([0, 1], 150)

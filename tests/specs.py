@@ -6,8 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ftcompare.checks import checked_config
-from ftcompare.config import load_config, resolve_run
+from ftcompare.plan import checked_config, load_config, resolve_run
 
 CPU = torch.device("cpu")
 
@@ -37,8 +36,7 @@ def tokenized_sample(
 ) -> Path:
     """The IMDB sample prepared (train_size reviews, a fifth of them for validation, and
     test_size test reviews) and tokenized at `max_length` tokens by `model_path`'s tokenizer."""
-    from ftcompare.data import prepare, write_prepared
-    from ftcompare.tokenization import tokenize_splits
+    from ftcompare.data import prepare, tokenize_splits, write_prepared
 
     prepared = prepare(
         {
@@ -79,8 +77,7 @@ def tokenized_pairs(folder: Path, model: str, firsts: list[str], seconds: list[s
     prepared pair task, tokenized at `max_length` tokens by `model`'s tokenizer."""
     import pandas as pd
 
-    from ftcompare.data import PreparedData, prepared_text_columns, write_prepared
-    from ftcompare.tokenization import tokenize_splits
+    from ftcompare.data import PreparedData, prepared_text_columns, tokenize_splits, write_prepared
 
     frame = pd.DataFrame({"text": firsts, "text_pair": seconds, "label": [i % 2 for i in range(len(firsts))]})
     prepared = PreparedData(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ftcompare.allocator import ALLOCATOR_VARIABLES, allocator_setting, prefer_expandable_segments
+from ftcompare.contract import ALLOCATOR_VARIABLES, allocator_setting, prefer_expandable_segments
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
 

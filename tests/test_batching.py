@@ -1,4 +1,4 @@
-"""Tests for ftcompare.batching: length-grouped epoch order, eval order and padding."""
+"""Tests for ftcompare.data.batching: length-grouped epoch order, eval order and padding."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ftcompare.batching import (
+from ftcompare.data import (
     GROUP_WINDOW_BATCHES,
     IGNORED_LABEL,
     TokenizedSplit,

@@ -1,5 +1,5 @@
-"""`ftcompare calibrate` (ftcompare.calibration): a study's throughput measured on this
-device, stored with the device's name for ftcompare.cost."""
+"""`ftcompare calibrate` (ftcompare.use.calibration): a study's throughput measured on this
+device, stored with the device's name for ftcompare.plan.cost."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import torch
 import yaml
 from specs import make_spec
 
-from ftcompare import calibration, cost
-from ftcompare.provenance import hardware
+from ftcompare.contract import hardware
+from ftcompare.plan import cost
+from ftcompare.use import calibration
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

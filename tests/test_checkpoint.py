@@ -1,4 +1,4 @@
-"""Tests for ftcompare.checkpoint: atomic, checksummed checkpoints that survive kills and full disks."""
+"""Tests for ftcompare.train.checkpoint: atomic, checksummed checkpoints that survive kills and full disks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from ftcompare import checkpoint as ckpt
+from ftcompare.train import checkpoint as ckpt
 
 
 def test_truncated_checkpoint_falls_back_to_previous(tmp_path, caplog):
@@ -78,7 +78,7 @@ def test_only_the_last_two_checkpoints_are_kept(tmp_path):
 
 
 def test_temporary_files_do_not_follow_a_planted_symlink(tmp_path):
-    from ftcompare.provenance import write_json
+    from ftcompare.contract import write_json
 
     victim = tmp_path / "victim"
     victim.write_text("untouched")

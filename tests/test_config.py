@@ -1,4 +1,4 @@
-"""Tests for ftcompare.config: schema validation, defaults, and per-run resolution."""
+"""Tests for ftcompare.plan.config: schema validation, defaults, and per-run resolution."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from ftcompare.checks import checked_config, checked_study
-from ftcompare.config import DEFAULT_CONFIG, ConfigError, RunSpec, load_config, load_yaml, resolve_run
-from ftcompare.methods import BLOCKS, METHODS
-from ftcompare.study import Cell
+from ftcompare.contract import ConfigError
+from ftcompare.methods import BLOCKS, METHODS, RunSpec
+from ftcompare.plan import DEFAULT_CONFIG, Cell, checked_config, checked_study, load_config, load_yaml, resolve_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # config/config.yaml is the one source of defaults.
@@ -323,7 +322,7 @@ def test_effective_learning_rate_uses_sqrt_scaling(base_config: dict[str, Any]) 
 
 
 def test_run_records_from_before_the_budget_still_load(base_config: dict[str, Any]) -> None:
-    from ftcompare.records import upgrade
+    from ftcompare.contract import upgrade
 
     spec = resolve_run(checked_config(base_config), strategy="qlora", seed=0)
     older = {k: v for k, v in spec.to_dict().items() if k not in ("max_tokens_per_batch", "gradient_checkpointing")}

@@ -1,4 +1,4 @@
-"""A study's cost before it runs (ftcompare.cost, ftcompare.planning): tokens from the
+"""A study's cost before it runs (ftcompare.plan.cost, ftcompare.plan.estimate): tokens from the
 tokenized cache or the data's size, throughput from finished runs, a calibration or the
 assumed figures, each job's time limit and cluster group, and `ftcompare plan`."""
 
@@ -12,10 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ftcompare import cost, planning
-from ftcompare.config import load_config
-from ftcompare.errors import ConfigError
-from ftcompare.study import Cell
+from ftcompare.contract import ConfigError
+from ftcompare.plan import Cell, cost, load_config
+from ftcompare.plan import estimate as planning
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"device": None, "safety_factor": 3, "min_runtime_minutes": 15, "group_under_minutes": 10}
@@ -182,7 +181,7 @@ def test_only_jobs_estimated_under_the_threshold_are_grouped():
 
 
 def glue_costs(throughput: cost.Throughput | None = None) -> cost.StudyCosts:
-    from ftcompare.checks import checked_study
+    from ftcompare.plan import checked_study
 
     config = load_config(REPO_ROOT / "config" / "glue.yaml")
     resolved, cells = checked_study(config)
@@ -241,7 +240,7 @@ def test_the_plan_counts_every_job_and_the_tuning_share():
 
 def run_plan(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
     code = (
-        "import sys; from ftcompare.cli import main; code = main(sys.argv[1:]); "
+        "import sys; from ftcompare.use.cli import main; code = main(sys.argv[1:]); "
         "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
         "assert not heavy, f'imported {heavy}'; sys.exit(code)"
     )

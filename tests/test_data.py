@@ -1,4 +1,4 @@
-"""Tests for ftcompare.data: reading each source, checking, splitting and writing."""
+"""Tests for ftcompare.data.splits: reading each source, checking, splitting and writing."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftcompare.config import DEFAULT_CONFIG, load_yaml
+from ftcompare.contract import versioned
 from ftcompare.data import SPLITS, DataError, prepare, prepared_label_names, write_prepared
-from ftcompare.records import versioned
+from ftcompare.plan import DEFAULT_CONFIG, load_yaml
 
 # The committed sample: 1,000 reviews per split, 500 per class.
 SAMPLE = Path(__file__).resolve().parents[1] / ".test" / "data"
@@ -407,7 +407,7 @@ def hub_dataset(frame: pd.DataFrame, names: list[str] | None):
 def test_a_hub_datasets_class_names_survive_the_fetched_copy(tmp_path: Path, monkeypatch) -> None:
     import datasets
 
-    from ftcompare.fetch import fetch_dataset
+    from ftcompare.data import fetch_dataset
 
     hub = datasets.DatasetDict(
         {"train": hub_dataset(synthetic(20), ["neg", "pos"]), "test": hub_dataset(synthetic(10), ["neg", "pos"])}
@@ -427,8 +427,8 @@ def test_a_hub_dataset_out_of_reach_is_one_line_in_the_fetch_rules_log(tmp_path:
 
     import datasets
 
-    from ftcompare.fetch import fetch_dataset
-    from ftcompare.jobs import one_line_errors, setup_logging
+    from ftcompare.contract import one_line_errors, setup_logging
+    from ftcompare.data import fetch_dataset
 
     def offline(*args):
         raise ConnectionError("Couldn't reach 'org/reviews' on the Hub (OfflineModeIsEnabled)")
@@ -492,8 +492,8 @@ def test_class_names_the_data_does_not_use_are_left_out_and_disagreeing_splits_a
 
 
 def test_a_csv_row_with_an_unquoted_comma_is_refused_not_cut(tmp_path: Path) -> None:
-    from ftcompare.config import ConfigError
-    from ftcompare.workflow_support import preflight
+    from ftcompare.contract import ConfigError
+    from ftcompare.plan import preflight_checks
 
     # pandas would make "Great movie" the row's index and train on " loved it".
     lines = ["text,label", "Great movie, loved it,1", *(f"review {i},{i % 2}" for i in range(20))]
@@ -507,7 +507,7 @@ def test_a_csv_row_with_an_unquoted_comma_is_refused_not_cut(tmp_path: Path) -> 
     config["data"] = data
     config["model"]["name_or_path"] = "roberta-base"  # a hub id: preflight leaves it to the jobs
     with pytest.raises(ConfigError, match="line 2 holds 3 fields"):
-        preflight(config)
+        preflight_checks(config)
 
 
 # --- hub configurations, named splits, hidden labels (issue 19) -------------------------------
@@ -546,7 +546,7 @@ def glue_like(root: Path) -> Path:
 
 
 def fetch_with_fake_hub(tmp_path: Path, *, name: str, folder: Path, config: str | None, splits: dict[str, str]):
-    """Run ftcompare.fetch.fetch_dataset in a process where the hub is the tests' fake hub
+    """Run ftcompare.data.fetch.fetch_dataset in a process where the hub is the tests' fake hub
     (tests/fake_hub, as the workflow tests use it): returns the files by role and the hub calls."""
     import os
     import subprocess
@@ -562,7 +562,7 @@ def fetch_with_fake_hub(tmp_path: Path, *, name: str, folder: Path, config: str 
         FAKE_HUB_DATASETS=json.dumps({name: str(folder)}),
     )
     code = (
-        "import json, sys; from ftcompare.fetch import fetch_dataset; "
+        "import json, sys; from ftcompare.data.fetch import fetch_dataset; "
         "args = json.loads(sys.argv[1]); print(json.dumps(fetch_dataset(args['name'], args['files'], "
         "config=args['config'], splits=args['splits'])))"
     )
@@ -692,8 +692,8 @@ COMMON_SETTING_KEYS = ("text_column", "label_column", "train_size", "test_size",
 
 
 def test_local_files_name_their_classes_by_label_names(tmp_path: Path) -> None:
-    from ftcompare.checks import checked_config
-    from ftcompare.config import ConfigError, load_config
+    from ftcompare.contract import ConfigError
+    from ftcompare.plan import checked_config, load_config
 
     synthetic(20).to_csv(tmp_path / "train.csv", index=False)
     synthetic(10).to_csv(tmp_path / "test.csv", index=False)

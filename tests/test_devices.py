@@ -1,4 +1,4 @@
-"""Each GPU job claims a device of its own (ftcompare.devices), on CPU with faked devices.
+"""Each GPU job claims a device of its own (ftcompare.contract.devices), on CPU with faked devices.
 
 The claims are tested across real processes, because that is what they arbitrate:
 four jobs on four devices, a fifth that waits, and a holder killed with SIGKILL whose
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from ftcompare import devices
+from ftcompare.contract import devices
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # A job's first steps, with the driver's GPU count faked: claim, report, hold until stdin closes.
 JOB = """
 import os, sys
-from ftcompare import devices
+from ftcompare.contract import devices
 claimed = devices.claim_for_job(int(sys.argv[1]), gpu_count=lambda: int(sys.argv[2]))
 print(os.environ.get("CUDA_VISIBLE_DEVICES"), claimed, flush=True)
 sys.stdin.read()

@@ -16,12 +16,11 @@ import pytest
 import torch
 from specs import tokenized_sample
 
-from ftcompare import methods
-from ftcompare.batching import collate, load_tokenized
-from ftcompare.checks import checked_config
-from ftcompare.config import REPO_ROOT, ConfigError, load_config, load_yaml, resolve_run
-from ftcompare.models import add_method, in_head, split_trainable
-from ftcompare.study import Cell
+from ftcompare.contract import ConfigError
+from ftcompare.data import collate, load_tokenized
+from ftcompare.methods import catalogue as methods
+from ftcompare.model import add_method, in_head, split_trainable
+from ftcompare.plan import REPO_ROOT, Cell, checked_config, load_config, load_yaml, resolve_run
 
 ENCODERS = load_yaml(REPO_ROOT / "config" / "encoders.yaml")["models"]
 # The tiny architecture standing in for each encoders.yaml model (roberta-base's is conftest's).
@@ -247,7 +246,7 @@ def test_encoders_yaml_refuses_before_any_download(monkeypatch):
         checked_config(config)
     # The overlay as a study: every model block's keys the schema's, every cell checked, no download;
     # with every method, the strategies each model cannot run are skipped by its skip_strategies.
-    from ftcompare.checks import checked_study
+    from ftcompare.plan import checked_study
 
     for overlays in (["encoders.yaml"], ["encoders.yaml", "methods.yaml"]):
         _, cells = checked_study(load_config(*(REPO_ROOT / "config" / name for name in overlays)))
@@ -259,8 +258,8 @@ def test_encoders_yaml_refuses_before_any_download(monkeypatch):
 def test_fetch_model_refuses_another_model_type(tmp_path, monkeypatch, tiny_encoders):
     import huggingface_hub
 
-    from ftcompare.fetch import fetch_model
-    from ftcompare.sources import ModelSourceError
+    from ftcompare.contract import ModelSourceError
+    from ftcompare.data import fetch_model
 
     source = tiny_encoders[0]["modernbert"][0]
     # The hub's copy, as snapshot_download leaves it.

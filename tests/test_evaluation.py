@@ -1,4 +1,4 @@
-"""Tests for ftcompare.evaluation: its metrics, intervals and prediction tables."""
+"""Tests for ftcompare.evaluate.scoring: its metrics, intervals and prediction tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ftcompare.evaluation import Z_95, classification_metrics, predictions_frame, softmax, wilson_interval
+from ftcompare.evaluate import Z_95, classification_metrics, predictions_frame, softmax, wilson_interval
 
 TOL = 1e-4
 

@@ -1,4 +1,4 @@
-"""Tests for ftcompare.figures: every declared figure is drawn, with or without successful runs."""
+"""Tests for ftcompare.report.figures: every declared figure is drawn, with or without successful runs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from records import all_failed_runs, many_methods_runs, mixed_runs
 
-from ftcompare.figures import _pareto_mask, figure_names, grouped_order, plot_figures
-from ftcompare.tables import Results
+from ftcompare.contract import figure_names
+from ftcompare.report import Results, grouped_order, plot_figures
+from ftcompare.report.figures import _pareto_mask
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -79,8 +80,8 @@ def test_fifteen_and_more_strategies_are_grouped_by_family_and_sorted(tmp_path: 
 def test_figures_across_tasks_written(tmp_path: Path) -> None:
     from records import write_study
 
-    from ftcompare.figures import ACROSS_FIGURE_CAPTIONS, plot_across_tasks
-    from ftcompare.tables import Study, across_tasks
+    from ftcompare.contract import ACROSS_FIGURE_CAPTIONS
+    from ftcompare.report import Study, across_tasks, plot_across_tasks
 
     train_paths, eval_paths, prediction_paths = write_study(tmp_path / "runs")
     study = Study.load(
@@ -109,8 +110,7 @@ def test_pareto_mask_leaves_out_what_did_not_learn() -> None:
 def test_a_task_where_nothing_learned_is_grey_in_the_heatmap_and_off_the_frontier(tmp_path: Path) -> None:
     from records import all_majority_study
 
-    from ftcompare.figures import heatmap_data, plot_across_tasks
-    from ftcompare.tables import across_tasks
+    from ftcompare.report import across_tasks, heatmap_data, plot_across_tasks
 
     study = all_majority_study(tmp_path / "runs")
     across = across_tasks(study)
@@ -131,8 +131,7 @@ def test_a_task_where_nothing_learned_is_grey_in_the_heatmap_and_off_the_frontie
 def test_a_loss_series_of_one_point_is_drawn_as_a_marker(tmp_path: Path, monkeypatch) -> None:
     from records import train_record, write_records
 
-    from ftcompare import figures
-    from ftcompare.tables import load_runs
+    from ftcompare.report import figures, load_runs
 
     one = train_record("lora", 0)
     one["loss_curve"] = one["loss_curve"][:1]  # a run that logged a single point

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from workflow_runs import REPO_ROOT
 
-from ftcompare.batching import TokenizedSplit
+from ftcompare.data import TokenizedSplit
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 import head_inputs  # noqa: E402

@@ -1,4 +1,4 @@
-"""Tests for ftcompare.inference: batched prediction in the split's order, and single-review latency."""
+"""Tests for ftcompare.model.inference: batched prediction in the split's order, and single-review latency."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import numpy as np
 import torch
 from specs import CPU
 
-from ftcompare.batching import TokenizedSplit
-from ftcompare.inference import latency_sample, predict_logits, review_latencies
-from ftcompare.models import Precision
+from ftcompare.data import TokenizedSplit
+from ftcompare.model import Precision, latency_sample, predict_logits, review_latencies
 
 FP32 = Precision(autocast_dtype=None, base_dtype=torch.float32)
 
@@ -99,7 +98,7 @@ def test_a_bert_models_pair_logits_are_those_of_its_tokenizers_pair_encoding(min
     from specs import tokenized_pairs
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ftcompare.batching import TrainBatching, load_tokenized
+    from ftcompare.data import TrainBatching, load_tokenized
 
     firsts, seconds = pairs_of()
     test = load_tokenized(tokenized_pairs(tmp_path, str(minilm_path), firsts, seconds, max_length=64)).splits["test"]
@@ -129,7 +128,7 @@ def test_single_texts_and_roberta_pairs_get_no_segment_ids(minilm_path, tiny_rob
     its segment) and a RoBERTa pair (type_vocab_size 1: nothing to tell apart)."""
     from specs import tokenized_pairs
 
-    from ftcompare.batching import TokenizedSplit, collate, load_tokenized
+    from ftcompare.data import TokenizedSplit, collate, load_tokenized
 
     firsts, seconds = pairs_of(8)
     roberta = load_tokenized(tokenized_pairs(tmp_path, str(tiny_roberta), firsts, seconds)).splits["test"]

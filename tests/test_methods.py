@@ -11,12 +11,10 @@ import pytest
 import torch
 from specs import CPU, make_spec, tokenized_sample
 
-from ftcompare import training
-from ftcompare.batching import collate, load_tokenized
-from ftcompare.checks import checked_config
-from ftcompare.config import ConfigError, load_config, resolve_run
+from ftcompare.contract import ConfigError
+from ftcompare.data import collate, load_tokenized
 from ftcompare.methods import METHOD_TABLE
-from ftcompare.models import (
+from ftcompare.model import (
     add_method,
     build_model,
     count_parameters,
@@ -25,7 +23,9 @@ from ftcompare.models import (
     resolve_precision,
     split_trainable,
 )
-from ftcompare.training import train_run
+from ftcompare.plan import checked_config, load_config, resolve_run
+from ftcompare.train import loop as training
+from ftcompare.train import train_run
 
 # Every method the config names, as its own strategy; `peft` is tested by config below.
 NAMED = [name for name in METHOD_TABLE if name != "peft"]
@@ -158,7 +158,7 @@ def test_a_bad_peft_block_is_a_config_error_naming_the_method_and_the_key(peft, 
 
 
 def test_a_peft_block_can_be_tuned_by_its_own_keys():
-    from ftcompare.tuning import trials
+    from ftcompare.plan import trials
 
     config = load_config()
     config["strategies"]["x"] = {"method": "peft", "peft": {"peft_type": "LOHA", "r": 4}}

@@ -8,8 +8,15 @@ import warnings
 import numpy as np
 import pytest
 
-from ftcompare.errors import ConfigError
-from ftcompare.metrics import METRICS, all_scores, confusion, from_confusion, macro_precision_recall, score
+from ftcompare.contract import (
+    METRICS,
+    ConfigError,
+    all_scores,
+    confusion,
+    from_confusion,
+    macro_precision_recall,
+    score,
+)
 
 # Binary: 3 true positives, 1 false negative, 1 false positive, 5 true negatives.
 BINARY_LABELS = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]

@@ -1,4 +1,4 @@
-"""The model card of a run's model folder (ftcompare.modelcard), from records alone: what
+"""The model card of a run's model folder (ftcompare.evaluate.modelcard), from records alone: what
 it says, and its loading snippets. That the snippets load a real run, and the copy in
 docs/using-a-run.md with them, is tested on a study in test_workflow.py."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ftcompare.modelcard import load_snippet, render_model_card
+from ftcompare.evaluate import load_snippet, render_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

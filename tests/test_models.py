@@ -1,4 +1,4 @@
-"""Tests for ftcompare.models: the strategies' models, their parameters and precision."""
+"""Tests for ftcompare.model.build: the strategies' models, their parameters and precision."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import torch
 from specs import CPU, make_spec
 
-from ftcompare import models
-from ftcompare.models import _recompute_activations, build_model, count_parameters, resolve_precision
+from ftcompare.model import build as models
+from ftcompare.model import build_model, count_parameters, resolve_precision
+from ftcompare.model.build import _recompute_activations
 
 HEAD_PARAMS = (32 * 32 + 32) + (32 * 2 + 2)  # RobertaClassificationHead: dense + out_proj
 
@@ -205,7 +206,8 @@ def test_a_new_heads_load_report_is_one_line_and_peft_does_not_warn(minilm_path,
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
-    from ftcompare.models import _from_pretrained, peft_wrapping
+    from ftcompare.model import peft_wrapping
+    from ftcompare.model.build import _from_pretrained
 
     reports: list[logging.LogRecord] = []
     handler = logging.Handler()
@@ -213,7 +215,10 @@ def test_a_new_heads_load_report_is_one_line_and_peft_does_not_warn(minilm_path,
     transformers_log = logging.getLogger("transformers.modeling_utils")
     transformers_log.addHandler(handler)
     try:
-        with caplog.at_level(logging.INFO, logger="ftcompare.models"), warnings.catch_warnings(record=True) as caught:
+        with (
+            caplog.at_level(logging.INFO, logger="ftcompare.model.build"),
+            warnings.catch_warnings(record=True) as caught,
+        ):
             model = _from_pretrained(AutoModelForSequenceClassification, str(minilm_path), num_labels=2)
             with peft_wrapping():
                 get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, target_modules=["query"]))

@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 from specs import CPU, make_spec
 
-from ftcompare import checkpoint as ckpt
-from ftcompare import steps
-from ftcompare.progress import JobFiles, Reporter, job_files, progress_path, tensorboard_dir
-from ftcompare.training import train_run
+from ftcompare.train import JobFiles, Reporter, job_files, progress_path, steps, tensorboard_dir, train_run
+from ftcompare.train import checkpoint as ckpt
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
@@ -53,7 +51,7 @@ def train(spec, tokenized, tmp_path: Path, name: str, reporter: Reporter):
 def test_events_match_the_run_record(tiny_roberta, tiny_tokenized, tmp_path, caplog):
     spec = make_spec(tiny_roberta, "lora", epochs=2)
     reporter = reporter_for(tmp_path, "run", spec)
-    with caplog.at_level(logging.INFO, logger="ftcompare.progress"):
+    with caplog.at_level(logging.INFO, logger="ftcompare.train.progress"):
         result = train(spec, tiny_tokenized, tmp_path, "run", reporter)
     assert result.status == "ok", result.reason
     found = events(tmp_path / "tb" / "run")
@@ -139,7 +137,7 @@ def test_a_slow_run_logs_at_least_every_heartbeat_with_an_eta(caplog, tmp_path):
         reads.append(1)  # a device sync in training: only when a line is due
         return 0.5
 
-    with caplog.at_level(logging.INFO, logger="ftcompare.progress"):
+    with caplog.at_level(logging.INFO, logger="ftcompare.train.progress"):
         reporter.start_training(total_steps=100, epochs=2)
         for step in range(1, 11):  # 12 s per step: a line every 3 steps, none at the log points (20)
             clock.now += 12.0
@@ -153,7 +151,7 @@ def test_a_slow_run_logs_at_least_every_heartbeat_with_an_eta(caplog, tmp_path):
 def test_inference_progress_counts_batches(caplog):
     clock = FakeClock()
     reporter = Reporter(label="full/seed0", kind="eval", log_every=4, clock=clock)
-    with caplog.at_level(logging.INFO, logger="ftcompare.progress"):
+    with caplog.at_level(logging.INFO, logger="ftcompare.train.progress"):
         for done in range(1, 11):
             clock.now += 1.0
             reporter.batches(done, 10)

@@ -1,4 +1,4 @@
-"""Tests for ftcompare.published: each paper's figures beside ours, where the study matches it."""
+"""Tests for ftcompare.report.published: each paper's figures beside ours, where the study matches it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import pytest
 import yaml
 from records import eval_record, train_record, write_records
 
+from ftcompare.contract import LABELS as METRICS
 from ftcompare.methods import METHODS
-from ftcompare.metrics import LABELS as METRICS
-from ftcompare.published import PUBLISHED_DIR, load_papers, published_section
-from ftcompare.tables import Study
+from ftcompare.report import PUBLISHED_DIR, Study, load_papers, published_section
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GLUE_TASKS = yaml.safe_load((REPO_ROOT / "config" / "glue.yaml").read_text())["tasks"]

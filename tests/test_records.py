@@ -1,4 +1,4 @@
-"""Tests for ftcompare.records: run status, and the attempt file whose retry marker is
+"""Tests for ftcompare.contract.records: run status, and the attempt file whose retry marker is
 the rerun trigger of failed runs."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ftcompare.records import FIRST_ATTEMPT, Status, retry_marker, write_attempt
+from ftcompare.contract import FIRST_ATTEMPT, Status, retry_marker, write_attempt
 
 
 def write_record(path: Path, record: Any) -> Path:
@@ -122,7 +122,7 @@ def test_evaluating_a_run_that_did_not_train_passes_its_status_on_once(tmp_path:
     # Evaluating it again would give the same record: a plain rerun must not plan it.
     from specs import make_spec
 
-    from ftcompare.jobs import evaluate_job
+    from ftcompare.evaluate import evaluate_job
 
     spec = make_spec(tmp_path / "model", "lora")
     train = {
@@ -154,8 +154,8 @@ def test_evaluating_a_run_that_did_not_train_passes_its_status_on_once(tmp_path:
 def test_a_train_record_without_a_version_is_read_as_the_current_format(tmp_path: Path) -> None:
     from specs import make_spec
 
-    from ftcompare.config import RunSpec
-    from ftcompare.records import FORMAT_VERSION, read_record
+    from ftcompare.contract import FORMAT_VERSION, read_record
+    from ftcompare.methods import RunSpec
 
     spec = make_spec(tmp_path / "model", "lora")
     # As the first format wrote it: no version, no settings that came later, null blocks.
@@ -171,7 +171,7 @@ def test_a_train_record_without_a_version_is_read_as_the_current_format(tmp_path
 
 
 def test_format_1_metrics_read_as_format_2(tmp_path: Path) -> None:
-    from ftcompare.records import read_record
+    from ftcompare.contract import read_record
 
     # Format 1: `f1` was the macro-F1; the best epoch was chosen on accuracy.
     matrix = [[3, 1], [1, 5]]  # 5 of the positive class right, 1 missed, 1 false alarm
@@ -197,7 +197,7 @@ def test_format_1_metrics_read_as_format_2(tmp_path: Path) -> None:
 
 
 def test_a_record_of_a_newer_format_is_refused_naming_it(tmp_path: Path) -> None:
-    from ftcompare.records import read_record
+    from ftcompare.contract import read_record
 
     path = write_record(tmp_path / "eval.json", {"kind": "eval", "format_version": 99, "status": "ok"})
     with pytest.raises(ValueError, match=r"eval\.json: record format_version 99 is newer"):
@@ -205,7 +205,7 @@ def test_a_record_of_a_newer_format_is_refused_naming_it(tmp_path: Path) -> None
 
 
 def test_the_jobs_records_carry_the_format_version(tmp_path: Path) -> None:
-    from ftcompare.records import FORMAT_VERSION, read_selection, write_selection
+    from ftcompare.contract import FORMAT_VERSION, read_selection, write_selection
 
     write_attempt(tmp_path / "attempt.json", status=Status.OK, retry_marker="first", finished_at="2025-01-01")
     assert json.loads((tmp_path / "attempt.json").read_text())["format_version"] == FORMAT_VERSION

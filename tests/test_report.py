@@ -1,4 +1,4 @@
-"""Tests for ftcompare.report: the Markdown report."""
+"""Tests for ftcompare.report.markdown: the Markdown report."""
 
 from __future__ import annotations
 
@@ -19,11 +19,18 @@ from records import (
     write_records,
 )
 
-from ftcompare.config import DEFAULT_CONFIG, REFERENCE_RECIPE, load_yaml
-from ftcompare.figures import FIGURE_NAMES, figure_names, plot_figures
+from ftcompare.contract import FIGURE_NAMES, figure_names
 from ftcompare.methods import METHODS
-from ftcompare.report import render_markdown, write_report
-from ftcompare.tables import Results, load_runs, summary_table, write_summary_csv
+from ftcompare.plan import DEFAULT_CONFIG, REFERENCE_RECIPE, load_yaml
+from ftcompare.report import (
+    Results,
+    load_runs,
+    plot_figures,
+    render_markdown,
+    summary_table,
+    write_report,
+    write_summary_csv,
+)
 
 # The notebook's results as the study's config holds them.
 REFERENCE = load_yaml(DEFAULT_CONFIG)["report"]["reference"]
@@ -335,8 +342,7 @@ GLUE = {"sst2": {"name": "nyu-mll/glue", "config": "sst2"}, "rte": {"name": "nyu
 def study_markdown(tmp_path: Path, datasets=GLUE, **kwargs) -> str:
     from records import write_study
 
-    from ftcompare.report import render_study_markdown
-    from ftcompare.tables import Study, across_tasks
+    from ftcompare.report import Study, across_tasks, render_study_markdown
 
     train_paths, eval_paths, prediction_paths = write_study(tmp_path / "runs", **kwargs)
     study = Study.load(
@@ -358,8 +364,7 @@ def study_markdown(tmp_path: Path, datasets=GLUE, **kwargs) -> str:
 
 
 def test_one_cell_study_reports_as_today(mixed, tmp_path: Path) -> None:
-    from ftcompare.report import render_study_markdown
-    from ftcompare.tables import Study, across_tasks
+    from ftcompare.report import Study, across_tasks, render_study_markdown
 
     study = Study.of(mixed)
     figures = {name: tmp_path / "results" / "figures" / f"{name}.png" for name in FIGURE_NAMES}
@@ -381,7 +386,7 @@ def test_one_cell_study_reports_as_today(mixed, tmp_path: Path) -> None:
 def test_report_job_across_tasks_writes_tables_figures_and_the_opening_paragraph(tmp_path: Path) -> None:
     from records import write_study
 
-    from ftcompare import jobs
+    from ftcompare.report import report_job
 
     train_paths, eval_paths, prediction_paths = write_study(tmp_path / "runs")
     results = tmp_path / "results"
@@ -392,7 +397,7 @@ def test_report_job_across_tasks_writes_tables_figures_and_the_opening_paragraph
         for model in ("roberta-base", "bert")
         for name in figure_names(tuning=False)
     ]
-    jobs.report_job(
+    report_job(
         train_records=train_paths,
         eval_records=eval_paths,
         prediction_paths=prediction_paths,
@@ -487,8 +492,7 @@ def test_lora_paper_block_left_out_where_the_study_does_not_match(tmp_path: Path
 def test_runs_that_did_not_learn_are_named_first_and_the_majority_class_has_a_row(tmp_path: Path) -> None:
     from records import all_majority_study
 
-    from ftcompare.report import render_study_markdown
-    from ftcompare.tables import across_tasks
+    from ftcompare.report import across_tasks, render_study_markdown
 
     study = all_majority_study(tmp_path / "runs", units={"sst2": "sentences"})
     md = render_study_markdown(
@@ -527,7 +531,7 @@ def test_the_majority_class_and_a_rote_answer_go_by_the_datas_class_names(tmp_pa
     import numpy as np
     from records import write_cells
 
-    from ftcompare.tables import Study
+    from ftcompare.report import Study
 
     labels = np.repeat([0, 1], [120, 80])
     lora = np.ones(200, dtype=int)

@@ -1,5 +1,5 @@
 """What the report job writes for the HTML report and leaves behind: report.md as the landing
-page's HTML (ftcompare.report_page, read by workflow/report/workflow.rst as Snakemake renders
+page's HTML (ftcompare.report.html, read by workflow/report/workflow.rst as Snakemake renders
 it), each figure's place and label, and nothing an earlier, larger study left."""
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from docutils.core import publish_parts
 from jinja2 import Environment
 from records import write_study
 
-from ftcompare import jobs
-from ftcompare.captions import ACROSS_FIGURE_CAPTIONS, figure_names, figure_place
-from ftcompare.config import REFERENCE_RECIPE
-from ftcompare.report_page import markdown_page
+from ftcompare.contract import ACROSS_FIGURE_CAPTIONS, figure_names, figure_place
+from ftcompare.plan import REFERENCE_RECIPE
+from ftcompare.report import markdown_page, report_job
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -125,7 +124,7 @@ def report(tmp_path: Path, pairs, *, across: bool) -> Path:
         figures += [results / "figures" / f"{name}.png" for name in ACROSS_FIGURE_CAPTIONS]
     else:
         figures = [results / "figures" / f"{name}.png" for name in figure_names(tuning=False)]
-    jobs.report_job(
+    report_job(
         train_records=train_paths,
         eval_records=eval_paths,
         prediction_paths=prediction_paths,

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ftcompare import checkpoint as ckpt
+from ftcompare.train import checkpoint as ckpt
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
@@ -186,7 +186,7 @@ def test_study_runs_through_the_slurm_profile_every_job_a_slurm_job(slurm_study)
             assert provenance["slurm_job_id"] == job  # it ran in the SLURM job Snakemake submitted for it
             assert job == (large if (rule, cell, strategy) == ("finetune", CELL, "full") else group)
 
-    # Time limits sized to each job (ftcompare.cost): the large job's from its estimate
+    # Time limits sized to each job (ftcompare.plan.cost): the large job's from its estimate
     # with the tokenized cache's counts (known only when it was scheduled), the short ones'
     # the floor, the group's their sum.
     limits = time_limits([large, group, *jobs["rule_report"]])

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ftcompare.stats import holm, mean_interval, paired_comparison
+from ftcompare.report import holm, mean_interval, paired_comparison
 
 
 def outcomes(*, both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +87,7 @@ def test_mean_interval_is_students_t():
 def bootstrap_case(*, strategy_right: float, baseline_right: float, n: int = 400, seeds: int = 1):
     """Balanced binary labels; each side right on the given share of each class (in
     shuffled positions, one draw per seed)."""
-    from ftcompare.stats import paired_bootstrap  # noqa: F401  (the module under test)
+    from ftcompare.report import paired_bootstrap  # noqa: F401  (the module under test)
 
     rng = np.random.default_rng(123)
     labels = np.repeat([0, 1], n // 2)
@@ -103,8 +103,8 @@ def bootstrap_case(*, strategy_right: float, baseline_right: float, n: int = 400
 
 @pytest.mark.parametrize("metric", ["mcc", "macro_f1", "f1"])
 def test_the_bootstrap_finds_a_clear_difference_and_none_where_there_is_none(metric):
-    from ftcompare.metrics import score
-    from ftcompare.stats import paired_bootstrap
+    from ftcompare.contract import score
+    from ftcompare.report import paired_bootstrap
 
     labels, better, worse = bootstrap_case(strategy_right=0.9, baseline_right=0.65)
     clear = paired_bootstrap(metric, labels, better, worse, num_labels=2, replicates=2000)
@@ -123,7 +123,7 @@ def test_the_bootstrap_finds_a_clear_difference_and_none_where_there_is_none(met
 
 
 def test_the_bootstrap_is_reproducible_with_its_seed_and_agrees_with_mcnemar_on_accuracy():
-    from ftcompare.stats import paired_bootstrap
+    from ftcompare.report import paired_bootstrap
 
     labels, a, b = bootstrap_case(strategy_right=0.8, baseline_right=0.75, seeds=2)
     first = paired_bootstrap("mcc", labels, a, b, num_labels=2, seed=7, replicates=3000)
@@ -140,8 +140,8 @@ def test_the_bootstrap_is_reproducible_with_its_seed_and_agrees_with_mcnemar_on_
 
 
 def test_the_bootstrap_takes_multiclass_metrics_and_refuses_a_binary_one():
-    from ftcompare.errors import ConfigError
-    from ftcompare.stats import paired_bootstrap
+    from ftcompare.contract import ConfigError
+    from ftcompare.report import paired_bootstrap
 
     labels = np.array([0, 1, 2] * 50)
     right, off = {0: labels.copy()}, {0: (labels + 1) % 3}
@@ -155,7 +155,7 @@ def test_several_seeds_resample_seeds_then_rows():
     # The strategy's two seeds are 95% and 75% right, the baseline's both 85%: the mean
     # difference is 0, but another draw of seeds could put it 10 points either way. An
     # interval over rows alone is about ±2 points at 2,000 rows; over seeds too it is wide.
-    from ftcompare.stats import SEED_BOOTSTRAP_TEST, paired_bootstrap
+    from ftcompare.report import SEED_BOOTSTRAP_TEST, paired_bootstrap
 
     rng = np.random.default_rng(3)
     labels = np.tile([0, 1], 1000)
@@ -179,7 +179,7 @@ def test_several_seeds_resample_seeds_then_rows():
 
 
 def test_detectable_difference_is_the_normal_approximation_at_80_percent_power():
-    from ftcompare.stats import detectable_difference
+    from ftcompare.report import detectable_difference
 
     assert detectable_difference(1.0) == pytest.approx(1.959964 + 0.841621, abs=1e-5)
     # Holm's strictest step over 4 tests: alpha / 4.
@@ -188,7 +188,7 @@ def test_detectable_difference_is_the_normal_approximation_at_80_percent_power()
 
 @pytest.mark.parametrize("metric", ["accuracy", "macro_f1", "f1", "mcc"])
 def test_did_not_learn_against_a_label_blind_answer(metric):
-    from ftcompare.stats import learned
+    from ftcompare.report import learned
 
     rng = np.random.default_rng(9)
     labels = np.repeat([0, 1], 300)

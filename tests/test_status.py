@@ -11,8 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from ftcompare import cli
-from ftcompare.status import render, study_rows, write_plan
+from ftcompare.use import cli, render, study_rows, write_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_800_000_000.0
@@ -128,8 +127,7 @@ def test_one_table_of_every_run_and_trial_in_every_state(tmp_path):
 
 
 def test_the_plan_lists_what_the_config_will_run(tmp_path):
-    from ftcompare.checks import checked_study
-    from ftcompare.config import load_config
+    from ftcompare.plan import checked_study, load_config
 
     config = load_config()
     config["models"] = {

@@ -16,9 +16,9 @@ import pytest
 import torch
 from specs import make_spec
 
-from ftcompare.batching import TrainBatching, load_tokenized
-from ftcompare.models import build_model, resolve_precision
-from ftcompare.steps import TrainStep, build_optimizer, current_lr, peak_memory, setup_training
+from ftcompare.data import TrainBatching, load_tokenized
+from ftcompare.model import build_model, peak_memory, resolve_precision
+from ftcompare.train import TrainStep, build_optimizer, current_lr, setup_training
 
 CPU = torch.device("cpu")
 

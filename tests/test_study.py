@@ -1,13 +1,12 @@
-"""A study as a matrix of tasks and models (ftcompare.study), and each cell's config."""
+"""A study as a matrix of tasks and models (ftcompare.plan.matrix), and each cell's config."""
 
 from __future__ import annotations
 
 import pytest
 
-from ftcompare import study
-from ftcompare.checks import checked_study
-from ftcompare.config import ConfigError, load_config, resolve_run, validate_config
-from ftcompare.study import Cell
+from ftcompare.contract import ConfigError, layout
+from ftcompare.plan import Cell, checked_study, load_config, resolve_run, validate_config
+from ftcompare.plan import matrix as study
 
 
 def test_a_config_of_one_data_and_one_model_is_a_study_of_one_cell():
@@ -29,7 +28,7 @@ def test_a_config_of_one_data_and_one_model_is_a_study_of_one_cell():
     ],
 )
 def test_the_one_task_is_named_after_its_source(data, name):
-    assert study.default_task_name(data) == name
+    assert layout.default_task_name(data) == name
 
 
 @pytest.mark.parametrize(
@@ -42,7 +41,7 @@ def test_the_one_task_is_named_after_its_source(data, name):
     ],
 )
 def test_the_one_model_is_named_after_its_source(name_or_path, name):
-    assert study.default_model_name(name_or_path) == name
+    assert layout.default_model_name(name_or_path) == name
 
 
 def matrix() -> dict:
@@ -147,7 +146,7 @@ def test_a_model_that_skips_the_baseline_hears_of_skip_strategies():
     ],
 )
 def test_messages_about_a_cell_name_the_keys_the_user_wrote(config, cell, message, written):
-    from ftcompare.checks import as_written
+    from ftcompare.plan import as_written
 
     assert as_written(message, config, cell) == written
 
@@ -209,9 +208,8 @@ def test_a_task_named_as_an_outputs_column_or_file_is_refused_listing_the_reserv
 
 
 def test_reserved_names_come_from_the_outputs_definitions():
-    from ftcompare.captions import ACROSS_FIGURE_CAPTIONS
-    from ftcompare.checks import reserved_task_names
-    from ftcompare.tables import ACROSS_COLUMNS, ACROSS_COST_COLUMNS
+    from ftcompare.contract import ACROSS_COLUMNS, ACROSS_COST_COLUMNS, ACROSS_FIGURE_CAPTIONS
+    from ftcompare.plan import reserved_task_names
 
     reserved = reserved_task_names()
     assert {*ACROSS_COLUMNS, *ACROSS_COST_COLUMNS} <= set(reserved)
@@ -250,7 +248,8 @@ def test_bad_matrix_entries_are_refused_naming_them(edit, message):
 
 def test_a_run_folder_knows_its_study_folder(tmp_path):
     run = tmp_path / "results" / "runs" / "sst2" / "bert" / "lora" / "seed0"
-    assert study.study_folder(run) == tmp_path
-    assert study.fetched_model_folder(tmp_path / "results", "org/name") == tmp_path / "results/sources/models/org--name"
+    assert layout.study_folder(run) == tmp_path
+    fetched = layout.fetched_model_folder(tmp_path / "results", "org/name")
+    assert fetched == tmp_path / "results/sources/models/org--name"
     # A run folder moved out of a study has none: its records' paths are not resolved against it.
-    assert study.study_folder(tmp_path / "lora" / "seed0") is None
+    assert layout.study_folder(tmp_path / "lora" / "seed0") is None

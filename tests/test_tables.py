@@ -1,4 +1,4 @@
-"""Tests for ftcompare.tables: loading and pairing records, the per-run and per-strategy tables."""
+"""Tests for ftcompare.report.tables: loading and pairing records, the per-run and per-strategy tables."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from records import (
     write_records,
 )
 
-from ftcompare.tables import (
+from ftcompare.report import (
     SUMMARY_COLUMNS,
     Results,
     aggregate_by_strategy,
@@ -212,7 +212,7 @@ def test_strategies_are_compared_with_the_baseline_on_the_same_reviews(tmp_path:
 
 
 def test_a_task_scored_on_mcc_is_compared_by_the_paired_bootstrap(tmp_path: Path) -> None:
-    from ftcompare.metrics import score
+    from ftcompare.contract import score
 
     # 200 reviews; full right on 180, lora on 120: MCC about 0.8 against 0.2.
     full = [True] * 180 + [False] * 20
@@ -249,7 +249,7 @@ def test_a_task_scored_on_mcc_is_compared_by_the_paired_bootstrap(tmp_path: Path
 def load_study(root: Path, **kwargs):
     from records import write_study
 
-    from ftcompare.tables import Study
+    from ftcompare.report import Study
 
     train_paths, eval_paths, prediction_paths = write_study(root, **kwargs)
     return Study.load(
@@ -277,7 +277,7 @@ def test_runs_are_paired_aggregated_and_compared_within_their_cell(tmp_path: Pat
 
 
 def test_across_tasks_scores_ranks_and_verdicts_holm_over_all(tmp_path: Path) -> None:
-    from ftcompare.tables import across_tasks
+    from ftcompare.report import across_tasks
 
     across = across_tasks(load_study(tmp_path))
     assert list(across.columns[:12]) == [
@@ -328,7 +328,7 @@ def test_holm_over_all_can_leave_a_per_task_difference_unconfirmed(tmp_path: Pat
     # then 6 x 2 / 128 = 0.094): a tie across tasks.
     import records
 
-    from ftcompare.tables import across_tasks, cell_scores
+    from ftcompare.report import across_tasks, cell_scores
 
     original = records.study_correct
 
@@ -352,7 +352,7 @@ def test_holm_over_all_can_leave_a_per_task_difference_unconfirmed(tmp_path: Pat
 
 
 def test_a_strategy_without_a_result_on_some_task_has_no_mean(tmp_path: Path) -> None:
-    from ftcompare.tables import across_tasks
+    from ftcompare.report import across_tasks
 
     across = across_tasks(load_study(tmp_path, baseline_fails=True)).set_index(["model", "strategy"])
     full = across.loc[("bert", "full")]
@@ -364,7 +364,7 @@ def test_a_strategy_without_a_result_on_some_task_has_no_mean(tmp_path: Path) ->
 
 def test_records_from_before_the_matrix_are_one_cell(mixed) -> None:
     # train records without task/model/metric, eval records without task/model (tests/records.py's defaults).
-    # (records.SINGLE_TASK; the model named after its name_or_path, ftcompare.study)
+    # (records.SINGLE_TASK; the model named after its name_or_path, ftcompare.plan.matrix)
     assert {(run.task, run.model, run.metric) for run in mixed} == {("task", "roberta-tiny", "accuracy")}
     table = summary_table(runs=mixed)
     assert set(table["task"]) == {"task"} and set(table["model"]) == {"roberta-tiny"}
@@ -373,8 +373,8 @@ def test_records_from_before_the_matrix_are_one_cell(mixed) -> None:
 def test_tuning_summaries_go_to_their_cell(tmp_path: Path) -> None:
     from records import write_study
 
-    from ftcompare.records import write_selection
-    from ftcompare.tables import Study
+    from ftcompare.contract import write_selection
+    from ftcompare.report import Study
 
     train_paths, eval_paths, _ = write_study(tmp_path / "runs")
     summaries, selections = [], []
@@ -410,8 +410,7 @@ def test_tuning_summaries_go_to_their_cell(tmp_path: Path) -> None:
 def test_tuning_summary_rows_name_their_cell(tmp_path: Path) -> None:
     import json
 
-    from ftcompare.jobs import select_settings_job
-    from ftcompare.tuning import Trial
+    from ftcompare.plan import Trial, select_settings_job
 
     trials = [Trial(strategy="lora", values={"learning_rate": rate}) for rate in (1e-4, 2e-4)]
     paths = []
@@ -462,7 +461,7 @@ def verdict_case(case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_each_verdict_on_constructed_predictions(tmp_path: Path, metric: str, case: str) -> None:
     from records import write_cells
 
-    from ftcompare.tables import Study
+    from ftcompare.report import Study
 
     labels, strategy, baseline = verdict_case(case)
     paths = write_cells(tmp_path, {("task", "model", metric): {"full": (labels, baseline), "lora": (labels, strategy)}})
@@ -488,7 +487,7 @@ def test_a_run_that_predicts_nearly_one_class_did_not_learn(tmp_path: Path) -> N
     # IMDB's LoRA: 185 of 200 reviews labelled one class, yet 57.5% right (above 50%, p = 0.02).
     from records import write_cells
 
-    from ftcompare.tables import Study
+    from ftcompare.report import Study
 
     labels = np.repeat([0, 1], 100)
     lora = np.ones(200, dtype=int)
@@ -507,7 +506,7 @@ def test_a_run_that_predicts_nearly_one_class_did_not_learn(tmp_path: Path) -> N
 def test_a_baseline_that_did_not_learn_compares_nothing(tmp_path: Path) -> None:
     from records import write_cells
 
-    from ftcompare.tables import Study
+    from ftcompare.report import Study
 
     labels = np.repeat([0, 1], 100)
     paths = write_cells(
@@ -523,7 +522,7 @@ def test_a_strategy_most_of_whose_seeds_did_not_learn_did_not_learn(tmp_path: Pa
     # Three seeds: one constant answer is named, the strategy still learned; two are not.
     from records import write_cells
 
-    from ftcompare.tables import Study
+    from ftcompare.report import Study
 
     labels = np.repeat([0, 1], 100)
     flat = np.zeros(200, dtype=int)
@@ -548,7 +547,7 @@ def test_a_strategy_most_of_whose_seeds_did_not_learn_did_not_learn(tmp_path: Pa
 
 
 def test_scores_equal_but_for_the_last_bit_tie_in_rank(tmp_path: Path) -> None:
-    from ftcompare.tables import Study, cell_scores
+    from ftcompare.report import Study, cell_scores
 
     pairs = [
         (train_record(s, 0, cell=("sst2", "m", "accuracy")), eval_record(s, 0, accuracy=a, cell=("sst2", "m")))
@@ -563,7 +562,7 @@ def test_scores_equal_but_for_the_last_bit_tie_in_rank(tmp_path: Path) -> None:
 def test_a_task_where_every_run_predicts_the_majority_class_counts_for_nothing(tmp_path: Path) -> None:
     from records import all_majority_study
 
-    from ftcompare.tables import across_tasks
+    from ftcompare.report import across_tasks
 
     study = all_majority_study(tmp_path)
     across = across_tasks(study).set_index("strategy")

@@ -1,4 +1,4 @@
-"""Tests for ftcompare.tokenization: the tokenize stage, without torch."""
+"""Tests for ftcompare.data.tokenization: the tokenize stage, without torch."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftcompare.batching import collate, load_tokenized
-from ftcompare.sources import max_sequence_length
-from ftcompare.tokenization import load_tokenizer
+from ftcompare.contract import max_sequence_length
+from ftcompare.data import collate, load_tokenized, load_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +27,7 @@ def test_max_sequence_length_follows_the_position_scheme(tiny_roberta):
 def test_ids_equal_the_transformers_tokenizers(model, request, imdb_sample):
     from transformers import AutoTokenizer
 
-    from ftcompare.sources import resolve_model_path
+    from ftcompare.contract import resolve_model_path
 
     name = str(request.getfixturevalue(model)) if model == "tiny_roberta" else model
     texts = pd.read_parquet(imdb_sample / "train.parquet")["text"].head(200).tolist()
@@ -50,7 +49,7 @@ def test_tokenized_cache_holds_every_review_once(tiny_tokenized):
 
 def test_the_tokenize_stage_does_not_import_torch(tiny_roberta, tiny_tokenized, tmp_path):
     code = (
-        "import sys, json; from pathlib import Path; from ftcompare.tokenization import tokenize_splits; "
+        "import sys, json; from pathlib import Path; from ftcompare.data.tokenization import tokenize_splits; "
         f"src = Path({str(tiny_tokenized.parent)!r}); "
         "tokenize_splits(split_paths={s: src / f'{s}.parquet' for s in ('train', 'validation', 'test')}, "
         f"model_name_or_path={str(tiny_roberta)!r}, max_length=64, out_dir=Path({str(tmp_path / 'out')!r})); "
@@ -63,8 +62,7 @@ def test_the_tokenize_stage_does_not_import_torch(tiny_roberta, tiny_tokenized, 
 def test_the_prepared_splits_class_names_reach_the_tokenized_cache(tiny_roberta, tiny_tokenized, tmp_path):
     import pyarrow.parquet as pq
 
-    from ftcompare.data import PREPARED_METADATA
-    from ftcompare.jobs import tokenize_job
+    from ftcompare.data import PREPARED_METADATA, tokenize_job
 
     data_dir = tiny_tokenized.parent  # the prepared splits (their data names no classes)
     assert json.loads((tiny_tokenized / "tokenization.json").read_text())["label_names"] is None
@@ -85,7 +83,7 @@ def test_the_prepared_splits_class_names_reach_the_tokenized_cache(tiny_roberta,
 
 
 def test_class_names_must_name_every_class(tiny_roberta, tiny_tokenized, tmp_path):
-    from ftcompare.tokenization import tokenize_splits
+    from ftcompare.data import tokenize_splits
 
     with pytest.raises(ValueError, match=r"label_names \['only'\] must name the 2 classes"):
         tokenize_splits(
@@ -117,9 +115,8 @@ def test_a_pair_is_the_tokenizers_own_pair_encoding_and_cuts_as_it_cuts(model, r
     tokenizer would encode it at that budget, not with its second text cut off."""
     from transformers import AutoTokenizer
 
-    from ftcompare.data import PreparedData, write_prepared
-    from ftcompare.sources import resolve_model_path
-    from ftcompare.tokenization import tokenize_splits
+    from ftcompare.contract import resolve_model_path
+    from ftcompare.data import PreparedData, tokenize_splits, write_prepared
 
     name = str(request.getfixturevalue(model)) if model == "tiny_roberta" else model
     firsts, seconds = pair_texts(imdb_sample)
@@ -172,7 +169,7 @@ def test_a_pair_is_the_tokenizers_own_pair_encoding_and_cuts_as_it_cuts(model, r
 
 
 def test_longest_first_is_the_tokenizers_rule():
-    from ftcompare.batching import longest_first
+    from ftcompare.data import longest_first
 
     assert longest_first(3, 4, 10) == (3, 4)  # fits: nothing cut
     assert longest_first(3, 100, 50) == (3, 47)  # only the longer text loses tokens

@@ -1,4 +1,4 @@
-"""Tests for ftcompare.trained and ftcompare.cli without a study: reading the inputs, the
+"""Tests for ftcompare.use.predict and ftcompare.use.cli without a study: reading the inputs, the
 outputs, and the errors for runs and inputs the commands cannot use. The commands on a
 real study's runs are tested in test_workflow.py."""
 
@@ -22,11 +22,10 @@ import pandas as pd
 import pytest
 from specs import CPU, make_spec, tokenized_sample
 
-from ftcompare import cli, trained
-from ftcompare.config import METHOD_TABLE
-from ftcompare.errors import ConfigError
-from ftcompare.study import study_folder
-from ftcompare.trained import UsageError, read_texts
+from ftcompare.contract import ConfigError, UsageError, study_folder
+from ftcompare.methods import METHOD_TABLE
+from ftcompare.use import cli, read_texts
+from ftcompare.use import predict as trained
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REVIEWS = ["Great fun.", "Awful, just awful.", "A line\u2028with a line separator inside, and a \x85 too."]
@@ -232,7 +231,7 @@ def test_pipes_and_devices_are_read_as_files(tmp_path):
             pass  # unblocks a writer the test left waiting for a reader
     writer.join(timeout=10)
     proc = subprocess.run(
-        [sys.executable, "-c", "from ftcompare.trained import read_texts; print(read_texts('/dev/stdin'))"],
+        [sys.executable, "-c", "from ftcompare.use.predict import read_texts; print(read_texts('/dev/stdin'))"],
         input="Great.\n",
         capture_output=True,
         text=True,
@@ -356,7 +355,7 @@ def test_an_existing_output_needs_force_and_a_folder_or_a_path_under_a_file_is_n
 
 def test_help_imports_neither_torch_nor_transformers():
     code = (
-        "import sys\nfrom ftcompare.cli import main\n"
+        "import sys\nfrom ftcompare.use.cli import main\n"
         "for argv in (['--help'], ['predict', '--help'], ['export', '--help']):\n"
         "    try:\n        main(argv)\n    except SystemExit as exit:\n        assert exit.code == 0\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'imported'\n"
@@ -369,7 +368,7 @@ def test_help_imports_neither_torch_nor_transformers():
 
 def test_the_package_installs_the_command():
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"ftcompare": "ftcompare.cli:main"}
+    assert scripts == {"ftcompare": "ftcompare.use.cli:main"}
     proc = subprocess.run([sys.executable, "-m", "ftcompare", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: ftcompare")
 
@@ -380,7 +379,8 @@ def test_the_package_installs_the_command():
 @pytest.fixture(scope="module")
 def lora_run(tiny_roberta, tiny_tokenized, tmp_path_factory) -> Path:
     """A LoRA run folder as the workflow leaves it: train.json, eval.json, predictions.parquet, README.md, model/."""
-    from ftcompare.jobs import evaluate_job, finetune_job
+    from ftcompare.evaluate import evaluate_job
+    from ftcompare.train import finetune_job
 
     study = tmp_path_factory.mktemp("study")
     run = study / "results" / "runs" / "imdb" / "tiny-roberta" / "lora" / "seed0"
@@ -420,7 +420,7 @@ def test_predict_on_the_test_split_reproduces_the_runs_predictions(lora_run, tin
 
 
 def test_the_cards_snippet_and_commands_work_from_any_folder(lora_run, tiny_tokenized, tmp_path, monkeypatch):
-    from ftcompare.jobs import evaluate_job
+    from ftcompare.evaluate import evaluate_job
 
     study = lora_run.parents[5]
     monkeypatch.chdir(study)  # as Snakemake runs the job: paths relative to the study's folder
@@ -498,7 +498,7 @@ def test_a_base_a_run_folder_names_as_a_package_is_never_imported(lora_run, tmp_
 def test_the_evaluate_job_never_imports_a_package_a_train_record_names(
     lora_run, tiny_roberta, tiny_tokenized, tmp_path, monkeypatch
 ):
-    from ftcompare.jobs import evaluate_job
+    from ftcompare.evaluate import evaluate_job
 
     run = copy_of(lora_run, tmp_path)
     marker = tmp_path / "imported"
@@ -607,7 +607,8 @@ NAMED = [name for name in METHOD_TABLE if name != "peft"]
 @pytest.fixture(scope="module")
 def method_runs(tiny_roberta, imdb_sample, tmp_path_factory) -> dict[str, Path]:
     """A run of every named method (and LoRA on PEFT's default modules), as the workflow leaves it."""
-    from ftcompare.jobs import evaluate_job, finetune_job
+    from ftcompare.evaluate import evaluate_job
+    from ftcompare.train import finetune_job
 
     study = tmp_path_factory.mktemp("methods")
     tokenized = tokenized_sample(
@@ -686,7 +687,7 @@ def printed_probabilities(output: str, count: int) -> np.ndarray:
 
 
 def test_every_methods_card_snippet_reproduces_its_predictions(method_runs, tmp_path):
-    from ftcompare.modelcard import EXAMPLE_REVIEWS
+    from ftcompare.evaluate import EXAMPLE_REVIEWS
 
     texts = method_texts(method_runs)
     snippets = {}
@@ -721,9 +722,9 @@ def pair_run(request, imdb_sample, tmp_path_factory) -> Path:
     """A LoRA run of a sentence-pair task (each review's first half and second half as
     sentence1 / sentence2, source columns named as GLUE's MRPC names them), by a RoBERTa
     (no segment ids) and by MiniLM (BERT: the second text is segment 1)."""
-    from ftcompare.data import prepare, prepared_text_columns, write_prepared
-    from ftcompare.jobs import evaluate_job, finetune_job
-    from ftcompare.tokenization import tokenize_splits
+    from ftcompare.data import prepare, prepared_text_columns, tokenize_splits, write_prepared
+    from ftcompare.evaluate import evaluate_job
+    from ftcompare.train import finetune_job
 
     model_path = request.getfixturevalue(request.param)
     study = tmp_path_factory.mktemp("pair-study")

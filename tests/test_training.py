@@ -19,10 +19,11 @@ import pytest
 import torch
 from specs import CPU, make_spec
 
-from ftcompare import checkpoint as ckpt
-from ftcompare import models, steps, training
-from ftcompare.batching import epoch_batches, load_tokenized
-from ftcompare.training import train_run
+from ftcompare.data import epoch_batches, load_tokenized
+from ftcompare.model import build as models
+from ftcompare.train import checkpoint as ckpt
+from ftcompare.train import loop as training
+from ftcompare.train import steps, train_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +108,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenize
     # The rerun is a new process whose own peak is tiny: the record must keep the earlier one.
     fresh_process = types.SimpleNamespace(ru_maxrss=1)  # KiB
     monkeypatch.setattr(steps.resource, "getrusage", lambda who: fresh_process)
-    with caplog.at_level(logging.WARNING, logger="ftcompare.training"):
+    with caplog.at_level(logging.WARNING, logger="ftcompare.train.loop"):
         resumed = run(spec, tiny_tokenized, tmp_path, "killed")
     assert resumed.metrics["peak_rss_gb"] == saved_peak
     assert "resumed from step 21" in caplog.text
@@ -214,15 +215,16 @@ def test_unavailable_strategy_is_skipped(tiny_roberta, tiny_tokenized, tmp_path,
 PREEMPTIBLE_JOB = textwrap.dedent(
     """
     import sys
-    from ftcompare import jobs
-    from ftcompare.config import RunSpec
-    from ftcompare.provenance import read_json
-    from ftcompare.training import Preempted
+    from ftcompare.contract import setup_logging
+    from ftcompare.train import finetune_job
+    from ftcompare.methods import RunSpec
+    from ftcompare.contract import read_json
+    from ftcompare.train import Preempted
     import json
-    jobs.setup_logging(sys.argv[2])
+    setup_logging(sys.argv[2])
     spec = RunSpec.from_dict(json.loads(open(sys.argv[1]).read()))
     try:
-        jobs.finetune_job(spec=spec, tokenized_dir=sys.argv[3], model_dir=sys.argv[4] + "/model",
+        finetune_job(spec=spec, tokenized_dir=sys.argv[3], model_dir=sys.argv[4] + "/model",
                       record_path=sys.argv[4] + "/train.json", checkpoint_dir=sys.argv[4] + "/ckpt",
                       attempt_path=sys.argv[4] + "/attempt.json", retry_marker="first")
     except Preempted:
@@ -376,12 +378,12 @@ def test_non_finite_loss_fails_the_run_within_log_every_steps(
 def test_diverged_run_record_is_strict_json_with_status_failed(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
     import json
 
-    from ftcompare import jobs
+    from ftcompare.train import finetune_job
 
     poison_step(monkeypatch, at_call=3)
     spec = make_spec(tiny_roberta, "full", log_every_steps=5)
     record_path = tmp_path / "run" / "train.json"
-    jobs.finetune_job(
+    finetune_job(
         spec=spec,
         tokenized_dir=tiny_tokenized,
         model_dir=tmp_path / "run" / "model",
@@ -428,7 +430,7 @@ def test_the_best_epoch_is_chosen_on_the_tasks_metric(tiny_roberta, tiny_tokeniz
     # Epoch 1 errs on 28% of each class; epoch 2 on 60% of the positives alone. On a
     # balanced split epoch 1 has the higher accuracy (0.72 vs 0.70), epoch 2 the higher
     # MCC (0.5 vs 0.44): the choice must follow the metric the spec names.
-    from ftcompare.metrics import score
+    from ftcompare.contract import score
 
     labels = load_tokenized(tiny_tokenized, splits=("validation",)).splits["validation"].labels
     positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
@@ -475,7 +477,7 @@ def test_non_finite_validation_logits_fail_the_run(tiny_roberta, tiny_tokenized,
 
 
 def test_evaluation_of_non_finite_logits_fails(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
-    from ftcompare import evaluation
+    from ftcompare.evaluate import scoring as evaluation
 
     spec = make_spec(tiny_roberta, "lora")
     assert run(spec, tiny_tokenized, tmp_path, "ev").status == "ok"
@@ -502,7 +504,7 @@ def test_a_target_module_typo_fails_the_run_before_it_trains(tiny_roberta, tiny_
 
 @pytest.mark.parametrize("strategy", ["full", "ia3"])
 def test_evaluation_measures_inference_cost_and_merged_where_it_can(tiny_roberta, tiny_tokenized, tmp_path, strategy):
-    from ftcompare import evaluation
+    from ftcompare.evaluate import scoring as evaluation
 
     spec = make_spec(tiny_roberta, strategy)
     assert run(spec, tiny_tokenized, tmp_path, "cost").status == "ok"

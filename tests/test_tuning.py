@@ -1,4 +1,4 @@
-"""Tests for ftcompare.tuning: the grid as config, the trials, and the selection."""
+"""Tests for ftcompare.plan.tuning: the grid as config, the trials, and the selection."""
 
 from __future__ import annotations
 
@@ -10,10 +10,21 @@ from typing import Any
 import pytest
 from specs import CPU, make_spec
 
-from ftcompare import batching, training
-from ftcompare.checks import checked_config
-from ftcompare.config import ConfigError, load_config, resolve_run
-from ftcompare.tuning import Trial, TrialResult, apply_selection, select, trial_result, trial_spec, trials
+from ftcompare.contract import ConfigError
+from ftcompare.data import batching
+from ftcompare.plan import (
+    Trial,
+    TrialResult,
+    apply_selection,
+    checked_config,
+    load_config,
+    resolve_run,
+    select,
+    trial_result,
+    trial_spec,
+    trials,
+)
+from ftcompare.train import loop as training
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 

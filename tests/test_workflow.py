@@ -30,9 +30,8 @@ from workflow_runs import (
     tiny_study,
 )
 
-from ftcompare import cli
-from ftcompare.status import render, study_rows
-from ftcompare.study import study_folder
+from ftcompare.contract import study_folder
+from ftcompare.use import cli, render, study_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -240,7 +239,7 @@ def test_predict_reads_standard_input_text_and_csv_files(study, tmp_path):
     texts = pd.read_parquet(prepared_test_split(run))["text"]
     single_line = texts[~texts.str.contains("\n")].head(30)  # one review a line
     expected = pd.read_parquet(run / "predictions.parquet").loc[single_line.index].reset_index(drop=True)
-    # Standard input, through the command as installed (python -m ftcompare runs ftcompare.cli:main).
+    # Standard input, through the command as installed (python -m ftcompare runs ftcompare.use.cli:main).
     proc = subprocess.run(
         [sys.executable, "-m", "ftcompare", "predict", str(run), "--input", "-"],
         input="\n".join(single_line) + "\n",
@@ -314,8 +313,8 @@ def snippet_probabilities(output: str, adapter: bool) -> list[list[float]]:
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_the_model_cards_loading_snippet_runs_and_loads_the_trained_head(study, strategy):
-    from ftcompare import trained
-    from ftcompare.modelcard import EXAMPLE_REVIEWS
+    from ftcompare.evaluate import EXAMPLE_REVIEWS
+    from ftcompare.use import predict as trained
 
     workdir, _ = study
     run = cell_runs(workdir) / strategy / "seed0"
@@ -338,7 +337,7 @@ def test_the_model_cards_loading_snippet_runs_and_loads_the_trained_head(study, 
 
 
 def test_the_docs_loading_snippet_is_a_cards_and_runs(study):
-    from ftcompare.modelcard import load_snippet
+    from ftcompare.evaluate import load_snippet
 
     workdir, _ = study
     page = (REPO_ROOT / "docs" / "using-a-run.md").read_text()
@@ -426,7 +425,7 @@ def test_the_glue_overlay_plans_every_task_before_any_download(tmp_path):
 )
 def test_config_edit_reruns_exactly_what_it_touches(fixed_study, tiny_roberta, edit, expected):
     workdir, configs, _ = fixed_study
-    if "models" in edit:  # the study's model, named after its folder (ftcompare.study)
+    if "models" in edit:  # the study's model, named after its folder (ftcompare.plan.matrix)
         edit = {"models": {tiny_roberta.name if k == "STUDY_MODEL" else k: v for k, v in edit["models"].items()}}
     edited = overlay(workdir, "edit", edit)
     assert planned_jobs(workdir, *configs, edited) == {**expected, "report": 1, "all": 1}

@@ -19,7 +19,7 @@ from workflow_runs import (
     snakemake_command,
 )
 
-from ftcompare import cli
+from ftcompare.use import cli
 
 pytestmark = pytest.mark.e2e
 
@@ -68,7 +68,7 @@ def test_four_gpus_run_four_finetunes_at_once_each_on_its_own(tmp_path, imdb_sam
     config = small_study(tmp_path, imdb_sample, str(tiny_roberta))
     lock_dir = tmp_path / "gpu-locks"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1,2,3", "FTCOMPARE_GPU_LOCK_DIR": str(lock_dir)}
-    runs = f"results/runs/data/{tiny_roberta.name}"  # ftcompare.study names the sample's folder and the model's
+    runs = f"results/runs/data/{tiny_roberta.name}"  # ftcompare.plan.matrix names the sample's folder and the model's
     targets = [f"{runs}/{s}/seed0/train.json" for s in ("full", "lora", "qlora", "ia3")]
     command = snakemake_command(tmp_path, config, args=tuple(targets), cores=16, gpus=4)
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -1,4 +1,4 @@
-"""Tests for ftcompare.workflow_support.preflight: bad sources stop Snakemake before any job starts."""
+"""Tests for ftcompare.plan.preflight.preflight: bad sources stop Snakemake before any job starts."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ftcompare.config import ConfigError
-from ftcompare.workflow_support import preflight
+from ftcompare.contract import ConfigError
+from ftcompare.plan import preflight_checks
 
 
 def study(
@@ -51,7 +51,7 @@ def model_folder(path: Path, *, weights: bool = True, **config: Any) -> Path:
 def test_preflight_accepts_good_local_sources(tmp_path: Path) -> None:
     data = parquet(tmp_path / "d.parquet", text=["a", "b"], label=[0, 1])
     model = model_folder(tmp_path / "m", model_type="roberta", max_position_embeddings=514, pad_token_id=1)
-    preflight(study(train=data, test=data, model=str(model), max_length=512))
+    preflight_checks(study(train=data, test=data, model=str(model), max_length=512))
 
 
 def test_preflight_refuses_the_positive_class_f1_for_three_classes(tmp_path: Path) -> None:
@@ -59,13 +59,13 @@ def test_preflight_refuses_the_positive_class_f1_for_three_classes(tmp_path: Pat
     config = study(train=data, test=data)
     config["data"]["metric"] = "f1"
     with pytest.raises(ConfigError, match="data.metric = 'f1' is the F1 of the positive class, for binary tasks"):
-        preflight(config)
+        preflight_checks(config)
     config["data"]["metric"] = "macro_f1"
-    preflight(config)
+    preflight_checks(config)
 
 
 def test_preflight_leaves_hub_sources_to_the_jobs(tmp_path: Path) -> None:
-    preflight(study(source="hub"))
+    preflight_checks(study(source="hub"))
 
 
 def test_preflight_names_missing_columns(tmp_path: Path) -> None:
@@ -74,39 +74,39 @@ def test_preflight_names_missing_columns(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError, match=r"data.test = .*bad.parquet' has no column\(s\) \['text'\]; it has \['review', 'label'\]"
     ):
-        preflight(study(train=good, test=bad))
+        preflight_checks(study(train=good, test=bad))
 
 
 def test_preflight_rejects_non_utf8_csv(tmp_path: Path) -> None:
     bad = tmp_path / "latin1.csv"
     bad.write_bytes("t\xe9xt,label\ncaf\xe9,0\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="is not valid UTF-8"):
-        preflight(study(source="csv", train=bad, test=bad))
+        preflight_checks(study(source="csv", train=bad, test=bad))
 
 
 def test_preflight_rejects_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.train = '.*nope.parquet' does not exist"):
-        preflight(study(train=tmp_path / "nope.parquet", test=tmp_path / "nope.parquet"))
+        preflight_checks(study(train=tmp_path / "nope.parquet", test=tmp_path / "nope.parquet"))
 
 
 def test_preflight_rejects_a_model_folder_without_weights(tmp_path: Path) -> None:
     data = parquet(tmp_path / "d.parquet", text=["a", "b"], label=[0, 1])
     model = model_folder(tmp_path / "m", weights=False, model_type="bert", max_position_embeddings=512)
     with pytest.raises(ConfigError, match="has no weights; expected one of"):
-        preflight(study(train=data, test=data, model=str(model)))
+        preflight_checks(study(train=data, test=data, model=str(model)))
 
 
 def test_preflight_rejects_max_length_above_the_position_limit(tmp_path: Path) -> None:
     data = parquet(tmp_path / "d.parquet", text=["a", "b"], label=[0, 1])
     model = model_folder(tmp_path / "m", model_type="roberta", max_position_embeddings=514, pad_token_id=1)
     with pytest.raises(ConfigError, match=r"training.max_length = 513 exceeds .* \(512 tokens"):
-        preflight(study(train=data, test=data, model=str(model), max_length=513))
+        preflight_checks(study(train=data, test=data, model=str(model), max_length=513))
 
 
 def test_preflight_rejects_an_incomplete_aclimdb_folder(tmp_path: Path) -> None:
     (tmp_path / "aclImdb" / "train").mkdir(parents=True)
     with pytest.raises(ConfigError, match="no test/ folder"):
-        preflight(study(source="aclimdb", train=tmp_path / "aclImdb"))
+        preflight_checks(study(source="aclimdb", train=tmp_path / "aclImdb"))
 
 
 # --- preflight reads labels, classes, row counts and encodings before any job -----------
@@ -140,7 +140,7 @@ def sized(data_train: Path, data_test: Path, *, source: str = "parquet", **sizes
 def test_preflight_checks_every_label(tmp_path: Path, train: list, test: list, message: str) -> None:
     config = sized(labelled(tmp_path / "train.parquet", train), labelled(tmp_path / "test.parquet", test))
     with pytest.raises(ConfigError, match=message):
-        preflight(config)
+        preflight_checks(config)
 
 
 def test_preflight_finds_null_texts(tmp_path: Path) -> None:
@@ -150,20 +150,20 @@ def test_preflight_finds_null_texts(tmp_path: Path) -> None:
         match=r"data.train = '.*': text column 'text' has 1 missing \(null\) value\(s\), "
         r"the first in row 1",
     ):
-        preflight(sized(train, labelled(tmp_path / "test.parquet", [0, 1])))
+        preflight_checks(sized(train, labelled(tmp_path / "test.parquet", [0, 1])))
 
 
 def test_preflight_compares_subset_sizes_with_parquet_row_counts(tmp_path: Path) -> None:
     train, test = labelled(tmp_path / "train.parquet", [0, 1] * 5), labelled(tmp_path / "test.parquet", [0, 1] * 3)
-    preflight(sized(train, test, train_size=10, test_size=6))
+    preflight_checks(sized(train, test, train_size=10, test_size=6))
     with pytest.raises(
         ConfigError,
         match=r"data.train_size = 11 is larger than the 10 rows of data.train = "
         r"'.*train.parquet'; use at most 10, or null for all",
     ):
-        preflight(sized(train, test, train_size=11))
+        preflight_checks(sized(train, test, train_size=11))
     with pytest.raises(ConfigError, match=r"data.test_size = 7 is larger than the 6 rows of data.test"):
-        preflight(sized(train, test, test_size=7))
+        preflight_checks(sized(train, test, test_size=7))
 
 
 def test_preflight_reads_the_whole_csv_as_utf8(tmp_path: Path) -> None:
@@ -178,13 +178,13 @@ def test_preflight_reads_the_whole_csv_as_utf8(tmp_path: Path) -> None:
         match=rf"data.train = '.*bad.csv' is not valid UTF-8: byte 0xe9 at offset "
         rf"{offset} \(line 1002\)",
     ):
-        preflight(study(source="csv", train=bad, test=good))
+        preflight_checks(study(source="csv", train=bad, test=good))
 
 
 def test_preflight_reads_a_byte_order_mark_transparently(tmp_path: Path) -> None:
     bom = tmp_path / "excel.csv"
     bom.write_bytes(b"\xef\xbb\xbftext,label\na,0\nb,1\n")
-    preflight(study(source="csv", train=bom, test=bom))
+    preflight_checks(study(source="csv", train=bom, test=bom))
 
 
 def test_preflight_checks_csv_labels(tmp_path: Path) -> None:
@@ -197,7 +197,7 @@ def test_preflight_checks_csv_labels(tmp_path: Path) -> None:
         match=r"data.test = '.*bad.csv': label column 'label' has 1 missing value\(s\), "
         r"the first in row 1",
     ):
-        preflight(study(source="csv", train=good, test=bad))
+        preflight_checks(study(source="csv", train=good, test=bad))
 
 
 def test_preflight_counts_aclimdb_reviews(tmp_path: Path) -> None:
@@ -208,7 +208,7 @@ def test_preflight_counts_aclimdb_reviews(tmp_path: Path) -> None:
             for i in range(count):
                 (root / split / sentiment / f"{i}_1.txt").write_text("review")
     with pytest.raises(ConfigError, match=r"data.train = '.*aclImdb' \(test/\) is missing class\(es\) \[1\]"):
-        preflight(study(source="aclimdb", train=root))
+        preflight_checks(study(source="aclimdb", train=root))
 
 
 def test_preflight_reads_the_full_imdb_copy() -> None:
@@ -217,7 +217,7 @@ def test_preflight_reads_the_full_imdb_copy() -> None:
     shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb"
     if not (shared / "train.parquet").is_file():
         pytest.skip(f"the full IMDB copy is not at {shared} (a benchmark-sized check; the sample covers the rest)")
-    preflight(sized(shared / "train.parquet", shared / "test.parquet", train_size=25_000, test_size=25_000))
+    preflight_checks(sized(shared / "train.parquet", shared / "test.parquet", train_size=25_000, test_size=25_000))
 
 
 # --- target_modules / feedforward_modules name modules that exist -------------------------
@@ -238,7 +238,7 @@ def test_preflight_names_a_target_module_typo_and_its_close_match(tmp_path: Path
         r"'.*' \(did you mean 'value'\?\)\. Its innermost modules are named "
         r".*\.\.\.query, .*\.\.\.value",
     ):
-        preflight(config)
+        preflight_checks(config)
 
 
 def test_preflight_names_a_feedforward_module_typo(tmp_path: Path, tiny_roberta: Path) -> None:
@@ -249,19 +249,21 @@ def test_preflight_names_a_feedforward_module_typo(tmp_path: Path, tiny_roberta:
         match=r"strategies.ia3.ia3.feedforward_modules: 'output.dens' matches no module"
         r" of '.*' \(did you mean 'output.dense'",
     ):
-        preflight(config)
+        preflight_checks(config)
 
 
 def test_preflight_accepts_modules_the_weights_file_does_not_hold(tmp_path: Path, tiny_roberta: Path) -> None:
     # RoBERTa's classification head (classifier.out_proj) is created at load time: the
     # safetensors header cannot confirm it, the model's structure does.
-    preflight(with_strategies(tmp_path, tiny_roberta, {"lora": {"lora": {"target_modules": ["query", "out_proj"]}}}))
+    preflight_checks(
+        with_strategies(tmp_path, tiny_roberta, {"lora": {"lora": {"target_modules": ["query", "out_proj"]}}})
+    )
 
 
 def test_cache_keys_follow_exactly_the_settings_a_source_reads() -> None:
-    from ftcompare.config import DEFAULT_CONFIG, load_yaml
+    from ftcompare.contract import cache_key
     from ftcompare.data import settings_used
-    from ftcompare.workflow_support import cache_key
+    from ftcompare.plan import DEFAULT_CONFIG, load_yaml
 
     def key(**data: Any) -> str:
         return cache_key(
@@ -286,8 +288,8 @@ def test_preflight_checks_a_pair_column_like_the_text_column(tmp_path):
     """A sentence-pair task's second column: present, strings, no nulls, before any job."""
     import pandas as pd
 
-    from ftcompare.config import DEFAULT_CONFIG, load_yaml
-    from ftcompare.workflow_support import _check_data_source
+    from ftcompare.plan import DEFAULT_CONFIG, load_yaml
+    from ftcompare.plan.preflight import _check_data_source
 
     frame = pd.DataFrame({"s1": ["a b", "c d"] * 5, "s2": ["e", "f"] * 5, "label": [0, 1] * 5})
     frame.to_parquet(tmp_path / "train.parquet", index=False)
@@ -310,9 +312,7 @@ def test_preflight_checks_a_pair_column_like_the_text_column(tmp_path):
 
 
 def test_a_cells_cache_keys_follow_its_data_then_its_model_and_length() -> None:
-    from ftcompare.checks import checked_study
-    from ftcompare.config import load_config
-    from ftcompare.workflow_support import cell_cache_keys
+    from ftcompare.plan import cell_cache_keys, checked_study, load_config
 
     repo = Path(__file__).resolve().parents[1]
     _, cells = checked_study(load_config(repo / "config" / "glue.yaml", repo / "config" / "encoders.yaml"))

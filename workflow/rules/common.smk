@@ -8,36 +8,26 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 import re
 
-from ftcompare.checks import checked_study
-from ftcompare.config import REFERENCE_RECIPE, resolve_run
-from ftcompare.data import settings_used
-from ftcompare.captions import (
-    ACROSS_FIGURE_CAPTIONS,
-    ACROSS_TABLE,
-    STUDY_CATEGORY,
-    figure_names,
-    figure_place,
-)
-from ftcompare.records import read_selection, retry_marker, run_params
-from ftcompare.sources import is_hub_id
-from ftcompare.status import write_plan
-from ftcompare.study import (
-    TUNING_SUMMARY,
-    Cell,
-    fetched_model_folder,
-    hub_data_settings,
-    hub_folder,
-)
-from ftcompare.tuning import apply_selection, trial_spec, trials
-from ftcompare.workflow_support import cell_cache_keys
-from ftcompare.cost import StudyCosts, minutes
+from ftcompare.plan.checks import checked_study
+from ftcompare.plan.config import REFERENCE_RECIPE, resolve_run
+from ftcompare.data.splits import settings_used
+from ftcompare.contract.outputs import ACROSS_FIGURE_CAPTIONS, ACROSS_TABLE, STUDY_CATEGORY, figure_names, figure_place
+from ftcompare.contract.records import read_selection, retry_marker
+from ftcompare.plan.graph import run_params
+from ftcompare.contract.sources import is_hub_id
+from ftcompare.use.status import write_plan
+from ftcompare.contract.layout import TUNING_SUMMARY, fetched_model_folder, hub_folder
+from ftcompare.plan.matrix import Cell, hub_data_settings
+from ftcompare.plan.tuning import apply_selection, trial_spec, trials
+from ftcompare.plan.preflight import cell_cache_keys
+from ftcompare.plan.cost import StudyCosts, minutes
 
 # Every key checked against workflow/schemas/config.schema.yaml, defaults filled in, and
-# each cell of the study (a task with a model: ftcompare.study) checked as a config of its
+# each cell of the study (a task with a model: ftcompare.plan.matrix) checked as a config of its
 # own. An unknown key, a wrong type or an unknown strategy stops here, before any job
 # runs; so does a setting PEFT would refuse or change, a method that cannot apply to a
 # model, and bad input (paths, columns, encodings, labels, classes, row counts, a local
-# model's limits and module names), which in a job would cost its start-up: ftcompare.checks.
+# model's limits and module names), which in a job would cost its start-up: ftcompare.plan.checks.
 STUDY, CELLS = checked_study(config, sources=True)
 SEEDS = STUDY["seeds"]
 
@@ -119,7 +109,7 @@ def cell_inputs(wildcards):
     return CELL_INPUTS[cell_of(wildcards)]
 
 
-# Tuning (ftcompare.tuning): each cell's trials of every tuned strategy; none when it is off.
+# Tuning (ftcompare.plan.tuning): each cell's trials of every tuned strategy; none when it is off.
 TRIALS = {
     cell: {(t.strategy, t.id): t for ts in trials(cfg).values() for t in ts}
     for cell, cfg in CELLS.items()
@@ -246,7 +236,7 @@ def trial_values(wildcards):
 
 
 # Time limits (minutes), growing with each attempt; a GPU job's from its estimate
-# (ftcompare.cost), re-evaluated when it is scheduled, and its group on a cluster.
+# (ftcompare.plan.cost), re-evaluated when it is scheduled, and its group on a cluster.
 COSTS = StudyCosts(CELLS, seeds=SEEDS, settings=STUDY["cost"])
 
 
@@ -260,7 +250,7 @@ TRIAL_ATTEMPT = f"{TRIAL}/attempt.json"
 
 
 def finetune_retry_marker(wildcards):
-    """Makes a plain rerun retry a skipped or failed run (see ftcompare.workflow_support)."""
+    """Makes a plain rerun retry a skipped or failed run (see ftcompare.plan.preflight)."""
     return retry_marker(FINETUNE_ATTEMPT.format(**wildcards))
 
 

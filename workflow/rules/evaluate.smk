@@ -19,7 +19,7 @@ rule evaluate:
         "results/logs/evaluate/{task}/{model}/{strategy}_seed{seed}.log",
     benchmark:
         "results/benchmarks/evaluate/{task}/{model}/{strategy}_seed{seed}.tsv"
-    # A short one runs in a group on a cluster (ftcompare.cost).
+    # A short one runs in a group on a cluster (ftcompare.plan.cost).
     group:
         COSTS.group_of("evaluate")
     conda:

@@ -22,7 +22,7 @@ rule finetune:
     # Host memory: the CUDA context and libraries (~3 GB), the model loaded on the host
     # first, and checkpoints, which copy the trainable weights and Adam's state there
     # (1.5 GB for roberta-base). Runtime: the run's estimate times cost.safety_factor
-    # (ftcompare.cost), growing with each retry. On SLURM (ignored elsewhere): SIGTERM to
+    # (ftcompare.plan.cost), growing with each retry. On SLURM (ignored elsewhere): SIGTERM to
     # the job's steps 5 minutes before its time limit, so that training checkpoints and
     # exits non-zero and the retry resumes; a short run joins a group there.
     group:

@@ -2,7 +2,7 @@
 the process up before torch is imported.
 
 Snakemake puts this folder on sys.path; the library is two levels up, in src/. Each
-script then calls `ftcompare.jobs.start_job` (log file, no network, its own GPU) before
+script then calls `ftcompare.contract.process.start_job` (log file, no network, its own GPU) before
 anything imports torch.
 """
 
@@ -11,6 +11,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-from ftcompare.allocator import prefer_expandable_segments  # noqa: E402
+from ftcompare.contract import prefer_expandable_segments  # noqa: E402
 
 prefer_expandable_segments()

@@ -1,10 +1,13 @@
 import _bootstrap  # noqa: F401  (makes ftcompare importable)
 
-from ftcompare import jobs, progress
+from ftcompare.contract import start_job
 
 # Before torch is imported: the log, no network, and for GPU rules a device of the job's own.
-jobs.start_job(log_path=snakemake.log[0], gpus=snakemake.resources.get("gpu", 0))
-jobs.evaluate_job(
+start_job(log_path=snakemake.log[0], gpus=snakemake.resources.get("gpu", 0))
+from ftcompare.evaluate import evaluate_job  # noqa: E402
+from ftcompare.train import progress  # noqa: E402
+
+evaluate_job(
     train_record_path=snakemake.input.record,
     tokenized_dir=snakemake.input.dataset,
     model_dir=snakemake.input.model,

@@ -1,12 +1,10 @@
 import _bootstrap  # noqa: F401  (makes ftcompare importable)
 
-from ftcompare import jobs
+from ftcompare.contract import start_job
 
 # A local rule: it runs where Snakemake runs, which has the network the jobs may lack.
-jobs.start_job(log_path=snakemake.log[0], network=True)
+start_job(log_path=snakemake.log[0], network=True)
 
-from ftcompare.fetch import fetch_model  # noqa: E402
-from ftcompare.sources import ModelSourceError  # noqa: E402
+from ftcompare.data import fetch_model_job  # noqa: E402
 
-with jobs.one_line_errors(ModelSourceError):
-    fetch_model(snakemake.params.model, snakemake.output.model, model_type=snakemake.params.model_type)
+fetch_model_job(snakemake.params.model, out_dir=snakemake.output.model, model_type=snakemake.params.model_type)

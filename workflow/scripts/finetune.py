@@ -2,16 +2,18 @@ import _bootstrap  # noqa: F401  (makes ftcompare importable)
 
 import sys
 
-from ftcompare import jobs, progress
+from ftcompare.contract import start_job
 
 # Before torch is imported: the log, no network, and for GPU rules a device of the job's own.
-jobs.start_job(log_path=snakemake.log[0], gpus=snakemake.resources.get("gpu", 0))
+start_job(log_path=snakemake.log[0], gpus=snakemake.resources.get("gpu", 0))
 
-from ftcompare.config import RunSpec  # noqa: E402
-from ftcompare.training import Preempted  # noqa: E402
+from ftcompare.methods import RunSpec  # noqa: E402
+from ftcompare.train import progress  # noqa: E402
+from ftcompare.train import finetune_job  # noqa: E402
+from ftcompare.train import Preempted  # noqa: E402
 
 try:
-    jobs.finetune_job(
+    finetune_job(
         spec=RunSpec.from_dict(snakemake.params.run),
         tokenized_dir=snakemake.input.dataset,
         model_dir=snakemake.output.get("model"),  # none for a tuning trial

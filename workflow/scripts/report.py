@@ -1,10 +1,12 @@
 import _bootstrap  # noqa: F401  (makes ftcompare importable)
 
-from ftcompare import jobs
+from ftcompare.contract import start_job
 
 # Before torch is imported: the log, no network, and for GPU rules a device of the job's own.
-jobs.start_job(log_path=snakemake.log[0])
-jobs.report_job(
+start_job(log_path=snakemake.log[0])
+from ftcompare.report import report_job  # noqa: E402
+
+report_job(
     train_records=snakemake.input.train_records,
     eval_records=snakemake.input.eval_records,
     prediction_paths=snakemake.input.predictions,

@@ -1,9 +1,11 @@
 import _bootstrap  # noqa: F401  (makes ftcompare importable)
 
-from ftcompare import jobs
+from ftcompare.contract import start_job
 
-jobs.start_job(log_path=snakemake.log[0])
-jobs.select_settings_job(
+start_job(log_path=snakemake.log[0])
+from ftcompare.plan import select_settings_job  # noqa: E402
+
+select_settings_job(
     trial_records=snakemake.input.trials,
     grid=snakemake.params.grid,
     summary_path=snakemake.output.summary,
