@@ -54,6 +54,10 @@ RUN_EXAMPLE = "results/runs/imdb/roberta-base/lora/seed0"  # what messages and h
 # Every cell's trials in one table, beside the cells' folders results/tuning/<task>/ (the report rule).
 TUNING_SUMMARY = "results/tuning/summary.csv"
 
+# Every planned run and trial, written under results/ when a study starts
+# (ftcompare.plan.write_plan) for `ftcompare status` to show those not started yet.
+PLAN_FILE = "plan.json"
+
 
 # The folders a study writes under its results/ (the workflow's rules): runs and trials,
 # caches, fetched sources, logs, events, figures. Nothing but the workflow writes in them.
