@@ -277,6 +277,23 @@ class StudyPlan:
         """A cell's grid (select_settings' `grid` param): "<strategy>/<trial id>" -> the trial's values."""
         return {f"{s}/{i}": t.values for (s, i), t in self.trials[Cell(task, model)].items()}
 
+    def job_counts(self) -> dict[str, int]:
+        """How many jobs of each rule the study has, none done yet (as `snakemake -n` counts
+        them in a fresh folder); rules without a job left out."""
+        counts = {
+            "fetch_data": len(self.hub_data),
+            "fetch_model": len(self.hub_models),
+            "prepare_data": len(self.data),
+            "tokenize": len(self.tokenized),
+            "tune": sum(len(trials) * len(self.cells[cell]["tuning"]["seeds"]) for cell, trials in self.trials.items()),
+            "select_settings": len(self.tuned_cells),
+            "finetune": len(self.every_run("train.json")),
+            "evaluate": len(self.every_run("eval.json")),
+            "report": 1,
+            "all": 1,
+        }
+        return {rule: count for rule, count in counts.items() if count}
+
     # ----------------------------------------------------------------- figures and the report
 
     @property
