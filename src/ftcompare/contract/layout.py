@@ -43,7 +43,7 @@ def default_model_name(name_or_path: str) -> str:
 
 # --------------------------------------------------------------------------- layout
 # A run folder is results/runs/<task>/<model>/<strategy>/seed<N>; hub sources are fetched
-# into results/sources/ (the workflow's rules, workflow/rules/common.smk).
+# into results/sources/ (the workflow's rules, ftcompare.plan.graph).
 # A run folder's path below the study's folder (the one holding results/) has this many parts.
 RUN_DEPTH = len(("results", "runs", "<task>", "<model>", "<strategy>", "seed<N>"))
 
