@@ -27,7 +27,7 @@ from ftcompare.contract import (
     layout,
     outputs,
 )
-from ftcompare.data import settings_used
+from ftcompare.data import SPLITS, settings_used
 from ftcompare.methods import BLOCKS
 from ftcompare.plan import tuning
 from ftcompare.plan.checks import checked_study
@@ -57,8 +57,6 @@ TRIAL = "results/tuning/{task}/{model}/trials/{strategy}/{trial}/seed{seed}"
 FINETUNE_ATTEMPT = f"{RUN}/attempt.json"
 EVALUATE_ATTEMPT = f"{RUN}/eval-attempt.json"
 TRIAL_ATTEMPT = f"{TRIAL}/attempt.json"
-
-SPLITS = ("train", "validation", "test")
 
 
 def fetched_model(cfg: Mapping[str, Any]) -> str | None:
@@ -98,9 +96,6 @@ class StudyPlan:
         labels, classes, row counts, a local model's limits and module names), which in a
         job would cost its start-up."""
         return cls(*checked_study(config, sources=sources))
-
-    def cell(self, task: str, model: str) -> Cell:
-        return Cell(task, model)
 
     @property
     def seeds(self) -> list[int]:
