@@ -34,4 +34,4 @@ rule all:
     input:
         summary="results/summary.csv",
         report="results/report.md",
-        figures=FIGURES,
+        figures=PLAN.figures,

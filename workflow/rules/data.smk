@@ -1,7 +1,7 @@
 rule prepare_data:
     input:
         # The fetched copy of a hub dataset; nothing for local files.
-        hub=lambda wildcards: DATA[wildcards.data_key]["hub"] or [],
+        hub=lambda wildcards: PLAN.data[wildcards.data_key]["hub"] or [],
     output:
         train="results/data/{data_key}/train.parquet",
         validation="results/data/{data_key}/validation.parquet",
@@ -22,6 +22,6 @@ rule prepare_data:
         mem_mb=4000,
         runtime=minutes(30),
     params:
-        data=lambda wildcards: DATA[wildcards.data_key]["settings"],
+        data=lambda wildcards: PLAN.data[wildcards.data_key]["settings"],
     script:
         "../scripts/prepare_data.py"

@@ -21,7 +21,7 @@ rule evaluate:
         "results/benchmarks/evaluate/{task}/{model}/{strategy}_seed{seed}.tsv"
     # A short one runs in a group on a cluster (ftcompare.plan.cost).
     group:
-        COSTS.group_of("evaluate")
+        PLAN.group_of("evaluate")
     conda:
         "../envs/train.yaml"
     # On a GPU these feed the data, and 4 is plenty: `--cores 16 --resources gpu=4` runs
@@ -34,14 +34,16 @@ rule evaluate:
     resources:
         gpu=1,
         mem_mb=8000,
-        runtime=COSTS.runtime_of("evaluate"),
+        runtime=PLAN.runtime_of("evaluate"),
         slurm_extra="'--signal=TERM@300'",
     params:
         # As in finetune: a failed evaluation is retried by a plain rerun.
-        retry_marker=evaluate_retry_marker,
+        retry_marker=retry_marker_of(EVALUATE_ATTEMPT),
         attempt=EVALUATE_ATTEMPT,
         # The model as the config names it: train.json is checked against it, never
         # trusted to name a package to import.
-        study_model=lambda wildcards: CELLS[cell_of(wildcards)]["model"]["name_or_path"],
+        study_model=lambda wildcards: PLAN.model_name_or_path(
+            wildcards.task, wildcards.model
+        ),
     script:
         "../scripts/evaluate.py"

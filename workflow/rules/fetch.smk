@@ -16,9 +16,9 @@ rule fetch_model:
     conda:
         "../envs/train.yaml"
     params:
-        model=lambda wildcards: HUB_MODELS[wildcards.hub]["name_or_path"],
+        model=lambda wildcards: PLAN.hub_models[wildcards.hub]["name_or_path"],
         # As the config states it (or None): the fetched config.json must agree.
-        model_type=lambda wildcards: HUB_MODELS[wildcards.hub].get("model_type"),
+        model_type=lambda wildcards: PLAN.hub_models[wildcards.hub].get("model_type"),
     script:
         "../scripts/fetch_model.py"
 
@@ -32,8 +32,8 @@ rule fetch_data:
     conda:
         "../envs/data.yaml"
     params:
-        name=lambda wildcards: HUB_DATA[wildcards.hub]["name"],
-        config=lambda wildcards: HUB_DATA[wildcards.hub]["config"],
-        splits=lambda wildcards: HUB_DATA[wildcards.hub]["splits"],
+        name=lambda wildcards: PLAN.hub_data[wildcards.hub]["name"],
+        config=lambda wildcards: PLAN.hub_data[wildcards.hub]["config"],
+        splits=lambda wildcards: PLAN.hub_data[wildcards.hub]["splits"],
     script:
         "../scripts/fetch_data.py"

@@ -26,7 +26,7 @@ rule finetune:
     # the job's steps 5 minutes before its time limit, so that training checkpoints and
     # exits non-zero and the retry resumes; a short run joins a group there.
     group:
-        COSTS.group_of("finetune")
+        PLAN.group_of("finetune")
     conda:
         "../envs/train.yaml"
     # On a GPU these feed the data, and 4 is plenty: `--cores 16 --resources gpu=4` runs
@@ -36,11 +36,11 @@ rule finetune:
     resources:
         gpu=1,
         mem_mb=16000,
-        runtime=COSTS.runtime_of("finetune"),
+        runtime=PLAN.runtime_of("finetune"),
         slurm_extra="'--signal=TERM@300'",
     params:
         run=run_settings,
-        retry_marker=finetune_retry_marker,
+        retry_marker=retry_marker_of(FINETUNE_ATTEMPT),
         # Outside the outputs: Snakemake deletes a failed job's outputs, and a
         # preempted job must find its checkpoints when it is rerun.
         checkpoints="results/checkpoints/{task}/{model}/{strategy}/seed{seed}",

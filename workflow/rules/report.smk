@@ -1,22 +1,22 @@
 rule report:
     input:
-        **TUNING_OUTPUTS,
+        **PLAN.tuning_outputs,
         # The reference's recipe, which the report states beside its results.
-        train_records=all_train_records,
-        eval_records=all_eval_records,
+        train_records=PLAN.every_run("train.json"),
+        eval_records=PLAN.every_run("eval.json"),
         # Parallel to eval_records: each run's per-review predictions, for the paired tests.
-        predictions=all_predictions,
+        predictions=PLAN.every_run("predictions.parquet"),
         reference_recipe=REFERENCE_RECIPE,
     output:
-        **({"tuning_summary": TUNING_SUMMARY} if TUNED_CELLS else {}),
+        **({"tuning_summary": TUNING_SUMMARY} if PLAN.tuned_cells else {}),
         # Per model and strategy: the primary metric on each task, mean rank, wins/ties/losses.
         **(
             {
                 "across": report(
                     f"results/{ACROSS_TABLE}",
                     caption="../report/summary_across_tasks.rst",
-                    category=REPORT_CATEGORY,
-                    subcategory=REPORT_SUBCATEGORY,
+                    category=PLAN.report_place[0],
+                    subcategory=PLAN.report_place[1],
                     labels={
                         "strategy": "all",
                         "seed": "all",
@@ -24,29 +24,29 @@ rule report:
                     },
                 )
             }
-            if ACROSS
+            if PLAN.across
             else {}
         ),
         # Grouped as the runs are (task, model), under the strategy "all".
         summary=report(
             "results/summary.csv",
             caption="../report/summary.rst",
-            category=REPORT_CATEGORY,
-            subcategory=REPORT_SUBCATEGORY,
+            category=PLAN.report_place[0],
+            subcategory=PLAN.report_place[1],
             labels={"strategy": "all", "seed": "all", "item": "summary table"},
         ),
         by_strategy=report(
             "results/summary_by_strategy.csv",
             caption="../report/summary_by_strategy.rst",
-            category=REPORT_CATEGORY,
-            subcategory=REPORT_SUBCATEGORY,
+            category=PLAN.report_place[0],
+            subcategory=PLAN.report_place[1],
             labels={"strategy": "all", "seed": "all", "item": "per-strategy table"},
         ),
         report=report(
             "results/report.md",
             caption="../report/report.rst",
-            category=REPORT_CATEGORY,
-            subcategory=REPORT_SUBCATEGORY,
+            category=PLAN.report_place[0],
+            subcategory=PLAN.report_place[1],
             labels={"strategy": "all", "seed": "all", "item": "written comparison"},
         ),
         # report.md as HTML, figures embedded: the HTML report's landing page shows it
@@ -57,15 +57,15 @@ rule report:
             report(
                 figure,
                 caption="../report/figures.rst",
-                category=FIGURE_PLACES[figure]["category"],
-                subcategory=FIGURE_PLACES[figure]["subcategory"],
+                category=PLAN.figure_places[figure]["category"],
+                subcategory=PLAN.figure_places[figure]["subcategory"],
                 labels={
                     "strategy": "all",
                     "seed": "all",
-                    "item": FIGURE_PLACES[figure]["item"],
+                    "item": PLAN.figure_places[figure]["item"],
                 },
             )
-            for figure in FIGURES
+            for figure in PLAN.figures
         ],
     log:
         "results/logs/report.log",
@@ -75,11 +75,11 @@ rule report:
         mem_mb=2000,
         runtime=minutes(15),
     params:
-        reference=STUDY["report"]["reference"],
-        baseline=STUDY["report"]["baseline"],
-        sort_by=STUDY["report"]["sort_by"],
-        equivalence_margin=STUDY["report"]["equivalence_margin"],
+        reference=PLAN.study["report"]["reference"],
+        baseline=PLAN.study["report"]["baseline"],
+        sort_by=PLAN.study["report"]["sort_by"],
+        equivalence_margin=PLAN.study["report"]["equivalence_margin"],
         # Each task's data block: where it is a GLUE task, the published figures stand beside ours.
-        datasets=STUDY["tasks"],
+        datasets=PLAN.study["tasks"],
     script:
         "../scripts/report.py"

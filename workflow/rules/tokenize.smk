@@ -1,12 +1,9 @@
 rule tokenize:
     input:
-        unpack(
-            lambda wildcards: {
-                split: f"{TOKENIZED[wildcards.tokenized_key]['data']}/{split}.parquet"
-                for split in ("train", "validation", "test")
-            }
-        ),
-        base_model=lambda wildcards: TOKENIZED[wildcards.tokenized_key]["base_model"]
+        unpack(lambda wildcards: PLAN.tokenize_splits(wildcards.tokenized_key)),
+        base_model=lambda wildcards: PLAN.tokenized[wildcards.tokenized_key][
+            "base_model"
+        ]
         or [],
     output:
         dataset=directory("results/tokenized/{tokenized_key}"),
@@ -23,7 +20,9 @@ rule tokenize:
         mem_mb=4000,
         runtime=minutes(30),
     params:
-        model=lambda wildcards: TOKENIZED[wildcards.tokenized_key]["model"],
-        max_length=lambda wildcards: TOKENIZED[wildcards.tokenized_key]["max_length"],
+        model=lambda wildcards: PLAN.tokenized[wildcards.tokenized_key]["model"],
+        max_length=lambda wildcards: PLAN.tokenized[wildcards.tokenized_key][
+            "max_length"
+        ],
     script:
         "../scripts/tokenize.py"

@@ -8,7 +8,7 @@ rule tune:
     benchmark:
         "results/benchmarks/tune/{task}/{model}/{strategy}/{trial}_seed{seed}.tsv"
     group:
-        COSTS.group_of("trial")
+        PLAN.group_of("trial")
     conda:
         "../envs/train.yaml"
     # As finetune (see there); a trial runs tuning.epochs, often fewer.
@@ -16,12 +16,12 @@ rule tune:
     resources:
         gpu=1,
         mem_mb=16000,
-        runtime=COSTS.runtime_of("trial"),
+        runtime=PLAN.runtime_of("trial"),
         slurm_extra="'--signal=TERM@300'",
     params:
         run=trial_settings,
         trial="{trial}",
-        retry_marker=trial_retry_marker,
+        retry_marker=retry_marker_of(TRIAL_ATTEMPT),
         checkpoints="results/checkpoints/tuning/{task}/{model}/{strategy}/{trial}/seed{seed}",
         attempt=TRIAL_ATTEMPT,
     script:

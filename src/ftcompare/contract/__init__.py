@@ -13,7 +13,7 @@ _API = {
     "allocator": "ALLOCATOR_VARIABLES allocator_setting prefer_expandable_segments",
     "errors": "ConfigError UsageError",
     "files": "atomic_write_bytes atomic_writer remove_temporaries",
-    "layout": "cache_key default_model_name default_task_name study_folder",
+    "layout": "PLAN_FILE cache_key default_model_name default_task_name study_folder",
     "metrics": "LABELS METRICS all_scores check_metric confusion from_confusion macro_precision_recall score",
     "outputs": (
         "ACROSS_COLUMNS ACROSS_COST_COLUMNS ACROSS_FIGURE_CAPTIONS ACROSS_TABLE ACROSS_TASK_PREFIXES "

@@ -43,7 +43,7 @@ def default_model_name(name_or_path: str) -> str:
 
 # --------------------------------------------------------------------------- layout
 # A run folder is results/runs/<task>/<model>/<strategy>/seed<N>; hub sources are fetched
-# into results/sources/ (the workflow's rules, workflow/rules/common.smk).
+# into results/sources/ (the workflow's rules, ftcompare.plan.graph).
 # A run folder's path below the study's folder (the one holding results/) has this many parts.
 RUN_DEPTH = len(("results", "runs", "<task>", "<model>", "<strategy>", "seed<N>"))
 
@@ -53,6 +53,10 @@ RUN_EXAMPLE = "results/runs/imdb/roberta-base/lora/seed0"  # what messages and h
 
 # Every cell's trials in one table, beside the cells' folders results/tuning/<task>/ (the report rule).
 TUNING_SUMMARY = "results/tuning/summary.csv"
+
+# Every planned run and trial, written under results/ when a study starts
+# (ftcompare.plan.write_plan) for `ftcompare status` to show those not started yet.
+PLAN_FILE = "plan.json"
 
 
 # The folders a study writes under its results/ (the workflow's rules): runs and trials,

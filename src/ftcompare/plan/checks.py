@@ -1,6 +1,6 @@
 """Every check of a study's config before any job runs, in one place: the coordinator.
 
-`checked_config` is what the Snakefile calls (workflow/rules/common.smk): the config
+`checked_study` is what the Snakefile calls (through ftcompare.plan.graph.StudyPlan): the config
 validated and resolved (ftcompare.plan.config), then the checks that span modules: each
 strategy's method (its own checks, ftcompare.methods.catalogue; a `peft:` block and a 4-bit base
 against the installed PEFT, ftcompare.methods.adapters), the data paths, the sources themselves

@@ -400,7 +400,7 @@ KINDS = ("trial", "finetune", "evaluate")
 
 class StudyCosts:
     """Every job's estimate in a study: what `ftcompare plan` prints, and what the rules'
-    `runtime` and `group` ask (workflow/rules/common.smk). `cells`: each cell's checked
+    `runtime` and `group` ask (through ftcompare.plan.graph.StudyPlan). `cells`: each cell's checked
     config (ftcompare.plan.checks.checked_study); `settings`: the config's `cost` block."""
 
     def __init__(

@@ -9,6 +9,6 @@ from ftcompare._lazy import lazy_api
 _API = {
     "cli": "main",
     "predict": "load_for_inference open_run read_texts",
-    "status": "render study_rows write_plan",
+    "status": "render study_rows",
 }
 __getattr__, __dir__, __all__ = lazy_api(__name__, {n: m for m, names in _API.items() for n in names.split()})

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-PLAN = "plan.json"
+from ftcompare.contract import PLAN_FILE
+
 # A job refreshes its progress file every heartbeat; past this many, it is gone. Generous:
 # a shared file system may show a file late, and clocks differ between hosts.
 STALE_HEARTBEATS = 4
@@ -65,37 +66,6 @@ class Row:
     # Not in the plan: a run of a task, model or strategy the config no longer has.
     leftover: bool = False
     note: str | None = None  # a file passed over, for the lines under the table
-
-
-# --------------------------------------------------------------------------- the plan
-
-
-def write_plan(cells: Mapping[Any, Mapping[str, Any]], path: str | Path) -> None:
-    """The study's runs and trials, cell by cell (each cell's checked config, keyed by its
-    ftcompare.plan.matrix.Cell), for `ftcompare status` to list the ones not yet started;
-    rewritten only when it changes."""
-    from ftcompare.contract import atomic_write_bytes
-    from ftcompare.plan import trials
-
-    plan: dict[str, Any] = {"runs": [], "trials": [], "metrics": {}}
-    for cell, config in cells.items():
-        where = {"task": cell.task, "model": cell.model}
-        plan["metrics"][cell.task] = config["data"]["metric"]
-        plan["runs"] += [
-            {**where, "strategy": s, "seed": seed} for s in config["strategies"] for seed in config["seeds"]
-        ]
-        plan["trials"] += [
-            {**where, "strategy": trial.strategy, "trial": trial.id, "seed": seed}
-            for strategy_trials in trials(config).values()
-            for trial in strategy_trials
-            for seed in config["tuning"]["seeds"]
-        ]
-    data = json.dumps(plan, indent=1).encode()
-    path = Path(path)
-    if path.is_file() and path.read_bytes() == data:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
 
 
 # --------------------------------------------------------------------------- reading
@@ -252,7 +222,7 @@ def study_rows(results: str | Path, *, now: float | None = None) -> list[Row]:
     not list (where there is a plan)."""
     results = Path(results)
     now, host = time.time() if now is None else now, socket.gethostname()
-    plan = _read(results / PLAN) or {}
+    plan = _read(results / PLAN_FILE) or {}
     keys: dict[tuple[str, str, str, str | None, int], Path] = {}
     for trial in plan.get("trials", []):
         task, model, strategy, name, seed = (trial[k] for k in ("task", "model", "strategy", "trial", "seed"))
@@ -291,7 +261,7 @@ def _recorded_metric(folder: Path) -> str | None:
 def _holds_study(folder: Path) -> bool:
     """A study's results folder: its plan, or a run or trial of this version's layout."""
     return (
-        (folder / PLAN).is_file()
+        (folder / PLAN_FILE).is_file()
         or any((folder / "runs").glob("*/*/*/seed*"))
         or any((folder / "tuning").glob("*/*/trials/*/*/seed*"))
     )
