@@ -1,4 +1,4 @@
-"""Tests for ftcompare.use.predict and ftcompare.use.cli without a study: reading the inputs, the
+"""Tests for ftcompare.use.runs and ftcompare.use.cli without a study: reading the inputs, the
 outputs, and the errors for runs and inputs the commands cannot use. The commands on a
 real study's runs are tested in test_workflow.py."""
 
@@ -25,7 +25,7 @@ from specs import CPU, make_spec, tokenized_sample
 from ftcompare.contract import ConfigError, UsageError, study_folder
 from ftcompare.methods import METHOD_TABLE
 from ftcompare.use import cli, read_texts
-from ftcompare.use import predict as trained
+from ftcompare.use import runs as trained
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REVIEWS = ["Great fun.", "Awful, just awful.", "A line\u2028with a line separator inside, and a \x85 too."]
@@ -231,7 +231,7 @@ def test_pipes_and_devices_are_read_as_files(tmp_path):
             pass  # unblocks a writer the test left waiting for a reader
     writer.join(timeout=10)
     proc = subprocess.run(
-        [sys.executable, "-c", "from ftcompare.use.predict import read_texts; print(read_texts('/dev/stdin'))"],
+        [sys.executable, "-c", "from ftcompare.use.runs import read_texts; print(read_texts('/dev/stdin'))"],
         input="Great.\n",
         capture_output=True,
         text=True,

@@ -21,6 +21,7 @@ from specs import CPU, make_spec
 
 from ftcompare.data import epoch_batches, load_tokenized
 from ftcompare.model import build as models
+from ftcompare.model import device
 from ftcompare.train import checkpoint as ckpt
 from ftcompare.train import loop as training
 from ftcompare.train import steps, train_run
@@ -107,7 +108,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenize
 
     # The rerun is a new process whose own peak is tiny: the record must keep the earlier one.
     fresh_process = types.SimpleNamespace(ru_maxrss=1)  # KiB
-    monkeypatch.setattr(steps.resource, "getrusage", lambda who: fresh_process)
+    monkeypatch.setattr(device.resource, "getrusage", lambda who: fresh_process)
     with caplog.at_level(logging.WARNING, logger="ftcompare.train.loop"):
         resumed = run(spec, tiny_tokenized, tmp_path, "killed")
     assert resumed.metrics["peak_rss_gb"] == saved_peak

@@ -316,7 +316,7 @@ def snippet_probabilities(output: str, adapter: bool) -> list[list[float]]:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_the_model_cards_loading_snippet_runs_and_loads_the_trained_head(study, strategy):
     from ftcompare.evaluate import EXAMPLE_REVIEWS
-    from ftcompare.use import predict as trained
+    from ftcompare.use import runs as trained
 
     workdir, _ = study
     run = cell_runs(workdir) / strategy / "seed0"

@@ -47,7 +47,7 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_commit(repo: Path | None = None) -> str | None:
-    repo = repo or Path(__file__).resolve().parents[2]
+    repo = repo or Path(__file__).resolve().parents[3]
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):

@@ -21,7 +21,7 @@ from typing import Any
 from ftcompare.plan import load_yaml
 from ftcompare.report.tables import RunRecord, number
 
-PUBLISHED_DIR = Path(__file__).resolve().parents[2] / "config" / "published"
+PUBLISHED_DIR = Path(__file__).resolve().parents[3] / "config" / "published"
 _MISSING = "—"
 
 

@@ -7,7 +7,7 @@
     ftcompare calibrate [--directory D] [--configfile F ...] [--steps N] [--output FILE]
 
 Kept light: `ftcompare --help` imports neither torch nor transformers; each command
-imports what it needs when it runs (ftcompare.use.predict).
+imports what it needs when it runs (ftcompare.use.runs).
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def _quiet_libraries() -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ftcompare.use import predict as trained
+    from ftcompare.use import runs as trained
 
     run = trained.open_run(args.run_dir)
     # A bad --output or --base fails before any work.
@@ -215,7 +215,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ftcompare.use import predict as trained
+    from ftcompare.use import runs as trained
 
     run = trained.open_run(args.run_dir)
     _quiet_libraries()
