@@ -10,20 +10,17 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from ftcompare.contract import (
     ACROSS_TABLE,
-    PLAN_FILE,
-    read_selection,
-    retry_marker,
-)
-from ftcompare.contract.layout import TUNING_SUMMARY
-from ftcompare.plan import REFERENCE_RECIPE, StudyPlan, write_plan
-from ftcompare.plan.cost import minutes
-from ftcompare.plan.graph import (
     EVALUATE_ATTEMPT,
     FINETUNE_ATTEMPT,
+    PLAN_FILE,
     RUN,
     TRIAL,
     TRIAL_ATTEMPT,
+    TUNING_SUMMARY,
+    read_selection,
+    retry_marker,
 )
+from ftcompare.plan import REFERENCE_RECIPE, StudyPlan, minutes, write_plan
 
 # The config checked once, before any job runs: every key against the schema, each cell
 # (a task with a model) as a config of its own, the data and a local model read

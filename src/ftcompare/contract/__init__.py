@@ -13,7 +13,7 @@ _API = {
     "allocator": "ALLOCATOR_VARIABLES allocator_setting prefer_expandable_segments",
     "errors": "ConfigError UsageError",
     "files": "atomic_write_bytes atomic_writer remove_temporaries",
-    "layout": "PLAN_FILE cache_key default_model_name default_task_name study_folder",
+    "layout": "EVALUATE_ATTEMPT FINETUNE_ATTEMPT PLAN_FILE RUN RUN_EXAMPLE TRIAL TRIAL_ATTEMPT TUNING_SUMMARY cache_key default_model_name default_task_name study_folder",
     "metrics": "LABELS METRICS all_scores check_metric confusion from_confusion macro_precision_recall score",
     "outputs": (
         "ACROSS_COLUMNS ACROSS_COST_COLUMNS ACROSS_FIGURE_CAPTIONS ACROSS_TABLE ACROSS_TASK_PREFIXES "

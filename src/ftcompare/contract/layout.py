@@ -42,13 +42,18 @@ def default_model_name(name_or_path: str) -> str:
 
 
 # --------------------------------------------------------------------------- layout
-# A run folder is results/runs/<task>/<model>/<strategy>/seed<N>; hub sources are fetched
-# into results/sources/ (the workflow's rules, ftcompare.plan.graph).
+# A run's folder; a trial's (the workflow's rules write them: ftcompare.plan.graph). Attempt
+# files: beside a job's outputs, not among them, so that Snakemake never deletes them; each
+# job writes one and its retry marker reads it back. Hub sources are fetched into
+# results/sources/.
+RUN = "results/runs/{task}/{model}/{strategy}/seed{seed}"
+TRIAL = "results/tuning/{task}/{model}/trials/{strategy}/{trial}/seed{seed}"
+FINETUNE_ATTEMPT = f"{RUN}/attempt.json"
+EVALUATE_ATTEMPT = f"{RUN}/eval-attempt.json"
+TRIAL_ATTEMPT = f"{TRIAL}/attempt.json"
 # A run folder's path below the study's folder (the one holding results/) has this many parts.
-RUN_DEPTH = len(("results", "runs", "<task>", "<model>", "<strategy>", "seed<N>"))
-
-
-RUN_EXAMPLE = "results/runs/imdb/roberta-base/lora/seed0"  # what messages and help show
+RUN_DEPTH = len(RUN.split("/"))
+RUN_EXAMPLE = RUN.format(task="imdb", model="roberta-base", strategy="lora", seed=0)  # what messages and help show
 
 
 # Every cell's trials in one table, beside the cells' folders results/tuning/<task>/ (the report rule).

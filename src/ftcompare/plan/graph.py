@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ftcompare.contract import (
+    RUN,
+    TRIAL,
     ACROSS_FIGURE_CAPTIONS,
     atomic_write_bytes,
     figure_names,
@@ -48,15 +50,6 @@ def run_params(settings: Mapping[str, Any]) -> dict[str, Any]:
     first = {block: settings.get(block) for block in FORMAT_0_BLOCKS}
     later = {key: value for key, value in settings.items() if key in BLOCKS and key not in FORMAT_0_BLOCKS}
     return {**plain, **first, **later}
-
-
-# A run's folder; a trial's. Attempt files: beside a job's outputs, not among them, so
-# that Snakemake never deletes them; each job writes one and its retry marker reads it back.
-RUN = "results/runs/{task}/{model}/{strategy}/seed{seed}"
-TRIAL = "results/tuning/{task}/{model}/trials/{strategy}/{trial}/seed{seed}"
-FINETUNE_ATTEMPT = f"{RUN}/attempt.json"
-EVALUATE_ATTEMPT = f"{RUN}/eval-attempt.json"
-TRIAL_ATTEMPT = f"{TRIAL}/attempt.json"
 
 
 def fetched_model(cfg: Mapping[str, Any]) -> str | None:
