@@ -208,3 +208,25 @@ def test_the_cache_counts_each_splits_tokens_for_a_plan(tiny_tokenized):
     data = load_tokenized(tiny_tokenized)
     for split, tokenized in data.splits.items():
         assert meta["splits"][split]["tokens"] == int(tokenized.lengths.sum()) > 0
+
+
+def test_the_tokenize_job_refuses_a_length_past_the_position_limit_as_the_plan_does(
+    tiny_roberta, tiny_tokenized, tmp_path
+):
+    # A hub model's limit is known only once downloaded: the tokenize job checks it, in the plan's words.
+    from ftcompare.contract import ConfigError
+    from ftcompare.data import tokenize_splits
+    from ftcompare.plan.preflight import _check_local_model
+
+    with pytest.raises(ConfigError) as planned:
+        _check_local_model(str(tiny_roberta), max_length=129, strategies={})
+    with pytest.raises(ConfigError) as tokenized:
+        tokenize_splits(
+            split_paths={s: tiny_tokenized.parent / f"{s}.parquet" for s in ("train", "validation", "test")},
+            model_name_or_path=str(tiny_roberta),
+            max_length=129,
+            out_dir=tmp_path / "out",
+        )
+    assert str(tokenized.value) == str(planned.value)
+    assert "training.max_length = 129 exceeds" in str(tokenized.value) and "(128 tokens" in str(tokenized.value)
+    assert not (tmp_path / "out").exists()

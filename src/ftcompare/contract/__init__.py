@@ -28,7 +28,7 @@ _API = {
     ),
     "sources": (
         "ADAPTER_WEIGHT_FILES ModelSourceError PACKAGE_PREFIX WEIGHT_FILES check_model_source "
-        "check_module_lists is_hub_id matches_module max_sequence_length model_file module_lists "
+        "check_max_length check_module_lists is_hub_id matches_module max_sequence_length model_file module_lists "
         "portable_model_name position_limit resolve_model_path safetensors_problem weight_module_names"
     ),
 }

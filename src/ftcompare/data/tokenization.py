@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from ftcompare.contract import ModelSourceError, check_model_source, max_sequence_length, model_file
+from ftcompare.contract import ModelSourceError, check_max_length, check_model_source, max_sequence_length, model_file
 from ftcompare.data.splits import SPLITS
 
 log = logging.getLogger(__name__)
@@ -156,12 +156,7 @@ def tokenize_splits(
     the number of rows per split.
     """
     check_model_source(model_name_or_path)
-    limit = max_sequence_length(model_name_or_path)
-    if max_length > limit:
-        raise ValueError(
-            f"training.max_length = {max_length} exceeds what {model_name_or_path!r} allows "
-            f"({limit} tokens, from its position embeddings); set training.max_length <= {limit}"
-        )
+    check_max_length(max_length, limit=max_sequence_length(model_name_or_path), model=model_name_or_path)
     tokenizer, pad_token_id = load_tokenizer(model_name_or_path, max_length=max_length)
     segment_ids = uses_segment_ids(model_name_or_path)
     out_dir = Path(out_dir)

@@ -12,6 +12,7 @@ from ftcompare.contract import (
     ConfigError,
     ModelSourceError,
     cache_key,
+    check_max_length,
     check_model_source,
     check_module_lists,
     matches_module,
@@ -186,11 +187,7 @@ def _check_local_model(
     _check_methods_apply(strategies, model_config=model_config, model=name or name_or_path)
     if "max_position_embeddings" in model_config:  # else no limit stated: the tokenize job checks it
         limit = position_limit(model_config)
-        if max_length > limit:
-            raise ConfigError(
-                f"training.max_length = {max_length} exceeds what {name_or_path!r} allows ({limit} tokens, "
-                f"from its position embeddings); set training.max_length <= {limit}"
-            )
+        check_max_length(max_length, limit=limit, model=name_or_path)
         _check_virtual_tokens(strategies, limit=limit, model=name_or_path)
     _check_module_lists(strategies, folder=folder, model=name_or_path)
     _check_default_targets(strategies, model_type=model_config.get("model_type"))
