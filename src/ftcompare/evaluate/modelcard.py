@@ -118,7 +118,7 @@ def _ftcompare_snippet(run_dir: str, *, pair: bool = False) -> str:
     """Prompt, prefix and P-tuning runs: their head reads the text's <s>/[CLS] behind the
     virtual tokens, prefix tuning passes its keys and values in a way transformers 5's
     encoders take only through ftcompare's forward, and the text is cut to leave the
-    virtual tokens room (models.text_length). Plain transformers + PEFT does none of it
+    virtual tokens room (model.build.text_length). Plain transformers + PEFT does none of it
     (it reads a virtual token, or fails), so the run is loaded as the study evaluated it."""
     return "\n".join(
         [
