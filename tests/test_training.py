@@ -539,3 +539,39 @@ def test_a_run_of_fewer_steps_than_curve_points_logs_every_step(tiny_roberta, ti
     result = run(make_spec(tiny_roberta, "lora", log_every_steps=20), tiny_tokenized, tmp_path, "short")
     assert result.status == "ok", result.reason
     assert [p["step"] for p in result.loss_curve] == list(range(1, 26))  # 400 reviews / 16: 25 steps
+
+
+def test_a_run_at_another_length_than_its_tokenized_data_is_refused_naming_both(tiny_roberta, tiny_tokenized, tmp_path):
+    # The cache is the one truth of the length it was cut at: a run believing another would record it.
+    import json
+
+    from specs import make_spec
+
+    from ftcompare.contract import ConfigError
+    from ftcompare.evaluate import evaluate_job
+    from ftcompare.train import finetune_job
+
+    spec = make_spec(tiny_roberta, "lora", max_length=32)  # tiny_tokenized was cut at 64
+    message = rf"training.max_length = 32, but its tokenized data '{tiny_tokenized}' was cut at 64 tokens"
+    with pytest.raises(ConfigError, match=message):
+        finetune_job(
+            spec=spec,
+            tokenized_dir=tiny_tokenized,
+            model_dir=tmp_path / "model",
+            record_path=tmp_path / "train.json",
+            checkpoint_dir=tmp_path / "ckpt",
+            attempt_path=tmp_path / "attempt.json",
+            retry_marker="first",
+        )
+    assert not (tmp_path / "train.json").exists()
+    train = {"kind": "train", "strategy": "lora", "seed": 0, "status": "ok", "reason": None, "config": spec.to_dict()}
+    (tmp_path / "train.json").write_text(json.dumps(train))
+    with pytest.raises(ConfigError, match=message):
+        evaluate_job(
+            train_record_path=tmp_path / "train.json",
+            tokenized_dir=tiny_tokenized,
+            model_dir=tmp_path / "model",
+            record_path=tmp_path / "eval.json",
+            predictions_path=tmp_path / "predictions.parquet",
+        )
+    assert not (tmp_path / "eval.json").exists()

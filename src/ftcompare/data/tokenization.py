@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ftcompare.contract import ModelSourceError, check_max_length, check_model_source, max_sequence_length, model_file
-from ftcompare.data.splits import SPLITS
+from ftcompare.data.splits import SPLITS, text_columns_or_default
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def tokenize_splits(
         "pad_token_id": pad_token_id,
         # The source's columns behind `text` and `text_pair` (prepare_data keeps them):
         # what the runs record, so that `ftcompare predict` and the model card know a pair task.
-        "text_columns": text_columns or {"text": "text", "text_pair": None},
+        "text_columns": text_columns_or_default(text_columns),
         # A pair task's template: special tokens before, between and after its two texts.
         "pair_layout": None if pair_layout is None else list(pair_layout),
         # Its segment id per template part (batching.pair_type_ids), where the model reads

@@ -122,21 +122,21 @@ def _ftcompare_snippet(run_dir: str, *, pair: bool = False) -> str:
     (it reads a virtual token, or fails), so the run is loaded as the study evaluated it."""
     return "\n".join(
         [
-            "from ftcompare import trained",
+            "from ftcompare.use import predict",
             "",
             "# Rebuilt as trained: the head reads <s>/[CLS], not a virtual token, and the text is cut to leave the",
             "# virtual tokens their positions. Plain transformers + PEFT does neither: load such a run this way.",
-            f'run = trained.open_run("{run_dir}")',
+            f'run = predict.open_run("{run_dir}")',
             *(
                 [
                     f"reviews = {json.dumps(EXAMPLE_PAIRS[0])}",
                     f"second = {json.dumps(EXAMPLE_PAIRS[1])}  # each text's second text: a sentence pair",
-                    "predictions = trained.predict(run, reviews, pairs=second)  # per pair: prediction, prob_<class>",
+                    "predictions = predict.predict(run, reviews, pairs=second)  # per pair: prediction, prob_<class>",
                 ]
                 if pair
                 else [
                     f"reviews = {json.dumps(EXAMPLE_REVIEWS)}",
-                    "predictions = trained.predict(run, reviews)  # per review: prediction, prob_<class>",
+                    "predictions = predict.predict(run, reviews)  # per review: prediction, prob_<class>",
                 ]
             ),
             'probabilities = predictions.filter(like="prob_").to_numpy().tolist()',

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ftcompare.contract import now, run_provenance, versioned, write_attempt, write_json
+from ftcompare.data import check_tokenized_length, tokenized_text_columns
 from ftcompare.methods import RunSpec
 from ftcompare.train.progress import JobFiles, Reporter
 
@@ -37,6 +38,7 @@ def finetune_job(
     while it trains (ftcompare.train.progress)."""
     from ftcompare.train.loop import train_run
 
+    check_tokenized_length(tokenized_dir, spec.max_length)
     started = now()
     strategy, seed = spec.strategy, spec.seed
     if model_dir is not None:
@@ -65,7 +67,7 @@ def finetune_job(
                 "tokenized_dir": str(tokenized_dir),
                 # Which source columns the model reads (a pair task: two): what `ftcompare
                 # predict` and the model card read, wherever the run folder goes.
-                "text_columns": _text_columns(tokenized_dir),
+                "text_columns": tokenized_text_columns(tokenized_dir),
                 "metrics": result.metrics,
                 "loss_curve": result.loss_curve,
                 "val_curve": result.val_curve,
@@ -84,14 +86,6 @@ def finetune_job(
         reporter.finish(result.status, result.reason)
     log.info("%s: %s%s", spec.label(trial), result.status, f" ({result.reason})" if result.reason else "")
     return record
-
-
-def _text_columns(tokenized_dir: Path) -> dict[str, str | None]:
-    import json
-
-    meta = Path(tokenized_dir) / "tokenization.json"
-    columns = json.loads(meta.read_text()).get("text_columns") if meta.is_file() else None
-    return dict(columns) if columns else {"text": "text", "text_pair": None}
 
 
 def _reporter(spec: RunSpec, *, kind: str, trial: str | None = None, files: JobFiles | None = None) -> Reporter:

@@ -42,7 +42,7 @@ from ftcompare.contract import (
     safetensors_problem,
     upgrade,
 )
-from ftcompare.data import FETCHED_FROM, DataError, read_csv
+from ftcompare.data import FETCHED_FROM, DataError, read_csv, text_columns_or_default
 from ftcompare.methods import RunSpec
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class TrainedRun:
     def text_columns(self) -> dict[str, str | None]:
         """The data's columns behind the text and, for a sentence-pair task, its second
         text (train.json; a run recorded before pairs existed read one column, `text`)."""
-        return dict(self.train.get("text_columns") or {"text": "text", "text_pair": None})
+        return text_columns_or_default(self.train.get("text_columns"))
 
     @property
     def pair(self) -> bool:
