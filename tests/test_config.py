@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -525,3 +526,18 @@ def test_the_quick_study_with_every_method_validates_untuned() -> None:
     for name in overlay:
         assert resolved["strategies"][name]["learning_rate"] == quick[name]["learning_rate"]
         assert quick[name]["learning_rate"] == pytest.approx(4 * overlay[name]["learning_rate"]), name
+
+
+@pytest.mark.parametrize("where", ["data", "tasks"])
+def test_an_unknown_metric_is_refused_listing_the_metrics_the_code_scores(where):
+    # The schema's list is contract.metrics.METRICS itself: a metric added there is allowed here.
+    from ftcompare.contract import METRICS
+
+    config = load_config()
+    if where == "data":
+        config["data"]["metric"] = "auc"
+    else:
+        config["tasks"] = {"sst2": {"metric": "auc"}}
+    key = "data.metric" if where == "data" else "tasks.sst2.metric"
+    with pytest.raises(ConfigError, match=re.escape(f"{key} = 'auc' is not allowed; choose one of {list(METRICS)}")):
+        checked_config(config)
