@@ -369,7 +369,7 @@ def all_majority_study(root: Path, units: dict[str, str] | None = None):
     every row with the majority class, as the issue's one-epoch study did."""
     import numpy as np
 
-    from ftcompare.report import Study
+    from ftcompare.report import StudyResults
 
     rng = np.random.default_rng(11)
     sst2 = np.tile([0, 1], 150)
@@ -384,6 +384,6 @@ def all_majority_study(root: Path, units: dict[str, str] | None = None):
             ("agnews", "roberta-base", "macro_f1"): {s: (agnews, np.zeros(300, dtype=int)) for s in shares},
         },
     )
-    return Study.load(
+    return StudyResults.load(
         **dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full", units=units
     )

@@ -342,10 +342,10 @@ GLUE = {"sst2": {"name": "nyu-mll/glue", "config": "sst2"}, "rte": {"name": "nyu
 def study_markdown(tmp_path: Path, datasets=GLUE, **kwargs) -> str:
     from records import write_study
 
-    from ftcompare.report import Study, across_tasks, render_study_markdown
+    from ftcompare.report import StudyResults, across_tasks, render_study_markdown
 
     train_paths, eval_paths, prediction_paths = write_study(tmp_path / "runs", **kwargs)
-    study = Study.load(
+    study = StudyResults.load(
         train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
     )
     return render_study_markdown(
@@ -364,9 +364,9 @@ def study_markdown(tmp_path: Path, datasets=GLUE, **kwargs) -> str:
 
 
 def test_one_cell_study_reports_as_today(mixed, tmp_path: Path) -> None:
-    from ftcompare.report import Study, across_tasks, render_study_markdown
+    from ftcompare.report import StudyResults, across_tasks, render_study_markdown
 
-    study = Study.of(mixed)
+    study = StudyResults.of(mixed)
     figures = {name: tmp_path / "results" / "figures" / f"{name}.png" for name in FIGURE_NAMES}
     kwargs = dict(
         report_path=tmp_path / "results" / "report.md",
@@ -531,7 +531,7 @@ def test_the_majority_class_and_a_rote_answer_go_by_the_datas_class_names(tmp_pa
     import numpy as np
     from records import write_cells
 
-    from ftcompare.report import Study
+    from ftcompare.report import StudyResults
 
     labels = np.repeat([0, 1], [120, 80])
     lora = np.ones(200, dtype=int)
@@ -545,7 +545,7 @@ def test_the_majority_class_and_a_rote_answer_go_by_the_datas_class_names(tmp_pa
     for path in paths[0]:
         record = json.loads(path.read_text())
         path.write_text(json.dumps(record | {"tokenized_dir": str(tokenized)}))
-    study = Study.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
+    study = StudyResults.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
     md = render_markdown(
         results=study.cells[("imdb", "m")], figures={}, report_path=tmp_path / "report.md", sort_by="config"
     )

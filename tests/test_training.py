@@ -218,7 +218,6 @@ PREEMPTIBLE_JOB = textwrap.dedent(
     from ftcompare.contract import setup_logging
     from ftcompare.train import finetune_job
     from ftcompare.methods import RunSpec
-    from ftcompare.contract import read_json
     from ftcompare.train import Preempted
     import json
     setup_logging(sys.argv[2])

@@ -21,7 +21,7 @@ _API = {
         "figure_place"
     ),
     "process": "one_line_errors setup_logging start_job",
-    "provenance": "hardware now package_versions read_json run_provenance write_json",
+    "provenance": "hardware now package_versions run_provenance write_json",
     "records": (
         "CELL_SETTINGS FIRST_ATTEMPT FORMAT_VERSION Status cell_settings read_record read_selection "
         "retry_marker upgrade versioned write_attempt write_selection"

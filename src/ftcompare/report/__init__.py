@@ -16,7 +16,7 @@ _API = {
         "SEED_BOOTSTRAP_TEST detectable_difference holm learned mean_interval paired_bootstrap paired_comparison"
     ),
     "tables": (
-        "Results SUMMARY_COLUMNS Study across_tasks aggregate_by_strategy cell_scores load_runs summary_table "
+        "Results SUMMARY_COLUMNS StudyResults across_tasks aggregate_by_strategy cell_scores load_runs summary_table "
         "write_summary_csv"
     ),
 }

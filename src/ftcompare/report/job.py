@@ -49,12 +49,12 @@ def report_job(
     from ftcompare.report.html import write_report_page
     from ftcompare.report.markdown import render_study_markdown
     from ftcompare.report.stats import DEFAULT_EQUIVALENCE_MARGIN
-    from ftcompare.report.tables import Study, across_tasks, write_summary_csv
+    from ftcompare.report.tables import StudyResults, across_tasks, write_summary_csv
 
     def listed(value: Path | Sequence[Path] | None) -> list[Path]:
         return [] if value is None else [Path(value)] if isinstance(value, (str, Path)) else [Path(v) for v in value]
 
-    study = Study.load(
+    study = StudyResults.load(
         train_paths=train_records,
         eval_paths=eval_records,
         prediction_paths=prediction_paths,

@@ -1003,7 +1003,7 @@ def render_study_markdown(
     datasets: Mapping[str, Mapping[str, Any]] | None = None,
     published: Path | None = PUBLISHED_DIR,
 ) -> str:
-    """The report of a study (tables.Study). One cell: the report as `render_markdown` writes
+    """The report of a study (tables.StudyResults). One cell: the report as `render_markdown` writes
     it. Several: the title, the verdict paragraph across tasks, "Which strategy?" per model,
     the across-task table and figures, the published figures where the study matches
     (`datasets`: task -> its data block), a section per (task, model) with the one-cell

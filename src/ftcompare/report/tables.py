@@ -143,7 +143,9 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
 )
 
 
-Cell = tuple[str, str]  # (task, model)
+CellKey = tuple[
+    str, str
+]  # (task, model): a cell of the matrix, as the report keys its results (plan.matrix.Cell is the plan's)
 RunKey = tuple[str, str, str, int]  # (task, model, strategy, seed)
 
 
@@ -167,7 +169,7 @@ class RunRecord:
         return self.status == Status.OK
 
     @property
-    def cell(self) -> Cell:
+    def cell(self) -> CellKey:
         return (self.task, self.model)
 
     @property
@@ -268,12 +270,12 @@ def load_runs(*, train_paths: Sequence[Path], eval_paths: Sequence[Path]) -> lis
     return runs
 
 
-def cells_of(frame: pd.DataFrame) -> list[Cell]:
+def cells_of(frame: pd.DataFrame) -> list[CellKey]:
     """The (task, model) cells of a table with CELL_COLUMNS, in table order."""
     return list(dict.fromkeys(zip(frame["task"], frame["model"])))
 
 
-def in_cell(frame: pd.DataFrame, cell: Cell) -> pd.DataFrame:
+def in_cell(frame: pd.DataFrame, cell: CellKey) -> pd.DataFrame:
     return frame[(frame["task"] == cell[0]) & (frame["model"] == cell[1])]
 
 
@@ -706,7 +708,7 @@ def majority_of(
 @dataclass(frozen=True)
 class Results:
     """Everything the figures and the report of one (task, model) cell are drawn from, computed
-    once (`Results.of` accepts runs of several cells; `Study` splits a study into cells)."""
+    once (`Results.of` accepts runs of several cells; `StudyResults` splits a study into cells)."""
 
     runs: list[RunRecord]
     table: pd.DataFrame  # one row per run: SUMMARY_COLUMNS
@@ -828,14 +830,14 @@ def _read_predictions(
 
 
 def cell_tuning(
-    summaries: Sequence[Path], selections: Sequence[Path], cells: Sequence[Cell]
-) -> dict[Cell, tuple[pd.DataFrame, dict[str, Any]]]:
+    summaries: Sequence[Path], selections: Sequence[Path], cells: Sequence[CellKey]
+) -> dict[CellKey, tuple[pd.DataFrame, dict[str, Any]]]:
     """Each cell's tuning trials and selection. `summaries` and `selections` are parallel (a
     cell's summary.csv and selected.yaml); a summary names its cell in its task and model
     columns, and one without them (a study before the matrix) belongs to the study's one cell."""
     if len(summaries) != len(selections):
         raise ValueError(f"{len(summaries)} tuning summaries for {len(selections)} selections")
-    tuned: dict[Cell, tuple[pd.DataFrame, dict[str, Any]]] = {}
+    tuned: dict[CellKey, tuple[pd.DataFrame, dict[str, Any]]] = {}
     for summary, selection in zip(summaries, selections):
         trials = pd.read_csv(summary)
         if not set(CELL_COLUMNS) <= set(trials.columns):
@@ -851,10 +853,10 @@ def cell_tuning(
 
 
 @dataclass(frozen=True)
-class Study:
+class StudyResults:
     """A study: its (task, model) cells, each a `Results`, in the order the records list them."""
 
-    cells: dict[Cell, Results]
+    cells: dict[CellKey, Results]
     baseline: str | None = None
     margin: float = DEFAULT_EQUIVALENCE_MARGIN  # report.equivalence_margin, in points
 
@@ -865,12 +867,12 @@ class Study:
         *,
         predictions: Mapping[RunKey, pd.DataFrame] | None = None,
         baseline: str | None = None,
-        tuning: Mapping[Cell, tuple[pd.DataFrame, dict[str, Any]]] | None = None,
+        tuning: Mapping[CellKey, tuple[pd.DataFrame, dict[str, Any]]] | None = None,
         units: Mapping[str, str] | None = None,
         margin: float = DEFAULT_EQUIVALENCE_MARGIN,
-    ) -> Study:
+    ) -> StudyResults:
         """`units`: each task's test rows in words (config data.unit; default "examples")."""
-        by_cell: dict[Cell, list[RunRecord]] = {}
+        by_cell: dict[CellKey, list[RunRecord]] = {}
         for run in runs:
             by_cell.setdefault(run.cell, []).append(run)
         tuning = tuning or {}
@@ -901,7 +903,7 @@ class Study:
         selections: Sequence[Path] = (),
         units: Mapping[str, str] | None = None,
         margin: float = DEFAULT_EQUIVALENCE_MARGIN,
-    ) -> Study:
+    ) -> StudyResults:
         runs = load_runs(train_paths=train_paths, eval_paths=eval_paths)
         cells = list(dict.fromkeys(run.cell for run in runs))
         return cls.of(
@@ -946,7 +948,7 @@ class Study:
 RANK_DECIMALS = 9
 
 
-def cell_scores(study: Study) -> pd.DataFrame:
+def cell_scores(study: StudyResults) -> pd.DataFrame:
     """One row per (task, model, strategy): the primary metric (mean over ok seeds), whether
     the strategy did not learn there, its rank among the cell's strategies that learned (1 =
     best, exact ties share the mean rank; none where it did not learn), the per-task paired
@@ -1031,7 +1033,7 @@ def cell_scores(study: Study) -> pd.DataFrame:
     return scores
 
 
-def across_tasks(study: Study) -> pd.DataFrame:
+def across_tasks(study: StudyResults) -> pd.DataFrame:
     """results/summary_across_tasks.csv: one row per model × strategy. Per task (a column named
     by the task) the primary metric, then its mean over tasks (of different metrics where the
     tasks' differ), the mean rank over the tasks where any strategy learned (1 = best in each
@@ -1069,7 +1071,7 @@ def across_tasks(study: Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def detectable_by_task(study: Study) -> dict[str, float]:
+def detectable_by_task(study: StudyResults) -> dict[str, float]:
     """Per task, the smallest difference (points of its primary metric) that the study's
     tests detect with 80% power (stats.detectable_difference): the median over the task's
     comparisons of the bootstrap standard error, at the alpha Holm's strictest step gives
