@@ -187,7 +187,11 @@ def mixed_runs(root: Path):
 
 
 def all_failed_runs(root: Path):
-    pairs = [
+    return load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(root, all_failed_pairs()))))
+
+
+def all_failed_pairs() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [
         (
             train_record("full", 0, status="failed", reason=OOM, metrics={}),
             eval_record("full", 0, status="skipped", reason="training failed"),
@@ -197,7 +201,6 @@ def all_failed_runs(root: Path):
             eval_record("lora", 0, status="skipped", reason="training failed"),
         ),
     ]
-    return load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(root, pairs))))
 
 
 # Each named method's own parameters on roberta-base (tests/test_methods.py derives them).

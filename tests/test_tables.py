@@ -23,11 +23,18 @@ from records import (
 from ftcompare.report import (
     SUMMARY_COLUMNS,
     Results,
+    StudyResults,
     aggregate_by_strategy,
     load_runs,
     summary_table,
     write_summary_csv,
 )
+
+
+def one_cell(study: StudyResults) -> Results:
+    """A one-cell study's results, read as the report job reads them."""
+    (results,) = study.cells.values()
+    return results
 
 
 @pytest.fixture()
@@ -176,8 +183,10 @@ def test_strategies_are_compared_with_the_baseline_on_the_same_reviews(tmp_path:
         (predictions(correct) if correct else pd.DataFrame({"row": [], "label": [], "prediction": []})).to_parquet(
             prediction_paths[-1]
         )
-    results = Results.load(
-        train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+    results = one_cell(
+        StudyResults.load(
+            train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+        )
     )
     table = results.comparison.set_index("strategy")
     assert list(results.comparison.columns[:14]) == [
@@ -230,8 +239,10 @@ def test_a_task_scored_on_mcc_is_compared_by_the_paired_bootstrap(tmp_path: Path
     prediction_paths = [path.parent / "predictions.parquet" for path in eval_paths]
     for path, (_, _, frame, _) in zip(prediction_paths, pairs):
         frame.to_parquet(path)
-    results = Results.load(
-        train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+    results = one_cell(
+        StudyResults.load(
+            train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+        )
     )
     assert list(results.table["metric_name"]) == ["mcc", "mcc"]
     assert list(results.table["metric"]) == pytest.approx([pairs[0][3], pairs[1][3]])

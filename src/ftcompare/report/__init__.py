@@ -10,7 +10,7 @@ _API = {
     "figures": "grouped_order heatmap_data plot_across_tasks plot_figures",
     "html": "markdown_page",
     "job": "report_job",
-    "markdown": "render_markdown render_study_markdown write_report",
+    "markdown": "render_markdown render_study_markdown",
     "published": "PUBLISHED_DIR load_papers published_section",
     "stats": (
         "SEED_BOOTSTRAP_TEST detectable_difference holm learned mean_interval paired_bootstrap paired_comparison"

@@ -841,30 +841,6 @@ def render_markdown(
     return "\n\n".join(sections) + "\n"
 
 
-def write_report(
-    *,
-    results: Results,
-    figures: Mapping[str, Path],
-    report_path: Path,
-    sort_by: str,
-    reference: Mapping[str, Any] | None = None,
-    reference_recipe: Path | None = None,
-) -> Path:
-    report_path = Path(report_path)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(
-        render_markdown(
-            results=results,
-            figures=figures,
-            report_path=report_path,
-            sort_by=sort_by,
-            reference=reference,
-            reference_recipe=reference_recipe,
-        )
-    )
-    return report_path
-
-
 # ----------------------------------------------------------------------------- across tasks
 
 

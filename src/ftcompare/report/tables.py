@@ -1,7 +1,7 @@
 """Run records into tables: the per-run summary and the per-strategy aggregate.
 
-`Results.load` reads the train and eval records once; the figures (`ftcompare.report.figures`)
-and the Markdown report (`ftcompare.report.markdown`) are drawn from the same `Results`.
+`StudyResults.load` reads the train and eval records once, into each cell's `Results`; the figures
+(`ftcompare.report.figures`) and the Markdown report (`ftcompare.report.markdown`) are drawn from the same `Results`.
 """
 
 from __future__ import annotations
@@ -788,31 +788,6 @@ class Results:
                 margin=self.margin,
             )
         return self.versus[reference]
-
-    @classmethod
-    def load(
-        cls,
-        *,
-        train_paths: Sequence[Path],
-        eval_paths: Sequence[Path],
-        prediction_paths: Sequence[Path] | None = None,
-        baseline: str | None = None,
-        tuning_summary: Path | None = None,
-        selected: Path | None = None,
-        unit: str = "examples",
-        margin: float = DEFAULT_EQUIVALENCE_MARGIN,
-    ) -> Results:
-        """`prediction_paths` run parallel to `eval_paths` (each run's predictions.parquet)."""
-        runs = load_runs(train_paths=train_paths, eval_paths=eval_paths)
-        return cls.of(
-            runs,
-            predictions=_read_predictions(runs, eval_paths, prediction_paths),
-            baseline=baseline,
-            tuning=None if tuning_summary is None else pd.read_csv(tuning_summary),
-            selected=None if selected is None else read_selection(selected),
-            unit=unit,
-            margin=margin,
-        )
 
 
 def _read_predictions(
