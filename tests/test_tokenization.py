@@ -129,7 +129,7 @@ def test_a_pair_is_the_tokenizers_own_pair_encoding_and_cuts_as_it_cuts(model, r
     )
     paths = {split: tmp_path / f"{split}.parquet" for split in ("train", "validation", "test")}
     write_prepared(prepared, out_paths=paths, summary_path=tmp_path / "summary.json")
-    from ftcompare.data import prepared_text_columns
+    from ftcompare.data import prepared_text_columns, tokenized_text_columns
 
     tokenize_splits(
         split_paths=paths,
@@ -139,7 +139,7 @@ def test_a_pair_is_the_tokenizers_own_pair_encoding_and_cuts_as_it_cuts(model, r
         text_columns=prepared_text_columns(paths["train"]),
     )
     data = load_tokenized(tmp_path / "tok")
-    assert data.text_columns == {"text": "sentence1", "text_pair": "sentence2"}
+    assert tokenized_text_columns(tmp_path / "tok") == {"text": "sentence1", "text_pair": "sentence2"}
     reference = AutoTokenizer.from_pretrained(resolve_model_path(name))
     expected = reference(firsts, seconds, truncation="longest_first", max_length=64)["input_ids"]
     test = data.splits["test"]

@@ -9,8 +9,7 @@ from ftcompare._lazy import lazy_api
 _API = {
     "batching": (
         "GROUP_WINDOW_BATCHES IGNORED_LABEL TokenizedData TokenizedSplit TrainBatching bucket_rows collate "
-        "check_tokenized_length epoch_batches eval_batches load_tokenized longest_first padded_width tokenization_meta "
-        "tokenized_text_columns"
+        "epoch_batches eval_batches load_tokenized longest_first padded_width"
     ),
     "fetch": "FETCHED_FROM fetch_dataset fetch_model",
     "jobs": "fetch_data_job fetch_model_job fetched_splits prepare_data_job tokenize_job",
@@ -20,5 +19,6 @@ _API = {
         "prepared_text_columns read_csv roles settings_used text_columns_or_default unread_keys write_prepared"
     ),
     "tokenization": "encode encode_pairs load_tokenizer tokenize_splits uses_segment_ids",
+    "tokenized": "check_tokenized_length tokenization_meta tokenized_text_columns",
 }
 __getattr__, __dir__, __all__ = lazy_api(__name__, {n: m for m, names in _API.items() for n in names.split()})

@@ -21,15 +21,13 @@ shapes, each of which can be recorded once and replayed.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ftcompare.contract import ConfigError
-from ftcompare.data.splits import text_columns_or_default
+from ftcompare.data.tokenized import tokenization_meta
 
 # Sort within windows of this many batches: long enough to group lengths well, short
 # enough that each epoch still mixes reviews from the whole training set.
@@ -125,30 +123,6 @@ class TokenizedData:
     pad_token_id: int
     max_length: int
     label_names: list[str] | None = None  # label k's name; None: the data names its classes by number
-    # The source's columns behind `text` and `text_pair` (None: one text a row).
-    text_columns: dict[str, str | None] = dataclasses.field(default_factory=lambda: text_columns_or_default(None))
-
-
-def tokenization_meta(directory: Path) -> dict[str, Any]:
-    """What `tokenization.tokenize_splits` recorded of a cache (tokenization.json): the one
-    reader of that file."""
-    return json.loads((Path(directory) / "tokenization.json").read_text())
-
-
-def tokenized_text_columns(directory: Path) -> dict[str, str | None]:
-    """The source columns behind a cache's `text` and `text_pair` (a run records them)."""
-    return text_columns_or_default(tokenization_meta(directory).get("text_columns"))
-
-
-def check_tokenized_length(directory: Path, max_length: int) -> None:
-    """Refuse a run whose `max_length` is not the one its tokenized cache was cut at: the
-    cache is the one truth of that length, and a run that believed another would record it."""
-    cut_at = int(tokenization_meta(directory)["max_length"])
-    if cut_at != max_length:
-        raise ConfigError(
-            f"the run's training.max_length = {max_length}, but its tokenized data {str(directory)!r} was cut at "
-            f"{cut_at} tokens: tokenize again at {max_length}, or run at {cut_at}"
-        )
 
 
 def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "validation", "test")) -> TokenizedData:
@@ -181,7 +155,6 @@ def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "vali
         pad_token_id=int(meta["pad_token_id"]),
         max_length=int(meta["max_length"]),
         label_names=meta.get("label_names"),
-        text_columns=text_columns_or_default(meta.get("text_columns")),
     )
 
 

@@ -19,7 +19,13 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from ftcompare.contract import ModelSourceError, check_max_length, check_model_source, max_sequence_length, model_file
+from ftcompare.contract import (
+    ModelSourceError,
+    check_max_length,
+    check_model_source,
+    max_sequence_length,
+    model_file,
+)
 from ftcompare.data.splits import SPLITS, text_columns_or_default
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ from ftcompare.contract import (
     read_record,
     read_selection,
 )
+from ftcompare.data import tokenization_meta
 from ftcompare.methods import method_family
 from ftcompare.report.stats import (
     DEFAULT_EQUIVALENCE_MARGIN,
@@ -677,7 +678,7 @@ def label_names(runs: Sequence[RunRecord]) -> list[str] | None:
         if not folder:
             continue
         try:
-            names = json.loads((Path(folder) / "tokenization.json").read_text()).get("label_names")
+            names = tokenization_meta(folder).get("label_names")
         except (OSError, ValueError):
             continue
         if names:
