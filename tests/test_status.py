@@ -147,7 +147,7 @@ def test_the_plan_lists_what_the_config_will_run(tmp_path):
 def test_status_runs_without_torch_and_watch_refreshes(tmp_path):
     study(tmp_path)
     probe = (
-        "import sys; from ftcompare import cli; code = cli.main(['status', sys.argv[1]]); "
+        "import sys; from ftcompare.use import cli; code = cli.main(['status', sys.argv[1]]); "
         "print('torch' in sys.modules, 'pandas' in sys.modules); sys.exit(code)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
