@@ -145,6 +145,38 @@ def encode_pairs(
     return [e.ids for e in encodings], np.array(counts, dtype=np.int64).reshape(-1, 2), layout, types
 
 
+def _tokenize_split(frame: pd.DataFrame, tokenizer: Any, *, max_length: int, path: Path) -> tuple[dict, tuple | None]:
+    """One prepared split as an Arrow file at `path`: its statistics, and for a pair task its
+    template (layout, segment ids per part; None: one text a row)."""
+    columns, template = {}, None
+    if "text_pair" in frame.columns:
+        ids, pair_tokens, layout, types = encode_pairs(tokenizer, frame["text"].tolist(), frame["text_pair"].tolist())
+        template = (layout, types)
+        columns["pair_tokens"] = pa.array(list(pair_tokens), type=pa.list_(pa.int32(), 2))
+    else:
+        ids = encode(tokenizer, frame["text"].tolist())
+    lengths = pd.Series([len(row) for row in ids], dtype="int32")
+    # int32 ids: half the cache of int64, and every vocabulary fits.
+    table = pa.table(
+        {
+            "input_ids": pa.array(ids, type=pa.list_(pa.int32())),
+            "label": pa.array(frame["label"].to_numpy(), type=pa.int64()),
+            "length": pa.array(lengths.to_numpy(), type=pa.int32()),
+            **columns,
+        }
+    )
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    stats = {
+        "rows": len(frame),
+        # Every token of the split, what a plan's estimate of a run reads (ftcompare.plan.cost).
+        "tokens": int(lengths.sum()),
+        "median_length": float(lengths.median()),
+        "truncated_fraction": float((lengths >= max_length).mean()),
+    }
+    return stats, template
+
+
 def tokenize_splits(
     *,
     split_paths: Mapping[str, Path],
@@ -171,37 +203,15 @@ def tokenize_splits(
     stats, num_labels, pair_layout, pair_types = {}, 0, None, None
     for split in SPLITS:
         frame = pd.read_parquet(split_paths[split])
-        columns = {}
-        if "text_pair" in frame.columns:  # a sentence-pair task (data.text_pair_column)
-            ids, pair_tokens, layout, types = encode_pairs(
-                tokenizer, frame["text"].tolist(), frame["text_pair"].tolist()
-            )
+        stats[split], template = _tokenize_split(
+            frame, tokenizer, max_length=max_length, path=out_dir / f"{split}.arrow"
+        )
+        if template is not None:  # a sentence-pair task (data.text_pair_column)
+            layout, types = template
             if pair_layout not in (None, layout) or pair_types not in (None, types):
                 raise ValueError(f"the pair template differs between splits ({pair_layout} and {layout})")
             pair_layout, pair_types = layout, types
-            columns["pair_tokens"] = pa.array(list(pair_tokens), type=pa.list_(pa.int32(), 2))
-        else:
-            ids = encode(tokenizer, frame["text"].tolist())
-        lengths = pd.Series([len(row) for row in ids], dtype="int32")
-        # int32 ids: half the cache of int64, and every vocabulary fits.
-        table = pa.table(
-            {
-                "input_ids": pa.array(ids, type=pa.list_(pa.int32())),
-                "label": pa.array(frame["label"].to_numpy(), type=pa.int64()),
-                "length": pa.array(lengths.to_numpy(), type=pa.int32()),
-                **columns,
-            }
-        )
-        with pa.OSFile(str(out_dir / f"{split}.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
         num_labels = max(num_labels, int(frame["label"].max()) + 1)
-        stats[split] = {
-            "rows": len(frame),
-            # Every token of the split, what a plan's estimate of a run reads (ftcompare.plan.cost).
-            "tokens": int(lengths.sum()),
-            "median_length": float(lengths.median()),
-            "truncated_fraction": float((lengths >= max_length).mean()),
-        }
     if label_names is not None and len(label_names) != num_labels:
         raise ValueError(f"label_names {list(label_names)} must name the {num_labels} classes of the data")
     meta = {
