@@ -613,18 +613,8 @@ def which_strategy(cells: Mapping[str, Results], baseline: str | None) -> str:
     tasks = list(cells)
     strategies = list(dict.fromkeys(s for results in cells.values() for s in results.agg["strategy"]))
     aggs = {task: results.agg.set_index("strategy") for task, results in cells.items()}
-
-    def learned(strategy: str, task: str) -> bool:
-        agg = aggs[task]
-        return (
-            strategy in agg.index
-            and agg.loc[strategy, "n_ok"] > 0
-            and not bool(agg.loc[strategy].get("did_not_learn", False))
-            and not pd.isna(agg.loc[strategy, "metric_mean"])
-        )
-
     # A task where no strategy learned says nothing about which to choose: set aside, and said.
-    silent = [task for task in tasks if not any(learned(s, task) for s in strategies)]
+    silent = [task for task in tasks if not any(_learned(aggs[task], s) for s in strategies)]
     tasks = [task for task in tasks if task not in silent]
     cells = {task: cells[task] for task in tasks}
     aside = (
@@ -632,8 +622,7 @@ def which_strategy(cells: Mapping[str, Results], baseline: str | None) -> str:
         if silent
         else ""
     )
-    everywhere = [s for s in strategies if all(learned(s, task) for task in tasks)]
-    lines = []
+    everywhere = [s for s in strategies if all(_learned(aggs[task], s) for task in tasks)]
     if not tasks:
         return "Undecided: no strategy learned on any task, so there is no best to choose from and no cost to weigh."
     if not everywhere:
@@ -641,35 +630,15 @@ def which_strategy(cells: Mapping[str, Results], baseline: str | None) -> str:
             f"Undecided: no strategy learned on every task ({', '.join(tasks)}), so there is no best to choose "
             "from and no cost to weigh." + aside
         )
-    ranks = {
-        task: aggs[task]
-        .loc[[s for s in strategies if learned(s, task)], "metric_mean"]
-        .round(RANK_DECIMALS)
-        .rank(ascending=False, method="average")
-        for task in tasks
-    }
-    mean_rank = {s: sum(ranks[task][s] for task in tasks) / len(tasks) for s in everywhere}
-    mean_score = {s: sum(aggs[task].loc[s, "metric_mean"] for task in tasks) / len(tasks) for s in everywhere}
-    best = min(everywhere, key=lambda s: (mean_rank[s], -round(mean_score[s], RANK_DECIMALS)))
-    scores = "; ".join(
-        f"{task} {100 * aggs[task].loc[best, 'metric_mean']:.1f} {_metric_label(cells[task])}" for task in tasks
-    )
-    how = "the highest mean" if len(tasks) == 1 else "the best mean rank over tasks"
-    lead = ""
-    if baseline is not None and best != baseline:
-        said = {
-            task: results.comparison.set_index("strategy")["verdict"].get(best)
-            for task, results in cells.items()
-            if results.comparison is not None
-        }
-        lead = "; against `{}`: {}".format(baseline, ", ".join(f"{v} on {t}" for t, v in said.items() if v))
-    lines.append(f"Best on the primary metric: `{best}` ({how}: {scores}{lead}).{aside}")
+    best = _best_strategy(aggs, strategies=strategies, everywhere=everywhere, tasks=tasks)
+    first = _best_line(cells, aggs, best=best, baseline=baseline) + aside
     versus = {task: results.compared_with(best) for task, results in cells.items()}
     if any(frame is None for frame in versus.values()):
-        return lines[0] + " The costs are undecided: the report was given no predictions to test against it."
+        return first + " The costs are undecided: the report was given no predictions to test against it."
     verdicts = {task: frame.set_index("strategy")["verdict"] for task, frame in versus.items()}
     detects = {task: frame["detectable_difference"].median() for task, frame in versus.items()}
     margin = next(iter(cells.values())).margin
+    lines = []
     for name, column in COSTS:
         if column == "memory":
             column, label = memory_metric(next(iter(cells.values())).agg)
@@ -681,40 +650,99 @@ def which_strategy(cells: Mapping[str, Results], baseline: str | None) -> str:
         if pd.isna(costs.get(best, math.nan)):
             lines.append(f"- {name}: not measured.")
             continue
-        order = sorted(
-            (s for s in strategies if not pd.isna(costs[s])), key=lambda s: (round(costs[s], RANK_DECIMALS), s != best)
+        answer = _cheapest_as_good(
+            column, costs, best=best, verdicts=verdicts, detects=detects, tasks=tasks, margin=margin
         )
-        passed: list[str] = []
-        answer = None
-        for strategy in order:
-            if strategy == best:
-                answer = (
-                    f"`{best}` itself ({_fmt_cost(column, costs[best])})"
-                    + (f"; cheaper, but not as good: {'; '.join(passed)}" if passed else "")
-                    + "."
-                )
-                break
-            said = {task: str(verdicts[task].get(strategy, Verdict.NOT_COMPARED)) for task in tasks}
-            if all(v in (Verdict.BETTER, Verdict.EQUIVALENT) for v in said.values()):
-                answer = (
-                    f"`{strategy}` ({_fmt_cost(column, costs[strategy])} against {_fmt_cost(column, costs[best])}), "
-                    f"{' or '.join(sorted(set(said.values())))} to `{best}` on every task."
-                )
-                break
-            bad = [f"{v} on {t}" for t, v in said.items() if v in (Verdict.WORSE, Verdict.DID_NOT_LEARN)]
-            if bad:
-                passed.append(f"`{strategy}` ({', '.join(bad)})")
-                continue
-            open_tasks = [t for t, v in said.items() if v not in (Verdict.BETTER, Verdict.EQUIVALENT)]
-            why = ", ".join(f"{t} (the test detects ±{detects[t]:.1f} points there)" for t in open_tasks)
-            answer = (
-                f"undecided: `{strategy}` costs less ({_fmt_cost(column, costs[strategy])} against "
-                f"{_fmt_cost(column, costs[best])}) but is neither shown worse nor shown within {_points(margin)} "
-                f"of `{best}` on {why}: too few test rows or seeds to tell."
-            )
-            break
         lines.append(f"- {name}: {answer}")
-    return lines[0] + " Cheapest strategy as good as it, per cost:\n\n" + "\n".join(lines[1:])
+    return first + " Cheapest strategy as good as it, per cost:\n\n" + "\n".join(lines)
+
+
+def _learned(agg: pd.DataFrame, strategy: str) -> bool:
+    """Whether `strategy` learned on the task of `agg` (its aggregate, by strategy)."""
+    return (
+        strategy in agg.index
+        and agg.loc[strategy, "n_ok"] > 0
+        and not bool(agg.loc[strategy].get("did_not_learn", False))
+        and not pd.isna(agg.loc[strategy, "metric_mean"])
+    )
+
+
+def _best_strategy(
+    aggs: Mapping[str, pd.DataFrame], *, strategies: list[str], everywhere: list[str], tasks: list[str]
+) -> str:
+    """Of the strategies that learned on every task, the best mean rank, then the highest mean."""
+    ranks = {
+        task: aggs[task]
+        .loc[[s for s in strategies if _learned(aggs[task], s)], "metric_mean"]
+        .round(RANK_DECIMALS)
+        .rank(ascending=False, method="average")
+        for task in tasks
+    }
+    mean_rank = {s: sum(ranks[task][s] for task in tasks) / len(tasks) for s in everywhere}
+    mean_score = {s: sum(aggs[task].loc[s, "metric_mean"] for task in tasks) / len(tasks) for s in everywhere}
+    return min(everywhere, key=lambda s: (mean_rank[s], -round(mean_score[s], RANK_DECIMALS)))
+
+
+def _best_line(
+    cells: Mapping[str, Results], aggs: Mapping[str, pd.DataFrame], *, best: str, baseline: str | None
+) -> str:
+    """The best strategy, its scores, and what it is against the baseline on each task."""
+    scores = "; ".join(
+        f"{task} {100 * aggs[task].loc[best, 'metric_mean']:.1f} {_metric_label(cells[task])}" for task in cells
+    )
+    how = "the highest mean" if len(cells) == 1 else "the best mean rank over tasks"
+    lead = ""
+    if baseline is not None and best != baseline:
+        said = {
+            task: results.comparison.set_index("strategy")["verdict"].get(best)
+            for task, results in cells.items()
+            if results.comparison is not None
+        }
+        lead = "; against `{}`: {}".format(baseline, ", ".join(f"{v} on {t}" for t, v in said.items() if v))
+    return f"Best on the primary metric: `{best}` ({how}: {scores}{lead})."
+
+
+def _cheapest_as_good(
+    column: str,
+    costs: Mapping[str, float],
+    *,
+    best: str,
+    verdicts: Mapping[str, pd.Series],
+    detects: Mapping[str, float],
+    tasks: list[str],
+    margin: float,
+) -> str | None:
+    """On one cost, the cheapest strategy better than or equivalent to `best` on every task,
+    those cheaper that were not, or undecided and why."""
+    order = sorted(
+        (s for s in costs if not pd.isna(costs[s])), key=lambda s: (round(costs[s], RANK_DECIMALS), s != best)
+    )
+    passed: list[str] = []
+    for strategy in order:
+        if strategy == best:
+            return (
+                f"`{best}` itself ({_fmt_cost(column, costs[best])})"
+                + (f"; cheaper, but not as good: {'; '.join(passed)}" if passed else "")
+                + "."
+            )
+        said = {task: str(verdicts[task].get(strategy, Verdict.NOT_COMPARED)) for task in tasks}
+        if all(v in (Verdict.BETTER, Verdict.EQUIVALENT) for v in said.values()):
+            return (
+                f"`{strategy}` ({_fmt_cost(column, costs[strategy])} against {_fmt_cost(column, costs[best])}), "
+                f"{' or '.join(sorted(set(said.values())))} to `{best}` on every task."
+            )
+        bad = [f"{v} on {t}" for t, v in said.items() if v in (Verdict.WORSE, Verdict.DID_NOT_LEARN)]
+        if bad:
+            passed.append(f"`{strategy}` ({', '.join(bad)})")
+            continue
+        open_tasks = [t for t, v in said.items() if v not in (Verdict.BETTER, Verdict.EQUIVALENT)]
+        why = ", ".join(f"{t} (the test detects ±{detects[t]:.1f} points there)" for t in open_tasks)
+        return (
+            f"undecided: `{strategy}` costs less ({_fmt_cost(column, costs[strategy])} against "
+            f"{_fmt_cost(column, costs[best])}) but is neither shown worse nor shown within {_points(margin)} "
+            f"of `{best}` on {why}: too few test rows or seeds to tell."
+        )
+    return None
 
 
 def _tuning_section(results: Results) -> str:
