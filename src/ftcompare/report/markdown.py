@@ -1027,7 +1027,48 @@ def render_study_markdown(
             imdb=is_imdb(cells[0][0], datasets[cells[0][0]]) if cells[0][0] in datasets else None,
         )
     tasks = study.tasks
-    metrics = {
+    metrics = _task_metrics(study)
+    small = too_small(list(study.cells.values()))
+    which = []
+    for model in study.models:
+        per_task = {task: results for (task, m), results in study.cells.items() if m == model}
+        answer = which_strategy(per_task, study.baseline)
+        which.append(answer if len(study.models) == 1 else f"With `{model}`: {answer}")
+    sections = [
+        "# Fine-tuning strategies compared across tasks",
+        *([small] if small else []),
+        opening_paragraph(study, across, study.baseline),
+        "## Which strategy?",
+        "\n\n".join(which),
+        "## Across tasks",
+        across_table(across, tasks, metrics),
+        _across_note(study, metrics),
+        _figure_links(across_figures, report_path),
+    ]
+    if published is not None and (block := published_section(study, datasets, load_papers(published))):
+        sections += ["## Beside published figures", block]
+    for cell in cells:
+        sections.append(
+            _cell_section(
+                cell,
+                study.cells[cell],
+                figures=cell_figures.get(cell, {}),
+                report_path=report_path,
+                sort_by=sort_by,
+                reference=reference,
+                reference_recipe=reference_recipe,
+                imdb=is_imdb(cell[0], datasets[cell[0]]) if cell[0] in datasets else None,
+                too_small_line=not small,
+            )
+        )
+    all_runs = [run for results in study.cells.values() for run in results.runs]
+    sections += ["## Hardware and software", _environment(all_runs)]
+    return "\n\n".join(sections) + "\n"
+
+
+def _task_metrics(study: Any) -> dict[str, str]:
+    """Each task's primary metric in words (several where its cells' records differ)."""
+    return {
         task: ", ".join(
             sorted(
                 {
@@ -1038,23 +1079,14 @@ def render_study_markdown(
                 }
             )
         )
-        for task in tasks
+        for task in study.tasks
     }
-    small = too_small(list(study.cells.values()))
-    which = []
-    for model in study.models:
-        per_task = {task: results for (task, m), results in study.cells.items() if m == model}
-        answer = which_strategy(per_task, study.baseline)
-        which.append(answer if len(study.models) == 1 else f"With `{model}`: {answer}")
+
+
+def _across_note(study: Any, metrics: Mapping[str, str]) -> str:
+    """What the across-task table's numbers are."""
     mixed = len(set(metrics.values())) > 1
-    sections = [
-        "# Fine-tuning strategies compared across tasks",
-        *([small] if small else []),
-        opening_paragraph(study, across, study.baseline),
-        "## Which strategy?",
-        "\n\n".join(which),
-        "## Across tasks",
-        across_table(across, tasks, metrics),
+    return (
         "Per task, the primary metric × 100 (mean over successful seeds); "
         + (
             f"the mean over tasks averages different metrics ({', '.join(dict.fromkeys(metrics.values()))}), as "
@@ -1068,27 +1100,14 @@ def render_study_markdown(
         f"inconclusive against, or worse than `{study.baseline}` by the per-task paired test, Holm-adjusted over "
         "every task, strategy and model together, and tasks where it did not learn. Costs: relative to the "
         "baseline on the same task and model, the mean over tasks (trainable parameters as a share of the "
-        "baseline's).",
-        _figure_links(across_figures, report_path),
-    ]
-    if published is not None and (block := published_section(study, datasets, load_papers(published))):
-        sections += ["## Beside published figures", block]
-    for cell in cells:
-        results = study.cells[cell]
-        body = render_markdown(
-            results=results,
-            figures=cell_figures.get(cell, {}),
-            report_path=report_path,
-            sort_by=sort_by,
-            reference=reference,
-            reference_recipe=reference_recipe,
-            imdb=is_imdb(cell[0], datasets[cell[0]]) if cell[0] in datasets else None,
-            environment=False,
-            too_small_line=not small,
-        )
-        lines = body.splitlines()[1:]  # its title gives way to the cell's heading
-        lines = ["#" + line if line.startswith("## ") else line for line in lines]
-        sections.append(f"## {cell[0]} × {cell[1]}\n" + "\n".join(lines).rstrip())
-    all_runs = [run for results in study.cells.values() for run in results.runs]
-    sections += ["## Hardware and software", _environment(all_runs)]
-    return "\n\n".join(sections) + "\n"
+        "baseline's)."
+    )
+
+
+def _cell_section(cell: tuple[str, str], results: Results, **report: Any) -> str:
+    """One (task, model)'s section: the one-cell report's body under the cell's heading
+    (`report`: render_markdown's arguments), the hardware left to the study's end."""
+    body = render_markdown(results=results, environment=False, **report)
+    lines = body.splitlines()[1:]  # its title gives way to the cell's heading
+    lines = ["#" + line if line.startswith("## ") else line for line in lines]
+    return f"## {cell[0]} × {cell[1]}\n" + "\n".join(lines).rstrip()
