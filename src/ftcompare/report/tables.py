@@ -576,56 +576,72 @@ def _compare_cell(
     rows = []
     for record in agg.to_dict("records"):
         strategy, seeds = record["strategy"], ok_seeds.get(record["strategy"], {})
-        row = {
-            "task": record["task"],
-            "model": record["model"],
-            "strategy": strategy,
-            "method": record["method"],
-            "n_ok": record["n_ok"],
-            "accuracy_mean": record["accuracy_mean"],
-            "accuracy_sd": record["accuracy_std"],
-            "accuracy_ci_low": record["accuracy_mean_ci_low"],
-            "accuracy_ci_high": record["accuracy_mean_ci_high"],
-            "eval_reviews_per_s": record["eval_reviews_per_s_mean"],
-            "metric_name": metric,
-            "metric_mean": record.get("metric_mean"),
-            "metric_sd": record.get("metric_std"),
-            "metric_ci_low": record.get("metric_mean_ci_low"),
-            "metric_ci_high": record.get("metric_mean_ci_high"),
-        }
-        row["did_not_learn"] = strategy in not_learned
+        row = _comparison_row(record, metric=metric) | {"did_not_learn": strategy in not_learned}
         if strategy in not_learned or baseline in not_learned:
             pass  # no test: a side is the majority class's level, not a trained classifier's
         elif strategy != baseline and seeds and base and set(seeds) & set(base):
-            if not bootstrap:
-                compared = paired_comparison(seeds, base)
-            else:
-                labels, _, num_labels = next(iter(base.values()))
-                compared = paired_bootstrap(
-                    metric,
-                    labels,
-                    {seed: predictions for seed, (_, predictions, _) in seeds.items()},
-                    {seed: predictions for seed, (_, predictions, _) in base.items()},
-                    num_labels=num_labels,
-                )
-            row |= {
-                "test": compared.test,
-                "delta_vs_baseline": compared.delta,
-                "delta_ci_low": compared.delta_ci_low,
-                "delta_ci_high": compared.delta_ci_high,
-                "p_value": compared.p_value,
-                "paired_seeds": ",".join(map(str, compared.seeds)),
-                "reviews_better": compared.better,
-                "reviews_worse": compared.worse,
-                "delta_ci90_low": compared.delta_ci90_low,
-                "delta_ci90_high": compared.delta_ci90_high,
-                "interval": compared.interval,
-                "standard_error": compared.standard_error,
-            }
+            row |= _paired_test(metric, seeds, base, bootstrap=bootstrap)
         rows.append(row)
-    table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)).astype(
-        {"p_value": float, "p_value_holm": float, "detectable_difference": float}
+    return _with_verdicts(
+        pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)), baseline=baseline, not_learned=not_learned, margin=margin
     )
+
+
+def _comparison_row(record: Mapping[str, Any], *, metric: str) -> dict[str, Any]:
+    """A strategy's aggregate (one row of aggregate_by_strategy) as a comparison row, before its test."""
+    return {
+        "task": record["task"],
+        "model": record["model"],
+        "strategy": record["strategy"],
+        "method": record["method"],
+        "n_ok": record["n_ok"],
+        "accuracy_mean": record["accuracy_mean"],
+        "accuracy_sd": record["accuracy_std"],
+        "accuracy_ci_low": record["accuracy_mean_ci_low"],
+        "accuracy_ci_high": record["accuracy_mean_ci_high"],
+        "eval_reviews_per_s": record["eval_reviews_per_s_mean"],
+        "metric_name": metric,
+        "metric_mean": record.get("metric_mean"),
+        "metric_sd": record.get("metric_std"),
+        "metric_ci_low": record.get("metric_mean_ci_low"),
+        "metric_ci_high": record.get("metric_mean_ci_high"),
+    }
+
+
+def _paired_test(metric: str, seeds: Mapping[int, Any], base: Mapping[int, Any], *, bootstrap: bool) -> dict[str, Any]:
+    """A strategy's seeds against the baseline's: the exact sign test on accuracy with one seed a
+    side, else the paired bootstrap over seeds and rows; its columns of the comparison row."""
+    if not bootstrap:
+        compared = paired_comparison(seeds, base)
+    else:
+        labels, _, num_labels = next(iter(base.values()))
+        compared = paired_bootstrap(
+            metric,
+            labels,
+            {seed: predictions for seed, (_, predictions, _) in seeds.items()},
+            {seed: predictions for seed, (_, predictions, _) in base.items()},
+            num_labels=num_labels,
+        )
+    return {
+        "test": compared.test,
+        "delta_vs_baseline": compared.delta,
+        "delta_ci_low": compared.delta_ci_low,
+        "delta_ci_high": compared.delta_ci_high,
+        "p_value": compared.p_value,
+        "paired_seeds": ",".join(map(str, compared.seeds)),
+        "reviews_better": compared.better,
+        "reviews_worse": compared.worse,
+        "delta_ci90_low": compared.delta_ci90_low,
+        "delta_ci90_high": compared.delta_ci90_high,
+        "interval": compared.interval,
+        "standard_error": compared.standard_error,
+    }
+
+
+def _with_verdicts(table: pd.DataFrame, *, baseline: str, not_learned: set[str], margin: float) -> pd.DataFrame:
+    """The comparison table with Holm's adjustment over its tests, each test's detectable
+    difference, and every row's verdict."""
+    table = table.astype({"p_value": float, "p_value_holm": float, "detectable_difference": float})
     tested = table["p_value"].notna()
     table.loc[tested, "p_value_holm"] = holm(table.loc[tested, "p_value"].tolist())
     table.loc[tested, "detectable_difference"] = [
