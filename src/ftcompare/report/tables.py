@@ -947,44 +947,7 @@ def cell_scores(study: StudyResults) -> pd.DataFrame:
     test against the baseline (compare_strategies' p-value and 90% interval, whichever test
     it ran), Holm-adjusted over every test of the study, its verdict (Verdict), and the
     costs relative to the baseline's in the same cell."""
-    rows = []
-    for (task, model), results in study.cells.items():
-        agg = results.agg.set_index("strategy")
-        memory_column = "peak_gpu_mem_gb" if agg["peak_gpu_mem_gb_mean"].notna().any() else "peak_rss_gb"
-        comparison = None if results.comparison is None else results.comparison.set_index("strategy")
-        metrics = {run.metric for run in results.runs}
-        base = agg.loc[study.baseline] if study.baseline in agg.index else None
-        for strategy in agg.index:
-            scores = [run.score for run in results.runs if run.strategy == strategy and run.ok]
-            scores = [s for s in scores if not math.isnan(s)]
-            row = {
-                "task": task,
-                "model": model,
-                "strategy": strategy,
-                "method": agg.loc[strategy, "method"],
-                "metric": ", ".join(sorted(metrics)),
-                "score": float(np.mean(scores)) if scores else math.nan,
-                "did_not_learn": bool(agg.loc[strategy].get("did_not_learn", False)),
-                "p_value": math.nan,
-                "delta": math.nan,
-                "delta_ci90_low": math.nan,
-                "delta_ci90_high": math.nan,
-                "standard_error": math.nan,
-            }
-            if comparison is not None and strategy in comparison.index and strategy != study.baseline:
-                for name, column in (
-                    ("p_value", "p_value"),
-                    ("delta", "delta_vs_baseline"),
-                    ("delta_ci90_low", "delta_ci90_low"),
-                    ("delta_ci90_high", "delta_ci90_high"),
-                    ("standard_error", "standard_error"),
-                ):
-                    row[name] = comparison.loc[strategy, column] if column in comparison else math.nan
-            for name, column in zip(ACROSS_COST_COLUMNS, ("train_time_s", "trainable_params", memory_column)):
-                ours = agg.loc[strategy, f"{column}_mean"]
-                theirs = math.nan if base is None else base[f"{column}_mean"]
-                row[name] = ours / theirs if theirs and not math.isnan(theirs) else math.nan
-            rows.append(row)
+    rows = [row for (task, model), results in study.cells.items() for row in _cell_rows(task, model, results, study)]
     scores = pd.DataFrame(rows)
     if scores.empty:
         return scores
@@ -998,6 +961,54 @@ def cell_scores(study: StudyResults) -> pd.DataFrame:
     scores["p_value_holm"] = math.nan
     if tested.any():
         scores.loc[tested, "p_value_holm"] = holm(scores.loc[tested, "p_value"].astype(float).tolist())
+    scores["verdict"] = [str(v) for v in _study_verdicts(scores, study)]
+    return scores
+
+
+def _cell_rows(task: str, model: str, results: Results, study: StudyResults) -> list[dict[str, Any]]:
+    """One cell's rows of cell_scores, before the study-wide rank, Holm adjustment and verdicts."""
+    agg = results.agg.set_index("strategy")
+    memory_column = "peak_gpu_mem_gb" if agg["peak_gpu_mem_gb_mean"].notna().any() else "peak_rss_gb"
+    comparison = None if results.comparison is None else results.comparison.set_index("strategy")
+    metrics = {run.metric for run in results.runs}
+    base = agg.loc[study.baseline] if study.baseline in agg.index else None
+    rows = []
+    for strategy in agg.index:
+        scores = [run.score for run in results.runs if run.strategy == strategy and run.ok]
+        scores = [s for s in scores if not math.isnan(s)]
+        row = {
+            "task": task,
+            "model": model,
+            "strategy": strategy,
+            "method": agg.loc[strategy, "method"],
+            "metric": ", ".join(sorted(metrics)),
+            "score": float(np.mean(scores)) if scores else math.nan,
+            "did_not_learn": bool(agg.loc[strategy].get("did_not_learn", False)),
+            "p_value": math.nan,
+            "delta": math.nan,
+            "delta_ci90_low": math.nan,
+            "delta_ci90_high": math.nan,
+            "standard_error": math.nan,
+        }
+        if comparison is not None and strategy in comparison.index and strategy != study.baseline:
+            for name, column in (
+                ("p_value", "p_value"),
+                ("delta", "delta_vs_baseline"),
+                ("delta_ci90_low", "delta_ci90_low"),
+                ("delta_ci90_high", "delta_ci90_high"),
+                ("standard_error", "standard_error"),
+            ):
+                row[name] = comparison.loc[strategy, column] if column in comparison else math.nan
+        for name, column in zip(ACROSS_COST_COLUMNS, ("train_time_s", "trainable_params", memory_column)):
+            ours = agg.loc[strategy, f"{column}_mean"]
+            theirs = math.nan if base is None else base[f"{column}_mean"]
+            row[name] = ours / theirs if theirs and not math.isnan(theirs) else math.nan
+        rows.append(row)
+    return rows
+
+
+def _study_verdicts(scores: pd.DataFrame, study: StudyResults) -> list[Verdict]:
+    """Each row's verdict against the baseline of its cell, on the study-wide Holm p-values."""
     learned_baseline = {
         (t, m): not d
         for t, m, s, d in scores[["task", "model", "strategy", "did_not_learn"]].itertuples(index=False)
@@ -1021,8 +1032,7 @@ def cell_scores(study: StudyResults) -> pd.DataFrame:
                     margin=study.margin,
                 )
             )
-    scores["verdict"] = [str(v) for v in verdicts]
-    return scores
+    return verdicts
 
 
 def across_tasks(study: StudyResults) -> pd.DataFrame:
