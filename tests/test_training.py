@@ -107,7 +107,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenize
 
     # The rerun is a new process whose own peak is tiny: the record must keep the earlier one.
     fresh_process = types.SimpleNamespace(ru_maxrss=1)  # KiB
-    monkeypatch.setattr(steps.resource, "getrusage", lambda who: fresh_process)
+    monkeypatch.setattr("ftcompare.model.device.resource.getrusage", lambda who: fresh_process)
     with caplog.at_level(logging.WARNING, logger="ftcompare.train.loop"):
         resumed = run(spec, tiny_tokenized, tmp_path, "killed")
     assert resumed.metrics["peak_rss_gb"] == saved_peak
