@@ -187,7 +187,11 @@ def mixed_runs(root: Path):
 
 
 def all_failed_runs(root: Path):
-    pairs = [
+    return load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(root, all_failed_pairs()))))
+
+
+def all_failed_pairs() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [
         (
             train_record("full", 0, status="failed", reason=OOM, metrics={}),
             eval_record("full", 0, status="skipped", reason="training failed"),
@@ -197,7 +201,6 @@ def all_failed_runs(root: Path):
             eval_record("lora", 0, status="skipped", reason="training failed"),
         ),
     ]
-    return load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(root, pairs))))
 
 
 # Each named method's own parameters on roberta-base (tests/test_methods.py derives them).
@@ -369,7 +372,7 @@ def all_majority_study(root: Path, units: dict[str, str] | None = None):
     every row with the majority class, as the issue's one-epoch study did."""
     import numpy as np
 
-    from ftcompare.report import Study
+    from ftcompare.report import StudyResults
 
     rng = np.random.default_rng(11)
     sst2 = np.tile([0, 1], 150)
@@ -384,6 +387,6 @@ def all_majority_study(root: Path, units: dict[str, str] | None = None):
             ("agnews", "roberta-base", "macro_f1"): {s: (agnews, np.zeros(300, dtype=int)) for s in shares},
         },
     )
-    return Study.load(
+    return StudyResults.load(
         **dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full", units=units
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -298,27 +298,12 @@ def test_resolve_run_with_quick_overlay(quick_config: dict[str, Any]) -> None:
     spec = resolve_run(checked_config(quick_config), strategy="ia3", seed=0)
     assert spec.learning_rate == 1.0e-2
     assert (spec.batch_size, spec.epochs, spec.max_length) == (16, 1, 128)
-    assert spec.effective_learning_rate() == pytest.approx(1.0e-2 * math.sqrt(16 / 32))
 
 
 def test_strategy_can_turn_off_gradient_clipping(base_config: dict[str, Any]) -> None:
     base_config["strategies"]["full"]["max_grad_norm"] = None
     spec = resolve_run(checked_config(base_config), strategy="full", seed=0)
     assert spec.max_grad_norm is None
-
-
-def test_effective_learning_rate_uses_sqrt_scaling(base_config: dict[str, Any]) -> None:
-    config = checked_config(base_config)
-    spec = resolve_run(config, strategy="full", seed=0)
-    fixed32 = RunSpec.from_dict({**spec.to_dict(), "batch_size": 32, "max_tokens_per_batch": None})
-    assert fixed32.lr_reference_batch_size == 32
-    assert fixed32.effective_learning_rate() == pytest.approx(2.0e-5)
-    bigger = RunSpec.from_dict({**fixed32.to_dict(), "batch_size": 64})
-    assert bigger.effective_learning_rate() == pytest.approx(2.0e-5 * math.sqrt(2), rel=1e-12)
-    smaller = RunSpec.from_dict({**fixed32.to_dict(), "batch_size": 8})
-    assert smaller.effective_learning_rate() == pytest.approx(1.0e-5, rel=1e-12)
-    # With a token budget, batches vary: the rate follows the mean reviews per step.
-    assert spec.effective_learning_rate(reviews_per_step=30.0) == pytest.approx(2.0e-5 * math.sqrt(30 / 32))
 
 
 def test_run_records_from_before_the_budget_still_load(base_config: dict[str, Any]) -> None:
@@ -525,3 +510,18 @@ def test_the_quick_study_with_every_method_validates_untuned() -> None:
     for name in overlay:
         assert resolved["strategies"][name]["learning_rate"] == quick[name]["learning_rate"]
         assert quick[name]["learning_rate"] == pytest.approx(4 * overlay[name]["learning_rate"]), name
+
+
+@pytest.mark.parametrize("where", ["data", "tasks"])
+def test_an_unknown_metric_is_refused_listing_the_metrics_the_code_scores(where):
+    # The schema's list is contract.metrics.METRICS itself: a metric added there is allowed here.
+    from ftcompare.contract import METRICS
+
+    config = load_config()
+    if where == "data":
+        config["data"]["metric"] = "auc"
+    else:
+        config["tasks"] = {"sst2": {"metric": "auc"}}
+    key = "data.metric" if where == "data" else "tasks.sst2.metric"
+    with pytest.raises(ConfigError, match=re.escape(f"{key} = 'auc' is not allowed; choose one of {list(METRICS)}")):
+        checked_config(config)

@@ -81,10 +81,10 @@ def test_figures_across_tasks_written(tmp_path: Path) -> None:
     from records import write_study
 
     from ftcompare.contract import ACROSS_FIGURE_CAPTIONS
-    from ftcompare.report import Study, across_tasks, plot_across_tasks
+    from ftcompare.report import StudyResults, across_tasks, plot_across_tasks
 
     train_paths, eval_paths, prediction_paths = write_study(tmp_path / "runs")
-    study = Study.load(
+    study = StudyResults.load(
         train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
     )
     paths = [tmp_path / "figures" / f"{name}.png" for name in ACROSS_FIGURE_CAPTIONS]

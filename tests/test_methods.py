@@ -307,6 +307,16 @@ def test_virtual_tokens_shrink_the_text_to_the_position_limit(tiny_roberta, tiny
         checked_config(config, sources=True)
 
 
+def test_a_run_keeps_the_plans_text_budget_for_a_model_the_plan_could_not_read(tiny_roberta):
+    # A hub model's positions are known only once downloaded: the run refuses what the plan would have.
+    from ftcompare.model import text_length
+
+    entry = {"method": "prompt_tuning", "prompt_tuning": {"num_virtual_tokens": 120}}
+    spec = make_spec(tiny_roberta, "long_prompt", entry, bucket_width=None, cuda_graphs=False)
+    with pytest.raises(ConfigError, match="120 virtual tokens leave 8 of the 128 positions .*at least 32 needed"):
+        text_length(spec)
+
+
 # --------------------------------------------------------------------------- parameter counts
 
 H, LAYERS, FFN = 768, 12, 3072  # roberta-base

@@ -126,6 +126,6 @@ def test_a_virtual_token_methods_card_loads_it_through_ftcompare(method):
         train={**TRAIN, "config": config}, evaluation=EVAL, data=DATA, folder="m", run_dir="results/runs/x/seed1"
     )
     snippet = card.split("```python\n")[1].split("```")[0]
-    assert 'trained.open_run("results/runs/x/seed1")' in snippet and "AutoPeftModel" not in snippet
+    assert 'open_run("results/runs/x/seed1")' in snippet and "AutoPeftModel" not in snippet
     assert "--merged" not in card  # nothing to merge
     compile(snippet, "card", "exec")

@@ -10,7 +10,7 @@ from records import eval_record, train_record, write_records
 
 from ftcompare.contract import LABELS as METRICS
 from ftcompare.methods import METHODS
-from ftcompare.report import PUBLISHED_DIR, Study, load_papers, published_section
+from ftcompare.report import PUBLISHED_DIR, StudyResults, load_papers, published_section
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GLUE_TASKS = yaml.safe_load((REPO_ROOT / "config" / "glue.yaml").read_text())["tasks"]
@@ -22,7 +22,7 @@ STRATEGIES = ("full", "bitfit", "lora", "ia3", "oft", "boft", "adalora")
 ACCURACY = {"full": 0.92, "bitfit": 0.90, "lora": 0.91, "ia3": 0.89, "oft": 0.88, "boft": 0.87, "adalora": 0.93}
 
 
-def glue_study(root: Path) -> Study:
+def glue_study(root: Path) -> StudyResults:
     train_paths, eval_paths = [], []
     for model, name_or_path in ENCODERS.items():
         for task in GLUE:
@@ -36,7 +36,7 @@ def glue_study(root: Path) -> Study:
             trains, evals = write_records(root / task / model, pairs)
             train_paths += trains
             eval_paths += evals
-    return Study.load(train_paths=train_paths, eval_paths=eval_paths, baseline="full")
+    return StudyResults.load(train_paths=train_paths, eval_paths=eval_paths, baseline="full")
 
 
 @pytest.fixture(scope="module")

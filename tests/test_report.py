@@ -11,7 +11,6 @@ import pytest
 from records import (
     NO_BNB,
     OOM,
-    all_failed_runs,
     eval_record,
     many_methods_runs,
     mixed_runs,
@@ -25,10 +24,8 @@ from ftcompare.plan import DEFAULT_CONFIG, REFERENCE_RECIPE, load_yaml
 from ftcompare.report import (
     Results,
     load_runs,
-    plot_figures,
     render_markdown,
     summary_table,
-    write_report,
     write_summary_csv,
 )
 
@@ -39,11 +36,6 @@ REFERENCE = load_yaml(DEFAULT_CONFIG)["report"]["reference"]
 @pytest.fixture()
 def mixed(tmp_path: Path):
     return mixed_runs(tmp_path / "runs")
-
-
-@pytest.fixture()
-def all_failed(tmp_path: Path):
-    return all_failed_runs(tmp_path / "runs")
 
 
 def render(runs, tmp_path: Path, reference=REFERENCE) -> str:
@@ -168,20 +160,30 @@ def test_cpu_runs_report_host_rss(tmp_path: Path) -> None:
     assert "executed on cpu" in md
 
 
-def test_write_report_when_all_failed(all_failed, tmp_path: Path) -> None:
-    report_path = tmp_path / "results" / "report.md"
-    results = Results.of(all_failed)
-    paths = [tmp_path / "results" / "figures" / f"{n}.png" for n in figure_names(tuning=False)]
-    figures = plot_figures(results=results, paths=paths)
-    write_report(
-        results=results,
-        figures=figures,
-        report_path=report_path,
-        sort_by="config",
+def test_the_report_job_writes_a_report_when_every_run_failed(tmp_path: Path) -> None:
+    from records import all_failed_pairs
+
+    from ftcompare.report import report_job
+
+    results = tmp_path / "results"
+    train_paths, eval_paths = write_records(tmp_path / "runs", all_failed_pairs())
+    prediction_paths = [path.parent / "predictions.parquet" for path in eval_paths]
+    for path in prediction_paths:  # as the evaluate job leaves a run that did not train
+        pd.DataFrame({"row": [], "label": [], "prediction": []}, dtype="int64").to_parquet(path)
+    report_job(
+        train_records=train_paths,
+        eval_records=eval_paths,
+        prediction_paths=prediction_paths,
+        summary_path=results / "summary.csv",
+        comparison_path=results / "summary_by_strategy.csv",
+        report_path=results / "report.md",
+        figure_paths=[results / "figures" / f"{n}.png" for n in figure_names(tuning=False)],
         reference=REFERENCE,
+        baseline="full",
+        sort_by="config",
         reference_recipe=REFERENCE_RECIPE,
     )
-    md = report_path.read_text()
+    md = (results / "report.md").read_text()
     assert "0 of 2 runs succeeded" in md
     assert md.count("**failed**") == 2
     assert "Left out: the reference notebook's setting differs (this study has no successful run)" in md
@@ -342,10 +344,10 @@ GLUE = {"sst2": {"name": "nyu-mll/glue", "config": "sst2"}, "rte": {"name": "nyu
 def study_markdown(tmp_path: Path, datasets=GLUE, **kwargs) -> str:
     from records import write_study
 
-    from ftcompare.report import Study, across_tasks, render_study_markdown
+    from ftcompare.report import StudyResults, across_tasks, render_study_markdown
 
     train_paths, eval_paths, prediction_paths = write_study(tmp_path / "runs", **kwargs)
-    study = Study.load(
+    study = StudyResults.load(
         train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
     )
     return render_study_markdown(
@@ -364,9 +366,9 @@ def study_markdown(tmp_path: Path, datasets=GLUE, **kwargs) -> str:
 
 
 def test_one_cell_study_reports_as_today(mixed, tmp_path: Path) -> None:
-    from ftcompare.report import Study, across_tasks, render_study_markdown
+    from ftcompare.report import StudyResults, across_tasks, render_study_markdown
 
-    study = Study.of(mixed)
+    study = StudyResults.of(mixed)
     figures = {name: tmp_path / "results" / "figures" / f"{name}.png" for name in FIGURE_NAMES}
     kwargs = dict(
         report_path=tmp_path / "results" / "report.md",
@@ -531,7 +533,7 @@ def test_the_majority_class_and_a_rote_answer_go_by_the_datas_class_names(tmp_pa
     import numpy as np
     from records import write_cells
 
-    from ftcompare.report import Study
+    from ftcompare.report import StudyResults
 
     labels = np.repeat([0, 1], [120, 80])
     lora = np.ones(200, dtype=int)
@@ -545,7 +547,7 @@ def test_the_majority_class_and_a_rote_answer_go_by_the_datas_class_names(tmp_pa
     for path in paths[0]:
         record = json.loads(path.read_text())
         path.write_text(json.dumps(record | {"tokenized_dir": str(tokenized)}))
-    study = Study.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
+    study = StudyResults.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
     md = render_markdown(
         results=study.cells[("imdb", "m")], figures={}, report_path=tmp_path / "report.md", sort_by="config"
     )

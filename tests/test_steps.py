@@ -10,6 +10,7 @@ steps. A stand-in recorder that replays by calling the step body does that here.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import torch
 from specs import make_spec
 
 from ftcompare.data import TrainBatching, load_tokenized
+from ftcompare.methods import RunSpec
 from ftcompare.model import build_model, peak_memory, resolve_precision
 from ftcompare.train import TrainStep, build_optimizer, current_lr, setup_training
 
@@ -163,3 +165,19 @@ def test_peak_memory_keeps_the_earlier_processes_peak():
     merged = peak_memory(CPU, earlier=gpu_before)
     assert merged["peak_gpu_mem_allocated_gb"] == 3.0 and merged["peak_gpu_mem_reserved_gb"] is None
     assert merged["peak_rss_gb"] is not None and merged["peak_rss_gb"] > 0  # this process's own
+
+
+def test_the_applied_learning_rate_scales_by_the_square_root_of_the_batch() -> None:
+    from ftcompare.plan import checked_config, load_config, resolve_run
+    from ftcompare.train import applied_learning_rate
+
+    spec = resolve_run(checked_config(load_config()), strategy="full", seed=0)
+    fixed32 = RunSpec.from_dict({**spec.to_dict(), "batch_size": 32, "max_tokens_per_batch": None})
+    assert fixed32.lr_reference_batch_size == 32
+    assert applied_learning_rate(fixed32) == pytest.approx(2.0e-5)
+    bigger = RunSpec.from_dict({**fixed32.to_dict(), "batch_size": 64})
+    assert applied_learning_rate(bigger) == pytest.approx(2.0e-5 * math.sqrt(2), rel=1e-12)
+    smaller = RunSpec.from_dict({**fixed32.to_dict(), "batch_size": 8})
+    assert applied_learning_rate(smaller) == pytest.approx(1.0e-5, rel=1e-12)
+    # With a token budget, batches vary: the rate follows the mean reviews per step.
+    assert applied_learning_rate(spec, reviews_per_step=30.0) == pytest.approx(2.0e-5 * math.sqrt(30 / 32))

@@ -23,11 +23,18 @@ from records import (
 from ftcompare.report import (
     SUMMARY_COLUMNS,
     Results,
+    StudyResults,
     aggregate_by_strategy,
     load_runs,
     summary_table,
     write_summary_csv,
 )
+
+
+def one_cell(study: StudyResults) -> Results:
+    """A one-cell study's results, read as the report job reads them."""
+    (results,) = study.cells.values()
+    return results
 
 
 @pytest.fixture()
@@ -176,8 +183,10 @@ def test_strategies_are_compared_with_the_baseline_on_the_same_reviews(tmp_path:
         (predictions(correct) if correct else pd.DataFrame({"row": [], "label": [], "prediction": []})).to_parquet(
             prediction_paths[-1]
         )
-    results = Results.load(
-        train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+    results = one_cell(
+        StudyResults.load(
+            train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+        )
     )
     table = results.comparison.set_index("strategy")
     assert list(results.comparison.columns[:14]) == [
@@ -230,8 +239,10 @@ def test_a_task_scored_on_mcc_is_compared_by_the_paired_bootstrap(tmp_path: Path
     prediction_paths = [path.parent / "predictions.parquet" for path in eval_paths]
     for path, (_, _, frame, _) in zip(prediction_paths, pairs):
         frame.to_parquet(path)
-    results = Results.load(
-        train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+    results = one_cell(
+        StudyResults.load(
+            train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
+        )
     )
     assert list(results.table["metric_name"]) == ["mcc", "mcc"]
     assert list(results.table["metric"]) == pytest.approx([pairs[0][3], pairs[1][3]])
@@ -249,10 +260,10 @@ def test_a_task_scored_on_mcc_is_compared_by_the_paired_bootstrap(tmp_path: Path
 def load_study(root: Path, **kwargs):
     from records import write_study
 
-    from ftcompare.report import Study
+    from ftcompare.report import StudyResults
 
     train_paths, eval_paths, prediction_paths = write_study(root, **kwargs)
-    return Study.load(
+    return StudyResults.load(
         train_paths=train_paths, eval_paths=eval_paths, prediction_paths=prediction_paths, baseline="full"
     )
 
@@ -374,7 +385,7 @@ def test_tuning_summaries_go_to_their_cell(tmp_path: Path) -> None:
     from records import write_study
 
     from ftcompare.contract import write_selection
-    from ftcompare.report import Study
+    from ftcompare.report import StudyResults
 
     train_paths, eval_paths, _ = write_study(tmp_path / "runs")
     summaries, selections = [], []
@@ -398,7 +409,7 @@ def test_tuning_summaries_go_to_their_cell(tmp_path: Path) -> None:
         write_selection(folder / "selected.yaml", {"lora": {"trial": "t0", "values": {"learning_rate": 1e-4}}})
         summaries.append(folder / "summary.csv")
         selections.append(folder / "selected.yaml")
-    study = Study.load(
+    study = StudyResults.load(
         train_paths=train_paths, eval_paths=eval_paths, tuning_summaries=summaries, selections=selections
     )
     assert study.cells[("rte", "bert")].tuning["task"].tolist() == ["rte"]
@@ -461,11 +472,11 @@ def verdict_case(case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_each_verdict_on_constructed_predictions(tmp_path: Path, metric: str, case: str) -> None:
     from records import write_cells
 
-    from ftcompare.report import Study
+    from ftcompare.report import StudyResults
 
     labels, strategy, baseline = verdict_case(case)
     paths = write_cells(tmp_path, {("task", "model", metric): {"full": (labels, baseline), "lora": (labels, strategy)}})
-    study = Study.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
+    study = StudyResults.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
     row = study.comparison.set_index("strategy").loc["lora"]
     print(
         f"{metric:9} {case:13} -> {row['verdict']:13} delta {row['delta_vs_baseline']:+6.2f} "
@@ -487,7 +498,7 @@ def test_a_run_that_predicts_nearly_one_class_did_not_learn(tmp_path: Path) -> N
     # IMDB's LoRA: 185 of 200 reviews labelled one class, yet 57.5% right (above 50%, p = 0.02).
     from records import write_cells
 
-    from ftcompare.report import Study
+    from ftcompare.report import StudyResults
 
     labels = np.repeat([0, 1], 100)
     lora = np.ones(200, dtype=int)
@@ -496,7 +507,7 @@ def test_a_run_that_predicts_nearly_one_class_did_not_learn(tmp_path: Path) -> N
         tmp_path,
         {("imdb", "model", "accuracy"): {"full": (labels, labels.copy()), "lora": (labels, lora)}},
     )
-    study = Study.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
+    study = StudyResults.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
     run = study.table.set_index("strategy").loc["lora"]
     assert run["accuracy"] == pytest.approx(0.575)
     assert run["did_not_learn"] == "predicts class 1 for 92.5% of test rows"
@@ -506,14 +517,14 @@ def test_a_run_that_predicts_nearly_one_class_did_not_learn(tmp_path: Path) -> N
 def test_a_baseline_that_did_not_learn_compares_nothing(tmp_path: Path) -> None:
     from records import write_cells
 
-    from ftcompare.report import Study
+    from ftcompare.report import StudyResults
 
     labels = np.repeat([0, 1], 100)
     paths = write_cells(
         tmp_path,
         {("rte", "model", "accuracy"): {"full": (labels, np.zeros(200, dtype=int)), "lora": (labels, labels.copy())}},
     )
-    study = Study.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
+    study = StudyResults.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
     verdicts = study.comparison.set_index("strategy")["verdict"]
     assert verdicts.to_dict() == {"full": "did not learn", "lora": "not compared"}
 
@@ -522,7 +533,7 @@ def test_a_strategy_most_of_whose_seeds_did_not_learn_did_not_learn(tmp_path: Pa
     # Three seeds: one constant answer is named, the strategy still learned; two are not.
     from records import write_cells
 
-    from ftcompare.report import Study
+    from ftcompare.report import StudyResults
 
     labels = np.repeat([0, 1], 100)
     flat = np.zeros(200, dtype=int)
@@ -536,7 +547,7 @@ def test_a_strategy_most_of_whose_seeds_did_not_learn_did_not_learn(tmp_path: Pa
             }
         },
     )
-    study = Study.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
+    study = StudyResults.load(**dict(zip(("train_paths", "eval_paths", "prediction_paths"), paths)), baseline="full")
     agg = study.cells[("sst2", "model")].agg.set_index("strategy")
     assert agg.loc["lora", ["did_not_learn", "did_not_learn_seeds"]].tolist() == [False, "2"]
     assert agg.loc["ia3", ["did_not_learn", "did_not_learn_seeds"]].tolist() == [True, "1, 2"]
@@ -547,7 +558,7 @@ def test_a_strategy_most_of_whose_seeds_did_not_learn_did_not_learn(tmp_path: Pa
 
 
 def test_scores_equal_but_for_the_last_bit_tie_in_rank(tmp_path: Path) -> None:
-    from ftcompare.report import Study, cell_scores
+    from ftcompare.report import StudyResults, cell_scores
 
     pairs = [
         (train_record(s, 0, cell=("sst2", "m", "accuracy")), eval_record(s, 0, accuracy=a, cell=("sst2", "m")))
@@ -555,7 +566,7 @@ def test_scores_equal_but_for_the_last_bit_tie_in_rank(tmp_path: Path) -> None:
     ]
     assert 0.1 + 0.2 != 0.3  # one ulp apart
     runs = load_runs(**dict(zip(("train_paths", "eval_paths"), write_records(tmp_path, pairs))))
-    ranks = cell_scores(Study.of(runs, baseline="full")).set_index("strategy")["rank"]
+    ranks = cell_scores(StudyResults.of(runs, baseline="full")).set_index("strategy")["rank"]
     assert ranks.to_dict() == {"full": 1.5, "lora": 1.5, "ia3": 3.0}
 
 

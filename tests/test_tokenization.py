@@ -129,7 +129,7 @@ def test_a_pair_is_the_tokenizers_own_pair_encoding_and_cuts_as_it_cuts(model, r
     )
     paths = {split: tmp_path / f"{split}.parquet" for split in ("train", "validation", "test")}
     write_prepared(prepared, out_paths=paths, summary_path=tmp_path / "summary.json")
-    from ftcompare.data import prepared_text_columns
+    from ftcompare.data import prepared_text_columns, tokenized_text_columns
 
     tokenize_splits(
         split_paths=paths,
@@ -139,7 +139,7 @@ def test_a_pair_is_the_tokenizers_own_pair_encoding_and_cuts_as_it_cuts(model, r
         text_columns=prepared_text_columns(paths["train"]),
     )
     data = load_tokenized(tmp_path / "tok")
-    assert data.text_columns == {"text": "sentence1", "text_pair": "sentence2"}
+    assert tokenized_text_columns(tmp_path / "tok") == {"text": "sentence1", "text_pair": "sentence2"}
     reference = AutoTokenizer.from_pretrained(resolve_model_path(name))
     expected = reference(firsts, seconds, truncation="longest_first", max_length=64)["input_ids"]
     test = data.splits["test"]
@@ -208,3 +208,25 @@ def test_the_cache_counts_each_splits_tokens_for_a_plan(tiny_tokenized):
     data = load_tokenized(tiny_tokenized)
     for split, tokenized in data.splits.items():
         assert meta["splits"][split]["tokens"] == int(tokenized.lengths.sum()) > 0
+
+
+def test_the_tokenize_job_refuses_a_length_past_the_position_limit_as_the_plan_does(
+    tiny_roberta, tiny_tokenized, tmp_path
+):
+    # A hub model's limit is known only once downloaded: the tokenize job checks it, in the plan's words.
+    from ftcompare.contract import ConfigError
+    from ftcompare.data import tokenize_splits
+    from ftcompare.plan.preflight import _check_local_model
+
+    with pytest.raises(ConfigError) as planned:
+        _check_local_model(str(tiny_roberta), max_length=129, strategies={})
+    with pytest.raises(ConfigError) as tokenized:
+        tokenize_splits(
+            split_paths={s: tiny_tokenized.parent / f"{s}.parquet" for s in ("train", "validation", "test")},
+            model_name_or_path=str(tiny_roberta),
+            max_length=129,
+            out_dir=tmp_path / "out",
+        )
+    assert str(tokenized.value) == str(planned.value)
+    assert "training.max_length = 129 exceeds" in str(tokenized.value) and "(128 tokens" in str(tokenized.value)
+    assert not (tmp_path / "out").exists()

@@ -21,7 +21,6 @@ from specs import CPU, make_spec
 
 from ftcompare.data import epoch_batches, load_tokenized
 from ftcompare.model import build as models
-from ftcompare.model import device
 from ftcompare.train import checkpoint as ckpt
 from ftcompare.train import loop as training
 from ftcompare.train import steps, train_run
@@ -108,7 +107,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenize
 
     # The rerun is a new process whose own peak is tiny: the record must keep the earlier one.
     fresh_process = types.SimpleNamespace(ru_maxrss=1)  # KiB
-    monkeypatch.setattr(device.resource, "getrusage", lambda who: fresh_process)
+    monkeypatch.setattr("ftcompare.model.device.resource.getrusage", lambda who: fresh_process)
     with caplog.at_level(logging.WARNING, logger="ftcompare.train.loop"):
         resumed = run(spec, tiny_tokenized, tmp_path, "killed")
     assert resumed.metrics["peak_rss_gb"] == saved_peak
@@ -219,7 +218,6 @@ PREEMPTIBLE_JOB = textwrap.dedent(
     from ftcompare.contract import setup_logging
     from ftcompare.train import finetune_job
     from ftcompare.methods import RunSpec
-    from ftcompare.contract import read_json
     from ftcompare.train import Preempted
     import json
     setup_logging(sys.argv[2])
@@ -540,3 +538,39 @@ def test_a_run_of_fewer_steps_than_curve_points_logs_every_step(tiny_roberta, ti
     result = run(make_spec(tiny_roberta, "lora", log_every_steps=20), tiny_tokenized, tmp_path, "short")
     assert result.status == "ok", result.reason
     assert [p["step"] for p in result.loss_curve] == list(range(1, 26))  # 400 reviews / 16: 25 steps
+
+
+def test_a_run_at_another_length_than_its_tokenized_data_is_refused_naming_both(tiny_roberta, tiny_tokenized, tmp_path):
+    # The cache is the one truth of the length it was cut at: a run believing another would record it.
+    import json
+
+    from specs import make_spec
+
+    from ftcompare.contract import ConfigError
+    from ftcompare.evaluate import evaluate_job
+    from ftcompare.train import finetune_job
+
+    spec = make_spec(tiny_roberta, "lora", max_length=32)  # tiny_tokenized was cut at 64
+    message = rf"training.max_length = 32, but its tokenized data '{tiny_tokenized}' was cut at 64 tokens"
+    with pytest.raises(ConfigError, match=message):
+        finetune_job(
+            spec=spec,
+            tokenized_dir=tiny_tokenized,
+            model_dir=tmp_path / "model",
+            record_path=tmp_path / "train.json",
+            checkpoint_dir=tmp_path / "ckpt",
+            attempt_path=tmp_path / "attempt.json",
+            retry_marker="first",
+        )
+    assert not (tmp_path / "train.json").exists()
+    train = {"kind": "train", "strategy": "lora", "seed": 0, "status": "ok", "reason": None, "config": spec.to_dict()}
+    (tmp_path / "train.json").write_text(json.dumps(train))
+    with pytest.raises(ConfigError, match=message):
+        evaluate_job(
+            train_record_path=tmp_path / "train.json",
+            tokenized_dir=tiny_tokenized,
+            model_dir=tmp_path / "model",
+            record_path=tmp_path / "eval.json",
+            predictions_path=tmp_path / "predictions.parquet",
+        )
+    assert not (tmp_path / "eval.json").exists()

@@ -298,3 +298,39 @@ def test_a_grid_of_epochs_trains_each_trial_its_own_epochs():
     # Without the grid's epochs, the trials' own epochs (tuning.epochs) still apply.
     config = checked_config(config_with({"lora": {"learning_rate": [1.0e-3]}}, epochs=1))
     assert trial_spec(config, trials(config)["lora"][0], seed=0).epochs == 1
+
+
+def test_the_tuning_summary_has_the_one_definitions_columns_with_the_tuned_keys_after_the_trial(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from ftcompare.contract import versioned
+    from ftcompare.plan.tuning import SUMMARY_COLUMNS, select_settings_job, summary_keys
+
+    grid, paths = {}, []
+    for number, rate in enumerate((1e-4, 3e-4)):
+        trial = f"learning_rate={rate:g}"
+        grid[f"lora/{trial}"] = {"learning_rate": rate}
+        record = {
+            "kind": "train",
+            "task": "sst2",
+            "model": "m",
+            "strategy": "lora",
+            "seed": 0,
+            "trial": trial,
+            "status": "ok",
+            "config": {"task": "sst2", "model": "m", "metric": "accuracy"},
+            "metrics": {"best_val_accuracy": 0.5 + number / 10, "best_epoch": 1, "train_time_s": 1.0},
+            "val_curve": [{"epoch": 1, "accuracy": 0.5 + number / 10, "loss": 0.7}],
+        }
+        paths.append(tmp_path / f"{number}.json")
+        paths[-1].write_text(json.dumps(versioned(record)))
+    selected = select_settings_job(
+        trial_records=paths, grid=grid, summary_path=tmp_path / "summary.csv", selected_path=tmp_path / "selected.json"
+    )
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    after_trial = list(SUMMARY_COLUMNS).index("trial") + 1
+    assert list(summary.columns) == [*SUMMARY_COLUMNS[:after_trial], "learning_rate", *SUMMARY_COLUMNS[after_trial:]]
+    assert summary_keys(summary) == ["learning_rate"] and summary["task"].tolist() == ["sst2", "sst2"]
+    assert selected["lora"]["values"] == {"learning_rate": 3e-4}

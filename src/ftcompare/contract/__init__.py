@@ -13,7 +13,10 @@ _API = {
     "allocator": "ALLOCATOR_VARIABLES allocator_setting prefer_expandable_segments",
     "errors": "ConfigError UsageError",
     "files": "atomic_write_bytes atomic_writer remove_temporaries",
-    "layout": "EVALUATE_ATTEMPT FINETUNE_ATTEMPT PLAN_FILE RUN RUN_EXAMPLE TRIAL TRIAL_ATTEMPT TUNING_SUMMARY cache_key default_model_name default_task_name study_folder",
+    "layout": (
+        "EVALUATE_ATTEMPT FINETUNE_ATTEMPT PLAN_FILE RUN RUN_EXAMPLE TRIAL TRIAL_ATTEMPT TUNING_SUMMARY "
+        "cache_key default_model_name default_task_name study_folder"
+    ),
     "metrics": "LABELS METRICS all_scores check_metric confusion from_confusion macro_precision_recall score",
     "outputs": (
         "ACROSS_COLUMNS ACROSS_COST_COLUMNS ACROSS_FIGURE_CAPTIONS ACROSS_TABLE ACROSS_TASK_PREFIXES "
@@ -21,14 +24,14 @@ _API = {
         "figure_place"
     ),
     "process": "one_line_errors setup_logging start_job",
-    "provenance": "hardware now package_versions read_json run_provenance write_json",
+    "provenance": "hardware now package_versions run_provenance write_json",
     "records": (
         "CELL_SETTINGS FIRST_ATTEMPT FORMAT_VERSION Status cell_settings read_record read_selection "
         "retry_marker upgrade versioned write_attempt write_selection"
     ),
     "sources": (
         "ADAPTER_WEIGHT_FILES ModelSourceError PACKAGE_PREFIX WEIGHT_FILES check_model_source "
-        "check_module_lists is_hub_id matches_module max_sequence_length model_file module_lists "
+        "check_max_length check_module_lists is_hub_id matches_module max_sequence_length model_file module_lists "
         "portable_model_name position_limit resolve_model_path safetensors_problem weight_module_names"
     ),
 }

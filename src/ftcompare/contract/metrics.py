@@ -24,7 +24,6 @@ import numpy as np
 from ftcompare.contract.errors import ConfigError
 
 METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "f1", "mcc")
-DEFAULT_METRIC = "accuracy"
 LABELS = {
     "accuracy": "accuracy",
     "macro_f1": "macro-F1",

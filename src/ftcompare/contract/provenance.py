@@ -122,7 +122,3 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(json_safe(record), indent=2, default=str, allow_nan=False) + "\n"
     atomic_write_bytes(path, text.encode())
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())

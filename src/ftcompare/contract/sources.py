@@ -13,6 +13,8 @@ from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ftcompare.contract.errors import ConfigError
+
 # Model types whose position ids start after the padding index (RoBERTa's scheme), so
 # they accept `max_position_embeddings - pad_token_id - 1` tokens.
 OFFSET_POSITION_MODEL_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer", "xlm-roberta-xl"}
@@ -31,6 +33,16 @@ def position_limit(model_config: Mapping[str, Any]) -> int:
     if model_config.get("model_type") in OFFSET_POSITION_MODEL_TYPES:
         return positions - int(model_config.get("pad_token_id", 1)) - 1
     return positions
+
+
+def check_max_length(max_length: int, *, limit: int, model: str) -> None:
+    """Refuse a `training.max_length` past the model's position limit (`position_limit`):
+    the plan checks a local model with it, the tokenize job every model once downloaded."""
+    if max_length > limit:
+        raise ConfigError(
+            f"training.max_length = {max_length} exceeds what {model!r} allows ({limit} tokens, "
+            f"from its position embeddings); set training.max_length <= {limit}"
+        )
 
 
 class ModelSourceError(ValueError):

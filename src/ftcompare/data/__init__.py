@@ -14,10 +14,11 @@ _API = {
     "fetch": "FETCHED_FROM fetch_dataset fetch_model",
     "jobs": "fetch_data_job fetch_model_job fetched_splits prepare_data_job tokenize_job",
     "splits": (
-        "ACLIMDB_CLASSES CSV_ENCODING DataError PREPARED_METADATA PreparedData SPLITS check_labels check_size "
-        "check_texts check_utf8 describe_source hub_splits label_values prepare prepared_label_names "
-        "prepared_text_columns read_csv roles settings_used unread_keys write_prepared"
+        "ACLIMDB_CLASSES CSV_ENCODING DataError ONE_TEXT_COLUMN PREPARED_METADATA PreparedData SPLITS check_labels "
+        "check_size check_texts check_utf8 describe_source hub_splits label_values prepare prepared_label_names "
+        "prepared_text_columns read_csv roles settings_used text_columns_or_default unread_keys write_prepared"
     ),
     "tokenization": "encode encode_pairs load_tokenizer tokenize_splits uses_segment_ids",
+    "tokenized": "check_tokenized_length tokenization_meta tokenized_text_columns",
 }
 __getattr__, __dir__, __all__ = lazy_api(__name__, {n: m for m, names in _API.items() for n in names.split()})

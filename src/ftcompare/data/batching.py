@@ -21,12 +21,13 @@ shapes, each of which can be recorded once and replayed.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ftcompare.data.tokenized import tokenization_meta
 
 # Sort within windows of this many batches: long enough to group lengths well, short
 # enough that each epoch still mixes reviews from the whole training set.
@@ -122,8 +123,6 @@ class TokenizedData:
     pad_token_id: int
     max_length: int
     label_names: list[str] | None = None  # label k's name; None: the data names its classes by number
-    # The source's columns behind `text` and `text_pair` (None: one text a row).
-    text_columns: dict[str, str | None] = dataclasses.field(default_factory=lambda: {"text": "text", "text_pair": None})
 
 
 def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "validation", "test")) -> TokenizedData:
@@ -132,7 +131,7 @@ def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "vali
     import pyarrow as pa
 
     directory = Path(directory)
-    meta = json.loads((directory / "tokenization.json").read_text())
+    meta = tokenization_meta(directory)
     loaded = {}
     for name in splits:
         with pa.memory_map(str(directory / f"{name}.arrow")) as source:
@@ -156,7 +155,6 @@ def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "vali
         pad_token_id=int(meta["pad_token_id"]),
         max_length=int(meta["max_length"]),
         label_names=meta.get("label_names"),
-        text_columns=meta.get("text_columns") or {"text": "text", "text_pair": None},
     )
 
 

@@ -29,6 +29,7 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import IO, Any
 
 import numpy as np
@@ -43,6 +44,16 @@ class DataError(ValueError):
     """Input data the workflow cannot use; the message says what and where."""
 
 
+# The columns behind the prepared `text` and `text_pair` where a file records none: one text a
+# row, named `text` (data prepared, tokenized or trained before the columns were recorded).
+ONE_TEXT_COLUMN = MappingProxyType({"text": "text", "text_pair": None})
+
+
+def text_columns_or_default(columns: Mapping[str, str | None] | None) -> dict[str, str | None]:
+    """`columns` as recorded, or ONE_TEXT_COLUMN where none were."""
+    return dict(columns or ONE_TEXT_COLUMN)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PreparedData:
     splits: dict[str, pd.DataFrame]
@@ -51,7 +62,7 @@ class PreparedData:
     label_names: list[str] | None = None  # label k is named label_names[k]; None: the source names none
     # The source's columns behind the prepared `text` and `text_pair` (None: one text a row):
     # what `ftcompare predict` and the model card read by default.
-    text_columns: dict[str, str | None] = dataclasses.field(default_factory=lambda: {"text": "text", "text_pair": None})
+    text_columns: dict[str, str | None] = dataclasses.field(default_factory=lambda: text_columns_or_default(None))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -698,7 +709,7 @@ def prepared_text_columns(path: Path) -> dict[str, str | None]:
 
     metadata = pq.read_schema(path).metadata or {}
     columns = json.loads(metadata.get(PREPARED_METADATA, b"{}")).get("text_columns")
-    return dict(columns) if columns else {"text": "text", "text_pair": None}
+    return text_columns_or_default(columns)
 
 
 def prepared_label_names(path: Path) -> list[str] | None:

@@ -19,8 +19,14 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from ftcompare.contract import ModelSourceError, check_model_source, max_sequence_length, model_file
-from ftcompare.data.splits import SPLITS
+from ftcompare.contract import (
+    ModelSourceError,
+    check_max_length,
+    check_model_source,
+    max_sequence_length,
+    model_file,
+)
+from ftcompare.data.splits import SPLITS, text_columns_or_default
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +145,38 @@ def encode_pairs(
     return [e.ids for e in encodings], np.array(counts, dtype=np.int64).reshape(-1, 2), layout, types
 
 
+def _tokenize_split(frame: pd.DataFrame, tokenizer: Any, *, max_length: int, path: Path) -> tuple[dict, tuple | None]:
+    """One prepared split as an Arrow file at `path`: its statistics, and for a pair task its
+    template (layout, segment ids per part; None: one text a row)."""
+    columns, template = {}, None
+    if "text_pair" in frame.columns:
+        ids, pair_tokens, layout, types = encode_pairs(tokenizer, frame["text"].tolist(), frame["text_pair"].tolist())
+        template = (layout, types)
+        columns["pair_tokens"] = pa.array(list(pair_tokens), type=pa.list_(pa.int32(), 2))
+    else:
+        ids = encode(tokenizer, frame["text"].tolist())
+    lengths = pd.Series([len(row) for row in ids], dtype="int32")
+    # int32 ids: half the cache of int64, and every vocabulary fits.
+    table = pa.table(
+        {
+            "input_ids": pa.array(ids, type=pa.list_(pa.int32())),
+            "label": pa.array(frame["label"].to_numpy(), type=pa.int64()),
+            "length": pa.array(lengths.to_numpy(), type=pa.int32()),
+            **columns,
+        }
+    )
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    stats = {
+        "rows": len(frame),
+        # Every token of the split, what a plan's estimate of a run reads (ftcompare.plan.cost).
+        "tokens": int(lengths.sum()),
+        "median_length": float(lengths.median()),
+        "truncated_fraction": float((lengths >= max_length).mean()),
+    }
+    return stats, template
+
+
 def tokenize_splits(
     *,
     split_paths: Mapping[str, Path],
@@ -156,12 +194,7 @@ def tokenize_splits(
     the number of rows per split.
     """
     check_model_source(model_name_or_path)
-    limit = max_sequence_length(model_name_or_path)
-    if max_length > limit:
-        raise ValueError(
-            f"training.max_length = {max_length} exceeds what {model_name_or_path!r} allows "
-            f"({limit} tokens, from its position embeddings); set training.max_length <= {limit}"
-        )
+    check_max_length(max_length, limit=max_sequence_length(model_name_or_path), model=model_name_or_path)
     tokenizer, pad_token_id = load_tokenizer(model_name_or_path, max_length=max_length)
     segment_ids = uses_segment_ids(model_name_or_path)
     out_dir = Path(out_dir)
@@ -170,37 +203,15 @@ def tokenize_splits(
     stats, num_labels, pair_layout, pair_types = {}, 0, None, None
     for split in SPLITS:
         frame = pd.read_parquet(split_paths[split])
-        columns = {}
-        if "text_pair" in frame.columns:  # a sentence-pair task (data.text_pair_column)
-            ids, pair_tokens, layout, types = encode_pairs(
-                tokenizer, frame["text"].tolist(), frame["text_pair"].tolist()
-            )
+        stats[split], template = _tokenize_split(
+            frame, tokenizer, max_length=max_length, path=out_dir / f"{split}.arrow"
+        )
+        if template is not None:  # a sentence-pair task (data.text_pair_column)
+            layout, types = template
             if pair_layout not in (None, layout) or pair_types not in (None, types):
                 raise ValueError(f"the pair template differs between splits ({pair_layout} and {layout})")
             pair_layout, pair_types = layout, types
-            columns["pair_tokens"] = pa.array(list(pair_tokens), type=pa.list_(pa.int32(), 2))
-        else:
-            ids = encode(tokenizer, frame["text"].tolist())
-        lengths = pd.Series([len(row) for row in ids], dtype="int32")
-        # int32 ids: half the cache of int64, and every vocabulary fits.
-        table = pa.table(
-            {
-                "input_ids": pa.array(ids, type=pa.list_(pa.int32())),
-                "label": pa.array(frame["label"].to_numpy(), type=pa.int64()),
-                "length": pa.array(lengths.to_numpy(), type=pa.int32()),
-                **columns,
-            }
-        )
-        with pa.OSFile(str(out_dir / f"{split}.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
         num_labels = max(num_labels, int(frame["label"].max()) + 1)
-        stats[split] = {
-            "rows": len(frame),
-            # Every token of the split, what a plan's estimate of a run reads (ftcompare.plan.cost).
-            "tokens": int(lengths.sum()),
-            "median_length": float(lengths.median()),
-            "truncated_fraction": float((lengths >= max_length).mean()),
-        }
     if label_names is not None and len(label_names) != num_labels:
         raise ValueError(f"label_names {list(label_names)} must name the {num_labels} classes of the data")
     meta = {
@@ -214,7 +225,7 @@ def tokenize_splits(
         "pad_token_id": pad_token_id,
         # The source's columns behind `text` and `text_pair` (prepare_data keeps them):
         # what the runs record, so that `ftcompare predict` and the model card know a pair task.
-        "text_columns": text_columns or {"text": "text", "text_pair": None},
+        "text_columns": text_columns_or_default(text_columns),
         # A pair task's template: special tokens before, between and after its two texts.
         "pair_layout": None if pair_layout is None else list(pair_layout),
         # Its segment id per template part (batching.pair_type_ids), where the model reads

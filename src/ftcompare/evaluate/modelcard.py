@@ -49,21 +49,31 @@ def load_snippet(
     if virtual_tokens:
         return _ftcompare_snippet(run_dir or str(Path(folder).parent), pair=pair)
     if not adapter:
-        inputs = (
-            json.dumps([{"text": a, "text_pair": b} for a, b in zip(*EXAMPLE_PAIRS)])
-            if pair
-            else json.dumps(EXAMPLE_REVIEWS)
-        )
-        return "\n".join(
-            [
-                "from transformers import pipeline",
-                "",
-                f'classify = pipeline("text-classification", model="{folder}")',
-                "# truncation: at the run's max_length, as in training; top_k=None: every class's probability",
-                *(["# Each input a pair: text and text_pair, encoded together as in training"] if pair else []),
-                f"print(classify({inputs}, truncation=True, top_k=None))",
-            ]
-        )
+        return _pipeline_snippet(folder, pair=pair)
+    return _peft_snippet(folder, quantization=quantization, pair=pair)
+
+
+def _pipeline_snippet(folder: str, *, pair: bool) -> str:
+    """A whole model: transformers' pipeline loads it as it is."""
+    inputs = (
+        json.dumps([{"text": a, "text_pair": b} for a, b in zip(*EXAMPLE_PAIRS)])
+        if pair
+        else json.dumps(EXAMPLE_REVIEWS)
+    )
+    return "\n".join(
+        [
+            "from transformers import pipeline",
+            "",
+            f'classify = pipeline("text-classification", model="{folder}")',
+            "# truncation: at the run's max_length, as in training; top_k=None: every class's probability",
+            *(["# Each input a pair: text and text_pair, encoded together as in training"] if pair else []),
+            f"print(classify({inputs}, truncation=True, top_k=None))",
+        ]
+    )
+
+
+def _peft_snippet(folder: str, *, quantization: Mapping[str, Any] | None, pair: bool) -> str:
+    """An adapter on its base (QLoRA's rebuilt in 4 bits as trained), with the trained head."""
     lines = [
         "import torch",
         "from peft import AutoPeftModelForSequenceClassification",
@@ -72,24 +82,10 @@ def load_snippet(
         f'folder = "{folder}"',
         "labels = AutoConfig.from_pretrained(folder)  # id2label and label2id: the run's classes",
         "tokenizer = AutoTokenizer.from_pretrained(folder)  # truncates at the run's max_length",
-    ]
-    extra = ""
-    if quantization:
-        lines += [
-            "# The 4-bit base, quantised as in training (bitsandbytes); the head stays out of it.",
-            "quantization = BitsAndBytesConfig(",
-            "    load_in_4bit=True,",
-            f'    bnb_4bit_quant_type="{quantization["quant_type"]}",',
-            f"    bnb_4bit_use_double_quant={bool(quantization['double_quant'])},",
-            f"    bnb_4bit_compute_dtype=torch.{quantization['compute_dtype']} if torch.cuda.is_available() "
-            "else torch.float32,",
-            '    llm_int8_skip_modules=["classifier"],',
-            ")",
-        ]
-        extra = ', quantization_config=quantization, device_map="auto"'
-    lines += [
+        *(_quantization_lines(quantization) if quantization else []),
         "model = AutoPeftModelForSequenceClassification.from_pretrained(",
-        f"    folder, id2label=labels.id2label, label2id=labels.label2id{extra}",
+        "    folder, id2label=labels.id2label, label2id=labels.label2id"
+        + (', quantization_config=quantization, device_map="auto"' if quantization else ""),
         ").eval()",
     ]
     if pair:
@@ -114,11 +110,25 @@ def load_snippet(
     return "\n".join(lines)
 
 
+def _quantization_lines(quantization: Mapping[str, Any]) -> list[str]:
+    return [
+        "# The 4-bit base, quantised as in training (bitsandbytes); the head stays out of it.",
+        "quantization = BitsAndBytesConfig(",
+        "    load_in_4bit=True,",
+        f'    bnb_4bit_quant_type="{quantization["quant_type"]}",',
+        f"    bnb_4bit_use_double_quant={bool(quantization['double_quant'])},",
+        f"    bnb_4bit_compute_dtype=torch.{quantization['compute_dtype']} if torch.cuda.is_available() "
+        "else torch.float32,",
+        '    llm_int8_skip_modules=["classifier"],',
+        ")",
+    ]
+
+
 def _ftcompare_snippet(run_dir: str, *, pair: bool = False) -> str:
     """Prompt, prefix and P-tuning runs: their head reads the text's <s>/[CLS] behind the
     virtual tokens, prefix tuning passes its keys and values in a way transformers 5's
     encoders take only through ftcompare's forward, and the text is cut to leave the
-    virtual tokens room (models.text_length). Plain transformers + PEFT does none of it
+    virtual tokens room (model.build.text_length). Plain transformers + PEFT does none of it
     (it reads a virtual token, or fails), so the run is loaded as the study evaluated it."""
     return "\n".join(
         [

@@ -206,7 +206,7 @@ def latency_metrics(seconds: np.ndarray, prefix: str = "") -> dict[str, Any]:
 def _merged_metrics(
     *, spec: RunSpec, model_dir: Path, data: TokenizedData, device, precision, logits: np.ndarray
 ) -> dict[str, Any]:
-    """Throughput and latency of the adapter merged into its base (models.load_merged),
+    """Throughput and latency of the adapter merged into its base (model.build.load_merged),
     and how closely its test predictions follow the adapter's. Nothing for a method that
     cannot merge; a merge that fails is recorded (merged_error) without failing the run,
     whose results are the adapter's."""

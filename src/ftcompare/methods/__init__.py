@@ -9,7 +9,8 @@ from ftcompare._lazy import lazy_api
 # Each module's public names; a name is imported from its module when first used.
 _API = {
     "adapters": (
-        "check_default_targets check_peft_block check_quantization default_target_checks peft_settings virtual_tokens"
+        "MIN_TEXT_TOKENS check_default_targets check_peft_block check_quantization default_target_checks peft_settings "
+        "text_budget virtual_tokens"
     ),
     "catalogue": (
         "BLOCKS BLOCK_SCHEMAS DEFAULTED_BLOCKS FAMILIES METHODS METHOD_BLOCKS METHOD_TABLE "

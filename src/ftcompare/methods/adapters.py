@@ -59,6 +59,32 @@ def virtual_tokens(method: str, blocks: Mapping[str, Any]) -> int:
     return 0
 
 
+# Text tokens a prompt-learning strategy must keep: below this, the virtual tokens leave
+# too little of a text to classify.
+MIN_TEXT_TOKENS = 32
+
+
+def text_budget(
+    strategy: str, method: str, blocks: Mapping[str, Any], *, limit: int, model: str, max_length: int, multiple: int = 1
+) -> int:
+    """The text tokens a run of `strategy` reads within `model`'s `limit` positions: `max_length`,
+    or fewer where the method's virtual tokens and the text padded to a `multiple` would pass the
+    limit (prompt and P-tuning give each virtual token a position; prefix tuning shifts the text's
+    positions by as many). Refuses fewer than MIN_TEXT_TOKENS: the plan asks it of a local model,
+    each run of every model."""
+    added = virtual_tokens(method, blocks)
+    if added == 0:
+        return max_length
+    room = (limit - added) // multiple * multiple  # the padding takes positions too
+    if room < max(MIN_TEXT_TOKENS, multiple):
+        padded = f" (padded to a multiple of {multiple})" if multiple > 1 else ""
+        raise ConfigError(
+            f"strategies.{strategy}: {added} virtual tokens leave {room} of the {limit} positions of {model!r} "
+            f"for the text{padded} (at least {MIN_TEXT_TOKENS} needed): use fewer virtual tokens"
+        )
+    return max_length if -(-max_length // multiple) * multiple <= room else room
+
+
 # --------------------------------------------------------------------------- asking PEFT
 
 

@@ -63,15 +63,6 @@ class RunSpec:
         """The 4-bit base's settings; None: the base is not quantised."""
         return self.blocks.get("quantization")
 
-    def effective_learning_rate(self, *, reviews_per_step: float | None = None) -> float:
-        """`learning_rate` is set for `lr_reference_batch_size` reviews per step; other
-        batch sizes scale it by the square root of the ratio, the scaling rule that holds
-        for Adam (Malladi et al., 2022), so a bigger batch for speed keeps the same
-        dynamics. With a token budget the batches vary in size: pass their mean
-        (`reviews_per_step`); otherwise the batch is `batch_size`."""
-        reviews = self.batch_size if reviews_per_step is None else reviews_per_step
-        return self.learning_rate * (reviews / self.lr_reference_batch_size) ** 0.5
-
     def to_dict(self) -> dict[str, Any]:
         """The settings as a flat mapping: every field, and each block under its own name."""
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "blocks"}

@@ -53,6 +53,7 @@ from ftcompare.methods import (
     check_widths,
     default_target_checks,
     peft_settings,
+    text_budget,
     virtual_tokens,
 )
 
@@ -158,23 +159,19 @@ def split_trainable(model: torch.nn.Module) -> tuple[int, int]:
 
 def text_length(spec: RunSpec) -> int:
     """The text tokens a run reads: `max_length`, or fewer where the method's virtual tokens
-    and the padded text would pass the model's position limit (prompt and P-tuning give
-    each virtual token a position; prefix tuning shifts the text's positions by as many)."""
-    added = virtual_tokens(spec.method, spec.to_dict())
-    if added == 0:
-        return spec.max_length
-    limit = max_sequence_length(spec.model_name_or_path)
-    # Batches are padded to a multiple of this, and the padding takes positions too.
-    multiple = max(spec.bucket_width or 1, spec.pad_to_multiple_of)
-    if -(-spec.max_length // multiple) * multiple + added <= limit:
-        return spec.max_length
-    room = (limit - added) // multiple * multiple
-    if room < multiple:
-        raise ValueError(
-            f"strategies.{spec.strategy}: {added} virtual tokens leave no room for text within the {limit} positions "
-            f"of {spec.model_name_or_path!r}: use fewer virtual tokens"
-        )
-    return room
+    take positions (methods.text_budget)."""
+    if virtual_tokens(spec.method, spec.to_dict()) == 0:
+        return spec.max_length  # no need to read the model's config
+    return text_budget(
+        spec.strategy,
+        spec.method,
+        spec.to_dict(),
+        limit=max_sequence_length(spec.model_name_or_path),
+        model=spec.model_name_or_path,
+        max_length=spec.max_length,
+        # Batches are padded to a multiple of this, and the padding takes positions too.
+        multiple=max(spec.bucket_width or 1, spec.pad_to_multiple_of),
+    )
 
 
 def fit_text_budget(split: TokenizedSplit, spec: RunSpec) -> TokenizedSplit:

@@ -10,6 +10,7 @@ from ftcompare._lazy import lazy_api
 _API = {
     "checks": "as_written checked_config checked_study reserved_task_names",
     "config": "DEFAULT_CONFIG REFERENCE_RECIPE REPO_ROOT load_config load_yaml resolve_run validate_config",
+    "cost": "StudyCosts minutes",
     "graph": "StudyPlan run_params write_plan",
     "matrix": "Cell is_imdb task_unit",
     "preflight": "cell_cache_keys preflight_checks",

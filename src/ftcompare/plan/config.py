@@ -20,7 +20,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from ftcompare.contract import ConfigError
+from ftcompare.contract import METRICS, ConfigError
 from ftcompare.methods import BLOCK_SCHEMAS, BLOCKS, DEFAULTED_BLOCKS, METHOD_BLOCKS, METHOD_TABLE, METHODS, RunSpec
 from ftcompare.plan import matrix as study
 
@@ -36,9 +36,9 @@ REFERENCE_RECIPE = REPO_ROOT / "config" / "reference-recipe.yaml"
 
 
 def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
-    """The config schema: the file, with what it leaves to the code filled in: the keys of
-    `training` (its overrides and its own), and of a strategy (`method`, the overrides,
-    and a block per method: ftcompare.methods.catalogue)."""
+    """The config schema: the file, with what it leaves to the code filled in: the metrics
+    (ftcompare.contract.metrics.METRICS), the keys of `training` (its overrides and its own),
+    and of a strategy (`method`, the overrides, and a block per method: ftcompare.methods.catalogue)."""
     if not Path(schema_path).is_file():
         raise ConfigError(
             f"the config schema {str(schema_path)!r} is missing: ftcompare reads the workflow's own files, so it "
@@ -51,6 +51,7 @@ def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     overrides = {key: {"$ref": f"#/$defs/training_overrides/{key}"} for key in defs["training_overrides"]}
     blocks = {block: {"$ref": f"#/$defs/{block}"} for block in BLOCK_SCHEMAS}
     properties = schema["properties"]
+    properties["data"]["properties"]["metric"] = {"enum": list(METRICS)}  # one list: the code's
     properties["training"]["properties"] = {**overrides, **defs["training_settings"]}
     properties["method_defaults"]["properties"] = {block: blocks[block] for block in DEFAULTED_BLOCKS}
     # A model's own method_defaults are checked as the study's; a task or a model entry is

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ftcompare.contract import (
+    ACROSS_FIGURE_CAPTIONS,
     RUN,
     TRIAL,
-    ACROSS_FIGURE_CAPTIONS,
     atomic_write_bytes,
     figure_names,
     figure_place,

@@ -25,9 +25,6 @@ from typing import Any
 
 from ftcompare.contract import ConfigError, default_model_name, default_task_name
 
-# The keys of a model block besides name_or_path that change a cell's config.
-MODEL_CELL_KEYS = ("max_length", "method_defaults", "skip_strategies", "model_type")
-
 
 @dataclasses.dataclass(frozen=True, order=True)
 class Cell:

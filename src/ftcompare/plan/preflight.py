@@ -12,6 +12,7 @@ from ftcompare.contract import (
     ConfigError,
     ModelSourceError,
     cache_key,
+    check_max_length,
     check_model_source,
     check_module_lists,
     matches_module,
@@ -186,12 +187,8 @@ def _check_local_model(
     _check_methods_apply(strategies, model_config=model_config, model=name or name_or_path)
     if "max_position_embeddings" in model_config:  # else no limit stated: the tokenize job checks it
         limit = position_limit(model_config)
-        if max_length > limit:
-            raise ConfigError(
-                f"training.max_length = {max_length} exceeds what {name_or_path!r} allows ({limit} tokens, "
-                f"from its position embeddings); set training.max_length <= {limit}"
-            )
-        _check_virtual_tokens(strategies, limit=limit, model=name_or_path)
+        check_max_length(max_length, limit=limit, model=name_or_path)
+        _check_virtual_tokens(strategies, limit=limit, model=name_or_path, max_length=max_length)
     _check_module_lists(strategies, folder=folder, model=name_or_path)
     _check_default_targets(strategies, model_type=model_config.get("model_type"))
     _check_widths(strategies, folder=folder)
@@ -221,23 +218,12 @@ def _check_methods_apply(strategies: Mapping[str, Any], *, model_config: Mapping
             )
 
 
-# Text tokens a prompt-learning strategy must keep: below this, the virtual tokens leave
-# too little of a review to classify (its runs read fewer tokens, models.text_length).
-MIN_TEXT_TOKENS = 32
-
-
-def _check_virtual_tokens(strategies: Mapping[str, Any], *, limit: int, model: str) -> None:
-    from ftcompare.methods import virtual_tokens
+def _check_virtual_tokens(strategies: Mapping[str, Any], *, limit: int, model: str, max_length: int) -> None:
+    from ftcompare.methods import text_budget
 
     for name, entry in strategies.items():
-        if "method" not in entry:  # not resolved by validate_config (a caller's partial config)
-            continue
-        added = virtual_tokens(entry["method"], entry)
-        if added and limit - added < MIN_TEXT_TOKENS:
-            raise ConfigError(
-                f"strategies.{name}: {added} virtual tokens leave {limit - added} of the {limit} positions of "
-                f"{model!r} for the text (at least {MIN_TEXT_TOKENS} needed): use fewer virtual tokens"
-            )
+        if "method" in entry:  # resolved by validate_config (not a caller's partial config)
+            text_budget(name, entry["method"], entry, limit=limit, model=model, max_length=max_length)
 
 
 def _check_default_targets(strategies: Mapping[str, Any], *, model_type: str | None) -> None:

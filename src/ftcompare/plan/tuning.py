@@ -184,7 +184,9 @@ def trial_result(record: Mapping[str, Any], trial: Trial) -> TrialResult:
     )
 
 
-# results/tuning/summary.csv's columns besides the tuned keys (ftcompare.jobs writes it).
+# results/tuning/summary.csv's columns besides the tuned keys, which follow `trial`
+# (select_settings_job writes it). `metric`: the task's primary metric, which val_score is
+# and the choice was made on.
 SUMMARY_COLUMNS = (
     "task",
     "model",
@@ -198,6 +200,12 @@ SUMMARY_COLUMNS = (
     "val_loss",
     "train_time_s",
 )
+
+
+def summary_columns(keys: Sequence[str]) -> list[str]:
+    """A tuning summary's columns in order: SUMMARY_COLUMNS with the tuned `keys` after `trial`."""
+    after = SUMMARY_COLUMNS.index("trial") + 1
+    return [*SUMMARY_COLUMNS[:after], *keys, *SUMMARY_COLUMNS[after:]]
 
 
 def summary_keys(summary: Any) -> list[str]:
@@ -275,8 +283,6 @@ def select_settings_job(
     (ftcompare.plan.tuning.select); `grid` maps "strategy/trial" to the trial's values."""
     import pandas as pd
 
-    from ftcompare.plan.tuning import Trial, select, trial_result
-
     results, where = [], {"task": None, "model": None}
     for path in trial_records:
         record = read_record(path, kind="train")
@@ -301,23 +307,7 @@ def select_settings_job(
         for r in results
     ]
     Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(
-        rows,
-        columns=[
-            "task",
-            "model",
-            "strategy",
-            "trial",
-            *keys,
-            "seed",
-            "status",
-            "metric",  # the task's primary metric, which val_score is and the choice was made on
-            "val_score",
-            "val_accuracy",
-            "val_loss",
-            "train_time_s",
-        ],
-    ).to_csv(summary_path, index=False)
+    pd.DataFrame(rows, columns=summary_columns(keys)).to_csv(summary_path, index=False)
     selected = select(results)
     write_selection(selected_path, selected)
     for strategy, choice in selected.items():

@@ -10,13 +10,13 @@ _API = {
     "figures": "grouped_order heatmap_data plot_across_tasks plot_figures",
     "html": "markdown_page",
     "job": "report_job",
-    "markdown": "render_markdown render_study_markdown write_report",
+    "markdown": "render_markdown render_study_markdown",
     "published": "PUBLISHED_DIR load_papers published_section",
     "stats": (
         "SEED_BOOTSTRAP_TEST detectable_difference holm learned mean_interval paired_bootstrap paired_comparison"
     ),
     "tables": (
-        "Results SUMMARY_COLUMNS Study across_tasks aggregate_by_strategy cell_scores load_runs summary_table "
+        "Results SUMMARY_COLUMNS StudyResults across_tasks aggregate_by_strategy cell_scores load_runs summary_table "
         "write_summary_csv"
     ),
 }

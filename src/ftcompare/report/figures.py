@@ -201,7 +201,7 @@ def _plot_accuracy(
     # Each seed as a dot on its bar: two seeds 3 points apart say more than their mean.
     # seaborn's strip plot jitters them apart; native_scale keeps the bars' y positions,
     # which leave gaps between method families.
-    import seaborn as sns  # here, not at the top: the Snakefile imports this module for the names
+    import seaborn as sns  # a slow import: paid only by the figures that draw with it
 
     row = dict(zip(ordered["strategy"], ys))
     dots = pd.DataFrame({"accuracy": points, "y": [row.get(s) for s in seeds["strategy"]]}).dropna()
@@ -520,7 +520,7 @@ def plot_across_tasks(
 ) -> dict[str, Path]:
     """tasks_heatmap.png and tasks_ranks.png at the paths named so (`metrics`: task -> its
     primary metric's name, for the labels)."""
-    import seaborn as sns  # here, not at the top: the Snakefile imports this module for the names
+    import seaborn as sns  # a slow import: paid only by the figures that draw with it
 
     by_name = {Path(path).stem: Path(path) for path in paths}
     if sorted(by_name) != sorted(ACROSS_FIGURE_CAPTIONS):

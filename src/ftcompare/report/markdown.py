@@ -613,18 +613,8 @@ def which_strategy(cells: Mapping[str, Results], baseline: str | None) -> str:
     tasks = list(cells)
     strategies = list(dict.fromkeys(s for results in cells.values() for s in results.agg["strategy"]))
     aggs = {task: results.agg.set_index("strategy") for task, results in cells.items()}
-
-    def learned(strategy: str, task: str) -> bool:
-        agg = aggs[task]
-        return (
-            strategy in agg.index
-            and agg.loc[strategy, "n_ok"] > 0
-            and not bool(agg.loc[strategy].get("did_not_learn", False))
-            and not pd.isna(agg.loc[strategy, "metric_mean"])
-        )
-
     # A task where no strategy learned says nothing about which to choose: set aside, and said.
-    silent = [task for task in tasks if not any(learned(s, task) for s in strategies)]
+    silent = [task for task in tasks if not any(_learned(aggs[task], s) for s in strategies)]
     tasks = [task for task in tasks if task not in silent]
     cells = {task: cells[task] for task in tasks}
     aside = (
@@ -632,8 +622,7 @@ def which_strategy(cells: Mapping[str, Results], baseline: str | None) -> str:
         if silent
         else ""
     )
-    everywhere = [s for s in strategies if all(learned(s, task) for task in tasks)]
-    lines = []
+    everywhere = [s for s in strategies if all(_learned(aggs[task], s) for task in tasks)]
     if not tasks:
         return "Undecided: no strategy learned on any task, so there is no best to choose from and no cost to weigh."
     if not everywhere:
@@ -641,35 +630,15 @@ def which_strategy(cells: Mapping[str, Results], baseline: str | None) -> str:
             f"Undecided: no strategy learned on every task ({', '.join(tasks)}), so there is no best to choose "
             "from and no cost to weigh." + aside
         )
-    ranks = {
-        task: aggs[task]
-        .loc[[s for s in strategies if learned(s, task)], "metric_mean"]
-        .round(RANK_DECIMALS)
-        .rank(ascending=False, method="average")
-        for task in tasks
-    }
-    mean_rank = {s: sum(ranks[task][s] for task in tasks) / len(tasks) for s in everywhere}
-    mean_score = {s: sum(aggs[task].loc[s, "metric_mean"] for task in tasks) / len(tasks) for s in everywhere}
-    best = min(everywhere, key=lambda s: (mean_rank[s], -round(mean_score[s], RANK_DECIMALS)))
-    scores = "; ".join(
-        f"{task} {100 * aggs[task].loc[best, 'metric_mean']:.1f} {_metric_label(cells[task])}" for task in tasks
-    )
-    how = "the highest mean" if len(tasks) == 1 else "the best mean rank over tasks"
-    lead = ""
-    if baseline is not None and best != baseline:
-        said = {
-            task: results.comparison.set_index("strategy")["verdict"].get(best)
-            for task, results in cells.items()
-            if results.comparison is not None
-        }
-        lead = "; against `{}`: {}".format(baseline, ", ".join(f"{v} on {t}" for t, v in said.items() if v))
-    lines.append(f"Best on the primary metric: `{best}` ({how}: {scores}{lead}).{aside}")
+    best = _best_strategy(aggs, strategies=strategies, everywhere=everywhere, tasks=tasks)
+    first = _best_line(cells, aggs, best=best, baseline=baseline) + aside
     versus = {task: results.compared_with(best) for task, results in cells.items()}
     if any(frame is None for frame in versus.values()):
-        return lines[0] + " The costs are undecided: the report was given no predictions to test against it."
+        return first + " The costs are undecided: the report was given no predictions to test against it."
     verdicts = {task: frame.set_index("strategy")["verdict"] for task, frame in versus.items()}
     detects = {task: frame["detectable_difference"].median() for task, frame in versus.items()}
     margin = next(iter(cells.values())).margin
+    lines = []
     for name, column in COSTS:
         if column == "memory":
             column, label = memory_metric(next(iter(cells.values())).agg)
@@ -681,40 +650,99 @@ def which_strategy(cells: Mapping[str, Results], baseline: str | None) -> str:
         if pd.isna(costs.get(best, math.nan)):
             lines.append(f"- {name}: not measured.")
             continue
-        order = sorted(
-            (s for s in strategies if not pd.isna(costs[s])), key=lambda s: (round(costs[s], RANK_DECIMALS), s != best)
+        answer = _cheapest_as_good(
+            column, costs, best=best, verdicts=verdicts, detects=detects, tasks=tasks, margin=margin
         )
-        passed: list[str] = []
-        answer = None
-        for strategy in order:
-            if strategy == best:
-                answer = (
-                    f"`{best}` itself ({_fmt_cost(column, costs[best])})"
-                    + (f"; cheaper, but not as good: {'; '.join(passed)}" if passed else "")
-                    + "."
-                )
-                break
-            said = {task: str(verdicts[task].get(strategy, Verdict.NOT_COMPARED)) for task in tasks}
-            if all(v in (Verdict.BETTER, Verdict.EQUIVALENT) for v in said.values()):
-                answer = (
-                    f"`{strategy}` ({_fmt_cost(column, costs[strategy])} against {_fmt_cost(column, costs[best])}), "
-                    f"{' or '.join(sorted(set(said.values())))} to `{best}` on every task."
-                )
-                break
-            bad = [f"{v} on {t}" for t, v in said.items() if v in (Verdict.WORSE, Verdict.DID_NOT_LEARN)]
-            if bad:
-                passed.append(f"`{strategy}` ({', '.join(bad)})")
-                continue
-            open_tasks = [t for t, v in said.items() if v not in (Verdict.BETTER, Verdict.EQUIVALENT)]
-            why = ", ".join(f"{t} (the test detects ±{detects[t]:.1f} points there)" for t in open_tasks)
-            answer = (
-                f"undecided: `{strategy}` costs less ({_fmt_cost(column, costs[strategy])} against "
-                f"{_fmt_cost(column, costs[best])}) but is neither shown worse nor shown within {_points(margin)} "
-                f"of `{best}` on {why}: too few test rows or seeds to tell."
-            )
-            break
         lines.append(f"- {name}: {answer}")
-    return lines[0] + " Cheapest strategy as good as it, per cost:\n\n" + "\n".join(lines[1:])
+    return first + " Cheapest strategy as good as it, per cost:\n\n" + "\n".join(lines)
+
+
+def _learned(agg: pd.DataFrame, strategy: str) -> bool:
+    """Whether `strategy` learned on the task of `agg` (its aggregate, by strategy)."""
+    return (
+        strategy in agg.index
+        and agg.loc[strategy, "n_ok"] > 0
+        and not bool(agg.loc[strategy].get("did_not_learn", False))
+        and not pd.isna(agg.loc[strategy, "metric_mean"])
+    )
+
+
+def _best_strategy(
+    aggs: Mapping[str, pd.DataFrame], *, strategies: list[str], everywhere: list[str], tasks: list[str]
+) -> str:
+    """Of the strategies that learned on every task, the best mean rank, then the highest mean."""
+    ranks = {
+        task: aggs[task]
+        .loc[[s for s in strategies if _learned(aggs[task], s)], "metric_mean"]
+        .round(RANK_DECIMALS)
+        .rank(ascending=False, method="average")
+        for task in tasks
+    }
+    mean_rank = {s: sum(ranks[task][s] for task in tasks) / len(tasks) for s in everywhere}
+    mean_score = {s: sum(aggs[task].loc[s, "metric_mean"] for task in tasks) / len(tasks) for s in everywhere}
+    return min(everywhere, key=lambda s: (mean_rank[s], -round(mean_score[s], RANK_DECIMALS)))
+
+
+def _best_line(
+    cells: Mapping[str, Results], aggs: Mapping[str, pd.DataFrame], *, best: str, baseline: str | None
+) -> str:
+    """The best strategy, its scores, and what it is against the baseline on each task."""
+    scores = "; ".join(
+        f"{task} {100 * aggs[task].loc[best, 'metric_mean']:.1f} {_metric_label(cells[task])}" for task in cells
+    )
+    how = "the highest mean" if len(cells) == 1 else "the best mean rank over tasks"
+    lead = ""
+    if baseline is not None and best != baseline:
+        said = {
+            task: results.comparison.set_index("strategy")["verdict"].get(best)
+            for task, results in cells.items()
+            if results.comparison is not None
+        }
+        lead = "; against `{}`: {}".format(baseline, ", ".join(f"{v} on {t}" for t, v in said.items() if v))
+    return f"Best on the primary metric: `{best}` ({how}: {scores}{lead})."
+
+
+def _cheapest_as_good(
+    column: str,
+    costs: Mapping[str, float],
+    *,
+    best: str,
+    verdicts: Mapping[str, pd.Series],
+    detects: Mapping[str, float],
+    tasks: list[str],
+    margin: float,
+) -> str | None:
+    """On one cost, the cheapest strategy better than or equivalent to `best` on every task,
+    those cheaper that were not, or undecided and why."""
+    order = sorted(
+        (s for s in costs if not pd.isna(costs[s])), key=lambda s: (round(costs[s], RANK_DECIMALS), s != best)
+    )
+    passed: list[str] = []
+    for strategy in order:
+        if strategy == best:
+            return (
+                f"`{best}` itself ({_fmt_cost(column, costs[best])})"
+                + (f"; cheaper, but not as good: {'; '.join(passed)}" if passed else "")
+                + "."
+            )
+        said = {task: str(verdicts[task].get(strategy, Verdict.NOT_COMPARED)) for task in tasks}
+        if all(v in (Verdict.BETTER, Verdict.EQUIVALENT) for v in said.values()):
+            return (
+                f"`{strategy}` ({_fmt_cost(column, costs[strategy])} against {_fmt_cost(column, costs[best])}), "
+                f"{' or '.join(sorted(set(said.values())))} to `{best}` on every task."
+            )
+        bad = [f"{v} on {t}" for t, v in said.items() if v in (Verdict.WORSE, Verdict.DID_NOT_LEARN)]
+        if bad:
+            passed.append(f"`{strategy}` ({', '.join(bad)})")
+            continue
+        open_tasks = [t for t, v in said.items() if v not in (Verdict.BETTER, Verdict.EQUIVALENT)]
+        why = ", ".join(f"{t} (the test detects ±{detects[t]:.1f} points there)" for t in open_tasks)
+        return (
+            f"undecided: `{strategy}` costs less ({_fmt_cost(column, costs[strategy])} against "
+            f"{_fmt_cost(column, costs[best])}) but is neither shown worse nor shown within {_points(margin)} "
+            f"of `{best}` on {why}: too few test rows or seeds to tell."
+        )
+    return None
 
 
 def _tuning_section(results: Results) -> str:
@@ -839,30 +867,6 @@ def render_markdown(
             ),
         ]
     return "\n\n".join(sections) + "\n"
-
-
-def write_report(
-    *,
-    results: Results,
-    figures: Mapping[str, Path],
-    report_path: Path,
-    sort_by: str,
-    reference: Mapping[str, Any] | None = None,
-    reference_recipe: Path | None = None,
-) -> Path:
-    report_path = Path(report_path)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(
-        render_markdown(
-            results=results,
-            figures=figures,
-            report_path=report_path,
-            sort_by=sort_by,
-            reference=reference,
-            reference_recipe=reference_recipe,
-        )
-    )
-    return report_path
 
 
 # ----------------------------------------------------------------------------- across tasks
@@ -1003,7 +1007,7 @@ def render_study_markdown(
     datasets: Mapping[str, Mapping[str, Any]] | None = None,
     published: Path | None = PUBLISHED_DIR,
 ) -> str:
-    """The report of a study (tables.Study). One cell: the report as `render_markdown` writes
+    """The report of a study (tables.StudyResults). One cell: the report as `render_markdown` writes
     it. Several: the title, the verdict paragraph across tasks, "Which strategy?" per model,
     the across-task table and figures, the published figures where the study matches
     (`datasets`: task -> its data block), a section per (task, model) with the one-cell
@@ -1023,7 +1027,48 @@ def render_study_markdown(
             imdb=is_imdb(cells[0][0], datasets[cells[0][0]]) if cells[0][0] in datasets else None,
         )
     tasks = study.tasks
-    metrics = {
+    metrics = _task_metrics(study)
+    small = too_small(list(study.cells.values()))
+    which = []
+    for model in study.models:
+        per_task = {task: results for (task, m), results in study.cells.items() if m == model}
+        answer = which_strategy(per_task, study.baseline)
+        which.append(answer if len(study.models) == 1 else f"With `{model}`: {answer}")
+    sections = [
+        "# Fine-tuning strategies compared across tasks",
+        *([small] if small else []),
+        opening_paragraph(study, across, study.baseline),
+        "## Which strategy?",
+        "\n\n".join(which),
+        "## Across tasks",
+        across_table(across, tasks, metrics),
+        _across_note(study, metrics),
+        _figure_links(across_figures, report_path),
+    ]
+    if published is not None and (block := published_section(study, datasets, load_papers(published))):
+        sections += ["## Beside published figures", block]
+    for cell in cells:
+        sections.append(
+            _cell_section(
+                cell,
+                study.cells[cell],
+                figures=cell_figures.get(cell, {}),
+                report_path=report_path,
+                sort_by=sort_by,
+                reference=reference,
+                reference_recipe=reference_recipe,
+                imdb=is_imdb(cell[0], datasets[cell[0]]) if cell[0] in datasets else None,
+                too_small_line=not small,
+            )
+        )
+    all_runs = [run for results in study.cells.values() for run in results.runs]
+    sections += ["## Hardware and software", _environment(all_runs)]
+    return "\n\n".join(sections) + "\n"
+
+
+def _task_metrics(study: Any) -> dict[str, str]:
+    """Each task's primary metric in words (several where its cells' records differ)."""
+    return {
         task: ", ".join(
             sorted(
                 {
@@ -1034,23 +1079,14 @@ def render_study_markdown(
                 }
             )
         )
-        for task in tasks
+        for task in study.tasks
     }
-    small = too_small(list(study.cells.values()))
-    which = []
-    for model in study.models:
-        per_task = {task: results for (task, m), results in study.cells.items() if m == model}
-        answer = which_strategy(per_task, study.baseline)
-        which.append(answer if len(study.models) == 1 else f"With `{model}`: {answer}")
+
+
+def _across_note(study: Any, metrics: Mapping[str, str]) -> str:
+    """What the across-task table's numbers are."""
     mixed = len(set(metrics.values())) > 1
-    sections = [
-        "# Fine-tuning strategies compared across tasks",
-        *([small] if small else []),
-        opening_paragraph(study, across, study.baseline),
-        "## Which strategy?",
-        "\n\n".join(which),
-        "## Across tasks",
-        across_table(across, tasks, metrics),
+    return (
         "Per task, the primary metric × 100 (mean over successful seeds); "
         + (
             f"the mean over tasks averages different metrics ({', '.join(dict.fromkeys(metrics.values()))}), as "
@@ -1064,27 +1100,14 @@ def render_study_markdown(
         f"inconclusive against, or worse than `{study.baseline}` by the per-task paired test, Holm-adjusted over "
         "every task, strategy and model together, and tasks where it did not learn. Costs: relative to the "
         "baseline on the same task and model, the mean over tasks (trainable parameters as a share of the "
-        "baseline's).",
-        _figure_links(across_figures, report_path),
-    ]
-    if published is not None and (block := published_section(study, datasets, load_papers(published))):
-        sections += ["## Beside published figures", block]
-    for cell in cells:
-        results = study.cells[cell]
-        body = render_markdown(
-            results=results,
-            figures=cell_figures.get(cell, {}),
-            report_path=report_path,
-            sort_by=sort_by,
-            reference=reference,
-            reference_recipe=reference_recipe,
-            imdb=is_imdb(cell[0], datasets[cell[0]]) if cell[0] in datasets else None,
-            environment=False,
-            too_small_line=not small,
-        )
-        lines = body.splitlines()[1:]  # its title gives way to the cell's heading
-        lines = ["#" + line if line.startswith("## ") else line for line in lines]
-        sections.append(f"## {cell[0]} × {cell[1]}\n" + "\n".join(lines).rstrip())
-    all_runs = [run for results in study.cells.values() for run in results.runs]
-    sections += ["## Hardware and software", _environment(all_runs)]
-    return "\n\n".join(sections) + "\n"
+        "baseline's)."
+    )
+
+
+def _cell_section(cell: tuple[str, str], results: Results, **report: Any) -> str:
+    """One (task, model)'s section: the one-cell report's body under the cell's heading
+    (`report`: render_markdown's arguments), the hardware left to the study's end."""
+    body = render_markdown(results=results, environment=False, **report)
+    lines = body.splitlines()[1:]  # its title gives way to the cell's heading
+    lines = ["#" + line if line.startswith("## ") else line for line in lines]
+    return f"## {cell[0]} × {cell[1]}\n" + "\n".join(lines).rstrip()

@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ftcompare.plan import load_yaml
+from ftcompare.plan import REPO_ROOT, load_yaml
 from ftcompare.report.tables import RunRecord, number
 
-PUBLISHED_DIR = Path(__file__).resolve().parents[3] / "config" / "published"
+PUBLISHED_DIR = REPO_ROOT / "config" / "published"
 _MISSING = "—"
 
 

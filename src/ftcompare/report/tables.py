@@ -1,7 +1,7 @@
 """Run records into tables: the per-run summary and the per-strategy aggregate.
 
-`Results.load` reads the train and eval records once; the figures (`ftcompare.report.figures`)
-and the Markdown report (`ftcompare.report.markdown`) are drawn from the same `Results`.
+`StudyResults.load` reads the train and eval records once, into each cell's `Results`; the figures
+(`ftcompare.report.figures`) and the Markdown report (`ftcompare.report.markdown`) are drawn from the same `Results`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ftcompare.contract import (
     read_record,
     read_selection,
 )
+from ftcompare.data import tokenization_meta
 from ftcompare.methods import method_family
 from ftcompare.report.stats import (
     DEFAULT_EQUIVALENCE_MARGIN,
@@ -143,7 +144,9 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
 )
 
 
-Cell = tuple[str, str]  # (task, model)
+CellKey = tuple[
+    str, str
+]  # (task, model): a cell of the matrix, as the report keys its results (plan.matrix.Cell is the plan's)
 RunKey = tuple[str, str, str, int]  # (task, model, strategy, seed)
 
 
@@ -167,7 +170,7 @@ class RunRecord:
         return self.status == Status.OK
 
     @property
-    def cell(self) -> Cell:
+    def cell(self) -> CellKey:
         return (self.task, self.model)
 
     @property
@@ -268,12 +271,12 @@ def load_runs(*, train_paths: Sequence[Path], eval_paths: Sequence[Path]) -> lis
     return runs
 
 
-def cells_of(frame: pd.DataFrame) -> list[Cell]:
+def cells_of(frame: pd.DataFrame) -> list[CellKey]:
     """The (task, model) cells of a table with CELL_COLUMNS, in table order."""
     return list(dict.fromkeys(zip(frame["task"], frame["model"])))
 
 
-def in_cell(frame: pd.DataFrame, cell: Cell) -> pd.DataFrame:
+def in_cell(frame: pd.DataFrame, cell: CellKey) -> pd.DataFrame:
     return frame[(frame["task"] == cell[0]) & (frame["model"] == cell[1])]
 
 
@@ -573,56 +576,72 @@ def _compare_cell(
     rows = []
     for record in agg.to_dict("records"):
         strategy, seeds = record["strategy"], ok_seeds.get(record["strategy"], {})
-        row = {
-            "task": record["task"],
-            "model": record["model"],
-            "strategy": strategy,
-            "method": record["method"],
-            "n_ok": record["n_ok"],
-            "accuracy_mean": record["accuracy_mean"],
-            "accuracy_sd": record["accuracy_std"],
-            "accuracy_ci_low": record["accuracy_mean_ci_low"],
-            "accuracy_ci_high": record["accuracy_mean_ci_high"],
-            "eval_reviews_per_s": record["eval_reviews_per_s_mean"],
-            "metric_name": metric,
-            "metric_mean": record.get("metric_mean"),
-            "metric_sd": record.get("metric_std"),
-            "metric_ci_low": record.get("metric_mean_ci_low"),
-            "metric_ci_high": record.get("metric_mean_ci_high"),
-        }
-        row["did_not_learn"] = strategy in not_learned
+        row = _comparison_row(record, metric=metric) | {"did_not_learn": strategy in not_learned}
         if strategy in not_learned or baseline in not_learned:
             pass  # no test: a side is the majority class's level, not a trained classifier's
         elif strategy != baseline and seeds and base and set(seeds) & set(base):
-            if not bootstrap:
-                compared = paired_comparison(seeds, base)
-            else:
-                labels, _, num_labels = next(iter(base.values()))
-                compared = paired_bootstrap(
-                    metric,
-                    labels,
-                    {seed: predictions for seed, (_, predictions, _) in seeds.items()},
-                    {seed: predictions for seed, (_, predictions, _) in base.items()},
-                    num_labels=num_labels,
-                )
-            row |= {
-                "test": compared.test,
-                "delta_vs_baseline": compared.delta,
-                "delta_ci_low": compared.delta_ci_low,
-                "delta_ci_high": compared.delta_ci_high,
-                "p_value": compared.p_value,
-                "paired_seeds": ",".join(map(str, compared.seeds)),
-                "reviews_better": compared.better,
-                "reviews_worse": compared.worse,
-                "delta_ci90_low": compared.delta_ci90_low,
-                "delta_ci90_high": compared.delta_ci90_high,
-                "interval": compared.interval,
-                "standard_error": compared.standard_error,
-            }
+            row |= _paired_test(metric, seeds, base, bootstrap=bootstrap)
         rows.append(row)
-    table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)).astype(
-        {"p_value": float, "p_value_holm": float, "detectable_difference": float}
+    return _with_verdicts(
+        pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)), baseline=baseline, not_learned=not_learned, margin=margin
     )
+
+
+def _comparison_row(record: Mapping[str, Any], *, metric: str) -> dict[str, Any]:
+    """A strategy's aggregate (one row of aggregate_by_strategy) as a comparison row, before its test."""
+    return {
+        "task": record["task"],
+        "model": record["model"],
+        "strategy": record["strategy"],
+        "method": record["method"],
+        "n_ok": record["n_ok"],
+        "accuracy_mean": record["accuracy_mean"],
+        "accuracy_sd": record["accuracy_std"],
+        "accuracy_ci_low": record["accuracy_mean_ci_low"],
+        "accuracy_ci_high": record["accuracy_mean_ci_high"],
+        "eval_reviews_per_s": record["eval_reviews_per_s_mean"],
+        "metric_name": metric,
+        "metric_mean": record.get("metric_mean"),
+        "metric_sd": record.get("metric_std"),
+        "metric_ci_low": record.get("metric_mean_ci_low"),
+        "metric_ci_high": record.get("metric_mean_ci_high"),
+    }
+
+
+def _paired_test(metric: str, seeds: Mapping[int, Any], base: Mapping[int, Any], *, bootstrap: bool) -> dict[str, Any]:
+    """A strategy's seeds against the baseline's: the exact sign test on accuracy with one seed a
+    side, else the paired bootstrap over seeds and rows; its columns of the comparison row."""
+    if not bootstrap:
+        compared = paired_comparison(seeds, base)
+    else:
+        labels, _, num_labels = next(iter(base.values()))
+        compared = paired_bootstrap(
+            metric,
+            labels,
+            {seed: predictions for seed, (_, predictions, _) in seeds.items()},
+            {seed: predictions for seed, (_, predictions, _) in base.items()},
+            num_labels=num_labels,
+        )
+    return {
+        "test": compared.test,
+        "delta_vs_baseline": compared.delta,
+        "delta_ci_low": compared.delta_ci_low,
+        "delta_ci_high": compared.delta_ci_high,
+        "p_value": compared.p_value,
+        "paired_seeds": ",".join(map(str, compared.seeds)),
+        "reviews_better": compared.better,
+        "reviews_worse": compared.worse,
+        "delta_ci90_low": compared.delta_ci90_low,
+        "delta_ci90_high": compared.delta_ci90_high,
+        "interval": compared.interval,
+        "standard_error": compared.standard_error,
+    }
+
+
+def _with_verdicts(table: pd.DataFrame, *, baseline: str, not_learned: set[str], margin: float) -> pd.DataFrame:
+    """The comparison table with Holm's adjustment over its tests, each test's detectable
+    difference, and every row's verdict."""
+    table = table.astype({"p_value": float, "p_value_holm": float, "detectable_difference": float})
     tested = table["p_value"].notna()
     table.loc[tested, "p_value_holm"] = holm(table.loc[tested, "p_value"].tolist())
     table.loc[tested, "detectable_difference"] = [
@@ -675,7 +694,7 @@ def label_names(runs: Sequence[RunRecord]) -> list[str] | None:
         if not folder:
             continue
         try:
-            names = json.loads((Path(folder) / "tokenization.json").read_text()).get("label_names")
+            names = tokenization_meta(folder).get("label_names")
         except (OSError, ValueError):
             continue
         if names:
@@ -706,7 +725,7 @@ def majority_of(
 @dataclass(frozen=True)
 class Results:
     """Everything the figures and the report of one (task, model) cell are drawn from, computed
-    once (`Results.of` accepts runs of several cells; `Study` splits a study into cells)."""
+    once (`Results.of` accepts runs of several cells; `StudyResults` splits a study into cells)."""
 
     runs: list[RunRecord]
     table: pd.DataFrame  # one row per run: SUMMARY_COLUMNS
@@ -787,31 +806,6 @@ class Results:
             )
         return self.versus[reference]
 
-    @classmethod
-    def load(
-        cls,
-        *,
-        train_paths: Sequence[Path],
-        eval_paths: Sequence[Path],
-        prediction_paths: Sequence[Path] | None = None,
-        baseline: str | None = None,
-        tuning_summary: Path | None = None,
-        selected: Path | None = None,
-        unit: str = "examples",
-        margin: float = DEFAULT_EQUIVALENCE_MARGIN,
-    ) -> Results:
-        """`prediction_paths` run parallel to `eval_paths` (each run's predictions.parquet)."""
-        runs = load_runs(train_paths=train_paths, eval_paths=eval_paths)
-        return cls.of(
-            runs,
-            predictions=_read_predictions(runs, eval_paths, prediction_paths),
-            baseline=baseline,
-            tuning=None if tuning_summary is None else pd.read_csv(tuning_summary),
-            selected=None if selected is None else read_selection(selected),
-            unit=unit,
-            margin=margin,
-        )
-
 
 def _read_predictions(
     runs: Sequence[RunRecord], eval_paths: Sequence[Path], prediction_paths: Sequence[Path] | None
@@ -828,14 +822,14 @@ def _read_predictions(
 
 
 def cell_tuning(
-    summaries: Sequence[Path], selections: Sequence[Path], cells: Sequence[Cell]
-) -> dict[Cell, tuple[pd.DataFrame, dict[str, Any]]]:
+    summaries: Sequence[Path], selections: Sequence[Path], cells: Sequence[CellKey]
+) -> dict[CellKey, tuple[pd.DataFrame, dict[str, Any]]]:
     """Each cell's tuning trials and selection. `summaries` and `selections` are parallel (a
     cell's summary.csv and selected.yaml); a summary names its cell in its task and model
     columns, and one without them (a study before the matrix) belongs to the study's one cell."""
     if len(summaries) != len(selections):
         raise ValueError(f"{len(summaries)} tuning summaries for {len(selections)} selections")
-    tuned: dict[Cell, tuple[pd.DataFrame, dict[str, Any]]] = {}
+    tuned: dict[CellKey, tuple[pd.DataFrame, dict[str, Any]]] = {}
     for summary, selection in zip(summaries, selections):
         trials = pd.read_csv(summary)
         if not set(CELL_COLUMNS) <= set(trials.columns):
@@ -851,10 +845,10 @@ def cell_tuning(
 
 
 @dataclass(frozen=True)
-class Study:
+class StudyResults:
     """A study: its (task, model) cells, each a `Results`, in the order the records list them."""
 
-    cells: dict[Cell, Results]
+    cells: dict[CellKey, Results]
     baseline: str | None = None
     margin: float = DEFAULT_EQUIVALENCE_MARGIN  # report.equivalence_margin, in points
 
@@ -865,12 +859,12 @@ class Study:
         *,
         predictions: Mapping[RunKey, pd.DataFrame] | None = None,
         baseline: str | None = None,
-        tuning: Mapping[Cell, tuple[pd.DataFrame, dict[str, Any]]] | None = None,
+        tuning: Mapping[CellKey, tuple[pd.DataFrame, dict[str, Any]]] | None = None,
         units: Mapping[str, str] | None = None,
         margin: float = DEFAULT_EQUIVALENCE_MARGIN,
-    ) -> Study:
+    ) -> StudyResults:
         """`units`: each task's test rows in words (config data.unit; default "examples")."""
-        by_cell: dict[Cell, list[RunRecord]] = {}
+        by_cell: dict[CellKey, list[RunRecord]] = {}
         for run in runs:
             by_cell.setdefault(run.cell, []).append(run)
         tuning = tuning or {}
@@ -901,7 +895,7 @@ class Study:
         selections: Sequence[Path] = (),
         units: Mapping[str, str] | None = None,
         margin: float = DEFAULT_EQUIVALENCE_MARGIN,
-    ) -> Study:
+    ) -> StudyResults:
         runs = load_runs(train_paths=train_paths, eval_paths=eval_paths)
         cells = list(dict.fromkeys(run.cell for run in runs))
         return cls.of(
@@ -946,51 +940,14 @@ class Study:
 RANK_DECIMALS = 9
 
 
-def cell_scores(study: Study) -> pd.DataFrame:
+def cell_scores(study: StudyResults) -> pd.DataFrame:
     """One row per (task, model, strategy): the primary metric (mean over ok seeds), whether
     the strategy did not learn there, its rank among the cell's strategies that learned (1 =
     best, exact ties share the mean rank; none where it did not learn), the per-task paired
     test against the baseline (compare_strategies' p-value and 90% interval, whichever test
     it ran), Holm-adjusted over every test of the study, its verdict (Verdict), and the
     costs relative to the baseline's in the same cell."""
-    rows = []
-    for (task, model), results in study.cells.items():
-        agg = results.agg.set_index("strategy")
-        memory_column = "peak_gpu_mem_gb" if agg["peak_gpu_mem_gb_mean"].notna().any() else "peak_rss_gb"
-        comparison = None if results.comparison is None else results.comparison.set_index("strategy")
-        metrics = {run.metric for run in results.runs}
-        base = agg.loc[study.baseline] if study.baseline in agg.index else None
-        for strategy in agg.index:
-            scores = [run.score for run in results.runs if run.strategy == strategy and run.ok]
-            scores = [s for s in scores if not math.isnan(s)]
-            row = {
-                "task": task,
-                "model": model,
-                "strategy": strategy,
-                "method": agg.loc[strategy, "method"],
-                "metric": ", ".join(sorted(metrics)),
-                "score": float(np.mean(scores)) if scores else math.nan,
-                "did_not_learn": bool(agg.loc[strategy].get("did_not_learn", False)),
-                "p_value": math.nan,
-                "delta": math.nan,
-                "delta_ci90_low": math.nan,
-                "delta_ci90_high": math.nan,
-                "standard_error": math.nan,
-            }
-            if comparison is not None and strategy in comparison.index and strategy != study.baseline:
-                for name, column in (
-                    ("p_value", "p_value"),
-                    ("delta", "delta_vs_baseline"),
-                    ("delta_ci90_low", "delta_ci90_low"),
-                    ("delta_ci90_high", "delta_ci90_high"),
-                    ("standard_error", "standard_error"),
-                ):
-                    row[name] = comparison.loc[strategy, column] if column in comparison else math.nan
-            for name, column in zip(ACROSS_COST_COLUMNS, ("train_time_s", "trainable_params", memory_column)):
-                ours = agg.loc[strategy, f"{column}_mean"]
-                theirs = math.nan if base is None else base[f"{column}_mean"]
-                row[name] = ours / theirs if theirs and not math.isnan(theirs) else math.nan
-            rows.append(row)
+    rows = [row for (task, model), results in study.cells.items() for row in _cell_rows(task, model, results, study)]
     scores = pd.DataFrame(rows)
     if scores.empty:
         return scores
@@ -1004,6 +961,54 @@ def cell_scores(study: Study) -> pd.DataFrame:
     scores["p_value_holm"] = math.nan
     if tested.any():
         scores.loc[tested, "p_value_holm"] = holm(scores.loc[tested, "p_value"].astype(float).tolist())
+    scores["verdict"] = [str(v) for v in _study_verdicts(scores, study)]
+    return scores
+
+
+def _cell_rows(task: str, model: str, results: Results, study: StudyResults) -> list[dict[str, Any]]:
+    """One cell's rows of cell_scores, before the study-wide rank, Holm adjustment and verdicts."""
+    agg = results.agg.set_index("strategy")
+    memory_column = "peak_gpu_mem_gb" if agg["peak_gpu_mem_gb_mean"].notna().any() else "peak_rss_gb"
+    comparison = None if results.comparison is None else results.comparison.set_index("strategy")
+    metrics = {run.metric for run in results.runs}
+    base = agg.loc[study.baseline] if study.baseline in agg.index else None
+    rows = []
+    for strategy in agg.index:
+        scores = [run.score for run in results.runs if run.strategy == strategy and run.ok]
+        scores = [s for s in scores if not math.isnan(s)]
+        row = {
+            "task": task,
+            "model": model,
+            "strategy": strategy,
+            "method": agg.loc[strategy, "method"],
+            "metric": ", ".join(sorted(metrics)),
+            "score": float(np.mean(scores)) if scores else math.nan,
+            "did_not_learn": bool(agg.loc[strategy].get("did_not_learn", False)),
+            "p_value": math.nan,
+            "delta": math.nan,
+            "delta_ci90_low": math.nan,
+            "delta_ci90_high": math.nan,
+            "standard_error": math.nan,
+        }
+        if comparison is not None and strategy in comparison.index and strategy != study.baseline:
+            for name, column in (
+                ("p_value", "p_value"),
+                ("delta", "delta_vs_baseline"),
+                ("delta_ci90_low", "delta_ci90_low"),
+                ("delta_ci90_high", "delta_ci90_high"),
+                ("standard_error", "standard_error"),
+            ):
+                row[name] = comparison.loc[strategy, column] if column in comparison else math.nan
+        for name, column in zip(ACROSS_COST_COLUMNS, ("train_time_s", "trainable_params", memory_column)):
+            ours = agg.loc[strategy, f"{column}_mean"]
+            theirs = math.nan if base is None else base[f"{column}_mean"]
+            row[name] = ours / theirs if theirs and not math.isnan(theirs) else math.nan
+        rows.append(row)
+    return rows
+
+
+def _study_verdicts(scores: pd.DataFrame, study: StudyResults) -> list[Verdict]:
+    """Each row's verdict against the baseline of its cell, on the study-wide Holm p-values."""
     learned_baseline = {
         (t, m): not d
         for t, m, s, d in scores[["task", "model", "strategy", "did_not_learn"]].itertuples(index=False)
@@ -1027,11 +1032,10 @@ def cell_scores(study: Study) -> pd.DataFrame:
                     margin=study.margin,
                 )
             )
-    scores["verdict"] = [str(v) for v in verdicts]
-    return scores
+    return verdicts
 
 
-def across_tasks(study: Study) -> pd.DataFrame:
+def across_tasks(study: StudyResults) -> pd.DataFrame:
     """results/summary_across_tasks.csv: one row per model × strategy. Per task (a column named
     by the task) the primary metric, then its mean over tasks (of different metrics where the
     tasks' differ), the mean rank over the tasks where any strategy learned (1 = best in each
@@ -1069,7 +1073,7 @@ def across_tasks(study: Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def detectable_by_task(study: Study) -> dict[str, float]:
+def detectable_by_task(study: StudyResults) -> dict[str, float]:
     """Per task, the smallest difference (points of its primary metric) that the study's
     tests detect with 80% power (stats.detectable_difference): the median over the task's
     comparisons of the bootstrap standard error, at the alpha Holm's strictest step gives

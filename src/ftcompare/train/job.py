@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ftcompare.contract import now, run_provenance, versioned, write_attempt, write_json
+from ftcompare.data import check_tokenized_length, tokenized_text_columns
 from ftcompare.methods import RunSpec
 from ftcompare.train.progress import JobFiles, Reporter
 
@@ -37,13 +38,14 @@ def finetune_job(
     while it trains (ftcompare.train.progress)."""
     from ftcompare.train.loop import train_run
 
+    check_tokenized_length(tokenized_dir, spec.max_length)
     started = now()
     strategy, seed = spec.strategy, spec.seed
     if model_dir is not None:
         Path(model_dir).mkdir(parents=True, exist_ok=True)  # declared output, even if the run fails
-    with _reporter(spec, kind="train" if trial is None else "trial", trial=trial, files=files) as reporter:
+    with job_reporter(spec, kind="train" if trial is None else "trial", trial=trial, files=files) as reporter:
         result = train_run(
-            spec=_load_from(spec, base_model_dir),
+            spec=with_base_model(spec, base_model_dir),
             tokenized_dir=tokenized_dir,
             model_out_dir=model_dir,
             checkpoint_dir=checkpoint_dir,
@@ -65,7 +67,7 @@ def finetune_job(
                 "tokenized_dir": str(tokenized_dir),
                 # Which source columns the model reads (a pair task: two): what `ftcompare
                 # predict` and the model card read, wherever the run folder goes.
-                "text_columns": _text_columns(tokenized_dir),
+                "text_columns": tokenized_text_columns(tokenized_dir),
                 "metrics": result.metrics,
                 "loss_curve": result.loss_curve,
                 "val_curve": result.val_curve,
@@ -86,15 +88,7 @@ def finetune_job(
     return record
 
 
-def _text_columns(tokenized_dir: Path) -> dict[str, str | None]:
-    import json
-
-    meta = Path(tokenized_dir) / "tokenization.json"
-    columns = json.loads(meta.read_text()).get("text_columns") if meta.is_file() else None
-    return dict(columns) if columns else {"text": "text", "text_pair": None}
-
-
-def _reporter(spec: RunSpec, *, kind: str, trial: str | None = None, files: JobFiles | None = None) -> Reporter:
+def job_reporter(spec: RunSpec, *, kind: str, trial: str | None = None, files: JobFiles | None = None) -> Reporter:
     """A job's progress reporter (ftcompare.train.progress), named as its run is."""
     label = spec.label(trial)
     identity = {
@@ -107,5 +101,6 @@ def _reporter(spec: RunSpec, *, kind: str, trial: str | None = None, files: JobF
     return Reporter(label=label, kind=kind, files=files, identity=identity, log_every=spec.log_every_steps)
 
 
-def _load_from(spec: RunSpec, base_model_dir: Path | None) -> RunSpec:
+def with_base_model(spec: RunSpec, base_model_dir: Path | None) -> RunSpec:
+    """The run's settings reading its base from a hub model's fetched copy, where it has one."""
     return spec if base_model_dir is None else dataclasses.replace(spec, model_name_or_path=str(base_model_dir))

@@ -572,24 +572,7 @@ class _Loop:
             raise self._diverged(
                 f"validation logits are not finite after epoch {state.epoch + 1} (step {state.global_step})"
             )
-        state.val_curve.append(
-            {
-                "step": state.global_step,
-                "epoch": state.epoch + 1,
-                **result.scores,  # accuracy and every other metric the task has
-                "loss": result.loss,
-                "predicted_classes": result.predicted_classes,
-            }
-        )
-        log.log(
-            logging.WARNING if result.degenerate else logging.INFO,
-            "epoch %d: validation accuracy %.4f%s loss %.4f%s",
-            state.epoch + 1,
-            result.accuracy,
-            "" if self.spec.metric == "accuracy" else f" {self.spec.metric} {result.score:.4f}",
-            result.loss,
-            f" ({result.degenerate})" if result.degenerate else "",
-        )
+        _record_validation(state, result, metric=self.spec.metric)
         self.reporter.validated(
             epoch=state.epoch + 1,
             step=state.global_step,
@@ -622,18 +605,9 @@ class _Loop:
             raise self._diverged(
                 f"weights became non-finite by step {state.global_step} ({len(broken)} tensors, e.g. {broken[0]})"
             )
-        payload = {
-            "spec": self.spec.to_dict(),
-            "precision": setup.precision.name,
-            "state": state.to_checkpoint(),
-            "trainable": weights,
-            "optimizer": setup.optimizer.state_dict(),
-            "scheduler": setup.scheduler.state_dict(),
-            "rng": rng_state(),
-            # What the method keeps between steps beyond its weights (AdaLoRA's importance scores).
-            "method_state": None if setup.method is None else setup.method.state_dict(),
-        }
-        ckpt.save_checkpoint(payload, directory=self.checkpoint_dir, step=state.global_step)
+        ckpt.save_checkpoint(
+            _checkpoint_payload(self.spec, setup, state, weights), directory=self.checkpoint_dir, step=state.global_step
+        )
         state.checkpoint_time_s += time.perf_counter() - started
         self.last_checkpoint = time.monotonic()
 
@@ -645,6 +619,45 @@ class _Loop:
             f"strategies.{spec.strategy}.learning_rate"
         )
         return Diverged(f"{what} ({settings}", loss_curve=self.state.loss_curve, val_curve=self.state.val_curve)
+
+
+def _record_validation(state: TrainState, result: Validation, *, metric: str) -> None:
+    """An epoch's validation: a point of the validation curve, and its log line."""
+    state.val_curve.append(
+        {
+            "step": state.global_step,
+            "epoch": state.epoch + 1,
+            **result.scores,  # accuracy and every other metric the task has
+            "loss": result.loss,
+            "predicted_classes": result.predicted_classes,
+        }
+    )
+    log.log(
+        logging.WARNING if result.degenerate else logging.INFO,
+        "epoch %d: validation accuracy %.4f%s loss %.4f%s",
+        state.epoch + 1,
+        result.accuracy,
+        "" if metric == "accuracy" else f" {metric} {result.score:.4f}",
+        result.loss,
+        f" ({result.degenerate})" if result.degenerate else "",
+    )
+
+
+def _checkpoint_payload(
+    spec: RunSpec, setup: TrainSetup, state: TrainState, weights: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    """What a checkpoint holds: enough to resume the run exactly where it stopped."""
+    return {
+        "spec": spec.to_dict(),
+        "precision": setup.precision.name,
+        "state": state.to_checkpoint(),
+        "trainable": weights,
+        "optimizer": setup.optimizer.state_dict(),
+        "scheduler": setup.scheduler.state_dict(),
+        "rng": rng_state(),
+        # What the method keeps between steps beyond its weights (AdaLoRA's importance scores).
+        "method_state": None if setup.method is None else setup.method.state_dict(),
+    }
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

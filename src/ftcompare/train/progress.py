@@ -135,15 +135,10 @@ class Reporter:
     ) -> None:
         self.label, self.kind, self.files = label, kind, files or JobFiles()
         self.log_every, self.heartbeat_s, self._clock = max(1, log_every), heartbeat_s, clock
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._changed = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._writer: Any = None
+        self._curves = _Curves()
         self._finished = False
-        self._write_failed = False
         started = time.time()
-        self.snapshot: dict[str, Any] = {
+        snapshot: dict[str, Any] = {
             "format": PROGRESS_FORMAT,
             "kind": kind,
             **(identity or {}),
@@ -167,6 +162,8 @@ class Reporter:
             # On the task's primary metric (identity's `metric`), which ftcompare status shows.
             "best_val_score": None,
         }
+        self._file = _ProgressFile(self.files.progress, snapshot, heartbeat_s=heartbeat_s)
+        self.snapshot, self._lock = self._file.snapshot, self._file.lock
         now = clock()
         self._last_line = now
         self._t0 = now
@@ -181,10 +178,7 @@ class Reporter:
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> Reporter:
-        if self.files.progress is not None:
-            self._write()
-            self._thread = threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True)
-            self._thread.start()
+        self._file.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -192,54 +186,20 @@ class Reporter:
             reason = None if exc is None else f"{exc_type.__name__}: {exc}".splitlines()[0][:500]
             self.finish("stopped", reason)
 
-    def _beat(self) -> None:
-        """The file is written here, off the training thread (an atomic write fsyncs): at
-        each change it is told of, and every heartbeat."""
-        while True:
-            self._changed.wait(self.heartbeat_s)
-            if self._stop.is_set():
-                return
-            self._changed.clear()
-            self._write()
-
     def _publish(self) -> None:
-        if self._thread is not None:
-            self._changed.set()
-        else:
-            self._write()
-
-    def _write(self) -> None:
-        if self.files.progress is None:
-            return
-        with self._lock:
-            self.snapshot["updated_at"] = time.time()
-            data = json.dumps(self.snapshot, allow_nan=False, default=str).encode()
-        try:
-            self.files.progress.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.files.progress, data)
-        except (OSError, ValueError) as exc:  # never fail a run for its progress file
-            if not self._write_failed:
-                log.warning("progress file %s not written: %s", self.files.progress, exc)
-            self._write_failed = True
+        self._file.publish()
 
     def _update(self, **values: Any) -> None:
-        with self._lock:
-            self.snapshot.update({key: _finite(value) for key, value in values.items()})
+        self._file.update(**values)
 
     def finish(self, status: str, reason: str | None = None) -> None:
         """The job's outcome (ok, skipped, failed, or stopped when it was interrupted)."""
         self._finished = True
-        self._stop.set()
-        self._changed.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._file.stop()
         first_line = (str(reason).splitlines() or [""])[0][:500] if reason is not None else None
         self._update(state=str(status), reason=first_line, phase="done", eta_s=0.0 if status == "ok" else None)
-        self._write()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._file.write()
+        self._curves.close()
 
     # ------------------------------------------------------------------ training
 
@@ -275,10 +235,7 @@ class Reporter:
             best_val_score=best_score,
         )
         if self.files.tensorboard is not None:
-            try:
-                self._writer = open_events(self.files.tensorboard, resume_step=step)
-            except (ImportError, OSError) as exc:  # the curves are a side product: train without them
-                log.warning("no TensorBoard events for %s: %s", self.label, exc)
+            self._curves.open(self.files.tensorboard, resume_step=step, label=self.label)
         log.info(
             "%s: %s at step %d of %d (%d epochs), a line every %d steps or %.0f s",
             self.label,
@@ -323,14 +280,7 @@ class Reporter:
         with self._lock:
             self.snapshot.update(step=step, epoch=epoch, phase="training")
         self._line(loss=loss, lr=lr, rate=rate, now=now)
-        if self._writer is not None:
-            self._writer.add_scalar("train/loss", loss, step)
-            self._writer.add_scalar("train/learning_rate", lr, step)
-            if rate is not None:
-                self._writer.add_scalar("train/tokens_per_s", rate, step)
-            for key, value in (memory or {}).items():
-                if value is not None:
-                    self._writer.add_scalar(f"memory/{key.removeprefix('peak_')}", value, step)
+        self._curves.train(step, loss=loss, lr=lr, rate=rate, memory=memory)
 
     def validated(self, *, epoch: int, step: int, accuracy: float, loss: float, score: float | None = None) -> None:
         """After each validation (the loop logs its own line for it); `score`: on the task's primary metric."""
@@ -353,10 +303,7 @@ class Reporter:
                 eta_s=self._eta(now),
             )
         self._publish()
-        if self._writer is not None:
-            self._writer.add_scalar("validation/accuracy", accuracy, step)
-            self._writer.add_scalar("validation/loss", loss, step)
-            self._writer.flush()
+        self._curves.validation(step, accuracy=accuracy, loss=loss)
 
     def _eta(self, now: float) -> float | None:
         """Seconds left: the steps to go at this process's pace (validation left out),
@@ -422,6 +369,106 @@ class Reporter:
                 duration(None if per_batch is None else (total - done) * per_batch),
             )
             self._publish()
+
+
+class _ProgressFile:
+    """A job's progress file, which `ftcompare status` reads: the snapshot, written atomically
+    off the training thread (an atomic write fsyncs) at each change it is told of and every
+    heartbeat. No path: nothing is written."""
+
+    def __init__(self, path: Path | None, snapshot: dict[str, Any], *, heartbeat_s: float) -> None:
+        self.path, self.snapshot, self.heartbeat_s = path, snapshot, heartbeat_s
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._changed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed = False
+
+    def start(self) -> None:
+        if self.path is not None:
+            self.write()
+            self._thread = threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True)
+            self._thread.start()
+
+    def _beat(self) -> None:
+        while True:
+            self._changed.wait(self.heartbeat_s)
+            if self._stop.is_set():
+                return
+            self._changed.clear()
+            self.write()
+
+    def publish(self) -> None:
+        """Have the snapshot written: by the heartbeat thread where it runs, else now."""
+        if self._thread is not None:
+            self._changed.set()
+        else:
+            self.write()
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        with self.lock:
+            self.snapshot["updated_at"] = time.time()
+            data = json.dumps(self.snapshot, allow_nan=False, default=str).encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.path, data)
+        except (OSError, ValueError) as exc:  # never fail a run for its progress file
+            if not self._failed:
+                log.warning("progress file %s not written: %s", self.path, exc)
+            self._failed = True
+
+    def update(self, **values: Any) -> None:
+        with self.lock:
+            self.snapshot.update({key: _finite(value) for key, value in values.items()})
+
+    def stop(self) -> None:
+        """End the heartbeat (the caller writes the last snapshot)."""
+        self._stop.set()
+        self._changed.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+class _Curves:
+    """A run's TensorBoard events: the training and validation curves, and the memory peaks.
+    A side product: where they cannot be opened, the run trains without them."""
+
+    def __init__(self) -> None:
+        self._writer: Any = None
+
+    def open(self, folder: Path, *, resume_step: int, label: str) -> None:
+        try:
+            self._writer = open_events(folder, resume_step=resume_step)
+        except (ImportError, OSError) as exc:
+            log.warning("no TensorBoard events for %s: %s", label, exc)
+
+    def train(
+        self, step: int, *, loss: float, lr: float, rate: float | None, memory: Mapping[str, float | None] | None
+    ) -> None:
+        if self._writer is None:
+            return
+        self._writer.add_scalar("train/loss", loss, step)
+        self._writer.add_scalar("train/learning_rate", lr, step)
+        if rate is not None:
+            self._writer.add_scalar("train/tokens_per_s", rate, step)
+        for key, value in (memory or {}).items():
+            if value is not None:
+                self._writer.add_scalar(f"memory/{key.removeprefix('peak_')}", value, step)
+
+    def validation(self, step: int, *, accuracy: float, loss: float) -> None:
+        if self._writer is None:
+            return
+        self._writer.add_scalar("validation/accuracy", accuracy, step)
+        self._writer.add_scalar("validation/loss", loss, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def _finite(value: Any) -> Any:

@@ -65,6 +65,16 @@ def build_optimizer(
     )
 
 
+def applied_learning_rate(spec: RunSpec, *, reviews_per_step: float | None = None) -> float:
+    """The rate the optimizer applies. `learning_rate` is set for `lr_reference_batch_size`
+    reviews per step; other batch sizes scale it by the square root of the ratio, the scaling
+    rule that holds for Adam (Malladi et al., 2022), so a bigger batch for speed keeps the same
+    dynamics. With a token budget the batches vary in size: pass their mean
+    (`reviews_per_step`); otherwise the batch is `batch_size`."""
+    reviews = spec.batch_size if reviews_per_step is None else reviews_per_step
+    return spec.learning_rate * (reviews / spec.lr_reference_batch_size) ** 0.5
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_ratio: float):
     warmup = max(1, int(warmup_ratio * total_steps)) if warmup_ratio > 0 else 0
 
@@ -330,8 +340,8 @@ def setup_training(
     model = build_model(spec=spec, num_labels=num_labels, device=device, precision=precision, total_steps=total_steps)
     method = method_step(model)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    learning_rate = spec.effective_learning_rate(
-        reviews_per_step=None if spec.max_tokens_per_batch is None else reviews_per_step
+    learning_rate = applied_learning_rate(
+        spec, reviews_per_step=None if spec.max_tokens_per_batch is None else reviews_per_step
     )
     graphs = spec.cuda_graphs and (device.type == "cuda" or recorder is not None)
     optimizer = build_optimizer(

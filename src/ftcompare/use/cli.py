@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 INPUT_FORMATS = ("csv", "tsv", "parquet", "text")
 BASE_HELP = (
@@ -26,15 +27,38 @@ BASE_HELP = (
 )
 
 
+RUN_DIR_HELP = "a run folder, e.g. results/runs/imdb/roberta-base/lora/seed0"
+DEVICE_HELP = "auto (a GPU if there is one, else the CPU), cpu, cuda or cuda:N"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ftcompare",
         description="Use what a study trained: label new text with a run, or export its adapter merged into its base.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_predict(commands)
+    _add_export(commands)
+    _add_status(commands)
+    _add_plan(commands)
+    _add_calibrate(commands)
+    return parser
 
-    predict = commands.add_parser(
+
+def _command(commands: Any, name: str, handler: Any, *, help: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand, run by `handler(args)`; a command on a run takes its folder first."""
+    command = commands.add_parser(name, help=help, description=description)
+    command.set_defaults(handler=handler)
+    if name in ("predict", "export"):
+        command.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
+    return command
+
+
+def _add_predict(commands: Any) -> None:
+    predict = _command(
+        commands,
         "predict",
+        _predict,
         help="label texts with a trained run",
         description=(
             "Label texts with a trained run, as the study evaluated it: its model rebuilt as trained, its "
@@ -42,9 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
             "row per input, in input order: row, prediction (the class's name where the data named its classes, "
             "else its number) and prob_<class> for each class."
         ),
-    )
-    predict.add_argument(
-        "run_dir", metavar="RUN_DIR", help="a run folder, e.g. results/runs/imdb/roberta-base/lora/seed0"
     )
     predict.add_argument(
         "--input",
@@ -72,13 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--force", action="store_true", help="replace --output if it exists")
     predict.add_argument("--base", metavar="PATH_OR_HUB_ID", help=BASE_HELP)
-    predict.add_argument(
-        "--device", default="auto", help="auto (a GPU if there is one, else the CPU), cpu, cuda or cuda:N"
-    )
-    predict.set_defaults(handler=_predict)
+    predict.add_argument("--device", default="auto", help=DEVICE_HELP)
 
-    export = commands.add_parser(
+
+def _add_export(commands: Any) -> None:
+    export = _command(
+        commands,
         "export",
+        _export,
         help="write a run's adapter merged into its base: a plain transformers model",
         description=(
             "Merge a LoRA, QLoRA or IA3 run's adapter into its base weights and write a plain transformers model "
@@ -87,16 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
             "dequantised first, so the merged model predicts as the QLoRA run does. Merged on the CPU in fp32."
         ),
     )
-    export.add_argument(
-        "run_dir", metavar="RUN_DIR", help="a run folder, e.g. results/runs/imdb/roberta-base/lora/seed0"
-    )
     export.add_argument("--merged", required=True, metavar="OUT", help="the new folder to write the merged model to")
     export.add_argument("--force", action="store_true", help="replace OUT if it exists and is not empty")
     export.add_argument("--base", metavar="PATH_OR_HUB_ID", help=BASE_HELP)
-    export.set_defaults(handler=_export)
 
-    status = commands.add_parser(
+
+def _add_status(commands: Any) -> None:
+    status = _command(
+        commands,
         "status",
+        _status,
         help="one table of a study's runs and trials: status, progress, ETA, validation and test scores",
         description=(
             "One table of every run and trial of a study, from the files its jobs write (no torch: it runs on a "
@@ -121,10 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="refresh every SECONDS (default 10, at least 1)",
     )
-    status.set_defaults(handler=_status)
 
-    plan = commands.add_parser(
+
+def _add_plan(commands: Any) -> None:
+    plan = _command(
+        commands,
         "plan",
+        _plan,
         help="what a study will cost: jobs, tokens and GPU-hours, before any job runs (no torch)",
         description=(
             "Each task x model x strategy's jobs (tuning trials, final runs, evaluations), the tokens they process "
@@ -141,10 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--calibration", metavar="FILE", help="a calibration file (default: results/calibration.json)")
     plan.add_argument("--csv", action="store_true", help="CSV, one line per task x model x strategy")
-    plan.set_defaults(handler=_plan)
 
-    calibrate = commands.add_parser(
+
+def _add_calibrate(commands: Any) -> None:
+    calibrate = _command(
+        commands,
         "calibrate",
+        _calibrate,
         help="time a few training steps of each model x method family on this device, for `ftcompare plan`",
         description=(
             "Times a few optimizer steps (and evaluation batches) of each model x method family of the study on this "
@@ -154,9 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     _study_arguments(calibrate)
     calibrate.add_argument("--steps", type=int, default=5, help="timed steps per model x family (default 5)")
     calibrate.add_argument("--output", metavar="FILE", help="default: results/calibration.json of the study")
-    calibrate.add_argument("--device", default="auto", help="auto (a GPU if there is one, else the CPU), cpu, cuda:N")
-    calibrate.set_defaults(handler=_calibrate)
-    return parser
+    calibrate.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def _watch_seconds(text: str) -> float:

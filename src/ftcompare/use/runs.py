@@ -42,7 +42,7 @@ from ftcompare.contract import (
     safetensors_problem,
     upgrade,
 )
-from ftcompare.data import FETCHED_FROM, DataError, read_csv
+from ftcompare.data import FETCHED_FROM, DataError, read_csv, text_columns_or_default, tokenization_meta
 from ftcompare.methods import RunSpec
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class TrainedRun:
     def text_columns(self) -> dict[str, str | None]:
         """The data's columns behind the text and, for a sentence-pair task, its second
         text (train.json; a run recorded before pairs existed read one column, `text`)."""
-        return dict(self.train.get("text_columns") or {"text": "text", "text_pair": None})
+        return text_columns_or_default(self.train.get("text_columns"))
 
     @property
     def pair(self) -> bool:
@@ -587,7 +587,7 @@ def data_summary(run: TrainedRun) -> dict[str, Any] | None:
     tokenized = _study_file(run, run.train.get("tokenized_dir"))
     if tokenized is None or not (tokenized / "tokenization.json").is_file():
         return None
-    data_dir = _study_file(run, json.loads((tokenized / "tokenization.json").read_text()).get("data"))
+    data_dir = _study_file(run, tokenization_meta(tokenized).get("data"))
     summary = None if data_dir is None else data_dir / "summary.json"
     return json.loads(summary.read_text()) if summary is not None and summary.is_file() else None
 
