@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ftcompare.data.splits import SPLITS
 from ftcompare.data.tokenized import tokenization_meta
 
 # Sort within windows of this many batches: long enough to group lengths well, short
@@ -125,7 +126,7 @@ class TokenizedData:
     label_names: list[str] | None = None  # label k's name; None: the data names its classes by number
 
 
-def load_tokenized(directory: Path, *, splits: tuple[str, ...] = ("train", "validation", "test")) -> TokenizedData:
+def load_tokenized(directory: Path, *, splits: tuple[str, ...] = SPLITS) -> TokenizedData:
     """Read the cache `tokenization.tokenize_splits` wrote: one Arrow file per split, with
     pyarrow alone (no `datasets`: a slow import, and absent on some GPU images)."""
     import pyarrow as pa

@@ -25,12 +25,12 @@ from typing import Any
 import yaml
 
 from ftcompare.contract import ConfigError
+from ftcompare.data import SPLITS, tokenization_meta
 from ftcompare.methods import METHOD_TABLE
 from ftcompare.plan.matrix import Cell
 
 FIGURES_PATH = Path(__file__).with_name("throughput.yaml")
 CALIBRATION_FILE = "calibration.json"  # under the study's results/
-SPLITS = ("train", "validation", "test")
 STAGES = ("train", "evaluate")
 # A job whose size cannot be known (a hub dataset no figure describes, nothing fetched):
 # the flat limits the rules had before their size was estimated, in minutes.
@@ -189,8 +189,8 @@ def cell_tokens(
 ) -> Tokens:
     """A cell's tokens: its tokenized cache's where it exists, else estimated (its prepared
     data's rows where those exist)."""
-    if tokenized_dir is not None and (meta_path := Path(tokenized_dir) / "tokenization.json").is_file():
-        found = tokens_from_cache(json.loads(meta_path.read_text()))
+    if tokenized_dir is not None and (Path(tokenized_dir) / "tokenization.json").is_file():
+        found = tokens_from_cache(tokenization_meta(tokenized_dir))
         if found is not None:
             return found
     summary = None
