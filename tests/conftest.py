@@ -24,20 +24,26 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", str(CORES))
 
 
-# The end-to-end modules, longest first by CI's `--durations` (each is minutes; the first
-# three about equal); any other end-to-end module after them.
+# The modules of minutes, longest first by `--durations` on 2 cores (#29): the end-to-end
+# ones, then the unit modules that train models; every other end-to-end module after them.
 LONGEST_FIRST = (
-    "test_workflow_tuning.py",
-    "test_slurm.py",
     "test_workflow.py",
+    "test_slurm.py",
     "test_workflow_minilm.py",
     "test_workflow_jobs.py",
+    "test_trained.py",
+    "test_training.py",
+    "test_methods.py",
+    "test_progress.py",
+    "test_tokenization.py",
+    "test_bench.py",
+    "test_workflow_tuning.py",
 )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The end-to-end modules (minutes each) first, longest first: pytest-xdist hands out
-    whole modules (`--dist loadfile`) in this order, so that none of them starts last."""
+    """The long modules first, longest first: pytest-xdist hands out whole modules
+    (`--dist loadfile`) in this order, so that none of them starts last."""
 
     def rank(item: pytest.Item) -> tuple[int, int]:
         if item.path.name in LONGEST_FIRST:

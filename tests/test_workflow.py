@@ -454,32 +454,11 @@ def test_failed_evaluation_is_retried_alone(fixed_study):
 
 
 def bad_data(folder: Path, imdb_sample: Path, case: str) -> dict:
-    """An overlay pointing data.train (or data.test) at a broken copy of the 1k files."""
+    """An overlay pointing data.train at a broken copy of the 1k file."""
     train = pd.read_parquet(imdb_sample / "train.parquet")
     path = folder / f"{case}.parquet"
-    split = "train"
     if case == "string-labels":
         train["label"] = train["label"].map({0: "neg", 1: "pos"})
-    elif case == "labels-1-2":  # both files numbered from 1
-        train["label"] += 1
-        test = pd.read_parquet(imdb_sample / "test.parquet").assign(label=lambda frame: frame["label"] + 1)
-        test.to_parquet(folder / "test-1-2.parquet", index=False)
-        train.to_parquet(path, index=False)
-        return {"data": {"train": str(path), "test": str(folder / "test-1-2.parquet")}}
-    elif case == "split-missing-a-class":
-        split, train = "test", pd.read_parquet(imdb_sample / "test.parquet").query("label == 0")
-    elif case == "null-texts":
-        train.loc[17, "text"] = None
-    elif case == "non-utf8-csv":
-        path = folder / f"{case}.csv"
-        lines = train.to_csv(index=False).encode("utf-8").split(b"\n")
-        lines[500] = lines[500].replace(b"e", b"\xe9", 1)  # Latin-1, far below the header
-        path.write_bytes(b"\n".join(lines))
-        test = folder / "test-1k.csv"
-        pd.read_parquet(imdb_sample / "test.parquet").to_csv(test, index=False)
-        return {"data": {"source": "csv", "train": str(path), "test": str(test)}}
-    elif case == "train-size-too-large":
-        return {"data": {"train_size": 5000}}
     elif case == "parquet-corrupt-mid-file":
         import pyarrow.parquet as pq
 
@@ -493,18 +472,15 @@ def bad_data(folder: Path, imdb_sample: Path, case: str) -> dict:
         path.write_bytes(bytes(content))
         return {"data": {"train": str(path)}}
     train.to_parquet(path, index=False)
-    return {"data": {split: str(path)}}
+    return {"data": {"train": str(path)}}
 
 
 @pytest.mark.parametrize(
     ("case", "message"),
     [
+        # One bad input the plan's checks refuse before any job; each such check has its unit
+        # test (test_workflow_support.py's test_preflight_*, test_data.py), this one the glue.
         ("string-labels", "map the class names to numbers, e.g. {'neg': 0, 'pos': 1}"),
-        ("labels-1-2", "renumber them: {1: 0, 2: 1}"),
-        ("split-missing-a-class", "is missing class(es) [1]"),
-        ("null-texts", "text column 'text' has 1 missing (null) value(s), the first in row 17"),
-        ("non-utf8-csv", "is not valid UTF-8: byte 0xe9 at offset"),
-        ("train-size-too-large", "data.train_size = 5000 is larger than the 1000 rows of data.train"),
         # Caught only by the prepare_data job: its outputs go elsewhere, so they cost nothing either.
         ("parquet-corrupt-mid-file", "Error in rule prepare_data"),
         # Caught by the local fetch_model rule, before any job.
