@@ -115,6 +115,16 @@ def tiny_tokenized(tmp_path_factory, imdb_sample, tiny_roberta) -> Path:
     return tokenized_sample(folder, imdb_sample, tiny_roberta, train_size=500, test_size=200)
 
 
+@pytest.fixture(scope="session")
+def small_tokenized(tmp_path_factory, imdb_sample, tiny_roberta) -> Path:
+    """As tiny_tokenized, a fifth of it (80 train / 20 validation / 40 test): 5 steps an
+    epoch at batch 16, for the tests that train a run several times (resume, determinism)."""
+    from specs import tokenized_sample
+
+    folder = tmp_path_factory.mktemp("small-data")
+    return tokenized_sample(folder, imdb_sample, tiny_roberta, train_size=100, test_size=40)
+
+
 # CI sets this so that a cluster that failed to start fails the SLURM tests instead of
 # skipping them.
 REQUIRE_SLURM = "FTCOMPARE_REQUIRE_SLURM"

@@ -76,31 +76,33 @@ def test_events_match_the_run_record(tiny_roberta, tiny_tokenized, tmp_path, cap
     assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
 
 
-def test_a_resumed_run_continues_its_curves_without_a_step_twice(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
-    spec = make_spec(tiny_roberta, "full", epochs=2, checkpoint_every_steps=12)
-    whole = train(spec, tiny_tokenized, tmp_path, "whole", reporter_for(tmp_path, "whole", spec))
+def test_a_resumed_run_continues_its_curves_without_a_step_twice(tiny_roberta, small_tokenized, tmp_path, monkeypatch):
+    spec = make_spec(tiny_roberta, "full", epochs=2, checkpoint_every_steps=3)
+    whole = train(spec, small_tokenized, tmp_path, "whole", reporter_for(tmp_path, "whole", spec))
 
-    # Killed in step 18: the checkpoint is step 12's, and the events run to step 17 (a run this short logs every step).
+    # Killed in step 8 (epoch 2 of 5 steps each): the checkpoint is step 6's, and the events
+    # run to step 7 with epoch 1's validation (a run this short logs every step).
     real_call = steps.TrainStep.__call__
     calls = []
 
     def step_then_die(self, batch):
         calls.append(1)
-        if len(calls) == 18:
+        if len(calls) == 8:
             raise SystemExit("killed")
         return real_call(self, batch)
 
     monkeypatch.setattr(steps.TrainStep, "__call__", step_then_die)
     with pytest.raises(SystemExit):
-        train(spec, tiny_tokenized, tmp_path, "killed", reporter_for(tmp_path, "killed", spec))
+        train(spec, small_tokenized, tmp_path, "killed", reporter_for(tmp_path, "killed", spec))
     monkeypatch.setattr(steps.TrainStep, "__call__", real_call)
-    assert [s for s, _ in events(tmp_path / "tb" / "killed")["train/loss"]] == list(range(1, 18))
+    assert [s for s, _ in events(tmp_path / "tb" / "killed")["train/loss"]] == list(range(1, 8))
+    assert [s for s, _ in events(tmp_path / "tb" / "killed")["validation/loss"]] == [5]
     stopped = json.loads((tmp_path / "killed" / "progress.json").read_text())
     assert stopped["state"] == "stopped" and stopped["reason"] == "SystemExit: killed"
-    assert ckpt.load_latest_checkpoint(tmp_path / "killed" / "ckpt")[0]["state"]["global_step"] == 12
+    assert ckpt.load_latest_checkpoint(tmp_path / "killed" / "ckpt")[0]["state"]["global_step"] == 6
 
-    resumed = train(spec, tiny_tokenized, tmp_path, "killed", reporter_for(tmp_path, "killed", spec))
-    assert resumed.metrics["resumed_from_steps"] == [12]
+    resumed = train(spec, small_tokenized, tmp_path, "killed", reporter_for(tmp_path, "killed", spec))
+    assert resumed.metrics["resumed_from_steps"] == [6]
     got, want = events(tmp_path / "tb" / "killed"), events(tmp_path / "tb" / "whole")
     for tag in ("train/loss", "train/learning_rate", "validation/accuracy", "validation/loss"):
         steps_seen = [s for s, _ in got[tag]]

@@ -119,7 +119,9 @@ def test_a_pair_is_the_tokenizers_own_pair_encoding_and_cuts_as_it_cuts(model, r
     from ftcompare.data import PreparedData, tokenize_splits, write_prepared
 
     name = str(request.getfixturevalue(model)) if model == "tiny_roberta" else model
-    firsts, seconds = pair_texts(imdb_sample)
+    # 24 pairs hold every case twice (i % 12); the tokenizer's longest_first on whole reviews
+    # costs tens of milliseconds a pair, and the test encodes each eight times.
+    firsts, seconds = pair_texts(imdb_sample, n=24)
     frame = pd.DataFrame({"text": firsts, "text_pair": seconds, "label": [i % 2 for i in range(len(firsts))]})
     prepared = PreparedData(
         splits={split: frame for split in ("train", "validation", "test")},

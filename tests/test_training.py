@@ -28,14 +28,14 @@ from ftcompare.train import steps, train_run
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gradient_checkpointing_trains_to_the_same_numbers(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch):
+def test_gradient_checkpointing_trains_to_the_same_numbers(tiny_roberta, small_tokenized, tmp_path, monkeypatch):
     # Dropout is on: the recomputed forward must replay the same masks.
     turned_on = []
     real = models._recompute_activations
     monkeypatch.setattr(models, "_recompute_activations", lambda model: (turned_on.append(1), real(model)))
-    plain = run(make_spec(tiny_roberta, "lora"), tiny_tokenized, tmp_path, "plain")
+    plain = run(make_spec(tiny_roberta, "lora"), small_tokenized, tmp_path, "plain")
     assert turned_on == []
-    checkpointed = run(make_spec(tiny_roberta, "lora", gradient_checkpointing=True), tiny_tokenized, tmp_path, "gc")
+    checkpointed = run(make_spec(tiny_roberta, "lora", gradient_checkpointing=True), small_tokenized, tmp_path, "gc")
     assert turned_on == [1]  # the run really recomputed
     assert plain.status == checkpointed.status == "ok", (plain.reason, checkpointed.reason)
     assert [p["loss"] for p in checkpointed.loss_curve] == pytest.approx(
@@ -61,32 +61,32 @@ def run(spec, tokenized, tmp_path: Path, name: str):
     )
 
 
-def test_training_records_metrics_and_is_deterministic(tiny_roberta, tiny_tokenized, tmp_path):
+def test_training_records_metrics_and_is_deterministic(tiny_roberta, small_tokenized, tmp_path):
     spec = make_spec(tiny_roberta, "lora", epochs=2)
-    first = run(spec, tiny_tokenized, tmp_path, "a")
-    second = run(spec, tiny_tokenized, tmp_path, "b")
+    first = run(spec, small_tokenized, tmp_path, "a")
+    second = run(spec, small_tokenized, tmp_path, "b")
     assert first.status == "ok", first.reason
     metrics = first.metrics
-    assert metrics["optimizer_steps"] == 2 * 25  # 400 reviews / batch 16, two epochs
+    assert metrics["optimizer_steps"] == 2 * 5  # 80 reviews / batch 16, two epochs
     assert metrics["train_tokens"] > 0 and metrics["tokens_per_s"] > 0
     assert metrics["peak_rss_gb"] > 0 and metrics["peak_gpu_mem_allocated_gb"] is None
     assert metrics["adapter_size_mb"] > 0
     assert [v["epoch"] for v in first.val_curve] == [1, 2]
-    assert [p["step"] for p in first.loss_curve] == list(range(1, 51))  # 50 steps: a point each
+    assert [p["step"] for p in first.loss_curve] == list(range(1, 11))  # 10 steps: a point each
     # Same config and seed on CPU: the same numbers, exactly.
     assert first.loss_curve == second.loss_curve
     assert first.val_curve == second.val_curve
     assert not (tmp_path / "a" / "ckpt").exists()  # a finished run keeps no checkpoints
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenized, tmp_path, monkeypatch, caplog):
+def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, small_tokenized, tmp_path, monkeypatch, caplog):
     # A token budget that binds (8 reviews of 64 tokens): the resumed run must rebuild
     # the same variable-size batches.
-    spec = make_spec(tiny_roberta, "full", epochs=2, checkpoint_every_steps=7, max_tokens_per_batch=512)
-    uninterrupted = run(spec, tiny_tokenized, tmp_path, "whole")
+    spec = make_spec(tiny_roberta, "full", epochs=2, checkpoint_every_steps=3, max_tokens_per_batch=512)
+    uninterrupted = run(spec, small_tokenized, tmp_path, "whole")
     assert uninterrupted.metrics["mean_reviews_per_step"] < spec.batch_size  # the budget binds
 
-    # Simulate a SIGKILL right after the third checkpoint (step 21, mid-epoch 1).
+    # Simulate a SIGKILL right after the third checkpoint (step 9, near the end of epoch 1's ~10).
     real_save = ckpt.save_checkpoint
     saves = []
 
@@ -99,9 +99,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenize
 
     monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
     with pytest.raises(SystemExit):
-        run(spec, tiny_tokenized, tmp_path, "killed")
+        run(spec, small_tokenized, tmp_path, "killed")
     monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
-    assert saves == [7, 14, 21]
+    assert saves == [3, 6, 9]
     saved_peak = ckpt.load_latest_checkpoint(tmp_path / "killed" / "ckpt")[0]["state"]["peak_memory"]["peak_rss_gb"]
     assert saved_peak > 0.01
 
@@ -109,10 +109,10 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_roberta, tiny_tokenize
     fresh_process = types.SimpleNamespace(ru_maxrss=1)  # KiB
     monkeypatch.setattr("ftcompare.model.device.resource.getrusage", lambda who: fresh_process)
     with caplog.at_level(logging.WARNING, logger="ftcompare.train.loop"):
-        resumed = run(spec, tiny_tokenized, tmp_path, "killed")
+        resumed = run(spec, small_tokenized, tmp_path, "killed")
     assert resumed.metrics["peak_rss_gb"] == saved_peak
-    assert "resumed from step 21" in caplog.text
-    assert resumed.metrics["resumed_from_steps"] == [21]
+    assert "resumed from step 9" in caplog.text
+    assert resumed.metrics["resumed_from_steps"] == [9]
     assert_curves_close(resumed.val_curve, uninterrupted.val_curve)
     assert [p["loss"] for p in resumed.loss_curve] == pytest.approx(
         [p["loss"] for p in uninterrupted.loss_curve], rel=1e-5
@@ -150,9 +150,9 @@ def test_adalora_resumes_with_its_rank_allocation(tiny_roberta, tiny_tokenized, 
     assert resumed.val_curve == uninterrupted.val_curve
 
 
-def test_token_budget_sets_steps_and_learning_rate(tiny_roberta, tiny_tokenized, tmp_path):
+def test_token_budget_sets_steps_and_learning_rate(tiny_roberta, small_tokenized, tmp_path):
     spec = make_spec(tiny_roberta, "lora", epochs=2, batch_size=16, max_tokens_per_batch=256)
-    lengths = load_tokenized(tiny_tokenized, splits=("train",)).splits["train"].lengths
+    lengths = load_tokenized(small_tokenized, splits=("train",)).splits["train"].lengths
     plan = [
         epoch_batches(
             lengths, batch_size=16, seed=0, epoch=epoch, group_by_length=True, max_tokens=256, pad_to_multiple_of=8
@@ -160,9 +160,9 @@ def test_token_budget_sets_steps_and_learning_rate(tiny_roberta, tiny_tokenized,
         for epoch in range(2)
     ]
     n_steps = sum(len(batches) for batches in plan)
-    assert n_steps > 2 * 25  # the budget binds: more, smaller steps than fixed batches of 16
+    assert n_steps > 2 * 5  # the budget binds: more, smaller steps than fixed batches of 16
 
-    result = run(spec, tiny_tokenized, tmp_path, "budget")
+    result = run(spec, small_tokenized, tmp_path, "budget")
     assert result.status == "ok", result.reason
     metrics = result.metrics
     assert metrics["optimizer_steps"] == n_steps
@@ -173,8 +173,10 @@ def test_token_budget_sets_steps_and_learning_rate(tiny_roberta, tiny_tokenized,
     )
     assert result.loss_curve[-1]["epoch"] == pytest.approx(2.0)
 
-    fixed = run(make_spec(tiny_roberta, "lora", epochs=2, max_tokens_per_batch=None), tiny_tokenized, tmp_path, "fixed")
-    assert fixed.metrics["optimizer_steps"] == 2 * 25
+    fixed = run(
+        make_spec(tiny_roberta, "lora", epochs=2, max_tokens_per_batch=None), small_tokenized, tmp_path, "fixed"
+    )
+    assert fixed.metrics["optimizer_steps"] == 2 * 5
     assert fixed.metrics["effective_learning_rate"] == pytest.approx(spec.learning_rate * (16 / 32) ** 0.5)
 
 
