@@ -24,20 +24,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", str(CORES))
 
 
-# The modules of minutes, longest first by `--durations` on 2 cores (#29): the end-to-end
-# ones, then the unit modules that train models; every other end-to-end module after them.
+# The modules of minutes (end-to-end runs and unit tests that train models), longest first
+# by `--durations` on 2 cores; every other end-to-end module after them.
 LONGEST_FIRST = (
-    "test_workflow.py",
-    "test_slurm.py",
-    "test_workflow_minilm.py",
-    "test_workflow_jobs.py",
-    "test_trained.py",
-    "test_training.py",
     "test_methods.py",
-    "test_progress.py",
-    "test_tokenization.py",
-    "test_bench.py",
+    "test_runs.py",
+    "test_workflow.py",
+    "test_workflow_minilm.py",
+    "test_loop.py",
+    "test_slurm.py",
     "test_workflow_tuning.py",
+    "test_workflow_jobs.py",
+    "test_progress.py",
+    "test_bench.py",
+    "test_tokenization.py",
+    "test_encoders.py",
 )
 
 

@@ -203,7 +203,7 @@ def all_failed_pairs() -> list[tuple[dict[str, Any], dict[str, Any]]]:
     ]
 
 
-# Each named method's own parameters on roberta-base (tests/test_methods.py derives them).
+# Each named method's own parameters on roberta-base (tests/methods/test_methods.py derives them).
 METHOD_PARAMS = {
     "full": 124_054_272,
     "bitfit": 102_144,

@@ -10,7 +10,7 @@
 Each is computed from the confusion matrix (`from_confusion`), vectorised over any leading
 axes: `score` and `all_scores` for one set of labels and predictions, the paired bootstrap
 (ftcompare.report.stats) for thousands of resampled test sets. The numbers are scikit-learn's
-(tests/test_metrics.py compares them), without its import: two seconds of every training
+(tests/contract/test_metrics.py compares them), without its import: two seconds of every training
 and evaluation job. Torch-free: the Snakefile reads records (ftcompare.contract.records) while it
 builds the job graph.
 """

@@ -10,7 +10,7 @@ import pytest
 
 from ftcompare.evaluate import load_snippet, render_model_card
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 TRAIN = {
     "strategy": "qlora",

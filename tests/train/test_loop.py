@@ -25,7 +25,7 @@ from ftcompare.train import checkpoint as ckpt
 from ftcompare.train import loop as training
 from ftcompare.train import steps, train_run
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_gradient_checkpointing_trains_to_the_same_numbers(tiny_roberta, small_tokenized, tmp_path, monkeypatch):

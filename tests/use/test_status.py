@@ -14,7 +14,7 @@ from pathlib import Path
 from ftcompare.plan import write_plan
 from ftcompare.use import cli, render, study_rows
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_800_000_000.0
 HOST = socket.gethostname()
 

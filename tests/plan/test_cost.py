@@ -16,7 +16,7 @@ from ftcompare.contract import ConfigError
 from ftcompare.plan import Cell, cost, load_config
 from ftcompare.plan import estimate as planning
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"device": None, "safety_factor": 3, "min_runtime_minutes": 15, "group_under_minutes": 10}
 GLUE = {"source": "hub", "name": "nyu-mll/glue", "train_split": "train", "test_split": "validation"}
 

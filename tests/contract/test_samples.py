@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-DATA = Path(__file__).resolve().parents[1] / ".test" / "data"
+DATA = Path(__file__).resolve().parents[2] / ".test" / "data"
 
 SAMPLES = {
     "imdb": (DATA, ["text"], (1000, 1000)),

@@ -24,7 +24,7 @@ import yaml
 
 from ftcompare.train import checkpoint as ckpt
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 
 # All that this cluster needs on top of the profile: it has no GPUs, and no accounting

@@ -3,7 +3,7 @@
 One real run of the whole study (tiny random RoBERTa, all four strategies plus a
 deliberately broken one, on the committed IMDB sample) is shared by the tests of this module;
 the rerun tests ask Snakemake for its plan (dry runs) after an edit. What each edit reruns
-and what fails fast is the plan's, tested without Snakemake in tests/test_plan_graph.py;
+and what fails fast is the plan's, tested without Snakemake in tests/plan/test_graph.py;
 here a few runs prove that the rules ask it.
 """
 
@@ -380,7 +380,7 @@ def test_fixing_the_failed_run_runs_it_alone_then_nothing_is_left(fixed_study):
 
 
 def test_snakemake_plans_the_jobs_the_plan_counts_for_the_glue_overlay(tmp_path):
-    """The rules ask the plan (tests/test_plan_graph.py says what it plans): on config/glue.yaml,
+    """The rules ask the plan (tests/plan/test_graph.py says what it plans): on config/glue.yaml,
     hub sources fetched and tuning included, Snakemake plans without the network exactly
     the plan's jobs."""
     plan = StudyPlan.from_config(load_config(REPO_ROOT / "config" / "glue.yaml"))
@@ -389,14 +389,14 @@ def test_snakemake_plans_the_jobs_the_plan_counts_for_the_glue_overlay(tmp_path)
 
 def test_config_edit_reruns_exactly_what_it_touches(fixed_study):
     """One strategy's learning rate: that strategy's run, its evaluation, the report (every
-    other edit: tests/test_plan_graph.py, on the plan's job params)."""
+    other edit: tests/plan/test_graph.py, on the plan's job params)."""
     workdir, configs, _ = fixed_study
     edited = overlay(workdir, "edit", {"strategies": {"lora": {"learning_rate": 1.0e-3}}})
     assert planned_jobs(workdir, *configs, edited) == {"finetune": 1, "evaluate": 1, "report": 1, "all": 1}
 
 
 def test_bad_config_fails_fast_and_deletes_nothing(study):
-    """A config the plan refuses (tests/test_plan_graph.py: every named error) stops Snakemake
+    """A config the plan refuses (tests/plan/test_graph.py: every named error) stops Snakemake
     before any job, with the plan's message, and touches no file."""
     workdir, base = study
     before = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*") if p.is_file()}
@@ -479,7 +479,7 @@ def bad_data(folder: Path, imdb_sample: Path, case: str) -> dict:
     ("case", "message"),
     [
         # One bad input the plan's checks refuse before any job; each such check has its unit
-        # test (test_workflow_support.py's test_preflight_*, test_data.py), this one the glue.
+        # test (test_preflight.py's test_preflight_*, test_splits.py), this one the glue.
         ("string-labels", "map the class names to numbers, e.g. {'neg': 0, 'pos': 1}"),
         # Caught only by the prepare_data job: its outputs go elsewhere, so they cost nothing either.
         ("parquet-corrupt-mid-file", "Error in rule prepare_data"),

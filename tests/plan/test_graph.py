@@ -1,7 +1,7 @@
 """The plan's job graph (ftcompare.plan.graph.StudyPlan), without Snakemake: which jobs a
 study has, what a config edit reruns, which caches cells share, tuning's trials and
 selection, the figures and their places in the HTML report, and what fails before any
-job. tests/test_workflow.py proves with a few Snakemake runs that the rules ask this."""
+job. tests/workflow/test_workflow.py proves with a few Snakemake runs that the rules ask this."""
 
 from __future__ import annotations
 

@@ -214,7 +214,7 @@ def test_preflight_counts_aclimdb_reviews(tmp_path: Path) -> None:
 def test_preflight_reads_the_full_imdb_copy() -> None:
     # Preflight runs every time Snakemake builds the job graph: at full size it reads
     # only labels and Parquet metadata (about 0.1 s for 25,000 + 25,000 reviews here).
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb"
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "imdb"
     if not (shared / "train.parquet").is_file():
         pytest.skip(f"the full IMDB copy is not at {shared} (a benchmark-sized check; the sample covers the rest)")
     preflight_checks(sized(shared / "train.parquet", shared / "test.parquet", train_size=25_000, test_size=25_000))
@@ -314,7 +314,7 @@ def test_preflight_checks_a_pair_column_like_the_text_column(tmp_path):
 def test_a_cells_cache_keys_follow_its_data_then_its_model_and_length() -> None:
     from ftcompare.plan import cell_cache_keys, checked_study, load_config
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     _, cells = checked_study(load_config(repo / "config" / "glue.yaml", repo / "config" / "encoders.yaml"))
     keys = {(cell.task, cell.model): cell_cache_keys(cfg) for cell, cfg in cells.items()}
     # Data is shared by a task's models; tokens are not.

@@ -19,7 +19,7 @@ import pytest
 
 from ftcompare.contract import devices
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # A job's first steps, with the driver's GPU count faked: claim, report, hold until stdin closes.
 JOB = """

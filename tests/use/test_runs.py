@@ -27,7 +27,7 @@ from ftcompare.methods import METHOD_TABLE
 from ftcompare.use import cli, read_texts
 from ftcompare.use import runs as trained
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 REVIEWS = ["Great fun.", "Awful, just awful.", "A line\u2028with a line separator inside, and a \x85 too."]
 
 

@@ -12,7 +12,7 @@ from ftcompare.contract import LABELS as METRICS
 from ftcompare.methods import METHODS
 from ftcompare.report import PUBLISHED_DIR, StudyResults, load_papers, published_section
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 GLUE_TASKS = yaml.safe_load((REPO_ROOT / "config" / "glue.yaml").read_text())["tasks"]
 GLUE = {task: {"name": "nyu-mll/glue", "config": task} for task in ("sst2", "rte", "cola")}
 # A constructed GLUE study: two encoders, each strategy's accuracy on each task (its records' confusion

@@ -16,7 +16,7 @@ from ftcompare.data import SPLITS, DataError, prepare, prepared_label_names, wri
 from ftcompare.plan import DEFAULT_CONFIG, load_yaml
 
 # The committed sample: 1,000 reviews per split, 500 per class.
-SAMPLE = Path(__file__).resolve().parents[1] / ".test" / "data"
+SAMPLE = Path(__file__).resolve().parents[2] / ".test" / "data"
 TRAIN_1K = SAMPLE / "train.parquet"
 TEST_1K = SAMPLE / "test.parquet"
 
@@ -512,7 +512,7 @@ def test_a_csv_row_with_an_unquoted_comma_is_refused_not_cut(tmp_path: Path) -> 
 
 # --- hub configurations, named splits, hidden labels (issue 19) -------------------------------
 
-FAKE_HUB = Path(__file__).resolve().parent / "fake_hub"
+FAKE_HUB = Path(__file__).resolve().parents[1] / "fake_hub"
 
 
 def pairs(n_per_class: int, *, prefix: str = "", label: int | None = None) -> pd.DataFrame:
@@ -557,7 +557,7 @@ def fetch_with_fake_hub(tmp_path: Path, *, name: str, folder: Path, config: str 
     log_path.touch()
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
     env.update(
-        PYTHONPATH=os.pathsep.join([str(FAKE_HUB), str(Path(__file__).resolve().parents[1] / "src")]),
+        PYTHONPATH=os.pathsep.join([str(FAKE_HUB), str(Path(__file__).resolve().parents[2] / "src")]),
         FAKE_HUB_LOG=str(log_path),
         FAKE_HUB_DATASETS=json.dumps({name: str(folder)}),
     )

@@ -14,7 +14,7 @@ import pytest
 from ftcompare.contract import max_sequence_length
 from ftcompare.data import collate, load_tokenized, load_tokenizer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_max_sequence_length_follows_the_position_scheme(tiny_roberta):

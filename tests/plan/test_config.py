@@ -13,7 +13,7 @@ from ftcompare.contract import ConfigError
 from ftcompare.methods import BLOCKS, METHODS, RunSpec
 from ftcompare.plan import DEFAULT_CONFIG, Cell, checked_config, checked_study, load_config, load_yaml, resolve_run
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # config/config.yaml is the one source of defaults.
 DEFAULTS = load_yaml(DEFAULT_CONFIG)
 METHOD_DEFAULTS = DEFAULTS["method_defaults"]

@@ -12,7 +12,7 @@ import pytest
 
 from ftcompare.contract import ALLOCATOR_VARIABLES, allocator_setting, prefer_expandable_segments
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from ftcompare.contract import hardware
 from ftcompare.plan import cost
 from ftcompare.use import calibration
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_few_steps_give_training_and_evaluation_tokens_per_second(tiny_roberta):

@@ -19,7 +19,7 @@ from ftcompare.contract import ACROSS_FIGURE_CAPTIONS, figure_names, figure_plac
 from ftcompare.plan import REFERENCE_RECIPE
 from ftcompare.report import markdown_page, report_job
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 REPORT_MD = """# Which strategy?
 

@@ -26,7 +26,7 @@ from ftcompare.plan import (
 )
 from ftcompare.train import loop as training
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
 def config_with(grid: dict[str, Any], **tuning: Any) -> dict[str, Any]:
