@@ -148,7 +148,7 @@ def run(
 ) -> list[dict]:
     """Fine-tune, evaluate and report every (strategy, seed) through the workflow's own
     job functions; returns one summary row per run."""
-    from ftcompare.contract import read_json, setup_logging
+    from ftcompare.contract import read_record, setup_logging
     from ftcompare.evaluate import evaluate_job
     from ftcompare.plan import checked_config, load_config, resolve_run
     from ftcompare.report import report_job
@@ -187,7 +187,7 @@ def run(
             train_records.append(run_dir / "train.json")
             eval_records.append(run_dir / "eval.json")
             predictions.append(run_dir / "predictions.parquet")
-            trained, evaluated = read_json(run_dir / "train.json"), read_json(run_dir / "eval.json")
+            trained, evaluated = read_record(run_dir / "train.json"), read_record(run_dir / "eval.json")
             metrics, graphs = trained["metrics"], trained["metrics"].get("cuda_graphs") or {}
             rows.append(
                 {
@@ -208,6 +208,7 @@ def run(
                 }
             )
     from ftcompare.contract import figure_names
+    from ftcompare.plan import REFERENCE_RECIPE
 
     report_job(
         train_records=train_records,
@@ -219,6 +220,8 @@ def run(
         figure_paths=[out / "figures" / f"{name}.png" for name in figure_names(tuning=False)],
         reference=validated["report"]["reference"],
         baseline=validated["report"]["baseline"],
+        sort_by=validated["report"]["sort_by"],
+        reference_recipe=REFERENCE_RECIPE,
     )
     return rows
 

@@ -60,7 +60,7 @@ from ftcompare.contract import (  # noqa: E402
 )
 from ftcompare.data import TokenizedSplit, TrainBatching, collate, eval_batches, padded_width  # noqa: E402
 from ftcompare.methods import RunSpec  # noqa: E402
-from ftcompare.model import (  # noqa: E402  # noqa: E402
+from ftcompare.model import (  # noqa: E402
     Precision,
     StrategyUnavailable,
     build_model,
@@ -76,7 +76,7 @@ from ftcompare.plan import (  # noqa: E402
     load_config,
     resolve_run,
 )
-from ftcompare.train import TrainSetup, TrainStep, setup_training  # noqa: E402
+from ftcompare.train import TrainSetup, TrainStep, applied_learning_rate, setup_training  # noqa: E402
 
 FP32 = Precision(autocast_dtype=None, base_dtype=torch.float32)
 
@@ -376,7 +376,7 @@ def build_reference(*, spec: RunSpec, reference: RunSpec, device: torch.device) 
         model = get_peft_model(model, models.peft_config(spec))
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in trainable]
-    learning_rate = reference.effective_learning_rate()
+    learning_rate = applied_learning_rate(reference)
     optimizer = torch.optim.AdamW(params, lr=learning_rate, foreach=False, fused=False)
     model.train()
     step = TrainStep(
