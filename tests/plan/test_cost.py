@@ -209,6 +209,10 @@ def test_each_job_is_sized_to_its_task_mnli_far_above_rte():
     assert costs.runtime("finetune", rte, "full") == 15  # the floor
     assert costs.group("finetune", rte, "lora") == "short"
     assert costs.group("finetune", mnli, "full") is None
+    # A short evaluation is grouped with its fine-tune's group, never held behind a large fine-tune.
+    assert costs.estimate("evaluate", mnli, "full").seconds < 60 * SETTINGS["group_under_minutes"]
+    assert costs.group("evaluate", rte, "lora") == "short"
+    assert costs.group("evaluate", mnli, "full") is None
     # A rule's callables, as Snakemake calls them.
     wildcards = type("W", (), {"task": "mnli", "model": "roberta-base", "strategy": "full", "get": lambda s, k: None})()
     assert costs.runtime_of("finetune")(wildcards, 2) == 2 * costs.runtime("finetune", mnli, "full")

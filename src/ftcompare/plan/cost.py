@@ -498,7 +498,12 @@ class StudyCosts:
 
     def group(self, kind: str, cell: Any, strategy: str, trial: str | None = None) -> str | None:
         found = self.estimate(kind, cell, strategy, trial)
-        return group_of(None if found is None else found.seconds, settings=self.settings)
+        group = group_of(None if found is None else found.seconds, settings=self.settings)
+        if kind == "evaluate" and group is not None:
+            # Snakemake submits a group once every member's inputs exist: the evaluation of a
+            # fine-tune that is a job of its own would hold the whole group until that ends.
+            return self.group("finetune", cell, strategy)
+        return group
 
     def rows(self) -> list[dict[str, Any]]:
         """The plan by task x model x strategy: jobs of each kind, the tokens they process
