@@ -1,11 +1,11 @@
 """The study on a real SLURM cluster, through profiles/slurm: every fine-tune and
 evaluation a SLURM job, and a fine-tune signalled as a cluster does before preempting
-or ending a job, which checkpoints, is retried, resumes, and ends with the numbers of
-the uninterrupted run.
+or ending a job, which checkpoints, is retried, resumes, and saves the uninterrupted
+run's model, byte for byte.
 
 Needs a cluster this machine submits to; CI starts a single-node one as root with
 .ci/slurm/start-cluster.sh. Without one these tests skip (conftest.slurm_cluster).
-Select them with `-m slurm`. About 10 minutes on 2 cores.
+Select them with `-m slurm`. About 7 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 # database, so job states come from squeue. Its node claims at least 8 CPUs
 # (start-cluster.sh) so that every rule's request fits, more than this machine may have:
 # one thread per job, so that the tiny jobs SLURM runs side by side share the cores
-# instead of waiting for each other's threads. The first status poll after 5 s instead
-# of 40 only shortens the test (its jobs take seconds to minutes).
+# instead of waiting for each other's threads. The first status poll after 1 s instead
+# of 40 (the plugin adds 10 s to each wait until a job ends) only shortens the test: its
+# jobs take seconds to minutes.
 CLUSTER_OVERRIDES = (
     "--set-resources",
     "tune:gpu=0",
@@ -43,13 +44,14 @@ CLUSTER_OVERRIDES = (
     "--slurm-status-command",
     "squeue",
     "--slurm-init-seconds-before-status-checks",
-    "5",
+    "1",
 )
 # A group's log folder is group_<group>_<its rules>: group_short_evaluate_finetune.
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/(rule_\w+|group_[a-z]+)\w*/")
 # The study's throughput on this cluster's node, as `ftcompare calibrate` stores it: full
 # fine-tuning so slow that IMDB's full run is estimated at half an hour (a large job, a
-# SLURM job of its own), the rest so fast that each is a short job, run in a group.
+# SLURM job of its own, with its evaluation), the rest so fast that each is a short job,
+# run in a group.
 NODE = "ci-node"
 CALIBRATION = {
     "figures": [
@@ -132,9 +134,10 @@ def time_limits(job_ids: list[str]) -> dict[str, int]:
 def group_member_runtimes(output: str) -> list[int]:
     """The runtimes Snakemake printed for the members of the group job it submitted."""
     block = output[output.index("Group job short") :]
-    # Its members' descriptions, up to the line saying it was submitted.
-    block = block[: block.index("has been submitted with SLURM jobid")]
-    return [int(value) for value in re.findall(r"runtime=(\d+)", block)]
+    # Its members' descriptions (indented under it), up to the line saying it was submitted
+    # (a group's job id is a UUID); the large job's may be printed in between.
+    block = block[: re.search(r"Job [0-9a-f-]{36} has been submitted with SLURM jobid", block).start()]
+    return [int(value) for value in re.findall(r"^ {8}resources: .*\bruntime=(\d+)", block, flags=re.MULTILINE)]
 
 
 def slurm_job_in_log(log: Path) -> str:
@@ -167,16 +170,20 @@ def test_study_runs_through_the_slurm_profile_every_job_a_slurm_job(slurm_study)
     assert summary["accuracy"].between(0.5, 1).all(), summary[["strategy", "accuracy"]]
     assert "| full |" in report
 
-    # The large job (IMDB's full fine-tune) alone; every short one in one group's allocation.
+    # The large job (IMDB's full fine-tune) alone, and its evaluation, as the group would
+    # otherwise wait for it; every other short job in one group's allocation, submitted with
+    # the large job, not after it.
     jobs = submitted_jobs(output)
     assert {name: len(ids) for name, ids in jobs.items()} == {
         "rule_prepare_data": 2,
         "rule_tokenize": 2,
         "rule_finetune": 1,
+        "rule_evaluate": 1,
         "group_short": 1,
         "rule_report": 1,
     }
-    (large,), (group,) = jobs["rule_finetune"], jobs["group_short"]
+    (large,), (large_eval,), (group,) = jobs["rule_finetune"], jobs["rule_evaluate"], jobs["group_short"]
+    assert output.index("Group job short") < output.index("(Rule: finetune)")  # before any fine-tune ended
     for rule, record in (("finetune", "train.json"), ("evaluate", "eval.json")):
         for cell, strategy in ((cell, strategy) for cell in (CELL, SST2_CELL) for strategy in ("full", "lora")):
             job = slurm_job_in_log(workdir / "results" / "logs" / rule / cell / f"{strategy}_seed0.log")
@@ -184,25 +191,30 @@ def test_study_runs_through_the_slurm_profile_every_job_a_slurm_job(slurm_study)
                 "provenance"
             ]
             assert provenance["slurm_job_id"] == job  # it ran in the SLURM job Snakemake submitted for it
-            assert job == (large if (rule, cell, strategy) == ("finetune", CELL, "full") else group)
+            alone = {("finetune", CELL, "full"): large, ("evaluate", CELL, "full"): large_eval}
+            assert job == alone.get((rule, cell, strategy), group)
 
     # Time limits sized to each job (ftcompare.plan.cost): the large job's from its estimate
     # with the tokenized cache's counts (known only when it was scheduled), the short ones'
     # the floor, the group's their sum.
-    limits = time_limits([large, group, *jobs["rule_report"]])
+    limits = time_limits([large, large_eval, group, *jobs["rule_report"]])
     members = group_member_runtimes(output)
-    assert len(members) == 7 and min(members) == 15  # SST-2's full fine-tune: a little above the floor
+    assert len(members) == 6 and min(members) == 15  # the floor
     assert limits[group] == sum(members)
     assert limits[large] > 60 and re.search(rf"runtime={limits[large]}\b", output)
-    assert limits[jobs["rule_report"][0]] == 15
+    assert limits[jobs["rule_report"][0]] == limits[large_eval] == 15
     print(f"time limits: large job {limits[large]} min, group of {len(members)} {limits[group]} min")
 
 
-def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slurm_study, tmp_path):
+def test_preempted_finetune_resumes_and_saves_the_uninterrupted_model(slurm_study, tmp_path):
     """SIGTERM to the running fine-tune's steps, as `sbatch --signal=TERM@300` or a
     preemption sends it. The job checkpoints and fails; the profile's retry resumes it."""
     uninterrupted_dir, _ = slurm_study
     workdir = tiny_study(tmp_path / "preempted", tasks=("imdb",))
+    # The study's prepared data and tokenized cache, with Snakemake's records of them (times
+    # kept): only the fine-tune and its evaluation run here.
+    for part in ("results/data", "results/tokenized", ".snakemake/metadata"):
+        shutil.copytree(uninterrupted_dir / part, workdir / part, dirs_exist_ok=True)
     # A checkpoint every 5 of the 20 steps, so that one exists early on to resume from.
     overlay = tmp_path / "often.yaml"
     # No group: the fine-tune is a SLURM job of its own, to signal.
@@ -215,7 +227,7 @@ def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slur
         "--configfile",
         str(workdir / "config" / "config.yaml"),
         str(overlay),
-        targets=(str(run / "eval.json"),),
+        targets=(str(run / "train.json"),),
     )
     out_path = tmp_path / "snakemake.out"
     with out_path.open("w") as out:
@@ -235,6 +247,7 @@ def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slur
             if process.poll() is None:
                 process.kill()
     output = out_path.read_text()
+    assert "rule prepare_data:" not in output and "rule tokenize:" not in output
 
     # The signalled job saved a checkpoint and exited non-zero; its retry resumed from it.
     stopped = re.search(
@@ -257,8 +270,8 @@ def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slur
     assert resumed["metrics"]["resumed_from_steps"] == [step]
     print(f"preempted at step {step} of {whole['metrics']['optimizer_steps']} (SLURM job {job})")
 
-    # The same numbers as the uninterrupted run. Only the checkpoint schedule differs in
-    # the settings; the loss is summed in another order around checkpoints (1e-6).
+    # The same model and numbers as the uninterrupted run. Only the checkpoint schedule
+    # differs in the settings; the loss is summed in another order around checkpoints (1e-6).
     assert {k for k in whole["config"] if whole["config"][k] != resumed["config"][k]} == {"checkpoint_every_steps"}
     for key in ("optimizer_steps", "train_tokens", "best_epoch", "best_val_accuracy"):
         assert resumed["metrics"][key] == whole["metrics"][key], key
@@ -266,17 +279,12 @@ def test_preempted_finetune_resumes_and_ends_with_the_uninterrupted_numbers(slur
     assert [p["loss"] for p in resumed["loss_curve"]] == pytest.approx(
         [p["loss"] for p in whole["loss_curve"]], rel=1e-6
     )
-    resumed_eval = json.loads((workdir / run / "eval.json").read_text())["metrics"]
-    whole_eval = json.loads((uninterrupted_dir / run / "eval.json").read_text())["metrics"]
-    for key in ("accuracy", "macro_f1", "confusion_matrix", "n_test"):
-        assert resumed_eval[key] == whole_eval[key], key
+    model, whole_model = workdir / run / "model", uninterrupted_dir / run / "model"
+    assert sorted(p.name for p in model.iterdir()) == sorted(p.name for p in whole_model.iterdir())
+    for path in model.iterdir():  # the adapter's weights and the model card, byte for byte
+        assert path.read_bytes() == (whole_model / path.name).read_bytes(), path.name
     print(
-        f"resumed vs uninterrupted: test accuracy {resumed_eval['accuracy']:.4f} vs {whole_eval['accuracy']:.4f}, "
-        f"macro-F1 {resumed_eval['macro_f1']:.4f} vs {whole_eval['macro_f1']:.4f}, best validation accuracy "
-        f"{resumed['metrics']['best_val_accuracy']:.4f} vs {whole['metrics']['best_val_accuracy']:.4f}, final loss "
-        f"{resumed['loss_curve'][-1]['loss']:.6f} vs {whole['loss_curve'][-1]['loss']:.6f}"
-    )
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(workdir / run / "predictions.parquet"),
-        pd.read_parquet(uninterrupted_dir / run / "predictions.parquet"),
+        f"resumed vs uninterrupted: best validation accuracy {resumed['metrics']['best_val_accuracy']:.4f} vs "
+        f"{whole['metrics']['best_val_accuracy']:.4f}, final loss {resumed['loss_curve'][-1]['loss']:.6f} vs "
+        f"{whole['loss_curve'][-1]['loss']:.6f}; the saved models' files identical"
     )
