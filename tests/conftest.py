@@ -125,8 +125,8 @@ def tiny_bert(tmp_path_factory, imdb_sample) -> Path:
         type_vocab_size=2,
         pad_token_id=tokenizer.pad_token_id,
         # Ten times BERT's: at 0.02 a random BERT gives every text the same probabilities
-        # to 1e-5 and its segment ids move them by less; at 0.2 they move them by ~0.1, as
-        # a pretrained BERT's do, so that a pair fed without them predicts otherwise.
+        # to 1e-5 and its segment ids move them by less; at 0.2 they move them by ~0.05,
+        # so that a pair fed without them is told apart from one fed with them.
         initializer_range=0.2,
     )
     torch.manual_seed(0)
