@@ -1,5 +1,5 @@
-"""Shared fixtures: the IMDB sample committed under .test/data, a tiny random RoBERTa,
-the MiniLM package, and the single-node SLURM cluster when one answers.
+"""Shared fixtures: the IMDB sample committed under .test/data, a tiny random RoBERTa and
+BERT, the MiniLM package, and the single-node SLURM cluster when one answers.
 
 Tests never touch the network: the hub is switched off for the whole session.
 """
@@ -59,8 +59,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # 1,000 train and 1,000 test reviews, each half negative, half positive (.test/data/README.md).
 IMDB_SAMPLE = REPO_ROOT / ".test" / "data"
 
-# Small enough to train in seconds, with RoBERTa's real code path (position offset,
-# classification head, attention module names).
+# Small enough to train in seconds, with each architecture's real code path (RoBERTa's
+# position offset, each one's classification head and attention module names).
+TINY_SHAPE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 TINY_MAX_POSITIONS = 130  # RoBERTa accepts max_position_embeddings - 2 = 128 tokens
 
 
@@ -88,10 +89,7 @@ def tiny_roberta(tmp_path_factory, imdb_sample) -> Path:
     tokenizer.save_pretrained(str(folder))
     config = RobertaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_SHAPE,
         max_position_embeddings=TINY_MAX_POSITIONS,
         type_vocab_size=1,
         pad_token_id=tokenizer.pad_token_id,
@@ -99,6 +97,40 @@ def tiny_roberta(tmp_path_factory, imdb_sample) -> Path:
         eos_token_id=tokenizer.eos_token_id,
     )
     RobertaForSequenceClassification(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, imdb_sample) -> Path:
+    """A random BERT (RoBERTa's tiny shape, 128 positions) and a lower-casing WordPiece
+    tokenizer trained on IMDB: BERT's head (pooler, one-layer classifier) and its segment
+    ids, which tell a pair's second text apart (type_vocab_size 2)."""
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    texts = pd.read_parquet(imdb_sample / "train.parquet")["text"].tolist()
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(
+        texts, vocab_size=1000, min_frequency=2, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    )
+    wordpiece.save_model(str(folder))
+    tokenizer = BertTokenizer.from_pretrained(str(folder), model_max_length=128)
+    tokenizer.save_pretrained(str(folder))
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        **TINY_SHAPE,
+        max_position_embeddings=128,
+        type_vocab_size=2,
+        pad_token_id=tokenizer.pad_token_id,
+        # Ten times BERT's: at 0.02 a random BERT gives every text the same probabilities
+        # to 1e-5 and its segment ids move them by less; at 0.2 they move them by ~0.05,
+        # so that a pair fed without them is told apart from one fed with them.
+        initializer_range=0.2,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(str(folder))
     return folder
 
 

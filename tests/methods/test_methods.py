@@ -37,10 +37,12 @@ def small_tokenized(folder: Path, imdb_sample: Path, model_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models_and_data(tmp_path_factory, imdb_sample, tiny_roberta, minilm_path):
+def models_and_data(tmp_path_factory, imdb_sample, tiny_roberta, tiny_bert):
+    """Two architectures' heads and module names: RoBERTa's two-layer classifier, BERT's
+    pooler and one-layer classifier (as MiniLM's)."""
     return {
-        "tiny-roberta": (tiny_roberta, small_tokenized(tmp_path_factory.mktemp("tiny"), imdb_sample, tiny_roberta)),
-        "minilm": (minilm_path, small_tokenized(tmp_path_factory.mktemp("minilm"), imdb_sample, minilm_path)),
+        model: (path, small_tokenized(tmp_path_factory.mktemp(model), imdb_sample, path))
+        for model, path in (("tiny-roberta", tiny_roberta), ("tiny-bert", tiny_bert))
     }
 
 
@@ -80,7 +82,7 @@ def train_save_reload(spec, tokenized: Path, tmp_path: Path, monkeypatch) -> tup
     return result, seen["logits"], probe_logits(loaded, tokenized)
 
 
-@pytest.mark.parametrize("model", ["tiny-roberta", "minilm"])
+@pytest.mark.parametrize("model", ["tiny-roberta", "tiny-bert"])
 @pytest.mark.parametrize("method", NAMED)
 def test_every_method_trains_saves_and_reloads_to_the_same_logits(
     models_and_data, model, method, tmp_path, monkeypatch
