@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 # AdaLoRA's per-step rank allocation, prefix tuning's virtual tokens.
 METHODS = ("bitfit", "adalora", "prefix_tuning")
 # quick.yaml's test reviews. Full fine-tuning reached 0.758 on all 1,000 of the sample's
-# (0.765 on these): accuracy_ci_low > 0.65 needs 0.692 on 500, 0.72 on 200.
+# (0.764 on these): accuracy_ci_low > 0.65 needs 0.692 on 500, 0.72 on 200.
 TEST_SIZE = 500
 # The methods' cell: a second task on the same sample, 200 training reviews (160 train: 10
 # steps, AdaLoRA's three phases included) and 100 test reviews, and a second name for the
