@@ -1,5 +1,5 @@
-"""End-to-end tuning: a study that tunes LoRA's rate over a good and a useless value, what
-its edits rerun, and the real encoder's grid choosing the rate that learns."""
+"""End-to-end tuning: a study that tunes LoRA's rate over a good and a useless value, and what
+its edits rerun (the real encoder's grid choosing the rate that learns: test_workflow_minilm.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import pandas as pd
 import pytest
 from specs import cell_runs, cell_tuning
 from workflow_runs import (
-    REPO_ROOT,
-    SAMPLE_MINILM_TUNING,
     overlay,
     planned_jobs,
     snakemake,
@@ -126,25 +124,3 @@ def test_turning_tuning_off_returns_to_the_configured_settings(tuning_study):
     off = overlay(workdir, "off", {"tuning": {"enabled": False}})
     # Only lora was tuned: its final run reruns at the configured rate, then its evaluation and the report.
     assert planned_jobs(workdir, base, off) == {"finetune": 1, "evaluate": 1, "report": 1, "all": 1}
-
-
-def test_minilm_tuning_finds_rates_that_beat_a_bad_one(tmp_path, imdb_sample):
-    """The real pretrained encoder, config/quick-tuning.yaml's grid for LoRA (a rate too
-    small to move, and a working one), up to the selection: the working rate wins. Its IA3
-    trials are the same two kinds of rate: left out here, as each trial is a minute."""
-    data = {"train": str(imdb_sample / "train.parquet"), "test": str(imdb_sample / "test.parquet")}
-    settings = overlay(tmp_path, "minilm", {"data": data, "tuning": {"grid": {"ia3": None}}})
-    result = snakemake(
-        tmp_path,
-        *(REPO_ROOT / "config" / name for name in ("quick.yaml", "shared-imdb.yaml", "quick-tuning.yaml")),
-        settings,
-        args=(f"{SAMPLE_MINILM_TUNING}/selected.yaml",),
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    selected = read_selection(tmp_path / SAMPLE_MINILM_TUNING / "selected.yaml")
-    trials = pd.read_csv(tmp_path / SAMPLE_MINILM_TUNING / "summary.csv").set_index(["strategy", "learning_rate"])
-    assert set(trials.index.get_level_values("strategy")) == {"lora"}
-    assert selected["lora"]["values"] == {"learning_rate": 2.0e-3}
-    margin = trials.loc[("lora", 2.0e-3), "val_accuracy"] - trials.loc[("lora", 1.0e-5), "val_accuracy"]
-    assert margin > 0.05, trials  # 200 validation reviews: beyond their noise
-    assert not (tmp_path / "results" / "runs").exists()  # no final run was asked for
