@@ -25,15 +25,15 @@ os.environ.setdefault("OMP_NUM_THREADS", str(CORES))
 
 
 # The modules of minutes (end-to-end runs and unit tests that train models), longest first
-# by a fresh clone's `--durations=0` on 2 cores (SLURM 465 s, test_runs 308 s, the MiniLM
-# studies 301 s, tuning 274 s, ...); every other end-to-end module after them.
+# by a fresh clone's `--durations=0` on 2 cores (the SLURM study and the MiniLM study ~400 s
+# each, the tiny study ~200 s, ...); every other end-to-end module after them.
 LONGEST_FIRST = (
     "test_slurm.py",
-    "test_runs.py",
     "test_workflow_minilm.py",
-    "test_workflow_tuning.py",
-    "test_methods.py",
     "test_workflow.py",
+    "test_methods.py",
+    "test_workflow_tuning.py",
+    "test_runs.py",
     "test_workflow_jobs.py",
     "test_loop.py",
     "test_bench.py",
