@@ -83,7 +83,8 @@ def test_minilm_full_finetuning_learns(minilm_study):
     # What its head reads (bench/head_inputs.py) on the real encoder: the pretrained
     # encoder's at the start, the trained one's at the end, where a probe is above chance too.
     probe = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "head_inputs.py"), str(run)],
+        # 200 training rows for the probe: 0.74 at the end, 0.745 with the default 400.
+        [sys.executable, str(REPO_ROOT / "bench" / "head_inputs.py"), str(run), "--rows", "200"],
         capture_output=True,
         text=True,
     )
