@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -97,3 +100,37 @@ def tokenized_pairs(folder: Path, model: str, firsts: list[str], seconds: list[s
         text_columns=prepared_text_columns(paths["train"]),
     )
     return out
+
+
+# Runs each snippet in one Python process (each in a namespace of its own, as if pasted
+# alone), and prints what each printed. The tiny models' 32-wide layers are narrower than
+# the blocks bitsandbytes' CPU backend repacks 4-bit weights into for inference on CPUs
+# with AVX512-BF16 ("shape [32, 0] is invalid"; ftcompare.model.build._no_cpu_4bit_repacking):
+# a snippet loading a QLoRA run as a user would, outside ftcompare, runs with that
+# repacking off here; real models are wide enough.
+RUN_SNIPPETS = """
+import contextlib, io, json, sys
+import bitsandbytes.nn.modules as _m
+_m.has_avx512bf16 = lambda: False
+out = {}
+for name, code in json.load(sys.stdin).items():
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code, {"__name__": "__main__"})
+    out[name] = printed.getvalue()
+print(json.dumps(out))
+"""
+
+
+def run_snippets(snippets: dict[str, str], *, cwd: Path) -> dict[str, str]:
+    """{name: what its snippet printed}, the snippets run in one process from `cwd`."""
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_SNIPPETS],
+        input=json.dumps(snippets),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from specs import CPU, make_spec, tokenized_sample
+from specs import CPU, make_spec, run_snippets, tokenized_sample
 
 from ftcompare.contract import ConfigError, UsageError, study_folder
 from ftcompare.methods import METHOD_TABLE
@@ -678,22 +678,6 @@ def test_predict_reproduces_every_methods_predictions_on_long_reviews(method_run
     assert (got[["prob_0", "prob_1"]] - expected[["prob_0", "prob_1"]]).abs().to_numpy().max() <= 1e-5
 
 
-# Runs each card's snippet on the test reviews (in place of its examples), in one process,
-# and prints what each printed.
-RUN_SNIPPETS = """
-import contextlib, io, json, sys
-import bitsandbytes.nn.modules as _m
-_m.has_avx512bf16 = lambda: False  # as in test_workflow.NO_CPU_REPACKING: the tiny model is too narrow
-out = {}
-for name, code in json.load(open(sys.argv[1])).items():
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        exec(code, {"__name__": "__main__"})
-    out[name] = printed.getvalue()
-print(json.dumps(out))
-"""
-
-
 def printed_probabilities(output: str, count: int) -> np.ndarray:
     """What a snippet printed: the pipeline's lists of {label, score}, or a line per review."""
     last = output.strip().splitlines()[-1]
@@ -705,7 +689,7 @@ def printed_probabilities(output: str, count: int) -> np.ndarray:
     return np.array([ast.literal_eval(probabilities) for probabilities in found[-count:]])
 
 
-def test_every_methods_card_snippet_reproduces_its_predictions(method_runs, tmp_path):
+def test_every_methods_card_snippet_reproduces_its_predictions(method_runs):
     from ftcompare.evaluate import EXAMPLE_REVIEWS
 
     texts = method_texts(method_runs)
@@ -714,16 +698,7 @@ def test_every_methods_card_snippet_reproduces_its_predictions(method_runs, tmp_
         card = (run / "README.md").read_text()
         snippet = card.split("```python\n")[1].split("```")[0]
         snippets[strategy] = snippet.replace(json.dumps(EXAMPLE_REVIEWS), json.dumps(texts))
-    (tmp_path / "snippets.json").write_text(json.dumps(snippets))
-    proc = subprocess.run(
-        [sys.executable, "-c", RUN_SNIPPETS, str(tmp_path / "snippets.json")],
-        cwd=next(iter(method_runs.values())).parents[3],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    printed = run_snippets(snippets, cwd=next(iter(method_runs.values())).parents[3])
     wrong = {}
     for strategy, run in method_runs.items():
         expected = pd.read_parquet(run / "predictions.parquet")[["prob_0", "prob_1"]].to_numpy()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from specs import cell_runs
+from specs import cell_runs, run_snippets
 from workflow_runs import (
     REPO_ROOT,
     overlay,
@@ -112,11 +112,6 @@ def test_study_produces_summary_figures_and_report(study):
 # --- using what was trained -------------------------------------------------------------------
 
 STRATEGIES = ["full", "lora", "qlora", "ia3"]
-# The tiny model's 32-wide layers are narrower than the blocks bitsandbytes' CPU backend
-# repacks 4-bit weights into for inference on CPUs with AVX512-BF16 ("shape [32, 0] is
-# invalid"; models._no_cpu_4bit_repacking). A snippet that loads the QLoRA run as a user
-# would, outside ftcompare, runs here with that repacking off; real models are wide enough.
-NO_CPU_REPACKING = "import bitsandbytes.nn.modules as _m\n_m.has_avx512bf16 = lambda: False\n"
 
 
 def prepared_test_split(run: Path) -> Path:
@@ -313,29 +308,24 @@ def snippet_probabilities(output: str, adapter: bool) -> list[list[float]]:
     return [ast.literal_eval(line[line.index("[") : line.index("]") + 1]) for line in output.strip().splitlines()[-2:]]
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_the_model_cards_loading_snippet_runs_and_loads_the_trained_head(study, strategy):
+def test_each_model_cards_loading_snippet_runs_and_loads_the_trained_head(study):
     from ftcompare.evaluate import EXAMPLE_REVIEWS
     from ftcompare.use import runs as trained
 
     workdir, _ = study
-    run = cell_runs(workdir) / strategy / "seed0"
-    card = (run / "README.md").read_text()
-    snippet = card.split("```python\n")[1].split("```")[0]
-    # By absolute path: the snippet works pasted from any folder (the test runs it elsewhere).
-    assert f'"{run.resolve().as_posix()}/model"' in snippet
-    proc = subprocess.run(
-        [sys.executable, "-c", (NO_CPU_REPACKING if strategy == "qlora" else "") + snippet],
-        cwd=workdir.parent,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    # The trained head, not a fresh one: what ftcompare predict says for the same reviews.
-    expected = trained.predict(trained.open_run(run), list(EXAMPLE_REVIEWS))
-    got = snippet_probabilities(proc.stdout, adapter=strategy != "full")
-    np.testing.assert_allclose(got, expected[["prob_0", "prob_1"]].to_numpy(), atol=1e-4)
+    snippets = {}
+    for strategy in STRATEGIES:
+        run = cell_runs(workdir) / strategy / "seed0"
+        snippets[strategy] = (run / "README.md").read_text().split("```python\n")[1].split("```")[0]
+        # By absolute path: the snippet works pasted from any folder (they run elsewhere).
+        assert f'"{run.resolve().as_posix()}/model"' in snippets[strategy]
+    printed = run_snippets(snippets, cwd=workdir.parent)
+    for strategy in STRATEGIES:
+        # The trained head, not a fresh one: what ftcompare predict says for the same reviews.
+        run = cell_runs(workdir) / strategy / "seed0"
+        expected = trained.predict(trained.open_run(run), list(EXAMPLE_REVIEWS))
+        got = snippet_probabilities(printed[strategy], adapter=strategy != "full")
+        np.testing.assert_allclose(got, expected[["prob_0", "prob_1"]].to_numpy(), atol=1e-4, err_msg=strategy)
 
 
 def test_the_docs_loading_snippet_is_a_cards_and_runs(study):
