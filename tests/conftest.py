@@ -24,6 +24,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", str(CORES))
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto`: a worker per core and one more. The worker of the SLURM study mostly waits
+    for the cluster's jobs, which run on these same cores, and between them for the
+    scheduler's next status poll (up to a minute): the extra worker keeps the cores busy
+    meanwhile. PYTEST_XDIST_AUTO_NUM_WORKERS still decides where it is set."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # pytest-xdist's own hook reads it
+    return (os.cpu_count() or 1) + 1
+
+
 # The modules of minutes (end-to-end runs and unit tests that train models), longest first
 # by a fresh clone's `--durations=0` on 2 cores (the SLURM study and the MiniLM study ~400 s
 # each, the tiny study ~200 s, ...); every other end-to-end module after them.
