@@ -35,17 +35,17 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 
 
 # The modules of minutes (end-to-end runs and unit tests that train models), longest first
-# by a fresh clone's `--durations=0` on 2 cores (the SLURM study and the MiniLM study ~400 s
-# each, the tiny study ~200 s, ...); every other end-to-end module after them.
+# by a fresh clone's `--durations=0` on 2 cores with 3 workers (the MiniLM study ~650 s, the
+# tiny study ~350 s, the SLURM study ~260 s, ...); every other end-to-end module after them.
 LONGEST_FIRST = (
-    "test_slurm.py",
     "test_workflow_minilm.py",
     "test_workflow.py",
-    "test_methods.py",
+    "test_slurm.py",
+    "test_loop.py",
     "test_workflow_tuning.py",
     "test_runs.py",
     "test_workflow_jobs.py",
-    "test_loop.py",
+    "test_methods.py",
     "test_bench.py",
     "test_encoders.py",
     "test_progress.py",
