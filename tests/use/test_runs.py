@@ -389,33 +389,46 @@ def predictions_only():
         yield
 
 
-@pytest.fixture(scope="module")
-def lora_run(tiny_roberta, tiny_tokenized, tmp_path_factory) -> Path:
-    """A LoRA run folder as the workflow leaves it: train.json, eval.json, predictions.parquet, README.md, model/."""
+def trained_run(spec, *, tokenized: Path, run: Path, checkpoints: Path, data_summary: Path) -> dict:
+    """A run folder as the workflow leaves it (train.json, eval.json, predictions.parquet,
+    README.md, model/): the finetune job, then the evaluate job (predictions_only). Returns
+    the evaluation's record."""
     from ftcompare.evaluate import evaluate_job
     from ftcompare.train import finetune_job
 
-    study = tmp_path_factory.mktemp("study")
-    run = study / "results" / "runs" / "imdb" / "tiny-roberta" / "lora" / "seed0"
     finetune_job(
-        spec=make_spec(tiny_roberta, "lora"),
-        tokenized_dir=tiny_tokenized,
+        spec=spec,
+        tokenized_dir=tokenized,
         model_dir=run / "model",
         record_path=run / "train.json",
-        checkpoint_dir=study / "results" / "checkpoints" / "lora" / "seed0",
+        checkpoint_dir=checkpoints,
         attempt_path=run / "train.attempt.json",
         retry_marker="first",
     )
     with predictions_only():
-        record = evaluate_job(
+        return evaluate_job(
             train_record_path=run / "train.json",
-            tokenized_dir=tiny_tokenized,
+            tokenized_dir=tokenized,
             model_dir=run / "model",
             record_path=run / "eval.json",
             predictions_path=run / "predictions.parquet",
             card_path=run / "README.md",
-            data_summary_path=tiny_tokenized.parent / "summary.json",
+            data_summary_path=data_summary,
         )
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_roberta, tiny_tokenized, tmp_path_factory) -> Path:
+    """A LoRA run folder as the workflow leaves it: train.json, eval.json, predictions.parquet, README.md, model/."""
+    study = tmp_path_factory.mktemp("study")
+    run = study / "results" / "runs" / "imdb" / "tiny-roberta" / "lora" / "seed0"
+    record = trained_run(
+        make_spec(tiny_roberta, "lora"),
+        tokenized=tiny_tokenized,
+        run=run,
+        checkpoints=study / "results" / "checkpoints" / "lora" / "seed0",
+        data_summary=tiny_tokenized.parent / "summary.json",
+    )
     assert record["status"] == "ok", record.get("reason")
     return run
 
@@ -624,9 +637,6 @@ NAMED = [name for name in METHOD_TABLE if name != "peft"]
 @pytest.fixture(scope="module")
 def method_runs(tiny_roberta, imdb_sample, tmp_path_factory) -> dict[str, Path]:
     """A run of every named method (and LoRA on PEFT's default modules), as the workflow leaves it."""
-    from ftcompare.evaluate import evaluate_job
-    from ftcompare.train import finetune_job
-
     study = tmp_path_factory.mktemp("methods")
     # 16 training reviews (two steps of 8) and 16 test reviews: the tests compare predictions.
     tokenized = tokenized_sample(
@@ -638,25 +648,13 @@ def method_runs(tiny_roberta, imdb_sample, tmp_path_factory) -> dict[str, Path]:
     runs = {}
     for strategy, entry in entries.items():
         run = study / "results" / "runs" / "imdb" / "tiny-roberta" / strategy / "seed0"
-        finetune_job(
-            spec=make_spec(tiny_roberta, strategy, entry, max_length=LIMIT, batch_size=8, eval_batch_size=8),
-            tokenized_dir=tokenized,
-            model_dir=run / "model",
-            record_path=run / "train.json",
-            checkpoint_dir=study / "results" / "checkpoints" / strategy / "seed0",
-            attempt_path=run / "train.attempt.json",
-            retry_marker="first",
+        trained_run(
+            make_spec(tiny_roberta, strategy, entry, max_length=LIMIT, batch_size=8, eval_batch_size=8),
+            tokenized=tokenized,
+            run=run,
+            checkpoints=study / "results" / "checkpoints" / strategy / "seed0",
+            data_summary=tokenized.parent / "summary.json",
         )
-        with predictions_only():
-            evaluate_job(
-                train_record_path=run / "train.json",
-                tokenized_dir=tokenized,
-                model_dir=run / "model",
-                record_path=run / "eval.json",
-                predictions_path=run / "predictions.parquet",
-                card_path=run / "README.md",
-                data_summary_path=tokenized.parent / "summary.json",
-            )
         runs[strategy] = run
     return runs
 
@@ -721,8 +719,6 @@ def pair_run(request, imdb_sample, tmp_path_factory) -> Path:
     sentence1 / sentence2, source columns named as GLUE's MRPC names them), by a RoBERTa
     (no segment ids) and by a BERT (the second text is segment 1)."""
     from ftcompare.data import prepare, prepared_text_columns, tokenize_splits, write_prepared
-    from ftcompare.evaluate import evaluate_job
-    from ftcompare.train import finetune_job
 
     model_path = request.getfixturevalue(request.param)
     study = tmp_path_factory.mktemp("pair-study")
@@ -764,25 +760,13 @@ def pair_run(request, imdb_sample, tmp_path_factory) -> Path:
         text_columns=prepared_text_columns(paths["train"]),
     )
     run = study / "results" / "runs" / "lora" / "seed0"
-    finetune_job(
-        spec=make_spec(model_path, "lora"),
-        tokenized_dir=tokenized,
-        model_dir=run / "model",
-        record_path=run / "train.json",
-        checkpoint_dir=study / "results" / "checkpoints" / "lora" / "seed0",
-        attempt_path=run / "train.attempt.json",
-        retry_marker="first",
+    record = trained_run(
+        make_spec(model_path, "lora"),
+        tokenized=tokenized,
+        run=run,
+        checkpoints=study / "results" / "checkpoints" / "lora" / "seed0",
+        data_summary=data_dir / "summary.json",
     )
-    with predictions_only():
-        record = evaluate_job(
-            train_record_path=run / "train.json",
-            tokenized_dir=tokenized,
-            model_dir=run / "model",
-            record_path=run / "eval.json",
-            predictions_path=run / "predictions.parquet",
-            card_path=run / "README.md",
-            data_summary_path=data_dir / "summary.json",
-        )
     assert record["status"] == "ok", record.get("reason")
     return run
 
