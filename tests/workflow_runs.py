@@ -52,6 +52,26 @@ def snakemake_command(
     ]
 
 
+def slurm_command(workdir: Path, *extra: str, targets: tuple[str, ...] = ()) -> list[str]:
+    """Snakemake on this checkout's workflow through profiles/slurm (and not the
+    workstation profile), `extra` after the profile's options."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *targets,
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(REPO_ROOT / "profiles" / "slurm"),
+        "--workflow-profile",
+        "none",
+        *extra,
+    ]
+
+
 def snakemake(workdir: Path, *configs: Path, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.run(

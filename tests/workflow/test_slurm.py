@@ -14,13 +14,13 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from workflow_runs import slurm_command
 
 from ftcompare.train import checkpoint as ckpt
 
@@ -86,22 +86,7 @@ def tiny_study(workdir: Path, tasks: tuple[str, ...] = ("imdb", "sst2")) -> Path
 
 
 def slurm_snakemake(workdir: Path, *extra: str, targets: tuple[str, ...] = ()) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        *targets,
-        "--snakefile",
-        str(REPO_ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--profile",
-        str(REPO_ROOT / "profiles" / "slurm"),
-        "--workflow-profile",
-        "none",
-        *CLUSTER_OVERRIDES,
-        *extra,
-    ]
+    return slurm_command(workdir, *CLUSTER_OVERRIDES, *extra, targets=targets)
 
 
 def submitted_jobs(output: str) -> dict[str, list[str]]:

@@ -27,6 +27,7 @@ from workflow_runs import (
     REPO_ROOT,
     overlay,
     planned_jobs,
+    slurm_command,
     snakemake,
     tiny_study,
 )
@@ -401,24 +402,14 @@ def test_slurm_profile_dry_run(fixed_study):
     """The cluster profile parses and plans the edited study's new runs (a dry run needs no sbatch)."""
     workdir, configs, _ = fixed_study
     edited = overlay(workdir, "slurm-edit", {"seeds": [0, 1]})
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
+    command = slurm_command(
+        workdir,
         "--dry-run",
-        "--snakefile",
-        str(REPO_ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--profile",
-        str(REPO_ROOT / "profiles" / "slurm"),
-        "--workflow-profile",
-        "none",
         "--configfile",
         str(REPO_ROOT / "config" / "config.yaml"),
         *map(str, configs),
         str(edited),
-    ]
+    )
     result = subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300
     )
